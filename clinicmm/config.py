@@ -85,7 +85,7 @@ class SplitSpec(_Spec):
 
 class DatasetSpec(_Spec):
     name: str
-    labels: LabelsSpec
+    labels: LabelsSpec | None = Field(None, description="Needed to train and evaluate; optional to predict.")
     imaging: ImagingSpec | None = None
     notes: NotesSpec | None = None
     genomics: GenomicsSpec | None = None
@@ -271,7 +271,7 @@ def load_dataset(path: Path | str) -> DatasetSpec:
 
 
 def _declared_paths(spec: DatasetSpec) -> list[tuple[str, Path]]:
-    found = [("labels.path", spec.labels.path)]
+    found = [("labels.path", spec.labels.path)] if spec.labels else []
     if spec.imaging:
         found.append(("imaging.root", spec.imaging.root))
     if spec.notes:

@@ -1,0 +1,304 @@
+"""Ingest: read every modality a dataset names, link them per patient, split, and report.
+
+``ingest(spec, out)`` writes ``out/`` with the cohort manifest (``cohort.parquet``, one row per patient),
+the per-modality indexes (``series``, ``notes``, ``expression``, ``samples``, ``mutations`` as parquet) and the
+ingest report (``report.json`` and a readable ``report.md``). A bad file or row is recorded with its reason
+in its index and in the report, and skipped; it never stops the rest of the cohort.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.config import DatasetSpec
+from clinicmm.errors import InputError, StageError, where
+from clinicmm.keys import HAS, MODALITIES, Col, Modality, Split, Status
+
+TABLES = ("series", "notes", "expression", "samples", "mutations")
+
+
+@dataclass
+class Cohort:
+    """The linked cohort: the manifest plus each modality's index."""
+
+    manifest: pd.DataFrame
+    series: pd.DataFrame | None = None
+    notes: pd.DataFrame | None = None
+    expression: pd.DataFrame | None = None  # index: patient_id, columns: genes
+    samples: pd.DataFrame | None = None
+    mutations: pd.DataFrame | None = None
+    report: dict = field(default_factory=dict)
+
+    def patients(self, split: str | None = None, labelled: bool = True) -> list[str]:
+        m = self.manifest[self.manifest[Col.STATUS] == Status.OK]
+        if labelled:
+            m = m[m[Col.LABEL] != ""]
+        if split is not None:
+            m = m[m[Col.SPLIT] == split]
+        return m[Col.PATIENT].tolist()
+
+    def save(self, out: Path) -> None:
+        from clinicmm.cache import atomic_write_bytes
+
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("manifest", *TABLES):
+            table = getattr(self, name)
+            if table is not None:
+                _write_parquet(table, out / f"{'cohort' if name == 'manifest' else name}.parquet")
+        atomic_write_bytes(out / "report.json", json.dumps(self.report, indent=2, default=str).encode())
+        atomic_write_bytes(out / "report.md", render_report(self.report).encode())
+
+    @classmethod
+    def load(cls, folder: Path) -> Cohort:
+        folder = Path(folder)
+        if not (folder / "cohort.parquet").is_file():
+            raise StageError(f"{folder}: no cohort.parquet here. Run `clinicmm ingest` first.")
+        tables = {n: pd.read_parquet(folder / f"{n}.parquet") for n in TABLES if (folder / f"{n}.parquet").is_file()}
+        report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
+        return cls(manifest=pd.read_parquet(folder / "cohort.parquet"), report=report, **tables)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_parquet(tmp)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_labels(spec: DatasetSpec) -> tuple[dict[str, str], list[dict]]:
+    """patient -> label, and the skipped rows (empty patient id or label, duplicates)."""
+    if spec.labels is None:
+        return {}, []
+    path = spec.resolve(spec.labels.path)
+    table = _read_table(path)
+    for key, col in (("labels.patient_column", spec.labels.patient_column), ("labels.label_column", spec.labels.label_column)):
+        if col not in table.columns:
+            raise InputError(
+                f"{where(path, column=col)} not found (named by {key} in the dataset YAML); "
+                f"columns in the file: {', '.join(table.columns)}. Fix the YAML or the header."
+            )
+    labels: dict[str, str] = {}
+    skipped = []
+    for i, (pid, label) in enumerate(zip(table[spec.labels.patient_column], table[spec.labels.label_column]), start=1):
+        pid, label = str(pid).strip(), str(label).strip()
+        reason = None
+        if not pid:
+            reason = "empty patient id"
+        elif not label:
+            reason = f"empty label for patient in column {spec.labels.label_column!r}; fill it or remove the row"
+        elif pid in labels and labels[pid] != label:
+            reason = f"patient listed again with another label ({labels[pid]!r} first); kept the first"
+        if reason:
+            skipped.append(_skip("labels", path, i, pid, reason))
+        elif pid not in labels:
+            labels[pid] = label
+    return labels, skipped
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path).astype(str)
+        sep = "," if path.suffix == ".csv" else "\t"
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read the table ({exc}). Check the file format and separator.") from exc
+
+
+def _skip(modality: str, source: object, row: object, patient: object, reason: str) -> dict:
+    return {"modality": modality, "source": str(source), "row": row, Col.PATIENT.value: str(patient or ""), "reason": reason}
+
+
+def _skipped_rows(modality: str, index: pd.DataFrame | None) -> list[dict]:
+    if index is None or index.empty:
+        return []
+    bad = index[index[Col.STATUS] != Status.OK]
+    rows = bad[Col.ROW] if Col.ROW in bad.columns else [None] * len(bad)
+    return [
+        _skip(modality, s, None if r is None or pd.isna(r) else int(r), p, reason)
+        for s, r, p, reason in zip(bad[Col.SOURCE], rows, bad[Col.PATIENT], bad[Col.REASON])
+    ]
+
+
+def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+    """Index every modality the spec names (each reader records its own bad inputs)."""
+    tables: dict[str, pd.DataFrame | None] = dict.fromkeys(TABLES)
+    if spec.imaging:
+        from clinicmm.io.dicom import index_dicom
+
+        tables["series"] = index_dicom(spec.imaging, spec.resolve(spec.imaging.root))
+    if spec.notes:
+        from clinicmm.io.notes import read_notes
+
+        tables["notes"] = read_notes(spec.notes, spec.resolve(spec.notes.path))
+    if spec.genomics:
+        tables.update(_read_genomics(spec))
+    return tables
+
+
+def _read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+    from clinicmm.io.genomics import read_expression, read_mutations
+
+    g = spec.genomics
+    out: dict[str, pd.DataFrame | None] = {}
+    if g.expression:
+        matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), g.patient_id_pattern)
+        out["expression"], out["samples"] = _expression_by_patient(matrix, samples)
+    if g.mutations:
+        out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), g.patient_id_pattern)
+    return out
+
+
+def _expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Re-index the matrix by patient; a patient's second sample is recorded and skipped."""
+    samples = samples.copy()
+    ok = samples[samples[Col.STATUS] == Status.OK]
+    repeat = ok[ok[Col.PATIENT].duplicated(keep="first")].index
+    samples.loc[repeat, Col.STATUS] = Status.SKIPPED.value
+    samples.loc[repeat, Col.REASON] = "another sample of the same patient comes first in the file; only the first is used"
+    chosen = samples[samples[Col.STATUS] == Status.OK]
+    by_patient = matrix.loc[chosen[Col.SAMPLE].tolist()].copy()
+    by_patient.index = pd.Index(chosen[Col.PATIENT].tolist(), name=Col.PATIENT.value)
+    by_patient.attrs = dict(matrix.attrs)
+    return by_patient, samples
+
+
+# -------------------------------------------------------------------------------------------- linking
+
+
+def _present(tables: dict[str, pd.DataFrame | None]) -> dict[Modality, set[str]]:
+    def ok_patients(table: pd.DataFrame | None) -> set[str]:
+        if table is None or table.empty:
+            return set()
+        return set(table.loc[table[Col.STATUS] == Status.OK, Col.PATIENT].astype(str)) - {""}
+
+    omics = set(tables["expression"].index) if tables["expression"] is not None else set()
+    mutations = tables["mutations"]
+    if mutations is not None and tables["expression"] is None:
+        omics = ok_patients(mutations)
+    return {Modality.IMAGE: ok_patients(tables["series"]), Modality.NOTE: ok_patients(tables["notes"]), Modality.OMICS: omics}
+
+
+def link(labels: dict[str, str], present: dict[Modality, set[str]]) -> tuple[pd.DataFrame, list[dict]]:
+    """One manifest row per patient seen anywhere; status says whether it can be used."""
+    patients = sorted(set(labels).union(*present.values()))
+    rows, skipped = [], []
+    for pid in patients:
+        row = {Col.PATIENT.value: pid, Col.LABEL.value: labels.get(pid, "")}
+        row.update({HAS[m].value: pid in present[m] for m in MODALITIES})
+        reason = ""
+        if not any(row[HAS[m].value] for m in MODALITIES):
+            reason = "no usable image, note or genomics data (see the skipped inputs for why)"
+        elif labels and pid not in labels:
+            reason = "no label in the labels file; it can be predicted but not used to train or evaluate"
+        row[Col.STATUS.value] = Status.SKIPPED.value if reason.startswith("no usable") else Status.OK.value
+        row[Col.REASON.value] = reason
+        rows.append(row)
+        if reason:
+            skipped.append(_skip("cohort", "labels" if "label" in reason else "cohort", None, pid, reason))
+    return pd.DataFrame(rows), skipped
+
+
+def assign_splits(manifest: pd.DataFrame, val: float, test: float, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """Patient-level stratified train/val/test split of the labelled, usable patients.
+
+    A label with fewer than 3 patients cannot be spread over three splits: its patients all go to train and a
+    note says so.
+    """
+    manifest = manifest.copy()
+    manifest[Col.SPLIT.value] = ""
+    usable = manifest[(manifest[Col.STATUS] == Status.OK) & (manifest[Col.LABEL] != "")]
+    counts = usable[Col.LABEL].value_counts()
+    notes = [f"label {lab!r} has only {n} patient(s): all put in train" for lab, n in counts.items() if n < 3]
+    rng = np.random.default_rng(seed)
+    for label, group in usable.groupby(Col.LABEL.value, sort=True):
+        idx = group.index.to_numpy()[rng.permutation(len(group))]
+        n = len(idx)
+        n_test = int(round(n * test)) if n >= 3 else 0
+        n_val = int(round(n * val)) if n >= 3 else 0
+        if n >= 3:
+            n_test, n_val = max(n_test, 1), max(n_val, 1)
+        manifest.loc[idx[:n_test], Col.SPLIT.value] = Split.TEST.value
+        manifest.loc[idx[n_test : n_test + n_val], Col.SPLIT.value] = Split.VAL.value
+        manifest.loc[idx[n_test + n_val :], Col.SPLIT.value] = Split.TRAIN.value
+    return manifest, notes
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
+    """Read, link and split a dataset (no files written)."""
+    labels, skipped = read_labels(spec)
+    tables = read_modalities(spec)
+    for modality, name in ((Modality.IMAGE, "series"), (Modality.NOTE, "notes"), (Modality.OMICS, "samples"), (Modality.OMICS, "mutations")):
+        skipped += _skipped_rows(modality.value, tables[name])
+    manifest, linked_skips = link(labels, _present(tables))
+    split_notes: list[str] = []
+    if split:
+        manifest, split_notes = assign_splits(manifest, spec.split.val, spec.split.test, spec.split.seed)
+    else:
+        manifest[Col.SPLIT.value] = ""
+    issues = list(tables["expression"].attrs.get("issues", [])) if tables["expression"] is not None else []
+    report = make_report(spec, manifest, skipped + linked_skips, issues + split_notes)
+    return Cohort(manifest=manifest, report=report, **tables)
+
+
+def ingest(spec: DatasetSpec, out: Path) -> Cohort:
+    """Build the cohort and write it (manifest, indexes, report) to ``out``."""
+    cohort = build_cohort(spec)
+    if cohort.manifest.empty or not (cohort.manifest[Col.STATUS] == Status.OK).any():
+        raise InputError(
+            f"dataset {spec.name!r}: no usable patient found. See the skipped inputs below and check the paths in "
+            f"the dataset YAML.\n{render_skipped(cohort.report['skipped'][:20])}"
+        )
+    cohort.save(Path(out))
+    return cohort
+
+
+def make_report(spec: DatasetSpec, manifest: pd.DataFrame, skipped: list[dict], issues: list[str]) -> dict:
+    ok = manifest[manifest[Col.STATUS] == Status.OK]
+    labelled = ok[ok[Col.LABEL] != ""]
+    return {
+        "dataset": spec.name,
+        "patients": {"seen": len(manifest), "usable": len(ok), "labelled": len(labelled)},
+        "modalities": {
+            m.value: {"present": int(ok[HAS[m]].sum()), "missing": int((~ok[HAS[m]]).sum())} for m in MODALITIES
+        },
+        "splits": {s: int((labelled[Col.SPLIT] == s).sum()) for s in (Split.TRAIN, Split.VAL, Split.TEST)},
+        "labels": {
+            str(label): {s.value: int(((labelled[Col.LABEL] == label) & (labelled[Col.SPLIT] == s)).sum()) for s in Split}
+            for label in sorted(labelled[Col.LABEL].unique())
+        },
+        "skipped": skipped,
+        "issues": issues,
+    }
+
+
+def render_skipped(skipped: list[dict]) -> str:
+    def loc(s: dict) -> str:
+        return f"{s['source']}" + (f", row {s['row']}" if s.get("row") not in (None, "") else "")
+
+    return "\n".join(f"- [{s['modality']}] {loc(s)}: {s['reason']}" for s in skipped)
+
+
+def render_report(report: dict) -> str:
+    """The ingest report as Markdown, for people."""
+    lines = [f"# Ingest report: {report['dataset']}", ""]
+    p = report["patients"]
+    lines += [f"Patients seen: {p['seen']}, usable: {p['usable']}, labelled: {p['labelled']}", ""]
+    lines += ["| modality | present | missing |", "| --- | --- | --- |"]
+    lines += [f"| {m} | {c['present']} | {c['missing']} |" for m, c in report["modalities"].items()]
+    lines += ["", "| label | " + " | ".join(s.value for s in Split) + " |", "| --- |" + " --- |" * len(Split)]
+    lines += [f"| {lab} | " + " | ".join(str(c[s.value]) for s in Split) + " |" for lab, c in report["labels"].items()]
+    lines += ["", f"## Skipped inputs ({len(report['skipped'])})", "", render_skipped(report["skipped"]) or "none"]
+    if report["issues"]:
+        lines += ["", "## Notes", ""] + [f"- {i}" for i in report["issues"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,212 @@
+"""Per-patient evidence: each modality's embedding plus the graph nodes it links to.
+
+The encode stage and the registered model's ``predict`` both go through :class:`Featurizer`, so a patient is
+encoded the same way in training and in production. Image and note embeddings are cached on disk (see
+:mod:`clinicmm.cache`); the genomics features are cheap and computed each time from the fitted preprocessor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.cache import EmbeddingCache, atomic_write_bytes, digest_bytes, digest_files
+from clinicmm.config import EncodersSpec
+from clinicmm.keys import Modality
+
+
+@dataclass
+class EncodedCohort:
+    """Embeddings (NaN rows where a modality is absent) and graph links, one entry per patient."""
+
+    patients: list[str]
+    vectors: dict[str, np.ndarray]  # modality -> (N, dim)
+    links: dict[str, list[list[str]]]  # modality -> per patient, names of linked graph nodes
+    failures: list[dict] = field(default_factory=list)  # {patient_id, modality, reason}
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # modality -> {encoded, cached, failed}
+
+    def has(self, modality: str) -> np.ndarray:
+        return ~np.isnan(self.vectors[modality]).any(axis=1)
+
+    def save(self, folder: Path) -> None:
+        import io
+
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **self.vectors)
+        atomic_write_bytes(folder / "embeddings.npz", buf.getvalue())
+        meta = {"patients": self.patients, "links": self.links, "failures": self.failures, "stats": self.stats}
+        atomic_write_bytes(folder / "evidence.json", json.dumps(meta).encode())
+
+    @classmethod
+    def load(cls, folder: Path) -> EncodedCohort:
+        meta = json.loads((folder / "evidence.json").read_text())
+        with np.load(folder / "embeddings.npz") as z:
+            vectors = {k: z[k] for k in z.files}
+        return cls(meta["patients"], vectors, meta["links"], meta["failures"], meta["stats"])
+
+
+class Featurizer:
+    """Turns raw patient inputs into :class:`EncodedCohort` (encoders are built on first use)."""
+
+    def __init__(self, spec: EncodersSpec, knowledge, preprocessor=None, cache_dir: Path | None = None):
+        self.spec = spec
+        self.knowledge = knowledge
+        self.preprocessor = preprocessor
+        self.cache_dir = cache_dir
+        self._image = self._text = self._matcher = None
+
+    # encoders, built lazily: a notes-only dataset never loads MONAI, an imaging-only one never transformers
+    @property
+    def image_encoder(self):
+        if self._image is None:
+            from clinicmm.imaging.encoder import ImageEncoder
+
+            self._image = ImageEncoder(self.spec.image)
+        return self._image
+
+    @property
+    def text_encoder(self):
+        if self._text is None:
+            from clinicmm.text.encoder import TextEncoder
+
+            self._text = TextEncoder(self.spec.text)
+        return self._text
+
+    @property
+    def matcher(self):
+        if self._matcher is None:
+            from clinicmm.knowledge.concepts import ConceptMatcher
+
+            self._matcher = ConceptMatcher(self.knowledge.concepts())
+        return self._matcher
+
+    def _cache(self, modality: str, fingerprint: str) -> EmbeddingCache | None:
+        return EmbeddingCache(self.cache_dir / modality, fingerprint) if self.cache_dir else None
+
+    def fingerprints(self) -> dict[str, str]:
+        return {Modality.IMAGE: self.image_encoder.fingerprint(), Modality.NOTE: self.text_encoder.fingerprint()}
+
+    # ------------------------------------------------------------------------------------------ images
+    def images(self, series: list[list[str] | None], body_parts: list[str]) -> tuple[np.ndarray, list[list[str]], dict]:
+        """Embeddings of one series per patient (None: no image) and the body-site concept each shows."""
+        enc = self.image_encoder
+        wanted = [i for i, files in enumerate(series) if files]
+        out = np.full((len(series), enc.dim), np.nan, dtype=np.float32)
+        stats = {"encoded": 0, "cached": 0, "failed": 0}
+        failures: dict[int, str] = {}
+        if wanted:
+            digests = [digest_files(series[i]) for i in wanted]
+
+            def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
+                return enc.encode([series[wanted[p]] for p in positions])
+
+            vecs, cstats = _through_cache(self._cache("image", enc.fingerprint()), digests, run, enc.dim)
+            out[wanted] = vecs
+            failures = {wanted[digests.index(d)]: r for d, r in cstats.failed.items()}
+            stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": len(failures)}
+        concepts = [self._body_site(bp) if files and i not in failures else [] for i, (files, bp) in enumerate(zip(series, body_parts))]
+        return out, concepts, {"stats": stats, "failures": failures}
+
+    def _body_site(self, body_part: str) -> list[str]:
+        concept = self.knowledge.concept_for_body_part(body_part) if body_part else None
+        return [concept] if concept else []
+
+    # ------------------------------------------------------------------------------------------- notes
+    def notes(self, texts: list[list[str]]) -> tuple[np.ndarray, list[list[str]], dict]:
+        """Per patient: the mean embedding of its notes and the concepts they mention positively."""
+        enc = self.text_encoder
+        flat = [(i, t) for i, ts in enumerate(texts) for t in ts if t and t.strip()]
+        out = np.full((len(texts), enc.dim), np.nan, dtype=np.float32)
+        stats = {"encoded": 0, "cached": 0, "failed": 0}
+        if flat:
+            digests = [digest_bytes(t) for _, t in flat]
+
+            def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
+                return enc.encode([flat[p][1] for p in positions]), {}
+
+            vecs, cstats = _through_cache(self._cache("note", enc.fingerprint()), digests, run, enc.dim)
+            owners = np.array([i for i, _ in flat])
+            for i in np.unique(owners):
+                out[i] = vecs[owners == i].mean(axis=0)
+            stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": 0}
+        concepts = [sorted({c for t in ts if t for c in self.matcher.positive(t)}) for ts in texts]
+        return out, concepts, {"stats": stats, "failures": {}}
+
+    # ------------------------------------------------------------------------------------------- omics
+    def omics(self, patients: list[str], expression: pd.DataFrame | None, mutations: pd.DataFrame | None, present: np.ndarray):
+        """Standardised features and linked genes from the fitted preprocessor (rows absent: NaN)."""
+        pre = self.preprocessor
+        feats = pre.features(expression, mutations, patients).astype(np.float32)
+        feats[~present] = np.nan
+        evidence = pre.evidence(expression, mutations, patients)
+        genes = [sorted(evidence.get(p, [])) if ok else [] for p, ok in zip(patients, present)]
+        return feats, genes, {"stats": {"encoded": int(present.sum()), "cached": 0, "failed": 0}, "failures": {}}
+
+
+def _through_cache(cache: EmbeddingCache | None, digests, run, dim):
+    from clinicmm.cache import CacheStats
+
+    if cache is not None:
+        return cache.get_or_encode(digests, run, dim)
+    vecs, failures = run(list(range(len(digests))))
+    vecs = np.asarray(vecs, dtype=np.float32)
+    stats = CacheStats(misses=len(digests) - len(failures), failed={digests[p]: r for p, r in failures.items()})
+    for p in failures:
+        vecs[p] = np.nan
+    return vecs, stats
+
+
+def patient_inputs(cohort, patients: list[str]) -> dict[str, list]:
+    """Each patient's raw inputs from the ingest indexes: series files, body part, note texts."""
+    from clinicmm.keys import Col, Status
+
+    files: dict[str, list[str]] = {}
+    parts: dict[str, str] = {}
+    if cohort.series is not None and not cohort.series.empty:
+        ok = cohort.series[cohort.series[Col.STATUS] == Status.OK]
+        for pid, fs, bp in zip(ok[Col.PATIENT], ok[Col.FILES], ok[Col.BODY_PART]):
+            files[pid], parts[pid] = [str(f) for f in fs], str(bp or "")
+    texts: dict[str, list[str]] = {}
+    if cohort.notes is not None and not cohort.notes.empty:
+        ok = cohort.notes[cohort.notes[Col.STATUS] == Status.OK]
+        for pid, group in ok.groupby(Col.PATIENT.value, sort=False):
+            texts[pid] = group[Col.TEXT].astype(str).tolist()
+    return {
+        "series": [files.get(p) for p in patients],
+        "body_parts": [parts.get(p, "") for p in patients],
+        "texts": [texts.get(p, []) for p in patients],
+    }
+
+
+def encode_cohort(cohort, featurizer: Featurizer, patients: list[str]) -> EncodedCohort:
+    """Encode every modality of the given patients (cached where an encoder and input are unchanged)."""
+    from clinicmm.keys import HAS
+
+    inputs = patient_inputs(cohort, patients)
+    n = len(patients)
+    vectors, links, stats, failures = {}, {}, {}, []
+    manifest = cohort.manifest.set_index("patient_id").loc[patients]
+    steps = {
+        Modality.IMAGE: (lambda: featurizer.images(inputs["series"], inputs["body_parts"])) if any(inputs["series"]) else None,
+        Modality.NOTE: (lambda: featurizer.notes(inputs["texts"])) if any(inputs["texts"]) else None,
+        Modality.OMICS: (
+            lambda: featurizer.omics(patients, cohort.expression, cohort.mutations, manifest[HAS[Modality.OMICS]].to_numpy())
+        )
+        if featurizer.preprocessor is not None
+        else None,
+    }
+    for modality, step in steps.items():
+        if step is None:
+            vectors[modality.value] = np.full((n, 1), np.nan, dtype=np.float32)
+            links[modality.value] = [[] for _ in patients]
+            stats[modality.value] = {"encoded": 0, "cached": 0, "failed": 0}
+            continue
+        vecs, linked, info = step()
+        vectors[modality.value], links[modality.value], stats[modality.value] = vecs, linked, info["stats"]
+        failures += [{"patient_id": patients[i], "modality": modality.value, "reason": r} for i, r in info["failures"].items()]
+    return EncodedCohort(patients, vectors, links, failures, stats)

@@ -1,0 +1,172 @@
+"""Score patients given as a DataFrame — the interface of the registered MLflow model.
+
+Input columns (all strings; every one but ``patient_id`` optional, empty meaning 'not available'):
+
+| column | value |
+| --- | --- |
+| patient_id | the patient's id (only echoed back, never logged) |
+| dicom_files | a JSON list of the series' DICOM file paths, or a folder holding one series |
+| body_part | BodyPartExamined; default: read from the first DICOM file |
+| notes | a JSON list of note texts, or one note as plain text |
+| expression | a JSON object ``{gene: value}`` in the unit the model was trained on |
+| mutations | a JSON list of non-silent mutated gene symbols |
+
+Output: one row per input row: patient_id, predicted, ``prob_<class>`` for every class, modalities (the ones
+used, '+'-joined), status ('scored' or 'not scored') and reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.keys import MODALITIES, Col
+
+INPUT_COLUMNS = ("patient_id", "dicom_files", "body_part", "notes", "expression", "mutations")
+
+
+def _cell(row: pd.Series, key: str) -> str:
+    value = row.get(key, "")
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
+def _json(text: str, expect: type, column: str, pid: str):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"column {column!r}: not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(value, expect):
+        raise ValueError(f"column {column!r}: expected a JSON {expect.__name__} (got {type(value).__name__})")
+    return value
+
+
+def _series_files(text: str) -> list[str]:
+    if text.startswith("["):
+        return [str(f) for f in _json(text, list, "dicom_files", "")]
+    folder = Path(text)
+    if not folder.is_dir():
+        raise ValueError(f"column 'dicom_files': {folder} is neither a JSON list of files nor a folder")
+    from clinicmm.config import ImagingSpec
+    from clinicmm.io.dicom import index_dicom
+
+    index = index_dicom(ImagingSpec(root=folder), folder)
+    ok = index[index[Col.STATUS] == "ok"]
+    if ok.empty:
+        reasons = "; ".join(index[Col.REASON].astype(str).head(3))
+        raise ValueError(f"column 'dicom_files': no usable series in {folder} ({reasons})")
+    return [str(f) for f in ok.iloc[0][Col.FILES]]
+
+
+def _body_part(files: list[str]) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(files[0], stop_before_pixels=True).get("BodyPartExamined", "")).upper()
+    except Exception:  # unreadable header: the encoder records the real reason
+        return ""
+
+
+def parse_frame(frame: pd.DataFrame) -> dict:
+    """Per-row raw inputs, and a reason for each row that cannot be parsed."""
+    if "patient_id" not in frame.columns:
+        raise ValueError(f"missing column 'patient_id'; expected columns: {', '.join(INPUT_COLUMNS)}")
+    parsed = {"patients": [], "series": [], "body_parts": [], "texts": [], "expr": {}, "mut": [], "errors": {}}
+    for i, (_, row) in enumerate(frame.iterrows()):
+        pid = _cell(row, "patient_id") or f"row-{i + 1}"
+        parsed["patients"].append(pid)
+        files, body, texts = None, "", []
+        try:
+            if d := _cell(row, "dicom_files"):
+                files = _series_files(d)
+                body = _cell(row, "body_part").upper() or _body_part(files)
+            if n := _cell(row, "notes"):
+                texts = [str(t) for t in _json(n, list, "notes", pid)] if n.startswith("[") else [n]
+            if e := _cell(row, "expression"):
+                parsed["expr"][pid] = {str(k): float(v) for k, v in _json(e, dict, "expression", pid).items()}
+            if m := _cell(row, "mutations"):
+                parsed["mut"] += [(pid, str(g)) for g in _json(m, list, "mutations", pid)]
+        except (ValueError, TypeError) as exc:
+            parsed["errors"][i] = str(exc)
+            files, body, texts = None, "", []
+        parsed["series"].append(files)
+        parsed["body_parts"].append(body)
+        parsed["texts"].append(texts)
+    return parsed
+
+
+def _omics_tables(parsed: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    expr = pd.DataFrame.from_dict(parsed["expr"], orient="index") if parsed["expr"] else None
+    if expr is not None:
+        expr.index.name = Col.PATIENT.value
+    mut = (
+        pd.DataFrame(
+            [{"patient_id": p, "sample_id": p, "gene": g, "variant_class": "", "non_silent": True, "status": "ok"} for p, g in parsed["mut"]]
+        )
+        if parsed["mut"]
+        else None
+    )
+    return expr, mut
+
+
+def encode_frame(parsed: dict, featurizer):
+    """EncodedCohort of the parsed rows (no cache: a served model keeps no patient data on disk)."""
+    from clinicmm.evidence import EncodedCohort
+
+    patients = parsed["patients"]
+    n = len(patients)
+    vectors, links, failures = {}, {}, []
+    expr, mut = _omics_tables(parsed)
+    has_omics = np.array([p in parsed["expr"] or any(q == p for q, _ in parsed["mut"]) for p in patients])
+    steps = {
+        "image": (lambda: featurizer.images(parsed["series"], parsed["body_parts"])) if any(parsed["series"]) else None,
+        "note": (lambda: featurizer.notes(parsed["texts"])) if any(parsed["texts"]) else None,
+        "omics": (lambda: featurizer.omics(patients, expr, mut, has_omics)) if featurizer.preprocessor is not None and has_omics.any() else None,
+    }
+    for m, step in steps.items():
+        if step is None:
+            vectors[m], links[m] = None, [[] for _ in patients]
+            continue
+        vectors[m], links[m], info = step()
+        failures += [{"row": i, "modality": m, "reason": r} for i, r in info["failures"].items()]
+    return EncodedCohort(patients, vectors, links, failures), n
+
+
+def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
+    """Predict every row of ``frame`` (see the module docstring for the columns)."""
+    from clinicmm.training.data import to_evidence
+    from clinicmm.training.fit import predict_proba
+
+    parsed = parse_frame(frame)
+    encoded, n = encode_frame(parsed, featurizer)
+    for m in MODALITIES:  # absent modality: NaN block of the trained width
+        if encoded.vectors[m.value] is None:
+            encoded.vectors[m.value] = np.full((n, bundle.dims[m.value]), np.nan, dtype=np.float32)
+    present = np.stack([encoded.has(m.value) for m in MODALITIES], axis=1)
+    rows = [i for i in range(n) if present[i].any() and i not in parsed["errors"]]
+    items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
+    probs = predict_proba(model, items, bundle.knowledge.to_hetero(), bundle.dims) if items else np.zeros((0, len(bundle.classes)))
+    return _result_frame(parsed, encoded, bundle.classes, rows, probs, present)
+
+
+def _result_frame(parsed, encoded, classes, rows, probs, present) -> pd.DataFrame:
+    failed = {}
+    for f in encoded.failures:
+        failed.setdefault(f["row"], []).append(f"{f['modality']}: {f['reason']}")
+    out = []
+    scored = dict(zip(rows, probs))
+    for i, pid in enumerate(parsed["patients"]):
+        rec = {"patient_id": pid, "predicted": ""} | {f"prob_{c}": np.nan for c in classes}
+        used = [m.value for j, m in enumerate(MODALITIES) if present[i, j]]
+        rec["modalities"] = "+".join(used)
+        if i in scored:
+            rec["predicted"] = classes[int(np.argmax(scored[i]))]
+            rec.update({f"prob_{c}": float(p) for c, p in zip(classes, scored[i])})
+            rec["status"], rec["reason"] = "scored", "; ".join(failed.get(i, []))
+        else:
+            reason = parsed["errors"].get(i) or "; ".join(failed.get(i, [])) or "no usable image, note or genomics input"
+            rec["status"], rec["reason"] = "not scored", reason
+        out.append(rec)
+    return pd.DataFrame(out)

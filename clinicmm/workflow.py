@@ -1,0 +1,302 @@
+"""The workflow's stages, one function each: ingest → encode → train → evaluate → register → predict.
+
+Each stage reads the previous stage's files under the workflow's ``workdir`` and writes its own:
+
+```
+workdir/ingest/    cohort.parquet, series/notes/expression/samples/mutations.parquet, report.json, report.md
+workdir/cache/     embedding cache (image/, note/), keyed by encoder fingerprint + input content
+workdir/encode/    embeddings.npz, evidence.json, genomics.json, encoders.json
+workdir/train/     <model>/ bundle (model.json, weights.safetensors, genomics.json, graph/), history.json
+workdir/evaluate/  results.csv, results.json, confusion_<model>.png, comparison.png
+workdir/runs.json  the MLflow run ids of this workflow (parent and one child per model)
+```
+The CLI verbs call these functions and print their summaries; no logic lives in the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.cache import atomic_write_bytes
+from clinicmm.cohort import Cohort, ingest
+from clinicmm.config import WorkflowSpec, dump, load_dataset
+from clinicmm.errors import StageError
+from clinicmm.keys import Col, Modality, Node, Split
+
+log = logging.getLogger("clinicmm")
+
+
+def _write_json(path: Path, data) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise StageError(f"{path} is missing: run `clinicmm {stage}` (or `clinicmm run`) for this workflow first.")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+
+def ingest_stage(wf: WorkflowSpec) -> Cohort:
+    cohort = ingest(load_dataset(wf.dataset_path), wf.work / "ingest")
+    r = cohort.report
+    log.info("ingest: %d usable patients (%d labelled), %d skipped inputs", r["patients"]["usable"], r["patients"]["labelled"], len(r["skipped"]))
+    return cohort
+
+
+# ---------------------------------------------------------------------------------------------- encode
+
+
+def load_knowledge(wf: WorkflowSpec):
+    """The shipped graph plus the workflow's own GMT / TSV files."""
+    from clinicmm.knowledge.graph import KnowledgeGraph
+
+    kg = KnowledgeGraph.default()
+    for path in wf.knowledge:
+        path = wf.resolve(path)
+        added = kg.add_gmt(path) if path.suffix.lower() == ".gmt" else kg.add_triples(path)
+        log.info("knowledge: %s added %d edges", path.name, added)
+    return kg
+
+
+def fit_genomics(wf: WorkflowSpec, cohort: Cohort):
+    """The genomics preprocessor, fitted on the train split only (None without genomics)."""
+    spec = load_dataset(wf.dataset_path)
+    if spec.genomics is None or (cohort.expression is None and cohort.mutations is None):
+        return None
+    from clinicmm.genomics.preprocess import GenomicsPreprocessor
+
+    unit = spec.genomics.expression.unit if spec.genomics.expression else "normalized"
+    g = wf.encoders.genomics
+    train = set(cohort.patients(Split.TRAIN))
+    expr = cohort.expression.loc[[p for p in cohort.expression.index if p in train]] if cohort.expression is not None else None
+    muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
+    return GenomicsPreprocessor(unit, g.z_threshold, g.max_genes_per_patient).fit(expr, muts)
+
+
+def encode_stage(wf: WorkflowSpec):
+    from clinicmm.evidence import Featurizer, encode_cohort
+
+    cohort = Cohort.load(_need(wf.work / "ingest", "ingest"))
+    pre = fit_genomics(wf, cohort)
+    featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache")
+    encoded = encode_cohort(cohort, featurizer, cohort.patients(labelled=False))
+    out = wf.work / "encode"
+    encoded.save(out)
+    fingerprints = {m: fp for m, fp in _used_fingerprints(featurizer, encoded).items()}
+    _write_json(out / "encoders.json", {"fingerprints": fingerprints, "spec": dump(wf.encoders)})
+    if pre is not None:
+        _write_json(out / "genomics.json", pre.to_dict())
+    else:
+        (out / "genomics.json").unlink(missing_ok=True)
+    for m, s in encoded.stats.items():
+        log.info("encode %s: %d encoded, %d from cache, %d failed", m, s["encoded"], s["cached"], s["failed"])
+    return encoded
+
+
+def _used_fingerprints(featurizer, encoded) -> dict[str, str]:
+    used = {}
+    if encoded.has(Modality.IMAGE).any():
+        used[Modality.IMAGE.value] = featurizer.image_encoder.fingerprint()
+    if encoded.has(Modality.NOTE).any():
+        used[Modality.NOTE.value] = featurizer.text_encoder.fingerprint()
+    return used
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+class TrainingData:
+    """Everything the train and evaluate stages share: cohort, encodings, graph, classes, split rows."""
+
+    def __init__(self, wf: WorkflowSpec):
+        from clinicmm.evidence import EncodedCohort
+
+        self.wf = wf
+        self.cohort = Cohort.load(_need(wf.work / "ingest", "ingest"))
+        self.encoded = EncodedCohort.load(_need(wf.work / "encode", "encode"))
+        self.kg = load_knowledge(wf)
+        labels = self.cohort.manifest.set_index(Col.PATIENT.value)
+        self.label = labels[Col.LABEL.value].to_dict()
+        self.split = labels[Col.SPLIT.value].to_dict()
+        self.classes = sorted({self.label[p] for p in self.encoded.patients if self.split.get(p) == Split.TRAIN})
+        if len(self.classes) < 2:
+            raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
+        self.kg.ensure_nodes(Node.CANCER, self.classes)
+        enc_dir = wf.work / "encode"
+        self.genomics = json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
+        self.fingerprints = json.loads((enc_dir / "encoders.json").read_text())["fingerprints"]
+
+    def rows(self, split: Split) -> tuple[list[int], list[int]]:
+        idx = {c: i for i, c in enumerate(self.classes)}
+        rows = [r for r, p in enumerate(self.encoded.patients) if self.split.get(p) == split and self.label.get(p) in idx]
+        return rows, [idx[self.label[self.encoded.patients[r]]] for r in rows]
+
+    def items(self, split: Split, scaler):
+        from clinicmm.training.data import to_evidence
+
+        rows, y = self.rows(split)
+        return to_evidence(self.encoded, rows, y, self.kg, scaler), np.array(y)
+
+
+def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
+    """Fit every model of the workflow on the same split; one MLflow child run each."""
+    import mlflow
+
+    from clinicmm.bundle import ModelBundle
+    from clinicmm.fusion.registry import build_model
+    from clinicmm.tracking import runs
+    from clinicmm.training.data import Standardizer, dims_of
+    from clinicmm.training.fit import fit
+
+    data = TrainingData(wf)
+    scaler = Standardizer.fit(data.encoded.vectors, np.array(data.rows(Split.TRAIN)[0]))
+    train_items, _ = data.items(Split.TRAIN, scaler)
+    val_items, _ = data.items(Split.VAL, scaler)
+    dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
+    class_nodes = ModelBundle(wf.primary_model, data.classes, dims, 0, 0, wf.encoders, {}, scaler, {}, data.kg).class_nodes()
+    results = {}
+    with runs.workflow_run(wf, data.cohort, fresh=True) as parent:
+        for name in wf.models:
+            with runs.child_run(wf, name) as child:
+                t = wf.training
+                model = build_model(name, dims, len(data.classes), hetero, class_nodes, t.hidden, t.dropout)
+                model, history = fit(model, train_items, val_items, hetero, dims, t, len(data.classes), runs.epoch_logger(child), progress)
+                bundle = ModelBundle(
+                    name, data.classes, dims, t.hidden, t.dropout, wf.encoders, data.fingerprints, scaler,
+                    model.state_dict(), data.kg, data.genomics, extra={"workflow": wf.name},
+                )
+                out = bundle.save(wf.work / "train" / name)
+                _write_json(out / "history.json", history)
+                runs.log_training(child, name, model, history, out)
+                best = min(history, key=lambda h: h["val_loss"]) if history else {}
+                results[name] = {"epochs": len(history), "best": best, "bundle": str(out)}
+                log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(history), best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
+        mlflow.log_dict({n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, "training_summary.json")
+    return results
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
+    """Test-split metrics of every trained model, a confusion matrix each, and the comparison table."""
+    from clinicmm.bundle import ModelBundle
+    from clinicmm.tracking import runs
+    from clinicmm.tracking.plots import comparison_png, confusion_png
+    from clinicmm.training.data import dims_of
+    from clinicmm.training.fit import predict_proba
+    from clinicmm.training.metrics import classification_metrics, confusion
+
+    data = TrainingData(wf)
+    out = wf.work / "evaluate"
+    out.mkdir(parents=True, exist_ok=True)
+    table, metrics_by_model = [], {}
+    for name in wf.models:
+        bundle = ModelBundle.load(_need(wf.work / "train" / name, "train"))
+        items, y = data.items(Split.TEST, bundle.scaler)
+        probs = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+        metrics = classification_metrics(y, probs, bundle.classes)
+        cm = confusion(y, probs.argmax(1), len(bundle.classes))
+        png = confusion_png(cm, bundle.classes, f"{name}: test split (n={len(y)})", out / f"confusion_{name}.png")
+        runs.log_evaluation(wf, name, metrics, png)
+        metrics_by_model[name] = metrics
+        table.append({"model": name, "n_test": len(y), **{k: metrics[k] for k in ("macro_f1", "accuracy", "auroc_ovr")}})
+    results = pd.DataFrame(table)
+    results.to_csv(out / "results.csv", index=False)
+    _write_json(out / "results.json", metrics_by_model)
+    comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
+    runs.log_comparison(wf, out)
+    return results
+
+
+# -------------------------------------------------------------------------------------------- register
+
+
+def register_stage(wf: WorkflowSpec) -> dict[str, str]:
+    """Log the primary model as an MLflow pyfunc, register it and point the alias at the new version."""
+    from clinicmm.tracking import runs
+
+    bundle_dir = _need(wf.work / "train" / wf.primary_model, "train")
+    results = _need(wf.work / "evaluate" / "results.json", "evaluate")
+    metrics = json.loads(results.read_text()).get(wf.primary_model, {})
+    return runs.register(wf, bundle_dir, metrics)
+
+
+# --------------------------------------------------------------------------------------------- predict
+
+
+def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
+    """The registered model's input frame for these patients, from the ingest indexes (raw values)."""
+    from clinicmm.evidence import patient_inputs
+
+    raw = patient_inputs(cohort, patients)
+    expr = cohort.expression
+    muts = cohort.mutations
+    if muts is not None:
+        muts = muts[(muts[Col.STATUS] == "ok") & muts["non_silent"].astype(bool)]
+    rows = []
+    for i, pid in enumerate(patients):
+        rec = {"patient_id": pid, "dicom_files": "", "body_part": raw["body_parts"][i], "notes": "", "expression": "", "mutations": ""}
+        if raw["series"][i]:
+            rec["dicom_files"] = json.dumps(raw["series"][i])
+        if raw["texts"][i]:
+            rec["notes"] = json.dumps(raw["texts"][i])
+        if expr is not None and pid in expr.index:
+            rec["expression"] = json.dumps({g: float(v) for g, v in expr.loc[pid].items() if pd.notna(v)})
+        if muts is not None and (genes := sorted(set(muts.loc[muts[Col.PATIENT] == pid, "gene"]))):
+            rec["mutations"] = json.dumps(genes)
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False) -> pd.DataFrame:
+    """Score every patient of a dataset with a registered model; unscorable patients are listed with why."""
+    import mlflow.pyfunc
+
+    from clinicmm.cohort import build_cohort
+    from clinicmm.errors import InputError, ModelError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; choose another --out or pass --overwrite to replace it.")
+    cohort = build_cohort(load_dataset(dataset_path), split=False)
+    manifest = cohort.manifest
+    usable = manifest.loc[manifest[Col.STATUS] == "ok", Col.PATIENT.value].tolist()
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # MLflow raises several types for a bad URI
+        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
+    result = model.predict(cohort_frame(cohort, usable)) if usable else pd.DataFrame()
+    skipped = manifest[manifest[Col.STATUS] != "ok"]
+    extra = pd.DataFrame({"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]})
+    result = pd.concat([result, extra], ignore_index=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    result.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ all
+
+
+def run(wf: WorkflowSpec, progress: bool = True) -> dict:
+    """Every stage in order; returns what the CLI prints."""
+    from clinicmm.tracking.setup import configure
+
+    configure(wf.tracking)
+    ingest_stage(wf)
+    encoded = encode_stage(wf)
+    train_stage(wf, progress)
+    results = evaluate_stage(wf)
+    registered = register_stage(wf)
+    preds = predict(registered["uri"], wf.dataset_path, wf.work / "predictions.csv", overwrite=True)
+    return {"results": results, "registered": registered, "predictions": wf.work / "predictions.csv", "encode": encoded.stats, "n_predicted": int((preds["status"] == "scored").sum())}
