@@ -144,30 +144,16 @@ def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
 
 
 def _read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
-    from clinicmm.io.genomics import read_expression, read_mutations
+    from clinicmm.io.genomics import expression_by_patient, read_expression, read_mutations
 
     g = spec.genomics
     out: dict[str, pd.DataFrame | None] = {}
     if g.expression:
         matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), g.patient_id_pattern)
-        out["expression"], out["samples"] = _expression_by_patient(matrix, samples)
+        out["expression"], out["samples"] = expression_by_patient(matrix, samples), samples
     if g.mutations:
         out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), g.patient_id_pattern)
     return out
-
-
-def _expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Re-index the matrix by patient; a patient's second sample is recorded and skipped."""
-    samples = samples.copy()
-    ok = samples[samples[Col.STATUS] == Status.OK]
-    repeat = ok[ok[Col.PATIENT].duplicated(keep="first")].index
-    samples.loc[repeat, Col.STATUS] = Status.SKIPPED.value
-    samples.loc[repeat, Col.REASON] = "another sample of the same patient comes first in the file; only the first is used"
-    chosen = samples[samples[Col.STATUS] == Status.OK]
-    by_patient = matrix.loc[chosen[Col.SAMPLE].tolist()].copy()
-    by_patient.index = pd.Index(chosen[Col.PATIENT].tolist(), name=Col.PATIENT.value)
-    by_patient.attrs = dict(matrix.attrs)
-    return by_patient, samples
 
 
 # -------------------------------------------------------------------------------------------- linking
@@ -186,7 +172,7 @@ def _present(tables: dict[str, pd.DataFrame | None]) -> dict[Modality, set[str]]
     return {Modality.IMAGE: ok_patients(tables["series"]), Modality.NOTE: ok_patients(tables["notes"]), Modality.OMICS: omics}
 
 
-def link(labels: dict[str, str], present: dict[Modality, set[str]]) -> tuple[pd.DataFrame, list[dict]]:
+def link(labels: dict[str, str], present: dict[Modality, set[str]], labels_file: str = "labels") -> tuple[pd.DataFrame, list[dict]]:
     """One manifest row per patient seen anywhere; status says whether it can be used."""
     patients = sorted(set(labels).union(*present.values()))
     rows, skipped = [], []
@@ -202,7 +188,7 @@ def link(labels: dict[str, str], present: dict[Modality, set[str]]) -> tuple[pd.
         row[Col.REASON.value] = reason
         rows.append(row)
         if reason:
-            skipped.append(_skip("cohort", "labels" if "label" in reason else "cohort", None, pid, reason))
+            skipped.append(_skip("cohort", labels_file if "label" in reason else "cohort", None, pid, reason))
     return pd.DataFrame(rows), skipped
 
 
@@ -240,7 +226,8 @@ def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
     tables = read_modalities(spec)
     for modality, name in ((Modality.IMAGE, "series"), (Modality.NOTE, "notes"), (Modality.OMICS, "samples"), (Modality.OMICS, "mutations")):
         skipped += _skipped_rows(modality.value, tables[name])
-    manifest, linked_skips = link(labels, _present(tables))
+    labels_file = str(spec.resolve(spec.labels.path)) if spec.labels else "labels"
+    manifest, linked_skips = link(labels, _present(tables), labels_file)
     split_notes: list[str] = []
     if split:
         manifest, split_notes = assign_splits(manifest, spec.split.val, spec.split.test, spec.split.seed)
@@ -272,7 +259,7 @@ def make_report(spec: DatasetSpec, manifest: pd.DataFrame, skipped: list[dict], 
         "modalities": {
             m.value: {"present": int(ok[HAS[m]].sum()), "missing": int((~ok[HAS[m]]).sum())} for m in MODALITIES
         },
-        "splits": {s: int((labelled[Col.SPLIT] == s).sum()) for s in (Split.TRAIN, Split.VAL, Split.TEST)},
+        "splits": {s.value: int((labelled[Col.SPLIT] == s).sum()) for s in Split},
         "labels": {
             str(label): {s.value: int(((labelled[Col.LABEL] == label) & (labelled[Col.SPLIT] == s)).sum()) for s in Split}
             for label in sorted(labelled[Col.LABEL].unique())
