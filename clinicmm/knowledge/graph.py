@@ -1,0 +1,246 @@
+"""The knowledge graph: genes, pathways, cancer types and clinical concepts, and the typed edges between them.
+
+Nodes are typed (``clinicmm.keys.Node``) and numbered per type in the order they were added, so a node's index
+is stable for a given build order; ``to_files`` keeps that order, which lets a trained model ship the exact
+graph it was trained on. Edges are keyed ``(src_type, relation, dst_type)`` (``loaders.SCHEMA``), stored once
+per pair, each with the label of the source it came from. ``to_hetero`` hands the graph to torch-geometric
+with every relation in both directions (``rev_`` + relation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from clinicmm.errors import InputError
+from clinicmm.keys import KNOWLEDGE_NODES, Node, Rel
+from clinicmm.knowledge import loaders
+from clinicmm.knowledge.concepts import Concept
+from clinicmm.knowledge.loaders import SCHEMA, NodeRow
+
+EdgeType = tuple[Node, Rel, Node]
+REV = "rev_"
+FILES = ("nodes.tsv", "edges.tsv", "concepts.tsv")
+
+
+def _shipped(name: str) -> AbstractContextManager[Path]:
+    """A real path to one of the data files shipped in ``clinicmm/knowledge/data``."""
+    return resources.as_file(resources.files("clinicmm.knowledge").joinpath(f"data/{name}"))
+
+
+def _norm_body_part(value: str) -> str:
+    return " ".join(value.lower().replace("_", " ").replace("-", " ").split())
+
+
+class KnowledgeGraph:
+    """Typed nodes with names, typed edges with a source label each; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._names: dict[Node, list[str]] = {t: [] for t in KNOWLEDGE_NODES}
+        self._index: dict[Node, dict[str, int]] = {t: {} for t in KNOWLEDGE_NODES}
+        self._info: dict[tuple[Node, str], tuple[str, str]] = {}  # (type, name) -> (title, definition)
+        self._edges: dict[EdgeType, dict[tuple[int, int], str]] = {}
+        self._concepts: dict[str, Concept] = {}
+        self._body_parts: dict[str, str] | None = None
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def default(cls) -> KnowledgeGraph:
+        """The shipped graph: cancer types, concepts, the Reactome subset and the curated edges (SOURCES.md)."""
+        kg = cls()
+        with _shipped("cancer_types.tsv") as path:
+            kg.add_nodes(loaders.read_cancer_types(path))
+        with _shipped("concepts.tsv") as path:
+            kg.add_concepts(loaders.read_concepts(path))
+        with _shipped("reactome_subset.gmt") as path:
+            kg.add_gmt(path, source="Reactome")
+        with _shipped("edges.tsv") as path:
+            kg.add_triples(path)
+        return kg
+
+    def add_gmt(self, path: str | Path, source: str | None = None) -> int:
+        """Add a GMT file's gene sets as pathway nodes with gene ``member_of`` edges; returns edges added."""
+        added = 0
+        for gene_set in loaders.read_gmt(path):
+            self.add_nodes([NodeRow(Node.PATHWAY, gene_set.name, gene_set.name, gene_set.description)])
+            for gene in gene_set.genes:
+                added += self.add_edge(Node.GENE, gene, Rel.MEMBER_OF, Node.PATHWAY, gene_set.name,
+                                       source or Path(path).name)
+        return added
+
+    def add_triples(self, path: str | Path) -> int:
+        """Add the edges of a triple file (``edges.tsv`` columns or ``head relation tail``); returns edges added."""
+        return sum(self.add_edge(t.src_type, t.src, t.relation, t.dst_type, t.dst, t.source)
+                   for t in loaders.read_triples(path))
+
+    def add_nodes(self, rows: Iterable[NodeRow]) -> int:
+        """Add nodes with their title / definition (kept when a node already has them); returns nodes added."""
+        before = sum(map(len, self._names.values()))
+        for row in rows:
+            self._add_node(row.node_type, row.name)
+            old = self._info.get((row.node_type, row.name), ("", ""))
+            self._info[(row.node_type, row.name)] = (old[0] or row.title, old[1] or row.definition)
+        return sum(map(len, self._names.values())) - before
+
+    def add_concepts(self, concepts: Iterable[Concept]) -> int:
+        """Add concept nodes with their names, kinds and synonyms (later metadata replaces earlier)."""
+        before = self.num_nodes(Node.CONCEPT)
+        for concept in concepts:
+            self._add_node(Node.CONCEPT, concept.id)
+            self._concepts[concept.id] = concept
+        self._body_parts = None
+        return self.num_nodes(Node.CONCEPT) - before
+
+    def ensure_nodes(self, node_type: Node | str, names: Iterable[str]) -> None:
+        """Add the nodes of ``names`` that are missing (e.g. a label code the graph does not know)."""
+        t = self._type(node_type)
+        for name in names:
+            self._add_node(t, str(name))
+
+    def add_edge(self, src_type: Node | str, src: str, relation: Rel | str, dst_type: Node | str, dst: str,
+                 source: str = "") -> bool:
+        """Add one edge (and its end nodes when missing); False when the edge was already there."""
+        st, dt = self._type(src_type), self._type(dst_type)
+        rel = loaders.relation(str(relation), st, dt, "KnowledgeGraph.add_edge")
+        pair = (self._add_node(st, src), self._add_node(dt, dst))
+        edges = self._edges.setdefault((st, rel, dt), {})
+        if pair in edges:
+            return False
+        edges[pair] = source
+        return True
+
+    def _add_node(self, node_type: Node, name: str) -> int:
+        index = self._index[node_type]
+        if name not in index:
+            if not name:
+                raise InputError(f"empty {node_type.value} name; every node needs a name")
+            index[name] = len(self._names[node_type])
+            self._names[node_type].append(name)
+        return index[name]
+
+    @staticmethod
+    def _type(node_type: Node | str) -> Node:
+        return loaders.node_type(str(node_type), "KnowledgeGraph")
+
+    # ----------------------------------------------------------------------------------------- queries
+    def index(self, node_type: Node | str, name: str) -> int | None:
+        """Index of a node within its type, or None when the graph does not have it."""
+        return self._index[self._type(node_type)].get(name)
+
+    def names(self, node_type: Node | str) -> list[str]:
+        """Names of the nodes of one type, in index order."""
+        return list(self._names[self._type(node_type)])
+
+    def num_nodes(self, node_type: Node | str) -> int:
+        return len(self._names[self._type(node_type)])
+
+    def title(self, node_type: Node | str, name: str) -> str:
+        """Human-readable name (a cancer type's full name, a pathway's name); the node name when none."""
+        return self._info.get((self._type(node_type), name), ("", ""))[0] or name
+
+    def definition(self, node_type: Node | str, name: str) -> str:
+        """A node's one-line definition (cancer types) or description (pathways: the GMT's second column)."""
+        return self._info.get((self._type(node_type), name), ("", ""))[1]
+
+    def edge_types(self) -> list[tuple[str, str, str]]:
+        """The forward edge types holding at least one edge, as string triples."""
+        return sorted((s.value, r.value, d.value) for (s, r, d), e in self._edges.items() if e)
+
+    def edges(self, src_type: Node | str, relation: Rel | str, dst_type: Node | str) -> list[tuple[str, str, str]]:
+        """``(src name, dst name, source label)`` of every edge of one type, in (src, dst) index order."""
+        key = (self._type(src_type), Rel(str(relation)), self._type(dst_type))
+        src_names, dst_names = self._names[key[0]], self._names[key[2]]
+        return [(src_names[s], dst_names[d], label) for (s, d), label in sorted(self._edges.get(key, {}).items())]
+
+    def concepts(self) -> list[Concept]:
+        """Every concept node's metadata, in index order; a node added without metadata gets a bare one."""
+        return [self._concepts.get(cid) or Concept(cid, cid.partition(":")[2] or cid, cid.partition(":")[0])
+                for cid in self._names[Node.CONCEPT]]
+
+    def concept_for_body_part(self, value: str | None) -> str | None:
+        """The body-part concept id of a DICOM BodyPartExamined value (CHEST, THORAX, LUNG -> bodypart:chest)."""
+        if self._body_parts is None:
+            self._body_parts = {}
+            for concept in self._concepts.values():
+                if concept.kind == "bodypart":
+                    for form in concept.forms():
+                        self._body_parts.setdefault(_norm_body_part(form), concept.id)
+                        self._body_parts.setdefault(_norm_body_part(form).replace(" ", ""), concept.id)
+        key = _norm_body_part(value or "")
+        return self._body_parts.get(key) or self._body_parts.get(key.replace(" ", ""))
+
+    # ----------------------------------------------------------------------------------------- export
+    def to_hetero(self):  # -> torch_geometric.data.HeteroData
+        """The graph as ``HeteroData``: ``num_nodes`` and ``node_id`` per type, every relation both ways."""
+        import torch
+        from torch_geometric.data import HeteroData
+
+        data = HeteroData()
+        for t in KNOWLEDGE_NODES:
+            data[t.value].num_nodes = self.num_nodes(t)
+            data[t.value].node_id = torch.arange(self.num_nodes(t))
+        for rel, (s, d) in SCHEMA.items():
+            pairs = sorted(self._edges.get((s, rel, d), {}))
+            edge_index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t().contiguous()
+            data[s.value, rel.value, d.value].edge_index = edge_index
+            data[d.value, REV + rel.value, s.value].edge_index = edge_index.flip(0).contiguous()
+        data.validate(raise_on_error=True)
+        return data
+
+    def fingerprint(self) -> str:
+        """sha256 hex of the nodes in index order and the sorted edge list.
+
+        Node order is part of it because a trained model's node embeddings are looked up by index; source
+        labels and concept synonyms are not.
+        """
+        lines = [f"node\t{t.value}\t{name}" for t in KNOWLEDGE_NODES for name in self._names[t]]
+        lines += sorted(f"edge\t{s.value}\t{src}\t{r.value}\t{d.value}\t{dst}"
+                        for (s, r, d) in self._edges for src, dst, _ in self.edges(s, r, d))
+        return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+    def summary(self) -> pd.DataFrame:
+        """Counts: nodes per type, edges per relation and per source; columns ``section``, ``name``, ``count``."""
+        rows = [("nodes", t.value, self.num_nodes(t)) for t in KNOWLEDGE_NODES]
+        rows += sorted(("relation", f"{s.value} {r.value} {d.value}", len(edges))
+                       for (s, r, d), edges in self._edges.items() if edges)
+        sources = Counter(label for edges in self._edges.values() for label in edges.values())
+        rows += [("source", label or "(none)", n) for label, n in sorted(sources.items())]
+        return pd.DataFrame(rows, columns=["section", "name", "count"])
+
+    def to_files(self, folder: str | Path) -> Path:
+        """Write ``nodes.tsv`` (index order), ``edges.tsv`` and ``concepts.tsv`` into ``folder``; returns it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        nodes = [(t.value, n, *self._info.get((t, n), ("", ""))) for t in KNOWLEDGE_NODES for n in self._names[t]]
+        loaders.write_tsv(folder / "nodes.tsv", loaders.NODE_COLUMNS, nodes)
+        edges = [(s.value, src, r.value, d.value, dst, label)
+                 for (s, r, d) in sorted(self._edges) for src, dst, label in self.edges(s, r, d)]
+        loaders.write_tsv(folder / "edges.tsv", loaders.EDGE_COLUMNS, edges)
+        concepts = [(c.id, c.name, c.kind, "|".join(c.synonyms)) for c in self._concepts.values()]
+        loaders.write_tsv(folder / "concepts.tsv", loaders.CONCEPT_COLUMNS, concepts)
+        return folder
+
+    @classmethod
+    def from_files(cls, folder: str | Path) -> KnowledgeGraph:
+        """The graph written by ``to_files``, with the same node indices and fingerprint."""
+        folder = Path(folder)
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        if missing:
+            raise InputError(f"{folder}: missing {', '.join(missing)}; expected a folder written by "
+                             f"KnowledgeGraph.to_files ({', '.join(FILES)})")
+        kg = cls()
+        kg.add_nodes(loaders.read_nodes(folder / "nodes.tsv"))
+        kg.add_concepts(loaders.read_concepts(folder / "concepts.tsv"))
+        kg.add_triples(folder / "edges.tsv")
+        return kg
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{t.value}={self.num_nodes(t)}" for t in KNOWLEDGE_NODES)
+        return f"KnowledgeGraph({counts}, edges={sum(map(len, self._edges.values()))})"
+
