@@ -1,0 +1,66 @@
+"""The fusion models by name (the names ``clinicmm.config.MODEL_NAMES`` allows), built from one uniform signature.
+
+Every factory takes ``(dims, n_classes, knowledge, class_nodes, hidden, dropout)``; models that do not use the
+knowledge graph or the class nodes ignore them. Model modules are imported when a model is built, so importing
+this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from clinicmm.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch_geometric.data import HeteroData
+
+Factory = Callable[..., "nn.Module"]
+
+
+def _single(modality: str) -> Factory:
+    def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+              dropout: float) -> nn.Module:
+        from clinicmm.fusion.single import SingleModalityModel
+
+        return SingleModalityModel(modality, dims, n_classes, hidden=hidden, dropout=dropout)
+
+    build.__doc__ = f"Single-modality model on the {modality} embedding."
+    return build
+
+
+def _concat(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+            dropout: float) -> nn.Module:
+    """Concatenation fusion of the three modality embeddings."""
+    from clinicmm.fusion.concat import ConcatFusion
+
+    return ConcatFusion(dims, n_classes, hidden=hidden, dropout=dropout)
+
+
+def _kg_gnn(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+            dropout: float) -> nn.Module:
+    """HGT fusion on the knowledge graph; node counts come from ``knowledge``, metadata from the batch schema."""
+    from clinicmm.fusion.batch import check_knowledge, schema
+    from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
+
+    check_knowledge(knowledge)
+    num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
+    return KGGNNFusion(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
+
+
+MODELS: dict[str, Factory] = {
+    "image": _single("image"),
+    "note": _single("note"),
+    "omics": _single("omics"),
+    "concat": _concat,
+    "kg_gnn": _kg_gnn,
+}
+
+
+def build_model(name: str, dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor,
+                hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+    """Build the model registered as ``name``; ``ModelError`` lists the valid names for an unknown one."""
+    if name not in MODELS:
+        raise ModelError(f"Unknown fusion model {name!r}; valid names: {', '.join(MODELS)}")
+    return MODELS[name](dims, n_classes, knowledge, class_nodes, hidden, dropout)
