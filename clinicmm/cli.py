@@ -39,7 +39,9 @@ def _setup_logging() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    handler = RichHandler(console=err, show_path=False)
+    handler.addFilter(lambda record: "nvImageCodec" not in record.getMessage())  # MONAI noise on every CPU machine
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -171,8 +173,15 @@ def encode(workflow: ExistingFile) -> None:
     from clinicmm.workflow import encode_stage
 
     encoded = encode_stage(_workflow(workflow))
-    for m, s in encoded.stats.items():
-        out.print(f"{m}: {s['encoded']} encoded, {s['cached']} from cache, {s['failed']} failed")
+    _print_encode(encoded.stats)
+
+
+def _print_encode(stats: dict) -> None:
+    for m, s in stats.items():
+        if "computed" in s:
+            out.print(f"{m}: {s['computed']} computed from the fitted preprocessor (no encoder network)")
+        else:
+            out.print(f"{m}: {s['encoded']} encoded, {s['cached']} from cache, {s['failed']} failed")
 
 
 @app.command()

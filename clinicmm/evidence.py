@@ -145,7 +145,8 @@ class Featurizer:
         feats[~present] = np.nan
         evidence = pre.evidence(expression, mutations, patients)
         genes = [sorted(evidence.get(p, [])) if ok else [] for p, ok in zip(patients, present)]
-        return feats, genes, {"stats": {"encoded": int(present.sum()), "cached": 0, "failed": 0}, "failures": {}}
+        stats = {"encoded": 0, "cached": 0, "failed": 0, "computed": int(present.sum())}  # no network, nothing to cache
+        return feats, genes, {"stats": stats, "failures": {}}
 
 
 def _through_cache(cache: EmbeddingCache | None, digests, run, dim):

@@ -96,8 +96,6 @@ def encode_stage(wf: WorkflowSpec):
         _write_json(out / "genomics.json", pre.to_dict())
     else:
         (out / "genomics.json").unlink(missing_ok=True)
-    for m, s in encoded.stats.items():
-        log.info("encode %s: %d encoded, %d from cache, %d failed", m, s["encoded"], s["cached"], s["failed"])
     return encoded
 
 

@@ -15,41 +15,25 @@ import torch
 import torch.nn.functional as F
 
 from clinicmm.config import TrainingSpec
-from clinicmm.keys import MODALITIES
-
-for _name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-
 
 def _lightning():
     import pytorch_lightning as pl
 
+    # Lightning sets its loggers to INFO on import; its GPU/TPU banners and tips say nothing useful here
+    for name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return pl
 
 
-def dropout_masks(n: int, p: float, rng: np.random.Generator, present: np.ndarray) -> dict[str, np.ndarray]:
-    """Modality dropout: drop each present modality with probability p, never a patient's last one."""
-    drop = (rng.random((n, len(MODALITIES))) < p) & present
-    all_gone = ~(present & ~drop).any(axis=1)
-    drop[all_gone] = False
-    return {m.value: drop[:, j] for j, m in enumerate(MODALITIES)}
-
-
 def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, shuffle: bool, p_drop: float = 0.0, seed: int = 0):
+    """A DataLoader of batches (HeteroData); ``p_drop`` > 0 applies modality dropout (training only)."""
     from torch.utils.data import DataLoader
 
-    from clinicmm.fusion.batch import build_batch
-
-    rng = np.random.default_rng(seed)
-
-    def collate(patients: list):
-        if p_drop <= 0:
-            return build_batch(knowledge, patients, dims)
-        present = np.array([[getattr(p, m.value) is not None for m in MODALITIES] for p in patients])
-        return build_batch(knowledge, patients, dims, drop=dropout_masks(len(patients), p_drop, rng, present))
+    from clinicmm.fusion.batch import collate
 
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(items, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=gen, num_workers=0)
+    fn = collate(knowledge, dims, modality_dropout=p_drop, seed=seed)
+    return DataLoader(items, batch_size=batch_size, shuffle=shuffle, collate_fn=fn, generator=gen, num_workers=0)
 
 
 class FusionTask(_lightning().LightningModule):
