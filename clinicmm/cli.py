@@ -39,6 +39,7 @@ def _setup_logging() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = RichHandler(console=err, show_path=False)
     handler.addFilter(lambda record: "nvImageCodec" not in record.getMessage())  # MONAI noise on every CPU machine
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
@@ -271,9 +272,9 @@ def run(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Sho
     r = summary["registered"]
     out.print(f"registered [bold]{r['name']}[/] version {r['version']} → [bold]{r['uri']}[/]")
     out.print(f"predictions for {summary['n_predicted']} patients: [bold]{summary['predictions']}[/]")
-    uri = r["tracking_uri"]
+    uri = wf.tracking.tracking_uri()
     if uri.startswith("sqlite:///"):
-        out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]")
+        out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]", soft_wrap=True)
 
 
 @kg_app.command("inspect")

@@ -146,7 +146,7 @@ class ImageEncoder:
         """
         out = np.full((len(series), self.dim), np.nan, dtype=np.float32)
         failed: dict[int, str] = {}
-        bar = tqdm(total=len(series), desc="Encoding images", unit="series", file=sys.stderr, disable=not progress)
+        bar = tqdm(total=len(series), desc="Encoding images", unit="series", file=sys.stderr, disable=None if progress else True)
         for start in range(0, len(series), self.spec.batch_size):
             stop = min(start + self.spec.batch_size, len(series))
             tensors, done = [], []

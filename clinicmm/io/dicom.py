@@ -75,7 +75,7 @@ def index_dicom(spec: ImagingSpec, root: Path) -> pd.DataFrame:
     paths = _list_files(root)
     rows: list[dict] = []
     slices: list[_Slice] = []
-    bar = tqdm(paths, desc="Indexing DICOM", unit="file", file=sys.stderr, disable=len(paths) < PROGRESS_MIN_FILES)
+    bar = tqdm(paths, desc="Indexing DICOM", unit="file", file=sys.stderr, disable=None if len(paths) >= PROGRESS_MIN_FILES else True)
     for path in bar:
         found = _read_slice(path, root, spec.patient_tag)
         if isinstance(found, _Slice):

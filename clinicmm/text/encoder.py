@@ -143,7 +143,7 @@ class TextEncoder:
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         size = self.spec.batch_size
-        with tqdm(total=len(texts), desc="encoding notes", unit="note", disable=not progress) as bar:
+        with tqdm(total=len(texts), desc="encoding notes", unit="note", disable=None if progress else True) as bar:
             for start in range(0, len(texts), size):
                 out[start : start + size] = self._encode_batch(texts[start : start + size])
                 bar.update(min(size, len(texts) - start))

@@ -7,6 +7,7 @@ Nothing is pickled but this small class: weights, graph, scalers and encoder spe
 from __future__ import annotations
 
 import mlflow.pyfunc
+import pandas as pd
 
 
 class ClinicmmModel(mlflow.pyfunc.PythonModel):
@@ -22,7 +23,7 @@ class ClinicmmModel(mlflow.pyfunc.PythonModel):
         self.model = self.bundle.build_model()
         self.featurizer = Featurizer(self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor())
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from clinicmm.scoring import score
 
         _check_fingerprints(self.bundle, self.featurizer, model_input)
@@ -55,3 +56,11 @@ def signature():
 
     inputs = Schema([ColSpec("string", c, required=(c == "patient_id")) for c in INPUT_COLUMNS])
     return ModelSignature(inputs=inputs)
+
+
+def input_example() -> pd.DataFrame:
+    """A synthetic one-row input (no patient data): a single note, every other input empty."""
+    from clinicmm.scoring import INPUT_COLUMNS
+
+    row = dict.fromkeys(INPUT_COLUMNS, "") | {"patient_id": "example-1", "notes": '["FINAL DIAGNOSIS: invasive adenocarcinoma."]'}
+    return pd.DataFrame([row])

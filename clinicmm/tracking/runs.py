@@ -74,6 +74,7 @@ def workflow_run(wf: WorkflowSpec, cohort, fresh: bool = True):
     uri = configure(wf.tracking)
     exp = experiment_id(wf.tracking.experiment, uri)
     digest = dataset_digest(cohort)
+    mlflow.set_experiment(experiment_id=exp)  # child runs and logged models follow the active experiment
     with mlflow.start_run(experiment_id=exp, run_name=wf.name) as run:
         mlflow.log_params(flatten(dump(wf)))
         mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": "workflow"})
@@ -130,6 +131,8 @@ def _client_for(wf: WorkflowSpec):
     runs = read_runs(wf)
     mlflow.set_tracking_uri(runs["tracking_uri"])
     mlflow.set_registry_uri(runs["tracking_uri"])
+    # MLflow 3 files a logged model under the *active* experiment, not the resumed run's: set it explicitly
+    mlflow.set_experiment(experiment_id=runs["experiment_id"])
     return MlflowClient(runs["tracking_uri"]), runs
 
 
@@ -173,7 +176,8 @@ def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> d
     """Log the bundle as a pyfunc in the model's run, register it and set the alias; returns name/version/uri."""
     import mlflow.pyfunc
 
-    from clinicmm.tracking.pyfunc import ClinicmmModel, signature
+    from clinicmm.tracking import model_code
+    from clinicmm.tracking.pyfunc import input_example, signature
 
     client, runs = _client_for(wf)
     run_id = runs["models"].get(wf.primary_model)
@@ -183,9 +187,10 @@ def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> d
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=ClinicmmModel(),
+            python_model=model_code.__file__,
             artifacts={"bundle": str(bundle_dir)},
             signature=signature(),
+            input_example=input_example(),
             registered_model_name=name,
             pip_requirements=_requirements(),
         )

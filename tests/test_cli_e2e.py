@@ -1,0 +1,133 @@
+"""End to end through the real console script: demo data → run → registry → pyfunc → rerun from cache.
+
+One workflow run is shared by the tests of this module (it takes about a minute and a half on 2 cores).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+CLI = str(Path(sys.executable).with_name("clinicmm"))
+MODEL = "e2e-model"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    assert _cli("demo-data", "data", "--patients", "120", "--seed", "3", "--inject-bad", cwd=root).returncode == 0
+    wf = {
+        "name": "e2e",
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "training": {"max_epochs": 60, "patience": 10},
+        "tracking": {"uri": f"sqlite:///{root}/tracking/mlflow.db", "experiment": "e2e", "registered_model": MODEL},
+    }
+    (root / "wf.yaml").write_text(yaml.safe_dump(wf))
+    run = _cli("run", "wf.yaml", "--no-progress", cwd=root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return root, run
+
+
+def test_run_prints_the_table_the_registered_model_and_the_ui_command(workflow):
+    root, run = workflow
+    for name in ("image", "note", "omics", "concat", "kg_gnn"):
+        assert name in run.stdout
+    assert f"models:/{MODEL}@champion" in run.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in run.stdout
+    assert (root / "work" / "predictions.csv").is_file()
+    assert not (root / "mlruns").exists()  # everything went to the configured store, nothing to the cwd
+    assert not (root / "mlflow.db").exists()
+
+
+def test_fused_model_beats_every_single_modality_on_the_test_split(workflow):
+    root, _ = workflow
+    results = pd.read_csv(root / "work" / "evaluate" / "results.csv").set_index("model")["macro_f1"]
+    best_single = max(results[m] for m in ("image", "note", "omics"))
+    assert results["kg_gnn"] > best_single, results.to_dict()
+    assert results["concat"] > best_single, results.to_dict()
+
+
+def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(workflow):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from clinicmm.cohort import Cohort
+    from clinicmm.workflow import cohort_frame
+
+    root, _ = workflow
+    uri = f"sqlite:///{root}/tracking/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    version = MlflowClient(uri).get_model_version_by_alias(MODEL, "champion")
+    assert version.tags["clinicmm.model"] == "kg_gnn" and float(version.tags["test_macro_f1"]) > 0.5
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    cohort = Cohort.load(root / "work" / "ingest")
+    patients = cohort.patients("test")[:6]
+    frame = cohort_frame(cohort, patients)
+    frame.loc[frame.index[-1], "notes"] = '["an unterminated list'  # a bad row is reported, not fatal
+    got = model.predict(frame).set_index("patient_id")
+    cli = pd.read_csv(root / "work" / "predictions.csv").set_index("patient_id")
+    for pid in patients[:-1]:
+        assert got.loc[pid, "status"] == "scored"
+        assert got.loc[pid, "predicted"] == cli.loc[pid, "predicted"]
+        assert abs(got.loc[pid, [c for c in got.columns if c.startswith("prob_")]].sum() - 1) < 1e-4
+    assert got.loc[patients[-1], "status"] == "not scored" and "notes" in got.loc[patients[-1], "reason"]
+
+
+def test_predictions_cover_every_patient_and_name_the_modalities_used(workflow):
+    root, _ = workflow
+    truth = json.loads((root / "data" / "demo_truth.json").read_text())
+    preds = pd.read_csv(root / "work" / "predictions.csv", keep_default_na=False).set_index("patient_id")
+    assert set(preds.index) == set(truth["patients"])
+    for pid, t in truth["patients"].items():
+        if t["missing"]:
+            assert t["missing"] not in preds.loc[pid, "modalities"].split("+")
+    unlabelled = next(b["patient_id"] for b in truth["bad_inputs"] if b["kind"] == "unlabelled_patient")
+    assert preds.loc[unlabelled, "status"] == "scored"  # no label: still predicted
+
+
+def test_rerun_with_the_same_config_encodes_nothing(workflow):
+    root, _ = workflow
+    again = _cli("encode", "wf.yaml", cwd=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "image: 0 encoded" in again.stdout and "note: 0 encoded" in again.stdout
+    assert "from cache, 0 failed" in again.stdout
+
+
+def test_no_patient_identifier_name_or_note_text_reaches_mlflow(workflow):
+    root, _ = workflow
+    truth = json.loads((root / "data" / "demo_truth.json").read_text())
+    some_dicom = next(p for p in (root / "data" / "dicom").rglob("*") if p.is_file() and p.suffix != ".txt")
+    ds = pydicom.dcmread(some_dicom, stop_before_pixels=True)
+    notes = pd.read_csv(root / "data" / "notes.csv", keep_default_na=False)
+    canaries = [*truth["patients"], str(ds.PatientName), str(ds.AccessionNumber)]
+    canaries += [t for t in notes["text"] if len(t) > 40][:20]
+    blob = b"".join(p.read_bytes() for p in (root / "tracking").rglob("*") if p.is_file())
+    found = [c for c in canaries if c.encode() in blob]
+    assert not found, found[:5]
+
+
+def test_errors_are_one_line_without_traceback(workflow, tmp_path):
+    root, _ = workflow
+    bad = root / "typo.yaml"
+    bad.write_text((root / "wf.yaml").read_text().replace("workdir:", "workdri:"))
+    result = _cli("train", str(bad), cwd=root)
+    assert result.returncode == 1
+    assert "did you mean 'workdir'" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("predict", "data/dataset.yaml", "--model", "models:/no-such-model@champion", "--out", str(tmp_path / "p.csv"), cwd=root)
+    assert result.returncode == 1 and "cannot load model" in result.stderr and "Traceback" not in result.stderr
+    shutil.rmtree(tmp_path, ignore_errors=True)
