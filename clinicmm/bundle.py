@@ -21,7 +21,7 @@ from pathlib import Path
 from clinicmm import __version__
 from clinicmm.cache import atomic_write_bytes
 from clinicmm.config import EncodersSpec
-from clinicmm.errors import ModelError
+from clinicmm.errors import ClinicmmError, ModelError
 from clinicmm.keys import Node
 from clinicmm.training.data import Standardizer
 
@@ -94,6 +94,7 @@ class ModelBundle:
 
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from clinicmm.knowledge.graph import KnowledgeGraph
@@ -102,7 +103,11 @@ class ModelBundle:
         if not (folder / "model.json").is_file():
             raise ModelError(f"{folder}: not a clinicmm model bundle (no model.json). Point at a trained model's bundle.")
         meta = json.loads((folder / "model.json").read_text())
-        kg = KnowledgeGraph.from_files(folder / "graph")
+        try:
+            kg = KnowledgeGraph.from_files(folder / "graph")
+            state = load_file(str(folder / "weights.safetensors"))
+        except (ClinicmmError, OSError, SafetensorError) as exc:
+            raise ModelError(f"{folder}: the bundle is incomplete or damaged ({exc}). Train and register it again.") from exc
         if kg.fingerprint() != meta["knowledge_fingerprint"]:
             raise ModelError(f"{folder / 'graph'}: the knowledge graph differs from the one the model was trained on.")
         genomics = json.loads((folder / "genomics.json").read_text()) if (folder / "genomics.json").is_file() else None
@@ -115,7 +120,7 @@ class ModelBundle:
             encoders=EncodersSpec.model_validate(meta["encoders"]),
             fingerprints=meta["fingerprints"],
             scaler=Standardizer(**meta["scaler"]),
-            state_dict=load_file(str(folder / "weights.safetensors")),
+            state_dict=state,
             knowledge=kg,
             genomics=genomics,
             extra=meta.get("extra", {}),

@@ -132,14 +132,15 @@ def ingest_cmd(
     """
     from clinicmm.cohort import ingest
     from clinicmm.config import load_dataset, load_workflow
+    from clinicmm.workflow import ingest_stage
 
     if _is_workflow(config):
         wf = load_workflow(config)
-        spec, target = load_dataset(wf.dataset_path), wf.work / "ingest"
+        cohort, target = ingest_stage(wf), wf.work / "ingest"
     else:
         spec = load_dataset(config)
         target = out_dir or Path(".clinicmm") / spec.name / "ingest"
-    cohort = ingest(spec, target)
+        cohort = ingest(spec, target)
     _print_ingest(cohort.report, target)
 
 
@@ -229,7 +230,26 @@ def register(workflow: ExistingFile) -> None:
     from clinicmm.workflow import register_stage
 
     r = register_stage(_workflow(workflow))
-    out.print(f"registered [bold]{r['name']}[/] version {r['version']} as [bold]{r['uri']}[/]")
+    out.print(f"registered [bold]{r['name']}[/] version {r['version']} as [bold]{r['uri']}[/]", soft_wrap=True)
+
+
+@app.command()
+@handled
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Model version to point the alias at.")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to set, e.g. champion or challenger.")] = "champion",
+    tracking_uri: Annotated[Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")] = None,
+) -> None:
+    """Point a registry alias at a model version (aliases, not the deprecated stages).
+
+    Example: [bold]clinicmm promote clinicmm-demo 2 --alias challenger[/]
+    """
+    from clinicmm.tracking.runs import promote as promote_fn
+
+    previous = promote_fn(name, version, alias, tracking_uri)
+    was = f" (was version {previous})" if previous else ""
+    out.print(f"[bold]models:/{name}@{alias}[/] → version {version}{was}", soft_wrap=True)
 
 
 @app.command()
@@ -239,6 +259,7 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")],
     out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    dicom_sr: Annotated[Optional[Path], typer.Option("--dicom-sr", help="Also write one DICOM SR per patient into this folder.")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")] = None,
 ) -> None:
     """Predict the cancer type of every patient of a dataset with a registered model.
@@ -250,28 +271,36 @@ def predict(
     from clinicmm.workflow import predict as predict_fn
 
     configure(TrackingSpec(uri=tracking_uri))
-    result = predict_fn(model, dataset, out_file, overwrite)
+    result = predict_fn(model, dataset, out_file, overwrite, dicom_sr)
     scored = int((result["status"] == "scored").sum())
     out.print(f"scored {scored} of {len(result)} patients → [bold]{out_file}[/]")
     if scored < len(result):
         out.print(f"{len(result) - scored} not scored; the 'reason' column says why")
+    if dicom_sr is not None:
+        out.print(f"DICOM SR reports in [bold]{dicom_sr}[/] (index: sr_index.csv)")
 
 
 @app.command()
 @handled
-def run(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True) -> None:
+def run(
+    workflow: ExistingFile,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Rerun every stage, even those up to date.")] = False,
+) -> None:
     """Run every stage: ingest → encode → train → evaluate → register → predict.
 
-    Example: [bold]clinicmm run workflows/demo.yaml[/]
+    A stage whose inputs and config are unchanged since it last finished is skipped, so a rerun after a crash
+    or a kill resumes where it stopped. Example: [bold]clinicmm run workflows/demo.yaml[/]
     """
     from clinicmm.workflow import run as run_all
 
     wf = _workflow(workflow)
-    summary = run_all(wf, progress)
+    summary = run_all(wf, progress, force)
+    out.print("stages: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()), soft_wrap=True)
     _print_results(summary["results"])
     r = summary["registered"]
-    out.print(f"registered [bold]{r['name']}[/] version {r['version']} → [bold]{r['uri']}[/]")
-    out.print(f"predictions for {summary['n_predicted']} patients: [bold]{summary['predictions']}[/]")
+    out.print(f"registered [bold]{r['name']}[/] version {r['version']} → [bold]{r['uri']}[/]", soft_wrap=True)
+    out.print(f"predictions for {summary['scored']} of {summary['patients']} patients: [bold]{summary['predictions']}[/]", soft_wrap=True)
     uri = wf.tracking.tracking_uri()
     if uri.startswith("sqlite:///"):
         out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]", soft_wrap=True)

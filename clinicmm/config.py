@@ -108,8 +108,8 @@ class DatasetSpec(_Spec):
 
 class ImageEncoderSpec(_Spec):
     network: Literal["resnet10", "resnet18", "densenet121"] = "resnet10"
-    spatial_size: tuple[int, int, int] = (32, 64, 64)
-    pixdim: tuple[float, float, float] | None = None
+    spatial_size: tuple[int, int, int] = Field((32, 64, 64), description="Output size (slices, rows, columns).")
+    pixdim: tuple[float, float, float] | None = Field(None, description="Resample to this voxel size in mm, (z, y, x).")
     window: tuple[float, float] = (-160.0, 240.0)
     seed: int = 0
     batch_size: int = Field(4, ge=1)

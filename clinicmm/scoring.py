@@ -7,7 +7,7 @@ Input columns (all strings; every one but ``patient_id`` optional, empty meaning
 | patient_id | the patient's id (only echoed back, never logged) |
 | dicom_files | a JSON list of the series' DICOM file paths, or a folder holding one series |
 | body_part | BodyPartExamined; default: read from the first DICOM file |
-| notes | a JSON list of note texts, or one note as plain text |
+| notes | a JSON list of note texts, or else one note as plain text |
 | expression | a JSON object ``{gene: value}`` in the unit the model was trained on |
 | mutations | a JSON list of non-silent mutated gene symbols |
 
@@ -43,6 +43,18 @@ def _json(text: str, expect: type, column: str, pid: str):
     return value
 
 
+def _notes(text: str) -> list[str]:
+    """A JSON list of note texts, or else the cell itself as one plain-text note (which may start with '[')."""
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return [text]
+        if isinstance(value, list) and all(isinstance(t, str) for t in value):
+            return value
+    return [text]
+
+
 def _series_files(text: str) -> list[str]:
     if text.startswith("["):
         return [str(f) for f in _json(text, list, "dicom_files", "")]
@@ -74,16 +86,20 @@ def parse_frame(frame: pd.DataFrame) -> dict:
     if "patient_id" not in frame.columns:
         raise ValueError(f"missing column 'patient_id'; expected columns: {', '.join(INPUT_COLUMNS)}")
     parsed = {"patients": [], "series": [], "body_parts": [], "texts": [], "expr": {}, "mut": [], "errors": {}}
+    first_row: dict[str, int] = {}
     for i, (_, row) in enumerate(frame.iterrows()):
         pid = _cell(row, "patient_id") or f"row-{i + 1}"
         parsed["patients"].append(pid)
         files, body, texts = None, "", []
         try:
+            if pid in first_row:
+                raise ValueError(f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row")
+            first_row[pid] = i
             if d := _cell(row, "dicom_files"):
                 files = _series_files(d)
                 body = _cell(row, "body_part").upper() or _body_part(files)
             if n := _cell(row, "notes"):
-                texts = [str(t) for t in _json(n, list, "notes", pid)] if n.startswith("[") else [n]
+                texts = _notes(n)
             if e := _cell(row, "expression"):
                 parsed["expr"][pid] = {str(k): float(v) for k, v in _json(e, dict, "expression", pid).items()}
             if m := _cell(row, "mutations"):

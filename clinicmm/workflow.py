@@ -8,6 +8,9 @@ workdir/cache/     embedding cache (image/, note/), keyed by encoder fingerprint
 workdir/encode/    embeddings.npz, evidence.json, genomics.json, encoders.json
 workdir/train/     <model>/ bundle (model.json, weights.safetensors, genomics.json, graph/), history.json
 workdir/evaluate/  results.csv, results.json, confusion_<model>.png, comparison.png
+workdir/register/  stage.json (the registered name, version and URI)
+workdir/predict/   predictions.csv of the workflow's own dataset
+workdir/<stage>/stage.json  the fingerprint of a finished stage (see clinicmm.stages)
 workdir/runs.json  the MLflow run ids of this workflow (parent and one child per model)
 ```
 The CLI verbs call these functions and print their summaries; no logic lives in the CLI.
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clinicmm import stages
 from clinicmm.cache import atomic_write_bytes
 from clinicmm.cohort import Cohort, ingest
 from clinicmm.config import WorkflowSpec, dump, load_dataset
@@ -47,6 +51,7 @@ def _need(path: Path, stage: str) -> Path:
 def ingest_stage(wf: WorkflowSpec) -> Cohort:
     cohort = ingest(load_dataset(wf.dataset_path), wf.work / "ingest")
     r = cohort.report
+    stages.mark_done(wf, "ingest", {"patients": r["patients"], "skipped": len(r["skipped"])})
     log.info("ingest: %d usable patients (%d labelled), %d skipped inputs", r["patients"]["usable"], r["patients"]["labelled"], len(r["skipped"]))
     return cohort
 
@@ -96,6 +101,7 @@ def encode_stage(wf: WorkflowSpec):
         _write_json(out / "genomics.json", pre.to_dict())
     else:
         (out / "genomics.json").unlink(missing_ok=True)
+    stages.mark_done(wf, "encode", {"stats": encoded.stats})
     return encoded
 
 
@@ -178,6 +184,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
                 results[name] = {"epochs": len(history), "best": best, "bundle": str(out)}
                 log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(history), best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
         mlflow.log_dict({n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, "training_summary.json")
+    stages.mark_done(wf, "train", {n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()})
     return results
 
 
@@ -212,6 +219,7 @@ def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
     _write_json(out / "results.json", metrics_by_model)
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
     runs.log_comparison(wf, out)
+    stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")})
     return results
 
 
@@ -225,7 +233,9 @@ def register_stage(wf: WorkflowSpec) -> dict[str, str]:
     bundle_dir = _need(wf.work / "train" / wf.primary_model, "train")
     results = _need(wf.work / "evaluate" / "results.json", "evaluate")
     metrics = json.loads(results.read_text()).get(wf.primary_model, {})
-    return runs.register(wf, bundle_dir, metrics)
+    registered = runs.register(wf, bundle_dir, metrics)
+    stages.mark_done(wf, "register", registered)
+    return registered
 
 
 # --------------------------------------------------------------------------------------------- predict
@@ -255,8 +265,38 @@ def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False) -> pd.DataFrame:
-    """Score every patient of a dataset with a registered model; unscorable patients are listed with why."""
+def _model_identity(model_uri: str) -> tuple[str, str]:
+    """(name, version) of a ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI; (uri, '') otherwise."""
+    if not model_uri.startswith("models:/"):
+        return model_uri, ""
+    from mlflow import MlflowClient
+
+    ref = model_uri[len("models:/") :]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, MlflowClient().get_model_version_by_alias(name, alias).version
+    name, _, version = ref.partition("/")
+    return name, version
+
+
+def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder: Path) -> pd.DataFrame:
+    """One DICOM Comprehensive SR per scored patient with an image series, in the patient's source study."""
+    from clinicmm.io.dicom_sr import write_sr_for_predictions
+
+    if cohort.series is None:
+        raise StageError("--dicom-sr needs imaging: the dataset names no 'imaging' root, so there is no study to report into.")
+    name, version = _model_identity(model_uri)
+    written = write_sr_for_predictions(result, cohort.series, folder, name, version)
+    log.info("dicom-sr: %d written, %d skipped (see sr_index.csv)", int((written["status"] == "ok").sum()), int((written["status"] != "ok").sum()))
+    written.to_csv(folder / "sr_index.csv", index=False)
+    return written
+
+
+def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False, dicom_sr: Path | None = None) -> pd.DataFrame:
+    """Score every patient of a dataset with a registered model; unscorable patients are listed with why.
+
+    With ``dicom_sr``, also writes one DICOM Comprehensive SR per scored patient into that folder.
+    """
     import mlflow.pyfunc
 
     from clinicmm.cohort import build_cohort
@@ -280,21 +320,52 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
     tmp = out.with_name(f".{out.name}.tmp")
     result.to_csv(tmp, index=False)
     tmp.replace(out)
+    if dicom_sr is not None:
+        Path(dicom_sr).mkdir(parents=True, exist_ok=True)
+        write_dicom_sr(result, cohort, model_uri, Path(dicom_sr))
     return result
 
 
 # ------------------------------------------------------------------------------------------------ all
 
 
-def run(wf: WorkflowSpec, progress: bool = True) -> dict:
-    """Every stage in order; returns what the CLI prints."""
+def predict_stage(wf: WorkflowSpec) -> dict:
+    """Score the workflow's own dataset with the model the register stage registered."""
+    registered = stages.summary(wf, "register") or register_stage(wf)
+    out = wf.work / "predict" / "predictions.csv"
+    preds = predict(registered["uri"], wf.dataset_path, out, overwrite=True)
+    result = {"predictions": str(out), "scored": int((preds["status"] == "scored").sum()), "patients": len(preds)}
+    stages.mark_done(wf, "predict", result)
+    return result
+
+
+STAGE_FUNCTIONS = {
+    "ingest": ingest_stage,
+    "encode": encode_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+    "register": register_stage,
+    "predict": predict_stage,
+}
+
+
+def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> dict:
+    """Every stage in order, skipping those whose record matches their current fingerprint.
+
+    A rerun after a crash or a kill resumes at the first stage without a current record; ``force`` reruns all.
+    Returns what the CLI prints: the per-stage status, the results table, the registration, the predictions.
+    """
     from clinicmm.tracking.setup import configure
 
     configure(wf.tracking)
-    ingest_stage(wf)
-    encoded = encode_stage(wf)
-    train_stage(wf, progress)
-    results = evaluate_stage(wf)
-    registered = register_stage(wf)
-    preds = predict(registered["uri"], wf.dataset_path, wf.work / "predictions.csv", overwrite=True)
-    return {"results": results, "registered": registered, "predictions": wf.work / "predictions.csv", "encode": encoded.stats, "n_predicted": int((preds["status"] == "scored").sum())}
+    status = {}
+    for name in stages.ORDER:
+        if not force and stages.is_current(wf, name):
+            log.info("%s: up to date, skipped", name)
+            status[name] = "skipped (up to date)"
+            continue
+        fn = STAGE_FUNCTIONS[name]
+        fn(wf, progress) if name == "train" else fn(wf)
+        status[name] = "ran"
+    results = pd.read_csv(wf.work / "evaluate" / "results.csv")
+    return {"stages": status, "results": results, "registered": stages.summary(wf, "register"), **stages.summary(wf, "predict")}

@@ -201,3 +201,25 @@ def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> d
             client.set_model_version_tag(name, version, f"test_{key}", f"{value:.4f}")
     client.set_model_version_tag(name, version, "clinicmm.model", wf.primary_model)
     return {"name": name, "version": version, "alias": alias, "uri": f"models:/{name}@{alias}", "tracking_uri": runs["tracking_uri"]}
+
+
+def promote(name: str, version: str, alias: str, tracking_uri: str | None = None) -> str | None:
+    """Point ``alias`` of registered model ``name`` at ``version``; returns the version it pointed at before."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from clinicmm.config import TrackingSpec
+    from clinicmm.errors import ModelError
+
+    client = MlflowClient(configure(TrackingSpec(uri=tracking_uri)))
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelError(f"model {name!r} has no version {version!r} in this registry ({exc.error_code}). "
+                         "List them with `mlflow models` or the MLflow UI.") from None
+    try:
+        previous = client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, alias, version)
+    return previous

@@ -93,7 +93,7 @@ class EpochCallback(_lightning().Callback):
         self.on_epoch = on_epoch
         self._seen = 0
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):  # runs after the module's own epoch-end hook
         if trainer.sanity_checking:
             return
         for row in pl_module.history[self._seen :]:
