@@ -49,7 +49,7 @@ def test_run_prints_the_table_the_registered_model_and_the_ui_command(workflow):
         assert name in run.stdout
     assert f"models:/{MODEL}@champion" in run.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in run.stdout
-    assert (root / "work" / "predictions.csv").is_file()
+    assert (root / "work" / "predict" / "predictions.csv").is_file()
     assert not (root / "mlruns").exists()  # everything went to the configured store, nothing to the cwd
     assert not (root / "mlflow.db").exists()
 
@@ -78,20 +78,20 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     cohort = Cohort.load(root / "work" / "ingest")
     patients = cohort.patients("test")[:6]
     frame = cohort_frame(cohort, patients)
-    frame.loc[frame.index[-1], "notes"] = '["an unterminated list'  # a bad row is reported, not fatal
+    frame.loc[frame.index[-1], "expression"] = '{"TP53": '  # a bad row is reported, not fatal
     got = model.predict(frame).set_index("patient_id")
-    cli = pd.read_csv(root / "work" / "predictions.csv").set_index("patient_id")
+    cli = pd.read_csv(root / "work" / "predict" / "predictions.csv").set_index("patient_id")
     for pid in patients[:-1]:
         assert got.loc[pid, "status"] == "scored"
         assert got.loc[pid, "predicted"] == cli.loc[pid, "predicted"]
         assert abs(got.loc[pid, [c for c in got.columns if c.startswith("prob_")]].sum() - 1) < 1e-4
-    assert got.loc[patients[-1], "status"] == "not scored" and "notes" in got.loc[patients[-1], "reason"]
+    assert got.loc[patients[-1], "status"] == "not scored" and "expression" in got.loc[patients[-1], "reason"]
 
 
 def test_predictions_cover_every_patient_and_name_the_modalities_used(workflow):
     root, _ = workflow
     truth = json.loads((root / "data" / "demo_truth.json").read_text())
-    preds = pd.read_csv(root / "work" / "predictions.csv", keep_default_na=False).set_index("patient_id")
+    preds = pd.read_csv(root / "work" / "predict" / "predictions.csv", keep_default_na=False).set_index("patient_id")
     assert set(preds.index) == set(truth["patients"])
     for pid, t in truth["patients"].items():
         if t["missing"]:
@@ -131,3 +131,55 @@ def test_errors_are_one_line_without_traceback(workflow, tmp_path):
     result = _cli("predict", "data/dataset.yaml", "--model", "models:/no-such-model@champion", "--out", str(tmp_path / "p.csv"), cwd=root)
     assert result.returncode == 1 and "cannot load model" in result.stderr and "Traceback" not in result.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_rerun_skips_up_to_date_stages_and_resumes_after_an_interrupted_one(workflow):
+    root, _ = workflow
+    again = _cli("run", "wf.yaml", "--no-progress", cwd=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for stage in ("ingest", "encode", "train", "evaluate", "register", "predict"):
+        assert f"{stage} skipped (up to date)" in again.stdout
+    # an evaluate stage killed half way leaves no record: the rerun resumes there and redoes what follows
+    (root / "work" / "evaluate" / "stage.json").unlink()
+    resumed = _cli("run", "wf.yaml", "--no-progress", cwd=root)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "train skipped (up to date)" in resumed.stdout
+    assert "evaluate ran" in resumed.stdout and "register ran" in resumed.stdout and "predict ran" in resumed.stdout
+
+
+def test_promote_points_an_alias_at_a_version(workflow):
+    from mlflow import MlflowClient
+
+    root, _ = workflow
+    uri = f"sqlite:///{root}/tracking/mlflow.db"
+    env_uri = ["--tracking-uri", uri]
+    result = _cli("promote", MODEL, "1", "--alias", "challenger", *env_uri, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert MlflowClient(uri).get_model_version_by_alias(MODEL, "challenger").version == "1"
+    missing = _cli("promote", MODEL, "99", "--alias", "challenger", *env_uri, cwd=root)
+    assert missing.returncode == 1 and "has no version '99'" in missing.stderr
+
+
+def test_predict_by_version_uri_writes_dicom_sr_into_the_source_studies(workflow, tmp_path):
+    import highdicom as hd
+
+    from clinicmm.cohort import Cohort
+
+    root, _ = workflow
+    uri = f"sqlite:///{root}/tracking/mlflow.db"
+    result = _cli("predict", "data/dataset.yaml", "--model", f"models:/{MODEL}/1", "--out", str(tmp_path / "p.csv"),
+                  "--dicom-sr", str(tmp_path / "sr"), "--tracking-uri", uri, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    index = pd.read_csv(tmp_path / "sr" / "sr_index.csv", keep_default_na=False).set_index("patient_id")
+    preds = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("patient_id")
+    series = Cohort.load(root / "work" / "ingest").series
+    ok_series = series[series["status"] == "ok"].set_index("patient_id")
+    written = index[index["status"] == "ok"]
+    assert len(written) == len(ok_series)  # every patient with an image series and a prediction
+    pid = written.index[0]
+    sr = hd.sr.srread(written.loc[pid, "sr_path"])
+    source = pydicom.dcmread(ok_series.loc[pid, "files"][0], stop_before_pixels=True)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
+    assert preds.loc[pid, "predicted"] in str(sr.ContentSequence)
+    no_image = index[index["status"] != "ok"]
+    assert all(r for r in no_image["reason"])  # those without a series are listed with why
