@@ -29,6 +29,11 @@ class EncodedCohort:
     failures: list[dict] = field(default_factory=list)  # {patient_id, modality, reason}
     stats: dict[str, dict[str, int]] = field(default_factory=dict)  # modality -> {encoded, cached, failed}
 
+    def content_digest(self) -> str:
+        """Digest of the embeddings and links (not of the cache statistics): equal outputs, equal digest."""
+        arrays = [np.ascontiguousarray(self.vectors[k]).tobytes() for k in sorted(self.vectors)]
+        return digest_bytes(*arrays, json.dumps([self.patients, self.links], sort_keys=True))
+
     def has(self, modality: str) -> np.ndarray:
         return ~np.isnan(self.vectors[modality]).any(axis=1)
 

@@ -1,9 +1,10 @@
 """Which workflow stages are up to date: a fingerprint per stage, written when the stage finishes.
 
 A stage's fingerprint hashes its own configuration, what it reads (file sizes and modification times of the
-user's inputs, for ingest) and the record of the stage before it (each finished stage's record carries a fresh
-random ``nonce``), so a change anywhere upstream, or an upstream stage that ran again, makes every later stage
-stale. ``workdir/<stage>/stage.json`` is written last and atomically: a stage killed half
+user's inputs, for ingest) and the record of the stage before it: each finished stage's record carries a
+``nonce``, a digest of what the stage produced. A change anywhere upstream, or an upstream stage that ran again
+and produced something different, makes every later stage stale; one that ran again and produced the same
+outputs (an encode served from the cache, say) leaves them current. ``workdir/<stage>/stage.json`` is written last and atomically: a stage killed half
 way has no record and runs again, while the finished stages before it are skipped.
 """
 
@@ -51,9 +52,9 @@ def _own_config(wf: WorkflowSpec, stage: str) -> object:
     return {
         "ingest": None,
         "encode": {"encoders": c["encoders"], "knowledge": [_tree_listing(wf.resolve(p)) for p in wf.knowledge]},
-        "train": {k: c[k] for k in ("models", "primary_model", "training")} | {"tracking": c["tracking"]},
+        "train": {k: c[k] for k in ("models", "primary_model", "training")} | {"runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]},
         "evaluate": None,
-        "register": c["tracking"],
+        "register": [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias],
         "predict": None,
     }[stage]
 
@@ -88,8 +89,10 @@ def is_current(wf: WorkflowSpec, stage: str) -> bool:
         return False
 
 
-def mark_done(wf: WorkflowSpec, stage: str, summary: dict | None = None) -> None:
-    record = {"stage": stage, "fingerprint": fingerprint(wf, stage), "nonce": uuid.uuid4().hex, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary or {}}
+def mark_done(wf: WorkflowSpec, stage: str, summary: dict | None = None, content: str | None = None) -> None:
+    """Record a finished stage; ``content`` is a digest of its outputs (default: a fresh random nonce)."""
+    nonce = content or uuid.uuid4().hex
+    record = {"stage": stage, "fingerprint": fingerprint(wf, stage), "nonce": nonce, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary or {}}
     atomic_write_bytes(record_path(wf, stage), json.dumps(record, indent=1, default=str).encode())
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from clinicmm import stages
-from clinicmm.cache import atomic_write_bytes
+from clinicmm.cache import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.cohort import Cohort, ingest
 from clinicmm.config import WorkflowSpec, dump, load_dataset
 from clinicmm.errors import StageError
@@ -51,7 +51,8 @@ def _need(path: Path, stage: str) -> Path:
 def ingest_stage(wf: WorkflowSpec) -> Cohort:
     cohort = ingest(load_dataset(wf.dataset_path), wf.work / "ingest")
     r = cohort.report
-    stages.mark_done(wf, "ingest", {"patients": r["patients"], "skipped": len(r["skipped"])})
+    content = digest_bytes(cohort.manifest.to_csv(index=False), json.dumps(r, sort_keys=True, default=str))
+    stages.mark_done(wf, "ingest", {"patients": r["patients"], "skipped": len(r["skipped"])}, content)
     log.info("ingest: %d usable patients (%d labelled), %d skipped inputs", r["patients"]["usable"], r["patients"]["labelled"], len(r["skipped"]))
     return cohort
 
@@ -101,7 +102,8 @@ def encode_stage(wf: WorkflowSpec):
         _write_json(out / "genomics.json", pre.to_dict())
     else:
         (out / "genomics.json").unlink(missing_ok=True)
-    stages.mark_done(wf, "encode", {"stats": encoded.stats})
+    extra = json.dumps([fingerprints, pre.to_dict() if pre is not None else None], sort_keys=True, default=str)
+    stages.mark_done(wf, "encode", {"stats": encoded.stats}, digest_bytes(encoded.content_digest(), extra))
     return encoded
 
 
@@ -184,7 +186,8 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
                 results[name] = {"epochs": len(history), "best": best, "bundle": str(out)}
                 log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(history), best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
         mlflow.log_dict({n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, "training_summary.json")
-    stages.mark_done(wf, "train", {n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()})
+    weights = [digest_files([Path(r["bundle"]) / "weights.safetensors", Path(r["bundle"]) / "model.json"]) for r in results.values()]
+    stages.mark_done(wf, "train", {n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, digest_bytes(*weights))
     return results
 
 
@@ -219,7 +222,7 @@ def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
     _write_json(out / "results.json", metrics_by_model)
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
     runs.log_comparison(wf, out)
-    stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")})
+    stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")}, digest_bytes(json.dumps(metrics_by_model, sort_keys=True)))
     return results
 
 
@@ -234,7 +237,7 @@ def register_stage(wf: WorkflowSpec) -> dict[str, str]:
     results = _need(wf.work / "evaluate" / "results.json", "evaluate")
     metrics = json.loads(results.read_text()).get(wf.primary_model, {})
     registered = runs.register(wf, bundle_dir, metrics)
-    stages.mark_done(wf, "register", registered)
+    stages.mark_done(wf, "register", registered, digest_bytes(registered["name"], registered["version"]))
     return registered
 
 
@@ -274,7 +277,7 @@ def _model_identity(model_uri: str) -> tuple[str, str]:
     ref = model_uri[len("models:/") :]
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return name, MlflowClient().get_model_version_by_alias(name, alias).version
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
     name, _, version = ref.partition("/")
     return name, version
 
