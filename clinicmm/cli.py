@@ -213,10 +213,11 @@ def evaluate(workflow: ExistingFile) -> None:
 
 def _print_results(results) -> None:
     table = Table(title="test split")
-    for col in ("model", "n_test", "macro_f1", "accuracy", "auroc_ovr"):
+    for col in ("model", "n_test", "macro_f1", "accuracy", "auroc_ovr", "ece"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for _, r in results.iterrows():
-        table.add_row(r["model"], str(r["n_test"]), f"{r['macro_f1']:.3f}", f"{r['accuracy']:.3f}", f"{r['auroc_ovr']:.3f}")
+        cells = [f"{r[c]:.3f}" for c in ("macro_f1", "accuracy", "auroc_ovr", "ece")]
+        table.add_row(r["model"], str(r["n_test"]), *cells)
     out.print(table)
 
 

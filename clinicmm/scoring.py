@@ -8,7 +8,9 @@ Input columns (all strings; every one but ``patient_id`` optional, empty meaning
 | dicom_files | a JSON list of the series' DICOM file paths, or a folder holding one series |
 | body_part | BodyPartExamined; default: read from the first DICOM file |
 | notes | a JSON list of note texts, or else one note as plain text |
+| notes_file | a UTF-8 text file holding one note, or a folder of ``.txt`` notes (added to ``notes``) |
 | expression | a JSON object ``{gene: value}`` in the unit the model was trained on |
+| expression_file | a CSV/TSV with gene columns and one data row (a leading sample-id column is ignored) |
 | mutations | a JSON list of non-silent mutated gene symbols |
 
 Output: one row per input row: patient_id, predicted, ``prob_<class>`` for every class, modalities (the ones
@@ -25,7 +27,7 @@ import pandas as pd
 
 from clinicmm.keys import MODALITIES, Col
 
-INPUT_COLUMNS = ("patient_id", "dicom_files", "body_part", "notes", "expression", "mutations")
+INPUT_COLUMNS = ("patient_id", "dicom_files", "body_part", "notes", "notes_file", "expression", "expression_file", "mutations")
 
 
 def _cell(row: pd.Series, key: str) -> str:
@@ -81,8 +83,58 @@ def _body_part(files: list[str]) -> str:
         return ""
 
 
+def _notes_file(text: str) -> list[str]:
+    """The notes in a text file, or in every .txt file of a folder (sorted by name)."""
+    path = Path(text)
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    if not path.exists() or not files:
+        raise ValueError(f"column 'notes_file': {path} is neither a text file nor a folder of .txt files")
+    try:
+        return [f.read_text(encoding="utf-8") for f in files]
+    except UnicodeDecodeError:
+        raise ValueError(f"column 'notes_file': a file in {path} is not UTF-8 text; convert it") from None
+
+
+def _expression_file(text: str) -> dict[str, float]:
+    """One patient's expression from a table with gene columns and a single data row (a first text column,
+    such as a sample id, is ignored)."""
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"column 'expression_file': {path} does not exist")
+    table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t")
+    if len(table) != 1:
+        raise ValueError(f"column 'expression_file': {path} has {len(table)} data rows; expected exactly one")
+    row = table.iloc[0]
+    values = pd.to_numeric(row, errors="coerce")
+    if pd.isna(values.iloc[0]) and not pd.isna(row.iloc[0]):
+        values = values.iloc[1:]
+    bad = values[values.isna() & row[values.index].notna()]
+    if len(bad):
+        raise ValueError(f"column 'expression_file': {path}, column {bad.index[0]!r} is not a number")
+    return {str(g): float(v) for g, v in values.dropna().items()}
+
+
+def _parse_row(row: pd.Series, pid: str) -> dict:
+    """One row's raw inputs; raises ValueError naming the column for anything unusable."""
+    out: dict = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
+    if d := _cell(row, "dicom_files"):
+        out["files"] = _series_files(d)
+        out["body"] = _cell(row, "body_part").upper() or _body_part(out["files"])
+    if n := _cell(row, "notes"):
+        out["texts"] += _notes(n)
+    if nf := _cell(row, "notes_file"):
+        out["texts"] += _notes_file(nf)
+    if e := _cell(row, "expression"):
+        out["expr"] = {str(k): float(v) for k, v in _json(e, dict, "expression", pid).items()}
+    elif ef := _cell(row, "expression_file"):
+        out["expr"] = _expression_file(ef)
+    if m := _cell(row, "mutations"):
+        out["mut"] = [(pid, str(g)) for g in _json(m, list, "mutations", pid)]
+    return out
+
+
 def parse_frame(frame: pd.DataFrame) -> dict:
-    """Per-row raw inputs, and a reason for each row that cannot be parsed."""
+    """Per-row raw inputs, and a reason for each row that cannot be parsed (that row only is skipped)."""
     if "patient_id" not in frame.columns:
         raise ValueError(f"missing column 'patient_id'; expected columns: {', '.join(INPUT_COLUMNS)}")
     parsed = {"patients": [], "series": [], "body_parts": [], "texts": [], "expr": {}, "mut": [], "errors": {}}
@@ -90,26 +142,20 @@ def parse_frame(frame: pd.DataFrame) -> dict:
     for i, (_, row) in enumerate(frame.iterrows()):
         pid = _cell(row, "patient_id") or f"row-{i + 1}"
         parsed["patients"].append(pid)
-        files, body, texts = None, "", []
         try:
             if pid in first_row:
                 raise ValueError(f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row")
             first_row[pid] = i
-            if d := _cell(row, "dicom_files"):
-                files = _series_files(d)
-                body = _cell(row, "body_part").upper() or _body_part(files)
-            if n := _cell(row, "notes"):
-                texts = _notes(n)
-            if e := _cell(row, "expression"):
-                parsed["expr"][pid] = {str(k): float(v) for k, v in _json(e, dict, "expression", pid).items()}
-            if m := _cell(row, "mutations"):
-                parsed["mut"] += [(pid, str(g)) for g in _json(m, list, "mutations", pid)]
-        except (ValueError, TypeError) as exc:
+            one = _parse_row(row, pid)
+        except (ValueError, TypeError, OSError) as exc:
             parsed["errors"][i] = str(exc)
-            files, body, texts = None, "", []
-        parsed["series"].append(files)
-        parsed["body_parts"].append(body)
-        parsed["texts"].append(texts)
+            one = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
+        parsed["series"].append(one["files"])
+        parsed["body_parts"].append(one["body"])
+        parsed["texts"].append(one["texts"])
+        if one["expr"] is not None:
+            parsed["expr"][pid] = one["expr"]
+        parsed["mut"] += one["mut"]
     return parsed
 
 

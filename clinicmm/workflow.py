@@ -170,6 +170,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     class_nodes = ModelBundle(wf.primary_model, data.classes, dims, 0, 0, wf.encoders, {}, scaler, {}, data.kg).class_nodes()
     results = {}
     with runs.workflow_run(wf, data.cohort, fresh=True) as parent:
+        _log_upstream_stages(wf, data)
         for name in wf.models:
             with runs.child_run(wf, name) as child:
                 t = wf.training
@@ -191,37 +192,66 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     return results
 
 
+def _log_upstream_stages(wf: WorkflowSpec, data: TrainingData) -> None:
+    """Nested runs for ingest and encode (they ran before the parent run existed): counts and fingerprints."""
+    from clinicmm.tracking import runs
+
+    report = data.cohort.report
+    ingest_metrics = {f"patients_{k}": v for k, v in report["patients"].items()} | {"skipped_inputs": len(report["skipped"])}
+    ingest_metrics |= {f"{m}_present": c["present"] for m, c in report["modalities"].items()}
+    runs.log_stage(wf, "ingest", ingest_metrics, artifacts={"ingest_summary.json": runs.ingest_summary(report)})
+    stats = data.encoded.stats
+    encode_metrics = {f"{m}_{k}": v for m, s in stats.items() for k, v in s.items()}
+    runs.log_stage(wf, "encode", encode_metrics, params={f"fingerprint.{m}": fp for m, fp in data.fingerprints.items()})
+
+
 # -------------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
-    """Test-split metrics of every trained model, a confusion matrix each, and the comparison table."""
+def _evaluate_model(wf: WorkflowSpec, data: TrainingData, name: str, out: Path) -> dict[str, float]:
+    """One model's test metrics and plots (confusion matrix, per-class ROC, reliability), logged to its run."""
     from clinicmm.bundle import ModelBundle
     from clinicmm.tracking import runs
-    from clinicmm.tracking.plots import comparison_png, confusion_png
+    from clinicmm.tracking.plots import confusion_png, reliability_png, roc_png
+    from clinicmm.training.calibration import expected_calibration_error
     from clinicmm.training.data import dims_of
     from clinicmm.training.fit import predict_proba
     from clinicmm.training.metrics import classification_metrics, confusion
+
+    bundle = ModelBundle.load(_need(wf.work / "train" / name, "train"))
+    items, y = data.items(Split.TEST, bundle.scaler)
+    probs = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+    metrics = classification_metrics(y, probs, bundle.classes) | {"ece": expected_calibration_error(probs, y)}
+    title = f"{name}: test split (n={len(y)})"
+    pngs = [
+        confusion_png(confusion(y, probs.argmax(1), len(bundle.classes)), bundle.classes, title, out / f"confusion_{name}.png"),
+        roc_png(y, probs, bundle.classes, title, out / f"roc_{name}.png"),
+        reliability_png(probs, y, title, out / f"reliability_{name}.png"),
+    ]
+    runs.log_evaluation(wf, name, metrics, pngs)
+    return metrics
+
+
+def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
+    """Test-split metrics and plots of every trained model, the comparison table and the availability chart."""
+    from clinicmm.tracking import runs
+    from clinicmm.tracking.plots import availability_png, comparison_png
 
     data = TrainingData(wf)
     out = wf.work / "evaluate"
     out.mkdir(parents=True, exist_ok=True)
     table, metrics_by_model = [], {}
     for name in wf.models:
-        bundle = ModelBundle.load(_need(wf.work / "train" / name, "train"))
-        items, y = data.items(Split.TEST, bundle.scaler)
-        probs = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
-        metrics = classification_metrics(y, probs, bundle.classes)
-        cm = confusion(y, probs.argmax(1), len(bundle.classes))
-        png = confusion_png(cm, bundle.classes, f"{name}: test split (n={len(y)})", out / f"confusion_{name}.png")
-        runs.log_evaluation(wf, name, metrics, png)
-        metrics_by_model[name] = metrics
-        table.append({"model": name, "n_test": len(y), **{k: metrics[k] for k in ("macro_f1", "accuracy", "auroc_ovr")}})
+        metrics = metrics_by_model[name] = _evaluate_model(wf, data, name, out)
+        table.append({"model": name, "n_test": len(data.rows(Split.TEST)[0]), **{k: metrics[k] for k in ("macro_f1", "accuracy", "auroc_ovr", "ece")}})
+    manifest = data.cohort.manifest
+    availability_png(manifest[manifest[Col.STATUS] == "ok"], out / "availability.png")
     results = pd.DataFrame(table)
     results.to_csv(out / "results.csv", index=False)
     _write_json(out / "results.json", metrics_by_model)
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
     runs.log_comparison(wf, out)
+    runs.log_stage(wf, "evaluate", {f"{r['model']}.test_macro_f1": r["macro_f1"] for _, r in results.iterrows()})
     stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")}, digest_bytes(json.dumps(metrics_by_model, sort_keys=True)))
     return results
 
@@ -237,6 +267,7 @@ def register_stage(wf: WorkflowSpec) -> dict[str, str]:
     results = _need(wf.work / "evaluate" / "results.json", "evaluate")
     metrics = json.loads(results.read_text()).get(wf.primary_model, {})
     registered = runs.register(wf, bundle_dir, metrics)
+    runs.log_stage(wf, "register", params={k: registered[k] for k in ("name", "version", "alias")})
     stages.mark_done(wf, "register", registered, digest_bytes(registered["name"], registered["version"]))
     return registered
 
@@ -338,6 +369,9 @@ def predict_stage(wf: WorkflowSpec) -> dict:
     out = wf.work / "predict" / "predictions.csv"
     preds = predict(registered["uri"], wf.dataset_path, out, overwrite=True)
     result = {"predictions": str(out), "scored": int((preds["status"] == "scored").sum()), "patients": len(preds)}
+    from clinicmm.tracking import runs
+
+    runs.log_stage(wf, "predict", {"patients": result["patients"], "scored": result["scored"]}, params={"model_uri": registered["uri"]})
     stages.mark_done(wf, "predict", result)
     return result
 

@@ -171,3 +171,25 @@ def test_a_patient_given_twice_is_a_row_error_not_a_silent_merge():
                                        {"patient_id": "A", "expression": '{"MYC": 9}'}]))
     assert parsed["expr"] == {"A": {"MYC": 1.0}}
     assert list(parsed["errors"]) == [1] and "appears again (first in row 1)" in parsed["errors"][1]
+
+
+def test_notes_and_expression_can_be_given_as_files(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("FINAL DIAGNOSIS: papillary carcinoma.")
+    (tmp_path / "notes" / "b.txt").write_text("IMPRESSION: neck mass.")
+    (tmp_path / "one.txt").write_text("single note")
+    (tmp_path / "expr.tsv").write_text("sample_id\tMYC\tTP53\nS-01\t3.5\t1\n")
+    (tmp_path / "two_rows.csv").write_text("MYC,TP53\n1,2\n3,4\n")
+    frame = pd.DataFrame([
+        {"patient_id": "A", "notes_file": str(tmp_path / "notes"), "expression_file": str(tmp_path / "expr.tsv")},
+        {"patient_id": "B", "notes": "inline", "notes_file": str(tmp_path / "one.txt")},
+        {"patient_id": "C", "expression_file": str(tmp_path / "two_rows.csv")},
+        {"patient_id": "D", "notes_file": str(tmp_path / "missing.txt")},
+    ])
+    parsed = parse_frame(frame)
+    assert parsed["texts"][0] == ["FINAL DIAGNOSIS: papillary carcinoma.", "IMPRESSION: neck mass."]
+    assert parsed["texts"][1] == ["inline", "single note"]
+    assert parsed["expr"]["A"] == {"MYC": 3.5, "TP53": 1.0}
+    assert "2 data rows" in parsed["errors"][2] and "expression_file" in parsed["errors"][2]
+    assert "notes_file" in parsed["errors"][3]
+    assert set(parsed["errors"]) == {2, 3}

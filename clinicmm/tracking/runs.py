@@ -136,7 +136,7 @@ def _client_for(wf: WorkflowSpec):
     return MlflowClient(runs["tracking_uri"]), runs
 
 
-def log_evaluation(wf: WorkflowSpec, name: str, metrics: dict[str, float], png: Path) -> None:
+def log_evaluation(wf: WorkflowSpec, name: str, metrics: dict[str, float], pngs: list[Path]) -> None:
     client, runs = _client_for(wf)
     run_id = runs["models"].get(name)
     if run_id is None:
@@ -145,7 +145,8 @@ def log_evaluation(wf: WorkflowSpec, name: str, metrics: dict[str, float], png: 
 
     ts = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(f"test_{k}", v, ts, 0) for k, v in metrics.items() if v == v])
-    client.log_artifact(run_id, str(png), "plots")
+    for png in pngs:
+        client.log_artifact(run_id, str(png), "plots")
 
 
 def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
@@ -157,7 +158,7 @@ def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
     ts = int(time.time() * 1000)
     metrics = [Metric(f"test_macro_f1.{m}", float(v), ts, 0) for m, v in zip(results["model"], results["macro_f1"])]
     client.log_batch(runs["parent"], metrics=metrics)
-    for name in ("results.csv", "comparison.png"):
+    for name in ("results.csv", "comparison.png", "availability.png"):
         client.log_artifact(runs["parent"], str(folder / name), "evaluation")
 
 
@@ -223,3 +224,27 @@ def promote(name: str, version: str, alias: str, tracking_uri: str | None = None
         previous = None
     client.set_registered_model_alias(name, alias, version)
     return previous
+
+
+def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
+              artifacts: dict[str, dict] | None = None) -> str:
+    """A finished child run of the workflow's parent run for one stage (counts and settings only, no ids)."""
+    from mlflow.entities import Metric, Param
+
+    client, runs = _client_for(wf)
+    run = client.create_run(
+        runs["experiment_id"], run_name=stage, tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage}
+    )
+    run_id = run.info.run_id
+    ts = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items() if v == v],
+        params=[Param(k, str(v)[:500]) for k, v in (params or {}).items()],
+    )
+    for name, data in (artifacts or {}).items():
+        client.log_dict(run_id, data, name)
+    client.set_terminated(run_id)
+    runs.setdefault("stages", {})[stage] = run_id
+    _write_runs(wf, runs)
+    return run_id
