@@ -18,3 +18,14 @@ def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "cohort"
     path = generate_demo(out, patients=30, seed=5, missing_rate=0.2, inject_bad=True, slices=8, size=32)
     return path, json.loads((out / "demo_truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared, busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

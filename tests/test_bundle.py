@@ -22,12 +22,7 @@ DIMS = {"image": 8, "note": 8, "omics": 8}
 CLASSES = ["LUAD", "BRCA", "COAD"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

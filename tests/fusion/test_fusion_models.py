@@ -21,13 +21,7 @@ CLASS_NODES = torch.tensor([2, 0, 3, 1])  # class k is scored against cancer_typ
 NUM_NODES = {"gene": 16, "pathway": 3, "cancer_type": 4, "concept": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def knowledge(shared_concept: bool = False) -> HeteroData:

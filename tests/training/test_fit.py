@@ -21,13 +21,7 @@ HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_macro_f1"}
 SPEC = TrainingSpec(max_epochs=40, patience=3, lr=3e-3, batch_size=16, hidden=16, dropout=0.0, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread; the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
