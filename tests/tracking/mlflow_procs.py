@@ -131,8 +131,10 @@ def cli(*args: str, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedPr
 
 
 def demo_workflow(root: Path, tracking_uri: str, model: str, patients: int = 60, seed: int = 4,
-                  max_epochs: int = 25, patience: int = 6) -> tuple[subprocess.CompletedProcess, float]:
+                  max_epochs: int = 25, patience: int = 6, **extra) -> tuple[subprocess.CompletedProcess, float]:
     """Generate a demo into ``root/data``, write ``root/wf.yaml`` tracking to ``tracking_uri`` and run it.
+
+    ``extra`` adds top-level workflow keys (e.g. ``models=["kg_gnn"]``, ``encoders={...}``).
 
     Returns the ``clinicmm run`` result and its wall time in seconds; raises with stderr's tail if a step failed.
     """
@@ -145,6 +147,7 @@ def demo_workflow(root: Path, tracking_uri: str, model: str, patients: int = 60,
         "workdir": "work",
         "training": {"max_epochs": max_epochs, "patience": patience},
         "tracking": {"uri": tracking_uri, "experiment": "srv", "registered_model": model},
+        **extra,
     }
     (root / "wf.yaml").write_text(yaml.safe_dump(wf))
     start = time.monotonic()
