@@ -365,9 +365,21 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
 
 def predict_stage(wf: WorkflowSpec) -> dict:
     """Score the workflow's own dataset with the model the register stage registered."""
+    import os
+
+    from clinicmm.tracking.pyfunc import CACHE_ENV
+
     registered = stages.summary(wf, "register") or register_stage(wf)
     out = wf.work / "predict" / "predictions.csv"
-    preds = predict(registered["uri"], wf.dataset_path, out, overwrite=True)
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(wf.work / "cache")  # same encoders, same fingerprints: the encode stage's cache hits
+    try:
+        preds = predict(registered["uri"], wf.dataset_path, out, overwrite=True)
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
     result = {"predictions": str(out), "scored": int((preds["status"] == "scored").sum()), "patients": len(preds)}
     from clinicmm.tracking import runs
 

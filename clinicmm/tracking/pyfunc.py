@@ -6,8 +6,13 @@ Nothing is pickled but this small class: weights, graph, scalers and encoder spe
 
 from __future__ import annotations
 
+import os
+
 import mlflow.pyfunc
 import pandas as pd
+
+
+CACHE_ENV = "CLINICMM_CACHE_DIR"
 
 
 class ClinicmmModel(mlflow.pyfunc.PythonModel):
@@ -21,7 +26,10 @@ class ClinicmmModel(mlflow.pyfunc.PythonModel):
 
         self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
         self.model = self.bundle.build_model()
-        self.featurizer = Featurizer(self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor())
+        # opt-in embedding cache (the workflow's predict stage points it at its own cache); unset, a served
+        # model keeps no patient data on disk
+        cache = os.environ.get(CACHE_ENV)
+        self.featurizer = Featurizer(self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor(), Path(cache) if cache else None)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from clinicmm.scoring import score
