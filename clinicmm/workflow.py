@@ -155,6 +155,7 @@ class TrainingData:
 def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     """Fit every model of the workflow on the same split; one MLflow child run each."""
     import mlflow
+    import torch
 
     from clinicmm.bundle import ModelBundle
     from clinicmm.fusion.registry import build_model
@@ -174,6 +175,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
         for name in wf.models:
             with runs.child_run(wf, name) as child:
                 t = wf.training
+                torch.manual_seed(t.seed)  # each model's initial weights depend on the seed alone, not on run order
                 model = build_model(name, dims, len(data.classes), hetero, class_nodes, t.hidden, t.dropout)
                 model, history = fit(model, train_items, val_items, hetero, dims, t, len(data.classes), runs.epoch_logger(child), progress)
                 bundle = ModelBundle(

@@ -13,18 +13,23 @@ from clinicmm.keys import HAS, MODALITIES, Col, Split
 MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)
 
 
-def _plt():
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """A figure drawn without pyplot: library code never switches the user's backend (a notebook keeps its
+    inline figures) and leaves no figure open in pyplot's registry."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _tab10(i: int):
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.colormaps["tab10"](i % 10)
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
+    fig, ax = _subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -35,13 +40,11 @@ def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) ->
         ax.text(j, i, str(int(v)), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     epochs = [h["epoch"] for h in history]
     for key in ("train_loss", "val_loss"):
         ax.plot(epochs, [h[key] for h in history], label=key)
@@ -53,13 +56,11 @@ def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
     fig.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def comparison_png(scores: dict[str, float], metric: str, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _subplots(figsize=(5, 3))
     names = list(scores)
     ax.bar(names, [scores[n] for n in names], color=["tab:gray"] * (len(names) - 1) + ["tab:blue"])
     ax.set_ylim(0, 1)
@@ -68,7 +69,6 @@ def comparison_png(scores: dict[str, float], metric: str, path: Path) -> Path:
         ax.text(i, scores[n] + 0.02, f"{scores[n]:.2f}", ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -77,9 +77,8 @@ def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, pa
     has no curve and is listed as skipped."""
     from sklearn.metrics import auc, roc_curve
 
-    plt = _plt()
     y, probs = np.asarray(y), np.asarray(probs)
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    fig, ax = _subplots(figsize=(5, 4.4))
     ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="chance")
     for i, name in enumerate(classes):
         positives = int((y == i).sum())
@@ -87,7 +86,7 @@ def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, pa
             ax.plot([], [], " ", label=f"{name}: {'absent from' if positives == 0 else 'only class in'} y, skipped")
             continue
         fpr, tpr, _ = roc_curve(y == i, probs[:, i])
-        ax.plot(fpr, tpr, lw=1.6, color=plt.cm.tab10(i % 10), label=f"{name} (AUC {auc(fpr, tpr):.2f})")
+        ax.plot(fpr, tpr, lw=1.6, color=_tab10(i), label=f"{name} (AUC {auc(fpr, tpr):.2f})")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize=7)
@@ -99,11 +98,10 @@ def reliability_png(probs: np.ndarray, y: np.ndarray, title: str, path: Path, n_
     in red), with the number of predictions per bin below; ECE in the title."""
     from clinicmm.training.calibration import expected_calibration_error, reliability_bins
 
-    plt = _plt()
     bins = reliability_bins(probs, y, n_bins)
     ece = expected_calibration_error(probs, y, n_bins)
     centers, width = (bins["bin_lower"] + bins["bin_upper"]) / 2, 1.0 / n_bins
-    fig, (ax, axc) = plt.subplots(2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axc) = _subplots(2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     acc, conf = bins["accuracy"].fillna(0), bins["confidence"].fillna(0)
     ax.bar(centers, acc, width=width, color="#7fb2e5", edgecolor="black", lw=0.6, label="accuracy")
     ax.bar(centers, conf - acc, bottom=acc, width=width, fill=False, hatch="///", edgecolor="tab:red", lw=0.6,
@@ -140,13 +138,12 @@ def modality_availability(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def availability_png(manifest: pd.DataFrame, path: Path, title: str = "modality availability") -> Path:
     """Stacked present/missing bars per modality and split, and a panel counting patients per combination."""
-    plt = _plt()
     counts, combos = modality_availability(manifest), modality_combinations(manifest)
-    fig, (ax, axc) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, axc) = _subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     k, splits = len(MODALITY_NAMES), list(dict.fromkeys(counts["split"]))
     x = np.arange(len(counts)) + np.repeat(np.arange(len(splits)), k) * 0.6
     for j, m in enumerate(MODALITY_NAMES):
-        ax.bar(x[j::k], counts["present"].to_numpy()[j::k], color=plt.cm.tab10(j), edgecolor="black", lw=0.6, label=m)
+        ax.bar(x[j::k], counts["present"].to_numpy()[j::k], color=_tab10(j), edgecolor="black", lw=0.6, label=m)
     ax.bar(x, counts["missing"], bottom=counts["present"], color="white", edgecolor="gray", hatch="//", lw=0.6,
            label="missing")
     for xi, (p, m) in zip(x, zip(counts["present"], counts["missing"])):
@@ -181,5 +178,4 @@ def _save(fig, path: Path) -> Path:
     """Lay out, write at dpi 110 and close the figure (figures left open leak memory over a long run)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
     return path

@@ -125,3 +125,18 @@ def test_existing_plots_still_write_pngs(tmp_path):
     history = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_macro_f1": 0.2 * e} for e in range(4)]
     assert plots.curves_png(history, "curves", tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
     assert plots.comparison_png({"image": 0.5, "fused": 0.8}, "macro_f1", tmp_path / "m.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_plotting_never_switches_the_users_matplotlib_backend(tmp_path):
+    import matplotlib
+
+    from clinicmm.tracking.plots import comparison_png
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend
+    try:
+        comparison_png({"concat": 0.8, "kg_gnn": 0.9}, "macro-F1", tmp_path / "c.png")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
