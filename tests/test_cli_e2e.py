@@ -86,6 +86,11 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
         assert got.loc[pid, "predicted"] == cli.loc[pid, "predicted"]
         assert abs(got.loc[pid, [c for c in got.columns if c.startswith("prob_")]].sum() - 1) < 1e-4
     assert got.loc[patients[-1], "status"] == "not scored" and "expression" in got.loc[patients[-1], "reason"]
+    # the same model by its run: runs:/<run id of the kg_gnn child run>/model
+    run_id = json.loads((root / "work" / "runs.json").read_text())["models"]["kg_gnn"]
+    by_run = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(frame.iloc[:2]).set_index("patient_id")
+    for pid in patients[:2]:
+        assert by_run.loc[pid, "predicted"] == got.loc[pid, "predicted"]
 
 
 def test_predictions_cover_every_patient_and_name_the_modalities_used(workflow):
