@@ -269,7 +269,7 @@ def predict(
     """
     from clinicmm.config import TrackingSpec
     from clinicmm.tracking.setup import configure
-    from clinicmm.workflow import predict as predict_fn
+    from clinicmm.predict import predict as predict_fn
 
     configure(TrackingSpec(uri=tracking_uri))
     result = predict_fn(model, dataset, out_file, overwrite, dicom_sr)

@@ -13,7 +13,8 @@ workdir/predict/   predictions.csv of the workflow's own dataset
 workdir/<stage>/stage.json  the fingerprint of a finished stage (see clinicmm.stages)
 workdir/runs.json  the MLflow run ids of this workflow (parent and one child per model)
 ```
-The CLI verbs call these functions and print their summaries; no logic lives in the CLI.
+The predict stage scores with the registered model through :mod:`clinicmm.predict`. The CLI verbs call these
+functions and print their summaries; no logic lives in the CLI.
 """
 
 from __future__ import annotations
@@ -277,98 +278,11 @@ def register_stage(wf: WorkflowSpec) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- predict
 
 
-def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
-    """The registered model's input frame for these patients, from the ingest indexes (raw values)."""
-    from clinicmm.evidence import patient_inputs
-
-    raw = patient_inputs(cohort, patients)
-    expr = cohort.expression
-    muts = cohort.mutations
-    if muts is not None:
-        muts = muts[(muts[Col.STATUS] == "ok") & muts["non_silent"].astype(bool)]
-    rows = []
-    for i, pid in enumerate(patients):
-        rec = {"patient_id": pid, "dicom_files": "", "body_part": raw["body_parts"][i], "notes": "", "expression": "", "mutations": ""}
-        if raw["series"][i]:
-            rec["dicom_files"] = json.dumps(raw["series"][i])
-        if raw["texts"][i]:
-            rec["notes"] = json.dumps(raw["texts"][i])
-        if expr is not None and pid in expr.index:
-            rec["expression"] = json.dumps({g: float(v) for g, v in expr.loc[pid].items() if pd.notna(v)})
-        if muts is not None and (genes := sorted(set(muts.loc[muts[Col.PATIENT] == pid, "gene"]))):
-            rec["mutations"] = json.dumps(genes)
-        rows.append(rec)
-    return pd.DataFrame(rows)
-
-
-def _model_identity(model_uri: str) -> tuple[str, str]:
-    """(name, version) of a ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI; (uri, '') otherwise."""
-    if not model_uri.startswith("models:/"):
-        return model_uri, ""
-    from mlflow import MlflowClient
-
-    ref = model_uri[len("models:/") :]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.partition("/")
-    return name, version
-
-
-def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder: Path) -> pd.DataFrame:
-    """One DICOM Comprehensive SR per scored patient with an image series, in the patient's source study."""
-    from clinicmm.io.dicom_sr import write_sr_for_predictions
-
-    if cohort.series is None:
-        raise StageError("--dicom-sr needs imaging: the dataset names no 'imaging' root, so there is no study to report into.")
-    name, version = _model_identity(model_uri)
-    written = write_sr_for_predictions(result, cohort.series, folder, name, version)
-    log.info("dicom-sr: %d written, %d skipped (see sr_index.csv)", int((written["status"] == "ok").sum()), int((written["status"] != "ok").sum()))
-    written.to_csv(folder / "sr_index.csv", index=False)
-    return written
-
-
-def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False, dicom_sr: Path | None = None) -> pd.DataFrame:
-    """Score every patient of a dataset with a registered model; unscorable patients are listed with why.
-
-    With ``dicom_sr``, also writes one DICOM Comprehensive SR per scored patient into that folder.
-    """
-    import mlflow.pyfunc
-
-    from clinicmm.cohort import build_cohort
-    from clinicmm.errors import InputError, ModelError
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; choose another --out or pass --overwrite to replace it.")
-    cohort = build_cohort(load_dataset(dataset_path), split=False)
-    manifest = cohort.manifest
-    usable = manifest.loc[manifest[Col.STATUS] == "ok", Col.PATIENT.value].tolist()
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:  # MLflow raises several types for a bad URI
-        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
-    result = model.predict(cohort_frame(cohort, usable)) if usable else pd.DataFrame()
-    skipped = manifest[manifest[Col.STATUS] != "ok"]
-    extra = pd.DataFrame({"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]})
-    result = pd.concat([result, extra], ignore_index=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    result.to_csv(tmp, index=False)
-    tmp.replace(out)
-    if dicom_sr is not None:
-        Path(dicom_sr).mkdir(parents=True, exist_ok=True)
-        write_dicom_sr(result, cohort, model_uri, Path(dicom_sr))
-    return result
-
-
-# ------------------------------------------------------------------------------------------------ all
-
-
 def predict_stage(wf: WorkflowSpec) -> dict:
     """Score the workflow's own dataset with the model the register stage registered."""
     import os
 
+    from clinicmm.predict import predict
     from clinicmm.tracking.pyfunc import CACHE_ENV
 
     registered = stages.summary(wf, "register") or register_stage(wf)

@@ -67,7 +67,7 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     from mlflow import MlflowClient
 
     from clinicmm.cohort import Cohort
-    from clinicmm.workflow import cohort_frame
+    from clinicmm.predict import cohort_frame
 
     root, _ = workflow
     uri = f"sqlite:///{root}/tracking/mlflow.db"

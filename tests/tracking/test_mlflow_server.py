@@ -137,7 +137,7 @@ def test_the_champion_loads_from_the_server_and_scores_like_the_cli(workflow, at
     import mlflow.pyfunc
 
     from clinicmm.cohort import Cohort
-    from clinicmm.workflow import cohort_frame
+    from clinicmm.predict import cohort_frame
 
     _, root, _ = workflow
     work = root / "client" / "work"
