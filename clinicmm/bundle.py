@@ -22,8 +22,7 @@ from clinicmm import __version__
 from clinicmm.cache import atomic_write_bytes
 from clinicmm.config import EncodersSpec
 from clinicmm.errors import ClinicmmError, ModelError
-from clinicmm.keys import Node
-from clinicmm.training.data import Standardizer
+from clinicmm.training.data import Standardizer, class_nodes
 
 
 @dataclass
@@ -43,9 +42,7 @@ class ModelBundle:
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
-        import torch
-
-        return torch.tensor([self.knowledge.index(Node.CANCER, c) for c in self.classes], dtype=torch.long)
+        return class_nodes(self.knowledge, self.classes)
 
     def build_model(self, load_weights: bool = True):
         from clinicmm.fusion.registry import build_model

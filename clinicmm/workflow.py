@@ -161,7 +161,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     from clinicmm.bundle import ModelBundle
     from clinicmm.fusion.registry import build_model
     from clinicmm.tracking import runs
-    from clinicmm.training.data import Standardizer, dims_of
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of
     from clinicmm.training.fit import fit
 
     data = TrainingData(wf)
@@ -169,7 +169,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     train_items, _ = data.items(Split.TRAIN, scaler)
     val_items, _ = data.items(Split.VAL, scaler)
     dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
-    class_nodes = ModelBundle(wf.primary_model, data.classes, dims, 0, 0, wf.encoders, {}, scaler, {}, data.kg).class_nodes()
+    nodes = class_nodes(data.kg, data.classes)
     results = {}
     with runs.workflow_run(wf, data.cohort, fresh=True) as parent:
         _log_upstream_stages(wf, data)
@@ -177,7 +177,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
             with runs.child_run(wf, name) as child:
                 t = wf.training
                 torch.manual_seed(t.seed)  # each model's initial weights depend on the seed alone, not on run order
-                model = build_model(name, dims, len(data.classes), hetero, class_nodes, t.hidden, t.dropout)
+                model = build_model(name, dims, len(data.classes), hetero, nodes, t.hidden, t.dropout)
                 model, history = fit(model, train_items, val_items, hetero, dims, t, len(data.classes), runs.epoch_logger(child), progress)
                 bundle = ModelBundle(
                     name, data.classes, dims, t.hidden, t.dropout, wf.encoders, data.fingerprints, scaler,

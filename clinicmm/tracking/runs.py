@@ -62,7 +62,7 @@ def _log_dataset(cohort, digest: str) -> None:
     import pandas as pd
 
     m = cohort.manifest
-    counts = m[m["split"] != ""].groupby(["split", "label"]).size().reset_index(name="patients")
+    counts = m[m["split"] != ""].groupby(["split", "label"]).size().reset_index(name="patients").astype({"patients": "float64"})
     mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(counts), name="cohort", digest=digest[:16]), context="training")
 
 

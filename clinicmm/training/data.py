@@ -35,6 +35,13 @@ class Standardizer:
         return ((v - np.asarray(self.mean[modality])) / np.asarray(self.std[modality])).astype(np.float32)
 
 
+def class_nodes(kg, classes: list[str]):
+    """The cancer_type node index of each class, in class order (LongTensor): what the KG-GNN scores against."""
+    import torch
+
+    return torch.tensor([kg.index(Node.CANCER, c) for c in classes], dtype=torch.long)
+
+
 def dims_of(vectors: dict[str, np.ndarray]) -> dict[str, int]:
     return {m.value: int(vectors[m.value].shape[1]) for m in MODALITIES}
 
