@@ -157,7 +157,8 @@ class TrackingSpec(_Spec):
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-MODEL_NAMES = ("image", "note", "omics", "concat", "kg_gnn")
+MODEL_NAMES = ("image", "note", "omics", "concat", "kg_gnn", "attention", "kg_rgcn")
+DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn")
 
 
 class WorkflowSpec(_Spec):
@@ -166,7 +167,7 @@ class WorkflowSpec(_Spec):
     workdir: Path
     knowledge: list[Path] = Field(default_factory=list, description="Extra graph files: .gmt gene sets or .tsv triples.")
     encoders: EncodersSpec = EncodersSpec()
-    models: list[str] = Field(default_factory=lambda: list(MODEL_NAMES))
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description=f"Any of {', '.join(MODEL_NAMES)}.")
     primary_model: str = "kg_gnn"
     training: TrainingSpec = TrainingSpec()
     tracking: TrackingSpec = TrackingSpec()

@@ -49,12 +49,34 @@ def _kg_gnn(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, clas
     return KGGNNFusion(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
 
 
+def _attention(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+               dropout: float) -> nn.Module:
+    """Attention-weighted fusion of the three modality embeddings."""
+    from clinicmm.fusion.attention import AttentionFusion
+
+    return AttentionFusion(dims, n_classes, hidden=hidden, dropout=dropout)
+
+
+def _kg_rgcn(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+             dropout: float) -> nn.Module:
+    """R-GCN fusion on the knowledge graph; node counts come from ``knowledge``, metadata from the batch schema."""
+    from clinicmm.fusion.batch import check_knowledge, schema
+    from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES
+    from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+
+    check_knowledge(knowledge)
+    num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
+    return KGRGCNFusion(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
+
+
 MODELS: dict[str, Factory] = {
     "image": _single("image"),
     "note": _single("note"),
     "omics": _single("omics"),
     "concat": _concat,
     "kg_gnn": _kg_gnn,
+    "attention": _attention,
+    "kg_rgcn": _kg_rgcn,
 }
 
 
