@@ -24,7 +24,6 @@ install: $(STAMP)
 demo: install
 	$(BIN)/clinicmm demo-data demo_data --patients $(DEMO_PATIENTS) --seed 0
 	$(BIN)/clinicmm run workflows/demo.yaml
-	@echo "Browse the runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
 
 test: install
 	$(BIN)/python -m pytest

@@ -293,8 +293,10 @@ def run(
     A stage whose inputs and config are unchanged since it last finished is skipped, so a rerun after a crash
     or a kill resumes where it stopped. Example: [bold]clinicmm run workflows/demo.yaml[/]
     """
+    from clinicmm.config import load_workflow
     from clinicmm.workflow import run as run_all
 
+    shown_uri = load_workflow(workflow).tracking.tracking_uri()  # as the user wrote it (before it is made absolute)
     wf = _workflow(workflow)
     summary = run_all(wf, progress, force)
     out.print("stages: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()), soft_wrap=True)
@@ -302,9 +304,8 @@ def run(
     r = summary["registered"]
     out.print(f"registered [bold]{r['name']}[/] version {r['version']} → [bold]{r['uri']}[/]", soft_wrap=True)
     out.print(f"predictions for {summary['scored']} of {summary['patients']} patients: [bold]{summary['predictions']}[/]", soft_wrap=True)
-    uri = wf.tracking.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]", soft_wrap=True)
+    if shown_uri.startswith("sqlite:///"):
+        out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {shown_uri}[/]", soft_wrap=True)
 
 
 @kg_app.command("inspect")
