@@ -110,12 +110,17 @@ class KGGNNFusion(nn.Module):
                                        nn.Linear(dims[m.value], hidden)) for m in MODALITIES})
         self.embeddings = _embeddings(counts, hidden)
         self.patient = nn.Parameter(torch.randn(hidden) * 0.1)
-        self.convs = nn.ModuleList(_conv(hidden, heads, inputs, edges) for inputs, edges in self.plan)
+        self.convs = nn.ModuleList(self._make_conv(hidden, heads, inputs, edges) for inputs, edges in self.plan)
         self.norms = nn.ModuleList(nn.ModuleDict({t: nn.LayerNorm(hidden) for t in _updated(edges)})
                                    for _, edges in self.plan)
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden, hidden)
         self.bias = nn.Parameter(torch.zeros(n_classes))
+
+    @staticmethod
+    def _make_conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:
+        """One message-passing layer over ``edges`` (subclasses swap the operator; everything else is shared)."""
+        return _conv(hidden, heads, inputs, edges)
 
     def _initial(self, batch: HeteroData) -> dict[str, Tensor]:
         """Starting state of every node type the first layer reads."""

@@ -38,15 +38,22 @@ def _concat(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, clas
     return ConcatFusion(dims, n_classes, hidden=hidden, dropout=dropout)
 
 
-def _kg_gnn(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-            dropout: float) -> nn.Module:
-    """HGT fusion on the knowledge graph; node counts come from ``knowledge``, metadata from the batch schema."""
-    from clinicmm.fusion.batch import check_knowledge, schema
-    from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
+def _graph(model: str) -> Factory:
+    """Factory of a knowledge-graph fusion model; node counts come from ``knowledge``, metadata from the schema."""
 
-    check_knowledge(knowledge)
-    num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
-    return KGGNNFusion(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
+    def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
+              dropout: float) -> nn.Module:
+        from clinicmm.fusion.batch import check_knowledge, schema
+        from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
+        from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+
+        check_knowledge(knowledge)
+        num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
+        cls = {"hgt": KGGNNFusion, "rgcn": KGRGCNFusion}[model]
+        return cls(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
+
+    build.__doc__ = f"{model.upper()} fusion on the knowledge graph."
+    return build
 
 
 def _attention(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
@@ -57,26 +64,14 @@ def _attention(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, c
     return AttentionFusion(dims, n_classes, hidden=hidden, dropout=dropout)
 
 
-def _kg_rgcn(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-             dropout: float) -> nn.Module:
-    """R-GCN fusion on the knowledge graph; node counts come from ``knowledge``, metadata from the batch schema."""
-    from clinicmm.fusion.batch import check_knowledge, schema
-    from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES
-    from clinicmm.fusion.kg_rgcn import KGRGCNFusion
-
-    check_knowledge(knowledge)
-    num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
-    return KGRGCNFusion(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
-
-
 MODELS: dict[str, Factory] = {
     "image": _single("image"),
     "note": _single("note"),
     "omics": _single("omics"),
     "concat": _concat,
-    "kg_gnn": _kg_gnn,
+    "kg_gnn": _graph("hgt"),
     "attention": _attention,
-    "kg_rgcn": _kg_rgcn,
+    "kg_rgcn": _graph("rgcn"),
 }
 
 
