@@ -93,9 +93,6 @@ class Featurizer:
     def _cache(self, modality: str, fingerprint: str) -> EmbeddingCache | None:
         return EmbeddingCache(self.cache_dir / modality, fingerprint) if self.cache_dir else None
 
-    def fingerprints(self) -> dict[str, str]:
-        return {Modality.IMAGE: self.image_encoder.fingerprint(), Modality.NOTE: self.text_encoder.fingerprint()}
-
     # ------------------------------------------------------------------------------------------ images
     def images(self, series: list[list[str] | None], body_parts: list[str]) -> tuple[np.ndarray, list[list[str]], dict]:
         """Embeddings of one series per patient (None: no image) and the body-site concept each shows."""
@@ -112,7 +109,7 @@ class Featurizer:
 
             vecs, cstats = _through_cache(self._cache("image", enc.fingerprint()), digests, run, enc.dim)
             out[wanted] = vecs
-            failures = {wanted[digests.index(d)]: r for d, r in cstats.failed.items()}
+            failures = {i: cstats.failed[d] for i, d in zip(wanted, digests) if d in cstats.failed}
             stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": len(failures)}
         concepts = [self._body_site(bp) if files and i not in failures else [] for i, (files, bp) in enumerate(zip(series, body_parts))]
         return out, concepts, {"stats": stats, "failures": failures}
@@ -154,6 +151,29 @@ class Featurizer:
         return feats, genes, {"stats": stats, "failures": {}}
 
 
+    # -------------------------------------------------------------------------------------- all at once
+    def encode(self, patients: list[str], series: list, body_parts: list[str], texts: list[list[str]],
+               expression: pd.DataFrame | None, mutations: pd.DataFrame | None, has_omics: np.ndarray) -> EncodedCohort:
+        """Every modality of these patients; a modality nobody has gets ``None`` vectors, failures carry the row."""
+        steps = {
+            Modality.IMAGE: (lambda: self.images(series, body_parts)) if any(series) else None,
+            Modality.NOTE: (lambda: self.notes(texts)) if any(texts) else None,
+            Modality.OMICS: (lambda: self.omics(patients, expression, mutations, has_omics))
+            if self.preprocessor is not None and has_omics.any()
+            else None,
+        }
+        vectors, links, stats, failures = {}, {}, {}, []
+        for modality, step in steps.items():
+            m = modality.value
+            if step is None:
+                vectors[m], links[m], stats[m] = None, [[] for _ in patients], {"encoded": 0, "cached": 0, "failed": 0}
+                continue
+            vectors[m], links[m], info = step()
+            stats[m] = info["stats"]
+            failures += [{"row": i, "modality": m, "reason": r} for i, r in info["failures"].items()]
+        return EncodedCohort(patients, vectors, links, failures, stats)
+
+
 def _through_cache(cache: EmbeddingCache | None, digests, run, dim):
     from clinicmm.cache import CacheStats
 
@@ -190,29 +210,18 @@ def patient_inputs(cohort, patients: list[str]) -> dict[str, list]:
 
 
 def encode_cohort(cohort, featurizer: Featurizer, patients: list[str]) -> EncodedCohort:
-    """Encode every modality of the given patients (cached where an encoder and input are unchanged)."""
+    """Encode every modality of the given patients (cached where an encoder and input are unchanged).
+
+    A modality nobody has is stored as a one-column block of NaN; failures name the patient.
+    """
     from clinicmm.keys import HAS
 
     inputs = patient_inputs(cohort, patients)
-    n = len(patients)
-    vectors, links, stats, failures = {}, {}, {}, []
-    manifest = cohort.manifest.set_index("patient_id").loc[patients]
-    steps = {
-        Modality.IMAGE: (lambda: featurizer.images(inputs["series"], inputs["body_parts"])) if any(inputs["series"]) else None,
-        Modality.NOTE: (lambda: featurizer.notes(inputs["texts"])) if any(inputs["texts"]) else None,
-        Modality.OMICS: (
-            lambda: featurizer.omics(patients, cohort.expression, cohort.mutations, manifest[HAS[Modality.OMICS]].to_numpy())
-        )
-        if featurizer.preprocessor is not None
-        else None,
-    }
-    for modality, step in steps.items():
-        if step is None:
-            vectors[modality.value] = np.full((n, 1), np.nan, dtype=np.float32)
-            links[modality.value] = [[] for _ in patients]
-            stats[modality.value] = {"encoded": 0, "cached": 0, "failed": 0}
-            continue
-        vecs, linked, info = step()
-        vectors[modality.value], links[modality.value], stats[modality.value] = vecs, linked, info["stats"]
-        failures += [{"patient_id": patients[i], "modality": modality.value, "reason": r} for i, r in info["failures"].items()]
-    return EncodedCohort(patients, vectors, links, failures, stats)
+    has_omics = cohort.manifest.set_index("patient_id").loc[patients, HAS[Modality.OMICS]].to_numpy()
+    encoded = featurizer.encode(patients, inputs["series"], inputs["body_parts"], inputs["texts"],
+                                cohort.expression, cohort.mutations, has_omics)
+    for m, v in encoded.vectors.items():
+        if v is None:
+            encoded.vectors[m] = np.full((len(patients), 1), np.nan, dtype=np.float32)
+    encoded.failures = [{"patient_id": patients[f.pop("row")], **f} for f in encoded.failures]
+    return encoded

@@ -174,26 +174,12 @@ def _omics_tables(parsed: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | Non
 
 
 def encode_frame(parsed: dict, featurizer):
-    """EncodedCohort of the parsed rows (no cache: a served model keeps no patient data on disk)."""
-    from clinicmm.evidence import EncodedCohort
-
+    """EncodedCohort of the parsed rows (absent modality: None; failures carry the row)."""
     patients = parsed["patients"]
-    n = len(patients)
-    vectors, links, failures = {}, {}, []
     expr, mut = _omics_tables(parsed)
     has_omics = np.array([p in parsed["expr"] or any(q == p for q, _ in parsed["mut"]) for p in patients])
-    steps = {
-        "image": (lambda: featurizer.images(parsed["series"], parsed["body_parts"])) if any(parsed["series"]) else None,
-        "note": (lambda: featurizer.notes(parsed["texts"])) if any(parsed["texts"]) else None,
-        "omics": (lambda: featurizer.omics(patients, expr, mut, has_omics)) if featurizer.preprocessor is not None and has_omics.any() else None,
-    }
-    for m, step in steps.items():
-        if step is None:
-            vectors[m], links[m] = None, [[] for _ in patients]
-            continue
-        vectors[m], links[m], info = step()
-        failures += [{"row": i, "modality": m, "reason": r} for i, r in info["failures"].items()]
-    return EncodedCohort(patients, vectors, links, failures), n
+    encoded = featurizer.encode(patients, parsed["series"], parsed["body_parts"], parsed["texts"], expr, mut, has_omics)
+    return encoded, len(patients)
 
 
 def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
