@@ -97,7 +97,7 @@ def encode_stage(wf: WorkflowSpec):
     encoded = encode_cohort(cohort, featurizer, cohort.patients(labelled=False))
     out = wf.work / "encode"
     encoded.save(out)
-    fingerprints = {m: fp for m, fp in _used_fingerprints(featurizer, encoded).items()}
+    fingerprints = _used_fingerprints(featurizer, encoded)
     _write_json(out / "encoders.json", {"fingerprints": fingerprints, "spec": dump(wf.encoders)})
     if pre is not None:
         _write_json(out / "genomics.json", pre.to_dict())
@@ -171,7 +171,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
     nodes = class_nodes(data.kg, data.classes)
     results = {}
-    with runs.workflow_run(wf, data.cohort, fresh=True) as parent:
+    with runs.workflow_run(wf, data.cohort) as parent:
         _log_upstream_stages(wf, data)
         for name in wf.models:
             with runs.child_run(wf, name) as child:

@@ -67,7 +67,7 @@ def _log_dataset(cohort, digest: str) -> None:
 
 
 @contextlib.contextmanager
-def workflow_run(wf: WorkflowSpec, cohort, fresh: bool = True):
+def workflow_run(wf: WorkflowSpec, cohort):
     """Start the workflow's parent run and record its id."""
     import mlflow
 
