@@ -1,16 +1,37 @@
-"""Find the DICOM series under an imaging root and pick one usable series per patient.
+"""Find the DICOM images under an imaging root and pick one usable series per patient.
 
-Only headers are read (``stop_before_pixels=True``), so indexing thousands of files takes seconds. Every file
-under the root ends up either in the ``files`` of an ``ok`` series row or in a ``skipped`` row whose ``reason``
-says what is wrong with it (file, DICOM tag) and how to fix it -- nothing is dropped silently.
+Only headers are read (``stop_before_pixels=True``), in ``ImagingSpec.workers`` processes, and each file's facts
+are spooled to an on-disk SQLite table as they arrive; series are then formed one at a time from that table,
+so the scan's memory does not grow with the number of files. Every file under the root ends up either in the
+``files`` of an ``ok`` row or in a ``skipped`` row whose ``reason`` says what is wrong (file, DICOM tag,
+transfer syntax) and how to fix it -- nothing is dropped silently.
+
+Three kinds of image objects (column ``image_kind``):
+- ``volume``: a CT / MR / PT / NM series stored one slice per file, grouped by PatientID / StudyInstanceUID /
+  SeriesInstanceUID and checked for one orientation, one image size, no duplicated slice positions;
+- ``multiframe``: one file holding a whole volume (enhanced CT / MR / PET, breast tomosynthesis); per-frame
+  positions and orientations in its functional groups are checked the same way;
+- ``2d``: projection images (CR, DX, MG, US, XA, RF, SC, OT, ...), grouped by series; the series' first file
+  (by path) is the image used, and a cine loop contributes its middle frame.
+Which series of a patient is used follows ``ImagingSpec``: modality, a SeriesDescription pattern, a minimum
+number of slices, then the preferences in ``prefer`` (most slices, thinnest slices, latest study).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
+import json
+import multiprocessing
 import os
+import re
+import sqlite3
 import struct
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +41,7 @@ import pandas as pd
 import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 from tqdm.auto import tqdm
 
 from clinicmm.config import ImagingSpec
@@ -29,16 +51,21 @@ from clinicmm.keys import Col, Status
 COLUMNS: tuple[str, ...] = tuple(str(c) for c in (
     Col.PATIENT, Col.STUDY_UID, Col.SERIES_UID, Col.SERIES_DIR, Col.FILES, Col.N_SLICES,
     Col.MODALITY_TAG, Col.BODY_PART, Col.STATUS, Col.REASON, Col.SOURCE,
+    Col.IMAGE_KIND, Col.SOP_UID, Col.SYNTAX, Col.SLICE_MM, Col.STUDY_DATE, Col.DESCRIPTION,
 ))  # fmt: skip
 PROGRESS_MIN_FILES = 500  # show a progress bar from this many files on
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
+_TOMOSYNTHESIS = {"1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"}
+_DICOMDIR = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
+_CHUNK = 32  # files per task handed to a header-scan worker
 
 
 @dataclass(frozen=True)
 class _Slice:
-    """The header facts of one good image file that grouping and the geometry checks need."""
+    """The header facts of one good image file that grouping, the geometry checks and selection need."""
 
     path: str
     patient: str
@@ -46,9 +73,17 @@ class _Slice:
     series: str
     modality: str
     body_part: str
-    orientation: tuple[float, ...]
+    orientation: tuple[float, ...]  # () where the object has none (2D)
     position: tuple[float, ...]
     shape: tuple[int, int]
+    kind: str = "volume"
+    frames: int = 1
+    sop: str = ""
+    syntax: str = ""
+    thickness: float = float("nan")
+    study_date: str = ""
+    description: str = ""
+    frame_problem: str = ""  # multi-frame objects: what the per-frame geometry check found
 
 
 def tag_name(keyword: str) -> str:
@@ -57,33 +92,95 @@ def tag_name(keyword: str) -> str:
     return keyword if tag is None else f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def index_dicom(spec: ImagingSpec, root: Path) -> pd.DataFrame:
+def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.DataFrame:
     """Index every file under ``root`` (the resolved ``spec.root``): one ``ok`` row per patient's chosen series.
 
-    Columns (``COLUMNS``): patient_id, study_uid, series_uid, series_dir, files (absolute paths; for a series
-    sorted along the slice normal), n_slices (0 on file rows), dicom_modality, body_part (BodyPartExamined,
-    upper case), status ('ok' / 'skipped'), reason, source (the file of a file row, the folder of a series row).
-    Rows: one per series (usable or not) and one per file that could not join a series; ``ok`` rows first.
+    Columns (``COLUMNS``): patient_id, study_uid, series_uid, series_dir, files (absolute paths; for a volume
+    sorted along the slice normal), n_slices (slices or frames; 0 on file rows), dicom_modality, body_part
+    (BodyPartExamined, upper case), status ('ok' / 'skipped'), reason, source (the file of a file row, the
+    folder of a series row), image_kind, sop_uids, transfer_syntax, slice_thickness, study_date,
+    series_description. Rows: one per series or single-file image (usable or not) and one per file that could
+    not join one; ``ok`` rows first. ``spool``: folder for the temporary on-disk index (default: system temp).
     """
     if tag_for_keyword(spec.patient_tag) is None:
         raise ConfigError(
             f"imaging.patient_tag: {spec.patient_tag!r} is not a DICOM keyword. Use a keyword such as 'PatientID'."
         )
+    if spec.series_description is not None:
+        try:
+            re.compile(spec.series_description)
+        except re.error as exc:
+            raise ConfigError(f"imaging.series_description: {spec.series_description!r} is not a valid regular expression ({exc})") from None
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: the imaging root is not a folder. Fix imaging.root in the dataset YAML.")
     paths = _list_files(root)
-    rows: list[dict] = []
-    slices: list[_Slice] = []
-    bar = tqdm(paths, desc="Indexing DICOM", unit="file", file=sys.stderr, disable=None if len(paths) >= PROGRESS_MIN_FILES else True)
-    for path in bar:
-        found = _read_slice(path, root, spec.patient_tag)
-        if isinstance(found, _Slice):
-            slices.append(found)
-        else:
-            rows.append(found)
-    rows.extend(_series_rows(slices, rows, spec))
+    bar = tqdm(total=len(paths), desc="Indexing DICOM", unit="file", file=sys.stderr, disable=None if len(paths) >= PROGRESS_MIN_FILES else True)
+    with tempfile.TemporaryDirectory(prefix="clinicmm-dicom-index-", dir=spool) as tmp, _Spool(Path(tmp) / "index.sqlite") as db:
+        for found in scan_headers(paths, root, spec.patient_tag, spec.workers):
+            db.add(found)
+            bar.update()
+        bar.close()
+        rows = list(db.file_rows())
+        rows.extend(_series_rows(db.groups(), db.dropped(), spec))
     return _frame(rows)
+
+
+def scan_headers(paths: Iterable[str], root: Path, patient_tag: str = "PatientID", workers: int = 1) -> Iterator[_Slice | dict]:
+    """The header facts (or the skip row) of each file, in order; ``workers`` > 1 reads in that many processes."""
+    read = functools.partial(_read_slice, root=Path(root), patient_tag=patient_tag)
+    if workers <= 1:
+        yield from map(read, paths)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
+    with context.Pool(workers) as pool:
+        yield from pool.imap(read, paths, chunksize=_CHUNK)
+
+
+class _Spool:
+    """An on-disk table of scanned files: slices grouped later one series at a time, and the skipped files."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE slices (key TEXT, facts TEXT)")
+        self.db.execute("CREATE TABLE skipped (key TEXT, row TEXT)")
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+    def add(self, found: _Slice | dict) -> None:
+        if isinstance(found, _Slice):
+            single = found.kind == "multiframe"  # a multi-frame file is a volume of its own
+            key = json.dumps([found.patient, found.study, found.series, found.path if single else ""])
+            self.db.execute("INSERT INTO slices VALUES (?, ?)", (key, json.dumps(dataclasses.astuple(found))))
+        else:
+            key = json.dumps([found[Col.PATIENT], found[Col.STUDY_UID], found[Col.SERIES_UID]])
+            self.db.execute("INSERT INTO skipped VALUES (?, ?)", (key, json.dumps({str(k): v for k, v in found.items()})))
+
+    def groups(self) -> Iterator[list[_Slice]]:
+        """The scanned slices, one list per series (or per single-file image), in a stable order."""
+        cursor = self.db.execute("SELECT key, facts FROM slices ORDER BY key, facts")
+        for _, rows in itertools.groupby(cursor, key=lambda r: r[0]):
+            yield [_slice_from(json.loads(facts)) for _, facts in rows]
+
+    def file_rows(self) -> Iterator[dict]:
+        for (row,) in self.db.execute("SELECT row FROM skipped ORDER BY rowid"):
+            yield json.loads(row)
+
+    def dropped(self) -> dict[tuple[str, str, str], int]:
+        """Skipped files per (patient, study, series), so a series row can say some of its files were skipped."""
+        return {tuple(json.loads(k)): n for k, n in self.db.execute("SELECT key, COUNT(*) FROM skipped GROUP BY key")}
+
+
+def _slice_from(values: list) -> _Slice:
+    fields = dict(zip((f.name for f in dataclasses.fields(_Slice)), values))
+    for name in ("orientation", "position", "shape"):
+        fields[name] = tuple(fields[name])
+    return _Slice(**fields)
 
 
 # ------------------------------------------------------------------------------------------------- files
@@ -98,21 +195,28 @@ def _list_files(root: Path) -> list[str]:
     return found
 
 
-def _file_row(path: str, reason: str, patient: str = "", study: str = "", series: str = "") -> dict:
+def _file_row(path: str, reason: str, patient: str = "", study: str = "", series: str = "", syntax: str = "") -> dict:
     return {
         Col.PATIENT: patient, Col.STUDY_UID: study, Col.SERIES_UID: series, Col.SERIES_DIR: os.path.dirname(path),
         Col.FILES: [path], Col.N_SLICES: 0, Col.MODALITY_TAG: "", Col.BODY_PART: "",
-        Col.STATUS: Status.SKIPPED.value, Col.REASON: reason, Col.SOURCE: path,
+        Col.STATUS: Status.SKIPPED.value, Col.REASON: reason, Col.SOURCE: path, Col.IMAGE_KIND: "",
+        Col.SOP_UID: [], Col.SYNTAX: syntax, Col.SLICE_MM: float("nan"), Col.STUDY_DATE: "", Col.DESCRIPTION: "",
     }  # fmt: skip
 
 
 def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
-    """The slice facts of one file, or a skipped file row saying why it cannot be used."""
+    """The image facts of one file, or a skipped file row saying why it cannot be used."""
     name = os.path.relpath(path, root)
     try:
         with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            problem = _pixel_problem(fp, ds, name, os.path.getsize(path))
+            ds = _Header(pydicom.dcmread(fp, stop_before_pixels=True))
+            sop_class = str(ds.get("SOPClassUID", "") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
+            if sop_class == _DICOMDIR:
+                return _file_row(path, (
+                    f"{name}: a DICOMDIR (media directory), not an image; the files it lists are indexed where they "
+                    "lie under the imaging root"
+                ))  # fmt: skip
+            problem = _pixel_problem(fp, ds, name, os.path.getsize(path), sop_class)
     except InvalidDicomError:
         return _file_row(
             path, f"{name}: not a DICOM file (no 'DICM' preamble); remove it or move it out of the imaging root"
@@ -120,22 +224,179 @@ def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
     except Exception as exc:  # noqa: BLE001 -- any unreadable header is recorded, never fatal
         reason = f"{name}: unreadable DICOM header, truncated or corrupt ({type(exc).__name__}: {exc}); re-export it"
         return _file_row(path, reason)
+    syntax = str(ds.get("file_meta", {}).get("TransferSyntaxUID", "") or "")
     ids = {"patient": str(ds.get(patient_tag, "") or "").strip(), "study": str(ds.get("StudyInstanceUID", "")),
-           "series": str(ds.get("SeriesInstanceUID", ""))}  # fmt: skip
+           "series": str(ds.get("SeriesInstanceUID", "")), "syntax": syntax}  # fmt: skip
     if not problem and not ids["patient"]:
         problem = f"{name}: no patient id in {tag_name(patient_tag)}; fill the tag or remove the file"
-    problem = problem or _missing_tags(ds, name)
-    geometry = None if problem else _geometry(ds)
-    if geometry is None:
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    frames = _int(ds.get("NumberOfFrames"), 1)
+    kind = image_kind(ds)
+    problem = problem or _missing_tags(ds, name, kind) or _decoder_problem(syntax, name)
+    geometry = ((), ()) if kind != "volume" else None if problem else _geometry(ds)
+    if problem or geometry is None:
         problem = problem or (
             f"{name}: {tag_name('ImageOrientationPatient')} needs 6 numbers and {tag_name('ImagePositionPatient')} "
             "3 finite numbers; fix the tags or remove the file"
         )
         return _file_row(path, problem, **ids)
-    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    frame_problem = _frame_geometry_problem(ds, name) if kind == "multiframe" else ""
+    return _Slice(
+        path, ids["patient"], ids["study"], ids["series"], modality,
+        str(ds.get("BodyPartExamined", "") or "").strip().upper(), *geometry, (int(ds.Rows), int(ds.Columns)),
+        kind=kind, frames=frames, sop=str(ds.get("SOPInstanceUID", "") or ""), syntax=syntax,
+        thickness=_float(_frame_thickness(ds) if kind == "multiframe" else ds.get("SliceThickness")),
+        study_date=str(ds.get("StudyDate", "") or ""), description=str(ds.get("SeriesDescription", "") or ""),
+        frame_problem=frame_problem,
+    )  # fmt: skip
+
+
+_STRING_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "PN", "SH", "TM", "UI"}
+_NUMBER_VRS = {"DS", "IS"}
+
+
+class _Header:
+    """Fast read-only access to the header values the index needs.
+
+    ``Dataset.get`` converts each raw element through pydicom's hooks, which costs more than reading the file;
+    for the plain string, number and US elements used here the raw bytes are decoded directly (a few
+    microseconds each); anything else (sequences, odd VRs, already-converted elements) goes through pydicom.
+    """
+
+    def __init__(self, ds: pydicom.Dataset) -> None:
+        self.ds = ds
+        self.file_meta = ds.get("file_meta", {})
+        self.original_encoding = ds.original_encoding
+        self._endian = "<" if ds.original_encoding[1] is not False else ">"
+        self._memo: dict[str, object] = {}
+
+    def get(self, keyword: str, default=None):
+        if keyword == "file_meta":
+            return self.file_meta
+        if keyword not in self._memo:
+            self._memo[keyword] = self._read(keyword)
+        value = self._memo[keyword]
+        return default if value is None else value
+
+    def __getattr__(self, keyword: str):
+        value = self.get(keyword)
+        if value is None:
+            raise AttributeError(keyword)
+        return value
+
+    def __contains__(self, keyword: str) -> bool:
+        return self.get(keyword) is not None
+
+    def _read(self, keyword: str):
+        tag = tag_for_keyword(keyword)
+        if tag is None or tag not in self.ds:
+            return None
+        raw = self.ds.get_item(tag)
+        if not isinstance(raw, pydicom.dataelem.RawDataElement) or raw.value is None:
+            return self.ds.get(keyword)
+        vr = raw.VR or pydicom.datadict.dictionary_VR(tag)
+        text = None
+        if vr in _STRING_VRS or vr in _NUMBER_VRS:
+            try:
+                text = raw.value.decode("ascii").strip(" \x00")
+            except UnicodeDecodeError:
+                return self.ds.get(keyword)
+        if vr in _STRING_VRS:
+            parts = text.split("\\")
+            return parts[0] if len(parts) == 1 else parts
+        if vr in _NUMBER_VRS:
+            try:
+                numbers = [float(v) if vr == "DS" else int(v) for v in text.split("\\") if v.strip()]
+            except ValueError:
+                return self.ds.get(keyword)  # a malformed number: pydicom's own handling and warning
+            return None if not numbers else numbers[0] if len(numbers) == 1 else numbers
+        if vr == "US" and len(raw.value) == 2:
+            return struct.unpack(self._endian + "H", raw.value)[0]
+        return self.ds.get(keyword)
+
+
+def image_kind(ds: pydicom.Dataset) -> str:
+    """'multiframe' (a volume in one file), 'volume' (one slice of a volume series) or '2d', from the header."""
     modality = str(ds.get("Modality", "") or "").strip().upper()
-    shape = (int(ds.Rows), int(ds.Columns))
-    return _Slice(path, ids["patient"], ids["study"], ids["series"], modality, body_part, *geometry, shape)
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if _int(ds.get("NumberOfFrames"), 1) > 1 and (modality in VOLUME_MODALITIES or sop_class in _TOMOSYNTHESIS):
+        return "multiframe"
+    return "volume" if modality in VOLUME_MODALITIES else "2d"
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value) -> float:
+    try:
+        return float(value) if value not in (None, "") else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _decoder_problem(syntax: str, name: str) -> str | None:
+    """Why the pixel data cannot be decoded here (transfer syntax named), or None."""
+    if not syntax:
+        return None
+    uid = UID(syntax)
+    if not uid.is_compressed:
+        return None
+    from pydicom.pixels import get_decoder
+
+    label = f"{uid.name} ({uid})" if uid.is_transfer_syntax else f"{uid} (not a transfer syntax pydicom knows)"
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"{name}: quarantined -- no pixel-data decoder exists for transfer syntax {label}; re-export it uncompressed"
+    if not decoder.is_available:
+        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) if hasattr(decoder, "missing_dependencies") else ""
+        return (
+            f"{name}: quarantined -- transfer syntax {label} cannot be decoded with the installed plugins"
+            f"{' (' + missing + ')' if missing else ''}; install a decoder for it or re-export the file uncompressed"
+        )
+    return None
+
+
+def _frame_geometry_problem(ds: pydicom.Dataset, name: str) -> str:
+    """A multi-frame object's per-frame geometry: one orientation and no duplicated frame positions."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    orientations, positions = set(), []
+    for item in frames:
+        plane = item.get("PlanePositionSequence")
+        if plane and plane[0].get("ImagePositionPatient") is not None:
+            positions.append(tuple(round(float(v), 3) for v in plane[0].ImagePositionPatient))
+        for group in (item, shared):
+            orient = group.get("PlaneOrientationSequence") if group is not None else None
+            if orient and orient[0].get("ImageOrientationPatient") is not None:
+                orientations.add(tuple(round(float(v), 4) for v in orient[0].ImageOrientationPatient))
+                break
+    if len(orientations) > 1:
+        return (
+            f"{name}: its frames have {len(orientations)} different {tag_name('ImageOrientationPatient')} values in "
+            "PerFrameFunctionalGroupsSequence; one volume needs one orientation"
+        )
+    if len(positions) != len(set(positions)):
+        return (
+            f"{name}: {len(positions) - len(set(positions))} frame(s) share an {tag_name('ImagePositionPatient')} in "
+            "PerFrameFunctionalGroupsSequence: duplicated slices; split the object or re-export it"
+        )
+    return ""
+
+
+def _frame_thickness(ds: pydicom.Dataset):
+    """SliceThickness of a multi-frame object, from its shared functional groups when not at top level."""
+    if ds.get("SliceThickness") not in (None, ""):
+        return ds.SliceThickness
+    for group in (ds.get("SharedFunctionalGroupsSequence") or [])[:1]:
+        measures = group.get("PixelMeasuresSequence")
+        if measures and measures[0].get("SliceThickness") not in (None, ""):
+            return measures[0].SliceThickness
+    return None
 
 
 def _geometry(ds: pydicom.Dataset) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -150,24 +411,32 @@ def _geometry(ds: pydicom.Dataset) -> tuple[tuple[float, ...], tuple[float, ...]
     return orientation, position
 
 
-def _missing_tags(ds: pydicom.Dataset, name: str) -> str | None:
-    """A reason naming the first required tag the file lacks, or None."""
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "ImagePositionPatient",
-                    "ImageOrientationPatient"):  # fmt: skip
+def _missing_tags(ds: pydicom.Dataset, name: str, kind: str) -> str | None:
+    """A reason naming the first required tag the file lacks, or None. Only slices of a volume need geometry."""
+    needed = ["StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns"]
+    if kind == "volume":
+        needed += ["ImagePositionPatient", "ImageOrientationPatient"]
+    for keyword in needed:
         if ds.get(keyword) in (None, ""):
-            return f"{name}: no {tag_name(keyword)}; this file cannot be placed in a series volume -- fix or remove it"
+            placed = "placed in a series volume" if kind == "volume" else "grouped into a series"
+            return f"{name}: no {tag_name(keyword)}; this file cannot be {placed} -- fix or remove it"
     return None
 
 
-def _pixel_problem(fp: BinaryIO, ds: pydicom.Dataset, name: str, size: int) -> str | None:
+def _pixel_problem(fp: BinaryIO, ds: pydicom.Dataset, name: str, size: int, sop_class: str = "") -> str | None:
     """Check, without reading it, that the pixel data is there in full. ``fp`` sits where dcmread stopped."""
-    syntax = ds.file_meta.get("TransferSyntaxUID")
+    syntax = ds.get("file_meta", {}).get("TransferSyntaxUID")
     if syntax is not None and (syntax.is_compressed or syntax.is_deflated):
         return None  # encapsulated or deflated: sizes cannot be checked from the header
     implicit, little = ds.original_encoding
     start = fp.tell()
     head = fp.read(12)
     endian = "<" if little is not False else ">"
+    if not head and sop_class and "Image" not in UID(sop_class).name:
+        return (
+            f"{name}: not an image -- a {UID(sop_class).name} object with no pixel data; only image objects are "
+            "used, move it out of the imaging root to silence this"
+        )
     if len(head) < 8 or struct.unpack(endian + "HH", head[:4]) not in _PIXEL_TAGS:
         return (
             f"{name}: truncated or not an image -- no PixelData {tag_name('PixelData')} before the end of the "
@@ -202,32 +471,36 @@ def _expected_pixel_bytes(ds: pydicom.Dataset) -> int:
 # ------------------------------------------------------------------------------------------------ series
 
 
-def _series_rows(slices: list[_Slice], file_rows: list[dict], spec: ImagingSpec) -> list[dict]:
-    """One row per series; then, per patient, the usable series with most slices is the one ``ok`` row."""
-    groups: dict[tuple[str, str, str], list[_Slice]] = defaultdict(list)
-    for s in slices:
-        groups[(s.patient, s.study, s.series)].append(s)
-    dropped = defaultdict(int)
-    for row in file_rows:
-        dropped[(row[Col.PATIENT], row[Col.STUDY_UID], row[Col.SERIES_UID])] += 1
-    rows = [_series_row(group, spec, dropped[key]) for key, group in sorted(groups.items())]
-    _choose(rows)
+def _series_rows(groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, str], int], spec: ImagingSpec) -> list[dict]:
+    """One row per series (or single-file image); then, per patient, the preferred usable one is the ``ok`` row."""
+    rows = []
+    for group in groups:
+        first = group[0]
+        rows.append(_series_row(group, spec, dropped.get((first.patient, first.study, first.series), 0)))
+    _choose(rows, spec.prefer)
     return rows
 
 
 def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int) -> dict:
     """The row of one series: ``ok`` (usable, so far) or ``skipped`` with the first problem found."""
-    ordered = _sort_along_normal(group)
+    ordered = _sort_along_normal(group) if group[0].kind == "volume" else sorted(group, key=lambda s: s.path)
     files = [s.path for s in ordered]
     folder = os.path.commonpath([os.path.dirname(f) for f in files])
     first = ordered[0]
     problem = _series_problem(ordered, spec, folder)
-    note = f"{n_dropped} file(s) of this series skipped, see their rows" if n_dropped else ""
+    note = f"{n_dropped} file(s) of this series skipped, see their rows" if n_dropped and first.kind != "multiframe" else ""
+    if first.kind == "2d" and len(files) > 1:
+        note = "; ".join(filter(None, [f"2D series of {len(files)} images: the first is used", note]))
+    thickness = [s.thickness for s in ordered if np.isfinite(s.thickness)]
     return {
         Col.PATIENT: first.patient, Col.STUDY_UID: first.study, Col.SERIES_UID: first.series,
-        Col.SERIES_DIR: folder, Col.FILES: files, Col.N_SLICES: len(files), Col.MODALITY_TAG: first.modality,
-        Col.BODY_PART: first.body_part, Col.STATUS: Status.SKIPPED.value if problem else Status.OK.value,
-        Col.REASON: problem or note, Col.SOURCE: folder,
+        Col.SERIES_DIR: folder, Col.FILES: files, Col.N_SLICES: first.frames if first.kind == "multiframe" else len(files),
+        Col.MODALITY_TAG: first.modality, Col.BODY_PART: first.body_part,
+        Col.STATUS: Status.SKIPPED.value if problem else Status.OK.value, Col.REASON: problem or note,
+        Col.SOURCE: first.path if first.kind == "multiframe" else folder, Col.IMAGE_KIND: first.kind,
+        Col.SOP_UID: [s.sop for s in ordered], Col.SYNTAX: first.syntax,
+        Col.SLICE_MM: float(np.median(thickness)) if thickness else float("nan"), Col.STUDY_DATE: first.study_date,
+        Col.DESCRIPTION: first.description,
     }  # fmt: skip
 
 
@@ -238,26 +511,35 @@ def _sort_along_normal(group: list[_Slice]) -> list[_Slice]:
 
 
 def _series_problem(ordered: list[_Slice], spec: ImagingSpec, folder: str) -> str | None:
-    """Why a series cannot make one volume, or None. Checks modality, geometry and slice count."""
+    """Why a series cannot make one image, or None. Checks modality, description, geometry and slice count."""
     first = ordered[0]
-    where = f"series in {folder}"
+    where = f"multi-frame image {first.path}" if first.kind == "multiframe" else f"series in {folder}"
     if first.modality not in {m.upper() for m in spec.modalities}:
         return (
             f"{where}: {tag_name('Modality')} is {first.modality or 'empty'!r}, not one of "
             f"{', '.join(spec.modalities)}; add it to imaging.modalities to use it"
         )
-    if len({s.orientation for s in ordered}) > 1:
+    if spec.series_description and not re.search(spec.series_description, first.description, re.IGNORECASE):
         return (
-            f"{where}: slices have {len({s.orientation for s in ordered})} different "
-            f"{tag_name('ImageOrientationPatient')} values; keep one orientation per series"
+            f"{where}: {tag_name('SeriesDescription')} {first.description!r} does not match "
+            f"imaging.series_description {spec.series_description!r}"
         )
-    if len({s.shape for s in ordered}) > 1:
-        return f"{where}: slices differ in Rows/Columns {sorted({s.shape for s in ordered})}; keep one size per series"
-    duplicate = _duplicate_position(ordered)
-    if duplicate:
-        return duplicate
-    if len(ordered) < spec.min_slices:
-        return f"{where}: only {len(ordered)} usable slice(s), imaging.min_slices is {spec.min_slices}"
+    if first.frame_problem:
+        return first.frame_problem
+    if first.kind == "volume":
+        if len({s.orientation for s in ordered}) > 1:
+            return (
+                f"{where}: slices have {len({s.orientation for s in ordered})} different "
+                f"{tag_name('ImageOrientationPatient')} values; keep one orientation per series"
+            )
+        if len({s.shape for s in ordered}) > 1:
+            return f"{where}: slices differ in Rows/Columns {sorted({s.shape for s in ordered})}; keep one size per series"
+        duplicate = _duplicate_position(ordered)
+        if duplicate:
+            return duplicate
+    n = first.frames if first.kind == "multiframe" else len(ordered)
+    if first.kind != "2d" and n < spec.min_slices:
+        return f"{where}: only {n} usable slice(s), imaging.min_slices is {spec.min_slices}"
     return None
 
 
@@ -276,24 +558,39 @@ def _duplicate_position(ordered: list[_Slice]) -> str | None:
     return None
 
 
-def _choose(rows: list[dict]) -> None:
-    """Keep, per patient, the usable series with the most slices as ``ok``; mark the other usable ones skipped."""
+_PREFERENCES = {
+    "most_slices": lambda r: -r[Col.N_SLICES],
+    "thinnest": lambda r: r[Col.SLICE_MM] if np.isfinite(r[Col.SLICE_MM]) else np.inf,
+    "latest": lambda r: -_int(r[Col.STUDY_DATE], 0),
+}
+_SAYS = {"most_slices": "most slices", "thinnest": "thinnest slices", "latest": "latest study"}
+
+
+def _describe(row: dict) -> str:
+    thickness = f", {row[Col.SLICE_MM]:g} mm" if np.isfinite(row[Col.SLICE_MM]) else ""
+    date = f", study date {row[Col.STUDY_DATE]}" if row[Col.STUDY_DATE] else ""
+    return f"{row[Col.N_SLICES]} slices{thickness}{date}"
+
+
+def _choose(rows: list[dict], prefer: list[str]) -> None:
+    """Keep, per patient, the preferred usable series as ``ok``; mark the other usable ones skipped, saying why."""
     usable: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         if row[Col.STATUS] == Status.OK:
             usable[row[Col.PATIENT]].append(row)
+    rule = ", then ".join(_SAYS[p] for p in prefer) or "lowest SeriesInstanceUID"
     for group in usable.values():
         if len(group) < 2:
             continue
-        group.sort(key=lambda r: (-r[Col.N_SLICES], r[Col.SERIES_UID]))
+        group.sort(key=lambda r: (*(_PREFERENCES[p](r) for p in prefer), r[Col.SERIES_UID], r[Col.SOURCE]))
         best = group[0]
-        chosen = f"chosen: most slices ({best[Col.N_SLICES]}) of {len(group)} usable series"
+        chosen = f"chosen: {rule} ({_describe(best)}) of {len(group)} usable series"
         best[Col.REASON] = "; ".join(filter(None, [chosen, best[Col.REASON]]))
         for row in group[1:]:
             row[Col.STATUS] = Status.SKIPPED.value
             row[Col.REASON] = (
-                f"not chosen: {row[Col.N_SLICES]} slices; the patient's series in {best[Col.SERIES_DIR]} with "
-                f"{best[Col.N_SLICES]} slices was chosen (most slices; ties go to the lower SeriesInstanceUID)"
+                f"not chosen: {_describe(row)}; the patient's series in {best[Col.SOURCE]} ({_describe(best)}) was "
+                f"preferred by imaging.prefer ({rule}; ties go to the lower SeriesInstanceUID)"
             )
 
 
@@ -301,6 +598,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     """The index table, ``ok`` rows first, then by patient and source; the columns exist even when empty."""
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame[Col.N_SLICES] = frame[Col.N_SLICES].astype("int64")
+    frame[Col.SLICE_MM] = frame[Col.SLICE_MM].astype("float64")
     order = frame[Col.STATUS].ne(Status.OK.value)
     frame = frame.assign(_order=order).sort_values(["_order", Col.PATIENT, Col.SOURCE], kind="stable")
     frame = frame.drop(columns="_order").reset_index(drop=True)

@@ -111,7 +111,7 @@ def test_duplicated_positions_skip_the_series(index: pd.DataFrame, tree: dict) -
 def test_patient_with_two_series_keeps_the_longer(index: pd.DataFrame, tree: dict) -> None:
     chosen, other = _row(index, tree["d1"][0].parent), _row(index, tree["d2"][0].parent)
     assert chosen[Col.STATUS] == Status.OK
-    assert chosen[Col.REASON].startswith("chosen: most slices (6) of 2 usable series")
+    assert chosen[Col.REASON].startswith("chosen: most slices, then thinnest slices, then latest study (6 slices")
     assert other[Col.STATUS] == Status.SKIPPED and other[Col.REASON].startswith("not chosen")
 
 
