@@ -1,7 +1,9 @@
-"""A frozen 3D MONAI network that turns each DICOM series into one embedding vector.
+"""A frozen MONAI network (``spec.network``, 3D or slice-wise 2D) that turns each DICOM series into one embedding vector.
 
 The weights are either a deterministic random initialisation (``spec.seed``) -- a fixed random projection that
-already separates coarse anatomy -- or a user's pretrained weights (``load_weights``). ``fingerprint()`` changes
+already separates coarse anatomy -- or a user's pretrained weights (``spec.weights``, ``load_weights``), or the
+weights ``clinicmm train-image`` trained on the cohort's labels (``spec.train``; see
+:mod:`clinicmm.imaging.train`). ``fingerprint()`` changes
 whenever anything that changes the embeddings changes (network, window, size, weights, library versions), so
 cached embeddings can be checked against it.
 """
@@ -21,9 +23,9 @@ from tqdm.auto import tqdm
 
 from clinicmm.config import ImageEncoderSpec, dump
 from clinicmm.errors import InputError, ModelError
-from clinicmm.imaging.transforms import IMAGE_KEY, image_pipeline
+from clinicmm.imaging.transforms import IMAGE_KEY, PIPELINE_VERSION, image_pipeline
 
-DIMS = {"resnet10": 512, "resnet18": 512, "densenet121": 1024}
+DIMS = {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "densenet121": 1024}  # vit: vit.hidden_size
 DENSENET_MIN_SIZE = 32  # DenseNet121 halves each axis five times
 _HEAD_PREFIXES = ("fc.", "class_layers.")  # classification heads of the full networks: not used, ignored on load
 _WRAPPER_PREFIXES = ("module.", "model.", "net.")
@@ -37,26 +39,96 @@ class _PooledFeatures(nn.Module):
         self.features = features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool3d(torch.relu(self.features(x)), 1).flatten(1)
+        pool = nn.functional.adaptive_avg_pool3d if x.ndim == 5 else nn.functional.adaptive_avg_pool2d
+        return pool(torch.relu(self.features(x)), 1).flatten(1)
+
+
+class _TokenMean(nn.Module):
+    """A MONAI ViT (no classification token) whose patch tokens are averaged into one vector.
+
+    The ViT is held as ``vit`` so its own keys (``patch_embedding.``, ``blocks.``, ``norm.``) are this module's
+    keys under that prefix; :func:`weights_module` hands out the bare ViT for loading and saving weights.
+    """
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x)[0].mean(1)
+
+
+class SliceWise(nn.Module):
+    """A 2D network applied to every axial slice of ``(B, 1, z, y, x)``; the slice embeddings are averaged.
+
+    Why averaged: the linear head of a trained encoder then scores the mean of its per-slice scores, which is
+    what Grad-CAM explains slice by slice; a 2D image (one slice, or the same slice repeated) is unchanged by it.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, z = x.shape[:3]
+        slices = x.permute(0, 2, 1, 3, 4).reshape(b * z, c, *x.shape[3:])
+        return self.backbone(slices).view(b, z, -1).mean(1)
+
+
+def feature_dim(spec: ImageEncoderSpec) -> int:
+    """Length of one embedding of ``spec.network``."""
+    return spec.vit.hidden_size if spec.network == "vit" else DIMS[spec.network]
+
+
+def weights_module(net: nn.Module) -> nn.Module:
+    """The MONAI network inside ``net`` whose state dict is saved, loaded and fingerprinted (no wrapper prefix)."""
+    while isinstance(net, (SliceWise, _TokenMean)):
+        net = net.backbone if isinstance(net, SliceWise) else net.vit
+    return net
 
 
 def build_network(spec: ImageEncoderSpec) -> nn.Module:
-    """The feature network named by ``spec.network``, initialised from ``spec.seed`` without touching global RNG."""
+    """The feature network named by ``spec.network`` (``spec.spatial_dims`` 2 or 3), ``(B, 1, z, y, x) -> (B, dim)``,
+    initialised from ``spec.seed`` without touching global RNG."""
     from monai.networks import nets
 
-    if spec.network == "densenet121" and min(spec.spatial_size) < DENSENET_MIN_SIZE:
+    dims = spec.spatial_dims
+    size = tuple(spec.spatial_size[3 - dims:])  # what the network sees: the volume, or one (rows, columns) slice
+    if spec.network == "densenet121" and min(size) < DENSENET_MIN_SIZE:
         raise ModelError(
             f"encoders.image.spatial_size {tuple(spec.spatial_size)}: densenet121 needs at least "
-            f"{DENSENET_MIN_SIZE} on every axis; raise spatial_size or use network: resnet10"
+            f"{DENSENET_MIN_SIZE} on every axis it convolves; raise spatial_size or use network: resnet10"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         if spec.network == "densenet121":
-            net: nn.Module = _PooledFeatures(nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=1).features)
+            net: nn.Module = _PooledFeatures(nets.DenseNet121(spatial_dims=dims, in_channels=1, out_channels=1).features)
+        elif spec.network == "vit":
+            net = _TokenMean(_vit(spec, size))
         else:
             factory = getattr(nets, spec.network)
-            net = factory(spatial_dims=3, n_input_channels=1, feed_forward=False)
+            net = factory(spatial_dims=dims, n_input_channels=1, feed_forward=False)
+    net = SliceWise(net) if dims == 2 else net
     return net.eval().requires_grad_(False)
+
+
+def _vit(spec: ImageEncoderSpec, size: tuple[int, ...]) -> nn.Module:
+    """``monai.networks.nets.ViT`` without classification token; ``ModelError`` naming the bad setting."""
+    from monai.networks.nets import ViT
+    from monai.utils import optional_import
+
+    if not optional_import("einops")[1]:
+        raise ModelError("encoders.image.network vit: MONAI's ViT needs the einops package, a clinicmm "
+                         "dependency; reinstall clinicmm (pip install -e .) or pick a resnet or densenet121")
+    v = spec.vit
+    patch = tuple(v.patch_size[3 - len(size):]) if v.patch_size else tuple(max(1, s // 4) for s in size)
+    if any(s % p for s, p in zip(size, patch)):
+        raise ModelError(f"encoders.image.vit.patch_size {patch} does not divide the network input {size} "
+                         "(spatial_size); pick a patch size that divides every axis")
+    if v.hidden_size % v.num_heads:
+        raise ModelError(f"encoders.image.vit: hidden_size {v.hidden_size} is not a multiple of num_heads {v.num_heads}")
+    return ViT(in_channels=1, img_size=size, patch_size=patch, hidden_size=v.hidden_size, mlp_dim=v.mlp_dim,
+               num_layers=v.num_layers, num_heads=v.num_heads, classification=False, spatial_dims=len(size))
 
 
 class ImageEncoder:
@@ -68,11 +140,17 @@ class ImageEncoder:
         self.network = build_network(spec).to(self.device)
         self.pipeline = image_pipeline(spec)
         self._weights_hash: str | None = None
+        weights = spec.weights_file()
+        if spec.train is not None and weights is not None and not Path(weights).is_file():
+            raise ModelError(f"{weights}: no trained image weights yet (encoders.image.train is set). Run "
+                             "`clinicmm train-image WORKFLOW.yaml` (or `clinicmm run`) first.")
+        if weights is not None:
+            self.load_weights(weights)
 
     @property
     def dim(self) -> int:
         """Length of one embedding."""
-        return DIMS[self.spec.network]
+        return feature_dim(self.spec)
 
     # --------------------------------------------------------------------------------------- identity
 
@@ -81,17 +159,21 @@ class ImageEncoder:
         and the network weights."""
         import monai
 
-        spec = {k: v for k, v in dump(self.spec).items() if k != "batch_size"}
+        spec = {k: v for k, v in dump(self.spec).items() if k not in ("batch_size", "weights", "train")}  # weights: by content
+        if self.spec.spatial_dims == 3:  # settings added later leave the fingerprints of older configs unchanged
+            spec.pop("spatial_dims")
+        if self.spec.network != "vit":
+            spec.pop("vit")
         digest = hashlib.sha256()
         digest.update(json.dumps(spec, sort_keys=True).encode())
-        digest.update(f"monai={monai.__version__};torch={torch.__version__}".encode())
+        digest.update(f"monai={monai.__version__};torch={torch.__version__};pipeline={PIPELINE_VERSION}".encode())
         digest.update(self._weights_digest().encode())
         return digest.hexdigest()
 
     def _weights_digest(self) -> str:
         if self._weights_hash is None:
             digest = hashlib.sha256()
-            for name, tensor in sorted(self.network.state_dict().items()):
+            for name, tensor in sorted(weights_module(self.network).state_dict().items()):
                 digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
                 digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
             self._weights_hash = digest.hexdigest()
@@ -107,21 +189,22 @@ class ImageEncoder:
         """
         path = Path(path)
         state = _strip(_read_state(path))
-        own = self.network.state_dict()
+        module = weights_module(self.network)
+        own = module.state_dict()
         problems = _mismatches(own, state)
         if problems:
             raise ModelError(
                 f"{path}: these weights do not fit encoders.image.network {self.spec.network!r} ({problems}). "
                 "Use weights saved from the same MONAI network with 1 input channel."
             )
-        self.network.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
         self._weights_hash = None
 
     def save_weights(self, path: Path | str) -> None:
         """Save the network weights as ``.safetensors`` (readable by ``load_weights``)."""
         from safetensors.torch import save_file
 
-        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in weights_module(self.network).state_dict().items()}
         save_file(state, str(path))
 
     # --------------------------------------------------------------------------------------- encoding
