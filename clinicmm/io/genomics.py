@@ -4,6 +4,12 @@ Both readers map sample ids to patient ids with ``genomics.patient_id_pattern`` 
 a pattern the sample id is the patient id). A sample or mutation row that cannot be used stays in the returned
 index with ``status = skipped`` and a reason naming the file, row and column; it never stops the other samples.
 
+Gene names are harmonised to current HGNC symbols when a :class:`~clinicmm.genomics.harmonize.GeneHarmonizer` is
+given (:func:`read_genomics` gives one unless ``genomics.genes.harmonize`` is false): previous symbols, aliases,
+Ensembl and NCBI gene ids become the current symbol; a column that then names a gene already present is dropped
+(the one spelled as the current symbol wins); ``attrs["genes"]`` holds the counts and ``attrs["issues"]`` the
+readable lines for the ingest report.
+
 The expression reader keeps **one sample per patient** (the first usable one in file order; later samples of the
 same patient are skipped with a reason), so its matrix can be re-indexed by patient id with
 :func:`expression_by_patient`, which is what :class:`clinicmm.genomics.preprocess.GenomicsPreprocessor` expects.
@@ -21,23 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.config import ExpressionSpec, MutationsSpec
+from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
+from clinicmm.genomics.harmonize import GeneHarmonizer, harmonizer_for, summary_lines
 from clinicmm.keys import Col, Status
 
-NON_SILENT: frozenset[str] = frozenset(
-    {
-        "Missense_Mutation",
-        "Nonsense_Mutation",
-        "Frame_Shift_Del",
-        "Frame_Shift_Ins",
-        "In_Frame_Del",
-        "In_Frame_Ins",
-        "Splice_Site",
-        "Translation_Start_Site",
-        "Nonstop_Mutation",
-    }
-)
+NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
 _NON_SILENT_LOWER = frozenset(c.lower() for c in NON_SILENT)
 EXPRESSION_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 MUTATION_SUFFIXES = (".maf", ".tsv", ".txt", ".csv", ".parquet")
@@ -88,6 +83,15 @@ def _patient_of(sample_id: str, pattern: re.Pattern[str] | None) -> str | None:
     return (match.group(1) if pattern.groups else match.group(0)).strip() or None
 
 
+def _no_patient(where: str, pattern: re.Pattern[str]) -> str:
+    """Why a sample id gives no patient id: too short for patient_id_length, or no match of the pattern."""
+    if length := re.fullmatch(r"\^\(\.\{(\d+)\}\)", pattern.pattern):
+        return (f"sample id in {where} is shorter than genomics.patient_id_length {length.group(1)}; "
+                "fix the sample id or the length")  # fmt: skip
+    return (f"sample id in {where} does not match genomics.patient_id_pattern {pattern.pattern!r}; "
+            "fix the pattern or the sample id")  # fmt: skip
+
+
 def _guard_read(path: Path, read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """Run a pandas reader, turning decode/parse failures into InputError naming the file."""
     try:
@@ -133,10 +137,13 @@ class _Grid:
     value: Callable[[int, int], object]  # the cell as read of sample i, gene j, for messages
     cell: Callable[[int, int], str]  # "row 3, column 'TP53'" of sample i, gene j
     issues: list[str] = field(default_factory=list)
+    repeated: int = 0  # gene columns (rows) dropped because the same name came earlier
+    dropped: int = 0  # gene columns (rows) dropped for any reason so far
 
 
 def read_expression(
-    spec: ExpressionSpec, path: Path, patient_id_pattern: str | None
+    spec: ExpressionSpec, path: Path, patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read an expression matrix: ``(matrix, samples)``.
 
@@ -144,10 +151,15 @@ def read_expression(
     or NA), one row per usable sample; ``matrix.attrs["issues"]`` lists file-level warnings (duplicated or
     unnamed gene columns). ``samples``: one row per sample of the file with the columns of
     :data:`SAMPLE_COLUMNS`; ``row`` is the data row (``samples_x_genes``) or the file column
-    (``genes_x_samples``, the gene column being column 1).
+    (``genes_x_samples``, the gene column being column 1). With a ``harmonizer`` the gene columns are current
+    HGNC symbols (``drop_unmapped``: names it cannot resolve are dropped) and ``matrix.attrs["genes"]`` counts
+    how each was resolved.
     """
     path = Path(path)
     grid = _dedupe_genes(_read_grid(spec, path))
+    counts = {"columns": len(grid.genes) + grid.dropped}
+    if harmonizer is not None:
+        grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
     pattern = _compile(patient_id_pattern)
     samples = _judge_samples(grid, spec.unit, pattern)
     samples[Col.SOURCE] = str(path)
@@ -158,6 +170,7 @@ def read_expression(
         columns=pd.Index(grid.genes, dtype=str),
     )
     matrix.attrs["issues"] = grid.issues
+    matrix.attrs["genes"] = counts | {"repeated": grid.repeated, "features": len(grid.genes)}
     return matrix, samples[SAMPLE_COLUMNS]
 
 
@@ -298,12 +311,33 @@ def _dedupe_genes(grid: _Grid) -> _Grid:
             grid.issues.append(f"{grid.name}: gene {kind} {gene!r} appears {n} times; kept the first")
     if "" in counts.index:
         grid.issues.append(f"{grid.name}: {counts['']} gene {kind}(s) without a gene symbol; ignored them")
-    old_cell, old_value, old_genes = grid.cell, grid.value, grid.genes
-    grid.genes = [old_genes[j] for j in keep]
+    grid.repeated = int((counts[counts.index != ""] - 1).sum())
+    return _keep_genes(grid, keep, [grid.genes[j] for j in keep])
+
+
+def _keep_genes(grid: _Grid, keep: list[int], names: list[str]) -> _Grid:
+    """Only the gene columns ``keep`` (positions), renamed ``names``; messages still name the file's cells."""
+    old_cell, old_value = grid.cell, grid.value
+    grid.dropped += len(grid.genes) - len(keep)
+    grid.genes = list(names)
     grid.values, grid.bad = grid.values[:, keep], grid.bad[:, keep]
     grid.cell = lambda i, j: old_cell(i, keep[j])
     grid.value = lambda i, j: old_value(i, keep[j])
     return grid
+
+
+def _harmonize_grid(grid: _Grid, harmonizer: GeneHarmonizer, drop_unmapped: bool, counts: dict) -> tuple[_Grid, dict]:
+    """Current HGNC symbols for the gene columns (rows); repeats after renaming and, on request, unresolved
+    names are dropped. Counts and readable lines go to the ingest report."""
+    kind = "column" if grid.axis == "row" else "row"
+    result = harmonizer.harmonize(grid.genes)
+    keep = [j for j in result.keep if not (drop_unmapped and result.how[j] in ("unmapped", "ambiguous"))]
+    grid.issues += summary_lines(grid.name, kind, result)
+    dropped = len(result.keep) - len(keep)
+    if dropped:
+        grid.issues.append(f"{grid.name}: dropped {dropped} unresolved gene {kind}(s) (genomics.genes.unmapped: drop)")
+    counts = counts | {k: v for k, v in result.counts().items() if k != "kept"} | {"dropped_unmapped": dropped}
+    return _keep_genes(grid, keep, [result.names[j] for j in keep]), counts
 
 
 def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None) -> pd.DataFrame:
@@ -337,10 +371,7 @@ def _sample_reason(
     if repeats is not None:
         return f"sample id in {where} repeats {grid.axis} {repeats}; kept the first, give each sample its own id"
     if _patient_of(sample_id, pattern) is None:
-        return (
-            f"sample id in {where} does not match genomics.patient_id_pattern {pattern.pattern!r}; "
-            "fix the pattern or the sample id"
-        )
+        return _no_patient(where, pattern)
     return _value_reason(grid, i, unit)
 
 
@@ -365,12 +396,17 @@ def _value_reason(grid: _Grid, i: int, unit: str) -> str:
 # -------------------------------------------------------------------------------------------- mutations
 
 
-def read_mutations(spec: MutationsSpec, path: Path, patient_id_pattern: str | None) -> pd.DataFrame:
+def read_mutations(
+    spec: MutationsSpec, path: Path, patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
+) -> pd.DataFrame:
     """Read a mutation list (MAF: tab-separated, leading ``#`` comment lines allowed).
 
     One row per data row with the columns of :data:`MUTATION_COLUMNS`; ``non_silent`` is True for the MAF
     classes in :data:`NON_SILENT` (matched case-insensitively); ``row`` is the data row (comments and header
     excluded). Rows without a sample id or gene, or whose sample id does not match the pattern, are skipped.
+    With a ``harmonizer`` genes are current HGNC symbols (``attrs["genes"]``: counts over distinct names);
+    ``drop_unmapped`` skips rows whose gene it cannot resolve, with the reason.
     """
     path = Path(path)
     raw = _read_mutation_table(spec, path)
@@ -388,10 +424,29 @@ def read_mutations(spec: MutationsSpec, path: Path, patient_id_pattern: str | No
             "row": np.arange(1, len(raw) + 1, dtype="int64"),
         }
     )
+    unresolved = _harmonize_mutations(out, harmonizer, path.name) if harmonizer is not None else set()
     reasons = [_mutation_reason(r, pattern, path.name) for r in out.itertuples(index=False)]
+    if drop_unmapped:
+        reasons = [r or (f"gene {g!r} in {path.name} row {n} is not an HGNC symbol or id the gene table resolves; "
+                         "skipped (genomics.genes.unmapped: drop)" if g in unresolved else "")
+                   for r, g, n in zip(reasons, out["gene"], out["row"], strict=True)]  # fmt: skip
     out["status"] = [Status.SKIPPED.value if r else Status.OK.value for r in reasons]
     out["reason"] = reasons
-    return out[MUTATION_COLUMNS]
+    result = out[MUTATION_COLUMNS]
+    result.attrs = dict(out.attrs)
+    return result
+
+
+def _harmonize_mutations(out: pd.DataFrame, harmonizer: GeneHarmonizer, name: str) -> set[str]:
+    """Rename ``out["gene"]`` in place to current symbols; returns the names left unresolved."""
+    names = [g for g in dict.fromkeys(out["gene"]) if g]
+    result = harmonizer.harmonize(names)
+    mapping = dict(zip(names, result.names, strict=True))
+    out["gene"] = out["gene"].map(lambda g: mapping.get(g, g))
+    counts = result.counts()
+    out.attrs["genes"] = {"names": counts.pop("genes"), **{k: v for k, v in counts.items() if k != "kept"}}
+    out.attrs["issues"] = summary_lines(name, "name", result)
+    return {n for n, h in zip(names, result.how, strict=True) if h in ("unmapped", "ambiguous")}
 
 
 def _mutation_reason(row: tuple, pattern: re.Pattern[str] | None, name: str) -> str:
@@ -401,10 +456,7 @@ def _mutation_reason(row: tuple, pattern: re.Pattern[str] | None, name: str) -> 
     if not row.gene:
         return f"empty gene symbol in {where}; fill it or remove the row"
     if not row.patient_id:
-        return (
-            f"sample id in {where} does not match genomics.patient_id_pattern {pattern.pattern!r}; "
-            "fix the pattern or the sample id"
-        )
+        return _no_patient(where, pattern)
     return ""
 
 
@@ -449,3 +501,39 @@ def _comment_lines(path: Path) -> int:
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot be read ({exc}). Check the file.") from None
     return count
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+def read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+    """The dataset's genomics tables for ingest: ``expression`` (by patient), ``samples``, ``mutations``.
+
+    One gene table serves both files (``genomics.genes``); the sample -> patient rule is
+    ``genomics.patient_id_pattern`` or ``genomics.patient_id_length``.
+    """
+    g = spec.genomics
+    names = g.genes
+    table = spec.resolve(names.hgnc_table) if names.hgnc_table is not None else None
+    harmonizer = harmonizer_for(table) if names.harmonize else None
+    drop = names.unmapped == "drop"
+    pattern = g.sample_pattern()
+    out: dict[str, pd.DataFrame | None] = {}
+    if g.expression:
+        matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), pattern, harmonizer, drop)
+        out["expression"], out["samples"] = expression_by_patient(matrix, samples), samples
+    if g.mutations:
+        out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), pattern, harmonizer, drop)
+    return out
+
+
+def genomics_issues(tables: dict[str, pd.DataFrame | None]) -> list[str]:
+    """The readable file-level lines of the genomics tables (repeated columns, gene harmonisation)."""
+    return [line for name in ("expression", "mutations") if tables.get(name) is not None
+            for line in tables[name].attrs.get("issues", [])]  # fmt: skip
+
+
+def gene_counts(tables: dict[str, pd.DataFrame | None]) -> dict[str, dict[str, int]]:
+    """Per genomics table, how its gene names were resolved (counts only, for the report and MLflow)."""
+    return {name: dict(tables[name].attrs["genes"]) for name in ("expression", "mutations")
+            if tables.get(name) is not None and "genes" in tables[name].attrs}  # fmt: skip

@@ -108,3 +108,44 @@ def test_unfitted_use_and_bad_inputs_raise() -> None:
     twice = pd.concat([_matrix(), _matrix()])
     with pytest.raises(ModelError, match="one row per patient"):
         GenomicsPreprocessor("log").fit(twice, None)
+
+
+def _classed() -> pd.DataFrame:
+    rows = [("P1", "KRAS", "Missense_Mutation", True), ("P1", "TTN", "Silent", False),
+            ("P1", "APC", "3'UTR", False), ("P2", "MYC", "", True), ("P2", "RB1", "", False)]  # fmt: skip
+    return pd.DataFrame(rows, columns=["patient_id", "gene", "variant_class", "non_silent"])
+
+
+def test_mutation_classes_decide_which_mutations_link() -> None:
+    default = GenomicsPreprocessor("log").fit(None, _classed())
+    assert default.evidence(None, _classed(), ["P1", "P2"]) == {"P1": ["KRAS"], "P2": ["MYC"]}
+    wider = GenomicsPreprocessor("log", mutation_classes=["missense_mutation", "Silent"]).fit(None, _classed())
+    assert wider.evidence(None, _classed(), ["P1", "P2"]) == {"P1": ["KRAS", "TTN"], "P2": ["MYC"]}  # no class: flag
+    again = GenomicsPreprocessor.from_dict(json.loads(json.dumps(wider.to_dict())))
+    assert again.evidence(None, _classed(), ["P1"]) == {"P1": ["KRAS", "TTN"]}
+
+
+def test_max_features_keeps_the_most_variable_train_genes() -> None:
+    wide_c = _matrix().assign(C=[0.0, 0.0, 6.0, 6.0, 1.0])  # train std: A 1, C 3 (the test row plays no part)
+    assert GenomicsPreprocessor("log", max_features=1).fit(wide_c, None, TRAIN).genes == ["C"]
+    wide_a = _matrix().assign(A=[0.0, 8.0, 0.0, 8.0, 1.0], C=[0.0, 0.0, 2.0, 2.0, 99.0])  # A 4, C 1
+    assert GenomicsPreprocessor("log", max_features=1).fit(wide_a, None, TRAIN).genes == ["A"]
+    assert GenomicsPreprocessor("log", max_features=5).fit(_matrix(), None, TRAIN).genes == ["A", "C"]
+
+
+def test_harmonize_lets_new_patients_use_other_gene_names() -> None:
+    train = pd.DataFrame({"TP53": [0.0, 2.0], "SEPTIN7": [1.0, 3.0]}, index=["P1", "P2"])
+    new = pd.DataFrame({"ENSG00000141510.17": [4.0], "SEPT7": [1.0]}, index=["N"])
+    same = pd.DataFrame({"TP53": [4.0], "SEPTIN7": [1.0]}, index=["N"])
+    pre = GenomicsPreprocessor("log", harmonize=True).fit(train, None)
+    np.testing.assert_array_equal(pre.features(new, None, ["N"]), pre.features(same, None, ["N"]))
+    plain = GenomicsPreprocessor("log").fit(train, None)
+    assert not np.array_equal(plain.features(new, None, ["N"]), plain.features(same, None, ["N"]))
+    muts = pd.DataFrame({"patient_id": ["N"], "gene": ["SEPT7"], "non_silent": [True]})
+    assert pre.evidence(None, muts, ["N"]) == {"N": ["SEPTIN7"]}
+
+
+def test_descriptions_without_the_new_keys_still_load() -> None:
+    old = {k: v for k, v in _fitted().to_dict().items() if k not in ("mutation_classes", "max_features", "harmonize")}
+    again = GenomicsPreprocessor.from_dict(old)
+    np.testing.assert_array_equal(again.features(_matrix(), _mutations(), TRAIN), _fitted().features(_matrix(), _mutations(), TRAIN))

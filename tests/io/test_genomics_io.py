@@ -163,3 +163,88 @@ def test_genes_x_samples_bad_cell_and_duplicate_gene_row(tmp_path: Path) -> None
     assert matrix.loc["S3"].tolist() == [3.0, 6.0]
     assert samples.loc[1, "reason"].startswith("expression.tsv row 3, column 'S2': value 'n/a?'")
     assert matrix.attrs["issues"] == ["expression.tsv: gene row 'TP53' appears 2 times; kept the first"]
+
+
+# ------------------------------------------------------------------------------------- gene harmonisation
+
+HGNC = """hgnc_id\tsymbol\tstatus\talias_symbol\tprev_symbol\tensembl_gene_id\tentrez_id
+HGNC:1\tSEPTIN7\tApproved\tCDC10\tSEPT7\tENSG00000122545\t989
+HGNC:4\tTP53\tApproved\tp53\t\tENSG00000141510\t7157
+HGNC:5\tEGFR\tApproved\tERBB1\t\tENSG00000146648\t1956
+"""
+
+
+def _harmonizer(tmp_path: Path):
+    from clinicmm.genomics.harmonize import GeneHarmonizer
+
+    (tmp_path / "hgnc.tsv").write_text(HGNC)
+    return GeneHarmonizer.from_table(tmp_path / "hgnc.tsv")
+
+
+def test_expression_genes_harmonised_with_duplicates_and_unmapped_counted(tmp_path: Path) -> None:
+    path = tmp_path / "expression.tsv"
+    path.write_text("sample_id\tENSG00000141510.17\tSEPT7\tMYSTERY\tp53\tEGFR\tEGFR\nS1\t1\t2\t3\t4\t5\t6\nS2\t1\tx\t3\t4\t5\t6\n")
+    spec = ExpressionSpec(path=path)
+    matrix, samples = read_expression(spec, path, None, _harmonizer(tmp_path))
+    assert matrix.columns.tolist() == ["TP53", "SEPTIN7", "MYSTERY", "EGFR"]
+    assert matrix.loc["S1"].tolist() == [1.0, 2.0, 3.0, 5.0]  # the first of TP53's two names kept
+    genes = matrix.attrs["genes"]
+    assert (genes["columns"], genes["repeated"], genes["duplicates"], genes["unmapped"]) == (6, 1, 1, 1)
+    assert (genes["ensembl"], genes["previous"], genes["alias"], genes["features"]) == (1, 1, 1, 4)
+    assert any("'p53' -> 'TP53'" in line for line in matrix.attrs["issues"])
+    assert any("'MYSTERY'" in line and "kept as given" in line for line in matrix.attrs["issues"])
+    assert "row 2, column 'SEPT7'" in samples.loc[1, "reason"]  # messages name the file's own column
+    dropped, _ = read_expression(spec, path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert "MYSTERY" not in dropped.columns and dropped.attrs["genes"]["dropped_unmapped"] == 1
+
+
+def test_genes_x_samples_harmonised_too(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("gene,S1,S2\nSEPT7|989,1,2\nTP53|7157,3,4\n?|1956,5,6\n")
+    spec = ExpressionSpec(path=path, orientation="genes_x_samples")
+    matrix, _ = read_expression(spec, path, None, _harmonizer(tmp_path))
+    assert matrix.columns.tolist() == ["SEPTIN7", "TP53", "EGFR"]
+    assert matrix["EGFR"].tolist() == [5.0, 6.0]
+    assert (matrix.attrs["genes"]["approved"], matrix.attrs["genes"]["entrez"]) == (1, 2)
+
+
+def test_mutation_genes_harmonised_and_unresolved_rows_skipped_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.maf"
+    path.write_text(MAF.replace("KRAS", "SEPT7").replace("TTN", "p53"))
+    muts = read_mutations(MutationsSpec(path=path), path, TCGA, _harmonizer(tmp_path))
+    assert muts["gene"].tolist()[:3] == ["TP53", "TP53", "SEPTIN7"]
+    assert muts.attrs["genes"]["names"] == 4 and muts.attrs["genes"]["alias"] == 1
+    strict = read_mutations(MutationsSpec(path=path), path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert strict["status"].tolist() == ["ok", "ok", "ok", "skipped", "ok"]  # row 4 has no gene at all
+    path.write_text(MAF.replace("EGFR", "MYSTERY"))
+    strict = read_mutations(MutationsSpec(path=path), path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert "gene 'MYSTERY' in cohort.maf row 5" in strict.loc[4, "reason"]
+
+
+def test_read_genomics_uses_patient_id_length_and_a_users_hgnc_table(tmp_path: Path) -> None:
+    from clinicmm.config import DatasetSpec
+    from clinicmm.io.genomics import gene_counts, genomics_issues, read_genomics
+
+    (tmp_path / "hgnc.tsv").write_text(HGNC)
+    (tmp_path / "expression.csv").write_text("sample_id,SEPT7,TP53\nTCGA-AB-0001-01A,1,2\nTCGA-AB-01,3,4\n")
+    spec = DatasetSpec(
+        name="t", base_dir=tmp_path,
+        genomics={"expression": {"path": "expression.csv"}, "patient_id_length": 12, "genes": {"hgnc_table": "hgnc.tsv"}},
+    )  # fmt: skip
+    tables = read_genomics(spec)
+    assert tables["expression"].index.tolist() == ["TCGA-AB-0001"]
+    assert tables["expression"].columns.tolist() == ["SEPTIN7", "TP53"]
+    assert "shorter than genomics.patient_id_length 12" in tables["samples"].loc[1, "reason"]
+    assert gene_counts(tables)["expression"]["previous"] == 1
+    assert any("1 renamed" in line for line in genomics_issues(tables))
+    off = spec.model_copy(update={"genomics": spec.genomics.model_copy(update={"genes": spec.genomics.genes.model_copy(update={"harmonize": False})})})
+    assert read_genomics(off)["expression"].columns.tolist() == ["SEPT7", "TP53"]
+
+
+def test_pattern_and_length_together_are_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    from clinicmm.config import GenomicsSpec
+
+    with pytest.raises(ValidationError, match="patient_id_pattern or genomics.patient_id_length"):
+        GenomicsSpec(mutations={"path": "m.maf"}, patient_id_pattern=TCGA, patient_id_length=12)
