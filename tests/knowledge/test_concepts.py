@@ -184,3 +184,28 @@ def test_trigger_file_errors_name_the_line(tmp_path):
     path.write_text("phrase\tcategory\tdirection\nNope \tnegated\tpre\n")
     assert load_triggers(path) == [("nope", "negated", "pre")]
     assert ("no evidence of", "negated", "pre") in load_triggers()
+
+
+# ------------------------------------------- sentences no one wrote for the demo generator (fixture file)
+
+
+def _fixture_rows() -> list[tuple[str, str, str]]:
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "context_sentences.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [tuple(line.split("\t")) for line in lines if line and not line.startswith("#")]
+    assert rows[0] == ("sentence", "concept", "expected")
+    return rows[1:]
+
+
+def _label(mention) -> str:
+    return "negated" if mention.negated else "hypothetical" if mention.hypothetical else "family" if mention.family else "asserted"
+
+
+@pytest.mark.parametrize(("sentence", "concept", "expected"), _fixture_rows())
+def test_handwritten_context_sentences(matcher, sentence, concept, expected):
+    mentions = [m for m in matcher.find(sentence) if m.concept_id == concept]
+    assert mentions, f"{concept} not found in {sentence!r}"
+    assert {_label(m) for m in mentions} == {expected}
+    assert all(sentence[m.start:m.end] == m.text for m in mentions)  # spans point at the mention
+    assert (concept in matcher.positive(sentence)) == (expected == "asserted")

@@ -1,0 +1,157 @@
+"""LoRA fine-tuning of the note encoder (peft), in its own stage: ``clinicmm finetune-text WORKFLOW.yaml``.
+
+What is learnt: LoRA adapters on the transformer's attention projections (``encoders.text.lora``), trained
+together with a linear head that predicts the patient's label from the note's pooled vector (the masked mean
+of the first window of each note, the same pooling the encoder uses). Only **train-split** notes are read, so
+validation and test notes never shape the encoder. The head is thrown away; the adapter is written as a peft
+folder (``adapter_config.json``, ``adapter_model.safetensors``) under ``workdir/finetune_text/adapter``, which
+the encode stage merges into the model. The adapter's bytes join the text encoder's fingerprint, so the note
+embeddings are recomputed (not read from the cache) after fine-tuning.
+
+``workdir/finetune_text/record.json`` holds the losses and a fingerprint of what the adapter was trained from
+(the ingest record, the text encoder's settings and files); ``clinicmm run`` fine-tunes again only when that
+fingerprint changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from clinicmm.cache import atomic_write_bytes, digest_bytes
+from clinicmm.config import WorkflowSpec
+from clinicmm.errors import ConfigError, StageError
+from clinicmm.keys import Split
+
+log = logging.getLogger("clinicmm")
+FOLDER = "finetune_text"
+
+
+def _base_spec(wf: WorkflowSpec):
+    """The text encoder spec without the adapter: what the adapter is trained on top of."""
+    return wf.encoders.text.model_copy(update={"adapter_path": None, "lora": None})
+
+
+def fingerprint(wf: WorkflowSpec) -> str:
+    """Digest of what an adapter would be trained from now: ingest record, LoRA settings, base encoder."""
+    from clinicmm import stages
+    from clinicmm.text.encoder import TextEncoder
+
+    lora = wf.encoders.text.lora
+    ingest = stages.record_path(wf, "ingest")
+    nonce = json.loads(ingest.read_text()).get("nonce", "") if ingest.is_file() else "missing"
+    return digest_bytes(nonce, lora.model_dump_json() if lora else "", TextEncoder(_base_spec(wf)).fingerprint())
+
+
+def is_current(wf: WorkflowSpec) -> bool:
+    """True when the adapter exists and was trained from the current inputs and settings."""
+    record = wf.work / FOLDER / "record.json"
+    adapter = wf.encoders.text.adapter_path
+    if not record.is_file() or adapter is None or not (Path(adapter) / "adapter_config.json").is_file():
+        return False
+    return json.loads(record.read_text()).get("fingerprint") == fingerprint(wf)
+
+
+def training_notes(wf: WorkflowSpec) -> tuple[list[str], list[int], list[str]]:
+    """Texts, label indices and class names of the train split's usable notes (at most ``lora.max_notes``)."""
+    from clinicmm.cohort import Cohort
+    from clinicmm.evidence import patient_inputs
+
+    folder = wf.work / "ingest"
+    if not (folder / "cohort.parquet").is_file():
+        raise StageError(f"{folder}: no ingest output. Run `clinicmm ingest WORKFLOW.yaml` (or `clinicmm run`) first.")
+    cohort = Cohort.load(folder)
+    patients = cohort.patients(Split.TRAIN)
+    label = cohort.manifest.set_index("patient_id")["label"].to_dict()
+    pairs = [(t, label[p]) for p, ts in zip(patients, patient_inputs(cohort, patients)["texts"]) for t in ts]
+    classes = sorted({lab for _, lab in pairs})
+    if len(classes) < 2:
+        raise StageError(f"{wf.dataset_path}: the train split has notes of {len(classes)} label(s); LoRA fine-tuning "
+                         "needs notes of at least two labels. Add notes or leave encoders.text.lora out.")
+    lora = wf.encoders.text.lora
+    if lora.max_notes is not None and len(pairs) > lora.max_notes:
+        keep = np.random.default_rng(lora.seed).choice(len(pairs), lora.max_notes, replace=False)
+        pairs = [pairs[i] for i in sorted(keep)]
+    index = {c: i for i, c in enumerate(classes)}
+    return [t for t, _ in pairs], [index[lab] for _, lab in pairs], classes
+
+
+def finetune_text(wf: WorkflowSpec, progress: bool = True) -> dict:
+    """Train the LoRA adapter on the train split's notes and write it; returns the record (losses, counts)."""
+    lora = wf.encoders.text.lora
+    if lora is None:
+        raise ConfigError(f"{wf.name}: encoders.text.lora is not set; add it (e.g. `lora: {{r: 8, epochs: 2}}`) to "
+                          "fine-tune the text encoder.")
+    texts, labels, classes = training_notes(wf)
+    model, losses = _train(wf, texts, labels, len(classes), progress)
+    adapter = Path(wf.encoders.text.adapter_path)
+    tmp = adapter.with_name(f".{adapter.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(adapter, ignore_errors=True)
+    tmp.replace(adapter)
+    record = {"fingerprint": fingerprint(wf), "notes": len(texts), "classes": len(classes), "epoch_loss": losses,
+              "adapter": str(adapter), "lora": lora.model_dump(mode="json")}
+    atomic_write_bytes(wf.work / FOLDER / "record.json", json.dumps(record, indent=1).encode())
+    log.info("finetune-text: %d train notes, %d epochs, loss %.3f -> %.3f; adapter in %s",
+             len(texts), len(losses), losses[0], losses[-1], adapter)
+    return record
+
+
+def finetune_if_stale(wf: WorkflowSpec, force: bool = False, progress: bool = True) -> str:
+    """For ``clinicmm run``: fine-tune when the adapter is missing or out of date; the status to print."""
+    if wf.encoders.text.lora is None:
+        return "not configured"
+    if not force and is_current(wf):
+        log.info("finetune-text: up to date, skipped")
+        return "skipped (up to date)"
+    finetune_text(wf, progress)
+    return "ran"
+
+
+def _train(wf: WorkflowSpec, texts: list[str], labels: list[int], n_classes: int, progress: bool):
+    """LoRA + linear head, cross-entropy on each note's first window; returns the peft model and epoch losses."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+
+    from clinicmm.text.encoder import TextEncoder
+
+    lora, spec = wf.encoders.text.lora, wf.encoders.text
+    torch.manual_seed(lora.seed)
+    encoder = TextEncoder(_base_spec(wf))
+    tokenizer, base = encoder._load()
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules)
+    try:
+        model = get_peft_model(base, config)
+    except ValueError as exc:
+        raise ConfigError(f"encoders.text.lora.target_modules {lora.target_modules}: {exc}. Name linear layers of "
+                          f"the model in {encoder.path} (BERT: query, key, value, dense).") from None
+    head = torch.nn.Linear(encoder.dim, n_classes)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lora.lr)
+    rng, losses = np.random.default_rng(lora.seed), []
+    model.train()
+    steps = lora.epochs * -(-len(texts) // lora.batch_size)
+    with tqdm(total=steps, desc="finetune-text", unit="batch", disable=None if progress else True) as bar:
+        for _ in range(lora.epochs):
+            order, total = rng.permutation(len(texts)), 0.0
+            for start in range(0, len(texts), lora.batch_size):
+                rows = order[start:start + lora.batch_size]
+                batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=spec.max_length,
+                                  padding=True, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                loss = torch.nn.functional.cross_entropy(head(pooled), torch.as_tensor([labels[i] for i in rows]))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+                bar.update(1)
+            losses.append(total / len(texts))
+    return model.eval(), losses
