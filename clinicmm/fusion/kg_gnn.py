@@ -13,6 +13,10 @@ Two choices keep the model honest and cheap:
 * Each layer only updates the node types the following layers read (pruned backwards from patient and
   cancer-type), so the last layer skips the ~3.5k genes and no parameter sits unused.
 
+When the knowledge graph holds at least ``subgraph_min_edges`` edges, each batch is first cut to the receptive field
+of its patients and class nodes (:mod:`clinicmm.fusion.subgraph`): the same logits, at a cost that grows with the
+batch rather than with the graph.
+
 ``modality_weights`` is attribution by ablation: each modality's evidence is removed for everyone, and the drop of
 the predicted class's log-probability, normalised over modalities, is that modality's share.
 """
@@ -26,9 +30,11 @@ from numbers import Integral
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
+from torch_geometric.nn.dense.linear import HeteroLinear
 
 from clinicmm.fusion.batch import PATIENT, check_dims, schema, without_modality
 from clinicmm.fusion.single import MODALITY_NAMES, check_head_args, present_share
+from clinicmm.fusion.subgraph import knowledge_edges, restrict
 from clinicmm.keys import EVIDENCE_NODE, KNOWLEDGE_NODES, MODALITIES, Node
 
 EdgeType = tuple[str, str, str]
@@ -39,6 +45,8 @@ EVIDENCE_TYPES: tuple[str, ...] = tuple(EVIDENCE_NODE[m].value for m in MODALITI
 # tell it (a gene few patients carry still inherits its cancer types' and pathways' signal) rather than its own
 # random identity; cancer-type nodes are the class prototypes and start at unit scale, distinct from each other.
 CONTEXT_STD = 0.1
+# knowledge edges (one direction) from which batches are cut to their receptive field (TrainingSpec.subgraph_min_edges)
+SUBGRAPH_MIN_EDGES = 10_000
 Metadata = tuple[Sequence[str], Sequence[EdgeType]]
 
 
@@ -95,7 +103,8 @@ class KGGNNFusion(nn.Module):
     """HGT fusion on the knowledge graph; classes are scored against the cancer-type nodes' graph states."""
 
     def __init__(self, dims: Mapping[str, int], n_classes: int, num_nodes: Mapping[str, int], class_nodes: Tensor,
-                 metadata: Metadata, hidden: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2) -> None:
+                 metadata: Metadata, hidden: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2,
+                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES) -> None:
         super().__init__()
         dims = check_dims(dims)
         check_head_args(n_classes, hidden, dropout)
@@ -116,6 +125,7 @@ class KGGNNFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden, hidden)
         self.bias = nn.Parameter(torch.zeros(n_classes))
+        self.subgraph_min_edges = subgraph_min_edges  # None: always the whole graph
 
     @staticmethod
     def _make_conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:
@@ -136,29 +146,34 @@ class KGGNNFusion(nn.Module):
 
     def forward(self, batch: HeteroData) -> Tensor:
         """(B, n_classes) logits."""
+        class_nodes = self.class_nodes
+        if self.subgraph_min_edges is not None and knowledge_edges(batch) >= self.subgraph_min_edges:
+            batch, class_nodes = restrict(batch, self.plan, class_nodes)
         h = self._initial(batch)
         for conv, norms, (inputs, edges) in zip(self.convs, self.norms, self.plan):
             out = conv({t: h[t] for t in inputs}, {et: batch[et].edge_index for et in edges})
             h.update({t: norms[t](h[t] + self.dropout(o)) for t, o in out.items()})
-        classes = h[CANCER][self.class_nodes]
+        classes = h[CANCER][class_nodes]
         return self.readout(self.dropout(h[PATIENT])) @ classes.T / math.sqrt(self.hidden) + self.bias
 
     @torch.no_grad()
     def modality_weights(self, batch: HeteroData) -> Tensor:
         """(B, 3) share of each modality by ablation (eval mode; the training mode is restored).
 
-        A modality's raw score is how much the predicted class's log-probability changes when that modality's
-        evidence node (and its links) is removed; scores are normalised per patient. A patient whose prediction no
-        ablation moves gets an equal share over the modalities it has; one with none gets zeros.
+        A modality's raw score is how much the predicted class's log-odds (:func:`log_odds`: unlike the
+        log-probability it does not saturate for a confident prediction) changes when that modality's evidence node
+        (and its links) is removed; scores are normalised per patient. A patient whose prediction no ablation moves
+        gets an equal share over the modalities it has; one with none gets zeros.
         """
         was_training = self.training
         self.eval()
         try:
-            full = torch.log_softmax(self(batch), 1)
-            pred = full.argmax(1, keepdim=True)
+            logits = self(batch)
+            pred = logits.argmax(1)
+            full = log_odds(logits, pred)
             present = batch[PATIENT].present.float()
-            change = torch.stack([(full - torch.log_softmax(self(without_modality(batch, m)), 1)).gather(1, pred)
-                                  .squeeze(1).abs() for m in MODALITY_NAMES], 1) * present
+            change = torch.stack([(full - log_odds(self(without_modality(batch, m)), pred)).abs()
+                                  for m in MODALITY_NAMES], 1) * present
         finally:
             self.train(was_training)
         total = change.sum(1, keepdim=True)
@@ -181,6 +196,12 @@ class KGGNNFusion(nn.Module):
             raise ValueError(f"Expected distinct rows in [0, {weight.size(0)}) (got {rows.tolist()})")
         projected = _project(vectors.detach().float().cpu(), self.hidden)
         weight[rows.to(weight.device)] = projected.to(weight.device, weight.dtype)
+
+
+def log_odds(logits: Tensor, pred: Tensor) -> Tensor:
+    """(B,) log-odds of class ``pred`` per row, ``log p / (1 - p)``: its logit minus the log-sum-exp of the others'."""
+    others = logits.scatter(1, pred.view(-1, 1), float("-inf"))
+    return logits.gather(1, pred.view(-1, 1)).squeeze(1) - torch.logsumexp(others, 1)
 
 
 def _project(vectors: Tensor, hidden: int) -> Tensor:
@@ -212,4 +233,67 @@ def _conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> 
     for t in set(inputs) - set(_updated(edges)):
         del conv.out_lin.lins[t]
         del conv.skip[t]
+    for lin in (conv.k_rel, conv.v_rel):
+        lin.__class__ = SplitHeteroLinear
     return conv
+
+
+def _split_matmul(lin: nn.Module, x: Tensor, type_ptr: Tensor) -> Tensor:
+    """``HeteroLinear.forward_naive`` (used without pyg-lib) with the same products, cheaper to differentiate.
+
+    PyG's version writes ``x[start:end] @ W[i]`` into slices of one output; autograd then builds a zero tensor of the
+    whole input for every one of the (relation x head) slices, which cost more than the HGT layer itself on a large
+    graph. ``split`` + ``cat`` gives the same result with one gradient buffer.
+    """
+    sizes = (type_ptr[1:] - type_ptr[:-1]).tolist()
+    parts = [chunk @ lin.weight[i] for i, chunk in enumerate(x.split(sizes))]
+    return torch.cat(parts) if parts else x.new_empty(0, lin.out_channels)
+
+
+class SplitHeteroLinear(HeteroLinear):
+    """PyG's HeteroLinear with ``forward_naive`` = ``_split_matmul``: a module-level class, so a model with it still
+    pickles (``ddp_spawn`` sends the model to its processes by pickle)."""
+
+    forward_naive = _split_matmul
+
+
+def class_texts(kg) -> list[str]:
+    """``'<name>. <definition>'`` of every cancer-type node of a ``KnowledgeGraph``, in node index order."""
+    texts = []
+    for code in kg.names(Node.CANCER):
+        title, definition = kg.title(Node.CANCER, code), kg.definition(Node.CANCER, code)
+        texts.append(f"{title}. {definition}".strip() if definition else title)
+    return texts
+
+
+def init_classes_from_text(model: nn.Module, kg, class_init: str, text_spec=None, encoder=None) -> bool:
+    """Start a graph model's cancer-type nodes from the text encoder's embedding of their name and definition.
+
+    Why: a type with a handful of training patients still gets a class prototype that sits where its description
+    puts it (near the types it resembles, away from the others) instead of at a random point, and its graph
+    neighbourhood (driver genes, indicating concepts) then shapes it. ``class_init`` is ``TrainingSpec.class_init``;
+    the vectors come from ``encoder`` (anything with ``encode(texts, progress=False) -> (n, d) array``) or else from a
+    ``TextEncoder(text_spec)`` (the workflow's ``encoders.text``), computed once per process and spec.
+    The vectors are centred over the types before ``init_class_embeddings`` projects them. Returns whether the
+    embeddings were set (False for models without cancer-type nodes or for 'random').
+    """
+    if class_init != "text" or not hasattr(model, "init_class_embeddings") or (encoder is None and text_spec is None):
+        return False
+    texts = class_texts(kg)
+    if encoder is None:
+        key = (text_spec.model_dump_json(), tuple(texts))
+        if key not in _TEXT_VECTORS:
+            from clinicmm.text.encoder import TextEncoder
+
+            _TEXT_VECTORS[key] = TextEncoder(text_spec).encode(texts, progress=False)
+        vectors = _TEXT_VECTORS[key]
+    else:
+        vectors = encoder.encode(texts, progress=False)
+    vectors = torch.as_tensor(vectors, dtype=torch.float32)
+    if len(vectors) > 1:  # drop what all the descriptions share ("a carcinoma ..."): prototypes start apart
+        vectors = vectors - vectors.mean(0, keepdim=True)
+    model.init_class_embeddings(vectors)
+    return True
+
+
+_TEXT_VECTORS: dict[tuple[str, tuple[str, ...]], object] = {}  # (text spec, class texts) -> their embeddings

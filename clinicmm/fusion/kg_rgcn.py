@@ -4,8 +4,8 @@ Everything but the convolution is :class:`~clinicmm.fusion.kg_gnn.KGGNNFusion`'s
 knowledge-node embeddings, projected evidence, one learned patient vector), the same message plan (no
 evidence -> knowledge messages, so a patient's logits never depend on its batch-mates; each layer only updates the
 node types later layers read), the same residual + LayerNorm update, class scoring against the cancer-type nodes'
-final states, ablation ``modality_weights`` and ``init_class_embeddings``: it subclasses KGGNNFusion and
-overrides only ``_make_conv``.
+final states, ablation ``modality_weights``, ``init_class_embeddings`` and the receptive-field batches of a large
+graph (:mod:`~clinicmm.fusion.subgraph`): it subclasses KGGNNFusion and overrides only ``_make_conv``.
 
 Each layer is an R-GCN in heterogeneous form: ``HeteroConv`` of one ``SAGEConv`` per relation, summed per
 destination type. For node ``i`` that is ``sum_r (W_r mean_{j in N_r(i)} h_j + R_r h_i)``: the R-GCN update with
@@ -22,16 +22,17 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from clinicmm.fusion.kg_gnn import EdgeType, KGGNNFusion, Metadata
+from clinicmm.fusion.kg_gnn import SUBGRAPH_MIN_EDGES, EdgeType, KGGNNFusion, Metadata
 
 
 class KGRGCNFusion(KGGNNFusion):
     """R-GCN fusion on the knowledge graph; classes are scored against the cancer-type nodes' graph states."""
 
     def __init__(self, dims: Mapping[str, int], n_classes: int, num_nodes: Mapping[str, int], class_nodes: Tensor,
-                 metadata: Metadata, hidden: int = 64, layers: int = 2, dropout: float = 0.2) -> None:
+                 metadata: Metadata, hidden: int = 64, layers: int = 2, dropout: float = 0.2,
+                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES) -> None:
         super().__init__(dims, n_classes, num_nodes, class_nodes, metadata, hidden=hidden, heads=1, layers=layers,
-                         dropout=dropout)
+                         dropout=dropout, subgraph_min_edges=subgraph_min_edges)
 
     @staticmethod
     def _make_conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:

@@ -27,6 +27,7 @@ from clinicmm.knowledge.loaders import SCHEMA, NodeRow
 EdgeType = tuple[Node, Rel, Node]
 REV = "rev_"
 FILES = ("nodes.tsv", "edges.tsv", "concepts.tsv")
+REACTOME = {"subset": "reactome_subset.gmt", "human": "reactome_human.gmt"}  # KnowledgeGraph.default(reactome=...)
 
 
 def _shipped(name: str) -> AbstractContextManager[Path]:
@@ -48,27 +49,70 @@ class KnowledgeGraph:
         self._edges: dict[EdgeType, dict[tuple[int, int], str]] = {}
         self._concepts: dict[str, Concept] = {}
         self._body_parts: dict[str, str] | None = None
+        self._node_source: dict[tuple[Node, str], str] = {}  # the source that first added each node
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
-    def default(cls) -> KnowledgeGraph:
-        """The shipped graph: cancer types, concepts, the Reactome subset and the curated edges (SOURCES.md)."""
+    def default(cls, reactome: str = "subset") -> KnowledgeGraph:
+        """The shipped graph: cancer types, concepts, Reactome pathways and the curated edges (SOURCES.md).
+
+        ``reactome``: 'subset' (341 pathways around the demo genes; small and fast) or 'human' (every human
+        Reactome pathway of 5-500 genes: 1,862 pathways, ~10.9k genes, for real cohorts).
+        """
+        if reactome not in REACTOME:
+            raise InputError(f"unknown Reactome set {reactome!r}; valid: {', '.join(REACTOME)}")
         kg = cls()
         with _shipped("cancer_types.tsv") as path:
-            kg.add_nodes(loaders.read_cancer_types(path))
+            kg.add_nodes(loaders.read_cancer_types(path), source="clinicmm cancer types")
         with _shipped("concepts.tsv") as path:
-            kg.add_concepts(loaders.read_concepts(path))
-        with _shipped("reactome_subset.gmt") as path:
+            kg.add_concepts(loaders.read_concepts(path), source="clinicmm vocabulary")
+        with _shipped(REACTOME[reactome]) as path:
             kg.add_gmt(path, source="Reactome")
         with _shipped("edges.tsv") as path:
             kg.add_triples(path)
         return kg
 
+    def add_file(self, path: str | Path) -> int:
+        """Add a user graph file by its suffix: ``.gmt`` gene sets, ``.obo`` ontology, else TSV triples."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".gmt":
+            return self.add_gmt(path)
+        return self.add_obo(path) if suffix == ".obo" else self.add_triples(path)
+
+    def add_obo(self, path: str | Path, source: str | None = None) -> int:
+        """Add an OBO ontology's cancer terms as ``diagnosis`` concepts that indicate cancer types; returns edges added.
+
+        A term names a cancer type through an OncoTree / TCGA cross-reference (``xref: ONCOTREE:LUAD``) or by its name
+        or an exact synonym equal to a cancer type's name ("Lung Adenocarcinoma"); a cross-referenced code the graph
+        lacks becomes a cancer-type node with the term's name and definition. Every such term and each of its
+        ``is_a`` descendants becomes a concept ``diagnosis:<name>`` with its EXACT and NARROW synonyms (so notes that
+        name it link to it) and an ``indicates`` edge to the cancer types of its nearest named ancestors. Terms
+        under no cancer type are left out. The source label is the ontology's name and version.
+        """
+        label, terms = loaders.read_obo(path)
+        source = source or label
+        by_id = {t.id: t for t in terms}
+        codes = _obo_codes(terms, {self.title(Node.CANCER, c).lower(): c for c in self.names(Node.CANCER)})
+        for term in terms:
+            if term.codes:
+                self.add_nodes([NodeRow(Node.CANCER, c, term.name, term.definition) for c in term.codes], source)
+        added = 0
+        for term_id, targets in codes.items():
+            term = by_id[term_id]
+            name = " ".join(term.name.lower().split())
+            concept = Concept(f"diagnosis:{name}", name, "diagnosis",
+                              tuple(dict.fromkeys(" ".join(s.lower().split()) for s in term.synonyms if s.strip())))
+            self.add_concepts([concept], source)
+            added += sum(self.add_edge(Node.CONCEPT, concept.id, Rel.INDICATES, Node.CANCER, c, source)
+                         for c in targets)
+        return added
+
     def add_gmt(self, path: str | Path, source: str | None = None) -> int:
         """Add a GMT file's gene sets as pathway nodes with gene ``member_of`` edges; returns edges added."""
         added = 0
         for gene_set in loaders.read_gmt(path):
-            self.add_nodes([NodeRow(Node.PATHWAY, gene_set.name, gene_set.name, gene_set.description)])
+            self.add_nodes([NodeRow(Node.PATHWAY, gene_set.name, gene_set.name, gene_set.description)],
+                           source or Path(path).name)
             for gene in gene_set.genes:
                 added += self.add_edge(Node.GENE, gene, Rel.MEMBER_OF, Node.PATHWAY, gene_set.name,
                                        source or Path(path).name)
@@ -79,49 +123,50 @@ class KnowledgeGraph:
         return sum(self.add_edge(t.src_type, t.src, t.relation, t.dst_type, t.dst, t.source)
                    for t in loaders.read_triples(path))
 
-    def add_nodes(self, rows: Iterable[NodeRow]) -> int:
+    def add_nodes(self, rows: Iterable[NodeRow], source: str = "") -> int:
         """Add nodes with their title / definition (kept when a node already has them); returns nodes added."""
         before = sum(map(len, self._names.values()))
         for row in rows:
-            self._add_node(row.node_type, row.name)
+            self._add_node(row.node_type, row.name, source)
             old = self._info.get((row.node_type, row.name), ("", ""))
             self._info[(row.node_type, row.name)] = (old[0] or row.title, old[1] or row.definition)
         return sum(map(len, self._names.values())) - before
 
-    def add_concepts(self, concepts: Iterable[Concept]) -> int:
+    def add_concepts(self, concepts: Iterable[Concept], source: str = "") -> int:
         """Add concept nodes with their names, kinds and synonyms (later metadata replaces earlier)."""
         before = self.num_nodes(Node.CONCEPT)
         for concept in concepts:
-            self._add_node(Node.CONCEPT, concept.id)
+            self._add_node(Node.CONCEPT, concept.id, source)
             self._concepts[concept.id] = concept
         self._body_parts = None
         return self.num_nodes(Node.CONCEPT) - before
 
-    def ensure_nodes(self, node_type: Node | str, names: Iterable[str]) -> None:
+    def ensure_nodes(self, node_type: Node | str, names: Iterable[str], source: str = "labels") -> None:
         """Add the nodes of ``names`` that are missing (e.g. a label code the graph does not know)."""
         t = self._type(node_type)
         for name in names:
-            self._add_node(t, str(name))
+            self._add_node(t, str(name), source)
 
     def add_edge(self, src_type: Node | str, src: str, relation: Rel | str, dst_type: Node | str, dst: str,
                  source: str = "") -> bool:
         """Add one edge (and its end nodes when missing); False when the edge was already there."""
         st, dt = self._type(src_type), self._type(dst_type)
         rel = loaders.relation(str(relation), st, dt, "KnowledgeGraph.add_edge")
-        pair = (self._add_node(st, src), self._add_node(dt, dst))
+        pair = (self._add_node(st, src, source), self._add_node(dt, dst, source))
         edges = self._edges.setdefault((st, rel, dt), {})
         if pair in edges:
             return False
         edges[pair] = source
         return True
 
-    def _add_node(self, node_type: Node, name: str) -> int:
+    def _add_node(self, node_type: Node, name: str, source: str = "") -> int:
         index = self._index[node_type]
         if name not in index:
             if not name:
                 raise InputError(f"empty {node_type.value} name; every node needs a name")
             index[name] = len(self._names[node_type])
             self._names[node_type].append(name)
+            self._node_source[(node_type, name)] = source
         return index[name]
 
     @staticmethod
@@ -213,6 +258,20 @@ class KnowledgeGraph:
         rows += [("source", label or "(none)", n) for label, n in sorted(sources.items())]
         return pd.DataFrame(rows, columns=["section", "name", "count"])
 
+    def by_source(self) -> pd.DataFrame:
+        """One row per source: the nodes it added first, per type, and its edges, per relation.
+
+        A node counts once, for the source that added it first (cancer types and concepts come from the shipped
+        tables before any edge file names them); edges count for the source on their row.
+        """
+        nodes = Counter((label or "(none)", t.value) for (t, _), label in self._node_source.items())
+        edges = Counter((label or "(none)", f"{s.value} {r.value} {d.value}")
+                        for (s, r, d), pairs in self._edges.items() for label in pairs.values())
+        sources = sorted({s for s, _ in nodes} | {s for s, _ in edges})
+        relations = sorted({r for _, r in edges})
+        rows = [[s, *(nodes[s, t.value] for t in KNOWLEDGE_NODES), *(edges[s, r] for r in relations)] for s in sources]
+        return pd.DataFrame(rows, columns=["source", *(t.value for t in KNOWLEDGE_NODES), *relations])
+
     def to_files(self, folder: str | Path) -> Path:
         """Write ``nodes.tsv`` (index order), ``edges.tsv`` and ``concepts.tsv`` into ``folder``; returns it."""
         folder = Path(folder)
@@ -244,3 +303,26 @@ class KnowledgeGraph:
         counts = ", ".join(f"{t.value}={self.num_nodes(t)}" for t in KNOWLEDGE_NODES)
         return f"KnowledgeGraph({counts}, edges={sum(map(len, self._edges.values()))})"
 
+
+
+def _obo_codes(terms: list[loaders.OboTerm], titles: dict[str, str]) -> dict[str, list[str]]:
+    """Cancer-type codes of every OBO term at or under a term that names a type (see ``KnowledgeGraph.add_obo``)."""
+    by_id = {t.id: t for t in terms}
+    anchors = {}
+    for term in terms:
+        named = [titles[f.lower()] for f in (term.name, *term.synonyms) if f.lower() in titles]
+        if term.codes or named:
+            anchors[term.id] = list(dict.fromkeys(term.codes or named[:1]))
+    memo: dict[str, list[str]] = {}
+
+    def codes(term_id: str, path: frozenset[str]) -> list[str]:
+        if term_id not in memo:
+            if term_id in anchors:
+                memo[term_id] = anchors[term_id]
+            else:
+                parents = by_id[term_id].parents if term_id in by_id else ()
+                found = [c for p in parents if p not in path for c in codes(p, path | {term_id})]
+                memo[term_id] = list(dict.fromkeys(found))
+        return memo[term_id]
+
+    return {t.id: found for t in terms if (found := codes(t.id, frozenset()))}

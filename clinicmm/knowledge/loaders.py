@@ -20,7 +20,11 @@ SHORT_COLUMNS = ("head", "relation", "tail")
 CONCEPT_COLUMNS = ("concept_id", "name", "kind", "synonyms")
 CANCER_COLUMNS = ("code", "name", "definition")
 NODE_COLUMNS = ("node_type", "name", "title", "definition")
-CONCEPT_KINDS = ("site", "histology", "biomarker", "bodypart")
+CONCEPT_KINDS = ("site", "histology", "biomarker", "bodypart", "diagnosis")  # diagnosis: ontology terms (OBO)
+# OBO cross-reference prefixes whose local id is a cancer-type code (``xref: ONCOTREE:LUAD``)
+OBO_CODE_PREFIXES = ("oncotree", "oncotree_code", "tcga")
+# OBO synonym scopes that name the term itself or something narrower, so a mention still implies the term
+OBO_SCOPES = ("EXACT", "NARROW")
 # the relations a knowledge graph may hold, each with the node types it links (the fusion batch contract)
 SCHEMA: dict[Rel, tuple[Node, Node]] = {
     Rel.MEMBER_OF: (Node.GENE, Node.PATHWAY),
@@ -44,6 +48,16 @@ class Triple:
     dst_type: Node
     dst: str
     source: str
+
+
+@dataclass(frozen=True)
+class OboTerm:
+    id: str
+    name: str
+    definition: str
+    synonyms: tuple[str, ...]  # EXACT and NARROW synonyms
+    codes: tuple[str, ...]  # cancer-type codes from OncoTree / TCGA cross-references
+    parents: tuple[str, ...]  # is_a parents (term ids)
 
 
 @dataclass(frozen=True)
@@ -195,3 +209,55 @@ def write_tsv(path: str | Path, columns: Sequence[str], rows: Sequence[Sequence[
 
     lines = ["\t".join(columns)] + ["\t".join(clean(v) for v in row) for row in rows]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _obo_text(value: str) -> str:
+    """The quoted text of an OBO ``def:`` / ``synonym:`` value (``"text" EXACT [refs]`` -> ``text``)."""
+    value = value.strip()
+    if value.startswith('"'):
+        end = value.find('"', 1)
+        while end > 0 and value[end - 1] == "\\":
+            end = value.find('"', end + 1)
+        return value[1:end] if end > 0 else value[1:]
+    return value
+
+
+def _obo_scope(value: str) -> str:
+    rest = value[value.rfind('"') + 1:].split() if value.startswith('"') else []
+    return rest[0] if rest else "RELATED"
+
+
+def read_obo(path: str | Path) -> tuple[str, list[OboTerm]]:
+    """The ontology label (``ontology`` and ``data-version`` headers, else the file name) and its non-obsolete terms.
+
+    Parsed with obonet (networkx); only ``is_a`` parents are kept. A file obonet cannot parse, or one with no
+    ``[Term]``, is an ``InputError`` naming the file.
+    """
+    import obonet
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; check the path in the workflow's knowledge list")
+    try:
+        graph = obonet.read_obo(str(path))
+    except Exception as err:  # obonet raises plain exceptions of several kinds on malformed files
+        raise InputError(f"{path}: not a readable OBO file ({type(err).__name__}: {err}); check it is an OBO 1.2/1.4 "
+                         "ontology in UTF-8 (e.g. exported by ROBOT or OBO-Edit)") from None
+    if graph.number_of_nodes() == 0:
+        raise InputError(f"{path}: no [Term] stanza with an id; is it an OBO ontology file?")
+    meta = graph.graph
+    label = " ".join(str(meta[k]) for k in ("ontology", "data-version") if meta.get(k)) or path.name
+    parents: dict[str, list[str]] = {}
+    for child, parent, key in graph.edges(keys=True):
+        if key == "is_a":
+            parents.setdefault(child, []).append(parent)
+    terms = []
+    for term_id, data in graph.nodes(data=True):
+        if not data.get("name"):
+            continue  # a term only referenced as a parent, not defined in this file
+        synonyms = tuple(dict.fromkeys(_obo_text(v) for v in data.get("synonym", []) if _obo_scope(v) in OBO_SCOPES))
+        codes = tuple(x.partition(":")[2].split()[0] for x in data.get("xref", [])
+                      if x.partition(":")[0].lower() in OBO_CODE_PREFIXES and x.partition(":")[2].strip())
+        terms.append(OboTerm(term_id, data["name"], _obo_text(data.get("def", "")), synonyms, codes,
+                             tuple(parents.get(term_id, ()))))
+    return label, terms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -251,3 +253,101 @@ def test_from_files_names_missing_files(tmp_path):
     (tmp_path / "nodes.tsv").write_text("node_type\tname\ttitle\tdefinition\n")
     with pytest.raises(InputError, match="missing edges.tsv, concepts.tsv"):
         KnowledgeGraph.from_files(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ OBO, sources, Reactome
+OBO = Path(__file__).parent / "fixtures" / "mini_disease.obo"
+OBO_SOURCE = "minidisease test/2026-11-23"
+
+
+def test_add_obo_links_cancer_terms_and_their_descendants():
+    kg = KnowledgeGraph.default()
+    assert kg.add_obo(OBO) == 6
+    indicates = {(s, d) for s, d, label in kg.edges(Node.CONCEPT, Rel.INDICATES, Node.CANCER) if label == OBO_SOURCE}
+    assert indicates == {
+        ("diagnosis:lung adenocarcinoma", "LUAD"),  # by its name, equal to LUAD's
+        ("diagnosis:acinar adenocarcinoma of lung", "LUAD"),  # is_a lung adenocarcinoma
+        ("diagnosis:lung squamous cell carcinoma", "LUSC"),  # by its ONCOTREE xref
+        ("diagnosis:adenosquamous carcinoma of lung", "LUAD"),  # two parents, two types
+        ("diagnosis:adenosquamous carcinoma of lung", "LUSC"),
+        ("diagnosis:mesothelioma", "MESO"),
+    }
+    concepts = {c.id: c for c in kg.concepts()}
+    assert concepts["diagnosis:lung adenocarcinoma"].synonyms == ("adenocarcinoma of the lung", "pulmonary adenocarcinoma")
+    assert concepts["diagnosis:acinar adenocarcinoma of lung"].synonyms == ("acinar lung adenocarcinoma",)  # NARROW
+    assert not {"diagnosis:cancer", "diagnosis:lung carcinoma", "diagnosis:chondroma"} & set(concepts)  # above / no type
+    assert not any("old lung tumour" in cid for cid in concepts)  # obsolete
+    assert kg.title(Node.CANCER, "MESO") == "mesothelioma"  # a new type from an xref, with the term's definition
+    assert kg.definition(Node.CANCER, "MESO") == "A tumour of the mesothelium."
+    assert kg.add_obo(OBO) == 0
+
+
+def test_obo_concepts_link_notes_and_survive_the_round_trip(tmp_path):
+    from clinicmm.knowledge.concepts import ConceptMatcher
+
+    kg = KnowledgeGraph.default()
+    kg.add_obo(OBO)
+    found = {m.concept_id for m in ConceptMatcher(kg.concepts()).find("Final diagnosis: pulmonary adenocarcinoma.")}
+    assert "diagnosis:lung adenocarcinoma" in found
+    back = KnowledgeGraph.from_files(kg.to_files(tmp_path / "graph"))
+    assert back.fingerprint() == kg.fingerprint() and back.concepts() == kg.concepts()
+
+
+def test_workflow_knowledge_list_takes_obo_gmt_and_tsv(tmp_path):
+    from clinicmm.config import WorkflowSpec
+    from clinicmm.workflow import load_knowledge
+
+    (tmp_path / "sets.gmt").write_text("MY_SET\tdesc\tTP53\tMYGENE\n")
+    (tmp_path / "edges.tsv").write_text("gene:MYGENE\tdriver_of\tcancer_type:LUAD\tmy lab\n")
+    wf = WorkflowSpec(name="w", dataset=Path("d.yaml"), workdir=Path("work"), base_dir=tmp_path,
+                      knowledge=[OBO, Path("sets.gmt"), Path("edges.tsv")])
+    kg = load_knowledge(wf)
+    assert kg.index(Node.CONCEPT, "diagnosis:mesothelioma") is not None
+    assert ("MYGENE", "MY_SET", "sets.gmt") in kg.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
+    assert ("MYGENE", "LUAD", "my lab") in kg.edges(Node.GENE, Rel.DRIVER_OF, Node.CANCER)
+
+
+def test_bad_obo_is_an_input_error(tmp_path):
+    bad = tmp_path / "bad.obo"
+    bad.write_text("format-version: 1.2\n\n[Term]\nname: no id here\n")
+    with pytest.raises(InputError, match="bad.obo"):
+        KnowledgeGraph().add_obo(bad)
+    with pytest.raises(InputError, match="file not found"):
+        KnowledgeGraph().add_obo(tmp_path / "none.obo")
+
+
+def test_by_source_counts_every_node_and_edge_once(kg):
+    table = KnowledgeGraph.default()
+    table.add_obo(OBO)
+    table.ensure_nodes(Node.CANCER, ["MYTYPE"])
+    by = table.by_source().set_index("source")
+    for t in KNOWLEDGE_NODES:
+        assert by[t.value].sum() == table.num_nodes(t)
+    relations = [c for c in by.columns if c not in {t.value for t in KNOWLEDGE_NODES}]
+    for rel in relations:
+        assert by[rel].sum() == len(table.edges(*rel.split()))
+    assert by.loc["Reactome", "pathway"] == 341 and by.loc["clinicmm cancer types", "cancer_type"] == 16
+    assert by.loc[OBO_SOURCE, "cancer_type"] == 1 and by.loc["labels", "cancer_type"] == 1
+    assert by.loc[OBO_SOURCE, "concept indicates cancer_type"] == 6
+
+
+def test_kg_inspect_prints_counts_per_source():
+    from typer.testing import CliRunner
+
+    from clinicmm.cli import app
+
+    result = CliRunner().invoke(app, ["kg", "inspect", str(OBO)])
+    assert result.exit_code == 0, result.output
+    assert "per source" in result.output and OBO_SOURCE in result.output and "clinicmm vocabulary" in result.output
+    bad = CliRunner().invoke(app, ["kg", "inspect", "--reactome", "everything"])
+    assert bad.exit_code == 1 and "valid: subset, human" in bad.output
+
+
+def test_shipped_human_reactome_is_larger_and_keeps_the_subset():
+    human = KnowledgeGraph.default("human")
+    subset = KnowledgeGraph.default()
+    assert human.num_nodes(Node.PATHWAY) > 1800 and human.num_nodes(Node.GENE) > 10_000
+    members = {(g, p) for g, p, _ in human.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)}
+    assert {(g, p) for g, p, _ in subset.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
+            if p in set(human.names(Node.PATHWAY)) and not g.islower()} <= members
+    assert not any(g.islower() for g in human.names(Node.GENE))  # viral genes (gag, vpr ...) left out

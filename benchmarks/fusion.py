@@ -1,0 +1,189 @@
+"""KG-GNN training steps on a large graph: time and peak memory against the 'concat' step on the same batch.
+
+The graph is synthetic but of real size: 20,000 genes, 2,000 pathways (each gene in 1 + Poisson(10) of them, about
+220,000 member_of edges), 30 cancer types with 60 driver genes each and 500 concepts with 3 indicated types each.
+Cohorts of 1k, 10k and 50k random patients (image 512-d, note 384-d, omics 350-d, 25 linked genes, 3 note concepts,
+1 body-site concept; ~15% miss a modality). A step is what the fit loop does per batch: collate, forward,
+cross-entropy, backward, AdamW. ``kg_gnn`` (HGT) runs as training runs it on a graph this size, on the batch's
+receptive field (:mod:`clinicmm.fusion.subgraph`); ``kg_gnn_full`` (the whole graph every step, the behaviour below
+``training.subgraph_min_edges``) is measured once, on the smallest cohort, for reference.
+
+Per step, peak memory is the rise of the process's peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs`` before each step) over its resident set when the step starts. The script re-executes
+itself with ``MALLOC_MMAP_THRESHOLD_`` fixed so that freed tensors go back to the OS and each step starts from what it
+really holds. Models step round-robin on the same batches (warm-up, then timed steps); medians are reported and the
+ratio to concat on the same batches. Plain prints, no assertions.
+
+    .venv/bin/python benchmarks/fusion.py [--cohorts 1000,10000,50000] [--batch 32] [--steps 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import HeteroData
+
+from clinicmm.config import TrainingSpec
+from clinicmm.fusion.batch import PatientEvidence, collate
+from clinicmm.fusion.registry import build_model
+from clinicmm.fusion.subgraph import knowledge_edges, restrict
+
+DIMS = {"image": 512, "note": 384, "omics": 350}
+SIZES = {"gene": 20_000, "pathway": 2_000, "cancer_type": 30, "concept": 500}
+WARMUP = 2
+MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+
+
+def synthetic_graph(seed: int = 0) -> HeteroData:
+    """The knowledge graph described in the module docstring, every relation both ways."""
+    rng = np.random.default_rng(seed)
+    g = HeteroData()
+    for t, n in SIZES.items():
+        g[t].num_nodes = n
+        g[t].node_id = torch.arange(n)
+    per_gene = 1 + rng.poisson(10, SIZES["gene"])
+    member = (np.repeat(np.arange(SIZES["gene"]), per_gene), rng.integers(SIZES["pathway"], size=per_gene.sum()))
+    driver = (rng.integers(SIZES["gene"], size=30 * 60), np.repeat(np.arange(30), 60))
+    indicates = (np.repeat(np.arange(SIZES["concept"]), 3), rng.integers(30, size=SIZES["concept"] * 3))
+    for (src, rel, dst), (s, d) in {("gene", "member_of", "pathway"): member, ("gene", "driver_of", "cancer_type"): driver,
+                                    ("concept", "indicates", "cancer_type"): indicates}.items():
+        ei = torch.from_numpy(np.unique(np.stack([s, d]), axis=1)).long()
+        g[src, rel, dst].edge_index = ei
+        g[dst, "rev_" + rel, src].edge_index = ei.flip(0).contiguous()
+    return g
+
+
+def cohort(size: int, n_classes: int, seed: int = 0) -> list[PatientEvidence]:
+    """``size`` random patients (views into three embedding matrices, so a 50k cohort is built in seconds)."""
+    rng = np.random.default_rng(seed)
+    vectors = {m: rng.standard_normal((size, d), dtype=np.float32) for m, d in DIMS.items()}
+    missing = np.where(rng.random(size) < 0.15, rng.integers(3, size=size), -1)
+    genes = rng.integers(SIZES["gene"], size=(size, 25))
+    concepts = rng.integers(SIZES["concept"], size=(size, 4))
+    out = []
+    for i in range(size):
+        vec = {m: (None if missing[i] == j else vectors[m][i]) for j, m in enumerate(DIMS)}
+        out.append(PatientEvidence(int(i % n_classes), vec["image"], vec["note"], vec["omics"],
+                                   [int(concepts[i, 0])] if vec["image"] is not None else [],
+                                   concepts[i, 1:].tolist() if vec["note"] is not None else [],
+                                   genes[i].tolist() if vec["omics"] is not None else []))
+    return out
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class Trainer:
+    """One model with its optimiser and collate function, as the fit loop holds them."""
+
+    def __init__(self, name: str, hetero: HeteroData, class_nodes: torch.Tensor, spec: TrainingSpec,
+                 subgraph: bool = True) -> None:
+        torch.manual_seed(0)
+        model_name = name.removesuffix("_full")
+        self.model = build_model(model_name, DIMS, len(class_nodes), hetero, class_nodes, spec.hidden, spec.dropout)
+        if hasattr(self.model, "subgraph_min_edges"):
+            self.model.subgraph_min_edges = spec.subgraph_min_edges if subgraph else None
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.collate = collate(hetero, DIMS, modality_dropout=spec.modality_dropout, seed=0)
+        self.ms: list[float] = []
+        self.cpu: list[float] = []
+        self.mb: list[float] = []
+
+    def step(self, items: list[PatientEvidence], record: bool) -> None:
+        measured = _reset_peak()
+        before = _status_kb("VmRSS")
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch = self.collate(items)
+        loss = F.cross_entropy(self.model(batch), batch["patient"].y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if record:
+            self.ms.append(elapsed * 1e3)
+            self.cpu.append(cpu * 1e3)
+            self.mb.append((_status_kb("VmHWM") - before) / 1024 if measured else float("nan"))
+
+
+def run(trainers: dict[str, Trainer], pool: list[PatientEvidence], batch: int, steps: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for step in range(WARMUP + steps):
+        items = [pool[i] for i in rng.choice(len(pool), batch, replace=False)]
+        for trainer in trainers.values():
+            trainer.step(items, record=step >= WARMUP)
+
+
+def receptive_field_size(hetero: HeteroData, pool: list[PatientEvidence], batch: int, model) -> str:
+    """Knowledge nodes and edges one batch's cut holds, against the whole graph."""
+    cut, _ = restrict(collate(hetero, DIMS)(pool[:batch]), model.plan, model.class_nodes)
+    nodes = sum(int(cut[t].num_nodes) for t in SIZES)
+    return (f"one batch's receptive field: {nodes} of {sum(SIZES.values())} knowledge nodes, "
+            f"{knowledge_edges(cut)} of {knowledge_edges(hetero)} knowledge edges")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohorts", default="1000,10000,50000", help="cohort sizes, comma-separated")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model and cohort")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if MMAP_ENV not in os.environ:  # see the module docstring: freed tensors go back to the OS
+        os.environ[MMAP_ENV] = "65536"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    torch.set_num_threads(args.threads)
+    spec = TrainingSpec()
+    hetero = synthetic_graph()
+    class_nodes = torch.arange(SIZES["cancer_type"])
+    edges = sum(int(hetero[et].edge_index.size(1)) for et in hetero.edge_types) // 2
+    print(f"graph: {', '.join(f'{t} {n:,}' for t, n in SIZES.items())}; {edges:,} edges (forward)")
+    print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} timed steps after {WARMUP} "
+          f"warm-up; subgraph_min_edges {spec.subgraph_min_edges:,}")
+    sizes = [int(s) for s in args.cohorts.split(",")]
+    print(f"\n{'cohort':>8} {'batch':>6} {'model':<12}{'wall ms':>9}{'cpu ms':>9}{'peak MB':>9}{'wall/concat':>13}"
+          f"{'cpu/concat':>12}")
+    for i, size in enumerate(sizes):
+        pool = cohort(size, len(class_nodes), seed=size)
+        plans = [(args.batch, ["concat", "kg_gnn"] + (["kg_gnn_full"] if i == 0 else []))]
+        if size == sizes[-1]:
+            plans.append((4 * args.batch, ["concat", "kg_gnn"]))  # memory grows with the batch
+        for batch, names in plans:
+            trainers = {n: Trainer(n, hetero, class_nodes, spec, subgraph=not n.endswith("_full")) for n in names}
+            if i == 0 and batch == args.batch:
+                print(receptive_field_size(hetero, pool, batch, trainers["kg_gnn"].model))
+            run(trainers, pool, batch, args.steps if len(names) == 2 else max(3, args.steps // 2), seed=size)
+            base = trainers["concat"]
+            for name, t in trainers.items():
+                ms, cpu, mb = (statistics.median(v) for v in (t.ms, t.cpu, t.mb))
+                print(f"{size:>8,} {batch:>6} {name:<12}{ms:>9.1f}{cpu:>9.1f}{mb:>9.1f}"
+                      f"{ms / statistics.median(base.ms):>12.1f}x{cpu / statistics.median(base.cpu):>11.1f}x")
+            del trainers
+        print(f"{'':>15} resident set with this cohort in memory: {_status_kb('VmRSS') / 1024:,.0f} MB")
+        del pool
+    print("(medians; cpu ms = process CPU time of the step, steadier than wall time on a shared machine; peak MB = "
+          "rise of the peak resident set during one step; baseline: concat on the same batches)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Receptive-field batches: the cut batch gives the full graph's logits and holds only what the batch can reach."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
+from clinicmm.fusion.kg_gnn import KGGNNFusion
+from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+from clinicmm.fusion.subgraph import knowledge_edges, receptive_field, restrict
+
+DIMS = {"image": 8, "note": 6, "omics": 10}
+NUM_NODES = {"gene": 300, "pathway": 40, "cancer_type": 7, "concept": 30}
+CLASS_NODES = torch.tensor([5, 1, 3])  # not the first cancer-type nodes, not in order
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def random_knowledge(seed: int = 0) -> HeteroData:
+    rng = np.random.default_rng(seed)
+    g = HeteroData()
+    for t, n in NUM_NODES.items():
+        g[t].num_nodes = n
+        g[t].node_id = torch.arange(n)
+    sizes = {("gene", "member_of", "pathway"): 900, ("gene", "driver_of", "cancer_type"): 40,
+             ("concept", "indicates", "cancer_type"): 25}
+    for (src, rel, dst), n in sizes.items():
+        pairs = {(int(rng.integers(NUM_NODES[src])), int(rng.integers(NUM_NODES[dst]))) for _ in range(n)}
+        ei = torch.tensor(sorted(pairs)).t()
+        g[src, rel, dst].edge_index = ei
+        g[dst, "rev_" + rel, src].edge_index = ei.flip(0)
+    return g
+
+
+def patients(n: int, seed: int = 1) -> list[PatientEvidence]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        vec = {m: rng.normal(size=d).astype(np.float32) for m, d in DIMS.items()}
+        if i % 4 == 1:
+            vec["image"] = None
+        out.append(PatientEvidence(i % 3, vec["image"], vec["note"], vec["omics"],
+                                   [int(rng.integers(30))], list(rng.choice(30, 2, replace=False)),
+                                   list(rng.choice(250, 5, replace=False))))  # genes 250-299: never linked
+    return out
+
+
+@pytest.mark.parametrize(("cls", "layers"), [(KGGNNFusion, 2), (KGGNNFusion, 3), (KGRGCNFusion, 2)])
+def test_subgraph_logits_equal_full_graph_logits(cls, layers):
+    torch.manual_seed(0)
+    knowledge = random_knowledge()
+    model = cls(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=layers).eval()
+    batch = build_batch(knowledge, patients(12), DIMS)
+    model.subgraph_min_edges = None
+    full = model(batch)
+    model.subgraph_min_edges = 1
+    cut = model(batch)
+    assert torch.allclose(cut, full, atol=1e-5, rtol=1e-4), (cut - full).abs().max()
+    # and the same gradient reaches the parameters
+    model.subgraph_min_edges = None
+    full_grad = torch.autograd.grad(model(batch).logsumexp(1).sum(), model.readout.weight)[0]
+    model.subgraph_min_edges = 1
+    cut_grad = torch.autograd.grad(model(batch).logsumexp(1).sum(), model.readout.weight)[0]
+    assert torch.allclose(cut_grad, full_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_subgraph_holds_only_the_receptive_field():
+    torch.manual_seed(0)
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=2)
+    items = patients(4)
+    batch = build_batch(knowledge, items, DIMS)
+    sub, classes = restrict(batch, model.plan, CLASS_NODES)
+    linked = {g for p in items for g in p.omics_genes}
+    drivers = knowledge["gene", "driver_of", "cancer_type"].edge_index
+    class_drivers = {int(g) for g, c in drivers.t().tolist() if c in CLASS_NODES.tolist()}
+    # two layers: genes are read in the first layer only as sources of evidence and class nodes
+    assert set(sub["gene"].node_id.tolist()) == linked | class_drivers
+    assert sub["cancer_type"].node_id[classes].tolist() == CLASS_NODES.tolist()
+    assert sub["patient"].num_nodes == 4 and sub["omics"].num_nodes == batch["omics"].num_nodes
+    assert knowledge_edges(sub) < knowledge_edges(batch)
+    # the cut keeps every in-edge of a node whose state the last layer reads
+    masks = receptive_field(batch, model.plan[1:], {"patient": torch.arange(4), "cancer_type": CLASS_NODES})
+    ei = batch["gene", "driver_of", "cancer_type"].edge_index
+    into_classes = masks["cancer_type"][ei[1]]
+    assert masks["gene"][ei[0][into_classes]].all()
+
+
+def test_model_cuts_batches_only_from_the_threshold(monkeypatch):
+    import clinicmm.fusion.kg_gnn as kg_gnn
+
+    calls = []
+    real = kg_gnn.restrict
+    monkeypatch.setattr(kg_gnn, "restrict", lambda *a: calls.append(1) or real(*a))
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16,
+                        subgraph_min_edges=knowledge_edges(knowledge) + 1).eval()
+    batch = build_batch(knowledge, patients(3), DIMS)
+    model(batch)
+    assert calls == []
+    model.subgraph_min_edges = knowledge_edges(knowledge)
+    model(batch)
+    assert calls == [1]
+
+
+def test_training_cuts_batches_from_the_configured_threshold(monkeypatch):
+    import warnings
+
+    import clinicmm.fusion.kg_gnn as kg_gnn
+    from clinicmm.config import TrainingSpec
+    from clinicmm.training.fit import fit
+
+    calls = []
+    real = kg_gnn.restrict
+    monkeypatch.setattr(kg_gnn, "restrict", lambda *a: calls.append(1) or real(*a))
+    knowledge = random_knowledge()
+    items = patients(8)
+    for threshold, cut in ((knowledge_edges(knowledge) + 1, False), (knowledge_edges(knowledge), True)):
+        calls.clear()
+        model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, subgraph_min_edges=None)
+        spec = TrainingSpec(max_epochs=1, batch_size=4, hidden=16, subgraph_min_edges=threshold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(model, items, items[:4], knowledge, DIMS, spec, 3, progress=False)
+        assert bool(calls) is cut and model.subgraph_min_edges == threshold
