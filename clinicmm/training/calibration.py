@@ -3,12 +3,21 @@
 Pure numpy/pandas functions on ``probs`` (N, C) and integer labels ``y`` (N,). Confidence is the top-label
 probability ``probs.max(1)``; a prediction is correct when ``probs.argmax(1) == y``. Confidences fall into
 ``n_bins`` equal-width bins ``(lower, upper]`` over [0, 1] (a confidence of exactly 0 goes to the first bin).
+
+Temperature scaling (one parameter fitted on the validation split) fixes over- or under-confidence without
+changing any prediction; :class:`Calibration` bundles it with the conformal sets
+(:mod:`clinicmm.training.conformal`) and the abstention threshold, and turns probabilities into the columns
+a prediction carries: the top-3 differential, the prediction set and the decision.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
+
+from clinicmm.training.conformal import SplitConformal, set_metrics
 
 
 def _check(probs: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,3 +65,129 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
     used = bins[bins["count"] > 0]
     gap = (used["accuracy"] - used["confidence"]).abs() * used["count"]
     return float(gap.sum() / bins["count"].sum())
+
+
+# ------------------------------------------------------------------------------ temperature scaling
+
+def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)``: the same as dividing the logits by ``T`` (softmax forgets a per-row constant), so
+    it works on the probabilities a model already returns. The top class never changes; ``T > 1`` softens."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / float(temperature)
+    logp -= logp.max(axis=1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def _nll(logp: np.ndarray, y: np.ndarray, beta: float) -> float:
+    z = logp * beta
+    z -= z.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature that minimises the negative log-likelihood of ``y`` (Guo et al. 2017, "On calibration of
+    modern neural networks"). The NLL is convex in ``1 / T``, so a bounded scalar search finds the optimum.
+
+    When every prediction is right the likelihood keeps rising as ``T -> 0`` (ever sharper, never wrong on these
+    patients): there is nothing to learn, and sharpening would only make future mistakes confident, so ``T = 1``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    probs, y = _check(probs, y, 1)
+    if (probs.argmax(axis=1) == y).all():
+        return 1.0
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    res = minimize_scalar(lambda b: _nll(logp, y, b), bounds=(1.0 / bounds[1], 1.0 / bounds[0]), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(1.0 / res.x)
+
+
+# ------------------------------------------------------------------- what a prediction carries with it
+
+ABSTAIN = "abstain: refer for review"
+PREDICT = "predict"
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What turns a model's raw probabilities into ones a clinician can act on, stored beside the weights
+    (``calibration.json`` in the bundle): a temperature, a split-conformal set predictor and an optional
+    confidence threshold below which the answer is "abstain: refer for review". The default is the identity
+    (``T = 1``, no sets, never abstain), which is what a bundle saved before calibration existed loads as."""
+
+    temperature: float = 1.0
+    conformal: SplitConformal | None = None
+    abstain_below: float | None = None
+    validation: dict = field(default_factory=dict)  # val ECE before/after, n: what the fit saw (no patient data)
+
+    @classmethod
+    def fit(cls, probs: np.ndarray, y: np.ndarray, spec) -> Calibration:
+        """Fit on the validation split's raw probabilities; ``spec`` is a :class:`clinicmm.config.CalibrationSpec`."""
+        probs, y = _check(probs, y, 1)
+        temperature = fit_temperature(probs, y) if spec.temperature else 1.0
+        calibrated = temperature_scale(probs, temperature)
+        conformal = SplitConformal.fit(calibrated, y, spec.coverage, spec.score) if spec.coverage is not None else None
+        validation = {"n": int(len(y)), "ece_uncalibrated": expected_calibration_error(probs, y),
+                      "ece": expected_calibration_error(calibrated, y)}
+        return cls(temperature, conformal, spec.abstain_below, validation)
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (the identity when ``T = 1``)."""
+        probs = np.asarray(probs)
+        return probs if self.temperature == 1.0 or not len(probs) else temperature_scale(probs, self.temperature)
+
+    def columns(self, probs: np.ndarray, classes: list[str]) -> list[dict]:
+        """Per patient: the top-3 differential, the conformal set and the decision, from calibrated ``probs``."""
+        probs = np.asarray(probs, dtype=np.float64)
+        member = self.conformal.sets(probs) if self.conformal is not None else None
+        rows = []
+        for i, p in enumerate(probs):
+            order = np.argsort(-p, kind="stable")
+            rec = empty_columns()
+            for k, j in enumerate(order[:TOP_K], start=1):
+                rec[f"top{k}"], rec[f"top{k}_prob"] = classes[j], float(p[j])
+            if member is not None:
+                chosen = [classes[j] for j in order if member[i, j]]  # most probable first
+                rec["prediction_set"], rec["set_size"] = "+".join(chosen), len(chosen)
+            rec["decision"] = ABSTAIN if self.abstains(p[order[0]]) else PREDICT
+            rows.append(rec)
+        return rows
+
+    def abstains(self, top_probability: float | np.ndarray) -> np.ndarray:
+        """True where the calibrated top probability is below ``abstain_below`` (never without a threshold)."""
+        top = np.asarray(top_probability, dtype=np.float64)
+        return top < self.abstain_below if self.abstain_below is not None else np.zeros(top.shape, dtype=bool)
+
+    def test_metrics(self, probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """On calibrated ``probs`` of the test split: coverage vs its target, mean set size, abstention rate and
+        the accuracy of the predictions the model did not abstain on."""
+        out = {"temperature": self.temperature}
+        if not len(y):  # an empty test split: nothing to measure
+            return out
+        probs, y = _check(probs, y, 1)
+        if self.conformal is not None:
+            out |= {"coverage_target": self.conformal.coverage} | set_metrics(self.conformal.sets(probs), y)
+        kept = ~self.abstains(probs.max(axis=1))
+        out["abstention_rate"] = float(1.0 - kept.mean())
+        out["accuracy_non_abstained"] = float((probs[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else float("nan")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"temperature": self.temperature, "conformal": self.conformal.to_dict() if self.conformal else None,
+                "abstain_below": self.abstain_below, "validation": self.validation}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        temperature = float(data.get("temperature", 1.0))
+        abstain = data.get("abstain_below")
+        if not (np.isfinite(temperature) and temperature > 0) or (abstain is not None and not 0 < float(abstain) <= 1):
+            raise ValueError(f"Expected a positive temperature and abstain_below in (0, 1] or null (got {temperature!r}, {abstain!r})")
+        conformal = SplitConformal.from_dict(data["conformal"]) if data.get("conformal") else None
+        return cls(temperature, conformal, None if abstain is None else float(abstain), dict(data.get("validation", {})))
+
+
+def empty_columns() -> dict:
+    """The differential / set / decision columns of a patient that was not scored."""
+    top = {k: v for i in range(1, TOP_K + 1) for k, v in ((f"top{i}", ""), (f"top{i}_prob", np.nan))}
+    return top | {"prediction_set": "", "set_size": np.nan, "decision": ""}
