@@ -1,0 +1,1 @@
+"""Patient privacy: keyed pseudonyms for what reaches MLflow, DICOM and note de-identification."""

@@ -1,0 +1,309 @@
+"""``clinicmm deidentify IN OUT``: a de-identified copy of a DICOM tree or of a whole dataset.
+
+IN is a folder (or file) of DICOM, or a ``dataset.yaml``. For a dataset, OUT gets the DICOM tree, the labels,
+the notes table (text scrubbed, see :mod:`clinicmm.privacy.deid_notes`) and the genomics tables, every patient id
+replaced by its keyed pseudonym and every date moved by the patient's keyed day shift, plus a ``dataset.yaml``
+that trains exactly like the original. IN is only read; OUT must be new or empty. The per-file report names the
+source files and real ids, so it is written beside OUT (``OUT-deid-report.csv``), not inside it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from clinicmm.errors import ConfigError, InputError
+from clinicmm.privacy.deid_dicom import deidentify_file
+from clinicmm.privacy.deid_notes import scrub, shift_date_value, shift_dates
+from clinicmm.privacy.pseudonym import day_shift, pseudonym
+
+PSEUDONYM_PATTERN = r"^(P-[0-9a-f]{16})"
+COUNTS = ("removed", "emptied", "replaced", "uids_remapped", "dates_shifted", "sequences_cleaned", "private_removed", "names", "ids", "contacts")
+
+
+def _check_folders(sources: list[Path], out: Path) -> None:
+    out = out.resolve()
+    for src in sources:
+        src = src.resolve()
+        folder = src if src.is_dir() else src.parent
+        if out == folder or out.is_relative_to(folder) or folder.is_relative_to(out):
+            raise InputError(f"{out}: OUT overlaps the input {folder}; choose an OUT outside it (IN is never written to).")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: exists and is not an empty folder; choose a new OUT (nothing is overwritten).")
+
+
+def _files(root: Path) -> list[Path]:
+    return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def deidentify_dicom(root: Path, out: Path, key: bytes, patient_tag: str = "PatientID", progress: bool = True,
+                     base: Path | None = None):
+    """De-identify every file under ``root`` into ``out/<pseudonym>/<series UID>/<SOP UID>.dcm``.
+
+    The report's ``source`` is relative to ``root``, its ``output`` to ``base`` (default ``out``).
+
+    Returns (report rows, {patient id: {"names", "ids"}} found in the headers, for the notes).
+    """
+    from tqdm.auto import tqdm
+
+    rows, found = [], {}
+    files = _files(root)
+    for path in tqdm(files, desc="deidentify DICOM", unit="file", file=sys.stderr, disable=None if progress else True):
+        ds, row = deidentify_file(path, key, patient_tag)
+        row = {"kind": "dicom", "source": str(path.relative_to(root) if root.is_dir() else path.name), "output": ""} | row
+        if ds is not None:
+            target = out / row["pseudonym"] / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(target, enforce_file_format=False)
+            row["output"] = str(target.relative_to(base or out))
+            ids = found.setdefault(row["patient"], {"names": set(), "ids": set()})
+            for k in ("names", "ids"):
+                ids[k] |= row["_found"][k]
+        row.pop("_found", None)
+        rows.append(row)
+    return rows, found
+
+
+# -------------------------------------------------------------------------------------------- tables
+
+
+def _read(path: Path, encoding: str = "auto") -> pd.DataFrame:
+    import io
+
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".tab", ".txt", ".maf"):
+        lines = _decode(path.read_bytes(), encoding).splitlines(keepends=True)
+        start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))  # MAF '#version' lines
+        text = io.StringIO("".join(lines[start:]))
+        return pd.read_csv(text, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True, dtype=False).astype(str)
+    if suffix == ".parquet":
+        return pd.read_parquet(path).astype(str)
+    raise InputError(f"{path}: cannot read {suffix!r} tables; use .csv, .tsv, .jsonl or .parquet.")
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".tab", ".txt", ".maf"):
+        frame.to_csv(path, sep="\t", index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _column(frame: pd.DataFrame, name: str | None, path: Path, key: str) -> str | None:
+    if name is not None and name not in frame.columns:
+        raise InputError(f"{path}: no column {name!r} ({key}); columns are {', '.join(frame.columns[:12])}.")
+    return name
+
+
+class _Patients:
+    """Pseudonyms and day shifts by patient id, and what is known to identify each patient."""
+
+    def __init__(self, key: bytes, found: dict, known: dict[str, set[str]] | None = None):
+        self.key, self.found, self.known = key, found, known or {}
+
+    def pseudo(self, pid: str) -> str:
+        return pseudonym(pid, self.key) if pid else pid
+
+    def days(self, pid: str) -> int:
+        return day_shift(pid, self.key)
+
+    def names(self, pid: str) -> set[str]:
+        return self.found.get(pid, {}).get("names", set()) | self.known.get(pid, set())
+
+    def ids(self, pid: str) -> set[str]:
+        return self.found.get(pid, {}).get("ids", set())
+
+
+def deidentify_table(path: Path, out: Path, people: _Patients, patient_col: str, text_col: str | None = None,
+                     date_cols: tuple[str | None, ...] = (), encoding: str = "auto") -> dict:
+    """Pseudonymise the patient column, shift the date columns, scrub the text column; ids in other cells replaced."""
+    frame = _read(path, encoding)
+    _column(frame, patient_col, path, "patient column")
+    counts: Counter = Counter()
+    out_rows = []
+    for _, row in frame.iterrows():
+        pid = str(row[patient_col]).strip()
+        names = people.names(pid)
+        new = row.copy()
+        for col in frame.columns:
+            value = str(row[col])
+            if col == patient_col:
+                new[col] = people.pseudo(pid)
+            elif col == text_col:
+                new[col] = scrub(value, people.days(pid), names, people.ids(pid), {pid: people.pseudo(pid)}, counts)
+            elif col in date_cols:
+                new[col] = shift_date_value(value, people.days(pid))
+                counts["dates_shifted"] += bool(value)
+            else:  # ids inside other cells (a note id 'MRN-N1'), dates in undeclared date columns
+                new[col] = shift_dates(value.replace(pid, people.pseudo(pid)) if pid else value, people.days(pid), counts)
+        out_rows.append(new)
+    _write(pd.DataFrame(out_rows, columns=frame.columns), out)
+    return {"kind": "table", "source": str(path), "output": str(out), "status": "written", "reason": f"{len(frame)} rows"} | dict(counts)
+
+
+def _decode(data: bytes, encoding: str) -> str:
+    if encoding != "auto":
+        return data.decode(encoding, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        return str(best) if best is not None else data.decode("utf-8", errors="replace")
+
+
+def deidentify_note_folder(root: Path, out: Path, people: _Patients, spec) -> dict:
+    """Notes as ``root/<patient id>/<note file>``: folders renamed to the pseudonym, dates in file names shifted,
+    texts scrubbed and written as UTF-8."""
+    counts, n = Counter(), 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        pid = folder.name
+        for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
+            name = shift_dates(file.name.replace(pid, people.pseudo(pid)), people.days(pid), counts)
+            text = scrub(_decode(file.read_bytes(), spec.encoding), people.days(pid), people.names(pid), people.ids(pid),
+                         {pid: people.pseudo(pid)}, counts)
+            target = out / people.pseudo(pid) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            n += 1
+    return {"kind": "table", "source": str(root), "output": str(out), "status": "written", "reason": f"{n} note files"} | dict(counts)
+
+
+def _sample_patient(pattern: str | None):
+    rx = re.compile(pattern) if pattern else None
+
+    def split(sample: str) -> tuple[str, int, int]:
+        m = rx.search(sample) if rx else None
+        return (m.group(1), m.start(1), m.end(1)) if m else (sample, 0, len(sample))
+
+    return split
+
+
+def _pseudo_sample(sample: str, people: _Patients, split) -> str:
+    pid, a, b = split(sample)
+    return sample[:a] + people.pseudo(pid) + sample[b:]
+
+
+def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
+    """Sample ids (and the patient id inside them) pseudonymised in the expression matrix and the MAF."""
+    split, rows = _sample_patient(spec.genomics.patient_id_pattern), []
+    if spec.genomics.expression is not None:
+        e = spec.genomics.expression
+        src, frame = spec.resolve(e.path), _read(spec.resolve(e.path))
+        if e.orientation == "samples_x_genes":
+            frame[e.sample_column] = [_pseudo_sample(s, people, split) for s in frame[_column(frame, e.sample_column, src, "sample_column")]]
+        else:
+            frame.columns = [frame.columns[0], *(_pseudo_sample(c, people, split) for c in frame.columns[1:])]
+        _write(frame, out / src.name)
+        rows.append({"kind": "table", "source": str(src), "output": str(out / src.name), "status": "written", "reason": f"{len(frame)} rows"})
+    if spec.genomics.mutations is not None:
+        m = spec.genomics.mutations
+        src, frame = spec.resolve(m.path), _read(spec.resolve(m.path))
+        frame[m.sample_column] = [_pseudo_sample(s, people, split) for s in frame[_column(frame, m.sample_column, src, "sample_column")]]
+        _write(frame, out / src.name)
+        rows.append({"kind": "table", "source": str(src), "output": str(out / src.name), "status": "written", "reason": f"{len(frame)} rows"})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def read_names(path: Path) -> dict[str, set[str]]:
+    """A names table: the first column the patient id, every other column a name (or its parts) of that patient."""
+    frame = _read(Path(path))
+    if frame.shape[1] < 2:
+        raise InputError(f"{path}: a names table needs a patient id column and at least one name column.")
+    names: dict[str, set[str]] = {}
+    for row in frame.itertuples(index=False):
+        parts = {p for v in row[1:] for p in str(v).replace("^", " ").replace(",", " ").split() if len(p) >= 2}
+        names.setdefault(str(row[0]).strip(), set()).update(parts)
+    return names
+
+
+def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = None) -> tuple[list[dict], dict]:
+    data = spec.model_dump(mode="json", exclude_none=True)
+    rows, found = [], {}
+    if spec.imaging is not None:
+        rows, found = deidentify_dicom(spec.resolve(spec.imaging.root), out / "dicom", key, spec.imaging.patient_tag, progress, out)
+        data["imaging"]["root"] = "dicom"
+    people = _Patients(key, found, known)
+    if spec.labels is not None:
+        src = spec.resolve(spec.labels.path)
+        rows.append(deidentify_table(src, out / src.name, people, spec.labels.patient_column, date_cols=(spec.labels.date_column,)))
+        data["labels"]["path"] = src.name
+    if spec.notes is not None:
+        src = spec.resolve(spec.notes.path)
+        if src.is_dir():
+            rows.append(deidentify_note_folder(src, out / "notes", people, spec.notes))
+            data["notes"]["path"] = "notes"
+        else:
+            n = spec.notes
+            rows.append(deidentify_table(src, out / src.name, people, n.patient_column, n.text_column, (n.date_column,),
+                                         encoding=n.encoding))
+            data["notes"]["path"] = src.name
+        data["notes"]["encoding"] = "auto"  # written as UTF-8
+    if spec.genomics is not None:
+        rows += deidentify_genomics(spec, out, people)
+        for part in ("expression", "mutations"):
+            if part in data["genomics"]:
+                data["genomics"][part]["path"] = Path(data["genomics"][part]["path"]).name
+        if spec.genomics.patient_id_pattern:
+            data["genomics"]["patient_id_pattern"] = PSEUDONYM_PATTERN
+    (out / "dataset.yaml").write_text("# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted.\n"
+                                      + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return rows, data
+
+
+def deidentify(src: Path, out: Path, key: bytes, report: Path | None = None, progress: bool = True,
+               names: Path | None = None) -> dict:
+    """De-identify ``src`` (a DICOM folder/file or a dataset.yaml) into ``out``; returns counts and the report path.
+
+    ``names``: a table of known patient names (see :func:`read_names`) scrubbed from notes besides the DICOM ones.
+    """
+    from clinicmm.config import load_dataset
+
+    src, out = Path(src), Path(out)
+    is_dataset = src.is_file() and src.suffix.lower() in (".yaml", ".yml")
+    spec = load_dataset(src) if is_dataset else None
+    roots = [src] if spec is None else [spec.base_dir] + [spec.resolve(p) for p in _declared(spec)]
+    _check_folders(roots, out)
+    report = Path(report) if report else out.parent / f"{out.name}-deid-report.csv"
+    if report.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"{report}: the report names source files and real ids; write it outside OUT.")
+    out.mkdir(parents=True, exist_ok=True)
+    if spec is None:
+        rows, _ = deidentify_dicom(src, out, key, progress=progress)
+    else:
+        rows, _ = _dataset(spec, out, key, progress, read_names(names) if names else None)
+    frame = pd.DataFrame(rows)
+    for c in COUNTS:
+        frame[c] = frame[c].fillna(0).astype(int) if c in frame.columns else 0
+    report.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(report, index=False)
+    dicom = frame[frame["kind"] == "dicom"]
+    return {
+        "report": str(report),
+        "dicom": {s: int((dicom["status"] == s).sum()) for s in ("written", "refused", "skipped", "failed")},
+        "patients": int(dicom["pseudonym"].nunique()) if "pseudonym" in dicom else 0,
+        "tables": int((frame["kind"] == "table").sum()),
+        "counts": {c: int(frame[c].sum()) for c in COUNTS},
+    }
+
+
+def _declared(spec) -> list[Path]:
+    from clinicmm.config import _declared_paths
+
+    return [p for _, p in _declared_paths(spec)]
