@@ -1,0 +1,114 @@
+"""External validation: a registered model scores a second, labelled dataset, reported apart from the
+internal test split.
+
+The second dataset is read like ``predict`` reads one (no split), checked against the workflow's own cohort
+(an image or note found in both is a leak: ``StageError``), scored by the registered model
+(``models:/NAME@ALIAS`` through MLflow, exactly as in production) and compared with its labels. Results go to
+``workdir/external/<dataset name>/`` (metrics, confusion matrix, predictions) and to an MLflow run of its own,
+tagged ``clinicmm.evaluation = external``, never to the internal evaluate stage's runs or files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.errors import ConfigError, ModelError, StageError
+from clinicmm.keys import Col, Status
+
+log = logging.getLogger("clinicmm")
+
+
+def _check_overlap(wf, cohort) -> list[str]:
+    from clinicmm.cohort import Cohort
+    from clinicmm.evaluation.leakage import overlap_leaks, render
+
+    if not (wf.work / "ingest" / "cohort.parquet").is_file():
+        return ["internal cohort not ingested: overlap with the training data not checked"]
+    leaks, notes = overlap_leaks(Cohort.load(wf.work / "ingest"), cohort)
+    if leaks:
+        raise StageError(render(leaks, "external dataset", "it and the workflow's own dataset"))
+    return notes
+
+
+def _score(model_uri: str, cohort, patients: list[str]) -> pd.DataFrame:
+    import mlflow.pyfunc
+
+    from clinicmm.predict import cohort_frame
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # MLflow raises several types for a bad URI
+        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
+    return model.predict(cohort_frame(cohort, patients))
+
+
+def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[str, float], np.ndarray, list[str]]:
+    """Metrics of the scored rows whose label the model knows; counts of the rest; (metrics, confusion, classes)."""
+    from clinicmm.training.calibration import expected_calibration_error
+    from clinicmm.training.metrics import classification_metrics, confusion
+
+    classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
+    scored = preds[preds["status"] == "scored"]
+    truth = scored["patient_id"].map(labels)
+    known = truth.isin(classes)
+    y = np.array([classes.index(t) for t in truth[known]])
+    probs = np.array(scored.loc[known, [f"prob_{c}" for c in classes]].to_numpy(dtype=float))  # writable, for torch
+    counts = {"n_patients": float(len(preds)), "n_scored": float(len(scored)), "n_evaluated": float(len(y)),
+              "n_label_unknown_to_model": float((~known).sum())}
+    if len(y) == 0:
+        raise StageError("external dataset: no scored patient has a label the model knows "
+                         f"(model classes: {', '.join(classes)}); check labels.label_column and the label codes.")
+    metrics = classification_metrics(y, probs, classes) | {"ece": expected_calibration_error(probs, y)}
+    return counts | metrics, confusion(y, probs.argmax(1), len(classes)), classes
+
+
+def evaluate_external(wf, dataset_path: Path, model_uri: str | None = None) -> dict:
+    """Score a labelled second dataset with a registered model; write and log the results apart."""
+    from clinicmm.cohort import build_cohort
+    from clinicmm.config import load_dataset
+    from clinicmm.tracking.plots import confusion_png
+
+    spec = load_dataset(dataset_path)
+    if spec.labels is None:
+        raise ConfigError(f"{dataset_path}: external validation needs labels; add a 'labels' section (or use `clinicmm predict`).")
+    model_uri = model_uri or f"models:/{wf.tracking.registered_model}@{wf.tracking.alias}"
+    cohort = build_cohort(spec, split=False)
+    notes = _check_overlap(wf, cohort)
+    m = cohort.manifest
+    usable = m[(m[Col.STATUS] == Status.OK) & (m[Col.LABEL] != "")]
+    if usable.empty:
+        raise StageError(f"{dataset_path}: no usable labelled patient; see `clinicmm ingest {dataset_path}` for why.")
+    preds = _score(model_uri, cohort, usable[Col.PATIENT].tolist())
+    metrics, cm, classes = external_metrics(preds, dict(zip(usable[Col.PATIENT], usable[Col.LABEL])))
+    out = wf.work / "external" / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    preds.to_csv(out / "predictions.csv", index=False)  # local file, like predict's; never logged to MLflow
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    title = f"external {spec.name}: {model_uri} (n={int(metrics['n_evaluated'])})"
+    png = confusion_png(cm, classes, title, out / "confusion.png")
+    result = {"dataset": spec.name, "model_uri": model_uri, "folder": str(out), "metrics": metrics, "notes": notes}
+    result["run_id"] = _log(wf, spec.name, model_uri, metrics, [png, out / "metrics.json"], cohort)
+    return result
+
+
+def _log(wf, name: str, model_uri: str, metrics: dict[str, float], files: list[Path], cohort) -> str:
+    """A run of its own in the workflow's experiment, tagged external (counts, metrics, plots; no ids)."""
+    import mlflow
+
+    from clinicmm import __version__
+    from clinicmm.tracking.runs import dataset_digest
+    from clinicmm.tracking.setup import configure, experiment_id
+
+    exp = experiment_id(wf.tracking.experiment, configure(wf.tracking))
+    tags = {"clinicmm.evaluation": "external", "clinicmm.stage": "external", "clinicmm.version": __version__,
+            "clinicmm.model_uri": model_uri, "clinicmm.external_dataset": name, "clinicmm.dataset_digest": dataset_digest(cohort)}
+    with mlflow.start_run(experiment_id=exp, run_name=f"external: {name}", tags=tags) as run:
+        mlflow.log_metrics({f"external_{k}": v for k, v in metrics.items() if v == v})
+        for f in files:
+            mlflow.log_artifact(str(f), "external")
+    return run.info.run_id

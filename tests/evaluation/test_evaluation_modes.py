@@ -1,0 +1,148 @@
+"""Leave-one-site-out, robustness and external validation on one tiny trained workflow (in process)."""
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from clinicmm.errors import StageError
+
+MODELS = ["omics", "concat"]
+
+
+@pytest.fixture(scope="module")
+def trained(small_demo, tmp_path_factory, one_thread):
+    from clinicmm.config import load_workflow
+    from clinicmm.tracking.setup import configure
+    from clinicmm.workflow import encode_stage, evaluate_stage, ingest_stage, register_stage, train_stage
+
+    root = tmp_path_factory.mktemp("modes")
+    data = root / "data"
+    shutil.copytree(small_demo[0].parent, data)
+    labels = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
+    labels["site"] = [f"H{i % 4}" for i in range(len(labels))]
+    labels.to_csv(data / "labels.csv", index=False)
+    cfg = yaml.safe_load((data / "dataset.yaml").read_text())
+    cfg["labels"]["site_column"] = "site"
+    cfg["split"] = {"leave_one_site_out": True}
+    (data / "dataset.yaml").write_text(yaml.safe_dump(cfg))
+    wf_cfg = {
+        "name": "modes", "dataset": str(data / "dataset.yaml"), "workdir": str(root / "work"),
+        "encoders": {"image": {"spatial_size": [8, 16, 16]}},
+        "models": MODELS, "primary_model": "concat",
+        "training": {"max_epochs": 3, "patience": 2, "hidden": 16},
+        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "modes", "registered_model": "modes"},
+    }
+    (root / "wf.yaml").write_text(yaml.safe_dump(wf_cfg))
+    wf = load_workflow(root / "wf.yaml")
+    configure(wf.tracking)
+    ingest_stage(wf)
+    encode_stage(wf)
+    train_stage(wf, progress=False)
+    evaluate_stage(wf)
+    register_stage(wf)
+    return wf, labels.set_index("patient_id")["site"]
+
+
+def _runs(wf, stage):
+    from mlflow import MlflowClient
+
+    from clinicmm.tracking.runs import read_runs
+
+    client = MlflowClient(read_runs(wf)["tracking_uri"])
+    exp = client.get_experiment_by_name(wf.tracking.experiment)
+    return client, client.search_runs([exp.experiment_id], f"tags.`clinicmm.stage` = '{stage}'")
+
+
+def test_leave_one_site_out_reports_every_site_for_every_model(trained):
+    wf, sites = trained
+    table = pd.read_csv(wf.work / "evaluate" / "sites" / "leave_one_site_out.csv")
+    assert sorted(table["site"].unique()) == sorted(sites.unique())
+    assert sorted(table["model"].unique()) == sorted(MODELS) and len(table) == 4 * len(MODELS)
+    assert (table["n_test"] > 0).all() and table["macro_f1"].between(0, 1).all()
+    _, found = _runs(wf, "leave_one_site_out")
+    assert found and "omics.mean_site_macro_f1" in found[0].data.metrics
+
+
+def _cache_listing(wf):
+    root = wf.work / "cache"
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+
+
+def test_perturbations_change_only_their_modality_and_skip_the_cache(trained):
+    from clinicmm.evaluation.robustness import PERTURBATIONS, variants
+    from clinicmm.workflow import TrainingData
+
+    wf, _ = trained
+    before = _cache_listing(wf)
+    versions = variants(TrainingData(wf), list(PERTURBATIONS), seed=0)
+    assert _cache_listing(wf) == before and before  # nothing read into or written to the clean inputs' cache
+    _, clean = versions["clean"]
+    for name, (modality, enc) in versions.items():
+        if name == "clean":
+            continue
+        has = clean.has(modality)
+        changed = ~np.isclose(np.nan_to_num(enc.vectors[modality], nan=1e9), np.nan_to_num(clean.vectors[modality], nan=1e9)).all(axis=1)
+        assert changed[has].any(), name
+        for other in set(clean.vectors) - {modality}:
+            np.testing.assert_array_equal(enc.vectors[other], clean.vectors[other])
+        if name.startswith("no_"):
+            assert not enc.has(modality).any() and not any(enc.links[modality])
+
+
+def test_robustness_table_is_written_and_logged(trained):
+    from clinicmm.evaluation.robustness import robustness_stage
+
+    wf, _ = trained
+    table = robustness_stage(wf, ["image_noise", "no_omics"])
+    assert set(table["model"]) == set(MODELS)
+    assert set(table["perturbation"]) == {"clean", "image_noise", "no_omics"}
+    clean = table[table["perturbation"] == "clean"]
+    assert (clean["macro_f1_drop"] == 0).all()
+    for _, r in table.iterrows():
+        base = clean.set_index("model").loc[r["model"], "macro_f1"]
+        assert r["macro_f1_drop"] == pytest.approx(base - r["macro_f1"])
+    out = wf.work / "robustness"
+    assert "| image_noise |" in (out / "robustness.md").read_text() and (out / "robustness.png").is_file()
+    client, found = _runs(wf, "robustness")
+    assert found[0].data.tags["clinicmm.evaluation"] == "robustness"
+    assert "omics.no_omics.macro_f1_drop" in found[0].data.metrics
+    assert {a.path for a in client.list_artifacts(found[0].info.run_id, "robustness")} >= {"robustness/robustness.csv"}
+
+
+def test_unknown_perturbation_is_a_config_error(trained):
+    from clinicmm.errors import ConfigError
+    from clinicmm.evaluation.robustness import robustness_stage
+
+    with pytest.raises(ConfigError, match="valid names: image_noise"):
+        robustness_stage(trained[0], ["image_blur"])
+
+
+def test_external_validation_scores_a_second_dataset_apart(trained, tmp_path):
+    from clinicmm.demo.generator import generate_demo
+    from clinicmm.evaluation.external import evaluate_external
+
+    wf, _ = trained
+    other = generate_demo(tmp_path / "other", patients=12, seed=11, slices=8, size=32)
+    result = evaluate_external(wf, other)
+    m = result["metrics"]
+    assert m["n_evaluated"] > 0 and 0 <= m["accuracy"] <= 1
+    folder = wf.work / "external" / "demo"
+    assert (folder / "metrics.json").is_file() and (folder / "confusion.png").is_file()
+    assert not (wf.work / "evaluate" / "external").exists()
+    client, found = _runs(wf, "external")
+    assert found[0].data.tags["clinicmm.evaluation"] == "external"
+    assert found[0].data.tags["clinicmm.model_uri"] == "models:/modes@champion"
+    assert "external_accuracy" in found[0].data.metrics
+    assert all("DEMO-" not in v for v in found[0].data.tags.values())
+
+
+def test_external_data_that_overlaps_the_training_data_is_refused(trained):
+    from clinicmm.evaluation.external import evaluate_external
+
+    wf, _ = trained
+    with pytest.raises(StageError, match=r"(?s)external dataset: leakage between it and the workflow.s own dataset.*- image: series in"):
+        evaluate_external(wf, wf.dataset_path)
