@@ -1,0 +1,308 @@
+"""Running one workflow across several processes: rank discovery, encoding sharded by rank, rank-0 duties.
+
+clinicmm does not launch processes itself: ``torchrun`` (or a cluster launcher such as ``srun``) starts one
+process per device and sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT``.
+:func:`init` then joins ``torch.distributed`` (gloo on CPU, NCCL for CUDA tensors) so that the encode stage can
+wait for the other ranks, and Lightning's DDP strategy reuses that same process group for training.
+
+Encoding is split by rank: rank ``r`` of ``W`` encodes the patients at positions ``r, r + W, r + 2W ...`` of the
+cohort's (deterministic) patient list and writes its shard under ``encode/shards/W-r/``; the shard's
+``shard.json`` is written last and atomically, so a rank that died leaves no record and its shard is encoded
+again on the rerun, while finished shards are read back. Rank 0 then checks that every patient was encoded
+exactly once and merges the shards in cohort order. Without a launcher every function here is a no-op (one
+process, rank 0), so the single-machine path is unchanged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from clinicmm.cache import atomic_write_bytes
+from clinicmm.config import TrainingSpec
+from clinicmm.errors import ConfigError, StageError
+
+log = logging.getLogger("clinicmm")
+
+TIMEOUT_ENV = "CLINICMM_DIST_TIMEOUT_S"
+# a rank may wait at a barrier while another encodes a large shard: far longer than torch's 30-minute default
+DEFAULT_TIMEOUT_S = 6 * 3600
+SHARD_RECORD = "shard.json"
+
+
+# ------------------------------------------------------------------------------------------- ranks
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world_size() -> int:
+    """Number of processes of this run (``torch.distributed`` if joined, else ``WORLD_SIZE``, else 1)."""
+    dist = _dist()
+    return dist.get_world_size() if dist else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """Global rank of this process (0 without a launcher)."""
+    dist = _dist()
+    if dist:
+        return dist.get_rank()
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    # Lightning's own launcher sets LOCAL_RANK / NODE_RANK only
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or 1
+    return int(os.environ.get("NODE_RANK", "0")) * per_node + local
+
+
+def is_zero() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """True when a launcher (torchrun, or any that sets WORLD_SIZE) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def requested_processes(spec: TrainingSpec) -> int | None:
+    """``devices`` x ``num_nodes`` as a process count, or None where Lightning decides (``auto``, ``-1``)."""
+    devices = spec.devices
+    if isinstance(devices, list):
+        n = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        n = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        n = int(devices)
+    elif isinstance(devices, str) and "," in devices:
+        n = len([d for d in devices.split(",") if d.strip()])
+    else:
+        return None
+    return n * spec.num_nodes
+
+
+def check_launch(spec: TrainingSpec, source: object = "workflow YAML") -> None:
+    """Fail early, with the command to use, when the YAML asks for more processes than were launched.
+
+    Lightning would otherwise re-run the whole ``clinicmm`` command in child processes (its subprocess launcher),
+    repeating every stage before training in each of them.
+    """
+    wanted = requested_processes(spec)
+    spawns = spec.strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))
+    have = int(os.environ.get("WORLD_SIZE", "1"))
+    if wanted is None or spawns:
+        return
+    if not launched() and wanted > 1:
+        raise ConfigError(
+            f"{source}: training.devices {spec.devices!r} x training.num_nodes {spec.num_nodes} asks for {wanted} "
+            f"processes; start them with a launcher, e.g. `torchrun --nproc_per_node {wanted // spec.num_nodes} "
+            f"-m clinicmm run WORKFLOW.yaml`, or set training.strategy: ddp_spawn to let Lightning spawn them for "
+            "the fit only."
+        )
+    if launched() and wanted != have:
+        raise ConfigError(
+            f"{source}: the launcher started {have} processes but training.devices {spec.devices!r} x "
+            f"training.num_nodes {spec.num_nodes} = {wanted}. Set devices to the processes per node "
+            "(torchrun's --nproc_per_node) and num_nodes to the number of nodes (--nnodes)."
+        )
+
+
+def backend(spec: TrainingSpec) -> str:
+    """gloo on CPU; gloo for CPU tensors plus NCCL for CUDA tensors when training on GPUs."""
+    import torch
+
+    if spec.accelerator in ("cpu",) or not torch.cuda.is_available():
+        return "gloo"
+    return "cpu:gloo,cuda:nccl"
+
+
+def init(spec: TrainingSpec, source: object = "workflow YAML") -> bool:
+    """Join the launcher's process group (once); returns True when this process is one of several.
+
+    Ranks above 0 log warnings only, so the console shows each message once.
+    """
+    if not launched():
+        return False
+    check_launch(spec, source)
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        chosen = backend(spec)
+        if "nccl" in chosen:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+        dist.init_process_group(backend=chosen, timeout=timeout)
+        atexit.register(_leave)
+    if not is_zero():
+        logging.getLogger("clinicmm").setLevel(logging.WARNING)
+    return True
+
+
+def _leave() -> None:
+    dist = _dist()
+    if dist:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    dist = _dist()
+    if dist:
+        dist.barrier()
+
+
+def agree(value):
+    """Rank 0's ``value`` on every rank (e.g. whether a stage is up to date), so all ranks take the same path."""
+    dist = _dist()
+    if not dist:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ------------------------------------------------------------------------------------ sharded encode
+
+
+def shard(patients: list[str], r: int, world: int) -> list[str]:
+    """The patients rank ``r`` of ``world`` encodes: every ``world``-th from position ``r`` (balanced, fixed)."""
+    if not 0 <= r < world:
+        raise ValueError(f"Expected 0 <= rank < world size (got rank {r}, world size {world})")
+    return patients[r::world]
+
+
+def shard_dir(folder: Path, r: int, world: int) -> Path:
+    return Path(folder) / f"{world}-{r}"
+
+
+def _finished(folder: Path, key: str, patients: list[str]) -> bool:
+    path = folder / SHARD_RECORD
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return False
+    return record.get("key") == key and record.get("patients") == len(patients)
+
+
+def encode_shard(cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int):
+    """Encode rank ``r``'s shard (or read it back when already finished with the same ``key``)."""
+    from clinicmm.evidence import EncodedCohort, encode_cohort
+
+    mine = shard(patients, r, world)
+    out = shard_dir(folder, r, world)
+    if _finished(out, key, mine):
+        log.info("encode: shard %d of %d already finished, read back", r, world)
+        return EncodedCohort.load(out)
+    (out / SHARD_RECORD).unlink(missing_ok=True)
+    encoded = encode_cohort(cohort, featurizer, mine)
+    encoded.save(out)
+    record = {"key": key, "rank": r, "world_size": world, "patients": len(mine), "digest": encoded.content_digest()}
+    atomic_write_bytes(out / SHARD_RECORD, json.dumps(record).encode())  # last: the shard counts as finished
+    return encoded
+
+
+def merge_shards(folder: Path, patients: list[str], key: str, world: int):
+    """Rank 0: read every shard, check each patient was encoded exactly once, merge in ``patients`` order."""
+    from clinicmm.evidence import EncodedCohort
+
+    parts = []
+    for r in range(world):
+        out = shard_dir(folder, r, world)
+        if not _finished(out, key, shard(patients, r, world)):
+            raise StageError(
+                f"{out}: encode shard {r} of {world} is missing or unfinished (rank {r} failed?). "
+                "Rerun the same command: finished shards are read back, this one is encoded again."
+            )
+        parts.append(EncodedCohort.load(out))
+    check_exactly_once(patients, [p.patients for p in parts])
+    return _concat(parts, patients)
+
+
+def check_exactly_once(patients: list[str], shards: list[list[str]]) -> None:
+    """StageError unless the shards together hold every patient of ``patients`` once and nobody else."""
+    seen: dict[str, int] = {}
+    for ids in shards:
+        for p in ids:
+            seen[p] = seen.get(p, 0) + 1
+    twice = sorted(p for p, n in seen.items() if n > 1)
+    missing = sorted(set(patients) - set(seen))
+    extra = sorted(set(seen) - set(patients))
+    for problem, ids in (("encoded more than once", twice), ("not encoded", missing), ("not in the cohort", extra)):
+        if ids:
+            raise StageError(
+                f"encode shards: {len(ids)} patient(s) {problem} (e.g. {', '.join(ids[:3])}). Delete the "
+                "workdir's encode/shards folder and rerun the encode stage."
+            )
+
+
+def _concat(parts: list, patients: list[str]):
+    """One EncodedCohort from shards; a modality a shard lacks (a 1-column NaN block) is widened to NaN rows."""
+    from clinicmm.evidence import EncodedCohort
+
+    order = {p: i for i, p in enumerate(patients)}
+    rows = np.array([order[p] for part in parts for p in part.patients])
+    vectors, links, stats = {}, {}, {}
+    for m in parts[0].vectors:
+        dim = max(part.vectors[m].shape[1] for part in parts)
+        stacked = np.concatenate([_widen(part.vectors[m], dim) for part in parts])
+        vectors[m] = np.empty_like(stacked)
+        vectors[m][rows] = stacked
+        flat = [link for part in parts for link in part.links[m]]
+        links[m] = [flat[i] for i in np.argsort(rows)]
+        stats[m] = {}
+        for part in parts:
+            for k, v in part.stats.get(m, {}).items():
+                stats[m][k] = stats[m].get(k, 0) + v
+    failures = [f for part in parts for f in part.failures]
+    return EncodedCohort(list(patients), vectors, links, failures, stats)
+
+
+def _widen(v: np.ndarray, dim: int) -> np.ndarray:
+    if v.shape[1] == dim:
+        return v
+    if not np.isnan(v).all():
+        raise StageError(f"encode shards disagree on an embedding size ({v.shape[1]} vs {dim}): rerun the encode stage.")
+    return np.full((len(v), dim), np.nan, dtype=v.dtype)
+
+
+def encode_sharded(cohort, featurizer, patients: list[str], folder: Path, key: str):
+    """This rank's shard, then (rank 0) the checked merge of all shards; ``None`` on the other ranks."""
+    r, world = rank(), world_size()
+    encode_shard(cohort, featurizer, patients, folder, key, r, world)
+    barrier()
+    return merge_shards(folder, patients, key, world) if r == 0 else None
+
+
+# ------------------------------------------------------------------------------------- stages, resume
+
+# the stages every rank takes part in (the others run on rank 0 alone)
+EVERY_RANK = ("encode", "train")
+
+
+def checkpoint_dir(wf, model: str) -> Path:
+    """Where the fit of ``model`` keeps Lightning's ``last.ckpt`` until the train stage finishes.
+
+    Keyed by the clinicmm version, the encode stage's record and the training settings, so a rerun after a
+    crash or a pre-emption resumes its own fit and never one trained on other data, settings or code.
+    """
+    from clinicmm import __version__, stages
+    from clinicmm.cache import digest_bytes
+    from clinicmm.config import dump
+
+    key = digest_bytes(__version__, stages._nonce(wf, "encode"), json.dumps(dump(wf.training), sort_keys=True), model)
+    return wf.work / "checkpoints" / model / key[:16]
+
+
+def drop_checkpoints(wf) -> None:
+    """Remove the train stage's checkpoints once every model is saved (rank 0)."""
+    import shutil
+
+    shutil.rmtree(wf.work / "checkpoints", ignore_errors=True)
