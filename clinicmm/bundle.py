@@ -3,6 +3,7 @@
 ```
 bundle/
   model.json          name, classes, dims, hyper-parameters, encoder specs and fingerprints, scalers
+  calibration.json    temperature, conformal threshold and abstention threshold fitted on the val split
   weights.safetensors the fusion model's weights (no pickle: nothing runs code when loaded)
   genomics.json       the genomics preprocessor fitted on the train split (absent without genomics)
   graph/              the knowledge graph the model was trained on
@@ -22,6 +23,7 @@ from clinicmm import __version__
 from clinicmm.cache import atomic_write_bytes
 from clinicmm.config import EncodersSpec
 from clinicmm.errors import ClinicmmError, ModelError
+from clinicmm.training.calibration import Calibration
 from clinicmm.training.data import Standardizer, class_nodes
 
 
@@ -39,6 +41,7 @@ class ModelBundle:
     knowledge: object  # KnowledgeGraph
     genomics: dict | None = None
     extra: dict = field(default_factory=dict)
+    calibration: Calibration = field(default_factory=Calibration)  # identity for bundles saved before calibration
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
@@ -83,6 +86,7 @@ class ModelBundle:
             "extra": self.extra,
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
         save_file({k: v.contiguous() for k, v in self.state_dict.items()}, str(folder / "weights.safetensors"))
         if self.genomics is not None:
             atomic_write_bytes(folder / "genomics.json", json.dumps(self.genomics).encode())
@@ -121,4 +125,15 @@ class ModelBundle:
             knowledge=kg,
             genomics=genomics,
             extra=meta.get("extra", {}),
+            calibration=_load_calibration(folder / "calibration.json"),
         )
+
+
+def _load_calibration(path: Path) -> Calibration:
+    """The bundle's calibration; the identity when the file is absent (a bundle from before calibration)."""
+    if not path.is_file():
+        return Calibration()
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path}: damaged calibration ({exc}). Train and register the model again.") from exc

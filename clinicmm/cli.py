@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from clinicmm import distributed
 from clinicmm.errors import ClinicmmError
 
 app = typer.Typer(
@@ -162,7 +163,66 @@ def _workflow(path: Path):
 
     wf = load_workflow(path)
     configure(wf.tracking)
+    if distributed.init(wf.training, path) and not distributed.is_zero():  # started by torchrun or srun
+        out.quiet = True  # one console report, from rank 0
     return wf
+
+
+@app.command("finetune-text")
+@handled
+def finetune_text_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True) -> None:
+    """Fine-tune the note encoder with LoRA (peft) on the train split's notes; needs encoders.text.lora.
+
+    Writes the adapter to WORKDIR/finetune_text/adapter (or encoders.text.adapter_path); the encode stage then
+    merges it into the model and, its fingerprint having changed, recomputes the note embeddings.
+    Example (with [bold]lora: {r: 8, epochs: 2}[/] under encoders.text): [bold]clinicmm finetune-text workflows/demo.yaml[/]
+    """
+    from clinicmm.text.finetune import finetune_text
+
+    r = finetune_text(_workflow(workflow), progress)
+    out.print(f"finetune-text: {r['notes']} train notes, loss {r['epoch_loss'][0]:.3f} → {r['epoch_loss'][-1]:.3f}; "
+              f"adapter [bold]{r['adapter']}[/]", soft_wrap=True)
+
+
+@app.command("train-image")
+@handled
+def train_image_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True) -> None:
+    """Train the image network (+ a linear head) on the train split's labels; needs encoders.image.train.
+
+    The validation split picks the best epoch (early stopping); the train split is augmented (MONAI random flips,
+    affine, intensity). Preprocessed volumes are cached under WORKDIR/cache/image_preprocessed, so later epochs
+    and reruns decode no DICOM. Writes WORKDIR/train_image/weights.safetensors, which the encode stage loads
+    (the image embeddings are then recomputed), and an MLflow run "train-image".
+    Example (with [bold]train: {epochs: 10}[/] under encoders.image): [bold]clinicmm train-image workflows/demo.yaml[/]
+    """
+    from clinicmm.imaging.train import train_image
+
+    r = train_image(_workflow(workflow), progress)
+    h, s = r["history"], r["series"]
+    out.print(f"train-image: {s['train']} train / {s['val']} val series ({s['decoded']} decoded, {s['cached']} from "
+              f"cache, {s['failed']} failed), {len(h)} epochs, train loss {h[0]['train_loss']:.3f} → "
+              f"{h[-1]['train_loss']:.3f}, best epoch {r['best_epoch']}; weights [bold]{r['weights']}[/]", soft_wrap=True)
+
+
+@app.command("explain")
+@handled
+def explain_cmd(
+    workflow: ExistingFile,
+    patient: Annotated[str, typer.Option("--patient", help="The patient id (column patient_id of the labels).")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG (default WORKDIR/explain).")] = None,
+) -> None:
+    """Grad-CAM of a patient's image: a PNG of the most salient slice, logged to the train-image MLflow run.
+
+    Explains the trained image encoder's own classifier, so it needs [bold]clinicmm train-image[/] first (an
+    untrained encoder's saliency is not meaningful). The file is named by the patient's keyed pseudonym, not the id.
+    Example: [bold]clinicmm explain workflows/demo.yaml --patient DEMO-0007[/]
+    """
+    from clinicmm.imaging.gradcam import explain_patient
+
+    r = explain_patient(_workflow(workflow), patient, out_dir, str(workflow))
+    out.print(f"Grad-CAM: image classifier predicts {r['predicted']} (p={r['probability']:.2f}); most salient slice "
+              f"{r['slice'] + 1}: [bold]{r['png']}[/]" + (f" (logged to MLflow run {r['run_id']})" if r["run_id"] else ""),
+              soft_wrap=True)
 
 
 @app.command()
@@ -170,7 +230,8 @@ def _workflow(path: Path):
 def encode(workflow: ExistingFile) -> None:
     """Encode every patient's image, notes and genomics (cached: an unchanged rerun encodes nothing).
 
-    Example: [bold]clinicmm encode workflows/demo.yaml[/]
+    Example: [bold]clinicmm encode workflows/demo.yaml[/]; sharded by rank over N processes:
+    [bold]torchrun --nproc_per_node N -m clinicmm encode workflows/demo.yaml[/]
     """
     from clinicmm.workflow import encode_stage
 
@@ -191,7 +252,8 @@ def _print_encode(stats: dict) -> None:
 def train(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True) -> None:
     """Train every model the workflow lists (single modalities, concatenation, KG-GNN) on the same split.
 
-    Example: [bold]clinicmm train workflows/demo.yaml[/]
+    Example: [bold]clinicmm train workflows/demo.yaml[/]; with DDP over N processes (training.strategy: ddp,
+    training.devices: N): [bold]torchrun --nproc_per_node N -m clinicmm train workflows/demo.yaml[/]
     """
     from clinicmm.workflow import train_stage
 
@@ -201,22 +263,74 @@ def train(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="S
 
 @app.command()
 @handled
-def evaluate(workflow: ExistingFile) -> None:
+def evaluate(
+    workflow: ExistingFile,
+    external: Annotated[Optional[Path], typer.Option("--external", exists=True, dir_okay=False, help="A second, labelled dataset.yaml: external validation instead of the test split.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="With --external: the model to score with (default: the workflow's models:/NAME@ALIAS).")] = None,
+) -> None:
     """Score the test split with every trained model; print and log the comparison.
 
-    Example: [bold]clinicmm evaluate workflows/demo.yaml[/]
+    With --external, the registered model scores a second dataset instead; its results go to
+    workdir/external/<name>/ and an MLflow run tagged external, apart from the internal test results.
+    Example: [bold]clinicmm evaluate workflows/demo.yaml --external other/dataset.yaml[/]
     """
+    if model is not None and external is None:
+        from clinicmm.errors import ConfigError
+
+        raise ConfigError("--model applies to external validation only: add --external DATASET.yaml (the test split is "
+                          "scored with the workflow's own trained models).")
+    if external is not None:
+        from clinicmm.evaluation.external import evaluate_external
+
+        _print_external(evaluate_external(_workflow(workflow), external, model))
+        return
     from clinicmm.workflow import evaluate_stage
 
     _print_results(evaluate_stage(_workflow(workflow)))
 
 
+def _print_external(r: dict) -> None:
+    m = r["metrics"]
+    out.print(f"external dataset [bold]{r['dataset']}[/] scored by {r['model_uri']}", soft_wrap=True)
+    out.print(f"patients {int(m['n_patients'])}, scored {int(m['n_scored'])}, evaluated {int(m['n_evaluated'])} "
+              f"({int(m['n_label_unknown_to_model'])} with a label the model does not know)")
+    out.print(f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, AUROC {m['auroc_ovr']:.3f}, ECE {m['ece']:.3f}")
+    for note in r["notes"]:
+        out.print(f"note: {note}")
+    out.print(f"results in [bold]{r['folder']}[/] (MLflow run {r['run_id']}, tag clinicmm.evaluation=external)", soft_wrap=True)
+
+
+@app.command()
+@handled
+def robustness(
+    workflow: ExistingFile,
+    perturbation: Annotated[Optional[list[str]], typer.Option("--perturbation", "-p", help="Only these (repeatable): image_noise, image_shift, note_sections, genes_masked, no_image, no_note, no_omics.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random perturbations.")] = 0,
+) -> None:
+    """Score every trained model on perturbed test inputs (image noise and intensity shift, dropped note sections,
+    masked genes, each modality removed); print the accuracy and macro-F1 drop per perturbation.
+
+    Writes workdir/robustness/robustness.csv, .md and .png and logs them to a 'robustness' MLflow run.
+    Example: [bold]clinicmm robustness workflows/demo.yaml -p image_noise -p no_omics[/]
+    """
+    from clinicmm.evaluation.robustness import robustness_stage
+
+    table = robustness_stage(_workflow(workflow), perturbation, seed)
+    grid = Table(title="robustness (test split)")
+    for col in ("perturbation", "model", "n", "accuracy", "macro-F1", "Δ accuracy", "Δ macro-F1"):
+        grid.add_column(col, justify="left" if col in ("perturbation", "model") else "right", no_wrap=True)
+    for r in table.itertuples():
+        grid.add_row(r.perturbation, r.model, str(r.n_test), *(f"{v:.3f}" for v in (r.accuracy, r.macro_f1, r.accuracy_drop, r.macro_f1_drop)))
+    out.print(grid)
+
+
 def _print_results(results) -> None:
     table = Table(title="test split")
-    for col in ("model", "n_test", "macro_f1", "accuracy", "auroc_ovr", "ece"):
+    metrics = ("macro_f1", "accuracy", "auroc_ovr", "ece", "coverage", "mean_set_size", "abstention_rate")
+    for col in ("model", "n_test", *metrics):
         table.add_column(col, justify="right" if col != "model" else "left")
     for _, r in results.iterrows():
-        cells = [f"{r[c]:.3f}" for c in ("macro_f1", "accuracy", "auroc_ovr", "ece")]
+        cells = [f"{r.get(c, float('nan')):.3f}" for c in metrics]
         table.add_row(r["model"], str(r["n_test"]), *cells)
     out.print(table)
 
@@ -265,6 +379,10 @@ def predict(
 ) -> None:
     """Predict the cancer type of every patient of a dataset with a registered model.
 
+    Each row carries calibrated probabilities, the top-3 differential and the conformal prediction set.
+
+    Its decision is 'predict', or 'abstain: refer for review' below the model's calibration.abstain_below.
+
     Example: [bold]clinicmm predict demo_data/dataset.yaml --model models:/clinicmm-demo@champion --out preds.csv[/]
     """
     from clinicmm.config import TrackingSpec
@@ -291,7 +409,8 @@ def run(
     """Run every stage: ingest → encode → train → evaluate → register → predict.
 
     A stage whose inputs and config are unchanged since it last finished is skipped, so a rerun after a crash
-    or a kill resumes where it stopped. Example: [bold]clinicmm run workflows/demo.yaml[/]
+    or a kill resumes where it stopped. Example: [bold]clinicmm run workflows/demo.yaml[/]. Several processes
+    or machines: [bold]torchrun --nproc_per_node N -m clinicmm run workflows/demo.yaml[/] (README: Running on a cluster).
     """
     from clinicmm.config import load_workflow
     from clinicmm.workflow import run as run_all
@@ -299,6 +418,8 @@ def run(
     shown_uri = load_workflow(workflow).tracking.tracking_uri()  # as the user wrote it (before it is made absolute)
     wf = _workflow(workflow)
     summary = run_all(wf, progress, force)
+    if not distributed.is_zero():  # the other ranks of a torchrun job: rank 0 reports
+        return
     out.print("stages: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()), soft_wrap=True)
     _print_results(summary["results"])
     r = summary["registered"]
@@ -308,18 +429,95 @@ def run(
         out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {shown_uri}[/]", soft_wrap=True)
 
 
+@app.command()
+@handled
+def compare(
+    workflow: ExistingFile,
+    folds: Annotated[Optional[int], typer.Option(min=2, max=20, help="Number of stratified folds (default: compare.folds, 5).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Cross-validate every model of the workflow (and the logistic-regression baseline) on the same folds.
+
+    Stratified k-fold over the labelled patients (runs ingest and encode first if they are not up to date);
+    every model is trained by the same loop in every fold and scored with all modalities and with each one
+    removed. Writes table.md/.csv (mean ± sd over folds, pooled bootstrap 95% CIs, paired difference to the
+    reference model), ablation.md/.csv and bar plots under WORKDIR/compare/, logged to one MLflow parent run
+    with a child per model x fold. Example: [bold]clinicmm compare workflows/demo.yaml --folds 5[/]
+    """
+    from clinicmm.compare import compare as compare_fn
+
+    result = compare_fn(_workflow(workflow), folds, progress)
+    _print_compare(result)
+
+
+def _print_compare(result: dict) -> None:
+    from clinicmm.keys import MODALITIES
+
+    names = {"macro_f1": "macro-F1", "accuracy": "accuracy", "auroc_ovr": "AUROC"}
+    table = Table(title=f"{result['folds']}-fold CV, {result['patients']} patients: mean ± sd [pooled 95% CI]")
+    for col in ("model", *names.values(), f"Δ macro-F1 vs {result['reference']}"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for _, r in result["table"].iterrows():
+        cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f} [{r[f'{m}_ci_low']:.2f}, {r[f'{m}_ci_high']:.2f}]" for m in names]
+        delta = "–" if r["model"] == result["reference"] else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        table.add_row(r["model"], *cells, delta)
+    out.print(table)
+    ablation = Table(title="missing modalities: pooled macro-F1 (drop when removed)")
+    for col in ("model", "all", *(f"− {m.value}" for m in MODALITIES)):
+        ablation.add_column(col, justify="left" if col == "model" else "right")
+    for _, r in result["ablation"].iterrows():
+        cells = ["–" if r[f"minus_{m.value}"] != r[f"minus_{m.value}"] else f"{r[f'minus_{m.value}']:.3f} ({r[f'drop_{m.value}']:+.3f})" for m in MODALITIES]
+        ablation.add_row(r["model"], f"{r['all']:.3f}", *cells)
+    out.print(ablation)
+    out.print(f"tables and plots: [bold]{result['out']}[/] (MLflow parent run {result['parent_run']})", soft_wrap=True)
+
+
+@app.command("deidentify")
+@handled
+def deidentify_cmd(
+    source: Annotated[Path, typer.Argument(exists=True, help="A DICOM folder or file, or a dataset.yaml (then its tables too).")],
+    out_dir: Annotated[Path, typer.Argument(help="New or empty folder for the de-identified copy (never inside SOURCE).")],
+    key_file: Annotated[Optional[Path], typer.Option(help="Pseudonym key file. Unset: $CLINICMM_PHI_KEY, else OUT-privacy.key (created once; keep it).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Per-file report CSV (names sources and real ids); default OUT-deid-report.csv.")] = None,
+    names: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="CSV of known names: patient id, then name columns; scrubbed from notes too.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """De-identify DICOM (PS3.15 Basic Application Level Confidentiality Profile) and, for a dataset.yaml, its notes and tables.
+
+    Private tags are removed, UIDs remapped consistently (series and studies still group), patient ids replaced by
+    keyed pseudonyms, dates shifted per patient (DICOM and notes alike); a file with BurnedInAnnotation YES is
+    refused. Notes lose the names in the patient's DICOM headers, MRN-like numbers, phones and e-mails. SOURCE is
+    only read. Example: [bold]clinicmm deidentify demo_data/dataset.yaml demo_deid[/]
+    """
+    from clinicmm.privacy.deidentify import deidentify
+    from clinicmm.privacy.pseudonym import load_key
+
+    key = load_key(key_file, out_dir.parent / f"{out_dir.name}-privacy.key")
+    r = deidentify(source, out_dir, key, report, progress, names)
+    d, c = r["dicom"], r["counts"]
+    out.print(f"DICOM: {d['written']} files written for {r['patients']} patients, {d['refused']} refused (burned-in "
+              f"annotation), {d['skipped']} skipped, {d['failed']} failed; {r['tables']} tables", soft_wrap=True)
+    out.print(f"removed {c['removed']}, emptied {c['emptied']}, replaced {c['replaced']}, private {c['private_removed']}, "
+              f"UIDs {c['uids_remapped']}, dates shifted {c['dates_shifted']}; notes: {c['names']} names, {c['ids']} ids, "
+              f"{c['contacts']} contacts", soft_wrap=True)
+    out.print(f"→ [bold]{out_dir}[/]; report [bold]{r['report']}[/] (keep it, and the key, with the originals)", soft_wrap=True)
+
+
 @kg_app.command("inspect")
 @handled
 def kg_inspect(
-    extra: Annotated[Optional[list[Path]], typer.Argument(help="Extra .gmt or .tsv triple files to add.")] = None,
+    extra: Annotated[Optional[list[Path]], typer.Argument(help="Extra .gmt gene sets, .tsv triples or .obo ontologies to add.")] = None,
+    reactome: Annotated[str, typer.Option(help="Shipped Reactome pathways: subset or human.")] = "subset",
 ) -> None:
-    """Print node and edge counts of the knowledge graph per type and source.
+    """Print node and edge counts of the knowledge graph per type and per source.
 
-    Example: [bold]clinicmm kg inspect my_pathways.gmt[/]
+    Example: [bold]clinicmm kg inspect --reactome human my_pathways.gmt my_ontology.obo[/]
     """
     from clinicmm.knowledge.graph import KnowledgeGraph
 
-    kg = KnowledgeGraph.default()
+    kg = KnowledgeGraph.default(reactome)
     for path in extra or []:
-        kg.add_gmt(path) if path.suffix.lower() == ".gmt" else kg.add_triples(path)
+        kg.add_file(path)
     out.print(kg.summary().to_string(index=False))
+    out.print("\nper source (nodes: the source that added each node first; edges: per relation)")
+    out.print(kg.by_source().to_string(index=False), soft_wrap=True)

@@ -143,17 +143,19 @@ def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     return tables
 
 
-def _read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
-    from clinicmm.io.genomics import expression_by_patient, read_expression, read_mutations
+def _select_notes(spec: DatasetSpec, notes: pd.DataFrame | None) -> list[str]:
+    """Leave out notes outside ``notes.window`` (against the label dates); the readers' decoding notes."""
+    if notes is None:
+        return []
+    from clinicmm.io.notes import apply_window
 
-    g = spec.genomics
-    out: dict[str, pd.DataFrame | None] = {}
-    if g.expression:
-        matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), g.patient_id_pattern)
-        out["expression"], out["samples"] = expression_by_patient(matrix, samples), samples
-    if g.mutations:
-        out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), g.patient_id_pattern)
-    return out
+    return list(notes.attrs.get("issues", [])) + apply_window(notes, spec)
+
+
+def _read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+    from clinicmm.io.genomics import read_genomics
+
+    return read_genomics(spec)
 
 
 # -------------------------------------------------------------------------------------------- linking
@@ -224,17 +226,25 @@ def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
     """Read, link and split a dataset (no files written)."""
     labels, skipped = read_labels(spec)
     tables = read_modalities(spec)
+    notes_issues = _select_notes(spec, tables["notes"])
     for modality, name in ((Modality.IMAGE, "series"), (Modality.NOTE, "notes"), (Modality.OMICS, "samples"), (Modality.OMICS, "mutations")):
         skipped += _skipped_rows(modality.value, tables[name])
     labels_file = str(spec.resolve(spec.labels.path)) if spec.labels else "labels"
     manifest, linked_skips = link(labels, _present(tables), labels_file)
     split_notes: list[str] = []
-    if split:
+    if split and spec.labels and spec.labels.site_column:
+        from clinicmm.evaluation.sites import assign_site_splits
+
+        manifest, split_notes = assign_site_splits(spec, manifest)
+    elif split:
         manifest, split_notes = assign_splits(manifest, spec.split.val, spec.split.test, spec.split.seed)
     else:
         manifest[Col.SPLIT.value] = ""
-    issues = list(tables["expression"].attrs.get("issues", [])) if tables["expression"] is not None else []
-    report = make_report(spec, manifest, skipped + linked_skips, issues + split_notes)
+    from clinicmm.io.genomics import gene_counts, genomics_issues
+
+    issues = genomics_issues(tables)
+    report = make_report(spec, manifest, skipped + linked_skips, issues + notes_issues + split_notes)
+    report["genes"] = gene_counts(tables)
     return Cohort(manifest=manifest, report=report, **tables)
 
 
@@ -246,6 +256,9 @@ def ingest(spec: DatasetSpec, out: Path) -> Cohort:
             f"dataset {spec.name!r}: no usable patient found. See the skipped inputs below and check the paths in "
             f"the dataset YAML.\n{render_skipped(cohort.report['skipped'][:20])}"
         )
+    from clinicmm.evaluation.leakage import check_leakage
+
+    cohort.report["leakage_checks"] = check_leakage(cohort, spec)  # StageError (nothing written) on a leak
     cohort.save(Path(out))
     return cohort
 
@@ -286,6 +299,10 @@ def render_report(report: dict) -> str:
     lines += ["", "| label | " + " | ".join(s.value for s in Split) + " |", "| --- |" + " --- |" * len(Split)]
     lines += [f"| {lab} | " + " | ".join(str(c[s.value]) for s in Split) + " |" for lab, c in report["labels"].items()]
     lines += ["", f"## Skipped inputs ({len(report['skipped'])})", "", render_skipped(report["skipped"]) or "none"]
+    for table, counts in report.get("genes", {}).items():
+        lines += ["", f"Genes of the {table} table: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
     if report["issues"]:
         lines += ["", "## Notes", ""] + [f"- {i}" for i in report["issues"]]
+    if report.get("leakage_checks"):
+        lines += ["", f"Leakage checks passed: {', '.join(report['leakage_checks'])}"]
     return "\n".join(lines) + "\n"

@@ -48,9 +48,16 @@ class Col(StrEnum):
     N_SLICES = "n_slices"
     MODALITY_TAG = "dicom_modality"
     BODY_PART = "body_part"
+    IMAGE_KIND = "image_kind"  # 'volume' (one file per slice), 'multiframe' (one file) or '2d'
+    SOP_UID = "sop_uids"  # SOPInstanceUIDs of the files, in the order of FILES
+    SYNTAX = "transfer_syntax"
+    SLICE_MM = "slice_thickness"
+    STUDY_DATE = "study_date"
+    DESCRIPTION = "series_description"
     # notes index (one row per note)
     NOTE_ID = "note_id"
     NOTE_TYPE = "note_type"
+    NOTE_DATE = "note_date"  # ISO date (YYYY-MM-DD) or ''
     TEXT = "text"
     # genomics index (one row per sample)
     SAMPLE = "sample_id"

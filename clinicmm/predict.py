@@ -95,6 +95,9 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
     skipped = manifest[manifest[Col.STATUS] != "ok"]
     extra = pd.DataFrame({"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]})
     result = pd.concat([result, extra], ignore_index=True)
+    from clinicmm.explain import write_explanations  # per-patient JSON next to the predictions file
+
+    result = write_explanations(result, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     result.to_csv(tmp, index=False)

@@ -8,13 +8,18 @@ Input columns (all strings; every one but ``patient_id`` optional, empty meaning
 | dicom_files | a JSON list of the series' DICOM file paths, or a folder holding one series |
 | body_part | BodyPartExamined; default: read from the first DICOM file |
 | notes | a JSON list of note texts, or else one note as plain text |
-| notes_file | a UTF-8 text file holding one note, or a folder of ``.txt`` notes (added to ``notes``) |
+| notes_file | a text file holding one note (UTF-8, else its detected encoding), or a folder of ``.txt`` notes (added to ``notes``) |
 | expression | a JSON object ``{gene: value}`` in the unit the model was trained on |
 | expression_file | a CSV/TSV with gene columns and one data row (a leading sample-id column is ignored) |
 | mutations | a JSON list of non-silent mutated gene symbols |
 
-Output: one row per input row: patient_id, predicted, ``prob_<class>`` for every class, modalities (the ones
-used, '+'-joined), status ('scored' or 'not scored') and reason.
+Output: one row per input row: patient_id, predicted, ``prob_<class>`` for every class (calibrated with the
+model's temperature), the top-3 differential (top1, top1_prob … top3_prob), the conformal prediction set
+(prediction_set, '+'-joined, most probable first, and set_size), decision ('predict' or 'abstain: refer for
+review'), modalities (the ones used, '+'-joined), status ('scored' or 'not scored') and reason; then the
+explanation (:mod:`clinicmm.explain`): share_image, share_note, share_omics, top_genes and top_concepts
+('name:score|…', leave-one-link-out, graph models only), top_path (the highest-weight graph path from the patient
+to the predicted cancer-type node) and ``explanation`` (all of it as JSON).
 """
 
 from __future__ import annotations
@@ -89,10 +94,13 @@ def _notes_file(text: str) -> list[str]:
     files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
     if not path.exists() or not files:
         raise ValueError(f"column 'notes_file': {path} is neither a text file nor a folder of .txt files")
-    try:
-        return [f.read_text(encoding="utf-8") for f in files]
-    except UnicodeDecodeError:
-        raise ValueError(f"column 'notes_file': a file in {path} is not UTF-8 text; convert it") from None
+    from clinicmm.errors import InputError
+    from clinicmm.io.notes import decode
+
+    try:  # UTF-8, else the detected encoding (as the notes reader does)
+        return [decode(f.read_bytes(), "auto", str(f))[0] for f in files]
+    except InputError as exc:
+        raise ValueError(f"column 'notes_file': {exc}") from None
 
 
 def _expression_file(text: str) -> dict[str, float]:
@@ -196,22 +204,28 @@ def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
     rows = [i for i in range(n) if present[i].any() and i not in parsed["errors"]]
     items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
     probs = predict_proba(model, items, bundle.knowledge.to_hetero(), bundle.dims) if items else np.zeros((0, len(bundle.classes)))
-    return _result_frame(parsed, encoded, bundle.classes, rows, probs, present)
+    result = _result_frame(parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration)
+    from clinicmm.explain import add_explanations  # modality shares, top genes / concepts, graph paths
+
+    return add_explanations(result, model, items, rows, bundle)
 
 
-def _result_frame(parsed, encoded, classes, rows, probs, present) -> pd.DataFrame:
+def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None) -> pd.DataFrame:
+    from clinicmm.training.calibration import Calibration, empty_columns
+
     failed = {}
     for f in encoded.failures:
         failed.setdefault(f["row"], []).append(f"{f['modality']}: {f['reason']}")
     out = []
     scored = dict(zip(rows, probs))
+    trust = dict(zip(rows, (calibration or Calibration()).columns(probs, classes)))
     for i, pid in enumerate(parsed["patients"]):
-        rec = {"patient_id": pid, "predicted": ""} | {f"prob_{c}": np.nan for c in classes}
+        rec = {"patient_id": pid, "predicted": ""} | {f"prob_{c}": np.nan for c in classes} | empty_columns()
         used = [m.value for j, m in enumerate(MODALITIES) if present[i, j]]
         rec["modalities"] = "+".join(used)
         if i in scored:
             rec["predicted"] = classes[int(np.argmax(scored[i]))]
-            rec.update({f"prob_{c}": float(p) for c, p in zip(classes, scored[i])})
+            rec.update({f"prob_{c}": float(p) for c, p in zip(classes, scored[i])} | trust[i])
             rec["status"], rec["reason"] = "scored", "; ".join(failed.get(i, []))
         else:
             reason = parsed["errors"].get(i) or "; ".join(failed.get(i, [])) or "no usable image, note or genomics input"

@@ -51,8 +51,10 @@ def _own_config(wf: WorkflowSpec, stage: str) -> object:
     c = dump(wf)
     return {
         "ingest": None,
-        "encode": {"encoders": c["encoders"], "knowledge": [_tree_listing(wf.resolve(p)) for p in wf.knowledge]},
-        "train": {k: c[k] for k in ("models", "primary_model", "training")} | {"runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]},
+        "encode": {"encoders": c["encoders"], "knowledge": [_tree_listing(wf.resolve(p)) for p in wf.knowledge]}
+        | ({"text_adapter": _tree_listing(a)} if (a := wf.encoders.text.adapter_path) and a.exists() else {})
+        | ({"image_weights": _tree_listing(w)} if (w := wf.encoders.image.weights_file()) and w.exists() else {}),
+        "train": {k: c[k] for k in ("models", "primary_model", "training", "calibration")} | {"runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]},
         "evaluate": None,
         "register": [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias],
         "predict": None,

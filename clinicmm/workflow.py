@@ -6,7 +6,8 @@ Each stage reads the previous stage's files under the workflow's ``workdir`` and
 workdir/ingest/    cohort.parquet, series/notes/expression/samples/mutations.parquet, report.json, report.md
 workdir/cache/     embedding cache (image/, note/), keyed by encoder fingerprint + input content
 workdir/encode/    embeddings.npz, evidence.json, genomics.json, encoders.json
-workdir/train/     <model>/ bundle (model.json, weights.safetensors, genomics.json, graph/), history.json
+workdir/train_image/  weights.safetensors, head.safetensors, record.json (only with encoders.image.train)
+workdir/train/     <model>/ bundle (model.json, calibration.json, weights.safetensors, genomics.json, graph/), history.json
 workdir/evaluate/  results.csv, results.json, confusion_<model>.png, comparison.png
 workdir/register/  stage.json (the registered name, version and URI)
 workdir/predict/   predictions.csv of the workflow's own dataset
@@ -19,6 +20,7 @@ functions and print their summaries; no logic lives in the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm import stages
+from clinicmm import distributed, stages
 from clinicmm.cache import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.cohort import Cohort, ingest
 from clinicmm.config import WorkflowSpec, dump, load_dataset
@@ -62,13 +64,13 @@ def ingest_stage(wf: WorkflowSpec) -> Cohort:
 
 
 def load_knowledge(wf: WorkflowSpec):
-    """The shipped graph plus the workflow's own GMT / TSV files."""
+    """The shipped graph (with the workflow's Reactome set) plus the workflow's own GMT / TSV / OBO files."""
     from clinicmm.knowledge.graph import KnowledgeGraph
 
-    kg = KnowledgeGraph.default()
+    kg = KnowledgeGraph.default(wf.reactome)
     for path in wf.knowledge:
         path = wf.resolve(path)
-        added = kg.add_gmt(path) if path.suffix.lower() == ".gmt" else kg.add_triples(path)
+        added = kg.add_file(path)
         log.info("knowledge: %s added %d edges", path.name, added)
     return kg
 
@@ -85,17 +87,24 @@ def fit_genomics(wf: WorkflowSpec, cohort: Cohort):
     train = set(cohort.patients(Split.TRAIN))
     expr = cohort.expression.loc[[p for p in cohort.expression.index if p in train]] if cohort.expression is not None else None
     muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
-    return GenomicsPreprocessor(unit, g.z_threshold, g.max_genes_per_patient).fit(expr, muts)
+    return GenomicsPreprocessor.from_spec(unit, g, spec.genomics.genes.harmonize).fit(expr, muts)
 
 
 def encode_stage(wf: WorkflowSpec):
-    from clinicmm.evidence import Featurizer, encode_cohort
+    from clinicmm.evidence import EncodedCohort, Featurizer, encode_cohort
 
     cohort = Cohort.load(_need(wf.work / "ingest", "ingest"))
     pre = fit_genomics(wf, cohort)
     featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache")
-    encoded = encode_cohort(cohort, featurizer, cohort.patients(labelled=False))
     out = wf.work / "encode"
+    if distributed.world_size() > 1:  # under torchrun: each rank encodes its shard, rank 0 checks and merges
+        encoded = distributed.encode_sharded(cohort, featurizer, cohort.patients(labelled=False), out / "shards",
+                                             stages.fingerprint(wf, "encode"))
+        if encoded is None:  # not rank 0: wait until rank 0 has written the merged embeddings
+            distributed.barrier()
+            return EncodedCohort.load(out)
+    else:
+        encoded = encode_cohort(cohort, featurizer, cohort.patients(labelled=False))
     encoded.save(out)
     fingerprints = _used_fingerprints(featurizer, encoded)
     _write_json(out / "encoders.json", {"fingerprints": fingerprints, "spec": dump(wf.encoders)})
@@ -105,6 +114,7 @@ def encode_stage(wf: WorkflowSpec):
         (out / "genomics.json").unlink(missing_ok=True)
     extra = json.dumps([fingerprints, pre.to_dict() if pre is not None else None], sort_keys=True, default=str)
     stages.mark_done(wf, "encode", {"stats": encoded.stats}, digest_bytes(encoded.content_digest(), extra))
+    distributed.barrier()
     return encoded
 
 
@@ -159,40 +169,87 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
     import torch
 
     from clinicmm.bundle import ModelBundle
+    from clinicmm.fusion.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
     from clinicmm.tracking import runs
     from clinicmm.training.data import Standardizer, class_nodes, dims_of
-    from clinicmm.training.fit import fit
+    from clinicmm.training.fit import fit, predict_proba
 
+    distributed.check_launch(wf.training)
     data = TrainingData(wf)
     scaler = Standardizer.fit(data.encoded.vectors, np.array(data.rows(Split.TRAIN)[0]))
     train_items, _ = data.items(Split.TRAIN, scaler)
-    val_items, _ = data.items(Split.VAL, scaler)
+    val_items, val_y = data.items(Split.VAL, scaler)
     dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
     nodes = class_nodes(data.kg, data.classes)
     results = {}
-    with runs.workflow_run(wf, data.cohort) as parent:
-        _log_upstream_stages(wf, data)
+    tracked = distributed.is_zero()  # under DDP every rank fits; rank 0 alone logs, saves and records
+    with runs.workflow_run(wf, data.cohort) if tracked else contextlib.nullcontext() as parent:
+        if tracked:
+            _log_upstream_stages(wf, data)
         for name in wf.models:
-            with runs.child_run(wf, name) as child:
+            with runs.child_run(wf, name) if tracked else contextlib.nullcontext() as child:
                 t = wf.training
                 torch.manual_seed(t.seed)  # each model's initial weights depend on the seed alone, not on run order
                 model = build_model(name, dims, len(data.classes), hetero, nodes, t.hidden, t.dropout)
-                model, history = fit(model, train_items, val_items, hetero, dims, t, len(data.classes), runs.epoch_logger(child), progress)
+                init_classes_from_text(model, data.kg, t.class_init, wf.encoders.text)  # graph models (few-shot types)
+                model, history = fit(model, train_items, val_items, hetero, dims, t, len(data.classes),
+                                     runs.epoch_logger(child) if tracked else None, progress, distributed.checkpoint_dir(wf, name))
+                if not tracked:
+                    continue
+                val_probs = predict_proba(model, val_items, hetero, dims)
                 bundle = ModelBundle(
                     name, data.classes, dims, t.hidden, t.dropout, wf.encoders, data.fingerprints, scaler,
                     model.state_dict(), data.kg, data.genomics, extra={"workflow": wf.name},
+                    calibration=_fit_calibration(wf, name, val_probs, val_y),
                 )
                 out = bundle.save(wf.work / "train" / name)
+                _log_calibration(name, bundle.calibration, val_probs, val_y, out)
                 _write_json(out / "history.json", history)
                 runs.log_training(child, name, model, history, out)
                 best = min(history, key=lambda h: h["val_loss"]) if history else {}
                 results[name] = {"epochs": len(history), "best": best, "bundle": str(out)}
                 log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(history), best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
+        if not tracked:
+            return {}
         mlflow.log_dict({n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, "training_summary.json")
-    weights = [digest_files([Path(r["bundle"]) / "weights.safetensors", Path(r["bundle"]) / "model.json"]) for r in results.values()]
+    distributed.drop_checkpoints(wf)  # every model finished: a forced rerun trains afresh
+    weights = [digest_files([Path(r["bundle"]) / f for f in ("weights.safetensors", "model.json", "calibration.json")]) for r in results.values()]
     stages.mark_done(wf, "train", {n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, digest_bytes(*weights))
     return results
+
+
+def _fit_calibration(wf: WorkflowSpec, name: str, val_probs: np.ndarray, val_y: np.ndarray):
+    """Temperature and conformal threshold from the validation split (identity when it has no patient)."""
+    from clinicmm.training.calibration import Calibration
+    from clinicmm.training.conformal import min_calibration_size
+
+    spec = wf.calibration
+    if not len(val_y):
+        log.warning("calibration %s: the validation split is empty; predictions stay uncalibrated, without sets", name)
+        return Calibration(abstain_below=spec.abstain_below)
+    if spec.coverage is not None and len(val_y) < (need := min_calibration_size(spec.coverage)):
+        log.warning("calibration %s: %d validation patients, coverage %.2f needs %d: every set holds every class; "
+                    "raise split.val or lower calibration.coverage", name, len(val_y), spec.coverage, need)
+    return Calibration.fit(val_probs, val_y, spec)
+
+
+def _log_calibration(name: str, calibration, val_probs: np.ndarray, val_y: np.ndarray, out: Path) -> None:
+    """The fitted temperature, val ECE before/after and both reliability diagrams, to the model's active run."""
+    import mlflow
+
+    from clinicmm.tracking.plots import reliability_png
+
+    c = calibration.to_dict()
+    metrics = {"temperature": c["temperature"]} | {f"val_{k}": v for k, v in c["validation"].items() if k != "n"}
+    if c["conformal"] and c["conformal"]["threshold"] is not None:
+        metrics["conformal_threshold"] = c["conformal"]["threshold"]
+    mlflow.log_metrics(metrics)
+    if len(val_y):
+        title = f"{name}: validation split (n={len(val_y)})"
+        mlflow.log_artifact(str(reliability_png(val_probs, val_y, f"{title}, uncalibrated", out / "reliability_val_uncalibrated.png")), "plots")
+        calibrated = calibration.apply(val_probs)
+        mlflow.log_artifact(str(reliability_png(calibrated, val_y, f"{title}, T={calibration.temperature:.2f}", out / "reliability_val.png")), "plots")
 
 
 def _log_upstream_stages(wf: WorkflowSpec, data: TrainingData) -> None:
@@ -206,6 +263,9 @@ def _log_upstream_stages(wf: WorkflowSpec, data: TrainingData) -> None:
     stats = data.encoded.stats
     encode_metrics = {f"{m}_{k}": v for m, s in stats.items() for k, v in s.items()}
     runs.log_stage(wf, "encode", encode_metrics, params={f"fingerprint.{m}": fp for m, fp in data.fingerprints.items()})
+    from clinicmm.imaging.train import attach_to_parent
+
+    attach_to_parent(wf, runs.read_runs(wf)["parent"])  # the train-image run, when that stage ran
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -223,16 +283,23 @@ def _evaluate_model(wf: WorkflowSpec, data: TrainingData, name: str, out: Path) 
 
     bundle = ModelBundle.load(_need(wf.work / "train" / name, "train"))
     items, y = data.items(Split.TEST, bundle.scaler)
-    probs = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+    raw = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+    probs = bundle.calibration.apply(raw)  # what the registered model serves
     metrics = classification_metrics(y, probs, bundle.classes) | {"ece": expected_calibration_error(probs, y)}
+    metrics |= {"ece_uncalibrated": expected_calibration_error(raw, y)} | bundle.calibration.test_metrics(probs, y)
     title = f"{name}: test split (n={len(y)})"
     pngs = [
         confusion_png(confusion(y, probs.argmax(1), len(bundle.classes)), bundle.classes, title, out / f"confusion_{name}.png"),
         roc_png(y, probs, bundle.classes, title, out / f"roc_{name}.png"),
-        reliability_png(probs, y, title, out / f"reliability_{name}.png"),
+        reliability_png(raw, y, f"{title}, uncalibrated", out / f"reliability_uncalibrated_{name}.png"),
+        reliability_png(probs, y, f"{title}, T={bundle.calibration.temperature:.2f}", out / f"reliability_{name}.png"),
     ]
     runs.log_evaluation(wf, name, metrics, pngs)
     return metrics
+
+
+RESULT_COLUMNS = ("macro_f1", "accuracy", "auroc_ovr", "ece", "ece_uncalibrated", "coverage_target", "coverage",
+                  "mean_set_size", "abstention_rate", "accuracy_non_abstained")
 
 
 def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
@@ -246,13 +313,20 @@ def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
     table, metrics_by_model = [], {}
     for name in wf.models:
         metrics = metrics_by_model[name] = _evaluate_model(wf, data, name, out)
-        table.append({"model": name, "n_test": len(data.rows(Split.TEST)[0]), **{k: metrics[k] for k in ("macro_f1", "accuracy", "auroc_ovr", "ece")}})
+        table.append({"model": name, "n_test": len(data.rows(Split.TEST)[0]), **{k: metrics.get(k, np.nan) for k in RESULT_COLUMNS}})
     manifest = data.cohort.manifest
     availability_png(manifest[manifest[Col.STATUS] == "ok"], out / "availability.png")
     results = pd.DataFrame(table)
     results.to_csv(out / "results.csv", index=False)
     _write_json(out / "results.json", metrics_by_model)
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
+    from clinicmm.training.ablation import evaluate_ablation
+
+    evaluate_ablation(wf, data, out)  # each modality removed in turn: ablation.csv / ablation.md
+    from clinicmm.evaluation import loso
+
+    if loso.wanted(wf):  # split.leave_one_site_out: every site held out in turn, evaluate/sites/
+        loso.leave_one_site_out(wf)
     runs.log_comparison(wf, out)
     runs.log_stage(wf, "evaluate", {f"{r['model']}.test_macro_f1": r["macro_f1"] for _, r in results.iterrows()})
     stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")}, digest_bytes(json.dumps(metrics_by_model, sort_keys=True)))
@@ -299,7 +373,10 @@ def predict_stage(wf: WorkflowSpec) -> dict:
     result = {"predictions": str(out), "scored": int((preds["status"] == "scored").sum()), "patients": len(preds)}
     from clinicmm.tracking import runs
 
-    runs.log_stage(wf, "predict", {"patients": result["patients"], "scored": result["scored"]}, params={"model_uri": registered["uri"]})
+    run_id = runs.log_stage(wf, "predict", {"patients": result["patients"], "scored": result["scored"]}, params={"model_uri": registered["uri"]})
+    from clinicmm.privacy.tracking import log_safe_table
+
+    log_safe_table(wf, run_id, preds, "predictions_pseudonymised.csv")  # ids keyed-hashed, free text left out
     stages.mark_done(wf, "predict", result)
     return result
 
@@ -323,14 +400,30 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> dict:
     from clinicmm.tracking.setup import configure
 
     configure(wf.tracking)
+    distributed.check_launch(wf.training)  # before ingest and encode, not after them
     status = {}
     for name in stages.ORDER:
-        if not force and stages.is_current(wf, name):
+        if name == "encode" and wf.encoders.text.lora is not None:  # the LoRA adapter first: the encoder reads it
+            from clinicmm.text.finetune import finetune_if_stale
+
+            status["finetune-text"] = finetune_if_stale(wf, force, progress) if distributed.is_zero() else "rank 0"
+            distributed.barrier()
+        if name == "encode" and wf.encoders.image.train is not None:  # trained image weights first: encode loads them
+            from clinicmm.imaging.train import train_if_stale
+
+            status["train-image"] = train_if_stale(wf, force, progress) if distributed.is_zero() else "rank 0"
+            distributed.barrier()
+        if distributed.agree(not force and stages.is_current(wf, name)):  # rank 0 decides for every rank
             log.info("%s: up to date, skipped", name)
             status[name] = "skipped (up to date)"
             continue
         fn = STAGE_FUNCTIONS[name]
-        fn(wf, progress) if name == "train" else fn(wf)
+        if name in distributed.EVERY_RANK or distributed.is_zero():
+            fn(wf, progress) if name == "train" else fn(wf)
+        if name == "ingest":
+            distributed.barrier()  # the other ranks encode from rank 0's ingest
         status[name] = "ran"
+    if not distributed.is_zero():  # evaluate, register and predict ran on rank 0
+        return {"stages": status}
     results = pd.read_csv(wf.work / "evaluate" / "results.csv")
     return {"stages": status, "results": results, "registered": stages.summary(wf, "register"), **stages.summary(wf, "predict")}

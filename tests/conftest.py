@@ -20,6 +20,16 @@ def small_demo(tmp_path_factory):
     return path, json.loads((out / "demo_truth.json").read_text())
 
 
+@pytest.fixture
+def quiet_warnings():
+    """Lightning and PyG warn on every tiny fit (few workers, deprecations); these tests assert on results."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared, busy 2-core machine."""

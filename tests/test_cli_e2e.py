@@ -72,7 +72,8 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     root, _ = workflow
     uri = f"sqlite:///{root}/tracking/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    version = MlflowClient(uri).get_model_version_by_alias(MODEL, "champion")
+    mlflow.set_registry_uri(uri)  # earlier tests in this process may have pointed the registry elsewhere
+    version = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(MODEL, "champion")
     assert version.tags["clinicmm.model"] == "kg_gnn" and float(version.tags["test_macro_f1"]) > 0.5
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     cohort = Cohort.load(root / "work" / "ingest")
@@ -170,7 +171,7 @@ def test_promote_points_an_alias_at_a_version(workflow):
     env_uri = ["--tracking-uri", uri]
     result = _cli("promote", MODEL, "1", "--alias", "challenger", *env_uri, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert str(MlflowClient(uri).get_model_version_by_alias(MODEL, "challenger").version) == "1"
+    assert str(MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(MODEL, "challenger").version) == "1"
     missing = _cli("promote", MODEL, "99", "--alias", "challenger", *env_uri, cwd=root)
     assert missing.returncode == 1 and "has no version '99'" in missing.stderr
 

@@ -193,3 +193,25 @@ def test_notes_and_expression_can_be_given_as_files(tmp_path):
     assert "2 data rows" in parsed["errors"][2] and "expression_file" in parsed["errors"][2]
     assert "notes_file" in parsed["errors"][3]
     assert set(parsed["errors"]) == {2, 3}
+
+
+def test_result_frame_carries_the_differential_set_and_decision_and_blanks_them_for_unscored_rows():
+    from types import SimpleNamespace
+
+    from clinicmm.scoring import _result_frame
+    from clinicmm.training.calibration import ABSTAIN, PREDICT, Calibration
+    from clinicmm.training.conformal import SplitConformal
+
+    parsed = parse_frame(frame({"patient_id": "A", "notes": "x"}, {"patient_id": "B", "notes": "y"}, {"patient_id": "C", "notes": "z"}))
+    classes = ["BRCA", "LUAD", "COAD"]
+    probs = np.array([[0.05, 0.9, 0.05], [0.4, 0.35, 0.25]])
+    calibration = Calibration(conformal=SplitConformal("lac", 0.9, 0.7, 50), abstain_below=0.5)
+    present = np.array([[False, True, False]] * 3)
+    out = _result_frame(parsed, SimpleNamespace(failures=[]), classes, [0, 1], probs, present, calibration).set_index("patient_id")
+    assert out.loc["A", ["top1", "top2", "top3"]].tolist() == ["LUAD", "BRCA", "COAD"]
+    assert out.loc["A", "top1_prob"] == 0.9 and out.loc["A", "prediction_set"] == "LUAD" and out.loc["A", "set_size"] == 1
+    assert out.loc["B", "prediction_set"] == "BRCA+LUAD" and out.loc["B", "set_size"] == 2  # p >= 1 - 0.7
+    assert out.loc["A", "decision"] == PREDICT and out.loc["B", "decision"] == ABSTAIN
+    assert out.loc["B", "predicted"] == "BRCA"  # abstaining keeps the differential: the reviewer sees it
+    assert out.loc["C", "status"] == "not scored" and out.loc["C", "top1"] == "" and out.loc["C", "decision"] == ""
+    assert list(out.columns).index("decision") < list(out.columns).index("status")

@@ -53,7 +53,7 @@ def ingest_summary(report: dict) -> dict:
     skipped: dict[str, int] = {}
     for s in report.get("skipped", []):
         skipped[s["modality"]] = skipped.get(s["modality"], 0) + 1
-    keep = ("dataset", "patients", "modalities", "splits", "labels")
+    keep = ("dataset", "patients", "modalities", "splits", "labels", "genes")  # genes: resolution counts
     return {k: report.get(k) for k in keep} | {"skipped_by_modality": skipped, "issues": len(report.get("issues", []))}
 
 
@@ -158,7 +158,8 @@ def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
     ts = int(time.time() * 1000)
     metrics = [Metric(f"test_macro_f1.{m}", float(v), ts, 0) for m, v in zip(results["model"], results["macro_f1"])]
     client.log_batch(runs["parent"], metrics=metrics)
-    for name in ("results.csv", "comparison.png", "availability.png"):
+    ablation = [n for n in ("ablation.csv", "ablation.md") if (folder / n).is_file()]  # missing-modality tables
+    for name in ("results.csv", "comparison.png", "availability.png", *ablation):
         client.log_artifact(runs["parent"], str(folder / name), "evaluation")
 
 

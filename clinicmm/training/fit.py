@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clinicmm.config import TrainingSpec
+from clinicmm.errors import ConfigError
 
 def _lightning():
     import pytorch_lightning as pl
@@ -47,8 +49,14 @@ class FusionTask(_lightning().LightningModule):
         self.history: list[dict[str, float]] = []
         self.best_state: dict | None = None
         self.best_loss = float("inf")
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._train_losses: list[float] = []
+        self._resumed_stopped = False
+        from torchmetrics import MeanMetric
+        from torchmetrics.classification import MulticlassF1Score
+
+        # torchmetrics reduces these across ranks at compute(): under DDP every rank sees the whole split's figures
+        self.train_ce = MeanMetric()
+        self.val_ce = MeanMetric()
+        self.val_f1 = MulticlassF1Score(num_classes=n_classes, average="macro")
 
     def forward(self, batch):
         return self.model(batch)
@@ -56,31 +64,48 @@ class FusionTask(_lightning().LightningModule):
     def training_step(self, batch, batch_idx):
         y = batch["patient"].y
         loss = F.cross_entropy(self.model(batch), y)
-        self._train_losses.append(float(loss.detach()))
+        self.train_ce.update(loss.detach(), len(y))
         self.log("train_loss", loss, batch_size=len(y), prog_bar=False)
+        if self.spec.contrastive_weight > 0:  # cross-modal alignment; train_loss stays the CE, comparable to val_loss
+            from clinicmm.fusion.contrastive import contrastive_loss
+
+            loss = loss + self.spec.contrastive_weight * contrastive_loss(self.model, batch, self.spec.contrastive_temperature)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self._val.append((self.model(batch).detach(), batch["patient"].y))
+        logits, y = self.model(batch).detach(), batch["patient"].y
+        self.val_ce.update(F.cross_entropy(logits, y), len(y))
+        self.val_f1.update(logits.argmax(1), y)
 
     def on_validation_epoch_end(self):
-        from torchmetrics.functional.classification import multiclass_f1_score
-
-        if not self._val or self.trainer.sanity_checking:
-            self._val.clear()
-            return
-        logits = torch.cat([v[0] for v in self._val])
-        y = torch.cat([v[1] for v in self._val])
-        self._val.clear()
-        loss = float(F.cross_entropy(logits, y))
-        f1 = float(multiclass_f1_score(logits.argmax(1), y, num_classes=self.n_classes, average="macro"))
-        train_loss = float(np.mean(self._train_losses)) if self._train_losses else float("nan")
-        self._train_losses.clear()
-        self.log("val_loss", loss, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return self._reset_metrics()
+        loss, f1 = float(self.val_ce.compute()), float(self.val_f1.compute())
+        train_loss = float(self.train_ce.compute()) if self.train_ce.update_count else float("nan")
+        self._reset_metrics()
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)  # equal on every rank already
         self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": loss, "val_macro_f1": f1})
         if loss < self.best_loss:
             self.best_loss = loss
             self.best_state = copy.deepcopy(self.model.state_dict())
+
+    def _reset_metrics(self) -> None:
+        for metric in (self.train_ce, self.val_ce, self.val_f1):
+            metric.reset()
+
+    def get_extra_state(self) -> dict:
+        """History, best weights and the early-stop flag travel in Lightning checkpoints (so a resumed fit goes on
+        where it stopped) and in the state_dict that ``ddp_spawn`` hands back to the main process."""
+        stopped = bool(self._trainer is not None and self._trainer.should_stop)
+        return {"history": self.history, "best_loss": self.best_loss, "best_state": self.best_state, "stopped": stopped}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.history, self.best_loss = list(state["history"]), float(state["best_loss"])
+        self.best_state, self._resumed_stopped = state["best_state"], bool(state["stopped"])
+
+    def on_train_start(self) -> None:
+        if self._resumed_stopped:  # resumed from the checkpoint of a fit that had already stopped early
+            self.trainer.should_stop = True
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.model.parameters(), lr=self.spec.lr, weight_decay=self.spec.weight_decay)
@@ -94,41 +119,77 @@ class EpochCallback(_lightning().Callback):
         self._seen = 0
 
     def on_validation_end(self, trainer, pl_module):  # runs after the module's own epoch-end hook
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:  # one process logs
             return
         for row in pl_module.history[self._seen :]:
             self.on_epoch(row)
         self._seen = len(pl_module.history)
 
 
-def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int, on_epoch=None, progress=True):
-    """Train ``model`` with early stopping on val loss; returns the model at its best epoch and the history."""
+def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int, on_epoch=None, progress=True,
+        ckpt_dir: Path | None = None):
+    """Train ``model`` with early stopping on val loss; returns the model at its best epoch and the history.
+
+    The Trainer takes ``spec``'s accelerator / devices / num_nodes / strategy / precision. With ``ckpt_dir`` it
+    keeps ``last.ckpt`` there after every epoch and resumes from it when present.
+    """
     pl = _lightning()
-    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from clinicmm.training.datamodule import FusionData
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
+    if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
+        model.subgraph_min_edges = spec.subgraph_min_edges
     task = FusionTask(model, spec, n_classes)
+    spawns = spec.strategy.startswith(SPAWNING)  # the fit runs in child processes: log its epochs afterwards
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=spec.patience)]
-    if on_epoch is not None:
+    if on_epoch is not None and not spawns:
         callbacks.append(EpochCallback(on_epoch))
-    trainer = pl.Trainer(
-        max_epochs=spec.max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        callbacks=callbacks,
-        num_sanity_val_steps=0,
-        deterministic=True,
-    )
-    train_loader = make_loader(train, knowledge, dims, spec.batch_size, True, spec.modality_dropout, spec.seed)
-    val_loader = make_loader(val, knowledge, dims, max(len(val), 1), False)
-    trainer.fit(task, train_loader, val_loader)
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False))
+    trainer = _trainer(pl, spec, callbacks, progress, checkpointing=ckpt_dir is not None)
+    last = Path(ckpt_dir) / "last.ckpt" if ckpt_dir is not None else None
+    resume = str(last) if last is not None and last.is_file() else None
+    trainer.fit(task, datamodule=FusionData(train, val, knowledge, dims, spec), ckpt_path=resume)
+    if spawns and on_epoch is not None:
+        for row in task.history:
+            on_epoch(row)
     if task.best_state is not None:
         model.load_state_dict(task.best_state)
     return model.eval(), task.history
+
+
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):
+    """A Trainer on ``spec``'s hardware settings; Lightning's refusal becomes a ConfigError naming the keys."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(
+            max_epochs=spec.max_epochs,
+            accelerator=spec.accelerator,
+            devices=spec.devices,
+            num_nodes=spec.num_nodes,
+            strategy=spec.strategy,
+            precision=spec.precision,
+            logger=False,  # MLflow logging is clinicmm.tracking's, from rank 0 only
+            enable_checkpointing=checkpointing,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=callbacks,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # FusionData splits by rank itself (same batches for any process count)
+            deterministic=True if spec.accelerator == "cpu" else "warn",  # some CUDA scatter kernels have no deterministic twin
+        )
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:
+        raise ConfigError(
+            f"training: Lightning cannot use accelerator={spec.accelerator!r}, devices={spec.devices!r}, "
+            f"num_nodes={spec.num_nodes}, strategy={spec.strategy!r}, precision={spec.precision!r} here ({exc}). "
+            "Fix those keys of the workflow's training section."
+        ) from None
 
 
 @torch.inference_mode()

@@ -159,3 +159,15 @@ def test_kg_rgcn_init_class_embeddings_is_kg_gnns() -> None:
 def test_bad_constructor_arguments_raise(build, match: str) -> None:
     with pytest.raises(ValueError, match=f"Expected.*{match}"):
         build()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_pickles_and_predicts_the_same_after(name: str) -> None:
+    """``ddp_spawn`` hands the model to its processes by pickle: nothing in a model may be unpicklable."""
+    import pickle
+
+    model = make(name).eval()
+    batch = mixed_batch()
+    copy = pickle.loads(pickle.dumps(model)).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(batch), copy(batch))
