@@ -324,13 +324,20 @@ def robustness(
     out.print(grid)
 
 
+RESULT_HEADERS = {  # results.csv column -> a header short enough for an 80-column terminal
+    "macro_f1": "F1", "accuracy": "acc", "auroc_ovr": "AUROC", "ece": "ECE", "coverage": "cover",
+    "mean_set_size": "set", "abstention_rate": "abstain",
+}  # fmt: skip
+
+
 def _print_results(results) -> None:
-    table = Table(title="test split")
-    metrics = ("macro_f1", "accuracy", "auroc_ovr", "ece", "coverage", "mean_set_size", "abstention_rate")
-    for col in ("model", "n_test", *metrics):
-        table.add_column(col, justify="right" if col != "model" else "left")
+    table = Table(title="test split (F1: macro-F1; cover / set: conformal coverage and mean set size)")
+    table.add_column("model", no_wrap=True)
+    table.add_column("n", justify="right")
+    for header in RESULT_HEADERS.values():
+        table.add_column(header, justify="right")
     for _, r in results.iterrows():
-        cells = [f"{r.get(c, float('nan')):.3f}" for c in metrics]
+        cells = [f"{r.get(c, float('nan')):.3f}" for c in RESULT_HEADERS]
         table.add_row(r["model"], str(r["n_test"]), *cells)
     out.print(table)
 

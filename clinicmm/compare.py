@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -372,9 +371,7 @@ def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     tracker = CompareRuns(wf, Cohort.load(wf.work / "ingest"), out)
     with tracker.parent_run() as parent:
-        with warnings.catch_warnings():  # Lightning's own deprecation notice, once per fit: noise here
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
+        res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
         table, ablation = summarise(res, cmp, reference), ablation_table(res)
         pd.DataFrame(res.folds).to_csv(out / "folds.csv", index=False)
         table.to_csv(out / "table.csv", index=False)

@@ -60,7 +60,8 @@ _DICOMDIR = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
-_CHUNK = 32  # files per task handed to a header-scan worker
+_CHUNK = 64  # files per task handed to a header-scan worker
+_BATCH = 256  # spool rows written per executemany
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,21 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
     paths = _list_files(root)
     bar = tqdm(total=len(paths), desc="Indexing DICOM", unit="file", file=sys.stderr, disable=None if len(paths) >= PROGRESS_MIN_FILES else True)
     with tempfile.TemporaryDirectory(prefix="clinicmm-dicom-index-", dir=spool) as tmp, _Spool(Path(tmp) / "index.sqlite") as db:
-        for found in scan_headers(paths, root, spec.patient_tag, spec.workers):
-            db.add(found)
-            bar.update()
+        for batch in _batches(scan_records(paths, root, spec.patient_tag, spec.workers), _BATCH):
+            db.add_records(batch)
+            bar.update(len(batch))
         bar.close()
         rows = list(db.file_rows())
         rows.extend(_series_rows(db.groups(), db.dropped(), spec))
     return _frame(rows)
 
 
-def scan_headers(paths: Iterable[str], root: Path, patient_tag: str = "PatientID", workers: int = 1) -> Iterator[_Slice | dict]:
-    """The header facts (or the skip row) of each file, in order; ``workers`` > 1 reads in that many processes."""
-    read = functools.partial(_read_slice, root=Path(root), patient_tag=patient_tag)
+def scan_records(paths: Iterable[str], root: Path, patient_tag: str = "PatientID", workers: int = 1) -> Iterator[tuple[str, str, str]]:
+    """Each file's spool record ``(table, key, json)``, in order; ``workers`` > 1 reads in that many processes.
+
+    The workers also serialise, so the parent only writes rows: with 2 workers on 2 cores it is not the bottleneck.
+    """
+    read = functools.partial(_record, root=Path(root), patient_tag=patient_tag)
     if workers <= 1:
         yield from map(read, paths)
         return
@@ -136,6 +140,17 @@ def scan_headers(paths: Iterable[str], root: Path, patient_tag: str = "PatientID
     context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
     with context.Pool(workers) as pool:
         yield from pool.imap(read, paths, chunksize=_CHUNK)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` consecutive items (``itertools.batched`` is Python 3.12+)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _record(path: str, root: Path, patient_tag: str) -> tuple[str, str, str]:
+    return _Spool.record(_read_slice(path, root, patient_tag))
 
 
 class _Spool:
@@ -152,14 +167,26 @@ class _Spool:
     def __exit__(self, *exc) -> None:
         self.db.close()
 
-    def add(self, found: _Slice | dict) -> None:
+    @staticmethod
+    def record(found: _Slice | dict) -> tuple[str, str, str]:
+        """``(table, key, json)`` of one scanned file: a slice grouped by series, or a skipped file's row."""
         if isinstance(found, _Slice):
             single = found.kind == "multiframe"  # a multi-frame file is a volume of its own
             key = json.dumps([found.patient, found.study, found.series, found.path if single else ""])
-            self.db.execute("INSERT INTO slices VALUES (?, ?)", (key, json.dumps(dataclasses.astuple(found))))
-        else:
-            key = json.dumps([found[Col.PATIENT], found[Col.STUDY_UID], found[Col.SERIES_UID]])
-            self.db.execute("INSERT INTO skipped VALUES (?, ?)", (key, json.dumps({str(k): v for k, v in found.items()})))
+            return "slices", key, json.dumps([getattr(found, f) for f in _FIELDS])
+        key = json.dumps([found[Col.PATIENT], found[Col.STUDY_UID], found[Col.SERIES_UID]])
+        return "skipped", key, json.dumps({str(k): v for k, v in found.items()})
+
+    def add(self, found: _Slice | dict) -> None:
+        self.add_records([self.record(found)])
+
+    def add_records(self, records: Iterable[tuple[str, str, str]]) -> None:
+        by_table: dict[str, list[tuple[str, str]]] = {"slices": [], "skipped": []}
+        for table, key, value in records:
+            by_table[table].append((key, value))
+        for table, rows in by_table.items():
+            if rows:
+                self.db.executemany(f"INSERT INTO {table} VALUES (?, ?)", rows)  # noqa: S608 -- fixed table names
 
     def groups(self) -> Iterator[list[_Slice]]:
         """The scanned slices, one list per series (or per single-file image), in a stable order."""
@@ -176,8 +203,11 @@ class _Spool:
         return {tuple(json.loads(k)): n for k, n in self.db.execute("SELECT key, COUNT(*) FROM skipped GROUP BY key")}
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(_Slice))
+
+
 def _slice_from(values: list) -> _Slice:
-    fields = dict(zip((f.name for f in dataclasses.fields(_Slice)), values))
+    fields = dict(zip(_FIELDS, values))
     for name in ("orientation", "position", "shape"):
         fields[name] = tuple(fields[name])
     return _Slice(**fields)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
     trainer = _trainer(pl, spec, callbacks, progress, checkpointing=ckpt_dir is not None)
     last = Path(ckpt_dir) / "last.ckpt" if ckpt_dir is not None else None
     resume = str(last) if last is not None and last.is_file() else None
-    trainer.fit(task, datamodule=FusionData(train, val, knowledge, dims, spec), ckpt_path=resume)
+    with warnings.catch_warnings():  # Lightning's own notice about a PyTorch internal, once per fit: noise
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(task, datamodule=FusionData(train, val, knowledge, dims, spec), ckpt_path=resume)
     if spawns and on_epoch is not None:
         for row in task.history:
             on_epoch(row)
