@@ -53,6 +53,9 @@ class ImagingSpec(_Spec):
         default_factory=lambda: ["most_slices", "thinnest", "latest"],
         description="Order of preferences when a patient has several usable series; ties go to the lower UID.",
     )
+    series_per_patient: int = Field(
+        1, ge=1, description="Usable series kept per patient, best first by `prefer`; their embeddings are averaged."
+    )
     workers: int = Field(1, ge=1, description="Processes that read DICOM headers in parallel.")
 
 

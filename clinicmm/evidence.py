@@ -94,24 +94,40 @@ class Featurizer:
         return EmbeddingCache(self.cache_dir / modality, fingerprint) if self.cache_dir else None
 
     # ------------------------------------------------------------------------------------------ images
-    def images(self, series: list[list[str] | None], body_parts: list[str]) -> tuple[np.ndarray, list[list[str]], dict]:
-        """Embeddings of one series per patient (None: no image) and the body-site concept each shows."""
+    def images(self, series: list, body_parts: list[str]) -> tuple[np.ndarray, list[list[str]], dict]:
+        """Per patient: the embedding of its series and the body-site concept it shows.
+
+        ``series[i]`` is None (no image), a list of file paths (one series) or a list of such lists (several series,
+        ``imaging.series_per_patient`` > 1): their embeddings are averaged, and the patient fails only when every
+        one of its series fails.
+        """
         enc = self.image_encoder
-        wanted = [i for i, files in enumerate(series) if files]
+        groups = [series_list(s) for s in series]
+        flat = [(i, files) for i, group in enumerate(groups) for files in group]
         out = np.full((len(series), enc.dim), np.nan, dtype=np.float32)
         stats = {"encoded": 0, "cached": 0, "failed": 0}
         failures: dict[int, str] = {}
-        if wanted:
-            digests = [digest_files(series[i]) for i in wanted]
+        if flat:
+            digests = [digest_files(files) for _, files in flat]
 
             def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
-                return enc.encode([series[wanted[p]] for p in positions])
+                return enc.encode([flat[p][1] for p in positions])
 
             vecs, cstats = _through_cache(self._cache("image", enc.fingerprint()), digests, run, enc.dim)
-            out[wanted] = vecs
-            failures = {i: cstats.failed[d] for i, d in zip(wanted, digests) if d in cstats.failed}
+            reasons: dict[int, list[str]] = {}
+            for (i, _), d in zip(flat, digests):
+                if d in cstats.failed:
+                    reasons.setdefault(i, []).append(cstats.failed[d])
+            owners = np.array([i for i, _ in flat])
+            for i in np.unique(owners):
+                good = vecs[owners == i]
+                good = good[~np.isnan(good).any(axis=1)]
+                if len(good):
+                    out[i] = good.mean(axis=0)
+                else:
+                    failures[int(i)] = "; ".join(reasons.get(int(i), ["no series could be encoded"]))
             stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": len(failures)}
-        concepts = [self._body_site(bp) if files and i not in failures else [] for i, (files, bp) in enumerate(zip(series, body_parts))]
+        concepts = [self._body_site(bp) if groups[i] and i not in failures else [] for i, bp in enumerate(body_parts)]
         return out, concepts, {"stats": stats, "failures": failures}
 
     def _body_site(self, body_part: str) -> list[str]:
@@ -187,23 +203,33 @@ def _through_cache(cache: EmbeddingCache | None, digests, run, dim):
     return vecs, stats
 
 
+def series_list(value) -> list[list[str]]:
+    """One patient's image input as a list of series: None -> [], one series (file paths) -> [it], several -> them."""
+    if not value:
+        return []
+    if isinstance(value[0], str):
+        return [[str(f) for f in value]]
+    return [[str(f) for f in group] for group in value if group]
+
+
 def patient_inputs(cohort, patients: list[str]) -> dict[str, list]:
     """Each patient's raw inputs from the ingest indexes: series files, body part, note texts."""
     from clinicmm.keys import Col, Status
 
-    files: dict[str, list[str]] = {}
+    files: dict[str, list[list[str]]] = {}
     parts: dict[str, str] = {}
     if cohort.series is not None and not cohort.series.empty:
         ok = cohort.series[cohort.series[Col.STATUS] == Status.OK]
         for pid, fs, bp in zip(ok[Col.PATIENT], ok[Col.FILES], ok[Col.BODY_PART]):
-            files[pid], parts[pid] = [str(f) for f in fs], str(bp or "")
+            files.setdefault(pid, []).append([str(f) for f in fs])  # several with imaging.series_per_patient > 1
+            parts.setdefault(pid, str(bp or ""))
     texts: dict[str, list[str]] = {}
     if cohort.notes is not None and not cohort.notes.empty:
         ok = cohort.notes[cohort.notes[Col.STATUS] == Status.OK]
         for pid, group in ok.groupby(Col.PATIENT.value, sort=False):
             texts[pid] = group[Col.TEXT].astype(str).tolist()
     return {
-        "series": [files.get(p) for p in patients],
+        "series": [(files[p][0] if len(files[p]) == 1 else files[p]) if p in files else None for p in patients],
         "body_parts": [parts.get(p, "") for p in patients],
         "texts": [texts.get(p, []) for p in patients],
     }

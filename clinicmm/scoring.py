@@ -62,9 +62,13 @@ def _notes(text: str) -> list[str]:
     return [text]
 
 
-def _series_files(text: str) -> list[str]:
+def _series_files(text: str) -> list[str] | list[list[str]]:
+    """A JSON list of files (one series), a JSON list of such lists (several, embeddings averaged) or a folder."""
     if text.startswith("["):
-        return [str(f) for f in _json(text, list, "dicom_files", "")]
+        from clinicmm.evidence import series_list
+
+        value = _json(text, list, "dicom_files", "")
+        return value if not value else series_list(value) if isinstance(value[0], list) else [str(f) for f in value]
     folder = Path(text)
     if not folder.is_dir():
         raise ValueError(f"column 'dicom_files': {folder} is neither a JSON list of files nor a folder")

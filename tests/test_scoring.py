@@ -215,3 +215,10 @@ def test_result_frame_carries_the_differential_set_and_decision_and_blanks_them_
     assert out.loc["B", "predicted"] == "BRCA"  # abstaining keeps the differential: the reviewer sees it
     assert out.loc["C", "status"] == "not scored" and out.loc["C", "top1"] == "" and out.loc["C", "decision"] == ""
     assert list(out.columns).index("decision") < list(out.columns).index("status")
+
+
+def test_dicom_files_takes_one_series_or_several() -> None:
+    from clinicmm.scoring import _series_files
+
+    assert _series_files('["/d/1.dcm", "/d/2.dcm"]') == ["/d/1.dcm", "/d/2.dcm"]
+    assert _series_files('[["/a/1.dcm"], ["/b/1.dcm", "/b/2.dcm"]]') == [["/a/1.dcm"], ["/b/1.dcm", "/b/2.dcm"]]

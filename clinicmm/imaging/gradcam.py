@@ -92,12 +92,13 @@ def saliency(wf: WorkflowSpec, files: list[str], n_classes: int) -> tuple[np.nda
 def explain_patient(wf: WorkflowSpec, patient: str, out: Path | None = None, workflow: str = "WORKFLOW.yaml") -> dict:
     """Grad-CAM PNG of ``patient``'s image in ``out`` (default ``workdir/explain``), logged to the train-image run."""
     from clinicmm.cohort import Cohort
-    from clinicmm.evidence import patient_inputs
+    from clinicmm.evidence import patient_inputs, series_list
     from clinicmm.privacy.pseudonym import pseudonym, workflow_key
 
     record = _trained_record(wf, workflow)
     cohort = Cohort.load(wf.work / "ingest")
-    files = patient_inputs(cohort, [patient])["series"][0]
+    chosen = series_list(patient_inputs(cohort, [patient])["series"][0])
+    files = chosen[0] if chosen else []  # with several series per patient: the best one by imaging.prefer
     if not files:
         raise InputError(f"patient {patient!r}: no usable image series in {wf.work / 'ingest'} (unknown id, or the "
                          "series was skipped: see the ingest report). Check the id in column patient_id of cohort.parquet.")

@@ -93,7 +93,7 @@ def train_if_stale(wf: WorkflowSpec, force: bool = False, progress: bool = True)
 def split_items(wf: WorkflowSpec) -> tuple[dict[str, list[dict]], list[str]]:
     """Per split (train, val): ``{"image": files, "label": index, "files_digest": ...}`` items; the classes."""
     from clinicmm.cohort import Cohort
-    from clinicmm.evidence import patient_inputs
+    from clinicmm.evidence import patient_inputs, series_list
 
     ingest = wf.work / "ingest"
     if not (ingest / "cohort.parquet").is_file():
@@ -103,8 +103,8 @@ def split_items(wf: WorkflowSpec) -> tuple[dict[str, list[dict]], list[str]]:
     per_split = {}
     for split in (Split.TRAIN, Split.VAL):
         patients = cohort.patients(split)
-        series = patient_inputs(cohort, patients)["series"]
-        per_split[split] = [(p, files) for p, files in zip(patients, series) if files]
+        series = patient_inputs(cohort, patients)["series"]  # several per patient: each one is a training item
+        per_split[split] = [(p, files) for p, value in zip(patients, series) for files in series_list(value)]
     classes = sorted({label[p] for p, _ in per_split[Split.TRAIN]})
     if len(classes) < 2:
         raise StageError(f"{wf.dataset_path}: the train split has images of {len(classes)} label(s); training the "

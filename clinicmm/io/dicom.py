@@ -507,7 +507,7 @@ def _series_rows(groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, s
     for group in groups:
         first = group[0]
         rows.append(_series_row(group, spec, dropped.get((first.patient, first.study, first.series), 0)))
-    _choose(rows, spec.prefer)
+    _choose(rows, spec.prefer, spec.series_per_patient)
     return rows
 
 
@@ -602,8 +602,8 @@ def _describe(row: dict) -> str:
     return f"{row[Col.N_SLICES]} slices{thickness}{date}"
 
 
-def _choose(rows: list[dict], prefer: list[str]) -> None:
-    """Keep, per patient, the preferred usable series as ``ok``; mark the other usable ones skipped, saying why."""
+def _choose(rows: list[dict], prefer: list[str], keep: int = 1) -> None:
+    """Keep, per patient, the ``keep`` preferred usable series as ``ok``; mark the others skipped, saying why."""
     usable: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         if row[Col.STATUS] == Status.OK:
@@ -614,13 +614,16 @@ def _choose(rows: list[dict], prefer: list[str]) -> None:
             continue
         group.sort(key=lambda r: (*(_PREFERENCES[p](r) for p in prefer), r[Col.SERIES_UID], r[Col.SOURCE]))
         best = group[0]
-        chosen = f"chosen: {rule} ({_describe(best)}) of {len(group)} usable series"
-        best[Col.REASON] = "; ".join(filter(None, [chosen, best[Col.REASON]]))
-        for row in group[1:]:
+        for rank, row in enumerate(group[:keep], start=1):
+            place = f" (#{rank} of the {min(keep, len(group))} kept)" if keep > 1 else ""
+            chosen = f"chosen: {rule} ({_describe(row)}) of {len(group)} usable series{place}"
+            row[Col.REASON] = "; ".join(filter(None, [chosen, row[Col.REASON]]))
+        for row in group[keep:]:
             row[Col.STATUS] = Status.SKIPPED.value
             row[Col.REASON] = (
                 f"not chosen: {_describe(row)}; the patient's series in {best[Col.SOURCE]} ({_describe(best)}) was "
-                f"preferred by imaging.prefer ({rule}; ties go to the lower SeriesInstanceUID)"
+                f"preferred by imaging.prefer ({rule}; ties go to the lower SeriesInstanceUID) and "
+                f"imaging.series_per_patient is {keep}"
             )
 
 

@@ -69,3 +69,56 @@ def test_two_workers_give_the_same_index(root, tmp_path) -> None:
     two = index_dicom(ImagingSpec(root=root, workers=2), root, spool=tmp_path)
     assert one.to_dict("records") == two.to_dict("records")
     assert list(tmp_path.iterdir()) == [], "the spooled index is removed after the scan"
+
+
+def test_several_series_per_patient_are_kept_in_preference_order(root) -> None:
+    index = index_dicom(ImagingSpec(root=root, series_per_patient=2, prefer=["thinnest"]), root)
+    ok = index[index[Col.STATUS] == Status.OK]
+    reasons = {Path(s).name: r for s, r in zip(ok[Col.SOURCE], ok[Col.REASON])}
+    assert set(reasons) == {"thin", "late"}
+    assert "(#1 of the 2 kept)" in reasons["thin"] and "(#2 of the 2 kept)" in reasons["late"]
+    scout = index[index[Col.SOURCE].str.endswith("scout")].iloc[0]
+    assert scout[Col.STATUS] == Status.SKIPPED and "series_per_patient is 2" in scout[Col.REASON]
+
+
+class _Encoder:
+    """Stands in for ImageEncoder: a series' embedding is its file count; a series named 'bad' fails."""
+
+    dim = 2
+
+    def fingerprint(self) -> str:
+        return "stub"
+
+    def encode(self, series):
+        import numpy as np
+
+        out = np.array([[len(s), 1.0] for s in series], dtype=np.float32)
+        failed = {i: "bad series" for i, s in enumerate(series) if "bad" in s[0]}
+        out[list(failed)] = np.nan
+        return out, failed
+
+
+def test_several_series_embeddings_are_averaged_and_a_patient_fails_only_when_all_fail(tmp_path) -> None:
+    import numpy as np
+
+    from clinicmm.config import EncodersSpec
+    from clinicmm.evidence import Featurizer
+    from clinicmm.knowledge.graph import KnowledgeGraph
+
+    files = {}
+    for name, n in (("a", 2), ("b", 4), ("bad", 3), ("bad2", 1)):
+        files[name] = []
+        for k in range(n):
+            path = tmp_path / name / f"{k}.dcm"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(f"{name}{k}".encode())
+            files[name].append(str(path))
+    featurizer = Featurizer(EncodersSpec(), KnowledgeGraph.default())
+    featurizer._image = _Encoder()
+    series = [[files["a"], files["b"]], files["a"], [files["bad"], files["b"]], [files["bad"], files["bad2"]], None]
+    vectors, _, info = featurizer.images(series, ["CHEST"] * 5)
+    assert vectors[0].tolist() == [3.0, 1.0]  # mean of 2 and 4 files
+    assert vectors[1].tolist() == [2.0, 1.0]
+    assert vectors[2].tolist() == [4.0, 1.0]  # the bad series left out, the good one kept
+    assert np.isnan(vectors[3]).all() and "bad series" in info["failures"][3]
+    assert np.isnan(vectors[4]).all() and set(info["failures"]) == {3}
