@@ -211,11 +211,13 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, dict]:
                 results[name] = {"epochs": len(history), "best": best, "bundle": str(out)}
                 log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(history), best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
         if not tracked:
+            distributed.barrier()  # leave together with rank 0 once it has saved and recorded the models
             return {}
         mlflow.log_dict({n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, "training_summary.json")
     distributed.drop_checkpoints(wf)  # every model finished: a forced rerun trains afresh
     weights = [digest_files([Path(r["bundle"]) / f for f in ("weights.safetensors", "model.json", "calibration.json")]) for r in results.values()]
     stages.mark_done(wf, "train", {n: {"epochs": r["epochs"], **r["best"]} for n, r in results.items()}, digest_bytes(*weights))
+    distributed.barrier()
     return results
 
 
@@ -423,6 +425,9 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> dict:
         if name == "ingest":
             distributed.barrier()  # the other ranks encode from rank 0's ingest
         status[name] = "ran"
+    # Every rank leaves together: a rank that exits (and tears down its process group) while rank 0 still
+    # evaluates, registers and predicts can abort, and the launcher then stops rank 0 too.
+    distributed.barrier()
     if not distributed.is_zero():  # evaluate, register and predict ran on rank 0
         return {"stages": status}
     results = pd.read_csv(wf.work / "evaluate" / "results.csv")
