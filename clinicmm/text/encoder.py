@@ -157,7 +157,8 @@ class TextEncoder:
             if self.adapter is not None:
                 from peft import PeftModel
 
-                model = PeftModel.from_pretrained(model, str(self.adapter)).merge_and_unload()
+                # a local adapter folder only: local_files_only reaches peft's hf_hub_download calls, never the Hub
+                model = PeftModel.from_pretrained(model, str(self.adapter), local_files_only=True).merge_and_unload()
             self._model = model.to(self.device).eval()
         return self._tokenizer, self._model
 
