@@ -32,6 +32,14 @@ def _two_in_different_splits(cohort, column="has_image"):
     return a, b
 
 
+def _series_rows_in_two_splits(cohort):
+    """(series index, row of a train patient's series, row of a test patient's series, the test patient)."""
+    a, b = _two_in_different_splits(cohort)
+    s = cohort.series
+    ok = s["status"] == "ok"
+    return s, s.index[ok & (s["patient_id"] == a)][0], s.index[ok & (s["patient_id"] == b)][0], b
+
+
 def test_the_clean_demo_cohort_passes_every_check(built):
     spec, cohort = built
     assert find_leaks(cohort, spec) == []
@@ -50,11 +58,7 @@ def test_a_patient_in_two_splits_under_two_spellings_fails(built):
 
 def test_the_same_series_in_two_splits_fails_naming_the_uids(built):
     spec, cohort = _fresh(built)
-    a, b = _two_in_different_splits(cohort)
-    s = cohort.series
-    ok = s["status"] == "ok"
-    src = s.index[ok & (s["patient_id"] == a)][0]
-    dst = s.index[ok & (s["patient_id"] == b)][0]
+    s, src, dst, b = _series_rows_in_two_splits(cohort)
     s.at[dst, "files"] = s.at[src, "files"]
     with pytest.raises(StageError) as err:
         check_leakage(cohort, spec)
@@ -63,11 +67,7 @@ def test_the_same_series_in_two_splits_fails_naming_the_uids(built):
 
 def test_a_copy_with_new_uids_is_still_caught_by_its_pixel_hash(built, tmp_path):
     spec, cohort = _fresh(built)
-    a, b = _two_in_different_splits(cohort)
-    s = cohort.series
-    ok = s["status"] == "ok"
-    src = s.index[ok & (s["patient_id"] == a)][0]
-    dst = s.index[ok & (s["patient_id"] == b)][0]
+    s, src, dst, b = _series_rows_in_two_splits(cohort)
     copies = []
     for i, f in enumerate(s.at[src, "files"]):
         ds = pydicom.dcmread(f)
