@@ -32,11 +32,11 @@ import pandas as pd
 
 from clinicmm.config import CompareSpec, WorkflowSpec
 from clinicmm.errors import ConfigError, StageError
-from clinicmm.keys import Node, Split
-from clinicmm.training.ablation import MODALITY_NAMES, ablation_row
+from clinicmm.keys import MODALITY_NAMES, Node, Split
+from clinicmm.training.ablation import ablation_row
+from clinicmm.training.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
 
 log = logging.getLogger("clinicmm")
-METRICS = ("macro_f1", "accuracy", "auroc_ovr")
 
 
 @dataclass
@@ -94,19 +94,6 @@ def split_val(train: np.ndarray, y: np.ndarray, share: float, seed: int) -> tupl
         return tuple(train_test_split(train, test_size=share, random_state=seed))
 
 
-def fold_scaler(vectors: dict[str, np.ndarray], rows: np.ndarray):
-    """Per-modality mean / std of the fold's training rows (every modality, omics included)."""
-    from clinicmm.training.data import Standardizer
-
-    mean, std = {}, {}
-    for m, v in vectors.items():
-        sub = v[rows][~np.isnan(v[rows]).any(axis=1)]
-        ok = len(sub) >= 2
-        mean[m] = sub.mean(0).tolist() if ok else [0.0] * v.shape[1]
-        std[m] = np.where(sub.std(0) > 1e-6, sub.std(0), 1.0).tolist() if ok else [1.0] * v.shape[1]
-    return Standardizer(mean, std)
-
-
 # ---------------------------------------------------------------------------------------------- one fold
 
 
@@ -138,11 +125,13 @@ def _neural(name: str, data: CVData, hetero, fit_rows, val_rows, test_rows, spec
 
     from clinicmm.fusion.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
-    from clinicmm.training.ablation import probs_without
-    from clinicmm.training.data import class_nodes, dims_of, to_evidence
+    from clinicmm.training.ablation import probs_and_without
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of, to_evidence
     from clinicmm.training.fit import fit
 
-    scaler = fold_scaler(data.encoded.vectors, data.rows[fit_rows])
+    # every modality, omics included, on the fold's training rows: the genomics preprocessor was fitted on the
+    # ingest train split, which overlaps this fold's test patients
+    scaler = Standardizer.fit(data.encoded.vectors, data.rows[fit_rows], skip=())
     items = {k: to_evidence(data.encoded, data.rows[p], data.y[p], data.kg, scaler)
              for k, p in (("fit", fit_rows), ("val", val_rows), ("test", test_rows))}
     dims = dims_of(data.encoded.vectors)
@@ -156,9 +145,7 @@ def _neural(name: str, data: CVData, hetero, fit_rows, val_rows, test_rows, spec
 
         on_epoch = epoch_logger(run)
     model, history = fit(model, items["fit"], items["val"], hetero, dims, spec, len(data.classes), on_epoch, False)
-    probs = probs_without(model, items["test"], hetero, dims, None)
-    without = {m: probs_without(model, items["test"], hetero, dims, m)
-               if any(getattr(p, m) is not None for p in items["test"]) else None for m in MODALITY_NAMES}
+    probs, without = probs_and_without(model, items["test"], hetero, dims)
     return probs, without, model, history
 
 

@@ -15,6 +15,7 @@ class Modality(StrEnum):
 
 
 MODALITIES: tuple[Modality, ...] = (Modality.IMAGE, Modality.NOTE, Modality.OMICS)
+MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)  # the same, as plain strings
 
 
 class Status(StrEnum):

@@ -24,9 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from clinicmm.fusion.batch import PATIENT
-from clinicmm.keys import EVIDENCE_NODE, MODALITIES
-
-MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)
+from clinicmm.keys import EVIDENCE_NODE, MODALITIES, MODALITY_NAMES
 
 
 def modality_embeddings(model: nn.Module, batch: HeteroData) -> dict[str, Tensor]:

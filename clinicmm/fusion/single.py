@@ -14,9 +14,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from clinicmm.fusion.batch import PATIENT, check_dims
-from clinicmm.keys import MODALITIES
-
-MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)
+from clinicmm.keys import MODALITY_NAMES
 
 
 def check_head_args(n_classes: int, hidden: int, dropout: float) -> None:

@@ -103,11 +103,12 @@ def _read_object(path: str) -> tuple[Any, Any]:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
+    ds = None
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 -- name the file and its transfer syntax
-        syntax = getattr(getattr(locals().get("ds"), "file_meta", None), "TransferSyntaxUID", None)
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         named = f" (transfer syntax {syntax.name})" if syntax is not None else ""
         raise ValueError(f"{path}: cannot decode pixel data{named} ({type(exc).__name__}: {exc})") from None
     frames = int(ds.get("NumberOfFrames") or 1)

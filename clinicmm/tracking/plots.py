@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.keys import HAS, MODALITIES, Col, Split
-
-MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)
+from clinicmm.keys import HAS, MODALITIES, MODALITY_NAMES, Col, Split
 
 
 def _subplots(*args, figsize: tuple[float, float], **kwargs):

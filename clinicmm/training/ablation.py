@@ -15,26 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.keys import MODALITIES
-
-MODALITY_NAMES: tuple[str, ...] = tuple(m.value for m in MODALITIES)
+from clinicmm.keys import MODALITY_NAMES
 
 
-def probs_without(model, items: list, knowledge, dims: Mapping[str, int], modality: str | None,
-                  batch_size: int = 64) -> np.ndarray:
-    """(N, C) class probabilities of ``items`` with ``modality`` removed from every batch (None: nothing removed)."""
-    import torch
+def probs_and_without(model, items: list, knowledge, dims: Mapping[str, int]):
+    """(N, C) probabilities of ``items``, and ``{modality: probabilities with it removed}`` (None for a modality
+    that none of the items has)."""
+    from clinicmm.training.fit import predict_proba
 
-    from clinicmm.fusion.batch import without_modality
-    from clinicmm.training.fit import make_loader
-
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for batch in make_loader(items, knowledge, dict(dims), batch_size, False):
-            batch = without_modality(batch, modality) if modality else batch
-            out.append(torch.softmax(model(batch), dim=1))
-    return torch.cat(out).numpy()
+    full = predict_proba(model, items, knowledge, dims)
+    without = {m: predict_proba(model, items, knowledge, dims, without=m) if any(getattr(p, m) is not None for p in items)
+               else None for m in MODALITY_NAMES}
+    return full, without
 
 
 def macro_f1(y: np.ndarray, probs: np.ndarray) -> float:
@@ -57,10 +49,7 @@ def ablation_row(y: np.ndarray, full: np.ndarray, without: Mapping[str, np.ndarr
 
 def model_ablation(model, items: list, y: np.ndarray, knowledge, dims: Mapping[str, int]) -> dict[str, float]:
     """One model's :func:`ablation_row` on ``items`` (a modality none of them has is NaN)."""
-    full = probs_without(model, items, knowledge, dims, None)
-    without = {m: probs_without(model, items, knowledge, dims, m) if any(getattr(p, m) is not None for p in items)
-               else None for m in MODALITY_NAMES}
-    return ablation_row(y, full, without)
+    return ablation_row(y, *probs_and_without(model, items, knowledge, dims))
 
 
 def markdown(table: pd.DataFrame, title: str) -> str:

@@ -19,12 +19,13 @@ class Standardizer:
     std: dict[str, list[float]]
 
     @classmethod
-    def fit(cls, vectors: dict[str, np.ndarray], rows: np.ndarray) -> Standardizer:
+    def fit(cls, vectors: dict[str, np.ndarray], rows: np.ndarray, skip: tuple[str, ...] = ("omics",)) -> Standardizer:
+        """Mean / std of ``rows``; the modalities in ``skip`` (default: omics, standardised upstream) stay as they are."""
         mean, std = {}, {}
         for m, v in vectors.items():
             sub = v[rows]
             sub = sub[~np.isnan(sub).any(axis=1)]
-            if m == "omics" or len(sub) < 2:
+            if m in skip or len(sub) < 2:
                 mean[m], std[m] = [0.0] * v.shape[1], [1.0] * v.shape[1]
                 continue
             mean[m] = sub.mean(axis=0).tolist()

@@ -196,8 +196,12 @@ def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpoint
 
 
 @torch.inference_mode()
-def predict_proba(model, items: list, knowledge, dims, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (N, C) for a list of PatientEvidence."""
+def predict_proba(model, items: list, knowledge, dims, batch_size: int = 64, without: str | None = None) -> np.ndarray:
+    """Class probabilities (N, C) for a list of PatientEvidence; ``without``: that modality removed from every
+    batch (:func:`clinicmm.fusion.batch.without_modality`), as a patient lacking it looks to the model."""
+    from clinicmm.fusion.batch import without_modality
+
     model.eval()
-    out = [torch.softmax(model(b), dim=1) for b in make_loader(items, knowledge, dims, batch_size, False)]
+    batches = make_loader(items, knowledge, dict(dims), batch_size, False)
+    out = [torch.softmax(model(without_modality(b, without) if without else b), dim=1) for b in batches]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
