@@ -215,16 +215,20 @@ class GenomicsPreprocessor:
     def _align(self, matrix: pd.DataFrame, genes: list[str]) -> pd.DataFrame:
         """Columns the model does not know renamed to their current symbol when that is a fitted gene the
         matrix lacks (first such column wins); without ``harmonize``, the matrix as it is."""
-        unknown = [c for c in matrix.columns if c not in set(genes)]
-        if not self.harmonize or not unknown:
+        if not self.harmonize:
             return matrix
         fitted, present = set(genes), set(matrix.columns)
+        unknown = [c for c in matrix.columns if c not in fitted]
+        if not unknown:
+            return matrix
         rename = _renamer(fitted)
         mapping: dict[str, str] = {}
+        taken: set[str] = set()
         for column in unknown:
             target = rename(str(column))
-            if target in fitted and target not in present and target not in mapping.values():
+            if target in fitted and target not in present and target not in taken:
                 mapping[column] = target
+                taken.add(target)
         return matrix.rename(columns=mapping) if mapping else matrix
 
     def _log(self, matrix: pd.DataFrame) -> pd.DataFrame:
