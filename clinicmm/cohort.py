@@ -49,9 +49,19 @@ class Cohort:
         for name in ("manifest", *TABLES):
             table = getattr(self, name)
             if table is not None:
-                _write_parquet(table, out / f"{'cohort' if name == 'manifest' else name}.parquet")
+                _write_parquet(table, self.table_path(out, name))
+            else:  # a table from an earlier ingest of another dataset must not be loaded with this one
+                self.table_path(out, name).unlink(missing_ok=True)
         atomic_write_bytes(out / "report.json", json.dumps(self.report, indent=2, default=str).encode())
         atomic_write_bytes(out / "report.md", render_report(self.report).encode())
+
+    @staticmethod
+    def table_path(folder: Path, name: str) -> Path:
+        return Path(folder) / f"{'cohort' if name == 'manifest' else name}.parquet"
+
+    def written(self) -> list[str]:
+        """The tables ``save`` writes: the manifest and every index this cohort has."""
+        return [n for n in ("manifest", *TABLES) if getattr(self, n) is not None]
 
     @classmethod
     def load(cls, folder: Path) -> Cohort:

@@ -54,7 +54,9 @@ def _need(path: Path, stage: str) -> Path:
 def ingest_stage(wf: WorkflowSpec) -> Cohort:
     cohort = ingest(load_dataset(wf.dataset_path), wf.work / "ingest")
     r = cohort.report
-    content = digest_bytes(cohort.manifest.to_csv(index=False), json.dumps(r, sort_keys=True, default=str))
+    # every written table, not only the manifest: a changed note text or expression value must make encode stale
+    tables = [cohort.table_path(wf.work / "ingest", name) for name in cohort.written()]
+    content = digest_bytes(digest_files(tables), json.dumps(r, sort_keys=True, default=str))
     stages.mark_done(wf, "ingest", {"patients": r["patients"], "skipped": len(r["skipped"])}, content)
     log.info("ingest: %d usable patients (%d labelled), %d skipped inputs", r["patients"]["usable"], r["patients"]["labelled"], len(r["skipped"]))
     return cohort
