@@ -149,7 +149,9 @@ def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
 
         tables["notes"] = read_notes(spec.notes, spec.resolve(spec.notes.path))
     if spec.genomics:
-        tables.update(_read_genomics(spec))
+        from clinicmm.io.genomics import read_genomics
+
+        tables.update(read_genomics(spec))
     return tables
 
 
@@ -160,12 +162,6 @@ def _select_notes(spec: DatasetSpec, notes: pd.DataFrame | None) -> list[str]:
     from clinicmm.io.notes import apply_window
 
     return list(notes.attrs.get("issues", [])) + apply_window(notes, spec)
-
-
-def _read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
-    from clinicmm.io.genomics import read_genomics
-
-    return read_genomics(spec)
 
 
 # -------------------------------------------------------------------------------------------- linking

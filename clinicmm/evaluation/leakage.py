@@ -197,7 +197,7 @@ def note_date_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> list
     table = _read_table(lab_path)
     label_date = dict(zip(table[spec.labels.patient_column].str.strip(), _dates(table[spec.labels.date_column])))
     ok = notes[(notes[Col.STATUS] == Status.OK) & notes[Col.PATIENT].isin(split_of)]
-    written = _dates(ok[Col.NOTE_DATE] if Col.NOTE_DATE in ok.columns else _raw_note_dates(spec, ok))
+    written = _dates(ok[Col.NOTE_DATE])
     leaks = []
     for pid, source, row, date in zip(ok[Col.PATIENT], ok[Col.SOURCE], ok[Col.ROW], written):
         known = label_date.get(pid, pd.NaT)
@@ -205,14 +205,6 @@ def note_date_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> list
             leaks.append(Leak("note_date", f"{Path(str(source)).name} row {row}: note dated {date.date()} after the "
                               f"label date {known.date()} ({lab_path.name}, column {spec.labels.date_column!r})"))
     return leaks
-
-
-def _raw_note_dates(spec: DatasetSpec, ok: pd.DataFrame) -> pd.Series:
-    """Each indexed note's date cell, read from the notes table by row (indexes without a date column)."""
-    from clinicmm.io.notes import _read_raw
-
-    column = _read_raw(spec.resolve(spec.notes.path))[spec.notes.date_column]
-    return pd.Series([column.iloc[int(r) - 1] for r in ok[Col.ROW]], dtype=object)
 
 
 def _dates(column: pd.Series) -> pd.Series:

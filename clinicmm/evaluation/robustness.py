@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ NOISE_STD = 0.1  # of the [0, 1] intensity window
 SHIFT = 0.1
 DROP_SHARE = 0.5
 MASK_SHARE = 0.5
-_SECTION = re.compile(r"(?m)^(?=[A-Z][A-Z /&()-]{2,}:)")
 
 
 @dataclass
@@ -56,10 +54,8 @@ class Context:
 
 def _sections(text: str) -> list[str]:
     """The note's sections as text pieces (the shared section rules of :mod:`clinicmm.text.sections`)."""
-    try:
-        from clinicmm.text.sections import split_sections
-    except ImportError:  # an older tree without the section splitter: upper-case 'HEADER:' lines
-        return [p for p in _SECTION.split(text) if p.strip()]
+    from clinicmm.text.sections import split_sections
+
     found = split_sections(text)
     return [text[sec.start : sec.end] for sec in found] if len(found) > 1 else [text]
 
@@ -272,7 +268,7 @@ def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) 
 
 def drop_png(table: pd.DataFrame, path: Path) -> Path:
     """Heatmap of the macro-F1 drop: perturbations down, models across."""
-    from clinicmm.tracking.plots import _subplots
+    from clinicmm.tracking.plots import _subplots, save_figure
 
     grid = table[table["perturbation"] != "clean"].pivot(index="perturbation", columns="model", values="macro_f1_drop")
     grid = grid.reindex(index=[p for p in PERTURBATIONS if p in grid.index], columns=list(dict.fromkeys(table["model"])))
@@ -285,9 +281,7 @@ def drop_png(table: pd.DataFrame, path: Path) -> Path:
         colour = "white" if abs(v) > limit / 2 else "black"
         ax.text(j, i, "" if math.isnan(v) else f"{v:+.2f}", ha="center", va="center", fontsize=8, color=colour)
     ax.set_title("macro-F1 drop (test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def _log(wf, table: pd.DataFrame, out: Path, names: list[str], seed: int) -> None:

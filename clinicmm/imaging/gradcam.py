@@ -119,6 +119,8 @@ def overlay_png(image: np.ndarray, sal: np.ndarray, title: str, path: Path) -> P
     """One slice (grey) with its saliency (jet, translucent), radiological display; matplotlib without pyplot."""
     from matplotlib.figure import Figure
 
+    from clinicmm.tracking.plots import save_figure
+
     fig = Figure(figsize=(4.2, 4))
     ax = fig.subplots()
     ax.imshow(image[::-1, ::-1], cmap="gray", vmin=0, vmax=1)
@@ -126,9 +128,7 @@ def overlay_png(image: np.ndarray, sal: np.ndarray, title: str, path: Path) -> P
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="saliency")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def _log(wf: WorkflowSpec, run_id: str | None, png: Path) -> str | None:

@@ -177,9 +177,6 @@ class _Spool:
         key = json.dumps([found[Col.PATIENT], found[Col.STUDY_UID], found[Col.SERIES_UID]])
         return "skipped", key, json.dumps({str(k): v for k, v in found.items()})
 
-    def add(self, found: _Slice | dict) -> None:
-        self.add_records([self.record(found)])
-
     def add_records(self, records: Iterable[tuple[str, str, str]]) -> None:
         by_table: dict[str, list[tuple[str, str]]] = {"slices": [], "skipped": []}
         for table, key, value in records:

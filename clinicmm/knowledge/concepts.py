@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 from clinicmm.errors import InputError
-from clinicmm.text.sections import KNOWN_HEADERS, header as _header  # noqa: F401 (re-exported)
+from clinicmm.text.sections import header as _header
 
 CATEGORIES = ("negated", "hypothetical", "family")
 FAMILY_SECTIONS = frozenset({"family history"})

@@ -15,8 +15,6 @@ import os
 import secrets
 from pathlib import Path
 
-import pandas as pd
-
 from clinicmm.errors import ConfigError
 
 KEY_ENV = "CLINICMM_PHI_KEY"
@@ -43,17 +41,6 @@ def remap_uid(uid: str, key: bytes) -> str:
 def day_shift(patient_id: str, key: bytes, lo: int = 30, hi: int = 730) -> int:
     """Days (negative, between -hi and -lo) by which this patient's dates move; the same for all their files."""
     return -(lo + int.from_bytes(_digest(key, "days", str(patient_id).strip())[:4], "big") % (hi - lo + 1))
-
-
-def pseudonymize(frame: pd.DataFrame, key: bytes, column: str = "patient_id", drop: tuple[str, ...] = ("reason",)) -> pd.DataFrame:
-    """A copy of ``frame`` fit for MLflow: ``column`` pseudonymised, free-text columns (``drop``) removed.
-
-    A ``reason`` names files and rows (paths may hold ids), so it is dropped rather than hashed.
-    """
-    out = frame.drop(columns=[c for c in drop if c in frame.columns])
-    if column in out.columns:
-        out[column] = [pseudonym(p, key) for p in out[column].astype(str)]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- key

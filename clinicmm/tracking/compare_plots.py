@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.tracking.plots import _save, _subplots, _tab10
+from clinicmm.tracking.plots import _subplots, _tab10, save_figure
 
 METRIC_LABELS = {"macro_f1": "macro-F1", "accuracy": "accuracy", "auroc_ovr": "AUROC (one-vs-rest)"}
 
@@ -36,7 +36,7 @@ def cv_bars_png(table: pd.DataFrame, folds: int, path: Path, title: str = "cross
            title=f"{title}: bars = mean ± sd over {folds} folds, black = pooled 95% bootstrap CI")
     ax.title.set_fontsize(8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ablation_png(ablation: pd.DataFrame, modalities: tuple[str, ...], path: Path,
@@ -54,4 +54,4 @@ def ablation_png(ablation: pd.DataFrame, modalities: tuple[str, ...], path: Path
     ax.set_xticks(x, models, rotation=30, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="macro-F1", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

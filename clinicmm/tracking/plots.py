@@ -36,9 +36,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) ->
     ax.set_title(title)
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(int(v)), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
@@ -52,9 +50,7 @@ def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_title(title)
     fig.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def comparison_png(scores: dict[str, float], metric: str, path: Path) -> Path:
@@ -65,9 +61,7 @@ def comparison_png(scores: dict[str, float], metric: str, path: Path) -> Path:
     ax.set_ylabel(f"test {metric}")
     for i, n in enumerate(names):
         ax.text(i, scores[n] + 0.02, f"{scores[n]:.2f}", ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
@@ -88,7 +82,7 @@ def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, pa
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_png(probs: np.ndarray, y: np.ndarray, title: str, path: Path, n_bins: int = 10) -> Path:
@@ -109,7 +103,7 @@ def reliability_png(probs: np.ndarray, y: np.ndarray, title: str, path: Path, n_
     ax.legend(loc="upper left", fontsize=7)
     axc.bar(centers, bins["count"], width=width, color="tab:gray", edgecolor="black", lw=0.6)
     axc.set(xlabel="confidence (top-label probability)", ylabel="count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def modality_combinations(manifest: pd.DataFrame) -> pd.Series:
@@ -159,7 +153,7 @@ def availability_png(manifest: pd.DataFrame, path: Path, title: str = "modality 
     axc.set(xlabel="patients", title="patients by modality combination")
     axc.tick_params(axis="y", labelsize=7)
     axc.margins(x=0.15)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _has(manifest: pd.DataFrame, *extra: str) -> pd.DataFrame:
@@ -172,7 +166,7 @@ def _has(manifest: pd.DataFrame, *extra: str) -> pd.DataFrame:
     return manifest[cols].fillna(False).astype(bool).set_axis(list(MODALITY_NAMES), axis=1)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Lay out, write at dpi 110 and close the figure (figures left open leak memory over a long run)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)

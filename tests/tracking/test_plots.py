@@ -20,13 +20,13 @@ CLASSES = ["breast", "lung", "colorectal", "glioma"]
 def captured(monkeypatch):
     """Keep each saved figure so the test can read its titles and legends after the PNG is written."""
     figures = []
-    real_save = plots._save
+    real_save = plots.save_figure
 
     def save(fig, path):
         figures.append(fig)
         return real_save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     return figures
 
 
