@@ -34,6 +34,7 @@ TIMEOUT_ENV = "CLINICMM_DIST_TIMEOUT_S"
 # a rank may wait at a barrier while another encodes a large shard: far longer than torch's 30-minute default
 DEFAULT_TIMEOUT_S = 6 * 3600
 SHARD_RECORD = "shard.json"
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning strategies that start their own processes
 
 
 # ------------------------------------------------------------------------------------------- ranks
@@ -96,7 +97,7 @@ def check_launch(spec: TrainingSpec, source: object = "workflow YAML") -> None:
     repeating every stage before training in each of them.
     """
     wanted = requested_processes(spec)
-    spawns = spec.strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))
+    spawns = spec.strategy.startswith(SPAWNING)
     have = int(os.environ.get("WORLD_SIZE", "1"))
     if wanted is None or spawns:
         return

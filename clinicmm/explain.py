@@ -85,7 +85,7 @@ def _link_scores(model, batch, full, pred) -> dict[tuple[int, str, Node, int], f
     """``(patient row, modality, node type, node index) -> drop of the log-odds of ŷ`` for every link of every patient."""
     import copy
 
-    from clinicmm.fusion.batch import EVIDENCE_LINKS, reverse
+    from clinicmm.fusion.batch import EVIDENCE_LINKS, _set_edges
     from clinicmm.keys import EVIDENCE_NODE, Rel
 
     scores: dict[tuple[int, str, Node, int], float] = {}
@@ -101,8 +101,7 @@ def _link_scores(model, batch, full, pred) -> dict[tuple[int, str, Node, int], f
         for k in range(int(rank.max()) + 1):
             keep = rank != k
             cut = copy.copy(batch)
-            cut[edge_type].edge_index = edges[:, keep]
-            cut[reverse(edge_type)].edge_index = edges[:, keep].flip(0)
+            _set_edges(cut, edge_type, edges[:, keep])
             drop = full - log_odds(model(cut), pred)
             for e in (~keep).nonzero().flatten().tolist():
                 row = int(patient_of[edges[0, e]])

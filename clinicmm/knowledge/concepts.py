@@ -37,6 +37,7 @@ from pathlib import Path
 
 from clinicmm.errors import InputError
 from clinicmm.text.sections import header as _header
+from clinicmm.text.sections import norm as _norm
 
 CATEGORIES = ("negated", "hypothetical", "family")
 FAMILY_SECTIONS = frozenset({"family history"})
@@ -84,10 +85,6 @@ class _Trigger:
     end: int
     category: str  # negated | hypothetical | family | pseudo | terminate
     direction: str  # pre | post | -
-
-
-def _norm(form: str) -> str:
-    return " ".join(form.lower().split())
 
 
 def _key(form: str) -> str:

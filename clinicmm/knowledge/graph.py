@@ -22,7 +22,8 @@ from clinicmm.errors import InputError
 from clinicmm.keys import KNOWLEDGE_NODES, Node, Rel
 from clinicmm.knowledge import loaders
 from clinicmm.knowledge.concepts import Concept
-from clinicmm.knowledge.loaders import SCHEMA, NodeRow
+from clinicmm.knowledge.loaders import SCHEMA, NodeRow, synonym_forms
+from clinicmm.text.sections import norm
 
 EdgeType = tuple[Node, Rel, Node]
 REV = "rev_"
@@ -99,9 +100,8 @@ class KnowledgeGraph:
         added = 0
         for term_id, targets in codes.items():
             term = by_id[term_id]
-            name = " ".join(term.name.lower().split())
-            concept = Concept(f"diagnosis:{name}", name, "diagnosis",
-                              tuple(dict.fromkeys(" ".join(s.lower().split()) for s in term.synonyms if s.strip())))
+            name = norm(term.name)
+            concept = Concept(f"diagnosis:{name}", name, "diagnosis", synonym_forms(term.synonyms))
             self.add_concepts([concept], source)
             added += sum(self.add_edge(Node.CONCEPT, concept.id, Rel.INDICATES, Node.CANCER, c, source)
                          for c in targets)
@@ -302,7 +302,6 @@ class KnowledgeGraph:
     def __repr__(self) -> str:
         counts = ", ".join(f"{t.value}={self.num_nodes(t)}" for t in KNOWLEDGE_NODES)
         return f"KnowledgeGraph({counts}, edges={sum(map(len, self._edges.values()))})"
-
 
 
 def _obo_codes(terms: list[loaders.OboTerm], titles: dict[str, str]) -> dict[str, list[str]]:

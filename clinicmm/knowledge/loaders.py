@@ -14,6 +14,7 @@ from pathlib import Path
 from clinicmm.errors import InputError
 from clinicmm.keys import KNOWLEDGE_NODES, Node, Rel
 from clinicmm.knowledge.concepts import Concept
+from clinicmm.text.sections import norm
 
 EDGE_COLUMNS = ("src_type", "src", "relation", "dst_type", "dst", "source")
 SHORT_COLUMNS = ("head", "relation", "tail")
@@ -67,6 +68,10 @@ class NodeRow:
     title: str = ""
     definition: str = ""
 
+
+def synonym_forms(forms) -> tuple[str, ...]:
+    """Synonyms as the concept matcher compares them (lower case, single spaces), blanks and repeats dropped."""
+    return tuple(dict.fromkeys(norm(s) for s in forms if s.strip()))
 
 def _at(path: Path, line: int) -> str:
     return f"{path}, line {line}"
@@ -185,7 +190,7 @@ def read_concepts(path: str | Path) -> list[Concept]:
             raise InputError(f"{where}: unknown concept kind {kind!r}; valid kinds: {', '.join(CONCEPT_KINDS)}")
         if not cid.startswith(f"{kind}:") or cid in out:
             raise InputError(f"{where}: concept id {cid!r} must be unique and start with '{kind}:'")
-        syn = tuple(dict.fromkeys(" ".join(s.lower().split()) for s in synonyms.split("|") if s.strip()))
+        syn = synonym_forms(synonyms.split("|"))
         out[cid] = Concept(cid, name, kind, syn)
     return list(out.values())
 

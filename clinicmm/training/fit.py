@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from clinicmm.config import TrainingSpec
+from clinicmm.distributed import SPAWNING
 from clinicmm.errors import ConfigError
 
 def _lightning():
@@ -161,9 +162,6 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
     if task.best_state is not None:
         model.load_state_dict(task.best_state)
     return model.eval(), task.history
-
-
-SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):
