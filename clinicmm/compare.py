@@ -50,6 +50,7 @@ class CVData:
     classes: list[str]
     patients: list[str] = field(default_factory=list)
     text_spec: object = None  # encoders.text: the graph models' cancer-type nodes start from its embeddings
+    cohort: object = None  # clinicmm.cohort.Cohort the folds come from (for the parent run's ingest summary)
 
 
 def load_cv_data(wf: WorkflowSpec) -> CVData:
@@ -69,7 +70,7 @@ def load_cv_data(wf: WorkflowSpec) -> CVData:
     data.kg.ensure_nodes(Node.CANCER, classes)
     y = np.array([classes.index(data.label[p]) for p, _ in labelled], dtype=int)
     return CVData(data.encoded, data.kg, np.array([r for _, r in labelled], dtype=int), y, classes,
-                  [p for p, _ in labelled], wf.encoders.text)
+                  [p for p, _ in labelled], wf.encoders.text, data.cohort)
 
 
 def make_folds(y: np.ndarray, classes: list[str], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -345,7 +346,6 @@ def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True) -
     """Cross-validate every model of ``wf`` (and the baselines); write, log and return the tables."""
     import mlflow
 
-    from clinicmm.cohort import Cohort
     from clinicmm.tracking.compare_plots import ablation_png, cv_bars_png
 
     cmp = wf.compare if folds is None else wf.compare.model_copy(update={"folds": folds})
@@ -356,7 +356,7 @@ def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True) -
     reference = reference_model(names, cmp)
     out = wf.work / "compare"
     out.mkdir(parents=True, exist_ok=True)
-    tracker = CompareRuns(wf, Cohort.load(wf.work / "ingest"), out)
+    tracker = CompareRuns(wf, data.cohort, out)
     with tracker.parent_run() as parent:
         res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
         table, ablation = summarise(res, cmp, reference), ablation_table(res)
