@@ -275,19 +275,20 @@ def _log_upstream_stages(wf: WorkflowSpec, data: TrainingData) -> None:
 # -------------------------------------------------------------------------------------------- evaluate
 
 
-def _evaluate_model(wf: WorkflowSpec, data: TrainingData, name: str, out: Path) -> dict[str, float]:
-    """One model's test metrics and plots (confusion matrix, per-class ROC, reliability), logged to its run."""
+def _evaluate_model(wf: WorkflowSpec, data: TrainingData, name: str, out: Path) -> tuple[dict[str, float], dict]:
+    """One model's test metrics and plots (confusion matrix, per-class ROC, reliability), logged to its run, and
+    its missing-modality ablation row (the same predictions, then each modality removed in turn)."""
     from clinicmm.bundle import ModelBundle
     from clinicmm.tracking import runs
     from clinicmm.tracking.plots import confusion_png, reliability_png, roc_png
     from clinicmm.training.calibration import expected_calibration_error
     from clinicmm.training.data import dims_of
-    from clinicmm.training.fit import predict_proba
+    from clinicmm.training.ablation import ablation_row, probs_and_without
     from clinicmm.training.metrics import classification_metrics, confusion
 
     bundle = ModelBundle.load(_need(wf.work / "train" / name, "train"))
     items, y = data.items(Split.TEST, bundle.scaler)
-    raw = predict_proba(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+    raw, without = probs_and_without(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
     probs = bundle.calibration.apply(raw)  # what the registered model serves
     metrics = classification_metrics(y, probs, bundle.classes) | {"ece": expected_calibration_error(probs, y)}
     metrics |= {"ece_uncalibrated": expected_calibration_error(raw, y)} | bundle.calibration.test_metrics(probs, y)
@@ -299,7 +300,7 @@ def _evaluate_model(wf: WorkflowSpec, data: TrainingData, name: str, out: Path) 
         reliability_png(probs, y, f"{title}, T={bundle.calibration.temperature:.2f}", out / f"reliability_{name}.png"),
     ]
     runs.log_evaluation(wf, name, metrics, pngs)
-    return metrics
+    return metrics, {"model": name, "n": len(y), **ablation_row(y, raw, without)}  # argmax: calibration-free
 
 
 RESULT_COLUMNS = ("macro_f1", "accuracy", "auroc_ovr", "ece", "ece_uncalibrated", "coverage_target", "coverage",
@@ -314,19 +315,21 @@ def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
     data = TrainingData(wf)
     out = wf.work / "evaluate"
     out.mkdir(parents=True, exist_ok=True)
-    table, metrics_by_model = [], {}
+    table, metrics_by_model, ablation = [], {}, []
     for name in wf.models:
-        metrics = metrics_by_model[name] = _evaluate_model(wf, data, name, out)
-        table.append({"model": name, "n_test": len(data.rows(Split.TEST)[0]), **{k: metrics.get(k, np.nan) for k in RESULT_COLUMNS}})
+        metrics, row = _evaluate_model(wf, data, name, out)
+        metrics_by_model[name] = metrics
+        ablation.append(row)
+        table.append({"model": name, "n_test": row["n"], **{k: metrics.get(k, np.nan) for k in RESULT_COLUMNS}})
     manifest = data.cohort.manifest
     availability_png(manifest[manifest[Col.STATUS] == "ok"], out / "availability.png")
     results = pd.DataFrame(table)
     results.to_csv(out / "results.csv", index=False)
     _write_json(out / "results.json", metrics_by_model)
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
-    from clinicmm.training.ablation import evaluate_ablation
+    from clinicmm.training.ablation import write_ablation
 
-    evaluate_ablation(wf, data, out)  # each modality removed in turn: ablation.csv / ablation.md
+    write_ablation(ablation, out)  # each modality removed in turn: ablation.csv / ablation.md
     from clinicmm.evaluation import loso
 
     if loso.wanted(wf):  # split.leave_one_site_out: every site held out in turn, evaluate/sites/

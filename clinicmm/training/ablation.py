@@ -47,11 +47,6 @@ def ablation_row(y: np.ndarray, full: np.ndarray, without: Mapping[str, np.ndarr
     return row
 
 
-def model_ablation(model, items: list, y: np.ndarray, knowledge, dims: Mapping[str, int]) -> dict[str, float]:
-    """One model's :func:`ablation_row` on ``items`` (a modality none of them has is NaN)."""
-    return ablation_row(y, *probs_and_without(model, items, knowledge, dims))
-
-
 def markdown(table: pd.DataFrame, title: str) -> str:
     """The ablation table as markdown: macro-F1 with every modality, without each, and the drop."""
     head = ["model", "n", "all", *(f"− {m}" for m in MODALITY_NAMES), *(f"drop {m}" for m in MODALITY_NAMES)]
@@ -69,19 +64,11 @@ def _f(value: float, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def evaluate_ablation(wf, data, out: Path) -> pd.DataFrame:
-    """Test-split ablation of every trained model (the evaluate stage): writes ``ablation.csv`` and ``ablation.md``."""
-    from clinicmm.bundle import ModelBundle
-    from clinicmm.keys import Split
-    from clinicmm.training.data import dims_of
-
-    rows = []
-    for name in wf.models:
-        bundle = ModelBundle.load(wf.work / "train" / name)
-        items, y = data.items(Split.TEST, bundle.scaler)
-        row = model_ablation(bundle.build_model(), items, y, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
-        rows.append({"model": name, "n": len(y), **row})
+def write_ablation(rows: list[dict], out: Path) -> pd.DataFrame:
+    """The evaluate stage's ablation table (one row per model: ``model``, ``n`` and :func:`ablation_row`'s
+    columns) as ``ablation.csv`` and ``ablation.md``."""
     table = pd.DataFrame(rows)
     table.to_csv(out / "ablation.csv", index=False)
-    (out / "ablation.md").write_text(markdown(table, f"Missing modalities: test-split macro-F1 (n={len(y)})"))
+    n = int(table["n"].iloc[0]) if len(table) else 0
+    (out / "ablation.md").write_text(markdown(table, f"Missing modalities: test-split macro-F1 (n={n})"))
     return table
