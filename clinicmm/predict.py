@@ -20,6 +20,18 @@ from clinicmm.keys import Col
 log = logging.getLogger("clinicmm")
 
 
+def load_registered(model_uri: str):
+    """``mlflow.pyfunc.load_model``; any failure (MLflow raises several types for a bad URI) as one ModelError."""
+    import mlflow.pyfunc
+
+    from clinicmm.errors import ModelError
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
+
+
 def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
     """The registered model's input frame for these patients, from the ingest indexes (raw values)."""
     from clinicmm.evidence import patient_inputs
@@ -76,10 +88,8 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
 
     With ``dicom_sr``, also writes one DICOM Comprehensive SR per scored patient into that folder.
     """
-    import mlflow.pyfunc
-
     from clinicmm.cohort import build_cohort
-    from clinicmm.errors import InputError, ModelError
+    from clinicmm.errors import InputError
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -87,10 +97,7 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
     cohort = build_cohort(load_dataset(dataset_path), split=False)
     manifest = cohort.manifest
     usable = manifest.loc[manifest[Col.STATUS] == "ok", Col.PATIENT.value].tolist()
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:  # MLflow raises several types for a bad URI
-        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
+    model = load_registered(model_uri)
     result = model.predict(cohort_frame(cohort, usable)) if usable else pd.DataFrame()
     skipped = manifest[manifest[Col.STATUS] != "ok"]
     extra = pd.DataFrame({"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]})

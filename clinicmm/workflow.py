@@ -420,7 +420,8 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> dict:
 
             status["train-image"] = train_if_stale(wf, force, progress) if distributed.is_zero() else "rank 0"
             distributed.barrier()
-        if distributed.agree(not force and stages.is_current(wf, name)):  # rank 0 decides for every rank
+        # rank 0 decides for every rank (the others need not walk the inputs for an answer agree() drops)
+        if distributed.agree(not force and distributed.is_zero() and stages.is_current(wf, name)):
             log.info("%s: up to date, skipped", name)
             status[name] = "skipped (up to date)"
             continue

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.errors import ConfigError, ModelError, StageError
+from clinicmm.errors import ConfigError, StageError
 from clinicmm.keys import Col, Status
 
 log = logging.getLogger("clinicmm")
@@ -36,15 +36,9 @@ def _check_overlap(wf, cohort) -> list[str]:
 
 
 def _score(model_uri: str, cohort, patients: list[str]) -> pd.DataFrame:
-    import mlflow.pyfunc
+    from clinicmm.predict import cohort_frame, load_registered
 
-    from clinicmm.predict import cohort_frame
-
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as exc:  # MLflow raises several types for a bad URI
-        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
-    return model.predict(cohort_frame(cohort, patients))
+    return load_registered(model_uri).predict(cohort_frame(cohort, patients))
 
 
 def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[str, float], np.ndarray, list[str]]:
