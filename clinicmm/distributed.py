@@ -298,7 +298,7 @@ def checkpoint_dir(wf, model: str) -> Path:
     from clinicmm.cache import digest_bytes
     from clinicmm.config import dump
 
-    key = digest_bytes(__version__, stages._nonce(wf, "encode"), json.dumps(dump(wf.training), sort_keys=True), model)
+    key = digest_bytes(__version__, stages.nonce(wf, "encode"), json.dumps(dump(wf.training), sort_keys=True), model)
     return wf.work / "checkpoints" / model / key[:16]
 
 

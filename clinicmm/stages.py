@@ -61,7 +61,7 @@ def _own_config(wf: WorkflowSpec, stage: str) -> object:
     }[stage]
 
 
-def _nonce(wf: WorkflowSpec, stage: str) -> str:
+def nonce(wf: WorkflowSpec, stage: str) -> str:
     path = record_path(wf, stage)
     try:
         return json.loads(path.read_text())["nonce"] if path.is_file() else "missing"
@@ -72,7 +72,7 @@ def _nonce(wf: WorkflowSpec, stage: str) -> str:
 def fingerprint(wf: WorkflowSpec, stage: str) -> str:
     """The fingerprint ``stage`` would have if it ran now (chained to the record of the stage before it)."""
     i = ORDER.index(stage)
-    upstream = _nonce(wf, ORDER[i - 1]) if i > 0 else _inputs_digest(wf)
+    upstream = nonce(wf, ORDER[i - 1]) if i > 0 else _inputs_digest(wf)
     extra = _inputs_digest(wf) if stage == "predict" else ""
     return digest_bytes(stage, __version__, upstream, extra, json.dumps(_own_config(wf, stage), sort_keys=True, default=str))
 

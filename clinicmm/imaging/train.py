@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,9 @@ def fingerprint(wf: WorkflowSpec) -> str:
     from clinicmm import stages
     from clinicmm.imaging.encoder import ImageEncoder
 
-    ingest = stages.record_path(wf, "ingest")
-    nonce = json.loads(ingest.read_text()).get("nonce", "") if ingest.is_file() else "missing"
     train = wf.encoders.image.train
     settings = train.model_dump_json(exclude={"output"}) if train else ""
-    return digest_bytes(nonce, settings, ImageEncoder(base_spec(wf.encoders.image)).fingerprint())
+    return digest_bytes(stages.nonce(wf, "ingest"), settings, ImageEncoder(base_spec(wf.encoders.image)).fingerprint())
 
 
 def is_current(wf: WorkflowSpec) -> bool:
@@ -95,10 +92,7 @@ def split_items(wf: WorkflowSpec) -> tuple[dict[str, list[dict]], list[str]]:
     from clinicmm.cohort import Cohort
     from clinicmm.evidence import patient_inputs, series_list
 
-    ingest = wf.work / "ingest"
-    if not (ingest / "cohort.parquet").is_file():
-        raise StageError(f"{ingest}: no ingest output. Run `clinicmm ingest WORKFLOW.yaml` (or `clinicmm run`) first.")
-    cohort = Cohort.load(ingest)
+    cohort = Cohort.load(wf.work / "ingest")  # StageError naming the folder when ingest has not run
     label = cohort.manifest.set_index("patient_id")["label"].to_dict()
     per_split = {}
     for split in (Split.TRAIN, Split.VAL):
@@ -298,17 +292,14 @@ def _validate(model, loader, device) -> dict[str, float]:
 
 def _save(wf: WorkflowSpec, model, classes, history, counts, failed, n_train, n_val) -> dict:
     """Weights (network only, as ``ImageEncoder.save_weights`` writes them) and head, atomically; the record."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from clinicmm.cache import atomic_write_bytes
     from clinicmm.imaging.encoder import weights_module
 
     out = Path(wf.encoders.image.weights_file())
-    out.parent.mkdir(parents=True, exist_ok=True)
     for path, module in ((out, weights_module(model[0])), (folder(wf) / "head.safetensors", model[1])):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}))
     best = min(history, key=lambda h: (h["val_loss"] if h["val_loss"] == h["val_loss"] else -h["epoch"]))
     return {"fingerprint": fingerprint(wf), "classes": classes, "history": history, "best_epoch": best["epoch"],
             "series": {"train": n_train, "val": n_val, **counts}, "failed": failed, "weights": str(out),

@@ -42,9 +42,7 @@ def fingerprint(wf: WorkflowSpec) -> str:
     from clinicmm.text.encoder import TextEncoder
 
     lora = wf.encoders.text.lora
-    ingest = stages.record_path(wf, "ingest")
-    nonce = json.loads(ingest.read_text()).get("nonce", "") if ingest.is_file() else "missing"
-    return digest_bytes(nonce, lora.model_dump_json() if lora else "", TextEncoder(_base_spec(wf)).fingerprint())
+    return digest_bytes(stages.nonce(wf, "ingest"), lora.model_dump_json() if lora else "", TextEncoder(_base_spec(wf)).fingerprint())
 
 
 def is_current(wf: WorkflowSpec) -> bool:
@@ -61,10 +59,7 @@ def training_notes(wf: WorkflowSpec) -> tuple[list[str], list[int], list[str]]:
     from clinicmm.cohort import Cohort
     from clinicmm.evidence import patient_inputs
 
-    folder = wf.work / "ingest"
-    if not (folder / "cohort.parquet").is_file():
-        raise StageError(f"{folder}: no ingest output. Run `clinicmm ingest WORKFLOW.yaml` (or `clinicmm run`) first.")
-    cohort = Cohort.load(folder)
+    cohort = Cohort.load(wf.work / "ingest")  # StageError naming the folder when ingest has not run
     patients = cohort.patients(Split.TRAIN)
     label = cohort.manifest.set_index("patient_id")["label"].to_dict()
     pairs = [(t, label[p]) for p, ts in zip(patients, patient_inputs(cohort, patients)["texts"]) for t in ts]
