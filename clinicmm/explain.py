@@ -180,17 +180,18 @@ def columns(explanation: dict | None) -> dict[str, object]:
             "top_path": f"{paths[0]['path']} ({paths[0]['weight']:.3g})" if paths else ""}
 
 
-def add_explanations(result, model, items: Sequence, rows: Sequence[int], bundle):
+def add_explanations(result, model, items: Sequence, rows: Sequence[int], bundle, hetero=None):
     """``result`` (one row per input row) with the compact columns and an ``explanation`` JSON column.
 
     ``items`` are the scored rows' ``PatientEvidence``, ``rows`` their positions in ``result``; other rows get
-    empty values.
+    empty values. ``hetero``: the bundle's graph as HeteroData when the caller has built it already.
     """
     import json
 
     found = {}
     if len(items):
-        explained = explain(model, items, bundle.knowledge.to_hetero(), bundle.dims, bundle.knowledge, bundle.classes)
+        hetero = hetero if hetero is not None else bundle.knowledge.to_hetero()
+        explained = explain(model, items, hetero, bundle.dims, bundle.knowledge, bundle.classes)
         found = dict(zip(rows, explained))
     compact = [columns(found.get(i)) for i in range(len(result))]
     for name in COLUMNS:

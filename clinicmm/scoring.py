@@ -207,11 +207,12 @@ def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
     present = np.stack([encoded.has(m.value) for m in MODALITIES], axis=1)
     rows = [i for i in range(n) if present[i].any() and i not in parsed["errors"]]
     items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
-    probs = predict_proba(model, items, bundle.knowledge.to_hetero(), bundle.dims) if items else np.zeros((0, len(bundle.classes)))
+    hetero = bundle.knowledge.to_hetero() if items else None  # one graph for the predictions and their explanations
+    probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
     result = _result_frame(parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration)
     from clinicmm.explain import add_explanations  # modality shares, top genes / concepts, graph paths
 
-    return add_explanations(result, model, items, rows, bundle)
+    return add_explanations(result, model, items, rows, bundle, hetero)
 
 
 def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None) -> pd.DataFrame:
