@@ -2,7 +2,8 @@
 
 Initial states: evidence nodes project their modality embedding (LayerNorm + Linear); knowledge nodes (genes,
 pathways, cancer types, concepts) have learned embeddings looked up by ``node_id``; patients start from one learned
-vector. ``layers`` rounds of ``HGTConv`` (residual + LayerNorm + dropout) follow, and a patient's logit for class
+vector. ``layers`` rounds of HGT (:class:`~clinicmm.fusion.hgt.HGTLayer`, the arithmetic and parameters of PyG's
+``HGTConv`` with fewer operations; residual + LayerNorm + dropout) follow, and a patient's logit for class
 ``c`` is its projected state dotted with the final state of the cancer-type node ``class_nodes[c]``, plus a bias.
 
 Two choices keep the model honest and cheap:
@@ -30,7 +31,6 @@ from numbers import Integral
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.nn.dense.linear import HeteroLinear
 
 from clinicmm.fusion.batch import PATIENT, check_dims, schema, without_modality
 from clinicmm.fusion.single import MODALITY_NAMES, check_head_args, present_share
@@ -226,35 +226,11 @@ def _updated(edges: Sequence[EdgeType]) -> list[str]:
 
 
 def _conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:
-    """An HGTConv reading ``inputs`` along ``edges``, without the output weights of types it does not update."""
-    from torch_geometric.nn import HGTConv
+    """An HGT layer reading ``inputs`` along ``edges`` (:class:`~clinicmm.fusion.hgt.HGTLayer`: PyG's ``HGTConv``
+    arithmetic and parameter names, with the output weights of only the types it updates)."""
+    from clinicmm.fusion.hgt import HGTLayer
 
-    conv = HGTConv(hidden, hidden, (inputs, edges), heads)
-    for t in set(inputs) - set(_updated(edges)):
-        del conv.out_lin.lins[t]
-        del conv.skip[t]
-    for lin in (conv.k_rel, conv.v_rel):
-        lin.__class__ = SplitHeteroLinear
-    return conv
-
-
-def _split_matmul(lin: nn.Module, x: Tensor, type_ptr: Tensor) -> Tensor:
-    """``HeteroLinear.forward_naive`` (used without pyg-lib) with the same products, cheaper to differentiate.
-
-    PyG's version writes ``x[start:end] @ W[i]`` into slices of one output; autograd then builds a zero tensor of the
-    whole input for every one of the (relation x head) slices, which cost more than the HGT layer itself on a large
-    graph. ``split`` + ``cat`` gives the same result with one gradient buffer.
-    """
-    sizes = (type_ptr[1:] - type_ptr[:-1]).tolist()
-    parts = [chunk @ lin.weight[i] for i, chunk in enumerate(x.split(sizes))]
-    return torch.cat(parts) if parts else x.new_empty(0, lin.out_channels)
-
-
-class SplitHeteroLinear(HeteroLinear):
-    """PyG's HeteroLinear with ``forward_naive`` = ``_split_matmul``: a module-level class, so a model with it still
-    pickles (``ddp_spawn`` sends the model to its processes by pickle)."""
-
-    forward_naive = _split_matmul
+    return HGTLayer(hidden, heads, inputs, edges)
 
 
 def class_texts(kg) -> list[str]:
