@@ -318,6 +318,11 @@ class TrainingSpec(_Spec):
         10_000, ge=0, description="Knowledge-graph edges from which the graph models cut each batch to the k-hop "
         "receptive field of its patients and class nodes (same logits, cost grows with the batch, not the graph).",
     )
+    num_neighbors: int | None = Field(
+        10, ge=1, description="On cut batches, in training only: at most this many random in-edges per knowledge node "
+        "and relation, drawn again for every batch (neighbour sampling, as in GraphSAGE and HGT); null keeps them all. "
+        "Validation, evaluation and prediction always use every edge.",
+    )
     class_init: Literal["text", "random"] = Field(
         "text", description="Cancer-type nodes start from the text encoder's embedding of each type's name and "
         "definition ('text', helps types with few training patients) or at random.",

@@ -16,7 +16,8 @@ Two choices keep the model honest and cheap:
 
 When the knowledge graph holds at least ``subgraph_min_edges`` edges, each batch is first cut to the receptive field
 of its patients and class nodes (:mod:`clinicmm.fusion.subgraph`): the same logits, at a cost that grows with the
-batch rather than with the graph.
+batch rather than with the graph. In training, ``num_neighbors`` then bounds the in-edges each knowledge node keeps
+per relation (neighbour sampling, drawn again for every batch); evaluation always uses every edge.
 
 ``modality_weights`` is attribution by ablation: each modality's evidence is removed for everyone, and the drop of
 the predicted class's log-probability, normalised over modalities, is that modality's share.
@@ -104,7 +105,7 @@ class KGGNNFusion(nn.Module):
 
     def __init__(self, dims: Mapping[str, int], n_classes: int, num_nodes: Mapping[str, int], class_nodes: Tensor,
                  metadata: Metadata, hidden: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2,
-                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES) -> None:
+                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES, num_neighbors: int | None = None) -> None:
         super().__init__()
         dims = check_dims(dims)
         check_head_args(n_classes, hidden, dropout)
@@ -126,6 +127,7 @@ class KGGNNFusion(nn.Module):
         self.readout = nn.Linear(hidden, hidden)
         self.bias = nn.Parameter(torch.zeros(n_classes))
         self.subgraph_min_edges = subgraph_min_edges  # None: always the whole graph
+        self.num_neighbors = num_neighbors  # in training, on cut batches: in-edges sampled per node and relation
 
     @staticmethod
     def _make_conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:
@@ -148,7 +150,7 @@ class KGGNNFusion(nn.Module):
         """(B, n_classes) logits."""
         class_nodes = self.class_nodes
         if self.subgraph_min_edges is not None and knowledge_edges(batch) >= self.subgraph_min_edges:
-            batch, class_nodes = restrict(batch, self.plan, class_nodes)
+            batch, class_nodes = restrict(batch, self.plan, class_nodes, self.num_neighbors if self.training else None)
         h = self._initial(batch)
         for conv, norms, (inputs, edges) in zip(self.convs, self.norms, self.plan):
             out = conv({t: h[t] for t in inputs}, {et: batch[et].edge_index for et in edges})

@@ -121,8 +121,77 @@ def test_training_cuts_batches_from_the_configured_threshold(monkeypatch):
     for threshold, cut in ((knowledge_edges(knowledge) + 1, False), (knowledge_edges(knowledge), True)):
         calls.clear()
         model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, subgraph_min_edges=None)
-        spec = TrainingSpec(max_epochs=1, batch_size=4, hidden=16, subgraph_min_edges=threshold)
+        spec = TrainingSpec(max_epochs=1, batch_size=4, hidden=16, subgraph_min_edges=threshold, num_neighbors=3)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit(model, items, items[:4], knowledge, DIMS, spec, 3, progress=False)
-        assert bool(calls) is cut and model.subgraph_min_edges == threshold
+        assert bool(calls) is cut and model.subgraph_min_edges == threshold and model.num_neighbors == 3
+
+
+def _in_degrees(edge_index: torch.Tensor, num_dst: int) -> torch.Tensor:
+    return torch.bincount(edge_index[1], minlength=num_dst)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_neighbour_sampling_keeps_at_most_the_limit_per_node_and_relation(limit):
+    torch.manual_seed(0)
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=3)
+    items = patients(6)
+    batch = build_batch(knowledge, items, DIMS)
+    full, _ = restrict(batch, model.plan, CLASS_NODES)
+    sampled, classes = restrict(batch, model.plan, CLASS_NODES, num_neighbors=limit)
+    assert sampled["cancer_type"].node_id[classes].tolist() == CLASS_NODES.tolist()
+    for et in full.edge_types:
+        src, _, dst = et
+        if src in NUM_NODES and dst in NUM_NODES:
+            exact = _in_degrees(full[et].edge_index, full[dst].num_nodes)  # a node's in-degree in the graph
+            position = {int(n): i for i, n in enumerate(full[dst].node_id)}
+            kept = torch.zeros_like(exact)
+            for n in sampled[dst].node_id[sampled[et].edge_index[1]].tolist():  # back to full-cut positions
+                kept[position[n]] += 1
+            # a node whose in-edges were drawn keeps min(degree, limit) of them, once (not once per layer)
+            drawn = kept > 0
+            assert (kept[drawn] == exact[drawn].clamp(max=limit)).all(), et
+            assert sampled[et].edge_index.unique(dim=1).size(1) == sampled[et].edge_index.size(1)
+            if dst == "cancer_type":  # the class nodes are read out: theirs are always drawn
+                targets = [position[int(c)] for c in CLASS_NODES]
+                assert (kept[targets] == exact[targets].clamp(max=limit)).all(), et
+    assert any(_in_degrees(full[et].edge_index, full[et[2]].num_nodes).max() > limit for et in full.edge_types
+               if et[0] in NUM_NODES and et[2] in NUM_NODES)  # the limit did bind somewhere
+    # the batch's own evidence links are never sampled: every linked gene of every patient is still there
+    assert sampled["omics", "altered", "gene"].edge_index.size(1) == batch["omics", "altered", "gene"].edge_index.size(1)
+    assert sampled["gene", "rev_altered", "omics"].edge_index.size(1) == batch["omics", "altered", "gene"].edge_index.size(1)
+
+
+def test_neighbour_samples_are_drawn_per_batch_from_the_torch_generator():
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=2)
+    batch = build_batch(knowledge, patients(6), DIMS)
+    et = ("pathway", "rev_member_of", "gene")
+
+    def sample(seed):
+        torch.manual_seed(seed)
+        sub, _ = restrict(batch, model.plan, CLASS_NODES, num_neighbors=1)
+        return sub[et].edge_index[0].tolist(), sub["pathway"].node_id.tolist()
+
+    assert sample(0) == sample(0)
+    assert len({str(sample(s)) for s in range(5)}) > 1
+
+
+def test_sampling_applies_in_training_only(monkeypatch):
+    import clinicmm.fusion.kg_gnn as kg_gnn
+
+    torch.manual_seed(0)
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, subgraph_min_edges=None)
+    batch = build_batch(knowledge, patients(8), DIMS)
+    full = model.eval()(batch)
+    model.subgraph_min_edges, model.num_neighbors = 1, 1
+    assert torch.allclose(model(batch), full, atol=1e-5, rtol=1e-4)  # eval: every edge, exact
+    limits = []
+    real = kg_gnn.restrict
+    monkeypatch.setattr(kg_gnn, "restrict", lambda *a: limits.append(a[3]) or real(*a))
+    model.train()(batch)
+    model.eval()(batch)
+    assert limits == [1, None]
