@@ -110,7 +110,9 @@ class FusionTask(_lightning().LightningModule):
             self.trainer.should_stop = True
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+        params = list(self.model.parameters())
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel for all tensors, same update
+        return torch.optim.AdamW(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=fused)
 
 
 class EpochCallback(_lightning().Callback):
@@ -142,7 +144,7 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
-        model.subgraph_min_edges = spec.subgraph_min_edges
+        model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
     task = FusionTask(model, spec, n_classes)
     spawns = spec.strategy.startswith(SPAWNING)  # the fit runs in child processes: log its epochs afterwards
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=spec.patience)]
