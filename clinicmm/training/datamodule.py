@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from clinicmm.config import TrainingSpec
-from clinicmm.training.fit import _lightning
+from clinicmm.errors import ConfigError
+from clinicmm.training.fit import _lightning, make_loader
 
 
 def per_rank_batch(batch_size: int, world: int) -> int:
@@ -33,26 +34,22 @@ class FusionData(_lightning().LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, items: list, sampler, batch_size: int, p_drop: float, seed: int):
-        from torch.utils.data import DataLoader
-
-        from clinicmm.fusion.batch import collate
-
-        fn = collate(self.knowledge, self.dims, modality_dropout=p_drop, seed=seed)
-        return DataLoader(items, batch_size=batch_size, sampler=sampler, collate_fn=fn, num_workers=0)
-
     def train_dataloader(self):
         from torch.utils.data import DistributedSampler
 
         world, rank = self._ranks()
         sampler = DistributedSampler(self.train, num_replicas=world, rank=rank, shuffle=True, seed=self.spec.seed)
         # modality dropout draws per rank (seed + rank): rank 0 of any run draws as a one-process run does
-        return self._loader(self.train, sampler, per_rank_batch(self.spec.batch_size, world),
-                            self.spec.modality_dropout, self.spec.seed + rank)
+        return make_loader(self.train, self.knowledge, self.dims, per_rank_batch(self.spec.batch_size, world), sampler,
+                           self.spec.modality_dropout, self.spec.seed + rank)
 
     def val_dataloader(self):
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
         world, rank = self._ranks()
+        if 0 < len(self.val) < world:  # Lightning's sampler would stop on a bare assertion (DDP would hang otherwise)
+            raise ConfigError(f"The validation split holds {len(self.val)} patients but training runs in {world} "
+                              f"processes, and each process needs at least one: use fewer processes "
+                              f"(training.devices / num_nodes, torchrun --nproc_per_node) or a larger split.val")
         sampler = UnrepeatedDistributedSampler(self.val, num_replicas=world, rank=rank, shuffle=False)
-        return self._loader(self.val, sampler, max(1, math.ceil(len(self.val) / world)), 0.0, 0)
+        return make_loader(self.val, self.knowledge, self.dims, max(1, math.ceil(len(self.val) / world)), sampler)

@@ -29,15 +29,16 @@ def _lightning():
     return pl
 
 
-def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, shuffle: bool, p_drop: float = 0.0, seed: int = 0):
-    """A DataLoader of batches (HeteroData); ``p_drop`` > 0 applies modality dropout (training only)."""
+def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, sampler=None, p_drop: float = 0.0,
+                seed: int = 0):
+    """A DataLoader of batches (HeteroData) in ``sampler``'s order (else as listed); ``p_drop`` > 0 applies modality
+    dropout, drawn from ``seed`` (training only)."""
     from torch.utils.data import DataLoader
 
     from clinicmm.fusion.batch import collate
 
-    gen = torch.Generator().manual_seed(seed)
     fn = collate(knowledge, dims, modality_dropout=p_drop, seed=seed)
-    return DataLoader(items, batch_size=batch_size, shuffle=shuffle, collate_fn=fn, generator=gen, num_workers=0)
+    return DataLoader(items, batch_size=batch_size, sampler=sampler, collate_fn=fn, num_workers=0)
 
 
 class FusionTask(_lightning().LightningModule):
@@ -202,6 +203,6 @@ def predict_proba(model, items: list, knowledge, dims, batch_size: int = 64, wit
     from clinicmm.fusion.batch import without_modality
 
     model.eval()
-    batches = make_loader(items, knowledge, dict(dims), batch_size, False)
+    batches = make_loader(items, knowledge, dict(dims), batch_size)
     out = [torch.softmax(model(without_modality(b, without) if without else b), dim=1) for b in batches]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
