@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
+from clinicmm.config import TrainingSpec
 from clinicmm.fusion.batch import PATIENT, check_dims, schema, without_modality
 from clinicmm.fusion.single import MODALITY_NAMES, check_head_args, present_share
 from clinicmm.fusion.subgraph import knowledge_edges, restrict
@@ -46,8 +47,9 @@ EVIDENCE_TYPES: tuple[str, ...] = tuple(EVIDENCE_NODE[m].value for m in MODALITI
 # tell it (a gene few patients carry still inherits its cancer types' and pathways' signal) rather than its own
 # random identity; cancer-type nodes are the class prototypes and start at unit scale, distinct from each other.
 CONTEXT_STD = 0.1
-# knowledge edges (one direction) from which batches are cut to their receptive field (TrainingSpec.subgraph_min_edges)
-SUBGRAPH_MIN_EDGES = 10_000
+# knowledge edges (one direction) from which batches are cut to their receptive field: the config's default, which
+# models built outside the fit (prediction, a registered bundle) keep; fit sets the workflow's value
+SUBGRAPH_MIN_EDGES: int = TrainingSpec.model_fields["subgraph_min_edges"].default
 Metadata = tuple[Sequence[str], Sequence[EdgeType]]
 
 
