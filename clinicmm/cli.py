@@ -159,9 +159,15 @@ def _print_ingest(report: dict, target: Path) -> None:
 
 def _workflow(path: Path):
     from clinicmm.config import load_workflow
+
+    return _configured(load_workflow(path), path)
+
+
+def _configured(wf, path: Path):
+    """Point MLflow at the workflow's store (which exports the absolute URI as MLFLOW_TRACKING_URI) and join a
+    torchrun job when started by one."""
     from clinicmm.tracking.setup import configure
 
-    wf = load_workflow(path)
     configure(wf.tracking)
     if distributed.init(wf.training, path) and not distributed.is_zero():  # started by torchrun or srun
         out.quiet = True  # one console report, from rank 0
@@ -422,8 +428,9 @@ def run(
     from clinicmm.config import load_workflow
     from clinicmm.workflow import run as run_all
 
-    shown_uri = load_workflow(workflow).tracking.tracking_uri()  # as the user wrote it (before it is made absolute)
-    wf = _workflow(workflow)
+    wf = load_workflow(workflow)
+    shown_uri = wf.tracking.tracking_uri()  # as the user wrote it: configure() exports the absolute URI
+    wf = _configured(wf, workflow)
     summary = run_all(wf, progress, force)
     if not distributed.is_zero():  # the other ranks of a torchrun job: rank 0 reports
         return

@@ -82,12 +82,24 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_labels(spec: DatasetSpec) -> tuple[dict[str, str], list[dict]]:
-    """patient -> label, and the skipped rows (empty patient id or label, duplicates)."""
+def read_labels_table(spec: DatasetSpec) -> pd.DataFrame | None:
+    """The labels file as a table of strings (None without ``labels``).
+
+    Read once per ingest and handed to every step that needs one of its columns -- the labels, the label dates of
+    ``notes.window``, the sites, the note-date leakage check -- rather than each reading the file again.
+    """
+    return _read_table(spec.resolve(spec.labels.path)) if spec.labels is not None else None
+
+
+def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], list[dict]]:
+    """patient -> label, and the skipped rows (empty patient id or label, duplicates).
+
+    ``table``: the labels file already read (:func:`read_labels_table`); read here when not given.
+    """
     if spec.labels is None:
         return {}, []
     path = spec.resolve(spec.labels.path)
-    table = _read_table(path)
+    table = _read_table(path) if table is None else table
     for key, col in (("labels.patient_column", spec.labels.patient_column), ("labels.label_column", spec.labels.label_column)):
         if col not in table.columns:
             raise InputError(
@@ -155,13 +167,13 @@ def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     return tables
 
 
-def _select_notes(spec: DatasetSpec, notes: pd.DataFrame | None) -> list[str]:
+def _select_notes(spec: DatasetSpec, notes: pd.DataFrame | None, labels_table: pd.DataFrame | None) -> list[str]:
     """Leave out notes outside ``notes.window`` (against the label dates); the readers' decoding notes."""
     if notes is None:
         return []
     from clinicmm.io.notes import apply_window
 
-    return list(notes.attrs.get("issues", [])) + apply_window(notes, spec)
+    return list(notes.attrs.get("issues", [])) + apply_window(notes, spec, labels_table)
 
 
 # -------------------------------------------------------------------------------------------- linking
@@ -228,11 +240,16 @@ def assign_splits(manifest: pd.DataFrame, val: float, test: float, seed: int) ->
 # ------------------------------------------------------------------------------------------------ API
 
 
-def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
-    """Read, link and split a dataset (no files written)."""
-    labels, skipped = read_labels(spec)
+def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFrame | None = None) -> Cohort:
+    """Read, link and split a dataset (no files written).
+
+    ``labels_table``: the labels file already read (:func:`read_labels_table`); read here, once, when not given.
+    """
+    if labels_table is None:
+        labels_table = read_labels_table(spec)
+    labels, skipped = read_labels(spec, labels_table)
     tables = read_modalities(spec)
-    notes_issues = _select_notes(spec, tables["notes"])
+    notes_issues = _select_notes(spec, tables["notes"], labels_table)
     for modality, name in ((Modality.IMAGE, "series"), (Modality.NOTE, "notes"), (Modality.OMICS, "samples"), (Modality.OMICS, "mutations")):
         skipped += _skipped_rows(modality.value, tables[name])
     labels_file = str(spec.resolve(spec.labels.path)) if spec.labels else "labels"
@@ -241,7 +258,7 @@ def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
     if split and spec.labels and spec.labels.site_column:
         from clinicmm.evaluation.sites import assign_site_splits
 
-        manifest, split_notes = assign_site_splits(spec, manifest)
+        manifest, split_notes = assign_site_splits(spec, manifest, labels_table)
     elif split:
         manifest, split_notes = assign_splits(manifest, spec.split.val, spec.split.test, spec.split.seed)
     else:
@@ -256,7 +273,8 @@ def build_cohort(spec: DatasetSpec, split: bool = True) -> Cohort:
 
 def ingest(spec: DatasetSpec, out: Path) -> Cohort:
     """Build the cohort and write it (manifest, indexes, report) to ``out``."""
-    cohort = build_cohort(spec)
+    labels_table = read_labels_table(spec)  # read once: labels, notes.window, sites and the leakage checks use it
+    cohort = build_cohort(spec, labels_table=labels_table)
     if cohort.manifest.empty or not (cohort.manifest[Col.STATUS] == Status.OK).any():
         raise InputError(
             f"dataset {spec.name!r}: no usable patient found. See the skipped inputs below and check the paths in "
@@ -264,7 +282,7 @@ def ingest(spec: DatasetSpec, out: Path) -> Cohort:
         )
     from clinicmm.evaluation.leakage import check_leakage
 
-    cohort.report["leakage_checks"] = check_leakage(cohort, spec)  # StageError (nothing written) on a leak
+    cohort.report["leakage_checks"] = check_leakage(cohort, spec, labels_table)  # StageError (nothing written) on a leak
     cohort.save(Path(out))
     return cohort
 

@@ -81,34 +81,37 @@ def patient_leaks(cohort) -> list[Leak]:
 # ---------------------------------------------------------------------------------------------- images
 
 
-def series_fingerprints(files: list[str]) -> tuple[list[str], str]:
-    """(SOPInstanceUID of each slice, sha256 over the slices' raw pixel bytes in order) of one series."""
+def pixel_digest(files: list[str]) -> str:
+    """sha256 over the slices' raw pixel bytes, in order, of one series (the SOPInstanceUIDs come from the index)."""
     import pydicom
 
-    uids, pixels = [], hashlib.sha256()
+    pixels = hashlib.sha256()
     for f in files:
-        ds = pydicom.dcmread(f, specific_tags=["SOPInstanceUID", "PixelData"])
-        uids.append(str(ds.get("SOPInstanceUID", "") or ""))
+        ds = pydicom.dcmread(f, specific_tags=["PixelData"])
         pixels.update(hashlib.sha256(bytes(ds.get("PixelData", b"") or b"")).digest())
-    return uids, pixels.hexdigest()
+    return pixels.hexdigest()
 
 
 def image_leaks(cohort, split_of: dict[str, str]) -> list[Leak]:
     """Series of patients in different splits that share a SeriesInstanceUID, a SOPInstanceUID or their pixel
-    data; one leak per group of such series, saying what they share."""
+    data; one leak per group of such series, saying what they share.
+
+    The UIDs are the ones the DICOM index read from the headers (``series_uid``, ``sop_uids``); only the pixel
+    data is read here.
+    """
     series = cohort.series
     if series is None or series.empty:
         return []
     ok = series[(series[Col.STATUS] == Status.OK) & series[Col.PATIENT].isin(split_of)]
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    rows = zip(ok[Col.PATIENT], ok[Col.SERIES_UID], ok[Col.SERIES_DIR], ok[Col.FILES])
+    rows = zip(ok[Col.PATIENT], ok[Col.SERIES_UID], ok[Col.SERIES_DIR], ok[Col.FILES], ok[Col.SOP_UID])
     quiet = True if len(ok) < PROGRESS_MIN_SERIES else None
-    for pid, uid, folder, files in tqdm(rows, total=len(ok), desc="Leakage check: image hashes", unit="series", file=sys.stderr, disable=quiet):
+    for pid, uid, folder, files, sops in tqdm(rows, total=len(ok), desc="Leakage check: image hashes", unit="series", file=sys.stderr, disable=quiet):
         member = (split_of[pid], f"series in {folder}")
         try:
-            sops, pixels = series_fingerprints([str(f) for f in files])
+            pixels = pixel_digest([str(f) for f in files])
         except Exception:  # noqa: BLE001 -- an unreadable series fails later, in encode, with its own reason
-            sops, pixels = [], ""
+            pixels = ""
         keys = [f"SeriesInstanceUID {uid}", *([f"pixel data (sha256 {pixels[:16]})"] if pixels else [])]
         for key in keys + [f"SOPInstanceUID {sop}" for sop in sops if sop]:
             by_key[key].append(member)
@@ -181,10 +184,13 @@ def label_column_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> l
 # ------------------------------------------------------------------------------------------ note dates
 
 
-def note_date_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> list[Leak]:
+def note_date_leaks(
+    cohort, spec: DatasetSpec, split_of: dict[str, str], labels_table: pd.DataFrame | None = None
+) -> list[Leak]:
     """Notes dated after their patient's label date (only when both date columns are configured).
 
-    Notes that ``notes.window`` already left out are skipped rows and do not count.
+    Notes that ``notes.window`` already left out are skipped rows and do not count. ``labels_table``: the labels
+    file as ingest read it (``cohort.read_labels_table``); read here when not given.
     """
     if not (spec.notes and spec.labels and spec.notes.date_column and spec.labels.date_column):
         return []
@@ -194,7 +200,7 @@ def note_date_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> list
     from clinicmm.cohort import _read_table
 
     lab_path = spec.resolve(spec.labels.path)
-    table = _read_table(lab_path)
+    table = _read_table(lab_path) if labels_table is None else labels_table
     label_date = dict(zip(table[spec.labels.patient_column].str.strip(), _dates(table[spec.labels.date_column])))
     ok = notes[(notes[Col.STATUS] == Status.OK) & notes[Col.PATIENT].isin(split_of)]
     written = _dates(ok[Col.NOTE_DATE])
@@ -214,21 +220,21 @@ def _dates(column: pd.Series) -> pd.Series:
 # ------------------------------------------------------------------------------------------------- API
 
 
-def find_leaks(cohort, spec: DatasetSpec) -> list[Leak]:
-    """Every leak in a split cohort (empty: clean)."""
+def find_leaks(cohort, spec: DatasetSpec, labels_table: pd.DataFrame | None = None) -> list[Leak]:
+    """Every leak in a split cohort (empty: clean). ``labels_table``: the labels file already read, if it was."""
     split_of = _split_of(cohort)
     return [
         *patient_leaks(cohort),
         *image_leaks(cohort, split_of),
         *note_leaks(cohort, split_of),
         *label_column_leaks(cohort, spec, split_of),
-        *note_date_leaks(cohort, spec, split_of),
+        *note_date_leaks(cohort, spec, split_of, labels_table),
     ]
 
 
-def check_leakage(cohort, spec: DatasetSpec) -> dict[str, int]:
+def check_leakage(cohort, spec: DatasetSpec, labels_table: pd.DataFrame | None = None) -> dict[str, int]:
     """Raise ``StageError`` listing every leak; else return the checks run (name -> 0 leaks) for the report."""
-    leaks = find_leaks(cohort, spec)
+    leaks = find_leaks(cohort, spec, labels_table)
     if leaks:
         raise StageError(render(leaks, f"dataset {spec.name!r}"))
     return dict.fromkeys(FIXES, 0)

@@ -21,12 +21,15 @@ from clinicmm.keys import Col, Split, Status
 MIN_SITES = 3  # train, val and test each need a site of their own
 
 
-def read_sites(spec: DatasetSpec) -> dict[str, str]:
-    """Patient -> site from ``labels.site_column`` (empty cells are left out)."""
+def read_sites(spec: DatasetSpec, table: pd.DataFrame | None = None) -> dict[str, str]:
+    """Patient -> site from ``labels.site_column`` (empty cells are left out).
+
+    ``table``: the labels file already read (``cohort.read_labels_table``); read here when not given.
+    """
     from clinicmm.cohort import _read_table
 
     path, column = spec.resolve(spec.labels.path), spec.labels.site_column
-    table = _read_table(path)
+    table = _read_table(path) if table is None else table
     if column not in table.columns:
         raise InputError(
             f"{where(path, column=column)} not found (named by labels.site_column in the dataset YAML); columns in "
@@ -52,9 +55,11 @@ def _group_fold(frame: pd.DataFrame, n_splits: int, seed: int) -> pd.Index:
     return frame.index[test]
 
 
-def _labelled_with_sites(spec: DatasetSpec, manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _labelled_with_sites(
+    spec: DatasetSpec, manifest: pd.DataFrame, labels_table: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The labelled usable patients that have a site (column ``_site``), and a note about those without."""
-    sites = read_sites(spec)
+    sites = read_sites(spec, labels_table)
     usable = manifest[(manifest[Col.STATUS] == Status.OK) & (manifest[Col.LABEL] != "")].copy()
     usable["_site"] = usable[Col.PATIENT].map(sites)
     missing = usable["_site"].isna()
@@ -67,12 +72,14 @@ def _labelled_with_sites(spec: DatasetSpec, manifest: pd.DataFrame) -> tuple[pd.
     return usable[~missing], notes
 
 
-def assign_site_splits(spec: DatasetSpec, manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def assign_site_splits(
+    spec: DatasetSpec, manifest: pd.DataFrame, labels_table: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """Train/val/test by site: every patient of a site lands in the same split (about ``split.val`` and
-    ``split.test`` of the patients, as whole sites allow)."""
+    ``split.test`` of the patients, as whole sites allow). ``labels_table``: the labels file already read."""
     manifest = manifest.copy()
     manifest[Col.SPLIT.value] = ""
-    have, notes = _labelled_with_sites(spec, manifest)
+    have, notes = _labelled_with_sites(spec, manifest, labels_table)
     n_sites = have["_site"].nunique()
     if n_sites < MIN_SITES:
         raise ConfigError(

@@ -31,6 +31,7 @@ IMAGE_KEY = "image"
 MODALITY_KEY = "modality"
 KIND_KEY = "image_kind"
 PIPELINE_VERSION = "2"  # part of the image encoder's fingerprint: bump when the pipeline's output changes
+DEFER_BYTES = 64 * 1024  # values larger than this (pixel data) are read from the file only when used
 
 
 @functools.cache
@@ -97,15 +98,18 @@ def load_series(**kwargs: Any) -> Any:
         return LoadSeriesd(reader=series_reader, **kwargs)
 
 
-def _read_object(path: str) -> tuple[Any, Any]:
-    """One multi-frame or 2D DICOM file as a ``(frames, rows, columns)`` float32 array and a diagonal affine."""
+def _read_object(path: str, ds: Any = None) -> tuple[Any, Any]:
+    """One multi-frame or 2D DICOM file as a ``(frames, rows, columns)`` float32 array and a diagonal affine.
+
+    ``ds``: the file's dataset when the caller has already read it (its deferred pixel data is loaded here), so
+    the header is not parsed a second time.
+    """
     import numpy as np
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-    ds = None
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path) if ds is None else ds
         pixels = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 -- name the file and its transfer syntax
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -165,8 +169,8 @@ def load_dicom(keys: str) -> Any:
             d = dict(data)
             for key in self.key_iterator(d):
                 files = [str(f) for f in ensure_tuple(d[key])]
-                try:
-                    head = pydicom.dcmread(files[0], stop_before_pixels=True)
+                try:  # read once: a volume's first slice skips its pixel data, a 2D or multi-frame object loads it below
+                    head = pydicom.dcmread(files[0], defer_size=DEFER_BYTES)
                 except Exception as exc:  # noqa: BLE001
                     raise ValueError(f"{files[0]}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
                 d[MODALITY_KEY] = str(head.get("Modality", "") or "").strip().upper()
@@ -175,7 +179,7 @@ def load_dicom(keys: str) -> Any:
                     image = series({key: files})[key]
                     d[key] = _one_slice_volume(image) if image.ndim == 3 else image
                     continue
-                pixels, affine = _read_object(files[0])  # a 2D series uses its first image (see clinicmm.io.dicom)
+                pixels, affine = _read_object(files[0], head)  # a 2D series uses its first image (see clinicmm.io.dicom)
                 if kind == "2d" and pixels.shape[0] > 1:
                     pixels = pixels[pixels.shape[0] // 2][None]  # a cine loop: its middle frame
                 volume = np.ascontiguousarray(pixels.transpose(2, 1, 0))[None]  # (frames, rows, cols) -> (1, x, y, z)

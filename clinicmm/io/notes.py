@@ -58,11 +58,16 @@ def read_notes(spec: NotesSpec, path: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def decode(data: bytes, encoding: str, where: str) -> tuple[str, str]:
-    """``(text, encoding used)`` of a file's bytes; ``encoding='auto'``: UTF-8, else charset-normalizer's guess."""
+def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tuple[str, str]:
+    """``(text, encoding used)`` of a file's bytes; ``encoding='auto'``: UTF-8, else charset-normalizer's guess.
+
+    ``lenient``: bad bytes become U+FFFD instead of an error (an explicit encoding that does not fit, text no
+    encoding fits: then read as UTF-8). De-identification uses it: a badly encoded note must still be copied,
+    scrubbed, rather than stop the dataset. An unknown encoding name is an error either way.
+    """
     if encoding != "auto":
         try:
-            return data.decode(encoding).removeprefix("\ufeff"), encoding
+            return data.decode(encoding, errors="replace" if lenient else "strict").removeprefix("\ufeff"), encoding
         except (UnicodeDecodeError, LookupError) as exc:
             detail = f"bad byte at offset {exc.start}" if isinstance(exc, UnicodeDecodeError) else "unknown encoding"
             raise InputError(f"{where}: cannot be read as {encoding} ({detail}); set notes.encoding to the file's "
@@ -74,6 +79,8 @@ def decode(data: bytes, encoding: str, where: str) -> tuple[str, str]:
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
+    if best is None and lenient:
+        return data.decode("utf-8-sig", errors="replace"), "utf-8"
     if best is None:
         raise InputError(f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
                          "tried utf-8 and detection. Re-save the file as UTF-8 or set notes.encoding.")
@@ -266,15 +273,18 @@ def parse_date(value: str, fmt: str | None) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------- window (label date)
 
 
-def label_dates(spec: DatasetSpec) -> tuple[dict[str, str], dict[str, str]]:
-    """patient -> label date (YYYY-MM-DD), and patient -> why it has none (empty or bad date, with the row)."""
+def label_dates(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """patient -> label date (YYYY-MM-DD), and patient -> why it has none (empty or bad date, with the row).
+
+    ``table``: the labels file already read (``cohort.read_labels_table``); read here when not given.
+    """
     labels = spec.labels
     if labels is None or labels.date_column is None:
         return {}, {}
     path = spec.resolve(labels.path)
     from clinicmm.cohort import _read_table
 
-    table = _read_table(path)
+    table = _read_table(path) if table is None else table
     if labels.date_column not in table.columns:
         raise InputError(f"{path}: no column {labels.date_column!r} (named by labels.date_column in dataset.yaml); "
                          f"the file has columns {', '.join(map(repr, table.columns))}. Rename it or fix the key.")
@@ -290,17 +300,18 @@ def label_dates(spec: DatasetSpec) -> tuple[dict[str, str], dict[str, str]]:
     return dates, missing
 
 
-def apply_window(index: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+def apply_window(index: pd.DataFrame, spec: DatasetSpec, labels_table: pd.DataFrame | None = None) -> list[str]:
     """Mark notes outside ``notes.window`` (days around each patient's label date) as skipped, in place.
 
     Returns report notes. Without a labels table (prediction) there is no label date and every note counts.
+    ``labels_table``: the labels file already read, as in :func:`label_dates`.
     """
     window = spec.notes.window if spec.notes else None
     if window is None or index.empty:
         return []
     if spec.labels is None:
         return ["notes.window not applied: the dataset has no labels (so no label dates); every note counts"]
-    dates, missing = label_dates(spec)
+    dates, missing = label_dates(spec, labels_table)
     ok = index[Col.STATUS] == Status.OK
     for i in index.index[ok]:
         pid, date, where = index.at[i, Col.PATIENT], index.at[i, Col.NOTE_DATE], _where(index.at[i, Col.SOURCE],
