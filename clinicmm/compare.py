@@ -297,22 +297,10 @@ class CompareRuns:
 
     @contextlib.contextmanager
     def parent_run(self):
-        import mlflow
+        """The workflow run's opening (:func:`clinicmm.tracking.runs.top_run`), named ``<workflow>-compare``."""
+        from clinicmm.tracking.runs import top_run
 
-        from clinicmm import __version__
-        from clinicmm.config import dump
-        from clinicmm.tracking import runs
-        from clinicmm.tracking.setup import configure, experiment_id, flatten
-
-        uri = configure(self.wf.tracking)
-        exp = experiment_id(self.wf.tracking.experiment, uri)
-        digest = runs.dataset_digest(self.cohort)
-        mlflow.set_experiment(experiment_id=exp)
-        with mlflow.start_run(experiment_id=exp, run_name=f"{self.wf.name}-compare") as run:
-            mlflow.log_params(flatten(dump(self.wf)))
-            mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest,
-                             "clinicmm.stage": "compare"})
-            mlflow.log_dict(runs.ingest_summary(self.cohort.report), "ingest/summary.json")
+        with top_run(self.wf, self.cohort, f"{self.wf.name}-compare", "compare") as (run, _, _):
             self.parent = run
             yield run
 

@@ -145,13 +145,17 @@ class TrainingData:
         labels = self.cohort.manifest.set_index(Col.PATIENT.value)
         self.label = labels[Col.LABEL.value].to_dict()
         self.split = labels[Col.SPLIT.value].to_dict()
-        self.classes = sorted({self.label[p] for p in self.encoded.patients if self.split.get(p) == Split.TRAIN})
+        self.classes = self.train_classes()
         if len(self.classes) < 2:
             raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
         self.kg.ensure_nodes(Node.CANCER, self.classes)
         enc_dir = wf.work / "encode"
         self.genomics = json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
         self.fingerprints = json.loads((enc_dir / "encoders.json").read_text())["fingerprints"]
+
+    def train_classes(self) -> list[str]:
+        """The labels of the train split's encoded patients, sorted: the classes a model of this split predicts."""
+        return sorted({self.label[p] for p in self.encoded.patients if self.split.get(p) == Split.TRAIN})
 
     def rows(self, split: Split) -> tuple[list[int], list[int]]:
         idx = {c: i for i, c in enumerate(self.classes)}
@@ -333,7 +337,7 @@ def evaluate_stage(wf: WorkflowSpec) -> pd.DataFrame:
     from clinicmm.evaluation import loso
 
     if loso.wanted(wf):  # split.leave_one_site_out: every site held out in turn, evaluate/sites/
-        loso.leave_one_site_out(wf)
+        loso.leave_one_site_out(wf, data=data)
     runs.log_comparison(wf, out)
     runs.log_stage(wf, "evaluate", {f"{r['model']}.test_macro_f1": r["macro_f1"] for _, r in results.iterrows()})
     stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")}, digest_bytes(json.dumps(metrics_by_model, sort_keys=True)))

@@ -39,3 +39,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_genomics_cohort(root, n: int, sites: list[str] | None = None):
+    """A genomics-only cohort in ``root/data`` (no encoder networks to load): class-specific expression of 8 graph
+    genes over BRCA, LUAD and COAD (patient i has class i % 3), and with ``sites`` a site column (site i % len).
+    Returns the dataset.yaml path."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    rng = np.random.default_rng(0)
+    genes = ["AKT1", "BAX", "CASP3", "TP53", "E2F1", "JAK1", "MAPK3", "IL6"]
+    y = np.arange(n) % 3
+    values = rng.lognormal(3, 0.3, size=(n, len(genes)))
+    for c in range(3):
+        values[y == c, 2 * c:2 * c + 2] *= 6
+    ids = [f"PT-{i:03d}" for i in range(n)]
+    data = root / "data"
+    data.mkdir()
+    pd.DataFrame(values, columns=genes).assign(sample_id=ids).to_csv(data / "expr.tsv", sep="\t", index=False)
+    labels = pd.DataFrame({"patient_id": ids, "cancer_type": [["BRCA", "LUAD", "COAD"][c] for c in y]})
+    spec = {"name": "tiny", "labels": {"path": "labels.csv"},
+            "genomics": {"expression": {"path": "expr.tsv", "unit": "tpm"}}}
+    if sites:
+        labels["site"] = [sites[i % len(sites)] for i in range(n)]
+        spec["labels"]["site_column"] = "site"
+        spec["split"] = {"leave_one_site_out": True}
+    labels.to_csv(data / "labels.csv", index=False)
+    (data / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    return data / "dataset.yaml"
+
+
+@pytest.fixture(scope="session")
+def genomics_cohort():
+    """:func:`write_genomics_cohort`, for tests that need a quick cohort without images or notes."""
+    return write_genomics_cohort

@@ -37,63 +37,61 @@ def _refit_omics(wf, cohort, encoded, kg):
     return out
 
 
-def _fold_rows(encoded, fold: pd.DataFrame):
-    split = dict(zip(fold[Col.PATIENT], fold[Col.SPLIT]))
-    label = dict(zip(fold[Col.PATIENT], fold[Col.LABEL]))
-    classes = sorted({label[p] for p in encoded.patients if split.get(p) == Split.TRAIN})
-    idx = {c: i for i, c in enumerate(classes)}
+def fold_data(data, fold: pd.DataFrame):
+    """``data`` (a :class:`~clinicmm.workflow.TrainingData`) as one fold sees it: that fold's split, the classes
+    of its train split, and the omics refitted on it. ``data`` itself is unchanged, apart from cancer-type nodes
+    its graph gains for the fold's classes."""
+    out = copy.copy(data)
+    out.cohort = copy.copy(data.cohort)
+    out.cohort.manifest = fold
+    out.split = dict(zip(fold[Col.PATIENT], fold[Col.SPLIT]))
+    out.encoded = _refit_omics(data.wf, out.cohort, data.encoded, data.kg)
+    out.classes = out.train_classes()
+    data.kg.ensure_nodes(Node.CANCER, out.classes)
+    return out
 
-    def rows(s: Split) -> tuple[list[int], list[int]]:
-        r = [i for i, p in enumerate(encoded.patients) if split.get(p) == s and label.get(p) in idx]
-        return r, [idx[label[encoded.patients[i]]] for i in r]
 
-    unknown = sum(1 for p in encoded.patients if split.get(p) == Split.TEST and label.get(p) not in idx)
-    return classes, rows, unknown
+def _unseen(data) -> int:
+    """Test patients whose label the fold's train split lacks (left out of the scores)."""
+    return sum(1 for p in data.encoded.patients if data.split.get(p) == Split.TEST and data.label.get(p) not in data.classes)
 
 
-def _one_fold(wf, site: str, fold: pd.DataFrame, cohort, encoded, kg, progress: bool) -> list[dict]:
+def _one_fold(site: str, data, progress: bool) -> list[dict]:
     import torch
 
     from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import Standardizer, class_nodes, dims_of, to_evidence
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of
     from clinicmm.training.fit import fit, predict_proba
     from clinicmm.training.metrics import classification_metrics
 
-    fold_cohort = copy.copy(cohort)
-    fold_cohort.manifest = fold
-    enc = _refit_omics(wf, fold_cohort, encoded, kg)
-    classes, rows, unknown = _fold_rows(enc, fold)
-    kg.ensure_nodes(Node.CANCER, classes)
-    (tr, ytr), (va, yva), (te, yte) = rows(Split.TRAIN), rows(Split.VAL), rows(Split.TEST)
-    scaler = Standardizer.fit(enc.vectors, np.array(tr))
-    items = {s: to_evidence(enc, r, y, kg, scaler) for s, (r, y) in (("train", (tr, ytr)), ("val", (va, yva)), ("test", (te, yte)))}
-    dims, hetero, t = dims_of(enc.vectors), kg.to_hetero(), wf.training
-    out = []
-    for name in wf.models:
+    (tr, _), (va, _), (te, _) = (data.rows(s) for s in (Split.TRAIN, Split.VAL, Split.TEST))
+    scaler = Standardizer.fit(data.encoded.vectors, np.array(tr))
+    (train, _), (val, _), (test, yte) = (data.items(s, scaler) for s in (Split.TRAIN, Split.VAL, Split.TEST))
+    dims, hetero, t, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), data.wf.training, len(data.classes)
+    unknown, out = _unseen(data), []
+    for name in data.wf.models:
         torch.manual_seed(t.seed)
-        model = build_model(name, dims, len(classes), hetero, class_nodes(kg, classes), t.hidden, t.dropout)
-        model, _ = fit(model, items["train"], items["val"], hetero, dims, t, len(classes), None, progress)
-        metrics = classification_metrics(np.array(yte), predict_proba(model, items["test"], hetero, dims), classes) if te else {}
+        model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), t.hidden, t.dropout)
+        model, _ = fit(model, train, val, hetero, dims, t, n, None, progress)
+        metrics = classification_metrics(yte, predict_proba(model, test, hetero, dims), data.classes) if te else {}
         out.append({"site": site, "model": name, "n_train": len(tr), "n_val": len(va), "n_test": len(te), "n_test_label_unseen": unknown,
                     **{k: metrics.get(k, float("nan")) for k in ("accuracy", "macro_f1", "auroc_ovr")}})
         log.info("leave-one-site-out %s, %s: macro-F1 %.3f on %d patients", site, name, out[-1]["macro_f1"], len(te))
     return out
 
 
-def leave_one_site_out(wf, progress: bool = False) -> pd.DataFrame:
-    """Train every model once per held-out site; one row per (site, model), written and logged."""
-    from clinicmm.cohort import Cohort
+def leave_one_site_out(wf, progress: bool = False, data=None) -> pd.DataFrame:
+    """Train every model once per held-out site; one row per (site, model), written and logged. ``data``: the
+    evaluate stage's :class:`~clinicmm.workflow.TrainingData` (loaded when not given)."""
     from clinicmm.config import load_dataset
     from clinicmm.evaluation.robustness import table_markdown
     from clinicmm.evaluation.sites import site_folds
-    from clinicmm.evidence import EncodedCohort
     from clinicmm.tracking import runs
-    from clinicmm.workflow import load_knowledge
+    from clinicmm.workflow import TrainingData
 
     spec = load_dataset(wf.dataset_path)
-    cohort, encoded = Cohort.load(wf.work / "ingest"), EncodedCohort.load(wf.work / "encode")
-    kg = load_knowledge(wf)
-    rows = [r for site, fold in site_folds(spec, cohort.manifest) for r in _one_fold(wf, site, fold, cohort, encoded, kg, progress)]
+    data = data if data is not None else TrainingData(wf)
+    rows = [r for site, fold in site_folds(spec, data.cohort.manifest) for r in _one_fold(site, fold_data(data, fold), progress)]
     table = pd.DataFrame(rows)
     out = wf.work / "evaluate" / "sites"
     out.mkdir(parents=True, exist_ok=True)
@@ -101,12 +99,8 @@ def leave_one_site_out(wf, progress: bool = False) -> pd.DataFrame:
     (out / "leave_one_site_out.md").write_text(table_markdown(table, list(table.columns)))
     metrics = {f"{r.model}.site_{r.site}.macro_f1": r.macro_f1 for r in table.itertuples()}
     metrics |= {f"{m}.mean_site_macro_f1": v for m, v in table.groupby("model")["macro_f1"].mean().items()}
-    run_id = runs.log_stage(wf, "leave_one_site_out", metrics, {"site_column": spec.labels.site_column, "sites": table["site"].nunique()})
-    from mlflow import MlflowClient
-
-    client = MlflowClient(runs.read_runs(wf)["tracking_uri"])
-    for name in ("leave_one_site_out.csv", "leave_one_site_out.md"):
-        client.log_artifact(run_id, str(out / name), "sites")
+    runs.log_stage(wf, "leave_one_site_out", metrics, {"site_column": spec.labels.site_column, "sites": table["site"].nunique()},
+                   files={"sites": [out / "leave_one_site_out.csv", out / "leave_one_site_out.md"]})
     return table
 
 

@@ -11,6 +11,9 @@ the same :class:`~clinicmm.evidence.Featurizer` as the encode stage:
 | ``genes_masked`` | half of the model's genes masked (expression unknown, mutations unseen) |
 | ``no_image`` / ``no_note`` / ``no_omics`` | the modality removed for every test patient |
 
+The ``no_*`` rows re-encode nothing: they score the clean inputs through the evaluate stage's ablation path
+(:func:`clinicmm.training.fit.predict_proba` with ``without=``), so they match its ``minus_*`` columns.
+
 The table (``workdir/robustness/robustness.csv`` and ``.md``, a heatmap, and an MLflow child run tagged
 ``robustness``) gives accuracy and macro-F1 per model and perturbation and their drop from the clean inputs.
 Perturbed inputs are encoded with no embedding cache, so they can never be served as a clean input's
@@ -73,15 +76,13 @@ def drop_sections(text: str, rng: np.random.Generator, share: float = DROP_SHARE
     return "\n".join(p.strip("\n") for i, p in enumerate(parts) if i not in dropped)
 
 
-def _image_step(kind: str, seed: int):
+def _image_step(kind: str):
     from monai.transforms import RandGaussianNoised, ShiftIntensityd
 
     from clinicmm.imaging.transforms import IMAGE_KEY
 
     if kind == "noise":
-        step = RandGaussianNoised(keys=IMAGE_KEY, prob=1.0, mean=0.0, std=NOISE_STD)
-        step.set_random_state(seed)
-        return step
+        return RandGaussianNoised(keys=IMAGE_KEY, prob=1.0, mean=0.0, std=NOISE_STD)
     return ShiftIntensityd(keys=IMAGE_KEY, offset=SHIFT)
 
 
@@ -94,7 +95,9 @@ def _perturb_images(kind: str) -> Callable:
         inputs = patient_inputs(ctx.cohort, ctx.patients)
         encoder = ctx.featurizer.image_encoder
         clean = encoder.pipeline
-        encoder.pipeline = Compose([clean, _image_step(kind, ctx.seed)])  # on the volume, before the network
+        encoder.pipeline = Compose([clean, _image_step(kind)])  # on the volume, before the network
+        # seeded after composing: Compose() reseeds its random transforms from MONAI's global seed (None: at random)
+        encoder.pipeline.set_random_state(seed=ctx.seed)
         try:
             vectors, links, _ = ctx.featurizer.images(inputs["series"], inputs["body_parts"])
         finally:
@@ -129,15 +132,6 @@ def _perturb_genes(enc, ctx: Context):
     return _replace(enc, Modality.OMICS, vectors, links)
 
 
-def _remove(modality: Modality) -> Callable:
-    def apply(enc, ctx: Context):
-        n = len(enc.patients)
-        vectors = np.full((n, enc.vectors[modality.value].shape[1]), np.nan, dtype=np.float32)
-        return _replace(enc, modality, vectors, [[] for _ in range(n)])
-
-    return apply
-
-
 def _replace(enc, modality: Modality, vectors: np.ndarray, links: list[list[str]]):
     out = copy.copy(enc)
     out.vectors = {**enc.vectors, modality.value: vectors.astype(np.float32)}
@@ -145,15 +139,22 @@ def _replace(enc, modality: Modality, vectors: np.ndarray, links: list[list[str]
     return out
 
 
-PERTURBATIONS: dict[str, tuple[Modality, Callable]] = {
+# name -> (modality, edit of the test inputs); no edit: the modality removed by the ablation path at scoring
+PERTURBATIONS: dict[str, tuple[Modality, Callable | None]] = {
     "image_noise": (Modality.IMAGE, _perturb_images("noise")),
     "image_shift": (Modality.IMAGE, _perturb_images("shift")),
     "note_sections": (Modality.NOTE, _perturb_notes),
     "genes_masked": (Modality.OMICS, _perturb_genes),
-    "no_image": (Modality.IMAGE, _remove(Modality.IMAGE)),
-    "no_note": (Modality.NOTE, _remove(Modality.NOTE)),
-    "no_omics": (Modality.OMICS, _remove(Modality.OMICS)),
+    "no_image": (Modality.IMAGE, None),
+    "no_note": (Modality.NOTE, None),
+    "no_omics": (Modality.OMICS, None),
 }
+
+
+def removed(name: str) -> str | None:
+    """The modality perturbation ``name`` removes (scored with ``predict_proba(without=…)``), else None."""
+    modality, apply = PERTURBATIONS[name]
+    return modality.value if apply is None else None
 
 
 # -------------------------------------------------------------------------------------------- scoring
@@ -170,8 +171,9 @@ def _subset(encoded, rows: list[int]):
 
 
 def variants(data, names: list[str], seed: int) -> dict[str, tuple[str, object]]:
-    """perturbation -> (modality, EncodedCohort of the test patients); 'clean' first. A perturbation whose
-    modality no test patient has is left out (it would change nothing)."""
+    """perturbation -> (modality, EncodedCohort of the test patients); 'clean' first. A removal (``no_*``) gets the
+    clean inputs (see :func:`removed`). A perturbation whose modality no test patient has is left out (it would
+    change nothing)."""
     from clinicmm.evidence import Featurizer
     from clinicmm.genomics.preprocess import GenomicsPreprocessor
 
@@ -187,12 +189,13 @@ def variants(data, names: list[str], seed: int) -> dict[str, tuple[str, object]]
             log.info("robustness: %s skipped, no test patient has %s data", name, modality.value)
             continue
         log.info("robustness: %s", name)
-        out[name] = (modality.value, apply(clean, ctx))
+        out[name] = (modality.value, clean if apply is None else apply(clean, ctx))
     return out
 
 
 def _scorer(data, model_name: str) -> Callable:
-    """``encoded -> {accuracy, macro_f1}`` for one trained model on the test patients (loaded once)."""
+    """``(encoded, without) -> {accuracy, macro_f1}`` for one trained model on the test patients (loaded once);
+    ``without``: a modality removed as the evaluate stage's ablation removes it."""
     from clinicmm.bundle import ModelBundle
     from clinicmm.training.data import dims_of, to_evidence
     from clinicmm.training.fit import predict_proba
@@ -202,9 +205,10 @@ def _scorer(data, model_name: str) -> Callable:
     model, hetero = bundle.build_model(), bundle.knowledge.to_hetero()
     _, y = data.rows(Split.TEST)
 
-    def score(encoded) -> dict[str, float]:
+    def score(encoded, without: str | None = None) -> dict[str, float]:
         items = to_evidence(encoded, range(len(y)), y, bundle.knowledge, bundle.scaler)
-        m = classification_metrics(np.asarray(y), predict_proba(model, items, hetero, dims_of(encoded.vectors)), bundle.classes)
+        probs = predict_proba(model, items, hetero, dims_of(encoded.vectors), without=without)
+        m = classification_metrics(np.asarray(y), probs, bundle.classes)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
     return score
@@ -218,7 +222,7 @@ def robustness_table(data, names: list[str], seed: int = 0) -> pd.DataFrame:
         score = _scorer(data, model)
         base = score(versions["clean"][1])
         for name, (modality, encoded) in versions.items():
-            m = base if name == "clean" else score(encoded)
+            m = base if name == "clean" else score(encoded, removed(name))
             rows.append({"perturbation": name, "modality": modality, "model": model, "n_test": len(encoded.patients),
                          **m, "accuracy_drop": base["accuracy"] - m["accuracy"], "macro_f1_drop": base["macro_f1"] - m["macro_f1"]})
     return pd.DataFrame(rows)
@@ -286,16 +290,11 @@ def drop_png(table: pd.DataFrame, path: Path) -> Path:
 
 def _log(wf, table: pd.DataFrame, out: Path, names: list[str], seed: int) -> None:
     """A 'robustness' child run of the workflow's run: the drops as metrics, the table and heatmap as files."""
-    from mlflow import MlflowClient
-
     from clinicmm.tracking import runs
 
     metrics = {f"{r.model}.{r.perturbation}.macro_f1_drop": r.macro_f1_drop for r in table.itertuples() if r.perturbation != "clean"}
     metrics |= {f"{r.model}.{r.perturbation}.accuracy_drop": r.accuracy_drop for r in table.itertuples() if r.perturbation != "clean"}
     params = {"perturbations": ",".join(names), "seed": seed, "noise_std": NOISE_STD, "shift": SHIFT,
               "note_section_drop": DROP_SHARE, "gene_mask": MASK_SHARE}
-    run_id = runs.log_stage(wf, "robustness", metrics, params)
-    client = MlflowClient(runs.read_runs(wf)["tracking_uri"])
-    client.set_tag(run_id, "clinicmm.evaluation", "robustness")
-    for name in ("robustness.csv", "robustness.md", "robustness.png"):
-        client.log_artifact(run_id, str(out / name), "robustness")
+    runs.log_stage(wf, "robustness", metrics, params, tags={"clinicmm.evaluation": "robustness"},
+                   files={"robustness": [out / name for name in ("robustness.csv", "robustness.md", "robustness.png")]})

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from clinicmm.errors import ConfigError, InputError
+from clinicmm.io.notes import decode
 from clinicmm.privacy.deid_dicom import deidentify_file
 from clinicmm.privacy.deid_notes import scrub, shift_date_value, shift_dates
 from clinicmm.privacy.pseudonym import day_shift, pseudonym
@@ -77,7 +78,7 @@ def _read(path: Path, encoding: str = "auto") -> pd.DataFrame:
 
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".tab", ".txt", ".maf"):
-        lines = _decode(path.read_bytes(), encoding).splitlines(keepends=True)
+        lines = _text(path, encoding).splitlines(keepends=True)
         start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))  # MAF '#version' lines
         text = io.StringIO("".join(lines[start:]))
         return pd.read_csv(text, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False)
@@ -153,16 +154,9 @@ def deidentify_table(path: Path, out: Path, people: _Patients, patient_col: str,
     return {"kind": "table", "source": str(path), "output": str(out), "status": "written", "reason": f"{len(frame)} rows"} | dict(counts)
 
 
-def _decode(data: bytes, encoding: str) -> str:
-    if encoding != "auto":
-        return data.decode(encoding, errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-        return str(best) if best is not None else data.decode("utf-8", errors="replace")
+def _text(path: Path, encoding: str) -> str:
+    """The file's text as ingest decodes it, but never failing on bad bytes: every note must be copied, scrubbed."""
+    return decode(path.read_bytes(), encoding, str(path), lenient=True)[0]
 
 
 def deidentify_note_folder(root: Path, out: Path, people: _Patients, spec) -> dict:
@@ -173,7 +167,7 @@ def deidentify_note_folder(root: Path, out: Path, people: _Patients, spec) -> di
         pid = folder.name
         for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
             name = shift_dates(file.name.replace(pid, people.pseudo(pid)), people.days(pid), counts)
-            text = scrub(_decode(file.read_bytes(), spec.encoding), people.days(pid), people.names(pid), people.ids(pid),
+            text = scrub(_text(file, spec.encoding), people.days(pid), people.names(pid), people.ids(pid),
                          {pid: people.pseudo(pid)}, counts)
             target = out / people.pseudo(pid) / name
             target.parent.mkdir(parents=True, exist_ok=True)

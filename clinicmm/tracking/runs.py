@@ -67,21 +67,34 @@ def _log_dataset(cohort, digest: str) -> None:
 
 
 @contextlib.contextmanager
-def workflow_run(wf: WorkflowSpec, cohort):
-    """Start the workflow's parent run and record its id."""
+def top_run(wf: WorkflowSpec, cohort, run_name: str, stage: str):
+    """Open a top-level run of ``wf`` (the workflow's, or compare's): tracking configured, the experiment made
+    active, the config as params, version / dataset-digest / stage tags and the ingest counts.
+
+    Yields ``(run, tracking URI, dataset digest)``.
+    """
     import mlflow
 
     uri = configure(wf.tracking)
     exp = experiment_id(wf.tracking.experiment, uri)
     digest = dataset_digest(cohort)
     mlflow.set_experiment(experiment_id=exp)  # child runs and logged models follow the active experiment
-    with mlflow.start_run(experiment_id=exp, run_name=wf.name) as run:
+    with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
         mlflow.log_params(flatten(dump(wf)))
-        mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": "workflow"})
-        mlflow.log_dict(dump(wf), "config/workflow.json")
+        mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": stage})
         mlflow.log_dict(ingest_summary(cohort.report), "ingest/summary.json")
+        yield run, uri, digest
+
+
+@contextlib.contextmanager
+def workflow_run(wf: WorkflowSpec, cohort):
+    """Start the workflow's parent run and record its id."""
+    import mlflow
+
+    with top_run(wf, cohort, wf.name, "workflow") as (run, uri, digest):
+        mlflow.log_dict(dump(wf), "config/workflow.json")
         _log_dataset(cohort, digest)
-        _write_runs(wf, {"tracking_uri": uri, "experiment_id": exp, "parent": run.info.run_id, "models": {}})
+        _write_runs(wf, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "parent": run.info.run_id, "models": {}})
         yield run
 
 
@@ -228,13 +241,16 @@ def promote(name: str, version: str, alias: str, tracking_uri: str | None = None
 
 
 def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
-              artifacts: dict[str, dict] | None = None) -> str:
-    """A finished child run of the workflow's parent run for one stage (counts and settings only, no ids)."""
+              artifacts: dict[str, dict] | None = None, tags: dict[str, str] | None = None,
+              files: dict[str, list[Path]] | None = None) -> str:
+    """A finished child run of the workflow's parent run for one stage (counts and settings only, no ids);
+    ``files``: artifact folder -> local files to log there before the run is marked finished."""
     from mlflow.entities import Metric, Param
 
     client, runs = _client_for(wf)
     run = client.create_run(
-        runs["experiment_id"], run_name=stage, tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage}
+        runs["experiment_id"], run_name=stage,
+        tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage} | (tags or {}),
     )
     run_id = run.info.run_id
     ts = int(time.time() * 1000)
@@ -245,6 +261,9 @@ def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = N
     )
     for name, data in (artifacts or {}).items():
         client.log_dict(run_id, data, name)
+    for folder, paths in (files or {}).items():
+        for path in paths:
+            client.log_artifact(run_id, str(path), folder)
     client.set_terminated(run_id)
     runs.setdefault("stages", {})[stage] = run_id
     _write_runs(wf, runs)

@@ -133,22 +133,9 @@ def test_an_unknown_reference_model_is_a_config_error():
 # ------------------------------------------------------------------------------ the CLI on a genomics cohort
 
 
-def genomics_workflow(root: Path, n: int = 30) -> Path:
+def genomics_workflow(root: Path, write_cohort, n: int = 30) -> Path:
     """A genomics-only cohort (no encoder networks to load): class-specific expression of graph genes."""
-    rng = np.random.default_rng(0)
-    genes = ["AKT1", "BAX", "CASP3", "TP53", "E2F1", "JAK1", "MAPK3", "IL6"]
-    y = np.arange(n) % 3
-    values = rng.lognormal(3, 0.3, size=(n, len(genes)))
-    for c in range(3):
-        values[y == c, 2 * c:2 * c + 2] *= 6
-    ids = [f"PT-{i:03d}" for i in range(n)]
-    data = root / "data"
-    data.mkdir()
-    pd.DataFrame(values, columns=genes).assign(sample_id=ids).to_csv(data / "expr.tsv", sep="\t", index=False)
-    pd.DataFrame({"patient_id": ids, "cancer_type": [CLASSES[c] for c in y]}).to_csv(data / "labels.csv", index=False)
-    (data / "dataset.yaml").write_text(yaml.safe_dump({
-        "name": "tiny", "labels": {"path": "labels.csv"},
-        "genomics": {"expression": {"path": "expr.tsv", "unit": "tpm"}}}))
+    write_cohort(root, n)
     wf = {"name": "tiny", "dataset": "data/dataset.yaml", "workdir": "work", "models": ["omics", "kg_gnn"],
           "primary_model": "kg_gnn", "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
           "compare": {"folds": 3, "bootstrap": 100},
@@ -158,13 +145,13 @@ def genomics_workflow(root: Path, n: int = 30) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, one_thread):
+def compared(tmp_path_factory, one_thread, genomics_cohort):
     from typer.testing import CliRunner
 
     from clinicmm.cli import app
 
     root = tmp_path_factory.mktemp("compare")
-    wf = genomics_workflow(root)
+    wf = genomics_workflow(root, genomics_cohort)
     result = CliRunner().invoke(app, ["compare", str(wf), "--folds", "3", "--no-progress"])
     return root, result
 
