@@ -7,15 +7,23 @@ bundle/
   weights.safetensors the fusion model's weights (no pickle: nothing runs code when loaded)
   genomics.json       the genomics preprocessor fitted on the train split (absent without genomics)
   graph/              the knowledge graph the model was trained on
+  encoders/           copies of the files the encoders embed with, when the spec names them:
+    image_weights.safetensors   trained (``encoders.image.train``) or pretrained (``encoders.image.weights``; .pt kept as .pt)
+    text_adapter/               the LoRA adapter (``encoders.text.adapter_path``)
 ```
-The registered MLflow model declares this folder as its artifact and rebuilds everything from it.
-The image and text encoders are not copied: they are rebuilt from their specs, and their fingerprints must
-match the ones recorded here, or loading fails with a clear message.
+The registered MLflow model declares this folder as its artifact and rebuilds everything from it, so it loads on
+a serving machine where the training workdir does not exist: ``model.json`` names the copies relative to the
+bundle and :meth:`ModelBundle.load` resolves them against the folder it loads from. The text ``model_path`` is
+not copied (a model folder the serving machine installs itself). The encoders are rebuilt from their specs, and
+their fingerprints (which hash weight and adapter bytes, never paths) must match the ones recorded here, or
+scoring fails with a clear message. Bundles saved before the copies existed keep their absolute paths.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +33,10 @@ from clinicmm.config import EncodersSpec
 from clinicmm.errors import ClinicmmError, ModelError
 from clinicmm.training.calibration import Calibration
 from clinicmm.training.data import Standardizer, class_nodes
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILES = "encoders"  # the bundle's sub-folder holding the encoders' weights and adapter
 
 
 @dataclass
@@ -72,6 +84,7 @@ class ModelBundle:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        encoders = _pack_encoder_files(self.encoders, folder)  # before model.json, which names the copies
         meta = {
             "clinicmm_version": __version__,
             "name": self.name,
@@ -79,7 +92,7 @@ class ModelBundle:
             "dims": self.dims,
             "hidden": self.hidden,
             "dropout": self.dropout,
-            "encoders": self.encoders.model_dump(mode="json"),
+            "encoders": encoders,
             "fingerprints": self.fingerprints,
             "scaler": {"mean": self.scaler.mean, "std": self.scaler.std},
             "knowledge_fingerprint": self.knowledge.fingerprint(),
@@ -118,7 +131,7 @@ class ModelBundle:
             dims=meta["dims"],
             hidden=meta["hidden"],
             dropout=meta["dropout"],
-            encoders=EncodersSpec.model_validate(meta["encoders"]),
+            encoders=_unpack_encoder_files(meta["encoders"], folder),
             fingerprints=meta["fingerprints"],
             scaler=Standardizer(**meta["scaler"]),
             state_dict=state,
@@ -137,3 +150,79 @@ def _load_calibration(path: Path) -> Calibration:
         return Calibration.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{path}: damaged calibration ({exc}). Train and register the model again.") from exc
+
+
+# ------------------------------------------------------------------------------------- encoder files
+# names of the copies under ENCODER_FILES (the image weights keep their suffix)
+_IMAGE_WEIGHTS, _TEXT_ADAPTER = "image_weights", "text_adapter"
+
+
+def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
+    """The spec as JSON, with the image weights and the LoRA adapter it uses copied into ``folder/encoders``
+    and named relative to ``folder``.
+
+    Why copies: a registered model is loaded where the training workdir does not exist. The user's files stay
+    where they are, untouched. The copies are made in a temporary folder first and swapped in, so a bundle
+    re-saved over itself (its files already inside it) reads its sources before they are replaced.
+    """
+    dump = spec.model_dump(mode="json")
+    tmp, target = folder / f".{ENCODER_FILES}.tmp", folder / ENCODER_FILES
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        weights = spec.image.weights_file()
+        if weights is not None:
+            source = Path(weights)
+            if not source.is_file():
+                key = "encoders.image.train.output" if spec.image.train is not None else "encoders.image.weights"
+                raise ModelError(f"{source}: the image weights named by {key} do not exist, so the model cannot "
+                                 "carry them. Run `clinicmm train-image WORKFLOW.yaml` (or fix the path), then train again.")
+            name = f"{_IMAGE_WEIGHTS}{source.suffix}"  # the suffix tells load_weights safetensors from torch files
+            shutil.copyfile(source, tmp / name)
+            section = dump["image"]["train"] if spec.image.train is not None else dump["image"]
+            section["output" if spec.image.train is not None else "weights"] = f"{ENCODER_FILES}/{name}"
+        if spec.text.adapter_path is not None:
+            source = Path(spec.text.adapter_path)
+            if not (source / "adapter_config.json").is_file():
+                raise ModelError(f"{source}: encoders.text.adapter_path has no adapter_config.json, so the model cannot "
+                                 "carry the adapter. Run `clinicmm finetune-text WORKFLOW.yaml` (or fix the path), then train again.")
+            shutil.copytree(source, tmp / _TEXT_ADAPTER)
+            dump["text"]["adapter_path"] = f"{ENCODER_FILES}/{_TEXT_ADAPTER}"
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    if any(tmp.iterdir()):
+        tmp.replace(target)
+    else:
+        tmp.rmdir()
+    return dump
+
+
+def _unpack_encoder_files(dump: dict, folder: Path) -> EncodersSpec:
+    """The saved spec with its relative encoder file paths resolved against ``folder``, the bundle loaded now.
+
+    Absolute paths (bundles saved before the files travelled with them) are kept; when they do not exist here,
+    a warning says so, since encoding that modality will fail on this machine.
+    """
+    spec = EncodersSpec.model_validate(dump)
+    image, text = spec.image, spec.text
+    if image.train is not None and image.train.output is not None:
+        image = image.model_copy(update={"train": image.train.model_copy(update={"output": _in(folder, image.train.output)})})
+    if image.weights is not None:
+        image = image.model_copy(update={"weights": _in(folder, image.weights)})
+    if text.adapter_path is not None:
+        text = text.model_copy(update={"adapter_path": _in(folder, text.adapter_path)})
+    for saved, path in ((spec.image.weights_file(), image.weights_file()), (spec.text.adapter_path, text.adapter_path)):
+        if path is None or path.exists():
+            continue
+        if not saved.is_absolute():  # a copy this bundle should hold
+            raise ModelError(f"{folder}: the bundle is incomplete or damaged ({saved} is missing). Train and register it again.")
+        log.warning("%s: this model was saved before clinicmm copied encoder files into its bundle and refers to "
+                    "this path, which is not on this machine; encoding with it will fail. Train and register the "
+                    "model again with this clinicmm to carry the file with it.", path)
+    return spec.model_copy(update={"image": image, "text": text})
+
+
+def _in(folder: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (folder / path).resolve()

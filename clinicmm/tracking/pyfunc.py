@@ -1,7 +1,9 @@
 """The registered model: an MLflow ``PythonModel`` that rebuilds clinicmm from its bundle artifact.
 
 Nothing is pickled but this small class: weights, graph, scalers and encoder specs are files of the
-``bundle`` artifact (see :mod:`clinicmm.bundle`), reloaded in ``load_context``.
+``bundle`` artifact (see :mod:`clinicmm.bundle`), reloaded in ``load_context``. The artifact also carries the
+trained image weights and the LoRA adapter, so the model loads on a machine without the training workdir; only a
+custom text ``model_path`` must be installed there.
 """
 
 from __future__ import annotations
