@@ -11,14 +11,18 @@ way has no record and runs again, while the finished stages before it are skippe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from clinicmm import __version__
 from clinicmm.cache import atomic_write_bytes, digest_bytes
 from clinicmm.config import WorkflowSpec, dump, load_dataset
+
+log = logging.getLogger("clinicmm")
 
 ORDER = ("ingest", "encode", "train", "evaluate", "register", "predict")
 
@@ -101,3 +105,16 @@ def mark_done(wf: WorkflowSpec, stage: str, summary: dict | None = None, content
 def summary(wf: WorkflowSpec, stage: str) -> dict:
     path = record_path(wf, stage)
     return json.loads(path.read_text()).get("summary", {}) if path.is_file() else {}
+
+
+def run_if_stale(name: str, configured: bool, current: Callable[[], bool], run: Callable[[], object],
+                 force: bool = False) -> str:
+    """For ``clinicmm run``: an optional step before encode (``train-image``, ``finetune-text``) runs when it is
+    configured and its output is missing or out of date (``current()``); returns the status to print."""
+    if not configured:
+        return "not configured"
+    if not force and current():
+        log.info("%s: up to date, skipped", name)
+        return "skipped (up to date)"
+    run()
+    return "ran"

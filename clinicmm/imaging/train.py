@@ -75,13 +75,10 @@ def is_current(wf: WorkflowSpec) -> bool:
 
 def train_if_stale(wf: WorkflowSpec, force: bool = False, progress: bool = True) -> str:
     """For ``clinicmm run``: train when the weights are missing or out of date; the status to print."""
-    if wf.encoders.image.train is None:
-        return "not configured"
-    if not force and is_current(wf):
-        log.info("train-image: up to date, skipped")
-        return "skipped (up to date)"
-    train_image(wf, progress)
-    return "ran"
+    from clinicmm import stages
+
+    return stages.run_if_stale("train-image", wf.encoders.image.train is not None, lambda: is_current(wf),
+                               lambda: train_image(wf, progress), force)
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -99,13 +99,10 @@ def finetune_text(wf: WorkflowSpec, progress: bool = True) -> dict:
 
 def finetune_if_stale(wf: WorkflowSpec, force: bool = False, progress: bool = True) -> str:
     """For ``clinicmm run``: fine-tune when the adapter is missing or out of date; the status to print."""
-    if wf.encoders.text.lora is None:
-        return "not configured"
-    if not force and is_current(wf):
-        log.info("finetune-text: up to date, skipped")
-        return "skipped (up to date)"
-    finetune_text(wf, progress)
-    return "ran"
+    from clinicmm import stages
+
+    return stages.run_if_stale("finetune-text", wf.encoders.text.lora is not None, lambda: is_current(wf),
+                               lambda: finetune_text(wf, progress), force)
 
 
 def _train(wf: WorkflowSpec, texts: list[str], labels: list[int], n_classes: int, progress: bool):
