@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
                 raise ModelError(f"{source}: the image weights named by {key} do not exist, so the model cannot "
                                  "carry them. Run `clinicmm train-image WORKFLOW.yaml` (or fix the path), then train again.")
             name = f"{_IMAGE_WEIGHTS}{source.suffix}"  # the suffix tells load_weights safetensors from torch files
-            shutil.copyfile(source, tmp / name)
+            _place(source, tmp / name, written_here=spec.image.train is not None)
             section = dump["image"]["train"] if spec.image.train is not None else dump["image"]
             section["output" if spec.image.train is not None else "weights"] = f"{ENCODER_FILES}/{name}"
         if spec.text.adapter_path is not None:
@@ -186,7 +187,7 @@ def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
             if not (source / "adapter_config.json").is_file():
                 raise ModelError(f"{source}: encoders.text.adapter_path has no adapter_config.json, so the model cannot "
                                  "carry the adapter. Run `clinicmm finetune-text WORKFLOW.yaml` (or fix the path), then train again.")
-            shutil.copytree(source, tmp / _TEXT_ADAPTER)
+            _place(source, tmp / _TEXT_ADAPTER, written_here=spec.text.lora is not None)
             dump["text"]["adapter_path"] = f"{ENCODER_FILES}/{_TEXT_ADAPTER}"
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,6 +198,28 @@ def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
     else:
         tmp.rmdir()
     return dump
+
+
+def _place(source: Path, target: Path, written_here: bool) -> None:
+    """Copy ``source`` (a file or an adapter folder) to ``target``. Files clinicmm wrote itself (train-image's
+    weights, finetune-text's adapter: always replaced whole through a rename, never rewritten in place) are
+    hard-linked instead where the file system allows, so the bundles of every model share one copy on disk and a
+    later retrain (a new file) leaves this bundle's bytes as they were. A user's own file is always copied."""
+    if written_here:
+        try:
+            if source.is_dir():
+                shutil.copytree(source, target, copy_function=os.link)
+            else:
+                os.link(source, target)
+            return
+        except OSError:  # another file system, or no hard links: copy
+            if target.is_dir():
+                shutil.rmtree(target)
+            target.unlink(missing_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
 
 
 def _unpack_encoder_files(dump: dict, folder: Path) -> EncodersSpec:

@@ -198,3 +198,23 @@ def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_pat
         mlflow.set_tracking_uri(previous)
     assert out["status"].tolist() == ["scored"], out["reason"].tolist()
     assert out["predicted"].iloc[0] in CLASSES
+
+
+def test_files_clinicmm_wrote_are_shared_on_disk_and_a_retrain_leaves_the_bundle_as_it_was(tmp_path, kg) -> None:
+    from clinicmm.cache import atomic_write_bytes
+
+    ours = tmp_path / "work" / "train_image" / "weights.safetensors"
+    _image_weights(ours)
+    trained = EncodersSpec(image=ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16),
+                                                  train=ImageTrainSpec(epochs=1, output=ours)))
+    kept = _bundle(kg, trained).save(tmp_path / "trained") / "encoders" / "image_weights.safetensors"
+    assert kept.stat().st_ino == ours.stat().st_ino  # one copy on disk for every model's bundle
+    before = kept.read_bytes()
+    atomic_write_bytes(ours, b"retrained")  # train-image writes a new file through a rename
+    assert kept.read_bytes() == before
+
+    mine = tmp_path / "mine.safetensors"  # the user's own pretrained weights: copied, never linked
+    _image_weights(mine)
+    own = EncodersSpec(image=ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16), weights=mine))
+    copied = _bundle(kg, own).save(tmp_path / "own") / "encoders" / "image_weights.safetensors"
+    assert copied.stat().st_ino != mine.stat().st_ino and copied.read_bytes() == mine.read_bytes()
