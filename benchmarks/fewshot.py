@@ -9,7 +9,7 @@ each type's name and definition (``training.class_init: text``, the default), an
 class nodes, all with ``TrainingSpec`` defaults and the same seed per repeat. Prints the few-shot type's test recall
 and the test macro-F1 over all types, per repeat and on average. A rerun reuses the encoded cohort. No assertions.
 
-    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 3] [--shots 3] [--seed 2] [--workdir /tmp/...]
+    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 10] [--shots 3] [--seed 2] [--workdir /tmp/...]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=240)
     parser.add_argument("--type", default="LUSC", help="the cancer type left with --shots training patients")
-    parser.add_argument("--repeats", type=int, default=3, help="different draws of the kept patients")
+    parser.add_argument("--repeats", type=int, default=10, help="different draws of the kept patients (8 test patients of the type per draw: fewer draws are noisy)")
     parser.add_argument("--shots", type=int, default=3, help="training patients kept of --type (0: zero-shot)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clinicmm-fewshot"))
     parser.add_argument("--threads", type=int, default=1)
