@@ -82,13 +82,16 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_labels_table(spec: DatasetSpec) -> pd.DataFrame | None:
-    """The labels file as a table of strings (None without ``labels``).
+def read_labels_table(spec: DatasetSpec, table: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The labels file as a table of strings (None without ``labels``); ``table`` itself when a caller already read it.
 
     Read once per ingest and handed to every step that needs one of its columns -- the labels, the label dates of
-    ``notes.window``, the sites, the note-date leakage check -- rather than each reading the file again.
+    ``notes.window``, the sites, the note-date leakage check -- rather than each reading the file again; each of
+    them reads it through here when called on its own.
     """
-    return _read_table(spec.resolve(spec.labels.path)) if spec.labels is not None else None
+    if table is not None or spec.labels is None:
+        return table
+    return _read_table(spec.resolve(spec.labels.path))
 
 
 def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], list[dict]]:
@@ -99,7 +102,7 @@ def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
     if spec.labels is None:
         return {}, []
     path = spec.resolve(spec.labels.path)
-    table = _read_table(path) if table is None else table
+    table = read_labels_table(spec, table)
     for key, col in (("labels.patient_column", spec.labels.patient_column), ("labels.label_column", spec.labels.label_column)):
         if col not in table.columns:
             raise InputError(
@@ -245,8 +248,7 @@ def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFra
 
     ``labels_table``: the labels file already read (:func:`read_labels_table`); read here, once, when not given.
     """
-    if labels_table is None:
-        labels_table = read_labels_table(spec)
+    labels_table = read_labels_table(spec, labels_table)
     labels, skipped = read_labels(spec, labels_table)
     tables = read_modalities(spec)
     notes_issues = _select_notes(spec, tables["notes"], labels_table)

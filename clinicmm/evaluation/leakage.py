@@ -197,10 +197,9 @@ def note_date_leaks(
     notes = cohort.notes
     if notes is None or notes.empty:
         return []
-    from clinicmm.cohort import _read_table
+    from clinicmm.cohort import read_labels_table
 
-    lab_path = spec.resolve(spec.labels.path)
-    table = _read_table(lab_path) if labels_table is None else labels_table
+    table = read_labels_table(spec, labels_table)
     label_date = dict(zip(table[spec.labels.patient_column].str.strip(), _dates(table[spec.labels.date_column])))
     ok = notes[(notes[Col.STATUS] == Status.OK) & notes[Col.PATIENT].isin(split_of)]
     written = _dates(ok[Col.NOTE_DATE])
@@ -209,7 +208,7 @@ def note_date_leaks(
         known = label_date.get(pid, pd.NaT)
         if pd.notna(date) and pd.notna(known) and date > known:
             leaks.append(Leak("note_date", f"{Path(str(source)).name} row {row}: note dated {date.date()} after the "
-                              f"label date {known.date()} ({lab_path.name}, column {spec.labels.date_column!r})"))
+                              f"label date {known.date()} ({spec.resolve(spec.labels.path).name}, column {spec.labels.date_column!r})"))
     return leaks
 
 

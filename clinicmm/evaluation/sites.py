@@ -26,10 +26,10 @@ def read_sites(spec: DatasetSpec, table: pd.DataFrame | None = None) -> dict[str
 
     ``table``: the labels file already read (``cohort.read_labels_table``); read here when not given.
     """
-    from clinicmm.cohort import _read_table
+    from clinicmm.cohort import read_labels_table
 
     path, column = spec.resolve(spec.labels.path), spec.labels.site_column
-    table = _read_table(path) if table is None else table
+    table = read_labels_table(spec, table)
     if column not in table.columns:
         raise InputError(
             f"{where(path, column=column)} not found (named by labels.site_column in the dataset YAML); columns in "

@@ -282,9 +282,9 @@ def label_dates(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
     if labels is None or labels.date_column is None:
         return {}, {}
     path = spec.resolve(labels.path)
-    from clinicmm.cohort import _read_table
+    from clinicmm.cohort import read_labels_table
 
-    table = _read_table(path) if table is None else table
+    table = read_labels_table(spec, table)
     if labels.date_column not in table.columns:
         raise InputError(f"{path}: no column {labels.date_column!r} (named by labels.date_column in dataset.yaml); "
                          f"the file has columns {', '.join(map(repr, table.columns))}. Rename it or fix the key.")
