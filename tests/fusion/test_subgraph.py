@@ -48,6 +48,16 @@ def patients(n: int, seed: int = 1) -> list[PatientEvidence]:
     return out
 
 
+def cut_case(layers: int, n: int):
+    """The random graph, an HGT model of ``layers`` layers (seeded) and a batch of ``n`` patients: what the cut
+    tests walk. Returns ``(knowledge, model, patients, batch)``."""
+    torch.manual_seed(0)
+    knowledge = random_knowledge()
+    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=layers)
+    items = patients(n)
+    return knowledge, model, items, build_batch(knowledge, items, DIMS)
+
+
 @pytest.mark.parametrize(("cls", "layers"), [(KGGNNFusion, 2), (KGGNNFusion, 3), (KGRGCNFusion, 2)])
 def test_subgraph_logits_equal_full_graph_logits(cls, layers):
     torch.manual_seed(0)
@@ -68,11 +78,7 @@ def test_subgraph_logits_equal_full_graph_logits(cls, layers):
 
 
 def test_subgraph_holds_only_the_receptive_field():
-    torch.manual_seed(0)
-    knowledge = random_knowledge()
-    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=2)
-    items = patients(4)
-    batch = build_batch(knowledge, items, DIMS)
+    knowledge, model, items, batch = cut_case(layers=2, n=4)
     sub, classes = restrict(batch, model.plan, CLASS_NODES)
     linked = {g for p in items for g in p.omics_genes}
     drivers = knowledge["gene", "driver_of", "cancer_type"].edge_index
@@ -134,11 +140,7 @@ def _in_degrees(edge_index: torch.Tensor, num_dst: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_neighbour_sampling_keeps_at_most_the_limit_per_node_and_relation(limit):
-    torch.manual_seed(0)
-    knowledge = random_knowledge()
-    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=3)
-    items = patients(6)
-    batch = build_batch(knowledge, items, DIMS)
+    _, model, _, batch = cut_case(layers=3, n=6)
     full, _ = restrict(batch, model.plan, CLASS_NODES)
     sampled, classes = restrict(batch, model.plan, CLASS_NODES, num_neighbors=limit)
     assert sampled["cancer_type"].node_id[classes].tolist() == CLASS_NODES.tolist()
@@ -165,9 +167,7 @@ def test_neighbour_sampling_keeps_at_most_the_limit_per_node_and_relation(limit)
 
 
 def test_neighbour_samples_are_drawn_per_batch_from_the_torch_generator():
-    knowledge = random_knowledge()
-    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, layers=2)
-    batch = build_batch(knowledge, patients(6), DIMS)
+    _, model, _, batch = cut_case(layers=2, n=6)
     et = ("pathway", "rev_member_of", "gene")
 
     def sample(seed):
