@@ -41,7 +41,7 @@ from clinicmm.config import TrainingSpec
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
 from clinicmm.fusion.subgraph import knowledge_edges, restrict
-from clinicmm.training.fit import FusionTask
+from clinicmm.training.fit import FusionTask, graph_batches
 
 DIMS = {"image": 512, "note": 384, "omics": 350}
 SIZES = {"gene": 20_000, "pathway": 2_000, "cancer_type": 30, "concept": 500}
@@ -112,9 +112,10 @@ class Trainer:
         torch.manual_seed(0)
         model_name, cut, sample = VARIANTS[name]
         self.model = build_model(model_name, DIMS, len(class_nodes), hetero, class_nodes, spec.hidden, spec.dropout)
+        graph_batches(self.model, spec)  # as fit() sets them up, then switched off for the reference variants
         if hasattr(self.model, "subgraph_min_edges"):
-            self.model.subgraph_min_edges = spec.subgraph_min_edges if cut else None
-            self.model.num_neighbors = spec.num_neighbors if sample else None
+            self.model.subgraph_min_edges = self.model.subgraph_min_edges if cut else None
+            self.model.num_neighbors = self.model.num_neighbors if sample else None
         self.model.train()
         self.opt = FusionTask(self.model, spec, len(class_nodes)).configure_optimizers()
         self.collate = collate(hetero, DIMS, modality_dropout=spec.modality_dropout, seed=0)

@@ -3,8 +3,8 @@
 A step is what the fit loop does per batch: collate a list of ``PatientEvidence`` into one ``HeteroData`` batch
 (the shipped knowledge graph plus patient/evidence nodes, modality dropout as in training), forward, cross-entropy,
 backward and the fit loop's optimiser step (fused AdamW); graph models cut and sample their batches as ``fit`` sets
-them up (``training.subgraph_min_edges``, ``training.num_neighbors``). Patients are random: image 512-d, note 384-d, omics 350-d embeddings, 25 linked genes,
-3 note concepts and 1 body-site concept each, ~15% missing one modality. Models step round-robin on the same
+them up (``training.subgraph_min_edges``, ``training.num_neighbors``). Patients are random: image 512-d, note 384-d,
+omics 350-d embeddings, 25 linked genes, 3 note concepts and 1 body-site concept each, ~15% missing one modality. Models step round-robin on the same
 batches (3 warm-up rounds, then timed rounds with ``time.perf_counter``); the median per model is reported,
 with the collate part split out, and the fastest step (less sensitive to other work on a shared machine).
 Plain prints, no assertions: this is a script, not a test.
@@ -26,7 +26,7 @@ from clinicmm.config import MODEL_NAMES, TrainingSpec
 from clinicmm.demo.design import CANCER_TYPES
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
-from clinicmm.training.fit import FusionTask
+from clinicmm.training.fit import FusionTask, graph_batches
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
 
@@ -75,8 +75,7 @@ class Trainer:
     def __init__(self, name: str, hetero, class_nodes: torch.Tensor, spec: TrainingSpec) -> None:
         torch.manual_seed(0)
         self.model = build_model(name, DIMS, len(class_nodes), hetero, class_nodes, spec.hidden, spec.dropout).train()
-        if hasattr(self.model, "subgraph_min_edges"):  # as fit() sets them
-            self.model.subgraph_min_edges, self.model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
+        graph_batches(self.model, spec)  # cut and sampled as fit() sets them up
         self.opt = FusionTask(self.model, spec, len(class_nodes)).configure_optimizers()  # the fit loop's AdamW
         self.collate = collate(hetero, DIMS, modality_dropout=spec.modality_dropout, seed=0)
         self.total: list[float] = []

@@ -41,6 +41,12 @@ def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, s
     return DataLoader(items, batch_size=batch_size, sampler=sampler, collate_fn=fn, num_workers=0)
 
 
+def graph_batches(model: torch.nn.Module, spec: TrainingSpec) -> None:
+    """Give a graph model ``spec``'s cut threshold and neighbour sampling (other models have neither)."""
+    if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
+        model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
+
+
 class FusionTask(_lightning().LightningModule):
     """Cross-entropy training of a fusion model; keeps the weights of the best validation epoch."""
 
@@ -144,8 +150,7 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
     from clinicmm.training.datamodule import FusionData
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
-    if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
-        model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
+    graph_batches(model, spec)
     task = FusionTask(model, spec, n_classes)
     spawns = spec.strategy.startswith(SPAWNING)  # the fit runs in child processes: log its epochs afterwards
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=spec.patience)]
