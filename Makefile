@@ -25,7 +25,11 @@ demo: install
 	$(BIN)/clinicmm demo-data demo_data --patients $(DEMO_PATIENTS) --seed 0
 	$(BIN)/clinicmm run workflows/demo.yaml
 
+# the house plan (import-linter: layer order, no cycles) and ruff (lint + format) first: they take seconds
 test: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check clinicmm tests benchmarks scripts workflows
+	$(BIN)/ruff format --check clinicmm tests benchmarks scripts workflows
 	$(BIN)/python -m pytest
 
 clean:

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clinicmm.cohort import ingest
+from clinicmm.ingest.cohort import ingest
 from clinicmm.config import EncodersSpec, WorkflowSpec, load_dataset
 from clinicmm.demo.generator import generate_demo
-from clinicmm.evidence import EncodedCohort, Featurizer, encode_cohort
-from clinicmm.workflow import fit_genomics, load_knowledge
+from clinicmm.encode.featurizer import EncodedCohort, Featurizer, encode_cohort
+from clinicmm.encode.genomics import fit_genomics
+from clinicmm.knowledge.graph import load_knowledge
 
 
 def prepare(root: Path, patients: int):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-from clinicmm import stages
+from clinicmm.pipeline import registry as stages
 from clinicmm.config import TrainingSpec, load_workflow
 from clinicmm.keys import Split
 
@@ -46,7 +46,8 @@ def workflow(folder: Path, patients: int, seed: int):
 
 
 def prepare(wf):
-    from clinicmm.workflow import TrainingData, encode_stage, ingest_stage
+    from clinicmm.pipeline.stages import encode_stage, ingest_stage
+    from clinicmm.training.data import TrainingData
 
     for name, fn in (("ingest", ingest_stage), ("encode", encode_stage)):
         if not stages.is_current(wf, name):
@@ -71,7 +72,7 @@ def run_one(data, model_name: str, class_init: str, train, val, test, y_test, k:
     """Test recall of class ``k`` and test macro-F1 of one model trained on the few-shot split."""
     from sklearn.metrics import f1_score, recall_score
 
-    from clinicmm.fusion.kg_gnn import init_classes_from_text
+    from clinicmm.fusion.models.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
     from clinicmm.training.data import class_nodes, dims_of
     from clinicmm.training.fit import fit, predict_proba

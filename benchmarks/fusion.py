@@ -41,7 +41,8 @@ from clinicmm.config import TrainingSpec
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
 from clinicmm.fusion.subgraph import knowledge_edges, restrict
-from clinicmm.training.fit import FusionTask, graph_batches
+from clinicmm.training.fit import graph_batches
+from clinicmm.training.module import FusionTask
 
 DIMS = {"image": 512, "note": 384, "omics": 350}
 SIZES = {"gene": 20_000, "pathway": 2_000, "cancer_type": 30, "concept": 500}

@@ -26,7 +26,8 @@ from clinicmm.config import MODEL_NAMES, TrainingSpec
 from clinicmm.demo.design import CANCER_TYPES
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
-from clinicmm.training.fit import FusionTask, graph_batches
+from clinicmm.training.fit import graph_batches
+from clinicmm.training.module import FusionTask
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
 

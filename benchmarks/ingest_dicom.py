@@ -3,7 +3,7 @@
 In one process, on the same files (a generated cohort of small CT series):
 
 * **plain loop**: ``pydicom.dcmread(path, stop_before_pixels=True)`` over every file -- the baseline;
-* **index, 1 worker / 2 workers**: ``clinicmm.io.dicom.index_dicom`` (header read, pixel-data and decoder checks,
+* **index, 1 worker / 2 workers**: ``clinicmm.ingest.dicom.index_dicom`` (header read, pixel-data and decoder checks,
   spooled to SQLite, grouped into series); printed as a ratio of the plain loop's files/s
   (targets: >= 0.8x on 1 worker, >= 1.6x on 2);
 * **scan memory**: tracemalloc peak of the header scan + spool (``scan_records`` into ``_Spool``, 1 worker) for
@@ -36,7 +36,7 @@ def _write_cohort(root: Path, patients: int, slices: int) -> Path:
 
 
 def _files(root: Path) -> list[str]:
-    from clinicmm.io.dicom import _list_files
+    from clinicmm.ingest.dicom import _list_files
 
     return _list_files(root)
 
@@ -48,7 +48,7 @@ def _time(fn) -> float:
 
 
 def _scan_peak(paths: list[str], root: Path) -> int:
-    from clinicmm.io.dicom import _BATCH, _batches, _Spool, scan_records
+    from clinicmm.ingest.dicom import _BATCH, _batches, _Spool, scan_records
 
     tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp, _Spool(Path(tmp) / "i.sqlite") as db:
@@ -71,8 +71,8 @@ def main() -> None:
     from monai.data import PersistentDataset
 
     from clinicmm.config import ImageEncoderSpec, ImagingSpec
-    from clinicmm.imaging.transforms import image_pipeline
-    from clinicmm.io.dicom import index_dicom
+    from clinicmm.encode.imaging.transforms import image_pipeline
+    from clinicmm.ingest.dicom import index_dicom
 
     with tempfile.TemporaryDirectory() as tmp:
         root = _write_cohort(Path(tmp), args.patients, args.slices)

@@ -1,7 +1,7 @@
 """Note-encoding throughput (notes/s) with and without the embedding cache, and ConText counts of the notes.
 
 Generates a demo cohort in a temporary folder (small images: only its ``notes.csv`` is used), reads the notes
-with :func:`clinicmm.io.notes.read_notes`, then, in one process, times the note path of the encode stage
+with :func:`clinicmm.ingest.notes.read_notes`, then, in one process, times the note path of the encode stage
 (``Featurizer.notes``: chunked MiniLM embedding + concept linking) three ways, each with a fresh ``Featurizer``
 as a new ``clinicmm encode`` would build:
 
@@ -31,8 +31,8 @@ import torch
 
 from clinicmm.config import EncodersSpec, NotesSpec
 from clinicmm.demo.generator import generate_demo
-from clinicmm.evidence import Featurizer
-from clinicmm.io.notes import read_notes
+from clinicmm.encode.featurizer import Featurizer
+from clinicmm.ingest.notes import read_notes
 from clinicmm.knowledge.concepts import ConceptMatcher
 from clinicmm.knowledge.graph import KnowledgeGraph
 

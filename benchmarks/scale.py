@@ -57,9 +57,10 @@ def worker(workflow: Path, out: Path) -> None:
     import torch_geometric  # noqa: F401
     import transformers  # noqa: F401
 
-    from clinicmm import distributed, workflow as stages_
+    from clinicmm.pipeline import distributed, stages as stages_
     from clinicmm.config import load_workflow
     from clinicmm.keys import Split
+    from clinicmm.training.data import TrainingData
     from clinicmm.tracking.setup import configure, experiment_id
 
     logging.getLogger("clinicmm").setLevel(logging.WARNING)
@@ -79,7 +80,7 @@ def worker(workflow: Path, out: Path) -> None:
     t2, c2 = time.perf_counter(), time.process_time()
     cpu = all_ranks((c1 - c0, c2 - c1))  # CPU seconds of every rank: the work, whatever else loads the machine
     if distributed.is_zero():
-        n_train = len(stages_.TrainingData(wf).rows(Split.TRAIN)[0])
+        n_train = len(TrainingData(wf).rows(Split.TRAIN)[0])
         epochs = sum(r["epochs"] for r in results.values())
         out.write_text(json.dumps({"processes": distributed.world_size(), "patients": len(encoded.patients),
                                    "encode_s": t1 - t0, "train_s": t2 - t1, "patient_epochs": n_train * epochs,

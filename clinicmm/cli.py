@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clinicmm import distributed
+from clinicmm.pipeline import distributed
 from clinicmm.errors import ClinicmmError
 
 app = typer.Typer(
@@ -131,9 +131,9 @@ def ingest_cmd(
     CONFIG is a dataset.yaml (output in --out, default .clinicmm/<name>/ingest) or a workflow YAML (output in
     its workdir). Example: [bold]clinicmm ingest demo_data/dataset.yaml --out work/ingest[/]
     """
-    from clinicmm.cohort import ingest
+    from clinicmm.ingest.cohort import ingest
     from clinicmm.config import load_dataset, load_workflow
-    from clinicmm.workflow import ingest_stage
+    from clinicmm.pipeline.stages import ingest_stage
 
     if _is_workflow(config):
         wf = load_workflow(config)
@@ -183,11 +183,11 @@ def finetune_text_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Op
     merges it into the model and, its fingerprint having changed, recomputes the note embeddings.
     Example (with [bold]lora: {r: 8, epochs: 2}[/] under encoders.text): [bold]clinicmm finetune-text workflows/demo.yaml[/]
     """
-    from clinicmm.text.finetune import finetune_text
+    from clinicmm.pipeline.stages import finetune_text_stage
 
-    r = finetune_text(_workflow(workflow), progress)
-    out.print(f"finetune-text: {r['notes']} train notes, loss {r['epoch_loss'][0]:.3f} → {r['epoch_loss'][-1]:.3f}; "
-              f"adapter [bold]{r['adapter']}[/]", soft_wrap=True)
+    r = finetune_text_stage(_workflow(workflow), progress)
+    out.print(f"finetune-text: {r.notes} train notes, loss {r.epoch_loss[0]:.3f} → {r.epoch_loss[-1]:.3f}; "
+              f"adapter [bold]{r.adapter}[/]", soft_wrap=True)
 
 
 @app.command("train-image")
@@ -201,13 +201,13 @@ def train_image_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Opti
     (the image embeddings are then recomputed), and an MLflow run "train-image".
     Example (with [bold]train: {epochs: 10}[/] under encoders.image): [bold]clinicmm train-image workflows/demo.yaml[/]
     """
-    from clinicmm.imaging.train import train_image
+    from clinicmm.pipeline.stages import train_image_stage
 
-    r = train_image(_workflow(workflow), progress)
-    h, s = r["history"], r["series"]
+    r = train_image_stage(_workflow(workflow), progress)
+    h, s = r.history, r.series
     out.print(f"train-image: {s['train']} train / {s['val']} val series ({s['decoded']} decoded, {s['cached']} from "
               f"cache, {s['failed']} failed), {len(h)} epochs, train loss {h[0]['train_loss']:.3f} → "
-              f"{h[-1]['train_loss']:.3f}, best epoch {r['best_epoch']}; weights [bold]{r['weights']}[/]", soft_wrap=True)
+              f"{h[-1]['train_loss']:.3f}, best epoch {r.best_epoch}; weights [bold]{r.weights}[/]", soft_wrap=True)
 
 
 @app.command("explain")
@@ -223,9 +223,9 @@ def explain_cmd(
     untrained encoder's saliency is not meaningful). The file is named by the patient's keyed pseudonym, not the id.
     Example: [bold]clinicmm explain workflows/demo.yaml --patient DEMO-0007[/]
     """
-    from clinicmm.imaging.gradcam import explain_patient
+    from clinicmm.pipeline.run import explain_image
 
-    r = explain_patient(_workflow(workflow), patient, out_dir, str(workflow))
+    r = explain_image(_workflow(workflow), patient, out_dir, str(workflow))
     out.print(f"Grad-CAM: image classifier predicts {r['predicted']} (p={r['probability']:.2f}); most salient slice "
               f"{r['slice'] + 1}: [bold]{r['png']}[/]" + (f" (logged to MLflow run {r['run_id']})" if r["run_id"] else ""),
               soft_wrap=True)
@@ -239,7 +239,7 @@ def encode(workflow: ExistingFile) -> None:
     Example: [bold]clinicmm encode workflows/demo.yaml[/]; sharded by rank over N processes:
     [bold]torchrun --nproc_per_node N -m clinicmm encode workflows/demo.yaml[/]
     """
-    from clinicmm.workflow import encode_stage
+    from clinicmm.pipeline.stages import encode_stage
 
     encoded = encode_stage(_workflow(workflow))
     _print_encode(encoded.stats)
@@ -261,10 +261,10 @@ def train(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="S
     Example: [bold]clinicmm train workflows/demo.yaml[/]; with DDP over N processes (training.strategy: ddp,
     training.devices: N): [bold]torchrun --nproc_per_node N -m clinicmm train workflows/demo.yaml[/]
     """
-    from clinicmm.workflow import train_stage
+    from clinicmm.pipeline.stages import train_stage
 
     for name, r in train_stage(_workflow(workflow), progress).items():
-        out.print(f"{name}: {r['epochs']} epochs, best val macro-F1 {r['best'].get('val_macro_f1', float('nan')):.3f}")
+        out.print(f"{name}: {r.epochs} epochs, best val macro-F1 {r.best.get('val_macro_f1', float('nan')):.3f}")
 
 
 @app.command()
@@ -290,7 +290,7 @@ def evaluate(
 
         _print_external(evaluate_external(_workflow(workflow), external, model))
         return
-    from clinicmm.workflow import evaluate_stage
+    from clinicmm.pipeline.stages import evaluate_stage
 
     _print_results(evaluate_stage(_workflow(workflow)))
 
@@ -355,10 +355,10 @@ def register(workflow: ExistingFile) -> None:
 
     Example: [bold]clinicmm register workflows/demo.yaml[/]
     """
-    from clinicmm.workflow import register_stage
+    from clinicmm.pipeline.stages import register_stage
 
     r = register_stage(_workflow(workflow))
-    out.print(f"registered [bold]{r['name']}[/] version {r['version']} as [bold]{r['uri']}[/]", soft_wrap=True)
+    out.print(f"registered [bold]{r.name}[/] version {r.version} as [bold]{r.uri}[/]", soft_wrap=True)
 
 
 @app.command()
@@ -400,7 +400,7 @@ def predict(
     """
     from clinicmm.config import TrackingSpec
     from clinicmm.tracking.setup import configure
-    from clinicmm.predict import predict as predict_fn
+    from clinicmm.serve.predict import predict as predict_fn
 
     configure(TrackingSpec(uri=tracking_uri))
     result = predict_fn(model, dataset, out_file, overwrite, dicom_sr)
@@ -426,7 +426,7 @@ def run(
     or machines: [bold]torchrun --nproc_per_node N -m clinicmm run workflows/demo.yaml[/] (README: Running on a cluster).
     """
     from clinicmm.config import load_workflow
-    from clinicmm.workflow import run as run_all
+    from clinicmm.pipeline.run import run as run_all
 
     wf = load_workflow(workflow)
     shown_uri = wf.tracking.tracking_uri()  # as the user wrote it: configure() exports the absolute URI
@@ -434,11 +434,11 @@ def run(
     summary = run_all(wf, progress, force)
     if not distributed.is_zero():  # the other ranks of a torchrun job: rank 0 reports
         return
-    out.print("stages: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()), soft_wrap=True)
-    _print_results(summary["results"])
-    r = summary["registered"]
-    out.print(f"registered [bold]{r['name']}[/] version {r['version']} → [bold]{r['uri']}[/]", soft_wrap=True)
-    out.print(f"predictions for {summary['scored']} of {summary['patients']} patients: [bold]{summary['predictions']}[/]", soft_wrap=True)
+    out.print("stages: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()), soft_wrap=True)
+    _print_results(summary.results)
+    r, p = summary.registered, summary.predicted
+    out.print(f"registered [bold]{r.name}[/] version {r.version} → [bold]{r.uri}[/]", soft_wrap=True)
+    out.print(f"predictions for {p.scored} of {p.patients} patients: [bold]{p.predictions}[/]", soft_wrap=True)
     if shown_uri.startswith("sqlite:///"):
         out.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {shown_uri}[/]", soft_wrap=True)
 
@@ -458,32 +458,32 @@ def compare(
     reference model), ablation.md/.csv and bar plots under WORKDIR/compare/, logged to one MLflow parent run
     with a child per model x fold. Example: [bold]clinicmm compare workflows/demo.yaml --folds 5[/]
     """
-    from clinicmm.compare import compare as compare_fn
+    from clinicmm.pipeline.run import compare as compare_fn
 
     result = compare_fn(_workflow(workflow), folds, progress)
     _print_compare(result)
 
 
-def _print_compare(result: dict) -> None:
+def _print_compare(result) -> None:
     from clinicmm.keys import MODALITIES
 
     names = {"macro_f1": "macro-F1", "accuracy": "accuracy", "auroc_ovr": "AUROC"}
-    table = Table(title=f"{result['folds']}-fold CV, {result['patients']} patients: mean ± sd [pooled 95% CI]")
-    for col in ("model", *names.values(), f"Δ macro-F1 vs {result['reference']}"):
+    table = Table(title=f"{result.folds}-fold CV, {result.patients} patients: mean ± sd [pooled 95% CI]")
+    for col in ("model", *names.values(), f"Δ macro-F1 vs {result.reference}"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for _, r in result["table"].iterrows():
+    for _, r in result.table.iterrows():
         cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f} [{r[f'{m}_ci_low']:.2f}, {r[f'{m}_ci_high']:.2f}]" for m in names]
-        delta = "–" if r["model"] == result["reference"] else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        delta = "–" if r["model"] == result.reference else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
         table.add_row(r["model"], *cells, delta)
     out.print(table)
     ablation = Table(title="missing modalities: pooled macro-F1 (drop when removed)")
     for col in ("model", "all", *(f"− {m.value}" for m in MODALITIES)):
         ablation.add_column(col, justify="left" if col == "model" else "right")
-    for _, r in result["ablation"].iterrows():
+    for _, r in result.ablation.iterrows():
         cells = ["–" if r[f"minus_{m.value}"] != r[f"minus_{m.value}"] else f"{r[f'minus_{m.value}']:.3f} ({r[f'drop_{m.value}']:+.3f})" for m in MODALITIES]
         ablation.add_row(r["model"], f"{r['all']:.3f}", *cells)
     out.print(ablation)
-    out.print(f"tables and plots: [bold]{result['out']}[/] (MLflow parent run {result['parent_run']})", soft_wrap=True)
+    out.print(f"tables and plots: [bold]{result.out}[/] (MLflow parent run {result.parent_run})", soft_wrap=True)
 
 
 @app.command("deidentify")

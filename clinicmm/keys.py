@@ -98,3 +98,18 @@ class Rel(StrEnum):
     MENTIONS = "mentions"  # note -> concept (positive, non-negated mentions)
     SHOWS = "shows"  # image -> concept (body site)
     OF = "of"  # evidence -> patient
+
+
+class Model(StrEnum):
+    """The fusion models a workflow may name (``models:``): the one list the config checks and the registry builds."""
+
+    IMAGE = "image"
+    NOTE = "note"
+    OMICS = "omics"
+    CONCAT = "concat"
+    KG_GNN = "kg_gnn"
+    ATTENTION = "attention"
+    KG_RGCN = "kg_rgcn"
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(m.value for m in Model)

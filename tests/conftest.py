@@ -2,8 +2,13 @@
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# helper modules shared by several test folders (DICOM writers, a tiny BERT, MLflow processes, a trained encoder)
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -18,15 +18,42 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.errors import ConfigError, StageError
+from clinicmm.ingest.cohort import Cohort
+from clinicmm.ingest.leakage import Leak, image_leaks, normal_id, note_leaks, render, split_of_patients
 from clinicmm.keys import Col, Status
 
 log = logging.getLogger("clinicmm")
 
 
-def _check_overlap(wf, cohort) -> list[str]:
-    from clinicmm.cohort import Cohort
-    from clinicmm.evaluation.leakage import overlap_leaks, render
+def _tagged(cohort, tag: str):
+    """The usable part of a cohort with patient ids prefixed by ``tag`` and every patient in split ``tag``."""
+    def prefix(table):
+        if table is None or table.empty:
+            return None
+        table = table.copy()
+        table[Col.PATIENT.value] = tag + ":" + table[Col.PATIENT].astype(str)
+        return table
 
+    m = cohort.manifest[cohort.manifest[Col.STATUS] == Status.OK].copy()
+    m[Col.SPLIT.value] = tag
+    return Cohort(manifest=prefix(m), series=prefix(cohort.series), notes=prefix(cohort.notes))
+
+
+def overlap_leaks(internal, external) -> tuple[list[Leak], list[str]]:
+    """Images and notes of an external dataset that are also in the internal (training) cohort, and the
+    patient ids the two share (a note only: two hospitals may number patients alike)."""
+    parts = [_tagged(internal, "internal"), _tagged(external, "external")]
+    tables = {n: [getattr(c, n) for c in parts if getattr(c, n) is not None] for n in ("manifest", "series", "notes")}
+    both = Cohort(**{n: pd.concat(t, ignore_index=True) if t else None for n, t in tables.items()})
+    split_of = split_of_patients(both)
+    ids = [{normal_id(str(p)) for p in c.manifest.loc[c.manifest[Col.STATUS] == Status.OK, Col.PATIENT]} for c in (internal, external)]
+    shared = ids[0] & ids[1]
+    notes = [f"{len(shared)} patient id(s) of the external dataset also occur in the internal one (ids only; images "
+             "and notes were checked and differ)"] if shared else []
+    return image_leaks(both, split_of) + note_leaks(both, split_of), notes
+
+
+def _check_overlap(wf, cohort) -> list[str]:
     if not (wf.work / "ingest" / "cohort.parquet").is_file():
         return ["internal cohort not ingested: overlap with the training data not checked"]
     leaks, notes = overlap_leaks(Cohort.load(wf.work / "ingest"), cohort)
@@ -36,7 +63,7 @@ def _check_overlap(wf, cohort) -> list[str]:
 
 
 def _score(model_uri: str, cohort, patients: list[str]) -> pd.DataFrame:
-    from clinicmm.predict import cohort_frame, load_registered
+    from clinicmm.serve.predict import cohort_frame, load_registered
 
     return load_registered(model_uri).predict(cohort_frame(cohort, patients))
 
@@ -63,7 +90,7 @@ def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[
 
 def evaluate_external(wf, dataset_path: Path, model_uri: str | None = None) -> dict:
     """Score a labelled second dataset with a registered model; write and log the results apart."""
-    from clinicmm.cohort import build_cohort
+    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.config import load_dataset
     from clinicmm.tracking.plots import confusion_png
 

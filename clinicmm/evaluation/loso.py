@@ -4,51 +4,25 @@ Asked for with ``split.leave_one_site_out: true`` (and ``labels.site_column``) i
 evaluate stage then writes ``workdir/evaluate/sites/leave_one_site_out.csv`` (and ``.md``) with one row per
 (site, model) and logs it to a ``leave_one_site_out`` MLflow run. Everything fitted on training data is
 refitted per fold on that fold's train split: the genomics preprocessor, the standardiser and the model.
-Embeddings come from the encode stage (the image and text encoders are frozen: nothing in them was fitted).
+Embeddings come from the encode stage: the image and text encoders must be frozen (an encoder trained on
+labels, ``encoders.image.train`` or ``encoders.text.lora``, saw the held-out sites' labels: refused).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 
-import numpy as np
 import pandas as pd
 
-from clinicmm.keys import Col, Modality, Node, Split
+from clinicmm.keys import Col, Split
 
 log = logging.getLogger("clinicmm")
 
 
-def _refit_omics(wf, cohort, encoded, kg):
-    """``encoded`` with the omics block recomputed by a preprocessor fitted on this fold's train split."""
-    from clinicmm.evidence import Featurizer
-    from clinicmm.keys import HAS
-    from clinicmm.workflow import fit_genomics
-
-    pre = fit_genomics(wf, cohort)
-    if pre is None:
-        return encoded
-    present = cohort.manifest.set_index(Col.PATIENT.value).loc[encoded.patients, HAS[Modality.OMICS]].to_numpy(dtype=bool)
-    vectors, links, _ = Featurizer(wf.encoders, kg, pre).omics(encoded.patients, cohort.expression, cohort.mutations, present)
-    out = copy.copy(encoded)
-    out.vectors = {**encoded.vectors, Modality.OMICS.value: vectors}
-    out.links = {**encoded.links, Modality.OMICS.value: links}
-    return out
-
-
 def fold_data(data, fold: pd.DataFrame):
-    """``data`` (a :class:`~clinicmm.workflow.TrainingData`) as one fold sees it: that fold's split, the classes
-    of its train split, and the omics refitted on it. ``data`` itself is unchanged, apart from cancer-type nodes
-    its graph gains for the fold's classes."""
-    out = copy.copy(data)
-    out.cohort = copy.copy(data.cohort)
-    out.cohort.manifest = fold
-    out.split = dict(zip(fold[Col.PATIENT], fold[Col.SPLIT]))
-    out.encoded = _refit_omics(data.wf, out.cohort, data.encoded, data.kg)
-    out.classes = out.train_classes()
-    data.kg.ensure_nodes(Node.CANCER, out.classes)
-    return out
+    """``data`` (a :class:`~clinicmm.training.data.TrainingData`) as one site fold sees it: the fold's split, the
+    classes of its train split, and the omics refitted on it (:meth:`TrainingData.fold`)."""
+    return data.fold(dict(zip(fold[Col.PATIENT], fold[Col.SPLIT])))
 
 
 def _unseen(data) -> int:
@@ -57,23 +31,16 @@ def _unseen(data) -> int:
 
 
 def _one_fold(site: str, data, progress: bool) -> list[dict]:
-    import torch
-
-    from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import Standardizer, class_nodes, dims_of
-    from clinicmm.training.fit import fit, predict_proba
+    from clinicmm.training.fit import fit_model, predict_proba
     from clinicmm.training.metrics import classification_metrics
 
-    (tr, _), (va, _), (te, _) = (data.rows(s) for s in (Split.TRAIN, Split.VAL, Split.TEST))
-    scaler = Standardizer.fit(data.encoded.vectors, np.array(tr))
-    (train, _), (val, _), (test, yte) = (data.items(s, scaler) for s in (Split.TRAIN, Split.VAL, Split.TEST))
-    dims, hetero, t, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), data.wf.training, len(data.classes)
+    (tr, ytr), (va, yva), (te, _) = (data.rows(s) for s in (Split.TRAIN, Split.VAL, Split.TEST))
     unknown, out = _unseen(data), []
     for name in data.wf.models:
-        torch.manual_seed(t.seed)
-        model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), t.hidden, t.dropout)
-        model, _ = fit(model, train, val, hetero, dims, t, n, None, progress)
-        metrics = classification_metrics(yte, predict_proba(model, test, hetero, dims), data.classes) if te else {}
+        fitted = fit_model(name, data, (tr, ytr), (va, yva), data.wf.training, progress=progress)
+        test, yte = data.items(Split.TEST, fitted.scaler)
+        probs = predict_proba(fitted.model, test, fitted.hetero, fitted.dims)
+        metrics = classification_metrics(yte, probs, data.classes) if te else {}
         out.append({"site": site, "model": name, "n_train": len(tr), "n_val": len(va), "n_test": len(te), "n_test_label_unseen": unknown,
                     **{k: metrics.get(k, float("nan")) for k in ("accuracy", "macro_f1", "auroc_ovr")}})
         log.info("leave-one-site-out %s, %s: macro-F1 %.3f on %d patients", site, name, out[-1]["macro_f1"], len(te))
@@ -82,13 +49,15 @@ def _one_fold(site: str, data, progress: bool) -> list[dict]:
 
 def leave_one_site_out(wf, progress: bool = False, data=None) -> pd.DataFrame:
     """Train every model once per held-out site; one row per (site, model), written and logged. ``data``: the
-    evaluate stage's :class:`~clinicmm.workflow.TrainingData` (loaded when not given)."""
+    evaluate stage's :class:`~clinicmm.training.data.TrainingData` (loaded when not given)."""
     from clinicmm.config import load_dataset
+    from clinicmm.evaluation.compare import refuse_label_trained
     from clinicmm.evaluation.robustness import table_markdown
-    from clinicmm.evaluation.sites import site_folds
+    from clinicmm.ingest.sites import site_folds
     from clinicmm.tracking import runs
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
+    refuse_label_trained(wf, "leave-one-site-out")
     spec = load_dataset(wf.dataset_path)
     data = data if data is not None else TrainingData(wf)
     rows = [r for site, fold in site_folds(spec, data.cohort.manifest) for r in _one_fold(site, fold_data(data, fold), progress)]

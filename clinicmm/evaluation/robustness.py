@@ -1,7 +1,7 @@
 """Robustness, measured: how much each trained model loses when its test inputs are damaged or missing.
 
 Each perturbation changes the test patients' raw inputs and re-encodes only the modality it touches, through
-the same :class:`~clinicmm.evidence.Featurizer` as the encode stage:
+the same :class:`~clinicmm.encode.featurizer.Featurizer` as the encode stage:
 
 | name | what changes |
 | --- | --- |
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.errors import ConfigError
-from clinicmm.keys import Col, Modality, Split
+from clinicmm.keys import Modality, Split
 
 log = logging.getLogger("clinicmm")
 NOISE_STD = 0.1  # of the [0, 1] intensity window
@@ -56,8 +56,8 @@ class Context:
 
 
 def _sections(text: str) -> list[str]:
-    """The note's sections as text pieces (the shared section rules of :mod:`clinicmm.text.sections`)."""
-    from clinicmm.text.sections import split_sections
+    """The note's sections as text pieces (the shared section rules of :mod:`clinicmm.encode.text.sections`)."""
+    from clinicmm.knowledge.sections import split_sections
 
     found = split_sections(text)
     return [text[sec.start : sec.end] for sec in found] if len(found) > 1 else [text]
@@ -79,7 +79,7 @@ def drop_sections(text: str, rng: np.random.Generator, share: float = DROP_SHARE
 def _image_step(kind: str):
     from monai.transforms import RandGaussianNoised, ShiftIntensityd
 
-    from clinicmm.imaging.transforms import IMAGE_KEY
+    from clinicmm.encode.imaging.transforms import IMAGE_KEY
 
     if kind == "noise":
         return RandGaussianNoised(keys=IMAGE_KEY, prob=1.0, mean=0.0, std=NOISE_STD)
@@ -90,7 +90,7 @@ def _perturb_images(kind: str) -> Callable:
     def apply(enc, ctx: Context):
         from monai.transforms import Compose
 
-        from clinicmm.evidence import patient_inputs
+        from clinicmm.ingest.cohort import patient_inputs
 
         inputs = patient_inputs(ctx.cohort, ctx.patients)
         encoder = ctx.featurizer.image_encoder
@@ -108,7 +108,7 @@ def _perturb_images(kind: str) -> Callable:
 
 
 def _perturb_notes(enc, ctx: Context):
-    from clinicmm.evidence import patient_inputs
+    from clinicmm.ingest.cohort import patient_inputs
 
     rng = np.random.default_rng(ctx.seed)
     texts = [[drop_sections(t, rng) for t in ts] for ts in patient_inputs(ctx.cohort, ctx.patients)["texts"]]
@@ -161,7 +161,7 @@ def removed(name: str) -> str | None:
 
 
 def _subset(encoded, rows: list[int]):
-    from clinicmm.evidence import EncodedCohort
+    from clinicmm.encode.featurizer import EncodedCohort
 
     return EncodedCohort(
         [encoded.patients[r] for r in rows],
@@ -174,8 +174,8 @@ def variants(data, names: list[str], seed: int) -> dict[str, tuple[str, object]]
     """perturbation -> (modality, EncodedCohort of the test patients); 'clean' first. A removal (``no_*``) gets the
     clean inputs (see :func:`removed`). A perturbation whose modality no test patient has is left out (it would
     change nothing)."""
-    from clinicmm.evidence import Featurizer
-    from clinicmm.genomics.preprocess import GenomicsPreprocessor
+    from clinicmm.encode.featurizer import Featurizer
+    from clinicmm.encode.genomics import GenomicsPreprocessor
 
     rows, _ = data.rows(Split.TEST)
     clean = _subset(data.encoded, rows)
@@ -196,7 +196,7 @@ def variants(data, names: list[str], seed: int) -> dict[str, tuple[str, object]]
 def _scorer(data, model_name: str) -> Callable:
     """``(encoded, without) -> {accuracy, macro_f1}`` for one trained model on the test patients (loaded once);
     ``without``: a modality removed as the evaluate stage's ablation removes it."""
-    from clinicmm.bundle import ModelBundle
+    from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.training.data import dims_of, to_evidence
     from clinicmm.training.fit import predict_proba
     from clinicmm.training.metrics import classification_metrics
@@ -255,8 +255,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """Score every trained model on perturbed test inputs; write and log the table (needs train)."""
-    from clinicmm.cache import atomic_write_bytes
-    from clinicmm.workflow import TrainingData
+    from clinicmm.files import atomic_write_bytes
+    from clinicmm.training.data import TrainingData
 
     names = check_names(perturbations)
     data = TrainingData(wf)
@@ -272,11 +272,11 @@ def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) 
 
 def drop_png(table: pd.DataFrame, path: Path) -> Path:
     """Heatmap of the macro-F1 drop: perturbations down, models across."""
-    from clinicmm.tracking.plots import _subplots, save_figure
+    from clinicmm.tracking.plots import subplots, save_figure
 
     grid = table[table["perturbation"] != "clean"].pivot(index="perturbation", columns="model", values="macro_f1_drop")
     grid = grid.reindex(index=[p for p in PERTURBATIONS if p in grid.index], columns=list(dict.fromkeys(table["model"])))
-    fig, ax = _subplots(figsize=(2.4 + 0.9 * grid.shape[1], 1.2 + 0.45 * max(grid.shape[0], 1)))
+    fig, ax = subplots(figsize=(2.4 + 0.9 * grid.shape[1], 1.2 + 0.45 * max(grid.shape[0], 1)))
     limit = max(float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 0.0, 0.05)
     ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")

@@ -183,11 +183,12 @@ def _add_modality(out: HeteroData, patients: Sequence[PatientEvidence], modality
     dense[rows] = x
     out[node].x, out[node].num_nodes = x, len(rows)
     out[PATIENT][f"x_{modality}"] = dense
-    _set_edges(out, (node, Rel.OF.value, PATIENT), torch.tensor([list(range(len(rows))), rows], dtype=torch.long))
-    _set_edges(out, (node, rel, target), torch.tensor(links, dtype=torch.long).view(2, -1))
+    set_edges(out, (node, Rel.OF.value, PATIENT), torch.tensor([list(range(len(rows))), rows], dtype=torch.long))
+    set_edges(out, (node, rel, target), torch.tensor(links, dtype=torch.long).view(2, -1))
 
 
-def _set_edges(out: HeteroData, edge_type: tuple[str, str, str], edge_index: torch.Tensor) -> None:
+def set_edges(out: HeteroData, edge_type: tuple[str, str, str], edge_index: torch.Tensor) -> None:
+    """Set ``edge_type``'s edges and their reverse relation's (messages flow both ways)."""
     out[edge_type].edge_index = edge_index.view(2, -1)
     out[reverse(edge_type)].edge_index = edge_index.view(2, -1).flip(0)
 
@@ -231,7 +232,7 @@ def without_modality(batch: HeteroData, modality: str) -> HeteroData:
     out[node].x = out[node].x[:0]
     out[node].num_nodes = 0
     for et in ((node, Rel.OF.value, PATIENT), (node, rel, target)):
-        _set_edges(out, et, _empty_edges().to(batch[et].edge_index.device))
+        set_edges(out, et, _empty_edges().to(batch[et].edge_index.device))
     out[PATIENT][f"x_{modality}"] = torch.zeros_like(batch[PATIENT][f"x_{modality}"])
     present = batch[PATIENT].present.clone()
     present[:, names.index(modality)] = False

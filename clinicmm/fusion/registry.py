@@ -1,4 +1,4 @@
-"""The fusion models by name (the names ``clinicmm.config.MODEL_NAMES`` allows), built from one uniform signature.
+"""The fusion models by name (:class:`clinicmm.keys.Model`, the names the config allows), built from one uniform signature.
 
 Every factory takes ``(dims, n_classes, knowledge, class_nodes, hidden, dropout)``; models that do not use the
 knowledge graph or the class nodes ignore them. Model modules are imported when a model is built, so importing
@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from clinicmm.errors import ModelError
+from clinicmm.keys import Model
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -22,7 +23,7 @@ Factory = Callable[..., "nn.Module"]
 def _single(modality: str) -> Factory:
     def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
               dropout: float) -> nn.Module:
-        from clinicmm.fusion.single import SingleModalityModel
+        from clinicmm.fusion.models.single import SingleModalityModel
 
         return SingleModalityModel(modality, dims, n_classes, hidden=hidden, dropout=dropout)
 
@@ -33,7 +34,7 @@ def _single(modality: str) -> Factory:
 def _concat(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
             dropout: float) -> nn.Module:
     """Concatenation fusion of the three modality embeddings."""
-    from clinicmm.fusion.concat import ConcatFusion
+    from clinicmm.fusion.models.concat import ConcatFusion
 
     return ConcatFusion(dims, n_classes, hidden=hidden, dropout=dropout)
 
@@ -44,8 +45,8 @@ def _graph(model: str) -> Factory:
     def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
               dropout: float) -> nn.Module:
         from clinicmm.fusion.batch import check_knowledge, schema
-        from clinicmm.fusion.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
-        from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+        from clinicmm.fusion.models.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
+        from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 
         check_knowledge(knowledge)
         num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
@@ -59,19 +60,19 @@ def _graph(model: str) -> Factory:
 def _attention(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
                dropout: float) -> nn.Module:
     """Attention-weighted fusion of the three modality embeddings."""
-    from clinicmm.fusion.attention import AttentionFusion
+    from clinicmm.fusion.models.attention import AttentionFusion
 
     return AttentionFusion(dims, n_classes, hidden=hidden, dropout=dropout)
 
 
-MODELS: dict[str, Factory] = {
-    "image": _single("image"),
-    "note": _single("note"),
-    "omics": _single("omics"),
-    "concat": _concat,
-    "kg_gnn": _graph("hgt"),
-    "attention": _attention,
-    "kg_rgcn": _graph("rgcn"),
+MODELS: dict[Model, Factory] = {
+    Model.IMAGE: _single("image"),
+    Model.NOTE: _single("note"),
+    Model.OMICS: _single("omics"),
+    Model.CONCAT: _concat,
+    Model.KG_GNN: _graph("hgt"),
+    Model.ATTENTION: _attention,
+    Model.KG_RGCN: _graph("rgcn"),
 }
 
 

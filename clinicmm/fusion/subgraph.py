@@ -1,7 +1,7 @@
 """Cut a batch down to the knowledge nodes its outputs depend on: the receptive field of patients and class nodes.
 
 An L-layer message-passing model's output at a node depends only on its in-neighbourhood L hops deep, along the
-edges each layer actually reads (the model's message plan, :func:`clinicmm.fusion.kg_gnn.message_plan`). Walking
+edges each layer actually reads (the model's message plan, :func:`clinicmm.fusion.models.kg_gnn.message_plan`). Walking
 the plan backwards from the read-out nodes (every patient, the cancer-type nodes the classes are scored against)
 gives the knowledge nodes whose states matter. Every in-edge of a node whose state a later layer reads is kept, so
 that state is computed over exactly the neighbours it has in the full graph (HGT's attention softmax and R-GCN's

@@ -23,7 +23,7 @@ Rules (written for pathology and radiology reports):
   an assertion, so it is never positive evidence. "likely", "probable", "favor", "consistent with" stay
   asserted.
 * Section headers (``FINAL DIAGNOSIS:``: a known header word in any case, or an all-capital header that
-  has two words or stands alone on its line; the rules live in :mod:`clinicmm.text.sections`, shared with
+  has two words or stands alone on its line; the rules live in :mod:`clinicmm.encode.text.sections`, shared with
   the text encoder's section selection) are recorded on each mention; mentions under a ``FAMILY HISTORY``
   header are family mentions.
 """
@@ -36,8 +36,8 @@ from importlib import resources
 from pathlib import Path
 
 from clinicmm.errors import InputError
-from clinicmm.text.sections import header as _header
-from clinicmm.text.sections import norm as _norm
+from clinicmm.knowledge.sections import header as _header
+from clinicmm.knowledge.sections import norm as _norm
 
 CATEGORIES = ("negated", "hypothetical", "family")
 FAMILY_SECTIONS = frozenset({"family history"})

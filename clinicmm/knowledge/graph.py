@@ -23,7 +23,7 @@ from clinicmm.keys import KNOWLEDGE_NODES, Node, Rel
 from clinicmm.knowledge import loaders
 from clinicmm.knowledge.concepts import Concept
 from clinicmm.knowledge.loaders import SCHEMA, NodeRow, synonym_forms
-from clinicmm.text.sections import norm
+from clinicmm.knowledge.sections import norm
 
 EdgeType = tuple[Node, Rel, Node]
 REV = "rev_"
@@ -325,3 +325,15 @@ def _obo_codes(terms: list[loaders.OboTerm], titles: dict[str, str]) -> dict[str
         return memo[term_id]
 
     return {t.id: found for t in terms if (found := codes(t.id, frozenset()))}
+
+
+def load_knowledge(wf) -> KnowledgeGraph:
+    """A workflow's graph: the shipped one (with its Reactome set) plus the workflow's own GMT / TSV / OBO files."""
+    import logging
+
+    kg = KnowledgeGraph.default(wf.reactome)
+    for path in wf.knowledge:
+        path = wf.resolve(path)
+        added = kg.add_file(path)
+        logging.getLogger("clinicmm").info("knowledge: %s added %d edges", path.name, added)
+    return kg

@@ -14,7 +14,7 @@ from pathlib import Path
 from clinicmm.errors import InputError
 from clinicmm.keys import KNOWLEDGE_NODES, Node, Rel
 from clinicmm.knowledge.concepts import Concept
-from clinicmm.text.sections import norm
+from clinicmm.knowledge.sections import norm
 
 EDGE_COLUMNS = ("src_type", "src", "relation", "dst_type", "dst", "source")
 SHORT_COLUMNS = ("head", "relation", "tail")
@@ -238,8 +238,9 @@ def read_obo(path: str | Path) -> tuple[str, list[OboTerm]]:
     Parsed with obonet (networkx); only ``is_a`` parents are kept. A file obonet cannot parse, or one with no
     ``[Term]``, is an ``InputError`` naming the file.
     """
-    import obonet
+    from clinicmm.extras import require
 
+    obonet = require("obonet")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path in the workflow's knowledge list")

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from clinicmm.errors import ConfigError, InputError
-from clinicmm.io.notes import decode
+from clinicmm.ingest.notes import decode
 from clinicmm.privacy.deid_dicom import deidentify_file
 from clinicmm.privacy.deid_notes import scrub, shift_date_value, shift_dates
 from clinicmm.privacy.pseudonym import day_shift, pseudonym
@@ -298,6 +298,6 @@ def deidentify(src: Path, out: Path, key: bytes, report: Path | None = None, pro
 
 
 def _declared(spec) -> list[Path]:
-    from clinicmm.config import _declared_paths
+    from clinicmm.config import declared_paths
 
-    return [p for _, p in _declared_paths(spec)]
+    return [p for _, p in declared_paths(spec)]

@@ -11,7 +11,7 @@ import pandas as pd
 from clinicmm.keys import HAS, MODALITIES, MODALITY_NAMES, Col, Split
 
 
-def _subplots(*args, figsize: tuple[float, float], **kwargs):
+def subplots(*args, figsize: tuple[float, float], **kwargs):
     """A figure drawn without pyplot: library code never switches the user's backend (a notebook keeps its
     inline figures) and leaves no figure open in pyplot's registry."""
     from matplotlib.figure import Figure
@@ -20,14 +20,15 @@ def _subplots(*args, figsize: tuple[float, float], **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
-def _tab10(i: int):
+def tab10(i: int):
+    """The ``i``-th colour of matplotlib's tab10 cycle (one colour per model across every plot)."""
     import matplotlib
 
     return matplotlib.colormaps["tab10"](i % 10)
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
-    fig, ax = _subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
+    fig, ax = subplots(figsize=(1.0 + 0.7 * len(classes), 0.8 + 0.6 * len(classes)))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -40,7 +41,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) ->
 
 
 def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
-    fig, ax = _subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     epochs = [h["epoch"] for h in history]
     for key in ("train_loss", "val_loss"):
         ax.plot(epochs, [h[key] for h in history], label=key)
@@ -54,7 +55,7 @@ def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
 
 
 def comparison_png(scores: dict[str, float], metric: str, path: Path) -> Path:
-    fig, ax = _subplots(figsize=(5, 3))
+    fig, ax = subplots(figsize=(5, 3))
     names = list(scores)
     ax.bar(names, [scores[n] for n in names], color=["tab:gray"] * (len(names) - 1) + ["tab:blue"])
     ax.set_ylim(0, 1)
@@ -70,7 +71,7 @@ def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, pa
     from sklearn.metrics import auc, roc_curve
 
     y, probs = np.asarray(y), np.asarray(probs)
-    fig, ax = _subplots(figsize=(5, 4.4))
+    fig, ax = subplots(figsize=(5, 4.4))
     ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="chance")
     for i, name in enumerate(classes):
         positives = int((y == i).sum())
@@ -78,7 +79,7 @@ def roc_png(y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, pa
             ax.plot([], [], " ", label=f"{name}: {'absent from' if positives == 0 else 'only class in'} y, skipped")
             continue
         fpr, tpr, _ = roc_curve(y == i, probs[:, i])
-        ax.plot(fpr, tpr, lw=1.6, color=_tab10(i), label=f"{name} (AUC {auc(fpr, tpr):.2f})")
+        ax.plot(fpr, tpr, lw=1.6, color=tab10(i), label=f"{name} (AUC {auc(fpr, tpr):.2f})")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize=7)
@@ -93,7 +94,7 @@ def reliability_png(probs: np.ndarray, y: np.ndarray, title: str, path: Path, n_
     bins = reliability_bins(probs, y, n_bins)
     ece = expected_calibration_error(probs, y, n_bins)
     centers, width = (bins["bin_lower"] + bins["bin_upper"]) / 2, 1.0 / n_bins
-    fig, (ax, axc) = _subplots(2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axc) = subplots(2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     acc, conf = bins["accuracy"].fillna(0), bins["confidence"].fillna(0)
     ax.bar(centers, acc, width=width, color="#7fb2e5", edgecolor="black", lw=0.6, label="accuracy")
     ax.bar(centers, conf - acc, bottom=acc, width=width, fill=False, hatch="///", edgecolor="tab:red", lw=0.6,
@@ -131,11 +132,11 @@ def modality_availability(manifest: pd.DataFrame) -> pd.DataFrame:
 def availability_png(manifest: pd.DataFrame, path: Path, title: str = "modality availability") -> Path:
     """Stacked present/missing bars per modality and split, and a panel counting patients per combination."""
     counts, combos = modality_availability(manifest), modality_combinations(manifest)
-    fig, (ax, axc) = _subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, axc) = subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     k, splits = len(MODALITY_NAMES), list(dict.fromkeys(counts["split"]))
     x = np.arange(len(counts)) + np.repeat(np.arange(len(splits)), k) * 0.6
     for j, m in enumerate(MODALITY_NAMES):
-        ax.bar(x[j::k], counts["present"].to_numpy()[j::k], color=_tab10(j), edgecolor="black", lw=0.6, label=m)
+        ax.bar(x[j::k], counts["present"].to_numpy()[j::k], color=tab10(j), edgecolor="black", lw=0.6, label=m)
     ax.bar(x, counts["missing"], bottom=counts["present"], color="white", edgecolor="gray", hatch="//", lw=0.6,
            label="missing")
     for xi, (p, m) in zip(x, zip(counts["present"], counts["missing"])):

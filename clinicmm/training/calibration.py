@@ -191,3 +191,20 @@ def empty_columns() -> dict:
     """The differential / set / decision columns of a patient that was not scored."""
     top = {k: v for i in range(1, TOP_K + 1) for k, v in ((f"top{i}", ""), (f"top{i}_prob", np.nan))}
     return top | {"prediction_set": "", "set_size": np.nan, "decision": ""}
+
+
+def fit_calibration(name: str, val_probs: np.ndarray, val_y: np.ndarray, spec) -> Calibration:
+    """Temperature and conformal threshold of model ``name`` from the validation split (``spec``: the workflow's
+    calibration settings); identity, with a warning, when the split has no patient."""
+    import logging
+
+    from clinicmm.training.conformal import min_calibration_size
+
+    log = logging.getLogger("clinicmm")
+    if not len(val_y):
+        log.warning("calibration %s: the validation split is empty; predictions stay uncalibrated, without sets", name)
+        return Calibration(abstain_below=spec.abstain_below)
+    if spec.coverage is not None and len(val_y) < (need := min_calibration_size(spec.coverage)):
+        log.warning("calibration %s: %d validation patients, coverage %.2f needs %d: every set holds every class; "
+                    "raise split.val or lower calibration.coverage", name, len(val_y), spec.coverage, need)
+    return Calibration.fit(val_probs, val_y, spec)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from clinicmm.keys import MODALITIES, Node
+from clinicmm.errors import StageError
+from clinicmm.keys import HAS, MODALITIES, Col, Modality, Node, Split
 
 LINK_NODE = {"image": Node.CONCEPT, "note": Node.CONCEPT, "omics": Node.GENE}
 
@@ -73,3 +76,82 @@ def to_evidence(encoded, rows, labels, kg, scaler: Standardizer) -> list:
             )
         )
     return out
+
+
+# ------------------------------------------------------------------------------------ the stages' data
+
+
+def need(path, stage: str):
+    """``path``, or a StageError naming the command that writes it when it is missing."""
+    if not path.exists():
+        raise StageError(f"{path} is missing: run `clinicmm {stage}` (or `clinicmm run`) for this workflow first.")
+    return path
+
+
+class TrainingData:
+    """Everything train, evaluate, compare, leave-one-site-out and robustness share: the cohort, its encodings, the
+    graph, the classes and each patient's split. :meth:`fold` gives the same data as one fold sees it."""
+
+    def __init__(self, wf):
+        from clinicmm.encode.featurizer import EncodedCohort
+        from clinicmm.ingest.cohort import Cohort
+        from clinicmm.knowledge.graph import load_knowledge
+
+        self.wf = wf
+        self.cohort = Cohort.load(need(wf.work / "ingest", "ingest"))
+        self.encoded = EncodedCohort.load(need(wf.work / "encode", "encode"))
+        self.kg = load_knowledge(wf)
+        labels = self.cohort.manifest.set_index(Col.PATIENT.value)
+        self.label = labels[Col.LABEL.value].to_dict()
+        self.split = labels[Col.SPLIT.value].to_dict()
+        self.classes = self.train_classes()
+        if len(self.classes) < 2:
+            raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
+        self.kg.ensure_nodes(Node.CANCER, self.classes)
+        enc_dir = wf.work / "encode"
+        self.genomics = json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
+        self.fingerprints = json.loads((enc_dir / "encoders.json").read_text())["fingerprints"]
+
+    def train_classes(self) -> list[str]:
+        """The labels of the train split's encoded patients, sorted: the classes a model of this split predicts."""
+        return sorted({self.label[p] for p in self.encoded.patients if self.split.get(p) == Split.TRAIN})
+
+    def rows(self, split: Split) -> tuple[list[int], list[int]]:
+        idx = {c: i for i, c in enumerate(self.classes)}
+        rows = [r for r, p in enumerate(self.encoded.patients) if self.split.get(p) == split and self.label.get(p) in idx]
+        return rows, [idx[self.label[self.encoded.patients[r]]] for r in rows]
+
+    def items(self, split: Split, scaler):
+        rows, y = self.rows(split)
+        return to_evidence(self.encoded, rows, y, self.kg, scaler), np.array(y)
+
+    def fold(self, split: dict[str, str], classes: list[str] | None = None) -> TrainingData:
+        """This data as one fold sees it: ``split`` (patient -> train / val / test; others in none), the classes of
+        its train split (or ``classes``), and the omics refitted on its train patients, so nothing fitted on data
+        sees the fold's test patients. ``self`` is unchanged, apart from class nodes its graph gains."""
+        out = copy.copy(self)
+        out.split = dict(split)
+        out.cohort = copy.copy(self.cohort)
+        manifest = self.cohort.manifest.copy()
+        manifest[Col.SPLIT.value] = manifest[Col.PATIENT].map(out.split)
+        out.cohort.manifest = manifest
+        out.encoded = self._refit_omics(out)
+        out.classes = list(classes) if classes is not None else out.train_classes()
+        self.kg.ensure_nodes(Node.CANCER, out.classes)
+        return out
+
+    def _refit_omics(self, fold: TrainingData):
+        """``fold``'s encodings with the omics block recomputed by a preprocessor fitted on its train patients."""
+        from clinicmm.encode.featurizer import Featurizer
+        from clinicmm.encode.genomics import fit_genomics
+
+        pre = fit_genomics(self.wf, fold.cohort, [p for p, s in fold.split.items() if s == Split.TRAIN])
+        if pre is None:
+            return self.encoded
+        present = self.cohort.manifest.set_index(Col.PATIENT.value).loc[self.encoded.patients, HAS[Modality.OMICS]]
+        vectors, links, _ = Featurizer(self.wf.encoders, self.kg, pre).omics(
+            self.encoded.patients, self.cohort.expression, self.cohort.mutations, present.to_numpy(dtype=bool))
+        out = copy.copy(self.encoded)
+        out.vectors = {**self.encoded.vectors, Modality.OMICS.value: vectors}
+        out.links = {**self.encoded.links, Modality.OMICS.value: links}
+        return out

@@ -6,135 +6,25 @@ the comparison between single-modality, concatenation and graph fusion is fair.
 
 from __future__ import annotations
 
-import copy
-import logging
 import warnings
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from clinicmm.config import TrainingSpec
-from clinicmm.distributed import SPAWNING
 from clinicmm.errors import ConfigError
+from clinicmm.training.loaders import make_loader
+from clinicmm.training.module import EpochCallback, FusionTask, lightning
 
-def _lightning():
-    import pytorch_lightning as pl
-
-    # Lightning sets its loggers to INFO on import; its GPU/TPU banners and tips say nothing useful here
-    for name in ("lightning.pytorch", "pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return pl
-
-
-def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, sampler=None, p_drop: float = 0.0,
-                seed: int = 0):
-    """A DataLoader of batches (HeteroData) in ``sampler``'s order (else as listed); ``p_drop`` > 0 applies modality
-    dropout, drawn from ``seed`` (training only)."""
-    from torch.utils.data import DataLoader
-
-    from clinicmm.fusion.batch import collate
-
-    fn = collate(knowledge, dims, modality_dropout=p_drop, seed=seed)
-    return DataLoader(items, batch_size=batch_size, sampler=sampler, collate_fn=fn, num_workers=0)
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning strategies that start their own processes
 
 
 def graph_batches(model: torch.nn.Module, spec: TrainingSpec) -> None:
     """Give a graph model ``spec``'s cut threshold and neighbour sampling (other models have neither)."""
     if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
         model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
-
-
-class FusionTask(_lightning().LightningModule):
-    """Cross-entropy training of a fusion model; keeps the weights of the best validation epoch."""
-
-    def __init__(self, model: torch.nn.Module, spec: TrainingSpec, n_classes: int):
-        super().__init__()
-        self.model = model
-        self.spec = spec
-        self.n_classes = n_classes
-        self.history: list[dict[str, float]] = []
-        self.best_state: dict | None = None
-        self.best_loss = float("inf")
-        self._resumed_stopped = False
-        from torchmetrics import MeanMetric
-        from torchmetrics.classification import MulticlassF1Score
-
-        # torchmetrics reduces these across ranks at compute(): under DDP every rank sees the whole split's figures
-        self.train_ce = MeanMetric()
-        self.val_ce = MeanMetric()
-        self.val_f1 = MulticlassF1Score(num_classes=n_classes, average="macro")
-
-    def forward(self, batch):
-        return self.model(batch)
-
-    def training_step(self, batch, batch_idx):
-        y = batch["patient"].y
-        loss = F.cross_entropy(self.model(batch), y)
-        self.train_ce.update(loss.detach(), len(y))
-        self.log("train_loss", loss, batch_size=len(y), prog_bar=False)
-        if self.spec.contrastive_weight > 0:  # cross-modal alignment; train_loss stays the CE, comparable to val_loss
-            from clinicmm.fusion.contrastive import contrastive_loss
-
-            loss = loss + self.spec.contrastive_weight * contrastive_loss(self.model, batch, self.spec.contrastive_temperature)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        logits, y = self.model(batch).detach(), batch["patient"].y
-        self.val_ce.update(F.cross_entropy(logits, y), len(y))
-        self.val_f1.update(logits.argmax(1), y)
-
-    def on_validation_epoch_end(self):
-        if self.trainer.sanity_checking:
-            return self._reset_metrics()
-        loss, f1 = float(self.val_ce.compute()), float(self.val_f1.compute())
-        train_loss = float(self.train_ce.compute()) if self.train_ce.update_count else float("nan")
-        self._reset_metrics()
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True)  # equal on every rank already
-        self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": loss, "val_macro_f1": f1})
-        if loss < self.best_loss:
-            self.best_loss = loss
-            self.best_state = copy.deepcopy(self.model.state_dict())
-
-    def _reset_metrics(self) -> None:
-        for metric in (self.train_ce, self.val_ce, self.val_f1):
-            metric.reset()
-
-    def get_extra_state(self) -> dict:
-        """History, best weights and the early-stop flag travel in Lightning checkpoints (so a resumed fit goes on
-        where it stopped) and in the state_dict that ``ddp_spawn`` hands back to the main process."""
-        stopped = bool(self._trainer is not None and self._trainer.should_stop)
-        return {"history": self.history, "best_loss": self.best_loss, "best_state": self.best_state, "stopped": stopped}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.history, self.best_loss = list(state["history"]), float(state["best_loss"])
-        self.best_state, self._resumed_stopped = state["best_state"], bool(state["stopped"])
-
-    def on_train_start(self) -> None:
-        if self._resumed_stopped:  # resumed from the checkpoint of a fit that had already stopped early
-            self.trainer.should_stop = True
-
-    def configure_optimizers(self):
-        params = list(self.model.parameters())
-        fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel for all tensors, same update
-        return torch.optim.AdamW(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=fused)
-
-
-class EpochCallback(_lightning().Callback):
-    """Hands each finished epoch's row of history to ``on_epoch`` (e.g. to log it to MLflow)."""
-
-    def __init__(self, on_epoch: Callable[[dict[str, float]], None]):
-        self.on_epoch = on_epoch
-        self._seen = 0
-
-    def on_validation_end(self, trainer, pl_module):  # runs after the module's own epoch-end hook
-        if trainer.sanity_checking or not trainer.is_global_zero:  # one process logs
-            return
-        for row in pl_module.history[self._seen :]:
-            self.on_epoch(row)
-        self._seen = len(pl_module.history)
 
 
 def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int, on_epoch=None, progress=True,
@@ -144,10 +34,10 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
     The Trainer takes ``spec``'s accelerator / devices / num_nodes / strategy / precision. With ``ckpt_dir`` it
     keeps ``last.ckpt`` there after every epoch and resumes from it when present.
     """
-    pl = _lightning()
+    pl = lightning()
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from clinicmm.training.datamodule import FusionData
+    from clinicmm.training.loaders import FusionData
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     graph_batches(model, spec)
@@ -170,6 +60,41 @@ def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_cl
     if task.best_state is not None:
         model.load_state_dict(task.best_state)
     return model.eval(), task.history
+
+
+@dataclass
+class FittedModel:
+    """What :func:`fit_model` returns: the model at its best epoch, its history and what it was fitted with."""
+
+    name: str
+    model: torch.nn.Module
+    history: list[dict]
+    scaler: object  # clinicmm.training.data.Standardizer, fitted on the training rows
+    dims: dict[str, int]
+    hetero: object  # the graph as HeteroData
+
+
+def fit_model(name: str, data, train: tuple, val: tuple, spec: TrainingSpec, on_epoch=None, progress: bool = True,
+              ckpt_dir: Path | None = None) -> FittedModel:
+    """The one path that fits a model: ``clinicmm train``, ``compare`` and leave-one-site-out all come here.
+
+    ``data``: a :class:`~clinicmm.training.data.TrainingData` (or one fold of it: :meth:`TrainingData.fold`, whose
+    omics preprocessor was refitted on that fold's training patients); ``train`` / ``val``: ``(rows, labels)`` of
+    its encodings. The standardiser is fitted on ``train`` rows only; the seed fixes the initial weights whatever
+    ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``).
+    """
+    from clinicmm.fusion.models.kg_gnn import init_classes_from_text
+    from clinicmm.fusion.registry import build_model
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of, to_evidence
+
+    scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
+    items = [to_evidence(data.encoded, rows, y, data.kg, scaler) for rows, y in (train, val)]
+    dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
+    torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
+    model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout)
+    init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
+    model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
+    return FittedModel(name, model, history, scaler, dims, hetero)
 
 
 def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):

@@ -7,15 +7,18 @@ import yaml
 from typer.testing import CliRunner
 
 import clinicmm.config
-import clinicmm.workflow
+import clinicmm.pipeline.run
 from clinicmm.cli import app
 
 
 def _summary(wf, progress, force):
+    from clinicmm.pipeline.run import RunSummary
+    from clinicmm.pipeline.stages import Predicted
+    from clinicmm.serve.register import Registration
+
     results = pd.DataFrame([{"model": "concat", "n_test": 1}])
-    registered = {"name": "m", "version": 1, "uri": "models:/m@champion"}
-    return {"stages": {"ingest": "ran"}, "results": results, "registered": registered, "scored": 1, "patients": 1,
-            "predictions": "preds.csv"}
+    registered = Registration("m", "1", "champion", "models:/m@champion", "sqlite:///mlruns/mlflow.db")
+    return RunSummary({"ingest": "ran"}, results, registered, Predicted("preds.csv", 1, 1))
 
 
 def test_run_loads_the_workflow_once_and_shows_the_relative_default_uri(small_demo, tmp_path, monkeypatch):
@@ -33,7 +36,7 @@ def test_run_loads_the_workflow_once_and_shows_the_relative_default_uri(small_de
         return load_workflow(path)
 
     monkeypatch.setattr(clinicmm.config, "load_workflow", counting)
-    monkeypatch.setattr(clinicmm.workflow, "run", _summary)
+    monkeypatch.setattr(clinicmm.pipeline.run, "run", _summary)
     result = CliRunner().invoke(app, ["run", "wf.yaml", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert sum(loads.values()) == 1

@@ -31,7 +31,7 @@ def _workflow(root, write_cohort, n: int = 48):
 def trained(tmp_path_factory, one_thread, genomics_cohort):
     import warnings
 
-    from clinicmm.workflow import encode_stage, ingest_stage, train_stage
+    from clinicmm.pipeline.stages import encode_stage, ingest_stage, train_stage
 
     wf = _workflow(tmp_path_factory.mktemp("dedup"), genomics_cohort)
     with warnings.catch_warnings():
@@ -57,7 +57,7 @@ def _run(wf, run_id):
 def test_leave_one_site_out_reuses_the_training_data_it_is_given(trained, monkeypatch):
     from clinicmm.evaluation.loso import leave_one_site_out
     from clinicmm.tracking.runs import read_runs
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
     wf = trained
     data = TrainingData(wf)
@@ -66,7 +66,7 @@ def test_leave_one_site_out_reuses_the_training_data_it_is_given(trained, monkey
     def reloaded(*args, **kwargs):
         raise AssertionError("leave-one-site-out loaded again what TrainingData holds")
 
-    for target in ("clinicmm.cohort.Cohort.load", "clinicmm.evidence.EncodedCohort.load", "clinicmm.workflow.load_knowledge"):
+    for target in ("clinicmm.ingest.cohort.Cohort.load", "clinicmm.encode.featurizer.EncodedCohort.load", "clinicmm.knowledge.graph.load_knowledge"):
         monkeypatch.setattr(target, reloaded)
     table = leave_one_site_out(wf, data=data)
     assert sorted(table["site"].unique()) == SITES and len(table) == len(SITES) * len(wf.models)
@@ -83,8 +83,8 @@ def test_leave_one_site_out_reuses_the_training_data_it_is_given(trained, monkey
 def test_a_fold_sees_its_own_split_through_training_data_rows(trained):
     from clinicmm.config import load_dataset
     from clinicmm.evaluation.loso import fold_data
-    from clinicmm.evaluation.sites import site_folds
-    from clinicmm.workflow import TrainingData
+    from clinicmm.ingest.sites import site_folds
+    from clinicmm.training.data import TrainingData
 
     wf = trained
     data = TrainingData(wf)
@@ -105,11 +105,11 @@ def test_a_fold_sees_its_own_split_through_training_data_rows(trained):
 
 def test_robustness_removes_a_modality_through_the_ablation_path(trained, monkeypatch):
     import clinicmm.training.fit as fit_module
-    from clinicmm.bundle import ModelBundle
+    from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.evaluation.robustness import robustness_table, variants
-    from clinicmm.training.ablation import probs_and_without
+    from clinicmm.evaluation.ablation import probs_and_without
     from clinicmm.training.data import dims_of
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
     wf = trained
     data = TrainingData(wf)
@@ -136,9 +136,9 @@ def test_robustness_removes_a_modality_through_the_ablation_path(trained, monkey
 
 
 def test_compare_opens_its_parent_run_the_way_the_workflow_run_is_opened(trained, monkeypatch, tmp_path):
-    from clinicmm.compare import CompareRuns
+    from clinicmm.evaluation.compare import CompareRuns
     from clinicmm.tracking import runs
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
     wf = trained
     opened, real = [], runs.top_run

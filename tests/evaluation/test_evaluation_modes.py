@@ -17,7 +17,7 @@ MODELS = ["omics", "concat"]
 def trained(small_demo, tmp_path_factory, one_thread):
     from clinicmm.config import load_workflow
     from clinicmm.tracking.setup import configure
-    from clinicmm.workflow import encode_stage, evaluate_stage, ingest_stage, register_stage, train_stage
+    from clinicmm.pipeline.stages import encode_stage, evaluate_stage, ingest_stage, register_stage, train_stage
 
     root = tmp_path_factory.mktemp("modes")
     data = root / "data"
@@ -74,7 +74,7 @@ def _cache_listing(wf):
 
 def test_perturbations_change_only_their_modality_and_skip_the_cache(trained):
     from clinicmm.evaluation.robustness import PERTURBATIONS, variants
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
     wf, _ = trained
     before = _cache_listing(wf)
@@ -151,7 +151,7 @@ def test_external_data_that_overlaps_the_training_data_is_refused(trained):
 
 def test_image_noise_is_the_same_for_the_same_seed(trained):
     from clinicmm.evaluation.robustness import variants
-    from clinicmm.workflow import TrainingData
+    from clinicmm.training.data import TrainingData
 
     wf, _ = trained
     data = TrainingData(wf)

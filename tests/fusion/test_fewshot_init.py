@@ -8,9 +8,9 @@ import torch
 
 from clinicmm.config import TextEncoderSpec, TrainingSpec
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
-from clinicmm.fusion.concat import ConcatFusion
-from clinicmm.fusion.kg_gnn import KGGNNFusion, _project, class_texts, init_classes_from_text
-from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+from clinicmm.fusion.models.concat import ConcatFusion
+from clinicmm.fusion.models.kg_gnn import KGGNNFusion, _project, class_texts, init_classes_from_text
+from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
 

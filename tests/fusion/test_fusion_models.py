@@ -10,10 +10,10 @@ from torch_geometric.data import HeteroData
 
 from clinicmm.errors import ModelError
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
-from clinicmm.fusion.concat import ConcatFusion
-from clinicmm.fusion.kg_gnn import KGGNNFusion
+from clinicmm.fusion.models.concat import ConcatFusion
+from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 from clinicmm.fusion.registry import MODELS, build_model
-from clinicmm.fusion.single import SingleModalityModel
+from clinicmm.fusion.models.single import SingleModalityModel
 
 DIMS = {"image": 8, "note": 6, "omics": 10}
 N_CLASSES = 4

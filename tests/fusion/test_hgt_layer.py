@@ -9,8 +9,8 @@ import torch
 from torch_geometric.nn import HGTConv
 
 from clinicmm.fusion.batch import schema
-from clinicmm.fusion.hgt import HGTLayer
-from clinicmm.fusion.kg_gnn import message_plan
+from clinicmm.fusion.conv.hgt import HGTLayer
+from clinicmm.fusion.models.kg_gnn import message_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,7 +124,7 @@ def test_a_relation_missing_from_the_batch_matches_hgtconv():
 
 def test_the_comparison_catches_a_per_relation_softmax_and_an_ignored_prior(monkeypatch):
     """Mutations of the layer that the checks above must reject."""
-    import clinicmm.fusion.hgt as hgt
+    import clinicmm.fusion.conv.hgt as hgt
 
     ref, lean = pair(TOY_INPUTS, TOY_EDGES, 2)
     x = {t: torch.randn(n, HIDDEN) for t, n in TOY_SIZES.items()}
@@ -155,7 +155,7 @@ def test_parameters_and_state_dict_keys_are_hgtconvs():
 
 def test_a_kg_gnn_model_saved_with_hgtconv_layers_loads_key_for_key():
     """Models registered before HGTLayer hold pruned-HGTConv weights; today's KGGNNFusion must load them strictly."""
-    from clinicmm.fusion.kg_gnn import KGGNNFusion
+    from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 
     model = KGGNNFusion({"image": 8, "note": 6, "omics": 10}, 3, {"gene": 20, "pathway": 4, "cancer_type": 5,
                         "concept": 6}, torch.tensor([0, 2, 4]), schema(), hidden=HIDDEN)

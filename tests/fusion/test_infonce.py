@@ -13,7 +13,8 @@ from clinicmm.config import TrainingSpec
 from clinicmm.fusion.batch import PatientEvidence, build_batch
 from clinicmm.fusion.contrastive import contrastive_loss, info_nce, modality_embeddings, pairwise_info_nce
 from clinicmm.fusion.registry import build_model
-from clinicmm.training.fit import FusionTask, fit
+from clinicmm.training.fit import fit
+from clinicmm.training.module import FusionTask
 
 DIMS = {"image": 6, "note": 7, "omics": 5}
 K, HIDDEN = 3, 16

@@ -8,8 +8,8 @@ import torch
 from torch_geometric.data import HeteroData
 
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
-from clinicmm.fusion.kg_gnn import KGGNNFusion
-from clinicmm.fusion.kg_rgcn import KGRGCNFusion
+from clinicmm.fusion.models.kg_gnn import KGGNNFusion
+from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 from clinicmm.fusion.subgraph import knowledge_edges, receptive_field, restrict
 
 DIMS = {"image": 8, "note": 6, "omics": 10}
@@ -96,7 +96,7 @@ def test_subgraph_holds_only_the_receptive_field():
 
 
 def test_model_cuts_batches_only_from_the_threshold(monkeypatch):
-    import clinicmm.fusion.kg_gnn as kg_gnn
+    import clinicmm.fusion.models.kg_gnn as kg_gnn
 
     calls = []
     real = kg_gnn.restrict
@@ -115,7 +115,7 @@ def test_model_cuts_batches_only_from_the_threshold(monkeypatch):
 def test_training_cuts_batches_from_the_configured_threshold(monkeypatch):
     import warnings
 
-    import clinicmm.fusion.kg_gnn as kg_gnn
+    import clinicmm.fusion.models.kg_gnn as kg_gnn
     from clinicmm.config import TrainingSpec
     from clinicmm.training.fit import fit
 
@@ -180,7 +180,7 @@ def test_neighbour_samples_are_drawn_per_batch_from_the_torch_generator():
 
 
 def test_sampling_applies_in_training_only(monkeypatch):
-    import clinicmm.fusion.kg_gnn as kg_gnn
+    import clinicmm.fusion.models.kg_gnn as kg_gnn
 
     torch.manual_seed(0)
     knowledge = random_knowledge()

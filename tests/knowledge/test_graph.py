@@ -295,7 +295,7 @@ def test_obo_concepts_link_notes_and_survive_the_round_trip(tmp_path):
 
 def test_workflow_knowledge_list_takes_obo_gmt_and_tsv(tmp_path):
     from clinicmm.config import WorkflowSpec
-    from clinicmm.workflow import load_knowledge
+    from clinicmm.knowledge.graph import load_knowledge
 
     (tmp_path / "sets.gmt").write_text("MY_SET\tdesc\tTP53\tMYGENE\n")
     (tmp_path / "edges.tsv").write_text("gene:MYGENE\tdriver_of\tcancer_type:LUAD\tmy lab\n")

@@ -84,7 +84,7 @@ def test_burned_in_annotation_is_refused_and_reported_and_the_input_is_never_wri
 
 
 def test_a_deidentified_dataset_keeps_no_id_or_name_and_links_the_same_modalities(small_demo, tmp_path):
-    from clinicmm.cohort import build_cohort
+    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.config import load_dataset
     from clinicmm.privacy.deidentify import deidentify
     from clinicmm.privacy.scan import scan_tree

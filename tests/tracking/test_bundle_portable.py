@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from clinicmm.bundle import ModelBundle
+from clinicmm.tracking.bundle import ModelBundle
 from clinicmm.config import EncodersSpec, ImageEncoderSpec, ImageTrainSpec, TextEncoderSpec, ViTSpec
 from clinicmm.errors import ModelError
-from clinicmm.imaging.encoder import ImageEncoder, feature_dim
+from clinicmm.encode.imaging.encoder import ImageEncoder, feature_dim
 from clinicmm.knowledge.graph import KnowledgeGraph
-from clinicmm.text.encoder import TextEncoder
+from clinicmm.encode.text.encoder import TextEncoder
 from clinicmm.training.data import Standardizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,7 +149,7 @@ def test_old_bundles_with_absolute_paths_load_as_before(tmp_path, workdir, kg, c
 
     gone = _spec(tmp_path / "gone").model_dump(mode="json")
     (folder / "model.json").write_text(json.dumps(meta | {"encoders": gone}))
-    with caplog.at_level(logging.WARNING, logger="clinicmm.bundle"):
+    with caplog.at_level(logging.WARNING, logger="clinicmm.tracking.bundle"):
         loaded = ModelBundle.load(folder)  # loads (a notes-only or genomics-only caller never needs the image file)
     assert loaded.encoders.text.adapter_path == tmp_path / "gone" / "finetune_text" / "adapter"
     assert "register the model again" in caplog.text
@@ -162,14 +162,30 @@ def test_a_bundle_missing_its_carried_file_is_damaged(tmp_path, workdir, kg) -> 
         ModelBundle.load(folder)
 
 
+# the models-from-code file of models registered by 0.1.0, before the stage packages: it names the old module
+LEGACY_MODEL_CODE = """import mlflow.models
+
+from clinicmm.tracking.pyfunc import ClinicmmModel
+
+mlflow.models.set_model(ClinicmmModel())
+"""
+
+
 @pytest.mark.filterwarnings("ignore:.*An input example was not provided")
-def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_path, workdir, kg, monkeypatch) -> None:
-    """End to end through the MLflow registry: log, register, delete the workdir and the bundle, load by alias."""
+@pytest.mark.parametrize("written_by", ["current", "0.1.0"])
+def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_path, workdir, kg, monkeypatch, written_by) -> None:
+    """End to end through the MLflow registry: log, register, delete the workdir and the bundle, load by alias; a
+    model registered by 0.1.0 (its code file imports the class from clinicmm.tracking.pyfunc) loads the same way."""
     import mlflow
     import mlflow.pyfunc
 
-    from clinicmm.tracking import model_code
-    from clinicmm.tracking.pyfunc import signature
+    from clinicmm.serve.pyfunc import signature
+    from clinicmm.serve.register import MODEL_CODE
+
+    code = MODEL_CODE
+    if written_by == "0.1.0":
+        code = tmp_path / "model_code.py"
+        code.write_text(LEGACY_MODEL_CODE)
 
     work = tmp_path / "work"
     shutil.copytree(workdir, work)
@@ -183,7 +199,7 @@ def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_pat
     try:
         mlflow.set_experiment(experiment_name="portable")
         with mlflow.start_run():
-            mlflow.pyfunc.log_model(name="model", python_model=model_code.__file__, artifacts={"bundle": str(folder)},
+            mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"bundle": str(folder)},
                                     signature=signature(), registered_model_name="portable", pip_requirements=["clinicmm"])
         mlflow.MlflowClient().set_registered_model_alias("portable", "champion", "1")
         shutil.rmtree(work)
@@ -201,7 +217,7 @@ def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_pat
 
 
 def test_files_clinicmm_wrote_are_shared_on_disk_and_a_retrain_leaves_the_bundle_as_it_was(tmp_path, kg) -> None:
-    from clinicmm.cache import atomic_write_bytes
+    from clinicmm.files import atomic_write_bytes
 
     ours = tmp_path / "work" / "train_image" / "weights.safetensors"
     _image_weights(ours)

@@ -136,8 +136,8 @@ def test_champion_alias_is_set_and_promote_moves_another_alias_over_http(workflo
 def test_the_champion_loads_from_the_server_and_scores_like_the_cli(workflow, at_server):
     import mlflow.pyfunc
 
-    from clinicmm.cohort import Cohort
-    from clinicmm.predict import cohort_frame
+    from clinicmm.ingest.cohort import Cohort
+    from clinicmm.serve.predict import cohort_frame
 
     _, root, _ = workflow
     work = root / "client" / "work"

@@ -51,8 +51,8 @@ def _post(url: str, payload: dict) -> tuple[int, dict]:
 
 def _frame(work, n: int):
     """The model input of ``n`` test patients and the classes the served model was trained on."""
-    from clinicmm.cohort import Cohort
-    from clinicmm.predict import cohort_frame
+    from clinicmm.ingest.cohort import Cohort
+    from clinicmm.serve.predict import cohort_frame
 
     cohort = Cohort.load(work / "ingest")
     classes = json.loads((work / "train" / "kg_gnn" / "model.json").read_text())["classes"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinicmm.cohort import Cohort
+from clinicmm.ingest.cohort import Cohort
 from clinicmm.config import DEFAULT_TRACKING_URI, TrackingSpec
 from clinicmm.tracking.runs import dataset_digest, ingest_summary
 from clinicmm.tracking.setup import configure, experiment_id, flatten, sqlite_path
@@ -99,7 +99,7 @@ PATHS = ["/data/site-a/dicom/TCGA-AB-1234/series1", "/data/site-a/notes.csv", "C
 
 
 def report() -> dict:
-    """An ingest report shaped like clinicmm.cohort.make_report's, with ids and paths in its skipped rows."""
+    """An ingest report shaped like clinicmm.ingest.cohort.make_report's, with ids and paths in its skipped rows."""
     return {
         "dataset": "demo",
         "patients": {"seen": 12, "usable": 10, "labelled": 9},

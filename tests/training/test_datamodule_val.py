@@ -7,7 +7,7 @@ import pytest
 from clinicmm.config import TrainingSpec
 from clinicmm.errors import ConfigError
 from clinicmm.fusion.batch import PatientEvidence
-from clinicmm.training.datamodule import FusionData
+from clinicmm.training.loaders import FusionData
 
 
 def _data(n_val: int, world: int) -> FusionData:
@@ -22,7 +22,7 @@ def test_validation_split_smaller_than_the_processes_names_the_fix():
 
 
 def test_validation_split_as_large_as_the_processes_is_split_between_them(monkeypatch):
-    import clinicmm.training.datamodule as datamodule
+    import clinicmm.training.loaders as datamodule
 
     seen = []
     monkeypatch.setattr(datamodule, "make_loader", lambda items, knowledge, dims, size, sampler, *a: seen.append((size, len(sampler))))

@@ -5,7 +5,7 @@ on a small demo cohort (notes and genomics; the imaging stage is left out to kee
 one-process baseline runs the same stages in this process on the same dataset and seed.
 
 Why the metrics can be compared tightly: dropout and modality dropout are off, ``training.batch_size`` is the
-global batch (each of the two ranks takes half of every one-process batch, see clinicmm.training.datamodule)
+global batch (each of the two ranks takes half of every one-process batch, see clinicmm.training.loaders)
 and DDP averages the two halves' gradients, so both runs take the same optimiser steps up to the order of
 floating-point sums. TOLERANCE allows for that rounding, not for a different model.
 """
@@ -71,7 +71,7 @@ def runs(tmp_path_factory):
     reason = _cannot_spawn()
     if reason:
         pytest.skip(reason)
-    from clinicmm import workflow
+    from clinicmm.pipeline import stages as workflow
     from clinicmm.config import load_workflow
     from clinicmm.demo.generator import generate_demo
     from clinicmm.tracking.setup import configure
@@ -126,8 +126,8 @@ def test_two_process_training_follows_the_one_process_curve(runs):
 
 
 def test_embedding_shards_cover_the_cohort_exactly_once(runs):
-    from clinicmm.cohort import Cohort
-    from clinicmm.evidence import EncodedCohort
+    from clinicmm.ingest.cohort import Cohort
+    from clinicmm.encode.featurizer import EncodedCohort
 
     two, one = runs
     shards = [EncodedCohort.load(two.work / "encode" / "shards" / f"2-{r}") for r in (0, 1)]

@@ -118,7 +118,7 @@ def test_round_trip_through_json_and_damaged_values_refused():
 
 
 def test_bundle_saves_and_loads_its_calibration(tmp_path):
-    from clinicmm.bundle import ModelBundle
+    from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.config import EncodersSpec
     from clinicmm.errors import ModelError
     from clinicmm.knowledge.graph import KnowledgeGraph

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clinicmm.evidence import EncodedCohort
+from clinicmm.encode.featurizer import EncodedCohort
 from clinicmm.fusion.batch import PatientEvidence
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph

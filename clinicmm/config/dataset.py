@@ -1,0 +1,177 @@
+"""The dataset YAML: where each modality of a hospital's data lives and which columns mean what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+
+class Spec(BaseModel):
+    """Every config model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- dataset
+
+
+class LabelsSpec(Spec):
+    path: Path
+    patient_column: str = "patient_id"
+    label_column: str = "cancer_type"
+    date_column: str | None = Field(
+        None, description="Date of the label (diagnosis), YYYY-MM-DD; the reference of notes.window."
+    )
+    site_column: str | None = Field(
+        None, description="Site / institution of each patient: splits are then by site (no site in two splits)."
+    )
+
+
+class ImagingSpec(Spec):
+    root: Path = Field(description="Folder searched recursively for DICOM files (any nesting, any suffix).")
+    patient_tag: str = Field("PatientID", description="DICOM keyword that holds the patient id.")
+    modalities: list[str] = Field(
+        default_factory=lambda: ["CT", "MR", "PT"],
+        description="DICOM Modality values to use. CT/MR/PT/NM are volumes; CR, DX, MG, US, XA, RF, SC, OT are 2D.",
+    )
+    min_slices: int = Field(4, ge=1, description="Fewest slices (or frames) a volume needs; 2D images are exempt.")
+    series_description: str | None = Field(
+        None, description="Regular expression a series' SeriesDescription must match (case-insensitive search)."
+    )
+    prefer: list[Literal["most_slices", "thinnest", "latest"]] = Field(
+        default_factory=lambda: ["most_slices", "thinnest", "latest"],
+        description="Order of preferences when a patient has several usable series; ties go to the lower UID.",
+    )
+    series_per_patient: int = Field(
+        1, ge=1, description="Usable series kept per patient, best first by `prefer`; their embeddings are averaged."
+    )
+    workers: int = Field(1, ge=1, description="Processes that read DICOM headers in parallel.")
+
+
+class NotesWindowSpec(Spec):
+    """Which notes count, by date, against the patient's label date (``labels.date_column``): no leakage."""
+
+    days_before: int | None = Field(None, ge=0, description="Oldest note kept, in days before the label date (null: any).")
+    until_days_before: int = Field(
+        0, description="Newest note kept, in days before the label date: 0 keeps notes of that day, 1 only earlier ones."
+    )
+
+
+class NotesSpec(Spec):
+    path: Path = Field(description="A table (.csv .tsv .jsonl .parquet) or a folder with one folder of note files per patient.")
+    patient_column: str = "patient_id"
+    text_column: str = "text"
+    note_id_column: str | None = None
+    note_type_column: str | None = None
+    date_column: str | None = Field(None, description="Column holding each note's date.")
+    date_format: str | None = Field(None, description="strptime format of the dates, e.g. '%d/%m/%Y'; default ISO 8601.")
+    encoding: str = Field("auto", description="Text encoding; auto: UTF-8, else detected per file (charset-normalizer).")
+    file_glob: str = Field("*.txt", description="Folder input: which files of a patient's folder are notes.")
+    file_name_pattern: str | None = Field(
+        None, description="Folder input: regex on a note's file name with named groups 'type' and/or 'date'."
+    )
+    note_types: list[str] | None = Field(None, description="Note types that count (case-insensitive); null: all.")
+    window: NotesWindowSpec | None = Field(None, description="Keep notes dated in this window around the label date.")
+
+    @model_validator(mode="after")
+    def _dates_for_window(self) -> NotesSpec:
+        dated = self.date_column or (self.file_name_pattern and "(?P<date>" in self.file_name_pattern)
+        if self.window is not None and not dated:
+            raise ValueError("notes.window needs note dates: set notes.date_column (or a 'date' group in file_name_pattern)")
+        if self.note_types is not None and not (self.note_type_column or "(?P<type>" in (self.file_name_pattern or "")):
+            raise ValueError("notes.note_types needs note types: set notes.note_type_column (or a 'type' group)")
+        return self
+
+
+class ExpressionSpec(Spec):
+    path: Path
+    sample_column: str = "sample_id"
+    orientation: Literal["samples_x_genes", "genes_x_samples"] = "samples_x_genes"
+    unit: Literal["counts", "tpm", "fpkm", "log", "normalized"] = "tpm"
+
+
+class MutationsSpec(Spec):
+    path: Path
+    sample_column: str = "Tumor_Sample_Barcode"
+    gene_column: str = "Hugo_Symbol"
+    class_column: str = "Variant_Classification"
+
+
+class GeneNamesSpec(Spec):
+    """Gene harmonisation at ingest (clinicmm/genomics/harmonize.py): every gene name -> current HGNC symbol."""
+
+    harmonize: bool = Field(True, description="Map previous symbols, aliases, Ensembl and NCBI gene ids to current HGNC symbols.")
+    hgnc_table: Path | None = Field(
+        None, description="An HGNC download (hgnc_complete_set.txt or a custom download); default: the shipped copy."
+    )
+    unmapped: Literal["keep", "drop"] = Field("keep", description="Genes the table cannot resolve: keep as named, or drop.")
+
+
+class GenomicsSpec(Spec):
+    expression: ExpressionSpec | None = None
+    mutations: MutationsSpec | None = None
+    patient_id_pattern: str | None = Field(
+        None,
+        description="Regex whose first group is the patient id inside a sample id, e.g. '^(TCGA-..-....)' for "
+        "TCGA barcodes. Default: the sample id is the patient id.",
+    )
+    patient_id_length: int | None = Field(
+        None, ge=1, description="Instead of a pattern: the patient id is the sample id's first N characters (TCGA: 12)."
+    )
+    genes: GeneNamesSpec = GeneNamesSpec()
+
+    @model_validator(mode="after")
+    def _one_table(self) -> GenomicsSpec:
+        if self.expression is None and self.mutations is None:
+            raise ValueError("genomics needs 'expression', 'mutations' or both")
+        if self.patient_id_pattern is not None and self.patient_id_length is not None:
+            raise ValueError("set genomics.patient_id_pattern or genomics.patient_id_length, not both")
+        return self
+
+    def sample_pattern(self) -> str | None:
+        """The regex that finds the patient id in a sample id (None: the sample id is the patient id)."""
+        return f"^(.{{{self.patient_id_length}}})" if self.patient_id_length else self.patient_id_pattern
+
+
+class SplitSpec(Spec):
+    val: float = Field(0.15, gt=0, lt=0.5)
+    test: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 0
+    leave_one_site_out: bool = Field(
+        False, description="With labels.site_column: evaluate also holds out each site in turn, reported per site."
+    )
+
+
+class DatasetSpec(Spec):
+    name: str
+    labels: LabelsSpec | None = Field(None, description="Needed to train and evaluate; optional to predict.")
+    imaging: ImagingSpec | None = None
+    notes: NotesSpec | None = None
+    genomics: GenomicsSpec | None = None
+    split: SplitSpec = SplitSpec()
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder of the YAML file; set by the loader.")
+
+    @model_validator(mode="after")
+    def _some_modality(self) -> DatasetSpec:
+        if self.imaging is None and self.notes is None and self.genomics is None:
+            raise ValueError("the dataset names no modality: add at least one of 'imaging', 'notes', 'genomics'")
+        return self
+
+    @model_validator(mode="after")
+    def _window_has_label_dates(self) -> DatasetSpec:
+        if self.notes and self.notes.window and self.labels and not self.labels.date_column:
+            raise ValueError("notes.window counts days before the label date: set labels.date_column")
+        return self
+
+    @model_validator(mode="after")
+    def _sites_for_leave_one_out(self) -> DatasetSpec:
+        if self.split.leave_one_site_out and not (self.labels and self.labels.site_column):
+            raise ValueError("split.leave_one_site_out needs labels.site_column (the site of each patient)")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the YAML, made absolute against the YAML file's folder."""
+        return path if path.is_absolute() else (self.base_dir / path).resolve()

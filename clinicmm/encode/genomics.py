@@ -1,0 +1,312 @@
+"""Turn expression and mutation tables into per-patient feature vectors and graph evidence.
+
+:class:`GenomicsPreprocessor` works like a scikit-learn transformer: ``fit`` learns everything from the training
+patients only (per-gene mean and std of the log expression, which genes are recurrently mutated), and
+``features`` / ``evidence`` apply what was learnt to any split, so nothing about validation or test patients
+leaks into the model.
+
+Inputs:
+
+* ``matrix``: expression, **indexed by patient_id** (one row per patient), columns gene symbols, raw values in
+  the dataset's unit. :func:`clinicmm.ingest.genomics.expression_by_patient` turns the reader's sample-indexed
+  matrix into this shape.
+* ``mutations``: the frame of :func:`clinicmm.ingest.genomics.read_mutations` (columns ``patient_id``, ``gene``,
+  ``non_silent`` and optionally ``variant_class`` and ``status``; only ``ok`` rows are used).
+
+The evidence rule (``encoders.genomics`` in the workflow, :class:`clinicmm.config.GenomicsEncoderSpec`): a
+patient's omics node links to every gene with a mutation of a counted class (``mutation_classes``, default the
+non-silent MAF classes; a row without a class, as the registered model's ``mutations`` column gives, counts when
+flagged ``non_silent``), then to at most ``max_genes`` genes whose |z| against the train split exceeds
+``z_threshold``, largest first (up and down alike).
+
+Gene names: with ``harmonize`` (the dataset's ``genomics.genes.harmonize``) a name the model does not know is
+looked up in the shipped HGNC table when applied, so a new patient's ``ENSG…`` ids or previous symbols still
+meet the current symbols the model was fitted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.config import NON_SILENT_CLASSES, GenomicsEncoderSpec
+from clinicmm.errors import ModelError
+from clinicmm.keys import Col, Status
+
+LOG_UNITS = ("counts", "tpm", "fpkm")  # transformed with log2(x + 1)
+AS_IS_UNITS = ("log", "normalized")
+FORMAT_VERSION = 1
+
+
+class GenomicsPreprocessor:
+    """Z-scored log expression of the train genes plus 0/1 flags of recurrently mutated genes.
+
+    Args:
+        unit: unit of the expression values (``genomics.expression.unit``): counts/tpm/fpkm get log2(x+1),
+            log/normalized are used as they are.
+        z_threshold: |z| above which a gene counts as strongly changed in :meth:`evidence`.
+        max_genes: at most this many strongly changed genes per patient in :meth:`evidence`.
+        min_mutated: a gene becomes a mutation feature when at least this many training patients carry a
+            counted mutation in it.
+        mutation_classes: MAF Variant_Classification values that count (case-insensitive); default non-silent.
+        max_features: keep only this many expression genes, the most variable (std of the log values) on the
+            training rows; None keeps every gene that varies.
+        harmonize: map gene names the model does not know through the shipped HGNC table when applied.
+    """
+
+    def __init__(
+        self, unit: str, z_threshold: float = 2.0, max_genes: int = 25, min_mutated: int = 2,
+        mutation_classes: Sequence[str] | None = None, max_features: int | None = None, harmonize: bool = False,
+    ) -> None:  # fmt: skip
+        if unit not in LOG_UNITS + AS_IS_UNITS:
+            raise ModelError(f"unknown expression unit {unit!r}; valid units: {', '.join(LOG_UNITS + AS_IS_UNITS)}")
+        self.unit = unit
+        self.z_threshold = float(z_threshold)
+        self.max_genes = int(max_genes)
+        self.min_mutated = int(min_mutated)
+        self.mutation_classes = sorted(mutation_classes if mutation_classes is not None else NON_SILENT_CLASSES)
+        self.max_features = None if max_features is None else int(max_features)
+        self.harmonize = bool(harmonize)
+        self._genes: list[str] | None = None
+        self._mean = np.zeros(0)
+        self._std = np.ones(0)
+        self._mutation_genes: list[str] = []
+
+    @classmethod
+    def from_spec(cls, unit: str, spec: GenomicsEncoderSpec, harmonize: bool = False) -> GenomicsPreprocessor:
+        """An unfitted preprocessor with the workflow's evidence rule (``encoders.genomics``)."""
+        return cls(unit, spec.z_threshold, spec.max_genes_per_patient, spec.min_mutated,
+                   spec.mutation_classes, spec.max_features, harmonize)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------- fitting
+
+    def fit(
+        self, matrix: pd.DataFrame | None, mutations: pd.DataFrame | None, patients: Sequence[str] | None = None
+    ) -> GenomicsPreprocessor:
+        """Learn gene statistics and mutation genes from the training data.
+
+        ``patients``: the training patients; when given, rows of ``matrix`` and ``mutations`` of other patients
+        are ignored (pass it when the tables hold every split). Genes with zero variance (or no values) on the
+        training rows are dropped.
+        """
+        if matrix is None and mutations is None:
+            raise ModelError("GenomicsPreprocessor.fit needs an expression matrix, a mutation table or both")
+        keep = None if patients is None else set(patients)
+        self._fit_expression(matrix, keep)
+        self._fit_mutations(mutations, keep)
+        return self
+
+    def _fit_expression(self, matrix: pd.DataFrame | None, keep: set[str] | None) -> None:
+        if matrix is None:
+            self._genes, self._mean, self._std = [], np.zeros(0), np.ones(0)
+            return
+        _check_unique(matrix)
+        train = matrix if keep is None else matrix[matrix.index.isin(keep)]
+        logged = self._log(train)
+        mean = logged.mean(axis=0, skipna=True)
+        std = logged.std(axis=0, ddof=0, skipna=True)
+        varies = (std > 0).to_numpy() & np.isfinite(std.to_numpy())
+        if self.max_features is not None and varies.sum() > self.max_features:
+            spread = np.where(varies, std.to_numpy(dtype=float), -np.inf)
+            top = np.argsort(-spread, kind="stable")[: self.max_features]
+            varies = np.zeros_like(varies)
+            varies[top] = True  # file order kept among the chosen genes
+        self._genes = [str(g) for g in logged.columns[varies]]
+        self._mean = mean.to_numpy(dtype=float)[varies]
+        self._std = std.to_numpy(dtype=float)[varies]
+
+    def _fit_mutations(self, mutations: pd.DataFrame | None, keep: set[str] | None) -> None:
+        if mutations is None:
+            self._mutation_genes = []
+            return
+        hits = self._counted(mutations)
+        if keep is not None:
+            hits = hits[hits[Col.PATIENT].isin(keep)]
+        per_gene = hits.drop_duplicates([Col.PATIENT, "gene"])["gene"].value_counts()
+        self._mutation_genes = sorted(str(g) for g in per_gene[per_gene >= self.min_mutated].index)
+
+    # ----------------------------------------------------------------------------------------- applying
+
+    @property
+    def genes(self) -> list[str]:
+        """Expression genes, in feature order (the mutation genes follow them in :meth:`features`)."""
+        return list(self._fitted_genes())
+
+    @property
+    def mutation_genes(self) -> list[str]:
+        self._fitted_genes()
+        return list(self._mutation_genes)
+
+    @property
+    def dim(self) -> int:
+        return len(self._fitted_genes()) + len(self._mutation_genes)
+
+    def features(
+        self, matrix: pd.DataFrame | None, mutations: pd.DataFrame | None, patients: Sequence[str]
+    ) -> np.ndarray:
+        """``(len(patients), dim)`` float32: z-scores of :attr:`genes`, then 0/1 non-silent mutation flags.
+
+        A gene missing from ``matrix``, a missing value, or a patient without an expression row gives 0 (the
+        training mean); a patient without mutation rows gets all-zero flags.
+        """
+        z = self.zscores(matrix, patients).to_numpy()
+        flags = np.zeros((len(patients), len(self._mutation_genes)))
+        if mutations is not None and self._mutation_genes:
+            mutated = self._mutated_sets(mutations)
+            for i, patient in enumerate(patients):
+                flags[i] = [gene in mutated.get(patient, ()) for gene in self._mutation_genes]
+        return np.concatenate([z, flags], axis=1).astype(np.float32)
+
+    def zscores(self, matrix: pd.DataFrame | None, patients: Sequence[str]) -> pd.DataFrame:
+        """Patients x :attr:`genes` z-scores against the training statistics (0 where unknown)."""
+        genes = self._fitted_genes()
+        if matrix is None or not genes:
+            return pd.DataFrame(0.0, index=pd.Index(list(patients), dtype=object), columns=genes)
+        _check_unique(matrix)
+        matrix = self._align(matrix, genes)
+        logged = self._log(matrix.reindex(index=list(patients), columns=genes))
+        z = (logged.to_numpy(dtype=float) - self._mean) / self._std
+        return pd.DataFrame(np.nan_to_num(z, nan=0.0), index=logged.index, columns=genes)
+
+    def evidence(
+        self, matrix: pd.DataFrame | None, mutations: pd.DataFrame | None, patients: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Genes to link each patient to in the graph: every gene with a counted mutation (sorted), then up to
+        ``max_genes`` genes with |z| > ``z_threshold``, largest |z| first. Other classes (Silent …) are ignored."""
+        z = self.zscores(matrix, patients)
+        mutated = self._mutated_sets(mutations) if mutations is not None else {}
+        out: dict[str, list[str]] = {}
+        for i, patient in enumerate(patients):
+            genes = sorted(mutated.get(patient, ()))
+            seen = set(genes)
+            out[patient] = genes + [g for g in self._changed(z.iloc[i]) if g not in seen]
+        return out
+
+    def _changed(self, z: pd.Series) -> list[str]:
+        strong = z[z.abs() > self.z_threshold]
+        order = np.argsort(-strong.abs().to_numpy(), kind="stable")
+        return [str(g) for g in strong.index[order][: self.max_genes]]
+
+    def _counted(self, mutations: pd.DataFrame) -> pd.DataFrame:
+        """The ``ok`` rows whose class counts (a row without a class counts when flagged ``non_silent``)."""
+        missing = [c for c in (Col.PATIENT, "gene", "non_silent") if c not in mutations.columns]
+        if missing:
+            raise ModelError(f"the mutation table lacks columns {missing}; pass read_mutations' output")
+        flagged = mutations["non_silent"].astype(bool)
+        if "variant_class" in mutations.columns:
+            classes = mutations["variant_class"].fillna("").astype(str).str.strip().str.lower()
+            counted = {c.lower() for c in self.mutation_classes}
+            flagged = classes.isin(counted) | ((classes == "") & flagged)
+        rows = mutations[flagged.to_numpy()]
+        if Col.STATUS in mutations.columns:
+            rows = rows[rows[Col.STATUS] == Status.OK]
+        return rows
+
+    def _mutated_sets(self, mutations: pd.DataFrame) -> dict[str, set[str]]:
+        """patient_id -> genes with a counted mutation (names the model does not know harmonised)."""
+        rows = self._counted(mutations)
+        known = set(self._genes or ()) | set(self._mutation_genes)
+        rename = _renamer(known) if self.harmonize else (lambda g: g)
+        return {str(p): {rename(str(x)) for x in g} for p, g in rows.groupby(Col.PATIENT, sort=False)["gene"]}
+
+    def _align(self, matrix: pd.DataFrame, genes: list[str]) -> pd.DataFrame:
+        """Columns the model does not know renamed to their current symbol when that is a fitted gene the
+        matrix lacks (first such column wins); without ``harmonize``, the matrix as it is."""
+        if not self.harmonize:
+            return matrix
+        fitted, present = set(genes), set(matrix.columns)
+        unknown = [c for c in matrix.columns if c not in fitted]
+        if not unknown:
+            return matrix
+        rename = _renamer(fitted)
+        mapping: dict[str, str] = {}
+        taken: set[str] = set()
+        for column in unknown:
+            target = rename(str(column))
+            if target in fitted and target not in present and target not in taken:
+                mapping[column] = target
+                taken.add(target)
+        return matrix.rename(columns=mapping) if mapping else matrix
+
+    def _log(self, matrix: pd.DataFrame) -> pd.DataFrame:
+        values = matrix.astype(float)
+        return np.log2(values.clip(lower=0) + 1.0) if self.unit in LOG_UNITS else values
+
+    def _fitted_genes(self) -> list[str]:
+        if self._genes is None:
+            raise ModelError("GenomicsPreprocessor is not fitted: call fit first (on the training patients)")
+        return self._genes
+
+    # ------------------------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description; :meth:`from_dict` rebuilds an identical preprocessor."""
+        return {
+            "format": FORMAT_VERSION,
+            "unit": self.unit,
+            "z_threshold": self.z_threshold,
+            "max_genes": self.max_genes,
+            "min_mutated": self.min_mutated,
+            "mutation_classes": list(self.mutation_classes),
+            "max_features": self.max_features,
+            "harmonize": self.harmonize,
+            "genes": self._fitted_genes(),
+            "mean": [float(v) for v in self._mean],
+            "std": [float(v) for v in self._std],
+            "mutation_genes": list(self._mutation_genes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenomicsPreprocessor:
+        try:
+            if data["format"] != FORMAT_VERSION:
+                raise ModelError(f"genomics preprocessor format {data['format']} is not supported ({FORMAT_VERSION})")
+            new = cls(data["unit"], data["z_threshold"], data["max_genes"], data["min_mutated"],
+                      data.get("mutation_classes"), data.get("max_features"), data.get("harmonize", False))  # fmt: skip
+            new._genes = [str(g) for g in data["genes"]]
+            new._mean = np.asarray(data["mean"], dtype=float)
+            new._std = np.asarray(data["std"], dtype=float)
+            new._mutation_genes = [str(g) for g in data["mutation_genes"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            message = f"not a genomics preprocessor description (bad or missing {exc}); re-train the model"
+            raise ModelError(message) from None
+        if not len(new._genes) == len(new._mean) == len(new._std):
+            raise ModelError("genomics preprocessor description: genes, mean and std differ in length; re-train")
+        return new
+
+
+def _check_unique(matrix: pd.DataFrame) -> None:
+    if not matrix.index.is_unique:
+        raise ModelError(
+            "the expression matrix has repeated patient ids in its index; give one row per patient "
+            "(clinicmm.ingest.genomics.expression_by_patient does this for read_expression's output)"
+        )
+
+
+def _renamer(known: set[str]):
+    """name -> the name itself when known, else its current HGNC symbol (shipped table), else itself."""
+    from clinicmm.ingest.gene_names import GeneHarmonizer
+
+    def rename(name: str) -> str:  # the table is read on the first unknown name only
+        return name if name in known else (GeneHarmonizer.shipped().resolve(name)[0] or name)
+
+    return rename
+
+
+def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
+    """The workflow's genomics preprocessor fitted on ``patients`` (default: the cohort's train split); None
+    without genomics. Leave-one-site-out and compare call it once per fold with that fold's training patients."""
+    from clinicmm.config import load_dataset
+    from clinicmm.keys import Split
+
+    spec = load_dataset(wf.dataset_path)
+    if spec.genomics is None or (cohort.expression is None and cohort.mutations is None):
+        return None
+    unit = spec.genomics.expression.unit if spec.genomics.expression else "normalized"
+    train = set(cohort.patients(Split.TRAIN) if patients is None else patients)
+    expr = cohort.expression.loc[[p for p in cohort.expression.index if p in train]] if cohort.expression is not None else None
+    muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
+    return GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize).fit(expr, muts)

@@ -1,0 +1,278 @@
+"""The MONAI pipeline that turns one DICOM series (a list of slice files) into a fixed-size network input.
+
+Axis order of the output: ``(1, z, y, x)`` = ``(channel, S, A, R)``. MONAI loads and reorients the volume to
+RAS, whose array axes are ``(x, y, z)``; the last step transposes it so that ``spatial_size`` (and ``pixdim``)
+in ``ImageEncoderSpec`` read as ``(slices, rows, columns)`` -- the config default ``(32, 64, 64)`` means 32
+slices of 64 x 64. ``out[0, k]`` is the k-th axial slice from inferior to superior; its row index grows
+towards anterior and its column index towards the patient's right, so ``out[0, k].flip(0).flip(1)`` (numpy:
+``[::-1, ::-1]``) is the usual radiological display of a standard axial slice (anterior up, patient right
+on the image left), as stored in the DICOM files.
+
+Intensities: the reader applies RescaleSlope/RescaleIntercept (so CT values are Hounsfield units). CT: the window
+``spec.window = (lo, hi)`` maps lo HU -> 0 and hi HU -> 1, clipped. Every other modality (MR, PET, 2D images)
+has no absolute scale, so its ``spec.percentiles`` (default 1st and 99th) map to 0 and 1, clipped.
+
+Single-file objects (see ``clinicmm.ingest.dicom``): a multi-frame volume (enhanced CT/MR, tomosynthesis) is read
+with its frames as slices; a 2D image (CR, DX, MG, US, ...) becomes one slice -- colour converted to luminance, a
+cine loop reduced to its middle frame -- padded to the aspect ratio of ``spatial_size[1:]`` (so it is not
+stretched) and repeated along z to ``spatial_size[0]`` so the same 3D network embeds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from clinicmm.config import ImageEncoderSpec
+
+IMAGE_KEY = "image"
+MODALITY_KEY = "modality"
+KIND_KEY = "image_kind"
+PIPELINE_VERSION = "2"  # part of the image encoder's fingerprint: bump when the pipeline's output changes
+DEFER_BYTES = 64 * 1024  # values larger than this (pixel data) are read from the file only when used
+
+
+@functools.cache
+def _series_reader_class() -> type:
+    """``SeriesReader``: MONAI's PydicomReader reading a *list of files* as one series (built lazily: monai)."""
+    import numpy as np
+    import pydicom
+    from monai.data import PydicomReader
+    from monai.utils import ensure_tuple
+
+    class SeriesReader(PydicomReader):
+        """PydicomReader that stacks the given files as the slices of one volume.
+
+        MONAI's reader stacks a list of files as *channels* and, for a folder, orders slices by InstanceNumber;
+        here the list is one series, ordered by position along the slice normal (InstanceNumber is renumbered
+        in memory to that order, which is what the parent's stacking uses), so the affine is right even when
+        InstanceNumber is missing or unordered.
+        """
+
+        def read(self, data: Sequence[str] | str, **kwargs: Any) -> list:
+            files = [str(f) for f in ensure_tuple(data)]
+            options = {**self.kwargs, **kwargs}
+            datasets = [_read(f, options) for f in files]
+            normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
+            order = sorted(range(len(files)), key=lambda i: float(np.dot(normal, datasets[i].ImagePositionPatient)))
+            for rank, i in enumerate(order, start=1):
+                datasets[i].InstanceNumber = rank
+            self.filenames = [[files[i] for i in order]]
+            self.has_series = True
+            return [[datasets[i] for i in order]]
+
+        def _get_array_data(self, img: Any, filename: Any) -> Any:
+            try:
+                return super()._get_array_data(img, filename)
+            except Exception as exc:  # noqa: BLE001 -- name the slice file that failed
+                raise ValueError(f"{filename}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+
+    def _read(path: str, options: dict) -> Any:
+        try:
+            return pydicom.dcmread(path, **options)
+        except Exception as exc:  # noqa: BLE001 -- name the slice file that failed
+            raise ValueError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
+
+    return SeriesReader
+
+
+def load_series(**kwargs: Any) -> Any:
+    """``LoadImaged`` that reads every value with ``SeriesReader`` only.
+
+    Given a reader, MONAI's LoadImage still falls back to its default readers when that one fails -- the stock
+    PydicomReader would then read a broken series' files as channels. Passing the reader at call time skips the
+    fallback, so a bad series fails with the error of the file at fault.
+    """
+    from monai.transforms import LoadImaged
+
+    series_reader = _series_reader_class()()
+
+    class LoadSeriesd(LoadImaged):
+        def __call__(self, data: Any, reader: Any = None) -> Any:
+            return super().__call__(data, reader or series_reader)
+
+    with warnings.catch_warnings():  # LoadImage builds its default readers too; this one warns without a GPU codec
+        warnings.filterwarnings("ignore", message=".*nvImageCodec.*", category=UserWarning)
+        return LoadSeriesd(reader=series_reader, **kwargs)
+
+
+def _read_object(path: str, ds: Any = None) -> tuple[Any, Any]:
+    """One multi-frame or 2D DICOM file as a ``(frames, rows, columns)`` float32 array and a diagonal affine.
+
+    ``ds``: the file's dataset when the caller has already read it (its deferred pixel data is loaded here), so
+    the header is not parsed a second time.
+    """
+    import numpy as np
+    import pydicom
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path) if ds is None else ds
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 -- name the file and its transfer syntax
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        named = f" (transfer syntax {syntax.name})" if syntax is not None else ""
+        raise ValueError(f"{path}: cannot decode pixel data{named} ({type(exc).__name__}: {exc})") from None
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.shape[-1] in (3, 4) and (int(ds.get("SamplesPerPixel") or 1) > 1 or pixels.ndim == (4 if frames > 1 else 3)):
+        pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # luminance
+    else:
+        pixels = apply_modality_lut(pixels, ds).astype(np.float32)
+    if frames == 1:
+        pixels = pixels[None]
+    spacing = _pixel_spacing(ds)
+    try:
+        depth = abs(float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)) or 1.0
+    except (TypeError, ValueError):
+        depth = 1.0
+    return pixels, np.diag([spacing[1], spacing[0], depth, 1.0])
+
+
+def _pixel_spacing(ds: Any) -> tuple[float, float]:
+    """(row, column) spacing in mm from PixelSpacing, ImagerPixelSpacing or the shared functional groups; else 1."""
+    for item in [ds, *[g.PixelMeasuresSequence[0] for g in (ds.get("SharedFunctionalGroupsSequence") or [])[:1] if g.get("PixelMeasuresSequence")]]:
+        for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+            value = item.get(keyword)
+            if value is not None and len(value) == 2:
+                try:
+                    rows, cols = float(value[0]), float(value[1])
+                except (TypeError, ValueError):
+                    continue
+                if rows > 0 and cols > 0:
+                    return rows, cols
+    return 1.0, 1.0  # no usable spacing (missing, zero or malformed): one pixel = 1 mm
+
+
+def load_dicom(keys: str) -> Any:
+    """A transform that loads one image per sample: a slice series with ``SeriesReader``, else one DICOM object.
+
+    Output: a channel-first MetaTensor ``(1, x, y, z)`` with its affine, plus the sample's ``modality`` (DICOM
+    Modality) and ``image_kind`` ('volume', 'multiframe', '2d') for the steps that depend on them.
+    """
+    import numpy as np
+    import pydicom
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
+    from monai.utils import ensure_tuple
+
+    from clinicmm.ingest.dicom import image_kind
+
+    series = Compose([load_series(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys)])
+
+    class LoadDicomd(MapTransform):
+        def __call__(self, data: Any) -> Any:
+            d = dict(data)
+            for key in self.key_iterator(d):
+                files = [str(f) for f in ensure_tuple(d[key])]
+                try:  # read once: a volume's first slice skips its pixel data, a 2D or multi-frame object loads it below
+                    head = pydicom.dcmread(files[0], defer_size=DEFER_BYTES)
+                except Exception as exc:  # noqa: BLE001
+                    raise ValueError(f"{files[0]}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
+                d[MODALITY_KEY] = str(head.get("Modality", "") or "").strip().upper()
+                d[KIND_KEY] = kind = image_kind(head)
+                if kind == "volume":
+                    image = series({key: files})[key]
+                    d[key] = _one_slice_volume(image) if image.ndim == 3 else image
+                    continue
+                pixels, affine = _read_object(files[0], head)  # a 2D series uses its first image (see clinicmm.ingest.dicom)
+                if kind == "2d" and pixels.shape[0] > 1:
+                    pixels = pixels[pixels.shape[0] // 2][None]  # a cine loop: its middle frame
+                volume = np.ascontiguousarray(pixels.transpose(2, 1, 0))[None]  # (frames, rows, cols) -> (1, x, y, z)
+                d[key] = MetaTensor(torch.as_tensor(volume), affine=torch.as_tensor(affine, dtype=torch.float64),
+                                    meta={"filename_or_obj": files[0]})  # fmt: skip
+            return d
+
+    return LoadDicomd(keys=keys)
+
+
+def _one_slice_volume(image: Any) -> Any:
+    """A single-slice series ``(1, x, y)`` as ``(1, x, y, 1)`` whose affine's z column is the unit slice normal.
+
+    With no second slice there is no slice spacing, and MONAI's reader fills that column with a fixed axis, which
+    for an oblique or sagittal slice is parallel to an in-plane axis (a singular affine that reorientation rejects).
+    """
+    import torch
+
+    volume = image.unsqueeze(-1)
+    affine = volume.affine.clone()
+    normal = torch.linalg.cross(affine[:3, 0], affine[:3, 1])
+    if float(torch.linalg.norm(normal)) > 1e-9:
+        affine[:3, 2] = normal / torch.linalg.norm(normal)
+        volume.affine = affine
+    return volume
+
+
+def _by_modality(spec: ImageEncoderSpec) -> Any:
+    """CT: the HU window; any other modality: its own percentiles. Both map to [0, 1], clipped."""
+    from monai.transforms import MapTransform, ScaleIntensityRanged, ScaleIntensityRangePercentilesd
+
+    lo, hi = spec.window
+    window = ScaleIntensityRanged(keys=IMAGE_KEY, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
+    p_lo, p_hi = spec.percentiles
+    percentiles = ScaleIntensityRangePercentilesd(keys=IMAGE_KEY, lower=p_lo, upper=p_hi, b_min=0.0, b_max=1.0, clip=True)
+
+    class Intensityd(MapTransform):
+        def __call__(self, data: Any) -> Any:
+            return (window if data.get(MODALITY_KEY) == "CT" else percentiles)(data)
+
+    return Intensityd(keys=IMAGE_KEY)
+
+
+def _fit_2d(spec: ImageEncoderSpec) -> Any:
+    """2D images only: pad rows/columns (centred, zeros) to the aspect ratio of ``spatial_size[1:]``."""
+    import math
+
+    from monai.transforms import MapTransform, SpatialPad
+
+    rows, cols = spec.spatial_size[1:]
+
+    class Fit2Dd(MapTransform):
+        def __call__(self, data: Any) -> Any:
+            d = dict(data)
+            if d.get(KIND_KEY) != "2d":
+                return d
+            image = d[IMAGE_KEY]
+            _, z, y, x = image.shape
+            scale = max(y / rows, x / cols)
+            d[IMAGE_KEY] = SpatialPad(spatial_size=(z, math.ceil(rows * scale), math.ceil(cols * scale)))(image)
+            return d
+
+    return Fit2Dd(keys=IMAGE_KEY)
+
+
+def image_pipeline(spec: ImageEncoderSpec) -> Any:
+    """A ``monai.transforms.Compose`` of dictionary transforms on key ``"image"`` (a list of DICOM files).
+
+    Load (HU; one series or one object) -> RAS -> optional resample to ``spec.pixdim`` mm -> CT window or
+    percentiles to [0, 1] -> (2D: pad to aspect) -> resize to ``spec.spatial_size`` -> ``(1, z, y, x)`` float32.
+    See the module docstring for axes and intensities.
+    """
+    import torch
+    from monai.transforms import (
+        Compose,
+        EnsureTyped,
+        Orientationd,
+        Resized,
+        Spacingd,
+        Transposed,
+    )
+
+    steps: list = [
+        load_dicom(keys=IMAGE_KEY),
+        Orientationd(keys=IMAGE_KEY, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if spec.pixdim is not None:
+        steps.append(Spacingd(keys=IMAGE_KEY, pixdim=tuple(reversed(spec.pixdim)), mode="bilinear"))
+    steps += [
+        _by_modality(spec),
+        Transposed(keys=IMAGE_KEY, indices=(0, 3, 2, 1)),
+        _fit_2d(spec),
+        Resized(keys=IMAGE_KEY, spatial_size=spec.spatial_size, mode="trilinear"),
+        EnsureTyped(keys=IMAGE_KEY, dtype=torch.float32, track_meta=False),
+    ]
+    return Compose(steps)

@@ -1,0 +1,411 @@
+"""``clinicmm compare``: every model of a workflow on the same stratified patient-level folds.
+
+The labelled, usable patients of the ingest stage are split by ``StratifiedKFold`` (shuffled, seeded); in each fold
+every model of ``models:`` is trained by the same loop as ``clinicmm train`` (:func:`clinicmm.training.fit.fit`,
+early stopping on a stratified share of the fold's training patients) and scores the held-out patients, with all
+modalities and with each modality removed in turn. The baselines of ``compare.baselines`` (a standardised
+logistic regression on the concatenated embeddings) run on the same folds. What comes out, under
+``workdir/compare/``:
+
+* ``table.csv`` / ``table.md``: per model, mean ± sd over folds of macro-F1, accuracy and one-vs-rest AUROC, the
+  same metrics on the pooled out-of-fold predictions with percentile-bootstrap 95% CIs (patients resampled), and
+  the paired bootstrap CI of each model's macro-F1 difference to the reference model;
+* ``ablation.csv`` / ``ablation.md``: pooled out-of-fold macro-F1 with all modalities and without each;
+* ``folds.csv``: every model x fold's metrics; ``compare.png`` and ``ablation.png``: the bar plots;
+* ``oof.parquet``: the out-of-fold probabilities with patient ids (local only, never logged).
+
+Everything fitted on data is refitted on each fold's training patients: the genomics preprocessor (which genes,
+their z-scores, the graph links of the omics) and each feature scaler. Encoders trained on labels
+(``encoders.image.train``, ``encoders.text.lora``) saw the labels of every fold's patients: compare refuses them. MLflow: one parent run (``<workflow>-compare``) with a child per model x fold; the tables and plots are the
+parent's artifacts. Nothing identifying is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.config import CompareSpec, WorkflowSpec
+from clinicmm.errors import ConfigError, StageError
+from clinicmm.keys import MODALITY_NAMES, Node, Split
+from clinicmm.evaluation.ablation import ablation_row
+from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
+
+log = logging.getLogger("clinicmm")
+
+
+@dataclass
+class CVData:
+    """The labelled patients of a cohort as the folds see them: encoded rows (sorted by patient id) and labels."""
+
+    data: object  # clinicmm.training.data.TrainingData the folds are cut from (refitted per fold: TrainingData.fold)
+    rows: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    patients: list[str] = field(default_factory=list)
+
+    @property
+    def encoded(self):
+        return self.data.encoded
+
+
+def label_trained(wf: WorkflowSpec) -> list[str]:
+    """The workflow's encoders that were trained on patients' labels (their weights saw the labels of every fold)."""
+    return [key for key, on in (("encoders.image.train", wf.encoders.image.train is not None),
+                                ("encoders.text.lora", wf.encoders.text.lora is not None)) if on]
+
+
+def refuse_label_trained(wf: WorkflowSpec, what: str) -> None:
+    """``what`` (compare, leave-one-site-out) re-splits the patients, so an encoder trained on the workflow's train
+    split has seen the labels of patients that a fold tests on: refuse, naming the fix, rather than score them."""
+    keys = label_trained(wf)
+    if keys:
+        raise ConfigError(f"{what} cannot use {' and '.join(keys)}: that encoder was trained on the labels of the "
+                          f"workflow's train split, so its folds would score patients whose labels trained it. "
+                          f"Remove {' and '.join(keys)} from a copy of the workflow for {what} (the frozen encoders "
+                          "are then compared fairly), or evaluate the trained encoder on the test split with "
+                          "`clinicmm run`.")
+
+
+def cv_data(data) -> CVData:
+    """Every usable labelled patient of ``data`` (a :class:`~clinicmm.training.data.TrainingData`) with its class index."""
+    splits = {s.value for s in Split}
+    labelled = sorted((p, r) for r, p in enumerate(data.encoded.patients)
+                      if data.split.get(p) in splits and isinstance(data.label.get(p), str) and data.label.get(p))
+    classes = sorted({data.label[p] for p, _ in labelled})
+    data.kg.ensure_nodes(Node.CANCER, classes)
+    y = np.array([classes.index(data.label[p]) for p, _ in labelled], dtype=int)
+    return CVData(data, np.array([r for _, r in labelled], dtype=int), y, classes, [p for p, _ in labelled])
+
+
+def fold_split(data: CVData, fit_rows, val_rows, test_rows):
+    """``data.data`` as fold (fit, val, test) sees it: omics preprocessor refitted on the fold's fit patients."""
+    split = {data.patients[i]: s.value for s, rows in ((Split.TRAIN, fit_rows), (Split.VAL, val_rows), (Split.TEST, test_rows))
+             for i in rows}
+    return data.data.fold(split, data.classes)
+
+
+def make_folds(y: np.ndarray, classes: list[str], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled, seeded (train, test) positions; every class needs at least ``folds`` patients."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=len(classes))
+    if len(classes) < 2 or counts.min() < folds:
+        small = {c: int(n) for c, n in zip(classes, counts) if n < folds}
+        raise StageError(f"compare needs at least two classes with >= {folds} labelled patients each for {folds} "
+                         f"folds (too few: {small or 'only one class'}); lower --folds (compare.folds) or add patients.")
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def split_val(train: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a stratified ``share`` of a fold's training positions for early stopping (plain if too small)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return tuple(train_test_split(train, test_size=share, stratify=y[train], random_state=seed))
+    except ValueError:  # a class with a single training patient cannot be stratified
+        return tuple(train_test_split(train, test_size=share, random_state=seed))
+
+
+# ---------------------------------------------------------------------------------------------- one fold
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold probabilities per model (and per removed modality), fold of each patient, per-fold metrics."""
+
+    classes: list[str]
+    y: np.ndarray
+    fold: np.ndarray
+    present: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray] = field(default_factory=dict)
+    without: dict[str, dict[str, np.ndarray | None]] = field(default_factory=dict)
+    folds: list[dict] = field(default_factory=list)
+
+
+class _NoRuns:
+    @contextlib.contextmanager
+    def child(self, name: str, fold: int, sizes: dict[str, int]):
+        yield None
+
+    def done(self, run, name: str, fold: int, model, history: list[dict], metrics: dict[str, float]) -> None:
+        pass
+
+
+def _neural(name: str, data: CVData, fold, fit_rows, val_rows, test_rows, spec, run):
+    """Train model ``name`` on one fold through the one fit path; (test probs, {modality: probs without it})."""
+    from clinicmm.evaluation.ablation import probs_and_without
+    from clinicmm.training.data import to_evidence
+    from clinicmm.training.fit import fit_model
+
+    on_epoch = None
+    if run is not None:
+        from clinicmm.tracking.runs import epoch_logger
+
+        on_epoch = epoch_logger(run)
+    part = {k: (data.rows[p], data.y[p]) for k, p in (("fit", fit_rows), ("val", val_rows), ("test", test_rows))}
+    fitted = fit_model(name, fold, part["fit"], part["val"], spec, on_epoch, progress=False)
+    test = to_evidence(fold.encoded, *part["test"], fold.kg, fitted.scaler)
+    probs, without = probs_and_without(fitted.model, test, fitted.hetero, fitted.dims)
+    return probs, without, fitted.model, fitted.history
+
+
+def _logreg(data: CVData, fold, train_rows, test_rows, seed: int):
+    """Standardised logistic regression on the concatenated embeddings (missing: train mean + indicator)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    v = fold.encoded.vectors  # the fold's omics, refitted on its training patients
+    blocks = [m for m in MODALITY_NAMES if (~np.isnan(v[m][data.rows[train_rows]]).any(axis=1)).any()]
+    x = np.concatenate([v[m] for m in blocks], axis=1).astype(np.float64)
+    spans = dict(zip(blocks, np.split(np.arange(x.shape[1]), np.cumsum([v[m].shape[1] for m in blocks])[:-1])))
+    clf = make_pipeline(SimpleImputer(add_indicator=True), StandardScaler(),
+                        LogisticRegression(max_iter=2000, random_state=seed))
+    clf.fit(x[data.rows[train_rows]], data.y[train_rows])
+    test = x[data.rows[test_rows]]
+    probs = _full_probs(clf, test, len(data.classes))
+    without = {}
+    for m in MODALITY_NAMES:
+        has = m in spans and (~np.isnan(test[:, spans[m]]).any(axis=1)).any()
+        removed = test.copy()
+        if has:
+            removed[:, spans[m]] = np.nan
+        without[m] = _full_probs(clf, removed, len(data.classes)) if has else None
+    return probs, without, clf
+
+
+def _full_probs(clf, x: np.ndarray, k: int) -> np.ndarray:
+    """predict_proba with a column per class (a class absent from the fold's training rows gets 0)."""
+    out = np.zeros((len(x), k))
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def run_cv(data: CVData, models: list[str], baselines: list[str], spec, cmp: CompareSpec, runs=None,
+           progress: bool = True) -> CVResult:
+    """Every model and baseline on the same folds; ``runs`` (see :class:`CompareRuns`) logs each model x fold."""
+    from tqdm.auto import tqdm
+
+    from clinicmm.training.metrics import classification_metrics
+
+    runs = runs or _NoRuns()
+    folds = make_folds(data.y, data.classes, cmp.folds, cmp.seed)
+    names = list(models) + list(baselines)
+    present = {m: data.encoded.has(m)[data.rows] for m in MODALITY_NAMES}
+    res = CVResult(data.classes, data.y, np.full(len(data.y), -1), present,
+                   {n: np.full((len(data.y), len(data.classes)), np.nan) for n in names},
+                   {n: {m: None for m in MODALITY_NAMES} for n in names})
+    bar = tqdm(total=len(folds) * len(names), desc="compare", disable=not progress)
+    for k, (train, test) in enumerate(folds):
+        res.fold[test] = k
+        fit_rows, val_rows = split_val(train, data.y, cmp.val, cmp.seed + k)
+        sizes = {"n_train": len(fit_rows), "n_val": len(val_rows), "n_test": len(test)}
+        fold = fold_split(data, fit_rows, val_rows, test)
+        for name in names:
+            bar.set_postfix_str(f"fold {k + 1}/{len(folds)} {name}")
+            with runs.child(name, k, sizes) as run:
+                if name in baselines:
+                    probs, without, model = _logreg(data, fold, train, test, cmp.seed)
+                    history = []
+                else:
+                    probs, without, model, history = _neural(name, data, fold, fit_rows, val_rows, test, spec, run)
+                metrics = {m: v for m, v in classification_metrics(data.y[test], probs, data.classes).items()
+                           if m in METRICS}
+                metrics |= {f"macro_f1_{m}": v for m, v in ablation_row(data.y[test], probs, without).items()
+                            if m.startswith("minus_") and v == v}
+                runs.done(run, name, k, model, history, metrics)
+            res.probs[name][test] = probs
+            for m, p in without.items():  # no test patient of this fold has m: removing it changes nothing
+                if res.without[name][m] is None:
+                    res.without[name][m] = np.full_like(res.probs[name], np.nan)
+                res.without[name][m][test] = probs if p is None else p
+            res.folds.append({"model": name, "fold": k, **sizes, **metrics, "epochs": len(history)})
+            bar.update()
+    bar.close()
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def reference_model(names: list[str], cmp: CompareSpec) -> str:
+    """The model every other one is compared against (``compare.reference``, else logreg, concat, the first)."""
+    if cmp.reference is not None:
+        if cmp.reference not in names:
+            raise ConfigError(f"compare.reference {cmp.reference!r} is not among the compared models {names}; "
+                              "name one of them or leave it out.")
+        return cmp.reference
+    return next((n for n in ("logreg", "concat") if n in names), names[0])
+
+
+def summarise(res: CVResult, cmp: CompareSpec, reference: str) -> pd.DataFrame:
+    """Per model: mean ± sd over folds, pooled estimate with bootstrap 95% CI, paired delta to ``reference``."""
+    from clinicmm.evaluation import bootstrap
+
+    k, folds = len(res.classes), pd.DataFrame(res.folds)
+    idx = bootstrap.resamples(len(res.y), cmp.bootstrap, cmp.seed)
+    rows = []
+    for name, probs in res.probs.items():
+        per_fold = folds[folds["model"] == name]
+        row = {"model": name, "folds": len(per_fold), "n": len(res.y)}
+        pooled, ci = bootstrap.scores(res.y, probs, k), bootstrap.intervals(res.y, probs, k, idx)
+        for m in METRICS:
+            row |= {f"{m}_mean": per_fold[m].mean(), f"{m}_sd": per_fold[m].std(ddof=1), f"{m}_pooled": pooled[m],
+                    f"{m}_ci_low": ci[m][0], f"{m}_ci_high": ci[m][1]}
+        delta = bootstrap.paired_delta(res.y, probs, res.probs[reference], k, idx)
+        row |= {"reference": reference, "delta_macro_f1": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_table(res: CVResult) -> pd.DataFrame:
+    """Pooled out-of-fold macro-F1 per model with all modalities and without each (NaN: no patient has it)."""
+    rows = []
+    for name, probs in res.probs.items():
+        without = {m: res.without[name][m] if res.present[m].any() else None for m in MODALITY_NAMES}
+        rows.append({"model": name, "n": len(res.y), **ablation_row(res.y, probs, without)})
+    return pd.DataFrame(rows)
+
+
+def table_markdown(table: pd.DataFrame, folds: int, b: int) -> str:
+    """The comparison table as markdown (mean ± sd over folds; pooled estimate [95% CI]; paired delta)."""
+    ref = table["reference"].iloc[0]
+    head = ["model", "macro-F1", "accuracy", "AUROC", "pooled macro-F1 [95% CI]", "pooled accuracy [95% CI]",
+            "pooled AUROC [95% CI]", f"Δ macro-F1 vs {ref} [95% CI]"]
+    lines = [f"### {folds}-fold stratified CV (n={int(table['n'].iloc[0])}): mean ± sd over folds; pooled "
+             f"out-of-fold with {b} bootstrap resamples", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [r["model"]] + [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f}" for m in METRICS]
+        cells += [f"{r[f'{m}_pooled']:.3f} [{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]" for m in METRICS]
+        cells.append("–" if r["model"] == ref else
+                     f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- MLflow
+
+
+class CompareRuns:
+    """One parent run per compare, a finished child per model x fold (the workflow's runs.json is not touched)."""
+
+    def __init__(self, wf: WorkflowSpec, cohort, out: Path):
+        self.wf, self.cohort, self.out = wf, cohort, out
+        self.parent = None
+
+    @contextlib.contextmanager
+    def parent_run(self):
+        """The workflow run's opening (:func:`clinicmm.tracking.runs.top_run`), named ``<workflow>-compare``."""
+        from clinicmm.tracking.runs import top_run
+
+        with top_run(self.wf, self.cohort, f"{self.wf.name}-compare", "compare") as (run, _, _):
+            self.parent = run
+            yield run
+
+    @contextlib.contextmanager
+    def child(self, name: str, fold: int, sizes: dict[str, int]):
+        import mlflow
+
+        with mlflow.start_run(run_name=f"{name}.fold{fold}", nested=True) as run:
+            mlflow.set_tags({"clinicmm.model": name, "clinicmm.fold": str(fold), "clinicmm.stage": "compare"})
+            mlflow.log_params({"fold": fold, **sizes})
+            yield run
+
+    def done(self, run, name: str, fold: int, model, history: list[dict], metrics: dict[str, float]) -> None:
+        import mlflow
+
+        from clinicmm.tracking.runs import log_training
+
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v == v})
+        if history:
+            folder = self.out / "curves" / f"{name}.fold{fold}"
+            folder.mkdir(parents=True, exist_ok=True)
+            log_training(run, name, model, history, folder)
+        else:
+            mlflow.log_param("model", name)
+
+
+# ------------------------------------------------------------------------------------------------ entry
+
+
+def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: bool = True) -> CompareResult:
+    """Cross-validate every model of ``wf`` (and the baselines); write, log and return the tables.
+
+    ``data``: the workflow's :class:`~clinicmm.training.data.TrainingData` (loaded when not given; ingest and encode
+    must have run: :func:`clinicmm.pipeline.run.compare` runs them first when they are stale)."""
+    from clinicmm.training.data import TrainingData
+
+    import mlflow
+
+    from clinicmm.tracking.compare_plots import ablation_png, cv_bars_png
+
+    cmp = wf.compare if folds is None else wf.compare.model_copy(update={"folds": folds})
+    if folds is not None:
+        wf = wf.model_copy(update={"compare": cmp})
+    refuse_label_trained(wf, "compare")
+    data = cv_data(data if data is not None else TrainingData(wf))
+    names = list(wf.models) + list(cmp.baselines)
+    reference = reference_model(names, cmp)
+    out = wf.work / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = CompareRuns(wf, data.data.cohort, out)
+    with tracker.parent_run() as parent:
+        res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
+        table, ablation = summarise(res, cmp, reference), ablation_table(res)
+        pd.DataFrame(res.folds).to_csv(out / "folds.csv", index=False)
+        table.to_csv(out / "table.csv", index=False)
+        ablation.to_csv(out / "ablation.csv", index=False)
+        (out / "table.md").write_text(table_markdown(table, cmp.folds, cmp.bootstrap))
+        (out / "ablation.md").write_text(_ablation_md(ablation, cmp.folds))
+        cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
+        ablation_png(ablation, MODALITY_NAMES, out / "ablation.png")
+        _write_oof(res, data, out / "oof.parquet")
+        for name in ("table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"):
+            mlflow.log_artifact(str(out / name), "compare")
+        mlflow.log_metrics({f"cv_{m}.{r['model']}": r[f"{m}_pooled"] for _, r in table.iterrows() for m in METRICS
+                            if r[f"{m}_pooled"] == r[f"{m}_pooled"]})
+        result = CompareResult(table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference)
+        (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
+    return result
+
+
+@dataclass
+class CompareResult:
+    """What ``clinicmm compare`` prints: the tables, where they are written, the parent run."""
+
+    table: pd.DataFrame
+    ablation: pd.DataFrame
+    out: Path
+    parent_run: str
+    folds: int
+    patients: int
+    classes: list[str]
+    reference: str
+
+    def summary(self) -> dict:
+        return {"parent_run": self.parent_run, "folds": self.folds, "patients": self.patients, "classes": self.classes,
+                "reference": self.reference}
+
+
+def _ablation_md(ablation: pd.DataFrame, folds: int) -> str:
+    from clinicmm.evaluation.ablation import markdown
+
+    return markdown(ablation, f"Missing modalities: pooled out-of-fold macro-F1 over {folds} folds "
+                              f"(n={int(ablation['n'].iloc[0])})")
+
+
+def _write_oof(res: CVResult, data: CVData, path: Path) -> None:
+    """Out-of-fold probabilities with patient ids, for re-analysis on this machine (never logged to MLflow)."""
+    frame = pd.DataFrame({"patient_id": data.patients, "label": [res.classes[i] for i in res.y], "fold": res.fold})
+    for name, probs in res.probs.items():
+        for j, c in enumerate(res.classes):
+            frame[f"{name}.prob_{c}"] = probs[:, j]
+    frame.to_parquet(path, index=False)

@@ -1,0 +1,539 @@
+"""Read genomic tables: an expression matrix and a mutation list (MAF or any table with the same columns).
+
+Both readers map sample ids to patient ids with ``genomics.patient_id_pattern`` (the regex's first group; without
+a pattern the sample id is the patient id). A sample or mutation row that cannot be used stays in the returned
+index with ``status = skipped`` and a reason naming the file, row and column; it never stops the other samples.
+
+Gene names are harmonised to current HGNC symbols when a :class:`~clinicmm.ingest.gene_names.GeneHarmonizer` is
+given (:func:`read_genomics` gives one unless ``genomics.genes.harmonize`` is false): previous symbols, aliases,
+Ensembl and NCBI gene ids become the current symbol; a column that then names a gene already present is dropped
+(the one spelled as the current symbol wins); ``attrs["genes"]`` holds the counts and ``attrs["issues"]`` the
+readable lines for the ingest report.
+
+The expression reader keeps **one sample per patient** (the first usable one in file order; later samples of the
+same patient are skipped with a reason), so its matrix can be re-indexed by patient id with
+:func:`expression_by_patient`, which is what :class:`clinicmm.encode.genomics.GenomicsPreprocessor` expects.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
+from clinicmm.errors import ConfigError, InputError
+from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
+from clinicmm.keys import Col, Status
+
+NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
+_NON_SILENT_LOWER = frozenset(c.lower() for c in NON_SILENT)
+EXPRESSION_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
+MUTATION_SUFFIXES = (".maf", ".tsv", ".txt", ".csv", ".parquet")
+NA_TOKENS = ["", "NA", "NaN", "nan", "N/A", "NULL", "null", "None"]
+NONNEGATIVE_UNITS = ("counts", "tpm", "fpkm")
+SAMPLE_COLUMNS = [str(c) for c in (Col.PATIENT, Col.SAMPLE, Col.SOURCE, Col.ROW, Col.STATUS, Col.REASON)]
+MUTATION_COLUMNS = [
+    *SAMPLE_COLUMNS[:2], "gene", "variant_class", "non_silent", *SAMPLE_COLUMNS[2:]
+]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ shared
+
+
+def _table_format(path: Path, allowed: tuple[str, ...], key: str) -> str:
+    """The format of ``path`` from its suffix (``.gz`` allowed on text tables): one of ``allowed``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    fmt = (suffixes[-2] if len(suffixes) >= 2 else "") if gz else (suffixes[-1] if suffixes else "")
+    if fmt not in allowed or (gz and fmt == ".parquet"):
+        raise InputError(
+            f"{path}: unsupported format for {key}; use one of {', '.join(allowed)} "
+            "(text tables may be gzip-compressed, e.g. expression.tsv.gz)."
+        )
+    return fmt
+
+
+def _separator(fmt: str) -> str:
+    return "," if fmt == ".csv" else "\t"
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"genomics.patient_id_pattern {pattern!r} is not a valid regex ({exc}). Fix it.") from None
+
+
+def _patient_of(sample_id: str, pattern: re.Pattern[str] | None) -> str | None:
+    """The patient id inside a sample id (first group of the pattern, else the whole match); None: no match."""
+    if pattern is None:
+        return sample_id
+    match = pattern.search(sample_id)
+    if match is None:
+        return None
+    return (match.group(1) if pattern.groups else match.group(0)).strip() or None
+
+
+def _no_patient(where: str, pattern: re.Pattern[str]) -> str:
+    """Why a sample id gives no patient id: too short for patient_id_length, or no match of the pattern."""
+    if length := re.fullmatch(r"\^\(\.\{(\d+)\}\)", pattern.pattern):
+        return (f"sample id in {where} is shorter than genomics.patient_id_length {length.group(1)}; "
+                "fix the sample id or the length")  # fmt: skip
+    return (f"sample id in {where} does not match genomics.patient_id_pattern {pattern.pattern!r}; "
+            "fix the pattern or the sample id")  # fmt: skip
+
+
+def _guard_read(path: Path, read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """Run a pandas reader, turning decode/parse failures into InputError naming the file."""
+    try:
+        return read()
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid UTF-8 text (bad byte at offset {exc.start}); tried encoding utf-8. "
+            "Re-save the file as UTF-8."
+        ) from None
+    except pd.errors.EmptyDataError:
+        message = f"{path}: the file is empty or holds only a header; it needs a header row and data rows."
+        raise InputError(message) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read as a table ({exc}). Check its format and separator.") from None
+
+
+def _columns_text(columns: list[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(c) for c in columns[:limit])
+    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "") if columns else "(none)"
+
+
+def _missing_column(path: Path, column: str, key: str, columns: list[str]) -> InputError:
+    return InputError(
+        f"{path}: no column {column!r} (named by {key} in dataset.yaml); the file has columns "
+        f"{_columns_text(columns)}. Rename the column or set {key}."
+    )
+
+
+# ------------------------------------------------------------------------------------------- expression
+
+
+@dataclass
+class _Grid:
+    """An expression table turned samples x genes, before any sample is judged."""
+
+    name: str  # file name, for messages
+    axis: str  # "row" (samples_x_genes) or "column" (genes_x_samples): where a sample sits in the file
+    sample_ids: list[str]
+    rows: list[int]  # file row (samples_x_genes) or file column (genes_x_samples) of each sample, 1-based
+    genes: list[str]
+    values: np.ndarray  # float, NaN where missing or not a number
+    bad: np.ndarray  # bool: the cell holds something that is not a finite number
+    value: Callable[[int, int], object]  # the cell as read of sample i, gene j, for messages
+    cell: Callable[[int, int], str]  # "row 3, column 'TP53'" of sample i, gene j
+    issues: list[str] = field(default_factory=list)
+    repeated: int = 0  # gene columns (rows) dropped because the same name came earlier
+    dropped: int = 0  # gene columns (rows) dropped for any reason so far
+
+
+def read_expression(
+    spec: ExpressionSpec, path: Path, patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read an expression matrix: ``(matrix, samples)``.
+
+    ``matrix``: index ``sample_id`` (str), columns gene symbols (str), float values (NaN where a cell is empty
+    or NA), one row per usable sample; ``matrix.attrs["issues"]`` lists file-level warnings (duplicated or
+    unnamed gene columns). ``samples``: one row per sample of the file with the columns of
+    :data:`SAMPLE_COLUMNS`; ``row`` is the data row (``samples_x_genes``) or the file column
+    (``genes_x_samples``, the gene column being column 1). With a ``harmonizer`` the gene columns are current
+    HGNC symbols (``drop_unmapped``: names it cannot resolve are dropped) and ``matrix.attrs["genes"]`` counts
+    how each was resolved.
+    """
+    path = Path(path)
+    grid = _dedupe_genes(_read_grid(spec, path))
+    counts = {"columns": len(grid.genes) + grid.dropped}
+    if harmonizer is not None:
+        grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
+    pattern = _compile(patient_id_pattern)
+    samples = _judge_samples(grid, spec.unit, pattern)
+    samples[Col.SOURCE] = str(path)
+    ok = (samples[Col.STATUS] == Status.OK).to_numpy()
+    matrix = pd.DataFrame(
+        grid.values[ok],
+        index=pd.Index(np.asarray(grid.sample_ids, dtype=object)[ok], name=str(Col.SAMPLE), dtype=str),
+        columns=pd.Index(grid.genes, dtype=str),
+    )
+    matrix.attrs["issues"] = grid.issues
+    matrix.attrs["genes"] = counts | {"repeated": grid.repeated, "features": len(grid.genes)}
+    return matrix, samples[SAMPLE_COLUMNS]
+
+
+def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """``matrix`` re-indexed by ``patient_id`` (one usable sample per patient, as :func:`read_expression` keeps)."""
+    ok = samples[samples[Col.STATUS] == Status.OK]
+    to_patient = dict(zip(ok[Col.SAMPLE], ok[Col.PATIENT], strict=True))
+    out = matrix.rename(index=to_patient)
+    out.index.name = str(Col.PATIENT)
+    out.attrs = dict(matrix.attrs)
+    return out
+
+
+def _read_grid(spec: ExpressionSpec, path: Path) -> _Grid:
+    fmt = _table_format(path, EXPRESSION_SUFFIXES, "genomics.expression.path")
+    header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
+    text_column = _text_column(spec, path, header)
+    if body is None:
+        body = _read_body(path, fmt, text_column, len(header))
+    body[text_column] = body[text_column].map(lambda v: "" if pd.isna(v) else str(v).strip())
+    if spec.orientation == "samples_x_genes":
+        return _samples_by_genes(spec, path, header, body)
+    return _genes_by_samples(path, header, body)
+
+
+def _text_column(spec: ExpressionSpec, path: Path, header: list[str]) -> int:
+    """Position of the column read as text: the sample ids, or the gene symbols for ``genes_x_samples``."""
+    if spec.orientation == "genes_x_samples":
+        return 0
+    if spec.sample_column not in header:
+        raise _missing_column(path, spec.sample_column, "genomics.expression.sample_column", header)
+    return header.index(spec.sample_column)
+
+
+def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame]:
+    """Header and cells (integer column labels) of a parquet table; a stored pandas index becomes a column."""
+    table = _guard_read(path, lambda: pd.read_parquet(path))
+    if not isinstance(table.index, pd.RangeIndex) or table.index.name is not None:
+        table = table.reset_index()
+    header = [str(c).strip() for c in table.columns]
+    table.columns = range(table.shape[1])
+    return header, table
+
+
+def _read_header(path: Path, fmt: str) -> list[str]:
+    """The header row of a text table exactly as written (duplicated names kept)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            first = next(csv.reader(handle, delimiter=_separator(fmt)), None)
+    except UnicodeDecodeError as exc:
+        message = f"{path}: not valid UTF-8 text ({exc.reason}); tried encoding utf-8. Re-save it as UTF-8."
+        raise InputError(message) from None
+    except (OSError, EOFError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot be read as a table ({exc}). Check its format and separator.") from None
+    if not first:
+        raise InputError(f"{path}: the file is empty; it needs a header row and data rows.")
+    return [c.strip() for c in first]
+
+
+def _read_body(path: Path, fmt: str, text_column: int, width: int) -> pd.DataFrame:
+    """The data cells with integer column labels: numbers parsed, NA tokens missing, ``text_column`` as str."""
+    body = _guard_read(
+        path,
+        lambda: pd.read_csv(
+            path, sep=_separator(fmt), header=None, skiprows=1, dtype={text_column: str},
+            keep_default_na=False, na_values=NA_TOKENS, encoding="utf-8-sig",
+        ),
+    )  # fmt: skip
+    if body.shape[1] != width:
+        raise InputError(
+            f"{path}: the header has {width} columns but the data rows have {body.shape[1]}; "
+            "check the separator and that every row has one value per column."
+        )
+    return body
+
+
+def _numbers(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Float values and a mask of cells that are neither a finite number nor missing."""
+    is_number = np.array([pd.api.types.is_numeric_dtype(d) for d in cells.dtypes], dtype=bool)
+    values = np.empty(cells.shape, dtype=float)
+    values[:, is_number] = cells.iloc[:, is_number].to_numpy(dtype=float)
+    bad = np.isinf(values) & is_number[None, :]
+    for j in np.flatnonzero(~is_number):  # columns pandas could not parse: find the cells at fault
+        column = cells.iloc[:, j]
+        values[:, j] = pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
+        bad[:, j] = (np.isnan(values[:, j]) & column.notna().to_numpy()) | np.isinf(values[:, j])
+    values[bad] = np.nan
+    return values, bad
+
+
+def _samples_by_genes(spec: ExpressionSpec, path: Path, header: list[str], body: pd.DataFrame) -> _Grid:
+    sample_pos = header.index(spec.sample_column)
+    gene_pos = [j for j in range(len(header)) if j != sample_pos]
+    raw = body.drop(columns=sample_pos)
+    values, bad = _numbers(raw)
+    genes = [header[j] for j in gene_pos]
+    return _Grid(
+        name=path.name,
+        axis="row",
+        sample_ids=list(body[sample_pos]),
+        rows=list(range(1, len(body) + 1)),
+        genes=genes,
+        values=values,
+        bad=bad,
+        value=lambda i, j: raw.iat[i, j],
+        cell=lambda i, j: f"{path.name} row {i + 1}, column {genes[j]!r}",
+    )
+
+
+def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame) -> _Grid:
+    sample_pos = list(range(1, len(header)))
+    raw = body.drop(columns=0)
+    values, bad = _numbers(raw)
+    gene_rows = list(range(1, len(body) + 1))
+    samples = [header[j] for j in sample_pos]
+    return _Grid(
+        name=path.name,
+        axis="column",
+        sample_ids=samples,
+        rows=[j + 1 for j in sample_pos],
+        genes=list(body[0]),
+        values=values.T.copy(),
+        bad=bad.T.copy(),
+        value=lambda i, j: raw.iat[j, i],
+        cell=lambda i, j: f"{path.name} row {gene_rows[j]}, column {samples[i]!r}",
+    )
+
+
+def _dedupe_genes(grid: _Grid) -> _Grid:
+    """Keep the first column (row) of each gene symbol and drop unnamed ones, recording both in ``grid.issues``."""
+    kind = "column" if grid.axis == "row" else "row"  # genes run across the samples' axis
+    counts = pd.Series(grid.genes, dtype=object).value_counts(sort=False)
+    first = pd.Series(range(len(grid.genes)), index=grid.genes).groupby(level=0, sort=False).first()
+    keep = sorted(int(j) for gene, j in first.items() if gene)
+    for gene, n in counts[counts > 1].items():
+        if gene:
+            grid.issues.append(f"{grid.name}: gene {kind} {gene!r} appears {n} times; kept the first")
+    if "" in counts.index:
+        grid.issues.append(f"{grid.name}: {counts['']} gene {kind}(s) without a gene symbol; ignored them")
+    grid.repeated = int((counts[counts.index != ""] - 1).sum())
+    return _keep_genes(grid, keep, [grid.genes[j] for j in keep])
+
+
+def _keep_genes(grid: _Grid, keep: list[int], names: list[str]) -> _Grid:
+    """Only the gene columns ``keep`` (positions), renamed ``names``; messages still name the file's cells."""
+    old_cell, old_value = grid.cell, grid.value
+    grid.dropped += len(grid.genes) - len(keep)
+    grid.genes = list(names)
+    grid.values, grid.bad = grid.values[:, keep], grid.bad[:, keep]
+    grid.cell = lambda i, j: old_cell(i, keep[j])
+    grid.value = lambda i, j: old_value(i, keep[j])
+    return grid
+
+
+def _harmonize_grid(grid: _Grid, harmonizer: GeneHarmonizer, drop_unmapped: bool, counts: dict) -> tuple[_Grid, dict]:
+    """Current HGNC symbols for the gene columns (rows); repeats after renaming and, on request, unresolved
+    names are dropped. Counts and readable lines go to the ingest report."""
+    kind = "column" if grid.axis == "row" else "row"
+    result = harmonizer.harmonize(grid.genes)
+    keep = [j for j in result.keep if not (drop_unmapped and result.how[j] in ("unmapped", "ambiguous"))]
+    grid.issues += summary_lines(grid.name, kind, result)
+    dropped = len(result.keep) - len(keep)
+    if dropped:
+        grid.issues.append(f"{grid.name}: dropped {dropped} unresolved gene {kind}(s) (genomics.genes.unmapped: drop)")
+    counts = counts | {k: v for k, v in result.counts().items() if k != "kept"} | {"dropped_unmapped": dropped}
+    return _keep_genes(grid, keep, [result.names[j] for j in keep]), counts
+
+
+def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None) -> pd.DataFrame:
+    """Status and reason per sample: empty or repeated id, pattern mismatch, bad values, patient seen before."""
+    rows, first_id, first_patient = [], {}, {}
+    for i, (sample_id, row) in enumerate(zip(grid.sample_ids, grid.rows, strict=True)):
+        patient = _patient_of(sample_id, pattern) if sample_id else None
+        reason = _sample_reason(grid, i, unit, pattern, first_id.get(sample_id))
+        first_id.setdefault(sample_id, row)
+        if not reason and patient in first_patient:
+            reason = (
+                f"sample in {grid.name} {grid.axis} {row} belongs to the same patient as the sample in "
+                f"{grid.axis} {first_patient[patient]}; kept the first (one expression sample per patient)"
+            )
+        if not reason:
+            first_patient[patient] = row
+        rows.append({Col.PATIENT: patient or "", Col.SAMPLE: sample_id, Col.ROW: row,
+                     Col.STATUS: Status.SKIPPED.value if reason else Status.OK.value, Col.REASON: reason})  # fmt: skip
+    out = pd.DataFrame(rows, columns=[Col.PATIENT, Col.SAMPLE, Col.ROW, Col.STATUS, Col.REASON])
+    out.columns = [str(c) for c in out.columns]
+    return out.astype({str(Col.ROW): "int64"})
+
+
+def _sample_reason(
+    grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | None, repeats: int | None
+) -> str:
+    where = f"{grid.name} {grid.axis} {grid.rows[i]}"
+    sample_id = grid.sample_ids[i]
+    if not sample_id:
+        return f"empty sample id in {where}; fill it or remove the sample"
+    if repeats is not None:
+        return f"sample id in {where} repeats {grid.axis} {repeats}; kept the first, give each sample its own id"
+    if _patient_of(sample_id, pattern) is None:
+        return _no_patient(where, pattern)
+    return _value_reason(grid, i, unit)
+
+
+def _value_reason(grid: _Grid, i: int, unit: str) -> str:
+    bad = np.flatnonzero(grid.bad[i])
+    if bad.size:
+        j = int(bad[0])
+        return f"{grid.cell(i, j)}: value {str(grid.value(i, j))!r} is not a finite number; fix it or leave the cell empty (NA)"
+    if unit in NONNEGATIVE_UNITS:
+        negative = np.flatnonzero(grid.values[i] < 0)
+        if negative.size:
+            j = int(negative[0])
+            return (
+                f"{grid.cell(i, j)}: negative value {grid.values[i, j]:g} but genomics.expression.unit is "
+                f"{unit!r}; fix the value or set the unit to 'log' or 'normalized'"
+            )
+    if grid.values.shape[1] and np.isnan(grid.values[i]).all():
+        return f"{grid.name} {grid.axis} {grid.rows[i]}: the sample has no expression values; fill them or remove it"
+    return ""
+
+
+# -------------------------------------------------------------------------------------------- mutations
+
+
+def read_mutations(
+    spec: MutationsSpec, path: Path, patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
+) -> pd.DataFrame:
+    """Read a mutation list (MAF: tab-separated, leading ``#`` comment lines allowed).
+
+    One row per data row with the columns of :data:`MUTATION_COLUMNS`; ``non_silent`` is True for the MAF
+    classes in :data:`NON_SILENT` (matched case-insensitively); ``row`` is the data row (comments and header
+    excluded). Rows without a sample id or gene, or whose sample id does not match the pattern, are skipped.
+    With a ``harmonizer`` genes are current HGNC symbols (``attrs["genes"]``: counts over distinct names);
+    ``drop_unmapped`` skips rows whose gene it cannot resolve, with the reason.
+    """
+    path = Path(path)
+    raw = _read_mutation_table(spec, path)
+    pattern = _compile(patient_id_pattern)
+    samples = raw[spec.sample_column].str.strip()
+    classes = raw[spec.class_column].str.strip()
+    out = pd.DataFrame(
+        {
+            "patient_id": [(_patient_of(s, pattern) or "") if s else "" for s in samples],
+            "sample_id": samples.to_numpy(),
+            "gene": raw[spec.gene_column].str.strip().to_numpy(),
+            "variant_class": classes.to_numpy(),
+            "non_silent": classes.str.lower().isin(_NON_SILENT_LOWER).to_numpy(dtype=bool),
+            "source": str(path),
+            "row": np.arange(1, len(raw) + 1, dtype="int64"),
+        }
+    )
+    unresolved = _harmonize_mutations(out, harmonizer, path.name) if harmonizer is not None else set()
+    reasons = [_mutation_reason(r, pattern, path.name) for r in out.itertuples(index=False)]
+    if drop_unmapped:
+        reasons = [r or (f"gene {g!r} in {path.name} row {n} is not an HGNC symbol or id the gene table resolves; "
+                         "skipped (genomics.genes.unmapped: drop)" if g in unresolved else "")
+                   for r, g, n in zip(reasons, out["gene"], out["row"], strict=True)]  # fmt: skip
+    out["status"] = [Status.SKIPPED.value if r else Status.OK.value for r in reasons]
+    out["reason"] = reasons
+    result = out[MUTATION_COLUMNS]
+    result.attrs = dict(out.attrs)
+    return result
+
+
+def _harmonize_mutations(out: pd.DataFrame, harmonizer: GeneHarmonizer, name: str) -> set[str]:
+    """Rename ``out["gene"]`` in place to current symbols; returns the names left unresolved."""
+    names = [g for g in dict.fromkeys(out["gene"]) if g]
+    result = harmonizer.harmonize(names)
+    mapping = dict(zip(names, result.names, strict=True))
+    out["gene"] = out["gene"].map(lambda g: mapping.get(g, g))
+    counts = result.counts()
+    out.attrs["genes"] = {"names": counts.pop("genes"), **{k: v for k, v in counts.items() if k != "kept"}}
+    out.attrs["issues"] = summary_lines(name, "name", result)
+    return {n for n, h in zip(names, result.how, strict=True) if h in ("unmapped", "ambiguous")}
+
+
+def _mutation_reason(row: tuple, pattern: re.Pattern[str] | None, name: str) -> str:
+    where = f"{name} row {row.row}"
+    if not row.sample_id:
+        return f"empty sample id in {where}; fill it or remove the row"
+    if not row.gene:
+        return f"empty gene symbol in {where}; fill it or remove the row"
+    if not row.patient_id:
+        return _no_patient(where, pattern)
+    return ""
+
+
+def _read_mutation_table(spec: MutationsSpec, path: Path) -> pd.DataFrame:
+    """The three named columns as strings; checks they exist first."""
+    fmt = _table_format(path, MUTATION_SUFFIXES, "genomics.mutations.path")
+    wanted = {
+        "genomics.mutations.sample_column": spec.sample_column,
+        "genomics.mutations.gene_column": spec.gene_column,
+        "genomics.mutations.class_column": spec.class_column,
+    }
+    if fmt == ".parquet":
+        table = _guard_read(path, lambda: pd.read_parquet(path))
+        table.columns = [str(c) for c in table.columns]
+        _check_columns(path, wanted, list(table.columns))
+        cols = list(dict.fromkeys(wanted.values()))
+        return table[cols].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
+    options = dict(
+        sep=_separator(fmt), skiprows=_comment_lines(path), dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
+    header = _guard_read(path, lambda: pd.read_csv(path, nrows=0, **options))
+    _check_columns(path, wanted, [str(c) for c in header.columns])
+    return _guard_read(path, lambda: pd.read_csv(path, usecols=list(dict.fromkeys(wanted.values())), **options))
+
+
+def _check_columns(path: Path, wanted: dict[str, str], columns: list[str]) -> None:
+    for key, column in wanted.items():
+        if column not in columns:
+            raise _missing_column(path, column, key, columns)
+
+
+def _comment_lines(path: Path) -> int:
+    """How many lines at the top start with '#' (MAF version and annotation headers)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    count = 0
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                count += 1
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}). Check the file.") from None
+    return count
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+def read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+    """The dataset's genomics tables for ingest: ``expression`` (by patient), ``samples``, ``mutations``.
+
+    One gene table serves both files (``genomics.genes``); the sample -> patient rule is
+    ``genomics.patient_id_pattern`` or ``genomics.patient_id_length``.
+    """
+    g = spec.genomics
+    names = g.genes
+    table = spec.resolve(names.hgnc_table) if names.hgnc_table is not None else None
+    harmonizer = harmonizer_for(table) if names.harmonize else None
+    drop = names.unmapped == "drop"
+    pattern = g.sample_pattern()
+    out: dict[str, pd.DataFrame | None] = {}
+    if g.expression:
+        matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), pattern, harmonizer, drop)
+        out["expression"], out["samples"] = expression_by_patient(matrix, samples), samples
+    if g.mutations:
+        out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), pattern, harmonizer, drop)
+    return out
+
+
+def genomics_issues(tables: dict[str, pd.DataFrame | None]) -> list[str]:
+    """The readable file-level lines of the genomics tables (repeated columns, gene harmonisation)."""
+    return [line for name in ("expression", "mutations") if tables.get(name) is not None
+            for line in tables[name].attrs.get("issues", [])]  # fmt: skip
+
+
+def gene_counts(tables: dict[str, pd.DataFrame | None]) -> dict[str, dict[str, int]]:
+    """Per genomics table, how its gene names were resolved (counts only, for the report and MLflow)."""
+    return {name: dict(tables[name].attrs["genes"]) for name in ("expression", "mutations")
+            if tables.get(name) is not None and "genes" in tables[name].attrs}  # fmt: skip

@@ -1,0 +1,333 @@
+"""Read clinical notes into the notes index: one row per note, from a table or from per-patient folders.
+
+Inputs:
+
+* a table (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``), one row per note, with configurable patient, text,
+  note id, note type and note date columns;
+* a folder holding one folder per patient (named by the patient id) with one text file per note
+  (``notes.file_glob``, default ``*.txt``); ``notes.file_name_pattern`` reads a note's type and date from its
+  file name (named groups ``type`` and ``date``).
+
+Text files and delimited tables are read as UTF-8 when they are valid UTF-8, else their encoding is detected
+with charset-normalizer (``notes.encoding: auto``) and the file is named in the ingest report's notes; with
+an explicit ``notes.encoding`` that encoding alone is used. Every cell is read as a string so identifiers such
+as ``0012`` keep their leading zeros. A note that cannot be used (empty text, no patient id, a repeated note
+id, a bad date, an unreadable file, a type or date that ``notes.note_types`` / ``notes.window`` leave out)
+stays in the index with ``status = skipped`` and a reason that names the file and row, so the run report can
+list it; it never stops the other notes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from clinicmm.config import DatasetSpec, NotesSpec
+from clinicmm.errors import InputError
+from clinicmm.keys import Col, Status
+
+SUPPORTED = (".csv", ".tsv", ".jsonl", ".parquet")
+COLUMNS = [Col.PATIENT, Col.NOTE_ID, Col.NOTE_TYPE, Col.NOTE_DATE, Col.TEXT, Col.SOURCE, Col.ROW, Col.STATUS,
+           Col.REASON]
+
+
+def read_notes(spec: NotesSpec, path: Path) -> pd.DataFrame:
+    """The notes index of ``path`` (already resolved): the columns of :data:`COLUMNS`, one row per note.
+
+    ``note_id`` comes from ``spec.note_id_column`` or, without one (or where it is empty), ``<file>-<row>``
+    (``<patient>/<file name>`` for folder input); ``note_type`` / ``note_date`` are ``''`` when not given;
+    ``row`` is the 1-based data row (header excluded), empty for folder input. Decoding notes (a non-UTF-8
+    file) are in ``index.attrs["issues"]``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        out, issues = _read_folder(spec, path)
+    else:
+        out, issues = _read_table_notes(spec, path)
+    out[Col.STATUS], out[Col.REASON] = _check(out, spec)
+    out = out[COLUMNS].astype({Col.ROW: "Int64"})
+    out.columns = [str(c) for c in out.columns]  # plain str names, not the enum members
+    out.attrs["issues"] = issues
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tuple[str, str]:
+    """``(text, encoding used)`` of a file's bytes; ``encoding='auto'``: UTF-8, else charset-normalizer's guess.
+
+    ``lenient``: bad bytes become U+FFFD instead of an error (an explicit encoding that does not fit, text no
+    encoding fits: then read as UTF-8). De-identification uses it: a badly encoded note must still be copied,
+    scrubbed, rather than stop the dataset. An unknown encoding name is an error either way.
+    """
+    if encoding != "auto":
+        try:
+            return data.decode(encoding, errors="replace" if lenient else "strict").removeprefix("\ufeff"), encoding
+        except (UnicodeDecodeError, LookupError) as exc:
+            detail = f"bad byte at offset {exc.start}" if isinstance(exc, UnicodeDecodeError) else "unknown encoding"
+            raise InputError(f"{where}: cannot be read as {encoding} ({detail}); set notes.encoding to the file's "
+                             "encoding, or to auto to detect it, or re-save the file as UTF-8.") from None
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None and lenient:
+        return data.decode("utf-8-sig", errors="replace"), "utf-8"
+    if best is None:
+        raise InputError(f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
+                         "tried utf-8 and detection. Re-save the file as UTF-8 or set notes.encoding.")
+    return str(best), best.encoding
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _read_table_notes(spec: NotesSpec, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    raw = _read_raw(path, spec.encoding)
+    used = raw.attrs.get("encoding", "binary")
+    _require_columns(raw, spec, path)
+    rows = pd.RangeIndex(1, len(raw) + 1)
+    column = (lambda name: raw[name].str.strip().to_numpy() if name else "")  # noqa: E731
+    out = pd.DataFrame(
+        {
+            Col.PATIENT: raw[spec.patient_column].str.strip().to_numpy(),
+            Col.NOTE_ID: _note_ids(raw, spec, path),
+            Col.NOTE_TYPE: column(spec.note_type_column),
+            Col.NOTE_DATE: column(spec.date_column),
+            Col.TEXT: raw[spec.text_column].to_numpy(),
+            Col.SOURCE: str(path),
+            Col.ROW: rows.to_numpy(),
+        }
+    )
+    issues = [f"{path.name}: not UTF-8; decoded as {used} (detected). Check a few notes read correctly, or set "
+              "notes.encoding."] if used not in ("utf-8", spec.encoding, "binary") else []
+    return out, issues
+
+
+def _read_raw(path: Path, encoding: str = "auto") -> pd.DataFrame:
+    """All columns as strings (missing → ''), whatever the format; ``attrs["encoding"]``: the text encoding used."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise InputError(
+            f"{path}: unsupported notes format {suffix or '(no suffix)'!r}; save the notes as one of "
+            f"{', '.join(SUPPORTED)}, or point notes.path at a folder of per-patient folders of text files."
+        )
+    try:
+        if suffix == ".parquet":
+            return _as_strings(pd.read_parquet(path))
+        text, used = decode(path.read_bytes(), encoding, str(path))
+        sep = "," if suffix == ".csv" else "\t"
+        frame = _read_delimited(path, text, sep) if suffix in (".csv", ".tsv") else _read_jsonl(path, text)
+        frame.attrs["encoding"] = used
+        return frame
+    except InputError:
+        raise
+    except (ValueError, OSError) as exc:  # pandas parser errors, pyarrow errors
+        raise InputError(f"{path}: cannot be read as {suffix[1:]} ({exc}). Check the file's format.") from None
+
+
+def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty; it needs a header row and one row per note.") from None
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    """One JSON object per line; blank lines are ignored (they are not data rows)."""
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}). Fix or remove the line.") from None
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            raise InputError(f"{path}, line {number}: expected a JSON object per line, got {kind}.")
+        records.append(record)
+    return _as_strings(pd.DataFrame.from_records(records))
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as ``str``; missing values (None, NaN, NaT) become ''."""
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.apply(lambda col: col.map(lambda v: "" if v is None or (pd.api.types.is_scalar(v) and pd.isna(v))
+                                           else str(v)))
+
+
+def _require_columns(raw: pd.DataFrame, spec: NotesSpec, path: Path) -> None:
+    wanted = {
+        "notes.patient_column": spec.patient_column,
+        "notes.text_column": spec.text_column,
+        "notes.note_id_column": spec.note_id_column,
+        "notes.note_type_column": spec.note_type_column,
+        "notes.date_column": spec.date_column,
+    }
+    for key, column in wanted.items():
+        if column is not None and column not in raw.columns:
+            raise InputError(
+                f"{path}: no column {column!r} (named by {key} in dataset.yaml); the file has columns "
+                f"{', '.join(map(repr, raw.columns)) or '(none)'}. Rename the column or set {key}."
+            )
+
+
+def _note_ids(raw: pd.DataFrame, spec: NotesSpec, path: Path) -> list[str]:
+    fallback = [f"{path.name}-{row}" for row in range(1, len(raw) + 1)]
+    if not spec.note_id_column:
+        return fallback
+    given = raw[spec.note_id_column].str.strip()
+    return [value or default for value, default in zip(given, fallback, strict=True)]
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def _read_folder(spec: NotesSpec, root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """``root/<patient>/<note file>``: one row per note file; an unreadable file is a skipped row."""
+    pattern = re.compile(spec.file_name_pattern) if spec.file_name_pattern else None
+    rows, issues = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
+            row = {Col.PATIENT: folder.name.strip(), Col.NOTE_ID: f"{folder.name}/{file.name}", Col.SOURCE: str(file),
+                   Col.ROW: None, Col.NOTE_TYPE: "", Col.NOTE_DATE: "", Col.TEXT: "", "_error": ""}
+            if pattern is not None and (m := pattern.search(file.name)):
+                row[Col.NOTE_TYPE] = (m.groupdict().get("type") or "").strip()
+                row[Col.NOTE_DATE] = (m.groupdict().get("date") or "").strip()
+            try:
+                row[Col.TEXT], used = decode(file.read_bytes(), spec.encoding, str(file))
+                if used not in ("utf-8", spec.encoding):
+                    issues.append(f"{folder.name}/{file.name}: not UTF-8; decoded as {used} (detected)")
+            except (InputError, OSError) as exc:
+                row["_error"] = str(exc)
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{root}: no note files matching {spec.file_glob!r} in any patient folder (expected "
+                         f"{root}/<patient id>/<note>{spec.file_glob.lstrip('*')}). Check notes.path and notes.file_glob.")
+    return pd.DataFrame(rows), issues
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _where(source: str, row: object) -> str:
+    return f"{Path(source).name} row {row}" if row is not None and not pd.isna(row) else str(source)
+
+
+def _check(index: pd.DataFrame, spec: NotesSpec) -> tuple[list[str], list[str]]:
+    """Status and reason of each note, and its date normalised to YYYY-MM-DD in place."""
+    statuses, reasons, first_row = [], [], {}
+    wanted = {t.strip().lower() for t in spec.note_types} if spec.note_types is not None else None
+    errors = index["_error"] if "_error" in index.columns else [""] * len(index)
+    dates = []
+    for patient, note_id, kind, date, text, source, row, error in zip(
+        index[Col.PATIENT], index[Col.NOTE_ID], index[Col.NOTE_TYPE], index[Col.NOTE_DATE], index[Col.TEXT],
+        index[Col.SOURCE], index[Col.ROW], errors, strict=True
+    ):
+        where = _where(source, row)
+        parsed, date_error = parse_date(date, spec.date_format)
+        dates.append(parsed)
+        if error:
+            reason = f"unreadable note file: {error}"
+        elif not patient:
+            reason = f"empty patient id in {where}; fill it or remove the row"
+        elif not str(text).strip():
+            reason = f"empty note text in {where}; fill it or remove the row"
+        elif note_id in first_row:
+            reason = f"note id in {where} repeats {first_row[note_id]}; kept the first, give each note its own id"
+        elif date_error:
+            reason = f"note date {date!r} in {where} {date_error}"
+        elif wanted is not None and str(kind).strip().lower() not in wanted:
+            reason = f"note type {kind!r} in {where} is not one of notes.note_types {sorted(wanted)}; left out"
+        else:
+            reason = ""
+            first_row[note_id] = f"row {row}" if row is not None and not pd.isna(row) else str(source)
+        statuses.append(Status.SKIPPED.value if reason else Status.OK.value)
+        reasons.append(reason)
+    index[Col.NOTE_DATE] = dates
+    return statuses, reasons
+
+
+def parse_date(value: str, fmt: str | None) -> tuple[str, str]:
+    """``(YYYY-MM-DD or '', error)``: an empty value is no date; an unparsable one is an error with the fix."""
+    value = str(value or "").strip()
+    if not value:
+        return "", ""
+    try:
+        stamp = pd.to_datetime(value, format=fmt or "ISO8601")
+    except (ValueError, TypeError, OverflowError):
+        how = f"the format {fmt!r} (notes.date_format)" if fmt else "YYYY-MM-DD (or set notes.date_format)"
+        return "", f"is not a date; write it as {how}"
+    return stamp.strftime("%Y-%m-%d"), ""
+
+
+# ----------------------------------------------------------------------------------- window (label date)
+
+
+def label_dates(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """patient -> label date (YYYY-MM-DD), and patient -> why it has none (empty or bad date, with the row).
+
+    ``table``: the labels file already read (``labels.read_labels_table``); read here when not given.
+    """
+    labels = spec.labels
+    if labels is None or labels.date_column is None:
+        return {}, {}
+    path = spec.resolve(labels.path)
+    from clinicmm.ingest.labels import read_labels_table
+
+    table = read_labels_table(spec, table)
+    if labels.date_column not in table.columns:
+        raise InputError(f"{path}: no column {labels.date_column!r} (named by labels.date_column in dataset.yaml); "
+                         f"the file has columns {', '.join(map(repr, table.columns))}. Rename it or fix the key.")
+    dates, missing = {}, {}
+    for row, (pid, value) in enumerate(zip(table[labels.patient_column], table[labels.date_column]), start=1):
+        pid = str(pid).strip()
+        parsed, error = parse_date(str(value), spec.notes.date_format if spec.notes else None)  # one site, one format
+        if parsed and pid not in dates:
+            dates[pid] = parsed
+        elif not parsed and pid not in dates:
+            what = f"label date {value!r} {error}" if error else "no label date"
+            missing[pid] = f"{what} ({path.name} row {row}, column {labels.date_column!r})"
+    return dates, missing
+
+
+def apply_window(index: pd.DataFrame, spec: DatasetSpec, labels_table: pd.DataFrame | None = None) -> list[str]:
+    """Mark notes outside ``notes.window`` (days around each patient's label date) as skipped, in place.
+
+    Returns report notes. Without a labels table (prediction) there is no label date and every note counts.
+    ``labels_table``: the labels file already read, as in :func:`label_dates`.
+    """
+    window = spec.notes.window if spec.notes else None
+    if window is None or index.empty:
+        return []
+    if spec.labels is None:
+        return ["notes.window not applied: the dataset has no labels (so no label dates); every note counts"]
+    dates, missing = label_dates(spec, labels_table)
+    ok = index[Col.STATUS] == Status.OK
+    for i in index.index[ok]:
+        pid, date, where = index.at[i, Col.PATIENT], index.at[i, Col.NOTE_DATE], _where(index.at[i, Col.SOURCE],
+                                                                                        index.at[i, Col.ROW])
+        reason = ""
+        if not date:
+            reason = f"note in {where} has no date, so notes.window cannot place it; add its date"
+        elif pid not in dates:
+            reason = f"patient has {missing.get(pid, 'no row in the labels file')}: notes.window cannot place the note in {where}"
+        else:
+            days = (pd.Timestamp(dates[pid]) - pd.Timestamp(date)).days
+            early = window.days_before is not None and days > window.days_before
+            if days < window.until_days_before or early:
+                reason = (f"note in {where} dated {date} is {days} days before the label date {dates[pid]}, outside "
+                          f"notes.window [{window.days_before if window.days_before is not None else 'any'}, "
+                          f"{window.until_days_before}] days before; left out")
+        if reason:
+            index.at[i, Col.STATUS], index.at[i, Col.REASON] = Status.SKIPPED.value, reason
+    return []

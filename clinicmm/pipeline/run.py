@@ -1,0 +1,110 @@
+"""``clinicmm run``: every stage of the registry in order, skipping those whose record is current.
+
+Also the entry points that need stages run first (``compare``) or read their records (``explain``): they live here,
+above every stage package, so no stage package ever imports the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from clinicmm.config import WorkflowSpec
+from clinicmm.errors import ConfigError, StageError
+from clinicmm.pipeline import distributed
+from clinicmm.pipeline import registry as stages
+from clinicmm.pipeline.stages import FUNCTIONS
+
+log = logging.getLogger("clinicmm")
+
+EVERY_RANK = ("encode", "train")  # the stages every rank takes part in (the others run on rank 0 alone)
+
+
+@dataclass
+class RunSummary:
+    """What ``clinicmm run`` prints: each stage's status, the results table, the registration, the predictions."""
+
+    stages: dict[str, str]
+    results: pd.DataFrame | None = None
+    registered: object = None  # clinicmm.serve.register.Registration
+    predicted: object = None  # clinicmm.pipeline.stages.Predicted
+
+
+def run_stage(wf: WorkflowSpec, name: str, force: bool = False, progress: bool = True) -> str:
+    """Run stage ``name`` unless it is not configured or (without ``force``) up to date; the status to print."""
+    s = stages.stage(name)
+    if not s.enabled(wf):
+        return "not configured"
+    # rank 0 decides for every rank (the others need not walk the inputs for an answer agree() drops)
+    if distributed.agree(not force and distributed.is_zero() and stages.is_current(wf, name)):
+        log.info("%s: up to date, skipped", name)
+        return "skipped (up to date)"
+    state = "ran"
+    if name in EVERY_RANK or distributed.is_zero():
+        FUNCTIONS[name](wf, progress)
+    elif s.optional:
+        state = "rank 0"
+    if name == "ingest" or s.optional:
+        distributed.barrier()  # the other ranks read rank 0's ingest, adapter and weights
+    return state
+
+
+def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> RunSummary:
+    """Every stage in order, skipping those whose record matches their current fingerprint.
+
+    A rerun after a crash or a kill resumes at the first stage without a current record; ``force`` reruns all.
+    """
+    from clinicmm.tracking.setup import configure
+
+    configure(wf.tracking)
+    distributed.check_launch(wf.training)  # before ingest and encode, not after them
+    status = {}
+    for name in stages.ORDER:
+        state = run_stage(wf, name, force, progress)
+        if state != "not configured":
+            status[name] = state
+    # Every rank leaves together: a rank that exits (and tears down its process group) while rank 0 still
+    # evaluates, registers and predicts can abort, and the launcher then stops rank 0 too.
+    distributed.barrier()
+    if not distributed.is_zero():  # evaluate, register and predict ran on rank 0
+        return RunSummary(status)
+    from clinicmm.pipeline.stages import Predicted, registered
+
+    return RunSummary(status, pd.read_csv(wf.work / "evaluate" / "results.csv"), registered(wf),
+                      Predicted(**stages.summary(wf, "predict")))
+
+
+def prepare(wf: WorkflowSpec, upto: str = "encode", progress: bool = True) -> None:
+    """Run the stages up to ``upto`` that are stale (compare and the notebooks start from encoded patients)."""
+    for name in stages.ORDER[: stages.ORDER.index(upto) + 1]:
+        if stages.stage(name).enabled(wf) and not stages.is_current(wf, name):
+            log.info("running %s first", name)
+            FUNCTIONS[name](wf, progress)
+
+
+def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True):
+    """``clinicmm compare``: ingest and encode when stale, then :func:`clinicmm.evaluation.compare.compare`."""
+    from clinicmm.evaluation.compare import compare as cross_validate, refuse_label_trained
+
+    refuse_label_trained(wf, "compare")  # before any stage runs, not after them
+    prepare(wf, "encode", progress)
+    return cross_validate(wf, folds=folds, progress=progress)
+
+
+def explain_image(wf: WorkflowSpec, patient: str, out: Path | None = None, workflow: str = "WORKFLOW.yaml") -> dict:
+    """``clinicmm explain``: Grad-CAM of ``patient``'s image by the trained image encoder (needs train-image)."""
+    from clinicmm.serve.gradcam import UNTRAINED, explain_patient
+
+    record = stages.record_path(wf, "train-image")
+    if wf.encoders.image.train is None or not record.is_file():
+        raise StageError(UNTRAINED.format(workflow=workflow))
+    if not stages.is_current(wf, "train-image"):
+        raise StageError(f"{record}: the trained image encoder is out of date (the cohort or encoders.image changed). "
+                         f"Run `clinicmm train-image {workflow}` again.")
+    if wf.encoders.image.network == "vit":
+        raise ConfigError("encoders.image.network vit: Grad-CAM needs a convolutional network (resnet10/18/34/50, "
+                          "densenet121); a ViT has no convolutional feature map to weight.")
+    return explain_patient(wf, stages.summary(wf, "train-image"), patient, out)

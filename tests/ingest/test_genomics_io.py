@@ -1,0 +1,250 @@
+"""Tests of clinicmm.ingest.genomics: expression matrices and mutation lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clinicmm.config import ExpressionSpec, MutationsSpec
+from clinicmm.errors import ConfigError, InputError
+from clinicmm.ingest.genomics import NON_SILENT, expression_by_patient, read_expression, read_mutations
+
+TCGA = "^(TCGA-..-....)"
+
+
+def _matrix() -> pd.DataFrame:
+    values = np.arange(12, dtype=float).reshape(3, 4) + 0.5
+    return pd.DataFrame(values, index=pd.Index(["S1", "S2", "0012"], name="sample_id"),
+                        columns=["TP53", "EGFR", "KRAS", "MYC"])  # fmt: skip
+
+
+def _expr(path: Path, pattern: str | None = None, **spec: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return read_expression(ExpressionSpec(path=path, **spec), path, pattern)
+
+
+def test_orientations_give_the_same_matrix(tmp_path: Path) -> None:
+    _matrix().to_csv(tmp_path / "sxg.tsv", sep="\t")
+    _matrix().T.rename_axis("gene").to_csv(tmp_path / "gxs.csv")
+    a, samples_a = _expr(tmp_path / "sxg.tsv")
+    b, samples_b = _expr(tmp_path / "gxs.csv", orientation="genes_x_samples")
+    pd.testing.assert_frame_equal(a, _matrix())
+    pd.testing.assert_frame_equal(b, _matrix())
+    assert samples_a["row"].tolist() == [1, 2, 3]  # data rows
+    assert samples_b["row"].tolist() == [2, 3, 4]  # file columns (gene symbols in column 1)
+    assert a.index.tolist()[2] == "0012"  # id kept as text
+
+
+def test_gzip_and_parquet_read_like_plain_text(tmp_path: Path) -> None:
+    _matrix().to_csv(tmp_path / "expr.tsv.gz", sep="\t")
+    _matrix().reset_index().to_parquet(tmp_path / "expr.parquet")
+    _matrix().to_parquet(tmp_path / "indexed.parquet")  # sample ids stored as the pandas index
+    pd.testing.assert_frame_equal(_expr(tmp_path / "expr.tsv.gz")[0], _matrix())
+    pd.testing.assert_frame_equal(_expr(tmp_path / "expr.parquet")[0], _matrix())
+    pd.testing.assert_frame_equal(_expr(tmp_path / "indexed.parquet")[0], _matrix())
+
+
+def test_duplicated_gene_column_keeps_first_and_is_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "expression.tsv"
+    path.write_text("sample_id\tTP53\tEGFR\tTP53\nS1\t1\t2\t9\nS2\t3\t4\t9\n")
+    matrix, _ = _expr(path)
+    assert matrix.columns.tolist() == ["TP53", "EGFR"]
+    assert matrix["TP53"].tolist() == [1.0, 3.0]
+    assert matrix.attrs["issues"] == ["expression.tsv: gene column 'TP53' appears 2 times; kept the first"]
+
+
+def test_non_numeric_sample_skipped_naming_row_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("sample_id,TP53,EGFR,KRAS\nS1,1,2,3\nS2,1,high,x\nS3,1,NA,\n")
+    matrix, samples = _expr(path)
+    assert matrix.index.tolist() == ["S1", "S3"]  # NA and empty cells are missing values, not errors
+    assert np.isnan(matrix.loc["S3", "EGFR"]) and np.isnan(matrix.loc["S3", "KRAS"])
+    assert samples["status"].tolist() == ["ok", "skipped", "ok"]
+    reason = samples.loc[1, "reason"]
+    assert "expression.csv row 2, column 'EGFR'" in reason and "'high'" in reason
+
+
+def test_negative_tpm_skipped_but_allowed_for_log_values(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("sample_id,TP53,EGFR\nS1,1,2\nS2,1,-0.5\n")
+    _, samples = _expr(path, unit="tpm")
+    assert samples["status"].tolist() == ["ok", "skipped"]
+    assert "row 2, column 'EGFR'" in samples.loc[1, "reason"] and "negative" in samples.loc[1, "reason"]
+    matrix, _ = _expr(path, unit="log")
+    assert matrix.loc["S2", "EGFR"] == -0.5
+
+
+def test_tcga_barcodes_map_to_patients(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text(
+        "sample_id,TP53\nTCGA-AB-0001-01A,1\nTCGA-AB-0002-01A,2\nTCGA-AB-0001-11A,3\nTCGA-AB-0001-01A,4\nNORMAL-7,5\n"
+    )
+    matrix, samples = _expr(path, TCGA)
+    assert samples["patient_id"].tolist()[:4] == ["TCGA-AB-0001", "TCGA-AB-0002", "TCGA-AB-0001", "TCGA-AB-0001"]
+    assert samples["status"].tolist() == ["ok", "ok", "skipped", "skipped", "skipped"]
+    assert "same patient" in samples.loc[2, "reason"]
+    assert "repeats row 1" in samples.loc[3, "reason"]
+    assert "genomics.patient_id_pattern" in samples.loc[4, "reason"] and "row 5" in samples.loc[4, "reason"]
+    by_patient = expression_by_patient(matrix, samples)
+    assert by_patient.index.tolist() == ["TCGA-AB-0001", "TCGA-AB-0002"]
+    assert by_patient["TP53"].tolist() == [1.0, 2.0]
+
+
+def test_missing_sample_column_is_explained(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("barcode,TP53\nS1,1\n")
+    with pytest.raises(InputError) as err:
+        _expr(path)
+    message = str(err.value)
+    assert "expression.csv" in message and "genomics.expression.sample_column" in message
+    assert "'sample_id'" in message and "'barcode'" in message
+
+
+def test_bad_pattern_and_bad_suffix_raise(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("sample_id,TP53\nS1,1\n")
+    with pytest.raises(ConfigError, match="genomics.patient_id_pattern"):
+        _expr(path, "^(unclosed")
+    odd = tmp_path / "expression.xlsx"
+    odd.write_bytes(b"x")
+    with pytest.raises(InputError, match=r"\.csv, \.tsv, \.txt, \.parquet"):
+        _expr(odd)
+
+
+MAF = """#version 2.4
+#annotated by a pipeline
+Hugo_Symbol\tEntrez_Gene_Id\tVariant_Classification\tTumor_Sample_Barcode
+TP53\t7157\tMissense_Mutation\tTCGA-AB-0001-01A
+TTN\t7273\tSilent\tTCGA-AB-0001-01A
+KRAS\t3845\tnonsense_mutation\tTCGA-AB-0002-01A
+\t0\tMissense_Mutation\tTCGA-AB-0002-01A
+EGFR\t1956\tMissense_Mutation\tCELL-LINE-9
+"""
+
+
+def test_maf_with_comment_lines(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.maf.gz"
+    import gzip
+
+    with gzip.open(path, "wt") as handle:
+        handle.write(MAF)
+    muts = read_mutations(MutationsSpec(path=path), path, TCGA)
+    assert muts.columns.tolist() == ["patient_id", "sample_id", "gene", "variant_class", "non_silent",
+                                     "source", "row", "status", "reason"]  # fmt: skip
+    assert muts["gene"].tolist() == ["TP53", "TTN", "KRAS", "", "EGFR"]
+    assert muts["non_silent"].tolist() == [True, False, True, True, True]
+    assert muts["patient_id"].tolist()[:3] == ["TCGA-AB-0001", "TCGA-AB-0001", "TCGA-AB-0002"]
+    assert muts["status"].tolist() == ["ok", "ok", "ok", "skipped", "skipped"]
+    assert "empty gene symbol in cohort.maf.gz row 4" in muts.loc[3, "reason"]
+    assert "Silent" not in NON_SILENT and "Splice_Site" in NON_SILENT and isinstance(NON_SILENT, frozenset)
+
+
+def test_maf_missing_column_names_key(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.maf"
+    path.write_text(MAF)
+    with pytest.raises(InputError, match=r"'Gene'.*genomics\.mutations\.gene_column.*'Hugo_Symbol'"):
+        read_mutations(MutationsSpec(path=path, gene_column="Gene"), path, None)
+
+
+def test_undecodable_expression_names_file_and_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_bytes("sample_id,G\u00e9ne\nS1,1\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"expression\.csv.*utf-8"):
+        _expr(path)
+
+
+def test_genes_x_samples_bad_cell_and_duplicate_gene_row(tmp_path: Path) -> None:
+    path = tmp_path / "expression.tsv"
+    path.write_text("gene\tS1\tS2\tS3\nTP53\t1\t2\t3\nTP53\t7\t7\t7\nEGFR\t4\tn/a?\t6\n")
+    matrix, samples = _expr(path, orientation="genes_x_samples")
+    assert matrix.index.tolist() == ["S1", "S3"] and matrix.columns.tolist() == ["TP53", "EGFR"]
+    assert matrix.loc["S3"].tolist() == [3.0, 6.0]
+    assert samples.loc[1, "reason"].startswith("expression.tsv row 3, column 'S2': value 'n/a?'")
+    assert matrix.attrs["issues"] == ["expression.tsv: gene row 'TP53' appears 2 times; kept the first"]
+
+
+# ------------------------------------------------------------------------------------- gene harmonisation
+
+HGNC = """hgnc_id\tsymbol\tstatus\talias_symbol\tprev_symbol\tensembl_gene_id\tentrez_id
+HGNC:1\tSEPTIN7\tApproved\tCDC10\tSEPT7\tENSG00000122545\t989
+HGNC:4\tTP53\tApproved\tp53\t\tENSG00000141510\t7157
+HGNC:5\tEGFR\tApproved\tERBB1\t\tENSG00000146648\t1956
+"""
+
+
+def _harmonizer(tmp_path: Path):
+    from clinicmm.ingest.gene_names import GeneHarmonizer
+
+    (tmp_path / "hgnc.tsv").write_text(HGNC)
+    return GeneHarmonizer.from_table(tmp_path / "hgnc.tsv")
+
+
+def test_expression_genes_harmonised_with_duplicates_and_unmapped_counted(tmp_path: Path) -> None:
+    path = tmp_path / "expression.tsv"
+    path.write_text("sample_id\tENSG00000141510.17\tSEPT7\tMYSTERY\tp53\tEGFR\tEGFR\nS1\t1\t2\t3\t4\t5\t6\nS2\t1\tx\t3\t4\t5\t6\n")
+    spec = ExpressionSpec(path=path)
+    matrix, samples = read_expression(spec, path, None, _harmonizer(tmp_path))
+    assert matrix.columns.tolist() == ["TP53", "SEPTIN7", "MYSTERY", "EGFR"]
+    assert matrix.loc["S1"].tolist() == [1.0, 2.0, 3.0, 5.0]  # the first of TP53's two names kept
+    genes = matrix.attrs["genes"]
+    assert (genes["columns"], genes["repeated"], genes["duplicates"], genes["unmapped"]) == (6, 1, 1, 1)
+    assert (genes["ensembl"], genes["previous"], genes["alias"], genes["features"]) == (1, 1, 1, 4)
+    assert any("'p53' -> 'TP53'" in line for line in matrix.attrs["issues"])
+    assert any("'MYSTERY'" in line and "kept as given" in line for line in matrix.attrs["issues"])
+    assert "row 2, column 'SEPT7'" in samples.loc[1, "reason"]  # messages name the file's own column
+    dropped, _ = read_expression(spec, path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert "MYSTERY" not in dropped.columns and dropped.attrs["genes"]["dropped_unmapped"] == 1
+
+
+def test_genes_x_samples_harmonised_too(tmp_path: Path) -> None:
+    path = tmp_path / "expression.csv"
+    path.write_text("gene,S1,S2\nSEPT7|989,1,2\nTP53|7157,3,4\n?|1956,5,6\n")
+    spec = ExpressionSpec(path=path, orientation="genes_x_samples")
+    matrix, _ = read_expression(spec, path, None, _harmonizer(tmp_path))
+    assert matrix.columns.tolist() == ["SEPTIN7", "TP53", "EGFR"]
+    assert matrix["EGFR"].tolist() == [5.0, 6.0]
+    assert (matrix.attrs["genes"]["approved"], matrix.attrs["genes"]["entrez"]) == (1, 2)
+
+
+def test_mutation_genes_harmonised_and_unresolved_rows_skipped_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.maf"
+    path.write_text(MAF.replace("KRAS", "SEPT7").replace("TTN", "p53"))
+    muts = read_mutations(MutationsSpec(path=path), path, TCGA, _harmonizer(tmp_path))
+    assert muts["gene"].tolist()[:3] == ["TP53", "TP53", "SEPTIN7"]
+    assert muts.attrs["genes"]["names"] == 4 and muts.attrs["genes"]["alias"] == 1
+    strict = read_mutations(MutationsSpec(path=path), path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert strict["status"].tolist() == ["ok", "ok", "ok", "skipped", "ok"]  # row 4 has no gene at all
+    path.write_text(MAF.replace("EGFR", "MYSTERY"))
+    strict = read_mutations(MutationsSpec(path=path), path, None, _harmonizer(tmp_path), drop_unmapped=True)
+    assert "gene 'MYSTERY' in cohort.maf row 5" in strict.loc[4, "reason"]
+
+
+def test_read_genomics_uses_patient_id_length_and_a_users_hgnc_table(tmp_path: Path) -> None:
+    from clinicmm.config import DatasetSpec
+    from clinicmm.ingest.genomics import gene_counts, genomics_issues, read_genomics
+
+    (tmp_path / "hgnc.tsv").write_text(HGNC)
+    (tmp_path / "expression.csv").write_text("sample_id,SEPT7,TP53\nTCGA-AB-0001-01A,1,2\nTCGA-AB-01,3,4\n")
+    spec = DatasetSpec(
+        name="t", base_dir=tmp_path,
+        genomics={"expression": {"path": "expression.csv"}, "patient_id_length": 12, "genes": {"hgnc_table": "hgnc.tsv"}},
+    )  # fmt: skip
+    tables = read_genomics(spec)
+    assert tables["expression"].index.tolist() == ["TCGA-AB-0001"]
+    assert tables["expression"].columns.tolist() == ["SEPTIN7", "TP53"]
+    assert "shorter than genomics.patient_id_length 12" in tables["samples"].loc[1, "reason"]
+    assert gene_counts(tables)["expression"]["previous"] == 1
+    assert any("1 renamed" in line for line in genomics_issues(tables))
+    off = spec.model_copy(update={"genomics": spec.genomics.model_copy(update={"genes": spec.genomics.genes.model_copy(update={"harmonize": False})})})
+    assert read_genomics(off)["expression"].columns.tolist() == ["SEPT7", "TP53"]
+
+
+def test_pattern_and_length_together_are_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    from clinicmm.config import GenomicsSpec
+
+    with pytest.raises(ValidationError, match="patient_id_pattern or genomics.patient_id_length"):
+        GenomicsSpec(mutations={"path": "m.maf"}, patient_id_pattern=TCGA, patient_id_length=12)

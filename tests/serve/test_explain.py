@@ -1,0 +1,158 @@
+"""Per-prediction explanations: occlusion scores match a one-patient recomputation, paths follow the graph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clinicmm.serve.explain import COLUMNS, add_explanations, columns, explain, write_explanations
+from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
+from clinicmm.fusion.models.concat import ConcatFusion
+from clinicmm.fusion.models.kg_gnn import KGGNNFusion
+from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
+from clinicmm.keys import Node
+from clinicmm.knowledge.graph import KnowledgeGraph
+
+DIMS = {"image": 8, "note": 6, "omics": 10}
+CLASSES = ["LUAD", "LUSC", "THCA"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def kg() -> KnowledgeGraph:
+    g = KnowledgeGraph()
+    g.add_nodes([])
+    for c, genes in zip(CLASSES, (["KRAS", "EGFR"], ["SOX2", "TP63"], ["BRAF", "RET"])):
+        for gene in genes:
+            g.add_edge("gene", gene, "driver_of", "cancer_type", c, "test")
+        g.add_edge("concept", f"histology:{c.lower()}", "indicates", "cancer_type", c, "test")
+    for gene, pathway in (("KRAS", "MAPK"), ("NRAS", "MAPK"), ("GENE1", "MISC"), ("GENE2", "MISC")):
+        g.add_edge("gene", gene, "member_of", "pathway", pathway, "test")
+    return g
+
+
+def items(kg: KnowledgeGraph, n: int = 7, seed: int = 0) -> list[PatientEvidence]:
+    rng = np.random.default_rng(seed)
+    genes = kg.names(Node.GENE)
+    out = []
+    for i in range(n):
+        vec = {m: rng.normal(size=d).astype(np.float32) for m, d in DIMS.items()}
+        if i % 3 == 2:
+            vec["image"] = None
+        linked = sorted(rng.choice(len(genes), 3, replace=False).tolist())
+        out.append(PatientEvidence(-1, vec["image"], vec["note"], vec["omics"], [0] if vec["image"] is not None else [],
+                                   [int(rng.integers(kg.num_nodes(Node.CONCEPT)))], linked))
+    return out
+
+
+def model_for(cls, kg: KnowledgeGraph):
+    torch.manual_seed(0)
+    hetero = kg.to_hetero()
+    nodes = torch.tensor([kg.index(Node.CANCER, c) for c in CLASSES])
+    num = {t: int(hetero[t].num_nodes) for t in ("gene", "pathway", "cancer_type", "concept")}
+    return cls(DIMS, len(CLASSES), num, nodes, schema(DIMS), hidden=16).eval(), hetero
+
+
+@pytest.mark.parametrize("cls", [KGGNNFusion, KGRGCNFusion])
+def test_link_scores_equal_a_one_patient_recomputation(kg, cls):
+    model, hetero = model_for(cls, kg)
+    patients = items(kg)
+    found = explain(model, patients, hetero, DIMS, kg, CLASSES, batch_size=4)  # two batches
+    assert len(found) == len(patients)
+    genes = kg.names(Node.GENE)
+    for p, e in zip(patients, found):
+        with torch.no_grad():
+            logp = model(build_batch(hetero, [p], DIMS)).log_softmax(1)[0]
+            pred = int(logp.argmax())
+            assert e["predicted"] == CLASSES[pred]
+            assert e["probability"] == pytest.approx(float(logp[pred].exp()), abs=1e-4)
+            assert {g["gene"] for g in e["genes"]} == {genes[i] for i in p.omics_genes}
+            for g in e["genes"]:
+                rest = [i for i in p.omics_genes if genes[i] != g["gene"]]
+                alone = PatientEvidence(-1, p.image, p.note, p.omics, p.image_concepts, p.note_concepts, rest)
+                cut = model(build_batch(hetero, [alone], DIMS)).log_softmax(1)[0]
+                # the drop of the log-odds log p / (1 - p) of the predicted class
+                drop = (logp[pred] - torch.log1p(-logp[pred].exp())) - (cut[pred] - torch.log1p(-cut[pred].exp()))
+                assert g["score"] == pytest.approx(float(drop), abs=2e-4)
+        assert [g["score"] for g in e["genes"]] == sorted((g["score"] for g in e["genes"]), reverse=True)
+        share = e["modality_share"]
+        assert share["image"] == 0 if p.image is None else share["image"] >= 0
+        assert sum(share.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def graph_taught(kg: KnowledgeGraph, n: int = 48) -> tuple[list[PatientEvidence], list[int]]:
+    """Patients whose class shows only in the graph: omics links to one of its drivers plus an unrelated gene."""
+    rng = np.random.default_rng(1)
+    drivers = {c: [kg.index(Node.GENE, g) for g, d, _ in kg.edges("gene", "driver_of", "cancer_type") if d == c]
+               for c in CLASSES}
+    noise = [kg.index(Node.GENE, g) for g in ("GENE1", "GENE2")]
+    out, labels = [], []
+    for i in range(n):
+        label = i % len(CLASSES)
+        vec = {m: rng.normal(size=d).astype(np.float32) for m, d in DIMS.items()}
+        genes = sorted([int(rng.choice(drivers[CLASSES[label]])), int(rng.choice(noise))])
+        out.append(PatientEvidence(label, vec["image"], vec["note"], vec["omics"], [], [], genes))
+        labels.append(label)
+    return out, labels
+
+
+def test_paths_follow_graph_edges_to_the_predicted_type(kg):
+    model, hetero = model_for(KGGNNFusion, kg)
+    patients, labels = graph_taught(kg)
+    batch = build_batch(hetero, patients, DIMS)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(batch), torch.tensor(labels)).backward()
+        opt.step()
+    found = explain(model, patients[:12], hetero, DIMS, kg, CLASSES)
+    assert np.mean([e["predicted"] == CLASSES[y] for e, y in zip(found, labels)]) > 0.8
+    edges = {(s, d) for et in kg.edge_types() for s, d, _ in kg.edges(*et)}
+    paths = [p for e in found for p in e["paths"]]
+    assert paths, "some patient should have a positive link with a path to its class"
+    for e in found:
+        weights = [p["weight"] for p in e["paths"]]
+        assert weights == sorted(weights, reverse=True) and all(w > 0 for w in weights)
+        for p in e["paths"]:
+            nodes = p["nodes"]
+            assert nodes[:2] in (["patient", "omics"], ["patient", "note"], ["patient", "image"])
+            assert nodes[-1] == f"cancer_type:{e['predicted']}" and p["path"].endswith(nodes[-1])
+            names = [n.partition(":")[2] for n in nodes[2:]]
+            assert all((a, b) in edges or (b, a) in edges for a, b in zip(names, names[1:]))
+
+
+def test_models_without_the_graph_report_shares_only(kg):
+    hetero = kg.to_hetero()
+    model = ConcatFusion(DIMS, len(CLASSES), hidden=16).eval()
+    found = explain(model, items(kg, n=3), hetero, DIMS, kg, CLASSES)
+    assert all(e["genes"] == [] and e["concepts"] == [] and e["paths"] == [] for e in found)
+    assert found[2]["modality_share"] == {"image": 0.0, "note": 0.5, "omics": 0.5}
+
+
+def test_compact_columns_and_per_row_json(kg, tmp_path):
+    class Bundle:
+        knowledge, dims, classes = kg, DIMS, CLASSES
+
+    model, _ = model_for(KGGNNFusion, kg)
+    patients = items(kg, n=3)
+    result = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4"], "status": ["scored", "not scored", "scored", "scored"]})
+    result = add_explanations(result, model, [patients[0], patients[1], patients[2]], [0, 2, 3], Bundle)
+    assert set(COLUMNS) <= set(result.columns)
+    assert result.loc[1, "explanation"] == "" and np.isnan(result.loc[1, "share_omics"])
+    first = json.loads(result.loc[0, "explanation"])
+    assert result.loc[0, "share_omics"] == first["modality_share"]["omics"]
+    assert result.loc[0, "top_genes"] == "|".join(f"{g['gene']}:{g['score']:.3g}" for g in first["genes"][:5]
+                                                  if g["score"] > 0)
+    assert columns(None)["top_path"] == ""
+    out = write_explanations(result, tmp_path / "preds.csv")
+    assert "explanation" not in out.columns
+    assert list(out["explanation_file"]) == ["preds_explanations/row_00001.json", "",
+                                             "preds_explanations/row_00003.json", "preds_explanations/row_00004.json"]
+    saved = json.loads((tmp_path / out.loc[2, "explanation_file"]).read_text())
+    assert saved["row"] == 3 and saved["patient_id"] == "P3" and "modality_share" in saved
