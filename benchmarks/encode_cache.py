@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clinicmm.ingest.cohort import ingest
 from clinicmm.config import EncodersSpec, WorkflowSpec, load_dataset
 from clinicmm.demo.generator import generate_demo
 from clinicmm.encode.featurizer import EncodedCohort, Featurizer, encode_cohort
 from clinicmm.encode.genomics import fit_genomics
+from clinicmm.ingest.cohort import ingest
 from clinicmm.knowledge.graph import load_knowledge
 
 
@@ -84,8 +84,10 @@ def report(n: int, runs: dict[str, tuple[float, EncodedCohort]]) -> None:
     print(f"\ncold/warm = {cold / runs['warm'][0]:.1f}x   cold/changed = {cold / runs['changed'][0]:.1f}x")
     c, w, ch = runs["cold"][1], runs["warm"][1], runs["changed"][1]
     print(f"warm vs cold max |diff|: image {max_diff(c, w, 'image'):.2e}, note {max_diff(c, w, 'note'):.2e}")
-    print(f"changed vs cold max |diff|: image {max_diff(c, ch, 'image'):.2e} (new window), "
-          f"note {max_diff(c, ch, 'note'):.2e} (cached)")
+    print(
+        f"changed vs cold max |diff|: image {max_diff(c, ch, 'image'):.2e} (new window), "
+        f"note {max_diff(c, ch, 'note'):.2e} (cached)"
+    )
 
 
 def main() -> None:
@@ -108,8 +110,10 @@ def main() -> None:
             "warm": phase(cohort, base, kg, pre, cache, patients),
             "changed": phase(cohort, changed, kg, pre, cache, patients),
         }
-        print(f"patients encoded: {len(patients)}; image window {tuple(base.image.window)} -> {window} "
-              f"for 'changed'; omics recomputed each run (not cached)")
+        print(
+            f"patients encoded: {len(patients)}; image window {tuple(base.image.window)} -> {window} "
+            f"for 'changed'; omics recomputed each run (not cached)"
+        )
         report(len(patients), runs)
 
 

@@ -24,11 +24,15 @@ import numpy as np
 import torch
 import yaml
 
-from clinicmm.pipeline import registry as stages
 from clinicmm.config import TrainingSpec, load_workflow
 from clinicmm.keys import Split
+from clinicmm.pipeline import registry as stages
 
-RUNS = {"concat": ("concat", "random"), "kg_gnn text init": ("kg_gnn", "text"), "kg_gnn random init": ("kg_gnn", "random")}
+RUNS = {
+    "concat": ("concat", "random"),
+    "kg_gnn text init": ("kg_gnn", "text"),
+    "kg_gnn random init": ("kg_gnn", "random"),
+}
 
 
 def workflow(folder: Path, patients: int, seed: int):
@@ -38,8 +42,14 @@ def workflow(folder: Path, patients: int, seed: int):
     dataset = folder / "cohort" / "dataset.yaml"
     if not dataset.is_file():
         generate_demo(folder / "cohort", patients=patients, seed=seed, slices=8, size=32)
-    spec = {"name": "fewshot", "dataset": str(dataset), "workdir": str(folder / "work"), "models": ["concat", "kg_gnn"],
-            "encoders": {"image": {"spatial_size": [8, 32, 32]}}, "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"}}
+    spec = {
+        "name": "fewshot",
+        "dataset": str(dataset),
+        "workdir": str(folder / "work"),
+        "models": ["concat", "kg_gnn"],
+        "encoders": {"image": {"spatial_size": [8, 32, 32]}},
+        "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
+    }
     path = folder / "workflow.yaml"
     path.write_text(yaml.safe_dump(spec))
     return load_workflow(path)
@@ -80,20 +90,28 @@ def run_one(data, model_name: str, class_init: str, train, val, test, y_test, k:
     spec = TrainingSpec(seed=seed, class_init=class_init)
     dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
     torch.manual_seed(seed)
-    model = build_model(model_name, dims, len(data.classes), hetero, class_nodes(data.kg, data.classes), spec.hidden,
-                        spec.dropout)
+    model = build_model(
+        model_name, dims, len(data.classes), hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout
+    )
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
     model, _ = fit(model, train, val, hetero, dims, spec, len(data.classes), progress=False)
     pred = predict_proba(model, test, hetero, dims).argmax(1)
-    return (float(recall_score(y_test, pred, labels=[k], average="macro", zero_division=0)),
-            float(f1_score(y_test, pred, average="macro")))
+    return (
+        float(recall_score(y_test, pred, labels=[k], average="macro", zero_division=0)),
+        float(f1_score(y_test, pred, average="macro")),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=240)
     parser.add_argument("--type", default="LUSC", help="the cancer type left with --shots training patients")
-    parser.add_argument("--repeats", type=int, default=10, help="different draws of the kept patients (8 test patients of the type per draw: fewer draws are noisy)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=10,
+        help="different draws of the kept patients (8 test patients of the type per draw: fewer draws are noisy)",
+    )
     parser.add_argument("--shots", type=int, default=3, help="training patients kept of --type (0: zero-shot)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clinicmm-fewshot"))
     parser.add_argument("--threads", type=int, default=1)
@@ -110,8 +128,11 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in RUNS}
     for repeat in range(args.repeats):
         train, val, test, y_test = few_shot_split(data, scaler, args.type, repeat, args.shots)
-        print(f"repeat {repeat}: {len(train)} train ({args.shots} {args.type}), {len(val)} val (no {args.type}), "
-              f"{len(test)} test ({int((y_test == k).sum())} {args.type})", flush=True)
+        print(
+            f"repeat {repeat}: {len(train)} train ({args.shots} {args.type}), {len(val)} val (no {args.type}), "
+            f"{len(test)} test ({int((y_test == k).sum())} {args.type})",
+            flush=True,
+        )
         for name, (model_name, init) in RUNS.items():
             results[name].append(run_one(data, model_name, init, train, val, test, y_test, k, seed=repeat))
             recall, f1 = results[name][-1]

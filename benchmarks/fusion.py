@@ -61,8 +61,11 @@ def synthetic_graph(seed: int = 0) -> HeteroData:
     member = (np.repeat(np.arange(SIZES["gene"]), per_gene), rng.integers(SIZES["pathway"], size=per_gene.sum()))
     driver = (rng.integers(SIZES["gene"], size=30 * 60), np.repeat(np.arange(30), 60))
     indicates = (np.repeat(np.arange(SIZES["concept"]), 3), rng.integers(30, size=SIZES["concept"] * 3))
-    for (src, rel, dst), (s, d) in {("gene", "member_of", "pathway"): member, ("gene", "driver_of", "cancer_type"): driver,
-                                    ("concept", "indicates", "cancer_type"): indicates}.items():
+    for (src, rel, dst), (s, d) in {
+        ("gene", "member_of", "pathway"): member,
+        ("gene", "driver_of", "cancer_type"): driver,
+        ("concept", "indicates", "cancer_type"): indicates,
+    }.items():
         ei = torch.from_numpy(np.unique(np.stack([s, d]), axis=1)).long()
         g[src, rel, dst].edge_index = ei
         g[dst, "rev_" + rel, src].edge_index = ei.flip(0).contiguous()
@@ -79,10 +82,17 @@ def cohort(size: int, n_classes: int, seed: int = 0) -> list[PatientEvidence]:
     out = []
     for i in range(size):
         vec = {m: (None if missing[i] == j else vectors[m][i]) for j, m in enumerate(DIMS)}
-        out.append(PatientEvidence(int(i % n_classes), vec["image"], vec["note"], vec["omics"],
-                                   [int(concepts[i, 0])] if vec["image"] is not None else [],
-                                   concepts[i, 1:].tolist() if vec["note"] is not None else [],
-                                   genes[i].tolist() if vec["omics"] is not None else []))
+        out.append(
+            PatientEvidence(
+                int(i % n_classes),
+                vec["image"],
+                vec["note"],
+                vec["omics"],
+                [int(concepts[i, 0])] if vec["image"] is not None else [],
+                concepts[i, 1:].tolist() if vec["note"] is not None else [],
+                genes[i].tolist() if vec["omics"] is not None else [],
+            )
+        )
     return out
 
 
@@ -102,8 +112,13 @@ def _reset_peak() -> bool:
 
 
 # name -> (registry model, cut batches to the receptive field, sample neighbours as training does)
-VARIANTS = {"concat": ("concat", False, False), "kg_gnn": ("kg_gnn", True, True), "kg_rgcn": ("kg_rgcn", True, True),
-            "kg_gnn_exact": ("kg_gnn", True, False), "kg_gnn_full": ("kg_gnn", False, False)}
+VARIANTS = {
+    "concat": ("concat", False, False),
+    "kg_gnn": ("kg_gnn", True, True),
+    "kg_rgcn": ("kg_rgcn", True, True),
+    "kg_gnn_exact": ("kg_gnn", True, False),
+    "kg_gnn_full": ("kg_gnn", False, False),
+}
 
 
 class Trainer:
@@ -154,12 +169,18 @@ def receptive_field_size(hetero: HeteroData, pool: list[PatientEvidence], batch:
     counts = []
     for limit in (None, spec.num_neighbors):
         cut, _ = restrict(whole, model.plan, model.class_nodes, limit)
-        counts.append((sum(int(cut[t].num_nodes) for t in SIZES), sum(int(cut[et].edge_index.size(1)) for et in
-                                                                    cut.edge_types if et[0] in SIZES and et[2] in SIZES)))
+        counts.append(
+            (
+                sum(int(cut[t].num_nodes) for t in SIZES),
+                sum(int(cut[et].edge_index.size(1)) for et in cut.edge_types if et[0] in SIZES and et[2] in SIZES),
+            )
+        )
     (nodes, edges), (sampled_nodes, sampled_edges) = counts
-    return (f"one batch's receptive field: {nodes:,} of {sum(SIZES.values()):,} knowledge nodes and {edges:,} of "
-            f"{2 * knowledge_edges(hetero):,} knowledge edges (both directions); with num_neighbors "
-            f"{spec.num_neighbors}: {sampled_nodes:,} nodes, {sampled_edges:,} edges")
+    return (
+        f"one batch's receptive field: {nodes:,} of {sum(SIZES.values()):,} knowledge nodes and {edges:,} of "
+        f"{2 * knowledge_edges(hetero):,} knowledge edges (both directions); with num_neighbors "
+        f"{spec.num_neighbors}: {sampled_nodes:,} nodes, {sampled_edges:,} edges"
+    )
 
 
 def measure(args, hetero: HeteroData, class_nodes: torch.Tensor, spec: TrainingSpec, memory: bool) -> dict:
@@ -191,7 +212,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model and cohort")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--num-neighbors", type=int, default=None, help="training.num_neighbors (default: the config's)")
+    parser.add_argument(
+        "--num-neighbors", type=int, default=None, help="training.num_neighbors (default: the config's)"
+    )
     parser.add_argument("--memory-pass", action="store_true", help=argparse.SUPPRESS)  # the child of main()
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -203,26 +226,41 @@ def main() -> None:
         return
     edges = sum(int(hetero[et].edge_index.size(1)) for et in hetero.edge_types) // 2
     print(f"graph: {', '.join(f'{t} {n:,}' for t, n in SIZES.items())}; {edges:,} edges (forward)")
-    print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} timed steps after {WARMUP} "
-          f"warm-up; subgraph_min_edges {spec.subgraph_min_edges:,}, num_neighbors {spec.num_neighbors}")
+    print(
+        f"torch threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} timed steps after {WARMUP} "
+        f"warm-up; subgraph_min_edges {spec.subgraph_min_edges:,}, num_neighbors {spec.num_neighbors}"
+    )
     timed = measure(args, hetero, class_nodes, spec, memory=False)
     # peak memory in a second process whose allocator hands freed tensors back (see the module docstring)
-    child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--memory-pass"], capture_output=True, text=True,
-                           env={**os.environ, MMAP_ENV: "65536"}, check=True)
+    child = subprocess.run(
+        [sys.executable, __file__, *sys.argv[1:], "--memory-pass"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, MMAP_ENV: "65536"},
+        check=True,
+    )
     peaks = json.loads(child.stdout.strip().splitlines()[-1])
     print(timed["field"])
-    print(f"\n{'cohort':>8} {'batch':>6} {'model':<13}{'wall ms':>9}{'cpu ms':>9}{'peak MB':>9}{'wall/concat':>13}"
-          f"{'cpu/concat':>12}")
+    print(
+        f"\n{'cohort':>8} {'batch':>6} {'model':<13}{'wall ms':>9}{'cpu ms':>9}{'peak MB':>9}{'wall/concat':>13}"
+        f"{'cpu/concat':>12}"
+    )
     for key, (ms, cpu, _) in timed["rows"].items():
         size, batch, name = key.split(",")
         base_ms, base_cpu, _ = timed["rows"][f"{size},{batch},concat"]
-        print(f"{int(size):>8,} {batch:>6} {name:<13}{ms:>9.1f}{cpu:>9.1f}{peaks['rows'][key][2]:>9.1f}"
-              f"{ms / base_ms:>12.1f}x{cpu / base_cpu:>11.1f}x")
-    print("resident set with the cohort in memory (memory pass): "
-          + ", ".join(f"{int(k):,} patients {v:,.0f} MB" for k, v in peaks["rss"].items()))
-    print("(medians; cpu ms = process CPU time of the step, steadier than wall time on a shared machine; peak MB = "
-          "rise of the peak resident set during one step, measured in a second pass; baseline: concat on the same "
-          "batches)")
+        print(
+            f"{int(size):>8,} {batch:>6} {name:<13}{ms:>9.1f}{cpu:>9.1f}{peaks['rows'][key][2]:>9.1f}"
+            f"{ms / base_ms:>12.1f}x{cpu / base_cpu:>11.1f}x"
+        )
+    print(
+        "resident set with the cohort in memory (memory pass): "
+        + ", ".join(f"{int(k):,} patients {v:,.0f} MB" for k, v in peaks["rss"].items())
+    )
+    print(
+        "(medians; cpu ms = process CPU time of the step, steadier than wall time on a shared machine; peak MB = "
+        "rise of the peak resident set during one step, measured in a second pass; baseline: concat on the same "
+        "batches)"
+    )
 
 
 if __name__ == "__main__":

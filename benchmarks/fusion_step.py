@@ -26,10 +26,10 @@ from clinicmm.config import MODEL_NAMES, TrainingSpec
 from clinicmm.demo.design import CANCER_TYPES
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
-from clinicmm.training.fit import graph_batches
-from clinicmm.training.module import FusionTask
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
+from clinicmm.training.fit import graph_batches
+from clinicmm.training.module import FusionTask
 
 DIMS = {"image": 512, "note": 384, "omics": 350}
 WARMUP = 3
@@ -48,8 +48,10 @@ def knowledge() -> tuple[KnowledgeGraph, object, torch.Tensor]:
 def graph_summary(hetero) -> str:
     nodes = {t: int(hetero[t].num_nodes) for t in hetero.node_types}
     edges = sum(int(hetero[et].edge_index.size(1)) for et in hetero.edge_types)
-    return (f"knowledge graph: {sum(nodes.values())} nodes ({', '.join(f'{t} {n}' for t, n in nodes.items())}), "
-            f"{edges} edges counting both directions ({edges // 2} forward)")
+    return (
+        f"knowledge graph: {sum(nodes.values())} nodes ({', '.join(f'{t} {n}' for t, n in nodes.items())}), "
+        f"{edges} edges counting both directions ({edges // 2} forward)"
+    )
 
 
 def random_patients(kg: KnowledgeGraph, n_classes: int, size: int, seed: int = 0) -> list[PatientEvidence]:
@@ -61,12 +63,15 @@ def random_patients(kg: KnowledgeGraph, n_classes: int, size: int, seed: int = 0
         vec = {m: rng.standard_normal(d).astype(np.float32) for m, d in DIMS.items()}
         if rng.random() < 0.15:
             vec[str(rng.choice(list(DIMS)))] = None
-        pool.append(PatientEvidence(
-            label=int(rng.integers(n_classes)), **vec,
-            image_concepts=[int(rng.integers(n_concepts))] if vec["image"] is not None else [],
-            note_concepts=rng.choice(n_concepts, 3, replace=False).tolist() if vec["note"] is not None else [],
-            omics_genes=rng.choice(n_genes, 25, replace=False).tolist() if vec["omics"] is not None else [],
-        ))
+        pool.append(
+            PatientEvidence(
+                label=int(rng.integers(n_classes)),
+                **vec,
+                image_concepts=[int(rng.integers(n_concepts))] if vec["image"] is not None else [],
+                note_concepts=rng.choice(n_concepts, 3, replace=False).tolist() if vec["note"] is not None else [],
+                omics_genes=rng.choice(n_genes, 25, replace=False).tolist() if vec["omics"] is not None else [],
+            )
+        )
     return pool
 
 
@@ -117,8 +122,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}  batch: {args.patients_per_batch} patients  "
-          f"steps: {args.steps} timed after {WARMUP} warm-up")
+    print(
+        f"torch threads: {torch.get_num_threads()}  batch: {args.patients_per_batch} patients  "
+        f"steps: {args.steps} timed after {WARMUP} warm-up"
+    )
     kg, hetero, class_nodes = knowledge()
     print(graph_summary(hetero))
     pool = random_patients(kg, len(class_nodes), max(POOL, args.patients_per_batch))

@@ -101,7 +101,9 @@ def main() -> None:
         dataset = PersistentDataset(series, transform=pipeline, cache_dir=Path(tmp) / "persistent")
         cold = _time(lambda: [dataset[i] for i in range(len(dataset))])
         warm = _time(lambda: [dataset[i] for i in range(len(dataset))])
-        print(f"preprocess {len(series)} series: cold {cold:.2f} s, cached {warm:.3f} s, ratio {cold / warm:.1f}x (target >= 10x)")
+        print(
+            f"preprocess {len(series)} series: cold {cold:.2f} s, cached {warm:.3f} s, ratio {cold / warm:.1f}x (target >= 10x)"
+        )
 
 
 if __name__ == "__main__":

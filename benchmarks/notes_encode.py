@@ -41,8 +41,9 @@ def demo_notes(root: Path, patients: int) -> list[list[str]]:
     """Each demo patient's usable note texts."""
     dataset = generate_demo(root / "demo", patients=patients, seed=0, slices=4, size=16)
     path = dataset.parent / "notes.csv"
-    index = read_notes(NotesSpec(path=path, note_id_column="note_id", note_type_column="note_type",
-                                 date_column="note_date"), path)
+    index = read_notes(
+        NotesSpec(path=path, note_id_column="note_id", note_type_column="note_type", date_column="note_date"), path
+    )
     ok = index[index["status"] == "ok"]
     return [group["text"].tolist() for _, group in ok.groupby("patient_id", sort=True)]
 
@@ -63,11 +64,15 @@ def context_counts(texts: list[list[str]], kg: KnowledgeGraph) -> None:
     counts: Counter = Counter()
     for note in (t for ts in texts for t in ts):
         for m in matcher.find(note):
-            counts["negated" if m.negated else "hypothetical" if m.hypothetical else "family" if m.family
-                   else "asserted"] += 1
+            counts[
+                "negated" if m.negated else "hypothetical" if m.hypothetical else "family" if m.family else "asserted"
+            ] += 1
     kinds = ("asserted", "negated", "hypothetical", "family")
-    print(f"concept mentions: {sum(counts.values())} = " + ", ".join(f"{k} {counts[k]}" for k in kinds)
-          + " (only asserted ones link the note to the graph)")
+    print(
+        f"concept mentions: {sum(counts.values())} = "
+        + ", ".join(f"{k} {counts[k]}" for k in kinds)
+        + " (only asserted ones link the note to the graph)"
+    )
 
 
 def main() -> None:
@@ -83,16 +88,20 @@ def main() -> None:
         texts = demo_notes(Path(tmp), args.patients)
         n = sum(len(t) for t in texts)
         lengths = [len(t) for ts in texts for t in ts]
-        print(f"{len(texts)} patients, {n} notes (median {int(np.median(lengths))} characters), "
-              f"torch threads {torch.get_num_threads()}")
+        print(
+            f"{len(texts)} patients, {n} notes (median {int(np.median(lengths))} characters), "
+            f"torch threads {torch.get_num_threads()}"
+        )
         warm_up = Featurizer(EncodersSpec(), kg).text_encoder  # import transformers, hash and page in the weights,
         warm_up.fingerprint()  # and run one forward pass, so the first timed run pays no one-off cost
         warm_up.encode(["warm-up note"], progress=False)
         base, t_none = timed("no cache", texts, kg, None)
         cold, t_cold = timed("cold", texts, kg, Path(tmp) / "cache")
         warm, t_warm = timed("warm", texts, kg, Path(tmp) / "cache")
-        print(f"no cache / warm: {t_none / t_warm:.0f}x   cold / no cache: {t_cold / t_none:.2f}x   "
-              f"max |warm - no cache| {float(np.nanmax(np.abs(warm - base))):.1e}")
+        print(
+            f"no cache / warm: {t_none / t_warm:.0f}x   cold / no cache: {t_cold / t_none:.2f}x   "
+            f"max |warm - no cache| {float(np.nanmax(np.abs(warm - base))):.1e}"
+        )
         context_counts(texts, kg)
 
 

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clinicmm.pipeline import distributed
 from clinicmm.errors import ClinicmmError
+from clinicmm.pipeline import distributed
 
 app = typer.Typer(
     name="clinicmm",
@@ -79,8 +79,12 @@ def demo_data(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo cohort into (new or a previous demo).")],
     patients: Annotated[int, typer.Option(min=12, help="Number of patients.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
-    missing_rate: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of patients lacking one modality.")] = 0.15,
-    inject_bad: Annotated[bool, typer.Option(help="Add one of each bad input (truncated DICOM, non-DICOM file, ...).")] = False,
+    missing_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of patients lacking one modality.")
+    ] = 0.15,
+    inject_bad: Annotated[
+        bool, typer.Option(help="Add one of each bad input (truncated DICOM, non-DICOM file, ...).")
+    ] = False,
 ) -> None:
     """Write a synthetic demo cohort (real DICOM series, notes CSV, expression TSV, MAF, labels, dataset.yaml).
 
@@ -131,8 +135,8 @@ def ingest_cmd(
     CONFIG is a dataset.yaml (output in --out, default .clinicmm/<name>/ingest) or a workflow YAML (output in
     its workdir). Example: [bold]clinicmm ingest demo_data/dataset.yaml --out work/ingest[/]
     """
-    from clinicmm.ingest.cohort import ingest
     from clinicmm.config import load_dataset, load_workflow
+    from clinicmm.ingest.cohort import ingest
     from clinicmm.pipeline.stages import ingest_stage
 
     if _is_workflow(config):
@@ -176,7 +180,9 @@ def _configured(wf, path: Path):
 
 @app.command("finetune-text")
 @handled
-def finetune_text_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True) -> None:
+def finetune_text_cmd(
+    workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True
+) -> None:
     """Fine-tune the note encoder with LoRA (peft) on the train split's notes; needs encoders.text.lora.
 
     Writes the adapter to WORKDIR/finetune_text/adapter (or encoders.text.adapter_path); the encode stage then
@@ -186,13 +192,18 @@ def finetune_text_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Op
     from clinicmm.pipeline.stages import finetune_text_stage
 
     r = finetune_text_stage(_workflow(workflow), progress)
-    out.print(f"finetune-text: {r.notes} train notes, loss {r.epoch_loss[0]:.3f} → {r.epoch_loss[-1]:.3f}; "
-              f"adapter [bold]{r.adapter}[/]", soft_wrap=True)
+    out.print(
+        f"finetune-text: {r.notes} train notes, loss {r.epoch_loss[0]:.3f} → {r.epoch_loss[-1]:.3f}; "
+        f"adapter [bold]{r.adapter}[/]",
+        soft_wrap=True,
+    )
 
 
 @app.command("train-image")
 @handled
-def train_image_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True) -> None:
+def train_image_cmd(
+    workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True
+) -> None:
     """Train the image network (+ a linear head) on the train split's labels; needs encoders.image.train.
 
     The validation split picks the best epoch (early stopping); the train split is augmented (MONAI random flips,
@@ -205,9 +216,12 @@ def train_image_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Opti
 
     r = train_image_stage(_workflow(workflow), progress)
     h, s = r.history, r.series
-    out.print(f"train-image: {s['train']} train / {s['val']} val series ({s['decoded']} decoded, {s['cached']} from "
-              f"cache, {s['failed']} failed), {len(h)} epochs, train loss {h[0]['train_loss']:.3f} → "
-              f"{h[-1]['train_loss']:.3f}, best epoch {r.best_epoch}; weights [bold]{r.weights}[/]", soft_wrap=True)
+    out.print(
+        f"train-image: {s['train']} train / {s['val']} val series ({s['decoded']} decoded, {s['cached']} from "
+        f"cache, {s['failed']} failed), {len(h)} epochs, train loss {h[0]['train_loss']:.3f} → "
+        f"{h[-1]['train_loss']:.3f}, best epoch {r.best_epoch}; weights [bold]{r.weights}[/]",
+        soft_wrap=True,
+    )
 
 
 @app.command("explain")
@@ -215,7 +229,9 @@ def train_image_cmd(workflow: ExistingFile, progress: Annotated[bool, typer.Opti
 def explain_cmd(
     workflow: ExistingFile,
     patient: Annotated[str, typer.Option("--patient", help="The patient id (column patient_id of the labels).")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNG (default WORKDIR/explain).")] = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Folder for the PNG (default WORKDIR/explain).")
+    ] = None,
 ) -> None:
     """Grad-CAM of a patient's image: a PNG of the most salient slice, logged to the train-image MLflow run.
 
@@ -226,9 +242,11 @@ def explain_cmd(
     from clinicmm.pipeline.run import explain_image
 
     r = explain_image(_workflow(workflow), patient, out_dir, str(workflow))
-    out.print(f"Grad-CAM: image classifier predicts {r['predicted']} (p={r['probability']:.2f}); most salient slice "
-              f"{r['slice'] + 1}: [bold]{r['png']}[/]" + (f" (logged to MLflow run {r['run_id']})" if r["run_id"] else ""),
-              soft_wrap=True)
+    out.print(
+        f"Grad-CAM: image classifier predicts {r['predicted']} (p={r['probability']:.2f}); most salient slice "
+        f"{r['slice'] + 1}: [bold]{r['png']}[/]" + (f" (logged to MLflow run {r['run_id']})" if r["run_id"] else ""),
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -271,8 +289,21 @@ def train(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="S
 @handled
 def evaluate(
     workflow: ExistingFile,
-    external: Annotated[Optional[Path], typer.Option("--external", exists=True, dir_okay=False, help="A second, labelled dataset.yaml: external validation instead of the test split.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="With --external: the model to score with (default: the workflow's models:/NAME@ALIAS).")] = None,
+    external: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--external",
+            exists=True,
+            dir_okay=False,
+            help="A second, labelled dataset.yaml: external validation instead of the test split.",
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", help="With --external: the model to score with (default: the workflow's models:/NAME@ALIAS)."
+        ),
+    ] = None,
 ) -> None:
     """Score the test split with every trained model; print and log the comparison.
 
@@ -283,8 +314,10 @@ def evaluate(
     if model is not None and external is None:
         from clinicmm.errors import ConfigError
 
-        raise ConfigError("--model applies to external validation only: add --external DATASET.yaml (the test split is "
-                          "scored with the workflow's own trained models).")
+        raise ConfigError(
+            "--model applies to external validation only: add --external DATASET.yaml (the test split is "
+            "scored with the workflow's own trained models)."
+        )
     if external is not None:
         from clinicmm.evaluation.external import evaluate_external
 
@@ -298,19 +331,33 @@ def evaluate(
 def _print_external(r: dict) -> None:
     m = r["metrics"]
     out.print(f"external dataset [bold]{r['dataset']}[/] scored by {r['model_uri']}", soft_wrap=True)
-    out.print(f"patients {int(m['n_patients'])}, scored {int(m['n_scored'])}, evaluated {int(m['n_evaluated'])} "
-              f"({int(m['n_label_unknown_to_model'])} with a label the model does not know)")
-    out.print(f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, AUROC {m['auroc_ovr']:.3f}, ECE {m['ece']:.3f}")
+    out.print(
+        f"patients {int(m['n_patients'])}, scored {int(m['n_scored'])}, evaluated {int(m['n_evaluated'])} "
+        f"({int(m['n_label_unknown_to_model'])} with a label the model does not know)"
+    )
+    out.print(
+        f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, AUROC {m['auroc_ovr']:.3f}, ECE {m['ece']:.3f}"
+    )
     for note in r["notes"]:
         out.print(f"note: {note}")
-    out.print(f"results in [bold]{r['folder']}[/] (MLflow run {r['run_id']}, tag clinicmm.evaluation=external)", soft_wrap=True)
+    out.print(
+        f"results in [bold]{r['folder']}[/] (MLflow run {r['run_id']}, tag clinicmm.evaluation=external)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
 @handled
 def robustness(
     workflow: ExistingFile,
-    perturbation: Annotated[Optional[list[str]], typer.Option("--perturbation", "-p", help="Only these (repeatable): image_noise, image_shift, note_sections, genes_masked, no_image, no_note, no_omics.")] = None,
+    perturbation: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--perturbation",
+            "-p",
+            help="Only these (repeatable): image_noise, image_shift, note_sections, genes_masked, no_image, no_note, no_omics.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random perturbations.")] = 0,
 ) -> None:
     """Score every trained model on perturbed test inputs (image noise and intensity shift, dropped note sections,
@@ -326,7 +373,12 @@ def robustness(
     for col in ("perturbation", "model", "n", "accuracy", "macro-F1", "Δ accuracy", "Δ macro-F1"):
         grid.add_column(col, justify="left" if col in ("perturbation", "model") else "right", no_wrap=True)
     for r in table.itertuples():
-        grid.add_row(r.perturbation, r.model, str(r.n_test), *(f"{v:.3f}" for v in (r.accuracy, r.macro_f1, r.accuracy_drop, r.macro_f1_drop)))
+        grid.add_row(
+            r.perturbation,
+            r.model,
+            str(r.n_test),
+            *(f"{v:.3f}" for v in (r.accuracy, r.macro_f1, r.accuracy_drop, r.macro_f1_drop)),
+        )
     out.print(grid)
 
 
@@ -367,7 +419,9 @@ def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[str, typer.Argument(help="Model version to point the alias at.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to set, e.g. champion or challenger.")] = "champion",
-    tracking_uri: Annotated[Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
+    ] = None,
 ) -> None:
     """Point a registry alias at a model version (aliases, not the deprecated stages).
 
@@ -387,8 +441,12 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")],
     out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
-    dicom_sr: Annotated[Optional[Path], typer.Option("--dicom-sr", help="Also write one DICOM SR per patient into this folder.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")] = None,
+    dicom_sr: Annotated[
+        Optional[Path], typer.Option("--dicom-sr", help="Also write one DICOM SR per patient into this folder.")
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
+    ] = None,
 ) -> None:
     """Predict the cancer type of every patient of a dataset with a registered model.
 
@@ -399,8 +457,8 @@ def predict(
     Example: [bold]clinicmm predict demo_data/dataset.yaml --model models:/clinicmm-demo@champion --out preds.csv[/]
     """
     from clinicmm.config import TrackingSpec
-    from clinicmm.tracking.setup import configure
     from clinicmm.serve.predict import predict as predict_fn
+    from clinicmm.tracking.setup import configure
 
     configure(TrackingSpec(uri=tracking_uri))
     result = predict_fn(model, dataset, out_file, overwrite, dicom_sr)
@@ -447,7 +505,9 @@ def run(
 @handled
 def compare(
     workflow: ExistingFile,
-    folds: Annotated[Optional[int], typer.Option(min=2, max=20, help="Number of stratified folds (default: compare.folds, 5).")] = None,
+    folds: Annotated[
+        Optional[int], typer.Option(min=2, max=20, help="Number of stratified folds (default: compare.folds, 5).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Cross-validate every model of the workflow (and the logistic-regression baseline) on the same folds.
@@ -472,15 +532,27 @@ def _print_compare(result) -> None:
     for col in ("model", *names.values(), f"Δ macro-F1 vs {result.reference}"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for _, r in result.table.iterrows():
-        cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f} [{r[f'{m}_ci_low']:.2f}, {r[f'{m}_ci_high']:.2f}]" for m in names]
-        delta = "–" if r["model"] == result.reference else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        cells = [
+            f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f} [{r[f'{m}_ci_low']:.2f}, {r[f'{m}_ci_high']:.2f}]"
+            for m in names
+        ]
+        delta = (
+            "–"
+            if r["model"] == result.reference
+            else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        )
         table.add_row(r["model"], *cells, delta)
     out.print(table)
     ablation = Table(title="missing modalities: pooled macro-F1 (drop when removed)")
     for col in ("model", "all", *(f"− {m.value}" for m in MODALITIES)):
         ablation.add_column(col, justify="left" if col == "model" else "right")
     for _, r in result.ablation.iterrows():
-        cells = ["–" if r[f"minus_{m.value}"] != r[f"minus_{m.value}"] else f"{r[f'minus_{m.value}']:.3f} ({r[f'drop_{m.value}']:+.3f})" for m in MODALITIES]
+        cells = [
+            "–"
+            if r[f"minus_{m.value}"] != r[f"minus_{m.value}"]
+            else f"{r[f'minus_{m.value}']:.3f} ({r[f'drop_{m.value}']:+.3f})"
+            for m in MODALITIES
+        ]
         ablation.add_row(r["model"], f"{r['all']:.3f}", *cells)
     out.print(ablation)
     out.print(f"tables and plots: [bold]{result.out}[/] (MLflow parent run {result.parent_run})", soft_wrap=True)
@@ -489,11 +561,30 @@ def _print_compare(result) -> None:
 @app.command("deidentify")
 @handled
 def deidentify_cmd(
-    source: Annotated[Path, typer.Argument(exists=True, help="A DICOM folder or file, or a dataset.yaml (then its tables too).")],
-    out_dir: Annotated[Path, typer.Argument(help="New or empty folder for the de-identified copy (never inside SOURCE).")],
-    key_file: Annotated[Optional[Path], typer.Option(help="Pseudonym key file. Unset: $CLINICMM_PHI_KEY, else OUT-privacy.key (created once; keep it).")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Per-file report CSV (names sources and real ids); default OUT-deid-report.csv.")] = None,
-    names: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="CSV of known names: patient id, then name columns; scrubbed from notes too.")] = None,
+    source: Annotated[
+        Path, typer.Argument(exists=True, help="A DICOM folder or file, or a dataset.yaml (then its tables too).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Argument(help="New or empty folder for the de-identified copy (never inside SOURCE).")
+    ],
+    key_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Pseudonym key file. Unset: $CLINICMM_PHI_KEY, else OUT-privacy.key (created once; keep it)."
+        ),
+    ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option(help="Per-file report CSV (names sources and real ids); default OUT-deid-report.csv."),
+    ] = None,
+    names: Annotated[
+        Optional[Path],
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="CSV of known names: patient id, then name columns; scrubbed from notes too.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """De-identify DICOM (PS3.15 Basic Application Level Confidentiality Profile) and, for a dataset.yaml, its notes and tables.
@@ -509,18 +600,29 @@ def deidentify_cmd(
     key = load_key(key_file, out_dir.parent / f"{out_dir.name}-privacy.key")
     r = deidentify(source, out_dir, key, report, progress, names)
     d, c = r["dicom"], r["counts"]
-    out.print(f"DICOM: {d['written']} files written for {r['patients']} patients, {d['refused']} refused (burned-in "
-              f"annotation), {d['skipped']} skipped, {d['failed']} failed; {r['tables']} tables", soft_wrap=True)
-    out.print(f"removed {c['removed']}, emptied {c['emptied']}, replaced {c['replaced']}, private {c['private_removed']}, "
-              f"UIDs {c['uids_remapped']}, dates shifted {c['dates_shifted']}; notes: {c['names']} names, {c['ids']} ids, "
-              f"{c['contacts']} contacts", soft_wrap=True)
-    out.print(f"→ [bold]{out_dir}[/]; report [bold]{r['report']}[/] (keep it, and the key, with the originals)", soft_wrap=True)
+    out.print(
+        f"DICOM: {d['written']} files written for {r['patients']} patients, {d['refused']} refused (burned-in "
+        f"annotation), {d['skipped']} skipped, {d['failed']} failed; {r['tables']} tables",
+        soft_wrap=True,
+    )
+    out.print(
+        f"removed {c['removed']}, emptied {c['emptied']}, replaced {c['replaced']}, private {c['private_removed']}, "
+        f"UIDs {c['uids_remapped']}, dates shifted {c['dates_shifted']}; notes: {c['names']} names, {c['ids']} ids, "
+        f"{c['contacts']} contacts",
+        soft_wrap=True,
+    )
+    out.print(
+        f"→ [bold]{out_dir}[/]; report [bold]{r['report']}[/] (keep it, and the key, with the originals)",
+        soft_wrap=True,
+    )
 
 
 @kg_app.command("inspect")
 @handled
 def kg_inspect(
-    extra: Annotated[Optional[list[Path]], typer.Argument(help="Extra .gmt gene sets, .tsv triples or .obo ontologies to add.")] = None,
+    extra: Annotated[
+        Optional[list[Path]], typer.Argument(help="Extra .gmt gene sets, .tsv triples or .obo ontologies to add.")
+    ] = None,
     reactome: Annotated[str, typer.Option(help="Shipped Reactome pathways: subset or human.")] = "subset",
 ) -> None:
     """Print node and edge counts of the knowledge graph per type and per source.

@@ -25,5 +25,7 @@ def require(module: str) -> ModuleType:
         return import_module(module)
     except ImportError:
         extra, feature = EXTRAS[module]
-        raise ConfigError(f"{feature} needs the optional package {module!r}, which is not installed here: "
-                          f"pip install 'clinicmm[{extra}]' (or drop that setting).") from None
+        raise ConfigError(
+            f"{feature} needs the optional package {module!r}, which is not installed here: "
+            f"pip install 'clinicmm[{extra}]' (or drop that setting)."
+        ) from None

@@ -59,14 +59,17 @@ def write_genomics_cohort(root, n: int, sites: list[str] | None = None):
     y = np.arange(n) % 3
     values = rng.lognormal(3, 0.3, size=(n, len(genes)))
     for c in range(3):
-        values[y == c, 2 * c:2 * c + 2] *= 6
+        values[y == c, 2 * c : 2 * c + 2] *= 6
     ids = [f"PT-{i:03d}" for i in range(n)]
     data = root / "data"
     data.mkdir()
     pd.DataFrame(values, columns=genes).assign(sample_id=ids).to_csv(data / "expr.tsv", sep="\t", index=False)
     labels = pd.DataFrame({"patient_id": ids, "cancer_type": [["BRCA", "LUAD", "COAD"][c] for c in y]})
-    spec = {"name": "tiny", "labels": {"path": "labels.csv"},
-            "genomics": {"expression": {"path": "expr.tsv", "unit": "tpm"}}}
+    spec = {
+        "name": "tiny",
+        "labels": {"path": "labels.csv"},
+        "genomics": {"expression": {"path": "expr.tsv", "unit": "tpm"}},
+    }
     if sites:
         labels["site"] = [sites[i % len(sites)] for i in range(n)]
         spec["labels"]["site_column"] = "site"

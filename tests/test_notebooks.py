@@ -26,7 +26,9 @@ RESULTS = "02_results.ipynb"
 EXPLAIN = "03_explain_a_patient.ipynb"
 MODELS = ("image", "note", "omics", "concat", "kg_gnn")
 # an explicit MLflow write call; the demo's own stage calls (ingest_stage ... register_stage) are the workflow shown
-MLFLOW_WRITE = re.compile(r"\b(log_\w+|start_run|set_tags?|set_registered_model_alias|register_model|MlflowClient)\s*\(")
+MLFLOW_WRITE = re.compile(
+    r"\b(log_\w+|start_run|set_tags?|set_registered_model_alias|register_model|MlflowClient)\s*\("
+)
 
 
 def _code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
@@ -65,8 +67,7 @@ def executed(tmp_path_factory):
             tmp = work / "tmp"
             tmp.mkdir()
             nb = nbformat.read(path, as_version=4)
-            client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                                    resources={"metadata": {"path": str(work)}})
+            client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}})
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("TMPDIR", str(tmp))  # the kernel inherits it: its temporary folders land here
                 client.execute()
@@ -187,8 +188,9 @@ def test_explain_predicts_a_demo_type_and_splits_it_by_modality(executed):
     predicted = re.search(r"predicted type: (\w+) \(probability ([0-9.]+)\)", prediction)
     assert predicted and predicted.group(1) in {ctype.code for ctype in CANCER_TYPES}
     assert "modalities used: image+note+omics" in prediction and _figures(_tagged(nb, "prediction")) == 1
-    shares = re.search(r"modality shares: image=([0-9.]+), note=([0-9.]+), omics=([0-9.]+)",
-                       _text(_tagged(nb, "modality-shares")))
+    shares = re.search(
+        r"modality shares: image=([0-9.]+), note=([0-9.]+), omics=([0-9.]+)", _text(_tagged(nb, "modality-shares"))
+    )
     assert shares, "no modality shares printed"
     values = [float(v) for v in shares.groups()]
     assert all(0.0 <= v <= 1.0 for v in values) and sum(values) == pytest.approx(1.0, abs=0.005)

@@ -49,19 +49,27 @@ def feature_names(source: Path, table: str) -> list[str]:
 
 def read_source(source: Path) -> tuple[pd.DataFrame, pd.Series]:
     """The three tables side by side (rows = samples, source order) and the labels as OncoTree codes."""
-    needed = [f"{t}_te.csv" for t, _ in TABLES] + ["labels_te.csv", "1_featname_conversion.csv", "2_featname.csv",
-                                                    "3_featname.csv"]
+    needed = [f"{t}_te.csv" for t, _ in TABLES] + [
+        "labels_te.csv",
+        "1_featname_conversion.csv",
+        "2_featname.csv",
+        "3_featname.csv",
+    ]
     missing = [n for n in needed if not (source / n).is_file()]
     if missing:
-        raise PrepareError(f"{source}: missing {', '.join(missing)}. Point --source at the tcga_kipan folder "
-                           "described in ../shared/data/README.md.")
+        raise PrepareError(
+            f"{source}: missing {', '.join(missing)}. Point --source at the tcga_kipan folder "
+            "described in ../shared/data/README.md."
+        )
     blocks = []
     for table, kind in TABLES:
         values = pd.read_csv(source / f"{table}_te.csv", header=None)
         names = feature_names(source, table)
         if values.shape[1] != len(names):
-            raise PrepareError(f"{source / f'{table}_te.csv'}: {values.shape[1]} {kind} columns but {len(names)} "
-                               "feature names; the files do not belong together.")
+            raise PrepareError(
+                f"{source / f'{table}_te.csv'}: {values.shape[1]} {kind} columns but {len(names)} "
+                "feature names; the files do not belong together."
+            )
         blocks.append(values.set_axis(names, axis=1))
     labels = pd.read_csv(source / "labels_te.csv", header=None)[0]
     if len({len(b) for b in blocks} | {len(labels)}) != 1:
@@ -82,8 +90,10 @@ def check_codes(labels: pd.Series) -> None:
     """The README maps 0/1/2 by class size: the codes must come out largest-to-smallest as in TCGA-KIPAN."""
     order = tuple(labels.value_counts().index)
     if order != EXPECTED_ORDER:
-        raise PrepareError(f"class sizes give the order {order}, not {EXPECTED_ORDER}: the 0/1/2 label mapping "
-                           "does not fit this copy of the data.")
+        raise PrepareError(
+            f"class sizes give the order {order}, not {EXPECTED_ORDER}: the 0/1/2 label mapping "
+            "does not fit this copy of the data."
+        )
 
 
 def prepare(source: Path = DEFAULT_SOURCE, out: Path = DEFAULT_OUT) -> Path:

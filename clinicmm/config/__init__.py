@@ -18,17 +18,23 @@ from clinicmm.config.dataset import (
     Spec,
     SplitSpec,
 )
+from clinicmm.config.loading import (
+    declared_paths,
+    dump,
+    load_dataset,
+    load_workflow,
+)
 from clinicmm.config.workflow import (
-    CalibrationSpec,
-    CompareSpec,
     DEFAULT_MODELS,
     DEFAULT_TRACKING_URI,
+    NON_SILENT_CLASSES,
+    CalibrationSpec,
+    CompareSpec,
     EncodersSpec,
     GenomicsEncoderSpec,
     ImageEncoderSpec,
     ImageTrainSpec,
     LoraSpec,
-    NON_SILENT_CLASSES,
     PrivacySpec,
     TextEncoderSpec,
     TextSectionsSpec,
@@ -36,12 +42,6 @@ from clinicmm.config.workflow import (
     TrainingSpec,
     ViTSpec,
     WorkflowSpec,
-)
-from clinicmm.config.loading import (
-    declared_paths,
-    dump,
-    load_dataset,
-    load_workflow,
 )
 from clinicmm.keys import MODEL_NAMES
 

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-
 class Spec(BaseModel):
     """Every config model: unknown keys are errors, values are frozen."""
 
@@ -54,21 +53,30 @@ class ImagingSpec(Spec):
 class NotesWindowSpec(Spec):
     """Which notes count, by date, against the patient's label date (``labels.date_column``): no leakage."""
 
-    days_before: int | None = Field(None, ge=0, description="Oldest note kept, in days before the label date (null: any).")
+    days_before: int | None = Field(
+        None, ge=0, description="Oldest note kept, in days before the label date (null: any)."
+    )
     until_days_before: int = Field(
-        0, description="Newest note kept, in days before the label date: 0 keeps notes of that day, 1 only earlier ones."
+        0,
+        description="Newest note kept, in days before the label date: 0 keeps notes of that day, 1 only earlier ones.",
     )
 
 
 class NotesSpec(Spec):
-    path: Path = Field(description="A table (.csv .tsv .jsonl .parquet) or a folder with one folder of note files per patient.")
+    path: Path = Field(
+        description="A table (.csv .tsv .jsonl .parquet) or a folder with one folder of note files per patient."
+    )
     patient_column: str = "patient_id"
     text_column: str = "text"
     note_id_column: str | None = None
     note_type_column: str | None = None
     date_column: str | None = Field(None, description="Column holding each note's date.")
-    date_format: str | None = Field(None, description="strptime format of the dates, e.g. '%d/%m/%Y'; default ISO 8601.")
-    encoding: str = Field("auto", description="Text encoding; auto: UTF-8, else detected per file (charset-normalizer).")
+    date_format: str | None = Field(
+        None, description="strptime format of the dates, e.g. '%d/%m/%Y'; default ISO 8601."
+    )
+    encoding: str = Field(
+        "auto", description="Text encoding; auto: UTF-8, else detected per file (charset-normalizer)."
+    )
     file_glob: str = Field("*.txt", description="Folder input: which files of a patient's folder are notes.")
     file_name_pattern: str | None = Field(
         None, description="Folder input: regex on a note's file name with named groups 'type' and/or 'date'."
@@ -80,7 +88,9 @@ class NotesSpec(Spec):
     def _dates_for_window(self) -> NotesSpec:
         dated = self.date_column or (self.file_name_pattern and "(?P<date>" in self.file_name_pattern)
         if self.window is not None and not dated:
-            raise ValueError("notes.window needs note dates: set notes.date_column (or a 'date' group in file_name_pattern)")
+            raise ValueError(
+                "notes.window needs note dates: set notes.date_column (or a 'date' group in file_name_pattern)"
+            )
         if self.note_types is not None and not (self.note_type_column or "(?P<type>" in (self.file_name_pattern or "")):
             raise ValueError("notes.note_types needs note types: set notes.note_type_column (or a 'type' group)")
         return self
@@ -103,11 +113,15 @@ class MutationsSpec(Spec):
 class GeneNamesSpec(Spec):
     """Gene harmonisation at ingest (clinicmm/genomics/harmonize.py): every gene name -> current HGNC symbol."""
 
-    harmonize: bool = Field(True, description="Map previous symbols, aliases, Ensembl and NCBI gene ids to current HGNC symbols.")
+    harmonize: bool = Field(
+        True, description="Map previous symbols, aliases, Ensembl and NCBI gene ids to current HGNC symbols."
+    )
     hgnc_table: Path | None = Field(
         None, description="An HGNC download (hgnc_complete_set.txt or a custom download); default: the shipped copy."
     )
-    unmapped: Literal["keep", "drop"] = Field("keep", description="Genes the table cannot resolve: keep as named, or drop.")
+    unmapped: Literal["keep", "drop"] = Field(
+        "keep", description="Genes the table cannot resolve: keep as named, or drop."
+    )
 
 
 class GenomicsSpec(Spec):

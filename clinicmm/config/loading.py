@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from clinicmm.errors import ConfigError
 from clinicmm.config.dataset import DatasetSpec
 from clinicmm.config.workflow import ImageEncoderSpec, WorkflowSpec
+from clinicmm.errors import ConfigError
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -120,7 +120,9 @@ def _with_text_paths(spec: WorkflowSpec) -> WorkflowSpec:
     image = _with_image_paths(spec)
     if not update and image is spec.encoders.image:
         return spec
-    return spec.model_copy(update={"encoders": spec.encoders.model_copy(update={"text": text.model_copy(update=update), "image": image})})
+    return spec.model_copy(
+        update={"encoders": spec.encoders.model_copy(update={"text": text.model_copy(update=update), "image": image})}
+    )
 
 
 def _with_image_paths(spec: WorkflowSpec) -> ImageEncoderSpec:
@@ -128,7 +130,11 @@ def _with_image_paths(spec: WorkflowSpec) -> ImageEncoderSpec:
     image = spec.encoders.image
     update: dict[str, Any] = {"weights": spec.resolve(image.weights)} if image.weights is not None else {}
     if image.train is not None:
-        output = spec.resolve(image.train.output) if image.train.output else spec.work / "train_image" / "weights.safetensors"
+        output = (
+            spec.resolve(image.train.output)
+            if image.train.output
+            else spec.work / "train_image" / "weights.safetensors"
+        )
         update["train"] = image.train.model_copy(update={"output": output})
     return image.model_copy(update=update) if update else image
 

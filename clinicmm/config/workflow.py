@@ -11,7 +11,6 @@ from pydantic import Field, field_validator, model_validator
 from clinicmm.config.dataset import Spec
 from clinicmm.keys import MODEL_NAMES
 
-
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
@@ -21,7 +20,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 class ViTSpec(Spec):
     """A small MONAI ViT (``network: vit``): the patch size must divide ``spatial_size`` on every axis."""
 
-    patch_size: tuple[int, int, int] | None = Field(None, description="(slices, rows, columns); default: spatial_size / 4.")
+    patch_size: tuple[int, int, int] | None = Field(
+        None, description="(slices, rows, columns); default: spatial_size / 4."
+    )
     hidden_size: int = Field(192, ge=8)
     mlp_dim: int = Field(768, ge=8)
     num_layers: int = Field(4, ge=1)
@@ -37,15 +38,21 @@ class ImageTrainSpec(Spec):
     augment: bool = Field(True, description="Random flips, affine and intensity changes (MONAI) on the train split.")
     patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation loss.")
     seed: int = 0
-    output: Path | None = Field(None, description="Trained weights (.safetensors); default <workdir>/train_image/weights.safetensors.")
+    output: Path | None = Field(
+        None, description="Trained weights (.safetensors); default <workdir>/train_image/weights.safetensors."
+    )
 
 
 class ImageEncoderSpec(Spec):
     network: Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "vit"] = "resnet10"
     spatial_dims: Literal[2, 3] = Field(3, description="2: a 2D network on each slice, slice embeddings averaged.")
     vit: ViTSpec = ViTSpec()
-    weights: Path | None = Field(None, description="Pretrained weights (.safetensors, or .pt via torch.load(weights_only=True)).")
-    train: ImageTrainSpec | None = Field(None, description="Train the network on the labels (clinicmm train-image) before encoding.")
+    weights: Path | None = Field(
+        None, description="Pretrained weights (.safetensors, or .pt via torch.load(weights_only=True))."
+    )
+    train: ImageTrainSpec | None = Field(
+        None, description="Train the network on the labels (clinicmm train-image) before encoding."
+    )
     spatial_size: tuple[int, int, int] = Field((32, 64, 64), description="Output size (slices, rows, columns).")
     pixdim: tuple[float, float, float] | None = Field(None, description="Resample to this voxel size in mm, (z, y, x).")
     window: tuple[float, float] = Field((-160.0, 240.0), description="CT window in HU mapped to [0, 1].")
@@ -63,9 +70,13 @@ class ImageEncoderSpec(Spec):
 class TextSectionsSpec(Spec):
     """Which note sections the text encoder reads and how much each counts (names as in the note, any case)."""
 
-    include: list[str] | None = Field(None, description="Only these sections (e.g. [final diagnosis, impression]); null: all.")
+    include: list[str] | None = Field(
+        None, description="Only these sections (e.g. [final diagnosis, impression]); null: all."
+    )
     exclude: list[str] = Field(default_factory=list, description="Never these sections (e.g. [family history]).")
-    weights: dict[str, float] = Field(default_factory=dict, description="Section -> weight in the note's pooled vector (default 1).")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="Section -> weight in the note's pooled vector (default 1)."
+    )
 
     @field_validator("weights")
     @classmethod
@@ -98,7 +109,9 @@ class TextEncoderSpec(Spec):
     stride: int = Field(32, ge=0)
     batch_size: int = Field(16, ge=1)
     sections: TextSectionsSpec = TextSectionsSpec()
-    lora: LoraSpec | None = Field(None, description="Fine-tune with LoRA (clinicmm finetune-text) and encode with the adapter.")
+    lora: LoraSpec | None = Field(
+        None, description="Fine-tune with LoRA (clinicmm finetune-text) and encode with the adapter."
+    )
     adapter_path: Path | None = Field(
         None, description="A peft LoRA adapter folder; default with lora: <workdir>/finetune_text/adapter."
     )
@@ -113,13 +126,19 @@ NON_SILENT_CLASSES = (
 class GenomicsEncoderSpec(Spec):
     """Genomics features and the evidence rule: which genes a patient's omics node links to in the graph."""
 
-    z_threshold: float = Field(2.0, gt=0, description="|z| against the train split above which a gene counts as up/down.")
-    max_genes_per_patient: int = Field(25, ge=1, description="At most this many up/down genes per patient, largest |z| first.")
+    z_threshold: float = Field(
+        2.0, gt=0, description="|z| against the train split above which a gene counts as up/down."
+    )
+    max_genes_per_patient: int = Field(
+        25, ge=1, description="At most this many up/down genes per patient, largest |z| first."
+    )
     mutation_classes: list[str] = Field(
         default_factory=lambda: list(NON_SILENT_CLASSES),
         description="MAF Variant_Classification values that link a mutated gene (case-insensitive); default: non-silent.",
     )
-    min_mutated: int = Field(2, ge=1, description="A gene becomes a mutation feature when this many train patients carry it.")
+    min_mutated: int = Field(
+        2, ge=1, description="A gene becomes a mutation feature when this many train patients carry it."
+    )
     max_features: int | None = Field(
         5000, ge=1, description="Expression genes kept as features: the most variable on the train split (null: all)."
     )
@@ -145,23 +164,32 @@ class TrainingSpec(Spec):
     )
     contrastive_temperature: float = Field(0.1, gt=0, le=10, description="Temperature of that InfoNCE loss.")
     subgraph_min_edges: int = Field(
-        10_000, ge=0, description="Knowledge-graph edges from which the graph models cut each batch to the k-hop "
+        10_000,
+        ge=0,
+        description="Knowledge-graph edges from which the graph models cut each batch to the k-hop "
         "receptive field of its patients and class nodes (same logits, cost grows with the batch, not the graph).",
     )
     num_neighbors: int | None = Field(
-        10, ge=1, description="On cut batches, in training only: at most this many random in-edges per knowledge node "
+        10,
+        ge=1,
+        description="On cut batches, in training only: at most this many random in-edges per knowledge node "
         "and relation, drawn again for every batch (neighbour sampling, as in GraphSAGE and HGT); null keeps them all. "
         "Validation, evaluation and prediction always use every edge.",
     )
     class_init: Literal["text", "random"] = Field(
-        "text", description="Cancer-type nodes start from the text encoder's embedding of each type's name and "
+        "text",
+        description="Cancer-type nodes start from the text encoder's embedding of each type's name and "
         "definition ('text', helps types with few training patients) or at random.",
     )
     # passed straight to lightning.Trainer; several processes are started by torchrun or a cluster launcher
     accelerator: str = Field("cpu", description="Lightning accelerator: cpu, gpu, cuda, mps or auto.")
-    devices: int | str | list[int] = Field(1, description="Processes (devices) per node: a count, 'auto' or device ids.")
+    devices: int | str | list[int] = Field(
+        1, description="Processes (devices) per node: a count, 'auto' or device ids."
+    )
     num_nodes: int = Field(1, ge=1, description="Machines taking part (torchrun --nnodes).")
-    strategy: str = Field("auto", description="Lightning strategy: auto, ddp (gloo on CPU, NCCL on GPUs), ddp_spawn ...")
+    strategy: str = Field(
+        "auto", description="Lightning strategy: auto, ddp (gloo on CPU, NCCL on GPUs), ddp_spawn ..."
+    )
     precision: Literal["64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"] = "32-true"
     seed: int = 0
 
@@ -184,11 +212,15 @@ class CalibrationSpec(Spec):
         0.9, gt=0, lt=1, description="Target coverage of the split-conformal prediction sets; null: no sets."
     )
     score: Literal["lac", "aps"] = Field(
-        "lac", description="Conformal score: lac (smallest sets) or aps (adaptive, non-randomised: larger sets for "
-        "unsure patients, and large ones for a near-certain model)."
+        "lac",
+        description="Conformal score: lac (smallest sets) or aps (adaptive, non-randomised: larger sets for "
+        "unsure patients, and large ones for a near-certain model).",
     )
     abstain_below: float | None = Field(
-        None, gt=0, le=1, description="Mark 'abstain: refer for review' when the calibrated top probability is below this."
+        None,
+        gt=0,
+        le=1,
+        description="Mark 'abstain: refer for review' when the calibrated top probability is below this.",
     )
 
 
@@ -197,15 +229,20 @@ class CompareSpec(Spec):
 
     folds: int = Field(5, ge=2, le=20, description="Stratified k-fold over the labelled patients.")
     seed: int = Field(0, description="Seed of the fold assignment (shuffled) and of the bootstrap.")
-    val: float = Field(0.15, gt=0, lt=0.5, description="Share of each fold's training patients held out for early stopping.")
-    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the pooled out-of-fold predictions (95% CIs).")
+    val: float = Field(
+        0.15, gt=0, lt=0.5, description="Share of each fold's training patients held out for early stopping."
+    )
+    bootstrap: int = Field(
+        1000, ge=100, description="Bootstrap resamples of the pooled out-of-fold predictions (95% CIs)."
+    )
     baselines: list[Literal["logreg"]] = Field(
         default_factory=lambda: ["logreg"],
         description="Non-neural references in the same table: logreg = standardised logistic regression on the "
         "concatenated embeddings of the modalities present.",
     )
     reference: str | None = Field(
-        None, description="Model the others are compared against (paired bootstrap CI of the macro-F1 difference); "
+        None,
+        description="Model the others are compared against (paired bootstrap CI of the macro-F1 difference); "
         "default: logreg if listed, else concat, else the first model.",
     )
 
@@ -214,8 +251,9 @@ class PrivacySpec(Spec):
     """Where the key of the patient pseudonyms lives (see clinicmm/privacy/pseudonym.py); never under mlruns/."""
 
     key_file: Path | None = Field(
-        None, description="File holding the pseudonym key (>= 16 bytes). Unset: $CLINICMM_PHI_KEY, else a random key "
-        "written once to workdir/privacy.key."
+        None,
+        description="File holding the pseudonym key (>= 16 bytes). Unset: $CLINICMM_PHI_KEY, else a random key "
+        "written once to workdir/privacy.key.",
     )
 
 
@@ -230,11 +268,14 @@ class WorkflowSpec(Spec):
         default_factory=list, description="Extra graph files: .gmt gene sets, .tsv triples or .obo ontologies."
     )
     reactome: Literal["subset", "human"] = Field(
-        "subset", description="Shipped Reactome pathways: 'subset' (341 around the demo genes, fast) or 'human' "
+        "subset",
+        description="Shipped Reactome pathways: 'subset' (341 around the demo genes, fast) or 'human' "
         "(every human pathway of 5-500 genes: 1,854 pathways, ~10.8k genes; for real cohorts).",
     )
     encoders: EncodersSpec = EncodersSpec()
-    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description=f"Any of {', '.join(MODEL_NAMES)}.")
+    models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS), description=f"Any of {', '.join(MODEL_NAMES)}."
+    )
     primary_model: str = "kg_gnn"
     training: TrainingSpec = TrainingSpec()
     tracking: TrackingSpec = TrackingSpec()

@@ -75,10 +75,23 @@ PROGRAMMES: dict[str, Programme] = {
 
 CANCER_TYPES: tuple[CancerType, ...] = (
     CancerType("LUAD", "Lung Adenocarcinoma", "chest", "adenocarcinoma", "mapk", ("lung", "right upper lobe")),
-    CancerType("LUSC", "Lung Squamous Cell Carcinoma", "chest", "squamous cell carcinoma", "nrf2", ("lung", "bronchus")),
-    CancerType("STAD", "Stomach Adenocarcinoma", "abdomen", "adenocarcinoma", "cellcycle", ("stomach", "gastric antrum")),
-    CancerType("KIRP", "Papillary Renal Cell Carcinoma", "abdomen", "papillary carcinoma", "nrf2", ("kidney", "renal cortex")),
-    CancerType("HNSC", "Head and Neck Squamous Cell Carcinoma", "neck", "squamous cell carcinoma", "cellcycle", ("larynx", "oral cavity")),
+    CancerType(
+        "LUSC", "Lung Squamous Cell Carcinoma", "chest", "squamous cell carcinoma", "nrf2", ("lung", "bronchus")
+    ),
+    CancerType(
+        "STAD", "Stomach Adenocarcinoma", "abdomen", "adenocarcinoma", "cellcycle", ("stomach", "gastric antrum")
+    ),
+    CancerType(
+        "KIRP", "Papillary Renal Cell Carcinoma", "abdomen", "papillary carcinoma", "nrf2", ("kidney", "renal cortex")
+    ),
+    CancerType(
+        "HNSC",
+        "Head and Neck Squamous Cell Carcinoma",
+        "neck",
+        "squamous cell carcinoma",
+        "cellcycle",
+        ("larynx", "oral cavity"),
+    ),
     CancerType("THCA", "Papillary Thyroid Cancer", "neck", "papillary carcinoma", "mapk", ("thyroid", "thyroid lobe")),
 )
 

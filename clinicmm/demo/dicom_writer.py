@@ -23,8 +23,20 @@ FOV_MM = {"chest": 360.0, "abdomen": 400.0, "neck": 240.0}  # in-plane field of 
 NOISE_HU = 15.0
 AIR_HU, SOFT_HU, BONE_HU = -1000.0, 40.0, 450.0
 NAMES = (
-    "Doe^Jane", "Doe^John", "Roe^Richard", "Roe^Mary", "Smith^Alex", "Moreau^Claire", "Tanaka^Yuki",
-    "Okafor^Chidi", "Novak^Petra", "Silva^Ana", "Larsen^Erik", "Kowalski^Jan", "Haddad^Lina", "Mensah^Kofi",
+    "Doe^Jane",
+    "Doe^John",
+    "Roe^Richard",
+    "Roe^Mary",
+    "Smith^Alex",
+    "Moreau^Claire",
+    "Tanaka^Yuki",
+    "Okafor^Chidi",
+    "Novak^Petra",
+    "Silva^Ana",
+    "Larsen^Erik",
+    "Kowalski^Jan",
+    "Haddad^Lina",
+    "Mensah^Kofi",
 )
 PHYSICIANS = ("Grey^Meredith", "House^Gregory", "Kildare^James", "Quinn^Michaela", "Ross^Doug")
 LAYOUTS = ("study/series", "series", "study/series/nosuffix")  # folder nesting variants of real exports
@@ -122,7 +134,9 @@ def _lesion(shape: tuple[int, int, int], site: Site, rng: np.random.Generator) -
     radius = site.lesion_radius * rng.uniform(0.8, 1.2)
     z, y, x = ((np.arange(n) + 0.5) / n for n in (slices, size, size))
     dist = np.sqrt(
-        ((z[:, None, None] - centre[0]) / 2.0) ** 2 + (y[None, :, None] - centre[1]) ** 2 + (x[None, None, :] - centre[2]) ** 2
+        ((z[:, None, None] - centre[0]) / 2.0) ** 2
+        + (y[None, :, None] - centre[1]) ** 2
+        + (x[None, None, :] - centre[2]) ** 2
     )
     weight = np.clip((radius - dist) / (0.15 * radius), 0.0, 1.0)
     return weight, site.lesion_hu * rng.uniform(0.8, 1.2)

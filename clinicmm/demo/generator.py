@@ -124,8 +124,7 @@ def plan_cohort(patients: int, seed: int, missing_rate: float) -> list[PatientPl
     missing = {int(i): MODALITIES[(j + offset) % len(MODALITIES)] for j, i in enumerate(chosen)}
     days = rng.integers(0, 730, patients)
     return [
-        PatientPlan(i + 1, f"DEMO-{i + 1:04d}", codes[order[i]], missing.get(i), int(days[i]))
-        for i in range(patients)
+        PatientPlan(i + 1, f"DEMO-{i + 1:04d}", codes[order[i]], missing.get(i), int(days[i])) for i in range(patients)
     ]
 
 
@@ -173,12 +172,14 @@ def _progress(plan: list[PatientPlan]) -> Iterable[PatientPlan]:
     """A tqdm bar on stderr above :data:`PROGRESS_ABOVE` patients (hidden when stderr is not a terminal)."""
     from tqdm.auto import tqdm
 
-    return tqdm(plan, desc="demo cohort", unit="patient", file=sys.stderr,
-                disable=None if len(plan) > PROGRESS_ABOVE else True)
+    return tqdm(
+        plan, desc="demo cohort", unit="patient", file=sys.stderr, disable=None if len(plan) > PROGRESS_ABOVE else True
+    )
 
 
-def _write_patients(out: Path, plan: list[PatientPlan], seed: int, slices: int, size: int,
-                    genes: list[str], background: list[str]) -> Tables:
+def _write_patients(
+    out: Path, plan: list[PatientPlan], seed: int, slices: int, size: int, genes: list[str], background: list[str]
+) -> Tables:
     """Write each patient's DICOM series and collect its notes and genomics rows."""
     (out / "dicom").mkdir()
     tables = Tables()
@@ -204,8 +205,9 @@ def _write_image(root: Path, p: PatientPlan, seed: int, slices: int, size: int) 
     return dicom_writer.write_series(root, meta, volume, layout)
 
 
-def _write_tables(out: Path, plan: list[PatientPlan], tables: Tables, genes: list[str], unlabelled: str | None,
-                  duplicate: str | None) -> None:
+def _write_tables(
+    out: Path, plan: list[PatientPlan], tables: Tables, genes: list[str], unlabelled: str | None, duplicate: str | None
+) -> None:
     """labels.csv (without the unlabelled patient), notes.csv, expression.tsv, mutations.maf."""
     labels = [{"patient_id": p.patient_id, "cancer_type": p.ctype.code} for p in plan if p.patient_id != unlabelled]
     _write_csv(out / "labels.csv", ("patient_id", "cancer_type"), labels)
@@ -231,7 +233,9 @@ def _inject(out: Path, tables: Tables, targets: dict[str, PatientPlan], backgrou
     bad.append(_empty_note(tables, targets["empty_note"]))
     gene = str(_rng(seed, 0, 5).choice(background))
     bad.append({"kind": "duplicate_gene_column", "patient_id": None, "file": "expression.tsv", "column": gene})
-    bad.append({"kind": "unlabelled_patient", "patient_id": targets["unlabelled_patient"].patient_id, "file": "labels.csv"})
+    bad.append(
+        {"kind": "unlabelled_patient", "patient_id": targets["unlabelled_patient"].patient_id, "file": "labels.csv"}
+    )
     return bad
 
 
@@ -258,7 +262,13 @@ def _empty_note(tables: Tables, p: PatientPlan) -> dict:
     last = max(i for i, row in enumerate(tables.notes) if row["patient_id"] == p.patient_id)
     row = {**tables.notes[last], "note_id": f"{p.patient_id}-N9", "note_type": "radiology", "text": ""}
     tables.notes.insert(last + 1, row)
-    return {"kind": "empty_note", "patient_id": p.patient_id, "file": "notes.csv", "note_id": row["note_id"], "row": last + 2}
+    return {
+        "kind": "empty_note",
+        "patient_id": p.patient_id,
+        "file": "notes.csv",
+        "note_id": row["note_id"],
+        "row": last + 2,
+    }
 
 
 # ------------------------------------------------------------------------------------- yaml and truth
@@ -298,8 +308,9 @@ genomics:
 """
 
 
-def _write_truth(out: Path, plan: list[PatientPlan], bad: list[dict], seed: int, missing_rate: float,
-                 unlabelled: str | None) -> None:
+def _write_truth(
+    out: Path, plan: list[PatientPlan], bad: list[dict], seed: int, missing_rate: float, unlabelled: str | None
+) -> None:
     truth = {
         "about": "Ground truth of the clinicmm demo cohort for tests; clinicmm itself never reads this file.",
         "seed": seed,

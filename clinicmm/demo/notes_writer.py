@@ -49,7 +49,10 @@ BIOMARKERS = {
     "papillary carcinoma": ("Tumor cells are CK7 positive, AMACR positive.",),
 }
 NEGATED = {
-    "adenocarcinoma": ("No glandular differentiation to suggest adenocarcinoma is identified.", "Negative for adenocarcinoma."),
+    "adenocarcinoma": (
+        "No glandular differentiation to suggest adenocarcinoma is identified.",
+        "Negative for adenocarcinoma.",
+    ),
     "squamous cell carcinoma": ("No squamous component is identified.", "Negative for squamous cell carcinoma."),
     "papillary carcinoma": ("Negative for papillary features.", "No papillary carcinoma is seen."),
 }
@@ -74,7 +77,11 @@ CLINICAL_NOISE = (
     "Renal function and liver enzymes are within normal limits.",
     "The patient is a former smoker with a 20 pack-year history.",
 )
-NEGATED_FINDINGS = ("No evidence of lymphovascular invasion.", "Negative for distant metastasis.", "No perineural invasion is seen.")
+NEGATED_FINDINGS = (
+    "No evidence of lymphovascular invasion.",
+    "Negative for distant metastasis.",
+    "No perineural invasion is seen.",
+)
 HYPOTHETICAL = (
     "Family history of breast cancer in the mother.",
     "Rule out lymphoma.",
@@ -115,9 +122,15 @@ def pathology_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str
     return _join(
         ("CLINICAL HISTORY", f"Mass identified on imaging, biopsy requested. {extras['site']} {extras['hypo']}"),
         ("GROSS DESCRIPTION", extras["gross"]),
-        ("MICROSCOPIC DESCRIPTION", f"{MICROSCOPY[h]} {' '.join(_pick(rng, BIOMARKERS[h], 2))} {_noise(rng, 0, 2, PATHOLOGY_NOISE)}"),
-        ("FINAL DIAGNOSIS", f"{_pick(rng, ('Core needle biopsy', 'Biopsy, site as labeled', 'Resection'))[0]}: "
-         f"{_pick(rng, DIAGNOSES[h])[0]}. {' '.join(_pick(rng, NEGATED_FINDINGS, 2))}"),
+        (
+            "MICROSCOPIC DESCRIPTION",
+            f"{MICROSCOPY[h]} {' '.join(_pick(rng, BIOMARKERS[h], 2))} {_noise(rng, 0, 2, PATHOLOGY_NOISE)}",
+        ),
+        (
+            "FINAL DIAGNOSIS",
+            f"{_pick(rng, ('Core needle biopsy', 'Biopsy, site as labeled', 'Resection'))[0]}: "
+            f"{_pick(rng, DIAGNOSES[h])[0]}. {' '.join(_pick(rng, NEGATED_FINDINGS, 2))}",
+        ),
         ("COMMENT", f"{extras['other']} {_noise(rng, 1, 2, PATHOLOGY_NOISE)}"),
     )
 

@@ -22,12 +22,29 @@ N_BACKGROUND = 300
 UP_LOG2 = 2.0
 MUTATION_RATE = 0.5
 MAF_COLUMNS = (
-    "Hugo_Symbol", "Entrez_Gene_Id", "Tumor_Sample_Barcode", "Variant_Classification", "Variant_Type",
-    "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2", "HGVSp_Short",
+    "Hugo_Symbol",
+    "Entrez_Gene_Id",
+    "Tumor_Sample_Barcode",
+    "Variant_Classification",
+    "Variant_Type",
+    "Chromosome",
+    "Start_Position",
+    "Reference_Allele",
+    "Tumor_Seq_Allele2",
+    "HGVSp_Short",
 )
 CHROMOSOME = {  # real chromosomes of the programme genes; others get a stable pseudo-locus
-    "BRAF": "7", "KRAS": "12", "NRAS": "1", "EGFR": "7", "RET": "10", "KEAP1": "19", "CUL3": "2", "FH": "1",
-    "PIK3CA": "3", "CDKN2A": "9", "ERBB2": "17",
+    "BRAF": "7",
+    "KRAS": "12",
+    "NRAS": "1",
+    "EGFR": "7",
+    "RET": "10",
+    "KEAP1": "19",
+    "CUL3": "2",
+    "FH": "1",
+    "PIK3CA": "3",
+    "CDKN2A": "9",
+    "ERBB2": "17",
 }
 HOTSPOTS = {"BRAF": "p.V600E", "KRAS": "p.G12D", "NRAS": "p.Q61K", "EGFR": "p.L858R", "PIK3CA": "p.H1047R"}
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
@@ -73,7 +90,9 @@ def _protein_change(gene: str, cls: str, rng: np.random.Generator) -> str:
     ref = AMINO[int(rng.integers(len(AMINO)))]
     if cls == "Missense_Mutation":
         return HOTSPOTS.get(gene) or f"p.{ref}{pos}{AMINO[int(rng.integers(len(AMINO)))]}"
-    return {"Nonsense_Mutation": f"p.{ref}{pos}*", "Frame_Shift_Del": f"p.{ref}{pos}fs", "Silent": f"p.{ref}{pos}="}[cls]
+    return {"Nonsense_Mutation": f"p.{ref}{pos}*", "Frame_Shift_Del": f"p.{ref}{pos}fs", "Silent": f"p.{ref}{pos}="}[
+        cls
+    ]
 
 
 def _maf_row(sample: str, gene: str, cls: str, rng: np.random.Generator) -> dict[str, str]:
@@ -81,13 +100,28 @@ def _maf_row(sample: str, gene: str, cls: str, rng: np.random.Generator) -> dict
     start += int(rng.integers(0, 5000))
     ref, alt = rng.choice(list("ACGT"), size=2, replace=False).tolist()
     deletion = cls == "Frame_Shift_Del"
-    return dict(zip(MAF_COLUMNS, (
-        gene, "0", sample, cls, "DEL" if deletion else "SNP", chrom, str(start), ref, "-" if deletion else alt,
-        _protein_change(gene, cls, rng),
-    )))
+    return dict(
+        zip(
+            MAF_COLUMNS,
+            (
+                gene,
+                "0",
+                sample,
+                cls,
+                "DEL" if deletion else "SNP",
+                chrom,
+                str(start),
+                ref,
+                "-" if deletion else alt,
+                _protein_change(gene, cls, rng),
+            ),
+        )
+    )
 
 
-def mutation_rows(sample: str, ctype: CancerType, background: list[str], rng: np.random.Generator) -> list[dict[str, str]]:
+def mutation_rows(
+    sample: str, ctype: CancerType, background: list[str], rng: np.random.Generator
+) -> list[dict[str, str]]:
     """The sample's MAF rows: programme drivers (p≈0.5 each, non-silent) plus 2–4 background ones."""
     rows = [
         _maf_row(sample, gene, str(rng.choice(DRIVER_CLASSES, p=[0.7, 0.15, 0.15])), rng)
@@ -99,7 +133,9 @@ def mutation_rows(sample: str, ctype: CancerType, background: list[str], rng: np
     return rows
 
 
-def write_expression(path: Path, samples: list[str], matrix: np.ndarray, genes: list[str], duplicate: str | None) -> None:
+def write_expression(
+    path: Path, samples: list[str], matrix: np.ndarray, genes: list[str], duplicate: str | None
+) -> None:
     """samples x genes TSV; ``duplicate`` (a gene) is written a second time as the last column, if given."""
     header, values = list(genes), matrix
     if duplicate is not None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
-from clinicmm.encode.cache import EmbeddingCache
 from clinicmm.config import EncodersSpec
+from clinicmm.encode.cache import EmbeddingCache
+from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.ingest.cohort import patient_inputs, series_list
 from clinicmm.keys import Modality
 
@@ -158,7 +158,9 @@ class Featurizer:
         return out, concepts, {"stats": stats, "failures": {}}
 
     # ------------------------------------------------------------------------------------------- omics
-    def omics(self, patients: list[str], expression: pd.DataFrame | None, mutations: pd.DataFrame | None, present: np.ndarray):
+    def omics(
+        self, patients: list[str], expression: pd.DataFrame | None, mutations: pd.DataFrame | None, present: np.ndarray
+    ):
         """Standardised features and linked genes from the fitted preprocessor (rows absent: NaN)."""
         pre = self.preprocessor
         feats = pre.features(expression, mutations, patients).astype(np.float32)
@@ -168,10 +170,17 @@ class Featurizer:
         stats = {"encoded": 0, "cached": 0, "failed": 0, "computed": int(present.sum())}  # no network, nothing to cache
         return feats, genes, {"stats": stats, "failures": {}}
 
-
     # -------------------------------------------------------------------------------------- all at once
-    def encode(self, patients: list[str], series: list, body_parts: list[str], texts: list[list[str]],
-               expression: pd.DataFrame | None, mutations: pd.DataFrame | None, has_omics: np.ndarray) -> EncodedCohort:
+    def encode(
+        self,
+        patients: list[str],
+        series: list,
+        body_parts: list[str],
+        texts: list[list[str]],
+        expression: pd.DataFrame | None,
+        mutations: pd.DataFrame | None,
+        has_omics: np.ndarray,
+    ) -> EncodedCohort:
         """Every modality of these patients; a modality nobody has gets ``None`` vectors, failures carry the row."""
         steps = {
             Modality.IMAGE: (lambda: self.images(series, body_parts)) if any(series) else None,
@@ -214,8 +223,15 @@ def encode_cohort(cohort, featurizer: Featurizer, patients: list[str]) -> Encode
 
     inputs = patient_inputs(cohort, patients)
     has_omics = cohort.manifest.set_index("patient_id").loc[patients, HAS[Modality.OMICS]].to_numpy()
-    encoded = featurizer.encode(patients, inputs["series"], inputs["body_parts"], inputs["texts"],
-                                cohort.expression, cohort.mutations, has_omics)
+    encoded = featurizer.encode(
+        patients,
+        inputs["series"],
+        inputs["body_parts"],
+        inputs["texts"],
+        cohort.expression,
+        cohort.mutations,
+        has_omics,
+    )
     for m, v in encoded.vectors.items():
         if v is None:
             encoded.vectors[m] = np.full((len(patients), 1), np.nan, dtype=np.float32)

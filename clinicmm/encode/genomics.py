@@ -307,6 +307,10 @@ def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
         return None
     unit = spec.genomics.expression.unit if spec.genomics.expression else "normalized"
     train = set(cohort.patients(Split.TRAIN) if patients is None else patients)
-    expr = cohort.expression.loc[[p for p in cohort.expression.index if p in train]] if cohort.expression is not None else None
+    expr = (
+        cohort.expression.loc[[p for p in cohort.expression.index if p in train]]
+        if cohort.expression is not None
+        else None
+    )
     muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
     return GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize).fit(expr, muts)

@@ -115,12 +115,15 @@ def _widen(v: np.ndarray, dim: int) -> np.ndarray:
     if v.shape[1] == dim:
         return v
     if not np.isnan(v).all():
-        raise StageError(f"encode shards disagree on an embedding size ({v.shape[1]} vs {dim}): rerun the encode stage.")
+        raise StageError(
+            f"encode shards disagree on an embedding size ({v.shape[1]} vs {dim}): rerun the encode stage."
+        )
     return np.full((len(v), dim), np.nan, dtype=v.dtype)
 
 
-def encode_sharded(cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int,
-                   barrier: Callable[[], None]):
+def encode_sharded(
+    cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int, barrier: Callable[[], None]
+):
     """This rank's shard, then (rank 0, once every rank passed ``barrier``) the checked merge of all shards;
     ``None`` on the other ranks."""
     encode_shard(cohort, featurizer, patients, folder, key, r, world)

@@ -24,8 +24,12 @@ def probs_and_without(model, items: list, knowledge, dims: Mapping[str, int]):
     from clinicmm.training.fit import predict_proba
 
     full = predict_proba(model, items, knowledge, dims)
-    without = {m: predict_proba(model, items, knowledge, dims, without=m) if any(getattr(p, m) is not None for p in items)
-               else None for m in MODALITY_NAMES}
+    without = {
+        m: predict_proba(model, items, knowledge, dims, without=m)
+        if any(getattr(p, m) is not None for p in items)
+        else None
+        for m in MODALITY_NAMES
+    }
     return full, without
 
 
@@ -53,7 +57,9 @@ def markdown(table: pd.DataFrame, title: str) -> str:
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [str(r["model"]), str(int(r["n"])), _f(r["all"])]
-        cells += [_f(r[f"minus_{m}"]) for m in MODALITY_NAMES] + [_f(r[f"drop_{m}"], signed=True) for m in MODALITY_NAMES]
+        cells += [_f(r[f"minus_{m}"]) for m in MODALITY_NAMES] + [
+            _f(r[f"drop_{m}"], signed=True) for m in MODALITY_NAMES
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -53,12 +53,16 @@ def intervals(y: np.ndarray, probs: np.ndarray, k: int, idx: np.ndarray) -> dict
     return {m: _percentiles(draws[m]) for m in METRICS}
 
 
-def paired_delta(y: np.ndarray, probs: np.ndarray, reference: np.ndarray, k: int, idx: np.ndarray,
-                 metric: str = "macro_f1") -> tuple[float, float, float]:
+def paired_delta(
+    y: np.ndarray, probs: np.ndarray, reference: np.ndarray, k: int, idx: np.ndarray, metric: str = "macro_f1"
+) -> tuple[float, float, float]:
     """``metric(probs) - metric(reference)`` on all patients and its paired 95% interval over ``idx``."""
     point = scores(y, probs, k)[metric] - scores(y, reference, k)[metric]
     y = np.asarray(y)
-    draws = batch_scores(y[idx], np.asarray(probs)[idx], k)[metric] - batch_scores(y[idx], np.asarray(reference)[idx], k)[metric]
+    draws = (
+        batch_scores(y[idx], np.asarray(probs)[idx], k)[metric]
+        - batch_scores(y[idx], np.asarray(reference)[idx], k)[metric]
+    )
     return (point, *_percentiles(draws))
 
 

@@ -33,9 +33,9 @@ import pandas as pd
 
 from clinicmm.config import CompareSpec, WorkflowSpec
 from clinicmm.errors import ConfigError, StageError
-from clinicmm.keys import MODALITY_NAMES, Node, Split
 from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
+from clinicmm.keys import MODALITY_NAMES, Node, Split
 
 log = logging.getLogger("clinicmm")
 
@@ -57,8 +57,14 @@ class CVData:
 
 def label_trained(wf: WorkflowSpec) -> list[str]:
     """The workflow's encoders that were trained on patients' labels (their weights saw the labels of every fold)."""
-    return [key for key, on in (("encoders.image.train", wf.encoders.image.train is not None),
-                                ("encoders.text.lora", wf.encoders.text.lora is not None)) if on]
+    return [
+        key
+        for key, on in (
+            ("encoders.image.train", wf.encoders.image.train is not None),
+            ("encoders.text.lora", wf.encoders.text.lora is not None),
+        )
+        if on
+    ]
 
 
 def refuse_label_trained(wf: WorkflowSpec, what: str) -> None:
@@ -66,18 +72,23 @@ def refuse_label_trained(wf: WorkflowSpec, what: str) -> None:
     split has seen the labels of patients that a fold tests on: refuse, naming the fix, rather than score them."""
     keys = label_trained(wf)
     if keys:
-        raise ConfigError(f"{what} cannot use {' and '.join(keys)}: that encoder was trained on the labels of the "
-                          f"workflow's train split, so its folds would score patients whose labels trained it. "
-                          f"Remove {' and '.join(keys)} from a copy of the workflow for {what} (the frozen encoders "
-                          "are then compared fairly), or evaluate the trained encoder on the test split with "
-                          "`clinicmm run`.")
+        raise ConfigError(
+            f"{what} cannot use {' and '.join(keys)}: that encoder was trained on the labels of the "
+            f"workflow's train split, so its folds would score patients whose labels trained it. "
+            f"Remove {' and '.join(keys)} from a copy of the workflow for {what} (the frozen encoders "
+            "are then compared fairly), or evaluate the trained encoder on the test split with "
+            "`clinicmm run`."
+        )
 
 
 def cv_data(data) -> CVData:
     """Every usable labelled patient of ``data`` (a :class:`~clinicmm.training.data.TrainingData`) with its class index."""
     splits = {s.value for s in Split}
-    labelled = sorted((p, r) for r, p in enumerate(data.encoded.patients)
-                      if data.split.get(p) in splits and isinstance(data.label.get(p), str) and data.label.get(p))
+    labelled = sorted(
+        (p, r)
+        for r, p in enumerate(data.encoded.patients)
+        if data.split.get(p) in splits and isinstance(data.label.get(p), str) and data.label.get(p)
+    )
     classes = sorted({data.label[p] for p, _ in labelled})
     data.kg.ensure_nodes(Node.CANCER, classes)
     y = np.array([classes.index(data.label[p]) for p, _ in labelled], dtype=int)
@@ -86,8 +97,11 @@ def cv_data(data) -> CVData:
 
 def fold_split(data: CVData, fit_rows, val_rows, test_rows):
     """``data.data`` as fold (fit, val, test) sees it: omics preprocessor refitted on the fold's fit patients."""
-    split = {data.patients[i]: s.value for s, rows in ((Split.TRAIN, fit_rows), (Split.VAL, val_rows), (Split.TEST, test_rows))
-             for i in rows}
+    split = {
+        data.patients[i]: s.value
+        for s, rows in ((Split.TRAIN, fit_rows), (Split.VAL, val_rows), (Split.TEST, test_rows))
+        for i in rows
+    }
     return data.data.fold(split, data.classes)
 
 
@@ -98,8 +112,10 @@ def make_folds(y: np.ndarray, classes: list[str], folds: int, seed: int) -> list
     counts = np.bincount(y, minlength=len(classes))
     if len(classes) < 2 or counts.min() < folds:
         small = {c: int(n) for c, n in zip(classes, counts) if n < folds}
-        raise StageError(f"compare needs at least two classes with >= {folds} labelled patients each for {folds} "
-                         f"folds (too few: {small or 'only one class'}); lower --folds (compare.folds) or add patients.")
+        raise StageError(
+            f"compare needs at least two classes with >= {folds} labelled patients each for {folds} "
+            f"folds (too few: {small or 'only one class'}); lower --folds (compare.folds) or add patients."
+        )
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
@@ -167,8 +183,9 @@ def _logreg(data: CVData, fold, train_rows, test_rows, seed: int):
     blocks = [m for m in MODALITY_NAMES if (~np.isnan(v[m][data.rows[train_rows]]).any(axis=1)).any()]
     x = np.concatenate([v[m] for m in blocks], axis=1).astype(np.float64)
     spans = dict(zip(blocks, np.split(np.arange(x.shape[1]), np.cumsum([v[m].shape[1] for m in blocks])[:-1])))
-    clf = make_pipeline(SimpleImputer(add_indicator=True), StandardScaler(),
-                        LogisticRegression(max_iter=2000, random_state=seed))
+    clf = make_pipeline(
+        SimpleImputer(add_indicator=True), StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
+    )
     clf.fit(x[data.rows[train_rows]], data.y[train_rows])
     test = x[data.rows[test_rows]]
     probs = _full_probs(clf, test, len(data.classes))
@@ -189,8 +206,9 @@ def _full_probs(clf, x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def run_cv(data: CVData, models: list[str], baselines: list[str], spec, cmp: CompareSpec, runs=None,
-           progress: bool = True) -> CVResult:
+def run_cv(
+    data: CVData, models: list[str], baselines: list[str], spec, cmp: CompareSpec, runs=None, progress: bool = True
+) -> CVResult:
     """Every model and baseline on the same folds; ``runs`` (see :class:`CompareRuns`) logs each model x fold."""
     from tqdm.auto import tqdm
 
@@ -200,9 +218,14 @@ def run_cv(data: CVData, models: list[str], baselines: list[str], spec, cmp: Com
     folds = make_folds(data.y, data.classes, cmp.folds, cmp.seed)
     names = list(models) + list(baselines)
     present = {m: data.encoded.has(m)[data.rows] for m in MODALITY_NAMES}
-    res = CVResult(data.classes, data.y, np.full(len(data.y), -1), present,
-                   {n: np.full((len(data.y), len(data.classes)), np.nan) for n in names},
-                   {n: {m: None for m in MODALITY_NAMES} for n in names})
+    res = CVResult(
+        data.classes,
+        data.y,
+        np.full(len(data.y), -1),
+        present,
+        {n: np.full((len(data.y), len(data.classes)), np.nan) for n in names},
+        {n: {m: None for m in MODALITY_NAMES} for n in names},
+    )
     bar = tqdm(total=len(folds) * len(names), desc="compare", disable=not progress)
     for k, (train, test) in enumerate(folds):
         res.fold[test] = k
@@ -217,10 +240,14 @@ def run_cv(data: CVData, models: list[str], baselines: list[str], spec, cmp: Com
                     history = []
                 else:
                     probs, without, model, history = _neural(name, data, fold, fit_rows, val_rows, test, spec, run)
-                metrics = {m: v for m, v in classification_metrics(data.y[test], probs, data.classes).items()
-                           if m in METRICS}
-                metrics |= {f"macro_f1_{m}": v for m, v in ablation_row(data.y[test], probs, without).items()
-                            if m.startswith("minus_") and v == v}
+                metrics = {
+                    m: v for m, v in classification_metrics(data.y[test], probs, data.classes).items() if m in METRICS
+                }
+                metrics |= {
+                    f"macro_f1_{m}": v
+                    for m, v in ablation_row(data.y[test], probs, without).items()
+                    if m.startswith("minus_") and v == v
+                }
                 runs.done(run, name, k, model, history, metrics)
             res.probs[name][test] = probs
             for m, p in without.items():  # no test patient of this fold has m: removing it changes nothing
@@ -240,8 +267,10 @@ def reference_model(names: list[str], cmp: CompareSpec) -> str:
     """The model every other one is compared against (``compare.reference``, else logreg, concat, the first)."""
     if cmp.reference is not None:
         if cmp.reference not in names:
-            raise ConfigError(f"compare.reference {cmp.reference!r} is not among the compared models {names}; "
-                              "name one of them or leave it out.")
+            raise ConfigError(
+                f"compare.reference {cmp.reference!r} is not among the compared models {names}; "
+                "name one of them or leave it out."
+            )
         return cmp.reference
     return next((n for n in ("logreg", "concat") if n in names), names[0])
 
@@ -258,8 +287,13 @@ def summarise(res: CVResult, cmp: CompareSpec, reference: str) -> pd.DataFrame:
         row = {"model": name, "folds": len(per_fold), "n": len(res.y)}
         pooled, ci = bootstrap.scores(res.y, probs, k), bootstrap.intervals(res.y, probs, k, idx)
         for m in METRICS:
-            row |= {f"{m}_mean": per_fold[m].mean(), f"{m}_sd": per_fold[m].std(ddof=1), f"{m}_pooled": pooled[m],
-                    f"{m}_ci_low": ci[m][0], f"{m}_ci_high": ci[m][1]}
+            row |= {
+                f"{m}_mean": per_fold[m].mean(),
+                f"{m}_sd": per_fold[m].std(ddof=1),
+                f"{m}_pooled": pooled[m],
+                f"{m}_ci_low": ci[m][0],
+                f"{m}_ci_high": ci[m][1],
+            }
         delta = bootstrap.paired_delta(res.y, probs, res.probs[reference], k, idx)
         row |= {"reference": reference, "delta_macro_f1": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2]}
         rows.append(row)
@@ -278,15 +312,31 @@ def ablation_table(res: CVResult) -> pd.DataFrame:
 def table_markdown(table: pd.DataFrame, folds: int, b: int) -> str:
     """The comparison table as markdown (mean ± sd over folds; pooled estimate [95% CI]; paired delta)."""
     ref = table["reference"].iloc[0]
-    head = ["model", "macro-F1", "accuracy", "AUROC", "pooled macro-F1 [95% CI]", "pooled accuracy [95% CI]",
-            "pooled AUROC [95% CI]", f"Δ macro-F1 vs {ref} [95% CI]"]
-    lines = [f"### {folds}-fold stratified CV (n={int(table['n'].iloc[0])}): mean ± sd over folds; pooled "
-             f"out-of-fold with {b} bootstrap resamples", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "model",
+        "macro-F1",
+        "accuracy",
+        "AUROC",
+        "pooled macro-F1 [95% CI]",
+        "pooled accuracy [95% CI]",
+        "pooled AUROC [95% CI]",
+        f"Δ macro-F1 vs {ref} [95% CI]",
+    ]
+    lines = [
+        f"### {folds}-fold stratified CV (n={int(table['n'].iloc[0])}): mean ± sd over folds; pooled "
+        f"out-of-fold with {b} bootstrap resamples",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for _, r in table.iterrows():
         cells = [r["model"]] + [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_sd']:.3f}" for m in METRICS]
         cells += [f"{r[f'{m}_pooled']:.3f} [{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]" for m in METRICS]
-        cells.append("–" if r["model"] == ref else
-                     f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]")
+        cells.append(
+            "–"
+            if r["model"] == ref
+            else f"{r['delta_macro_f1']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -341,11 +391,10 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
 
     ``data``: the workflow's :class:`~clinicmm.training.data.TrainingData` (loaded when not given; ingest and encode
     must have run: :func:`clinicmm.pipeline.run.compare` runs them first when they are stale)."""
-    from clinicmm.training.data import TrainingData
-
     import mlflow
 
     from clinicmm.tracking.compare_plots import ablation_png, cv_bars_png
+    from clinicmm.training.data import TrainingData
 
     cmp = wf.compare if folds is None else wf.compare.model_copy(update={"folds": folds})
     if folds is not None:
@@ -368,11 +417,27 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
         ablation_png(ablation, MODALITY_NAMES, out / "ablation.png")
         _write_oof(res, data, out / "oof.parquet")
-        for name in ("table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"):
+        for name in (
+            "table.csv",
+            "table.md",
+            "ablation.csv",
+            "ablation.md",
+            "folds.csv",
+            "compare.png",
+            "ablation.png",
+        ):
             mlflow.log_artifact(str(out / name), "compare")
-        mlflow.log_metrics({f"cv_{m}.{r['model']}": r[f"{m}_pooled"] for _, r in table.iterrows() for m in METRICS
-                            if r[f"{m}_pooled"] == r[f"{m}_pooled"]})
-        result = CompareResult(table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference)
+        mlflow.log_metrics(
+            {
+                f"cv_{m}.{r['model']}": r[f"{m}_pooled"]
+                for _, r in table.iterrows()
+                for m in METRICS
+                if r[f"{m}_pooled"] == r[f"{m}_pooled"]
+            }
+        )
+        result = CompareResult(
+            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference
+        )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result
 
@@ -391,15 +456,21 @@ class CompareResult:
     reference: str
 
     def summary(self) -> dict:
-        return {"parent_run": self.parent_run, "folds": self.folds, "patients": self.patients, "classes": self.classes,
-                "reference": self.reference}
+        return {
+            "parent_run": self.parent_run,
+            "folds": self.folds,
+            "patients": self.patients,
+            "classes": self.classes,
+            "reference": self.reference,
+        }
 
 
 def _ablation_md(ablation: pd.DataFrame, folds: int) -> str:
     from clinicmm.evaluation.ablation import markdown
 
-    return markdown(ablation, f"Missing modalities: pooled out-of-fold macro-F1 over {folds} folds "
-                              f"(n={int(ablation['n'].iloc[0])})")
+    return markdown(
+        ablation, f"Missing modalities: pooled out-of-fold macro-F1 over {folds} folds (n={int(ablation['n'].iloc[0])})"
+    )
 
 
 def _write_oof(res: CVResult, data: CVData, path: Path) -> None:

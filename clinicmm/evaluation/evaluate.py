@@ -19,8 +19,18 @@ from clinicmm.errors import StageError
 from clinicmm.files import atomic_write_bytes
 from clinicmm.keys import Col, Split
 
-RESULT_COLUMNS = ("macro_f1", "accuracy", "auroc_ovr", "ece", "ece_uncalibrated", "coverage_target", "coverage",
-                  "mean_set_size", "abstention_rate", "accuracy_non_abstained")
+RESULT_COLUMNS = (
+    "macro_f1",
+    "accuracy",
+    "auroc_ovr",
+    "ece",
+    "ece_uncalibrated",
+    "coverage_target",
+    "coverage",
+    "mean_set_size",
+    "abstention_rate",
+    "accuracy_non_abstained",
+)
 
 
 def bundle_dir(wf: WorkflowSpec, name: str) -> Path:
@@ -44,13 +54,17 @@ def evaluate_model(wf: WorkflowSpec, data, name: str, out: Path) -> tuple[dict[s
 
     bundle = ModelBundle.load(bundle_dir(wf, name))
     items, y = data.items(Split.TEST, bundle.scaler)
-    raw, without = probs_and_without(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
+    raw, without = probs_and_without(
+        bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors)
+    )
     probs = bundle.calibration.apply(raw)  # what the registered model serves
     metrics = classification_metrics(y, probs, bundle.classes) | {"ece": expected_calibration_error(probs, y)}
     metrics |= {"ece_uncalibrated": expected_calibration_error(raw, y)} | bundle.calibration.test_metrics(probs, y)
     title = f"{name}: test split (n={len(y)})"
     pngs = [
-        confusion_png(confusion(y, probs.argmax(1), len(bundle.classes)), bundle.classes, title, out / f"confusion_{name}.png"),
+        confusion_png(
+            confusion(y, probs.argmax(1), len(bundle.classes)), bundle.classes, title, out / f"confusion_{name}.png"
+        ),
         roc_png(y, probs, bundle.classes, title, out / f"roc_{name}.png"),
         reliability_png(raw, y, f"{title}, uncalibrated", out / f"reliability_uncalibrated_{name}.png"),
         reliability_png(probs, y, f"{title}, T={bundle.calibration.temperature:.2f}", out / f"reliability_{name}.png"),

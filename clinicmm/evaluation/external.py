@@ -27,6 +27,7 @@ log = logging.getLogger("clinicmm")
 
 def _tagged(cohort, tag: str):
     """The usable part of a cohort with patient ids prefixed by ``tag`` and every patient in split ``tag``."""
+
     def prefix(table):
         if table is None or table.empty:
             return None
@@ -46,10 +47,19 @@ def overlap_leaks(internal, external) -> tuple[list[Leak], list[str]]:
     tables = {n: [getattr(c, n) for c in parts if getattr(c, n) is not None] for n in ("manifest", "series", "notes")}
     both = Cohort(**{n: pd.concat(t, ignore_index=True) if t else None for n, t in tables.items()})
     split_of = split_of_patients(both)
-    ids = [{normal_id(str(p)) for p in c.manifest.loc[c.manifest[Col.STATUS] == Status.OK, Col.PATIENT]} for c in (internal, external)]
+    ids = [
+        {normal_id(str(p)) for p in c.manifest.loc[c.manifest[Col.STATUS] == Status.OK, Col.PATIENT]}
+        for c in (internal, external)
+    ]
     shared = ids[0] & ids[1]
-    notes = [f"{len(shared)} patient id(s) of the external dataset also occur in the internal one (ids only; images "
-             "and notes were checked and differ)"] if shared else []
+    notes = (
+        [
+            f"{len(shared)} patient id(s) of the external dataset also occur in the internal one (ids only; images "
+            "and notes were checked and differ)"
+        ]
+        if shared
+        else []
+    )
     return image_leaks(both, split_of) + note_leaks(both, split_of), notes
 
 
@@ -73,30 +83,38 @@ def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[
     from clinicmm.training.calibration import expected_calibration_error
     from clinicmm.training.metrics import classification_metrics, confusion
 
-    classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
+    classes = [c[len("prob_") :] for c in preds.columns if c.startswith("prob_")]
     scored = preds[preds["status"] == "scored"]
     truth = scored["patient_id"].map(labels)
     known = truth.isin(classes)
     y = np.array([classes.index(t) for t in truth[known]])
     probs = np.array(scored.loc[known, [f"prob_{c}" for c in classes]].to_numpy(dtype=float))  # writable, for torch
-    counts = {"n_patients": float(len(preds)), "n_scored": float(len(scored)), "n_evaluated": float(len(y)),
-              "n_label_unknown_to_model": float((~known).sum())}
+    counts = {
+        "n_patients": float(len(preds)),
+        "n_scored": float(len(scored)),
+        "n_evaluated": float(len(y)),
+        "n_label_unknown_to_model": float((~known).sum()),
+    }
     if len(y) == 0:
-        raise StageError("external dataset: no scored patient has a label the model knows "
-                         f"(model classes: {', '.join(classes)}); check labels.label_column and the label codes.")
+        raise StageError(
+            "external dataset: no scored patient has a label the model knows "
+            f"(model classes: {', '.join(classes)}); check labels.label_column and the label codes."
+        )
     metrics = classification_metrics(y, probs, classes) | {"ece": expected_calibration_error(probs, y)}
     return counts | metrics, confusion(y, probs.argmax(1), len(classes)), classes
 
 
 def evaluate_external(wf, dataset_path: Path, model_uri: str | None = None) -> dict:
     """Score a labelled second dataset with a registered model; write and log the results apart."""
-    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.config import load_dataset
+    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.tracking.plots import confusion_png
 
     spec = load_dataset(dataset_path)
     if spec.labels is None:
-        raise ConfigError(f"{dataset_path}: external validation needs labels; add a 'labels' section (or use `clinicmm predict`).")
+        raise ConfigError(
+            f"{dataset_path}: external validation needs labels; add a 'labels' section (or use `clinicmm predict`)."
+        )
     model_uri = model_uri or f"models:/{wf.tracking.registered_model}@{wf.tracking.alias}"
     cohort = build_cohort(spec, split=False)
     notes = _check_overlap(wf, cohort)
@@ -126,8 +144,14 @@ def _log(wf, name: str, model_uri: str, metrics: dict[str, float], files: list[P
     from clinicmm.tracking.setup import configure, experiment_id
 
     exp = experiment_id(wf.tracking.experiment, configure(wf.tracking))
-    tags = {"clinicmm.evaluation": "external", "clinicmm.stage": "external", "clinicmm.version": __version__,
-            "clinicmm.model_uri": model_uri, "clinicmm.external_dataset": name, "clinicmm.dataset_digest": dataset_digest(cohort)}
+    tags = {
+        "clinicmm.evaluation": "external",
+        "clinicmm.stage": "external",
+        "clinicmm.version": __version__,
+        "clinicmm.model_uri": model_uri,
+        "clinicmm.external_dataset": name,
+        "clinicmm.dataset_digest": dataset_digest(cohort),
+    }
     with mlflow.start_run(experiment_id=exp, run_name=f"external: {name}", tags=tags) as run:
         mlflow.log_metrics({f"external_{k}": v for k, v in metrics.items() if v == v})
         for f in files:

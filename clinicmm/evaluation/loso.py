@@ -27,7 +27,9 @@ def fold_data(data, fold: pd.DataFrame):
 
 def _unseen(data) -> int:
     """Test patients whose label the fold's train split lacks (left out of the scores)."""
-    return sum(1 for p in data.encoded.patients if data.split.get(p) == Split.TEST and data.label.get(p) not in data.classes)
+    return sum(
+        1 for p in data.encoded.patients if data.split.get(p) == Split.TEST and data.label.get(p) not in data.classes
+    )
 
 
 def _one_fold(site: str, data, progress: bool) -> list[dict]:
@@ -41,8 +43,17 @@ def _one_fold(site: str, data, progress: bool) -> list[dict]:
         test, yte = data.items(Split.TEST, fitted.scaler)
         probs = predict_proba(fitted.model, test, fitted.hetero, fitted.dims)
         metrics = classification_metrics(yte, probs, data.classes) if te else {}
-        out.append({"site": site, "model": name, "n_train": len(tr), "n_val": len(va), "n_test": len(te), "n_test_label_unseen": unknown,
-                    **{k: metrics.get(k, float("nan")) for k in ("accuracy", "macro_f1", "auroc_ovr")}})
+        out.append(
+            {
+                "site": site,
+                "model": name,
+                "n_train": len(tr),
+                "n_val": len(va),
+                "n_test": len(te),
+                "n_test_label_unseen": unknown,
+                **{k: metrics.get(k, float("nan")) for k in ("accuracy", "macro_f1", "auroc_ovr")},
+            }
+        )
         log.info("leave-one-site-out %s, %s: macro-F1 %.3f on %d patients", site, name, out[-1]["macro_f1"], len(te))
     return out
 
@@ -60,7 +71,11 @@ def leave_one_site_out(wf, progress: bool = False, data=None) -> pd.DataFrame:
     refuse_label_trained(wf, "leave-one-site-out")
     spec = load_dataset(wf.dataset_path)
     data = data if data is not None else TrainingData(wf)
-    rows = [r for site, fold in site_folds(spec, data.cohort.manifest) for r in _one_fold(site, fold_data(data, fold), progress)]
+    rows = [
+        r
+        for site, fold in site_folds(spec, data.cohort.manifest)
+        for r in _one_fold(site, fold_data(data, fold), progress)
+    ]
     table = pd.DataFrame(rows)
     out = wf.work / "evaluate" / "sites"
     out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +83,13 @@ def leave_one_site_out(wf, progress: bool = False, data=None) -> pd.DataFrame:
     (out / "leave_one_site_out.md").write_text(table_markdown(table, list(table.columns)))
     metrics = {f"{r.model}.site_{r.site}.macro_f1": r.macro_f1 for r in table.itertuples()}
     metrics |= {f"{m}.mean_site_macro_f1": v for m, v in table.groupby("model")["macro_f1"].mean().items()}
-    runs.log_stage(wf, "leave_one_site_out", metrics, {"site_column": spec.labels.site_column, "sites": table["site"].nunique()},
-                   files={"sites": [out / "leave_one_site_out.csv", out / "leave_one_site_out.md"]})
+    runs.log_stage(
+        wf,
+        "leave_one_site_out",
+        metrics,
+        {"site_column": spec.labels.site_column, "sites": table["site"].nunique()},
+        files={"sites": [out / "leave_one_site_out.csv", out / "leave_one_site_out.md"]},
+    )
     return table
 
 

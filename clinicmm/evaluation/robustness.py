@@ -223,8 +223,17 @@ def robustness_table(data, names: list[str], seed: int = 0) -> pd.DataFrame:
         base = score(versions["clean"][1])
         for name, (modality, encoded) in versions.items():
             m = base if name == "clean" else score(encoded, removed(name))
-            rows.append({"perturbation": name, "modality": modality, "model": model, "n_test": len(encoded.patients),
-                         **m, "accuracy_drop": base["accuracy"] - m["accuracy"], "macro_f1_drop": base["macro_f1"] - m["macro_f1"]})
+            rows.append(
+                {
+                    "perturbation": name,
+                    "modality": modality,
+                    "model": model,
+                    "n_test": len(encoded.patients),
+                    **m,
+                    "accuracy_drop": base["accuracy"] - m["accuracy"],
+                    "macro_f1_drop": base["macro_f1"] - m["macro_f1"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -235,12 +244,15 @@ def check_names(names: list[str] | None) -> list[str]:
     names = list(PERTURBATIONS) if not names else names
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
-        raise ConfigError(f"unknown perturbation(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(PERTURBATIONS)}")
+        raise ConfigError(
+            f"unknown perturbation(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(PERTURBATIONS)}"
+        )
     return names
 
 
 def table_markdown(table: pd.DataFrame, cols: list[str]) -> str:
     """A Markdown table of ``cols`` (floats to 3 decimals)."""
+
     def cell(v) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -250,7 +262,9 @@ def table_markdown(table: pd.DataFrame, cols: list[str]) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    return table_markdown(table, ["perturbation", "model", "n_test", "accuracy", "macro_f1", "accuracy_drop", "macro_f1_drop"])
+    return table_markdown(
+        table, ["perturbation", "model", "n_test", "accuracy", "macro_f1", "accuracy_drop", "macro_f1_drop"]
+    )
 
 
 def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -272,10 +286,12 @@ def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) 
 
 def drop_png(table: pd.DataFrame, path: Path) -> Path:
     """Heatmap of the macro-F1 drop: perturbations down, models across."""
-    from clinicmm.tracking.plots import subplots, save_figure
+    from clinicmm.tracking.plots import save_figure, subplots
 
     grid = table[table["perturbation"] != "clean"].pivot(index="perturbation", columns="model", values="macro_f1_drop")
-    grid = grid.reindex(index=[p for p in PERTURBATIONS if p in grid.index], columns=list(dict.fromkeys(table["model"])))
+    grid = grid.reindex(
+        index=[p for p in PERTURBATIONS if p in grid.index], columns=list(dict.fromkeys(table["model"]))
+    )
     fig, ax = subplots(figsize=(2.4 + 0.9 * grid.shape[1], 1.2 + 0.45 * max(grid.shape[0], 1)))
     limit = max(float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 0.0, 0.05)
     ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
@@ -292,9 +308,29 @@ def _log(wf, table: pd.DataFrame, out: Path, names: list[str], seed: int) -> Non
     """A 'robustness' child run of the workflow's run: the drops as metrics, the table and heatmap as files."""
     from clinicmm.tracking import runs
 
-    metrics = {f"{r.model}.{r.perturbation}.macro_f1_drop": r.macro_f1_drop for r in table.itertuples() if r.perturbation != "clean"}
-    metrics |= {f"{r.model}.{r.perturbation}.accuracy_drop": r.accuracy_drop for r in table.itertuples() if r.perturbation != "clean"}
-    params = {"perturbations": ",".join(names), "seed": seed, "noise_std": NOISE_STD, "shift": SHIFT,
-              "note_section_drop": DROP_SHARE, "gene_mask": MASK_SHARE}
-    runs.log_stage(wf, "robustness", metrics, params, tags={"clinicmm.evaluation": "robustness"},
-                   files={"robustness": [out / name for name in ("robustness.csv", "robustness.md", "robustness.png")]})
+    metrics = {
+        f"{r.model}.{r.perturbation}.macro_f1_drop": r.macro_f1_drop
+        for r in table.itertuples()
+        if r.perturbation != "clean"
+    }
+    metrics |= {
+        f"{r.model}.{r.perturbation}.accuracy_drop": r.accuracy_drop
+        for r in table.itertuples()
+        if r.perturbation != "clean"
+    }
+    params = {
+        "perturbations": ",".join(names),
+        "seed": seed,
+        "noise_std": NOISE_STD,
+        "shift": SHIFT,
+        "note_section_drop": DROP_SHARE,
+        "gene_mask": MASK_SHARE,
+    }
+    runs.log_stage(
+        wf,
+        "robustness",
+        metrics,
+        params,
+        tags={"clinicmm.evaluation": "robustness"},
+        files={"robustness": [out / name for name in ("robustness.csv", "robustness.md", "robustness.png")]},
+    )

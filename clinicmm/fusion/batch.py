@@ -103,8 +103,9 @@ def check_knowledge(knowledge: HeteroData) -> None:
     missing = [t for t in names if t not in knowledge.node_types or knowledge[t].num_nodes is None]
     extra = sorted(set(knowledge.node_types) - set(names))
     if missing or extra:
-        raise ValueError(f"Expected knowledge node types {names}, each with num_nodes "
-                         f"(missing {missing}, extra {extra})")
+        raise ValueError(
+            f"Expected knowledge node types {names}, each with num_nodes (missing {missing}, extra {extra})"
+        )
     unknown = sorted(set(knowledge.edge_types) - set(knowledge_edge_types()))
     if unknown:
         raise ValueError(f"Expected knowledge edge types among {knowledge_edge_types()} (got unknown {unknown})")
@@ -138,8 +139,10 @@ def _check_drop(drop: Mapping[str, np.ndarray] | None, size: int) -> dict[str, n
     for key, mask in (drop or {}).items():
         arr = np.asarray(mask)
         if str(key) not in names or arr.shape != (size,) or arr.dtype != bool:
-            raise ValueError(f"Expected drop[{str(key)!r}] a bool mask of shape ({size},) for a modality in {names} "
-                             f"(got dtype {arr.dtype}, shape {arr.shape})")
+            raise ValueError(
+                f"Expected drop[{str(key)!r}] a bool mask of shape ({size},) for a modality in {names} "
+                f"(got dtype {arr.dtype}, shape {arr.shape})"
+            )
         masks[str(key)] = arr
     return masks
 
@@ -150,21 +153,26 @@ def _vector(p: PatientEvidence, modality: str, dim: int, row: int) -> np.ndarray
         return None
     arr = np.asarray(value, dtype=np.float32)
     if arr.shape != (dim,) or not np.isfinite(arr).all():
-        raise ValueError(f"Expected a finite {modality} embedding of shape ({dim},) for patient {row} of the batch "
-                         f"(got shape {arr.shape}{'' if np.isfinite(arr).all() else ' with non-finite values'})")
+        raise ValueError(
+            f"Expected a finite {modality} embedding of shape ({dim},) for patient {row} of the batch "
+            f"(got shape {arr.shape}{'' if np.isfinite(arr).all() else ' with non-finite values'})"
+        )
     return arr
 
 
 def _links(p: PatientEvidence, modality: str, num_targets: int, row: int) -> list[int]:
     idx = sorted({int(i) for i in getattr(p, LINK_FIELD[modality])})
     if idx and (idx[0] < 0 or idx[-1] >= num_targets):
-        raise ValueError(f"Expected {LINK_FIELD[modality]} of patient {row} of the batch in [0, {num_targets}) "
-                         f"(got {idx[0] if idx[0] < 0 else idx[-1]})")
+        raise ValueError(
+            f"Expected {LINK_FIELD[modality]} of patient {row} of the batch in [0, {num_targets}) "
+            f"(got {idx[0] if idx[0] < 0 else idx[-1]})"
+        )
     return idx
 
 
-def _add_modality(out: HeteroData, patients: Sequence[PatientEvidence], modality: str, dim: int,
-                  dropped: np.ndarray) -> None:
+def _add_modality(
+    out: HeteroData, patients: Sequence[PatientEvidence], modality: str, dim: int, dropped: np.ndarray
+) -> None:
     """Add one modality's evidence nodes, their edges, the dense view and the presence column."""
     node = EVIDENCE_NODE[modality].value
     rel, target = EVIDENCE_LINKS[modality]
@@ -193,8 +201,12 @@ def set_edges(out: HeteroData, edge_type: tuple[str, str, str], edge_index: torc
     out[reverse(edge_type)].edge_index = edge_index.view(2, -1).flip(0)
 
 
-def build_batch(knowledge: HeteroData, patients: Sequence[PatientEvidence], dims: Mapping[str, int],
-                drop: Mapping[str, np.ndarray] | None = None) -> HeteroData:
+def build_batch(
+    knowledge: HeteroData,
+    patients: Sequence[PatientEvidence],
+    dims: Mapping[str, int],
+    drop: Mapping[str, np.ndarray] | None = None,
+) -> HeteroData:
     """The knowledge graph plus ``patients`` as patient/evidence nodes; ``drop`` masks remove modalities (training).
 
     Patient store: ``num_nodes`` B, ``y`` (B,) long (-1 = unknown), ``x_<modality>`` (B, dim) float32 with zeros
@@ -203,8 +215,10 @@ def build_batch(knowledge: HeteroData, patients: Sequence[PatientEvidence], dims
     dims = check_dims(dims)
     check_knowledge(knowledge)
     if not patients or not all(isinstance(p, PatientEvidence) for p in patients):
-        raise ValueError(f"Expected a non-empty list of PatientEvidence (got {type(patients).__name__} "
-                         f"of {len(patients) if hasattr(patients, '__len__') else '?'} items)")
+        raise ValueError(
+            f"Expected a non-empty list of PatientEvidence (got {type(patients).__name__} "
+            f"of {len(patients) if hasattr(patients, '__len__') else '?'} items)"
+        )
     masks = _check_drop(drop, len(patients))
     out = _copy_knowledge(knowledge)
     out[PATIENT].num_nodes = len(patients)
@@ -253,8 +267,9 @@ def dropout_masks(patients: Sequence[PatientEvidence], p: float, rng: np.random.
     return {m: drop[:, i].copy() for i, m in enumerate(names)}
 
 
-def collate(knowledge: HeteroData, dims: Mapping[str, int], modality_dropout: float = 0.0,
-            seed: int | None = None) -> Callable[[list[PatientEvidence]], HeteroData]:
+def collate(
+    knowledge: HeteroData, dims: Mapping[str, int], modality_dropout: float = 0.0, seed: int | None = None
+) -> Callable[[list[PatientEvidence]], HeteroData]:
     """A DataLoader ``collate_fn`` turning a list of PatientEvidence into a batch (with modality dropout if > 0)."""
     dims = check_dims(dims)
     check_knowledge(knowledge)

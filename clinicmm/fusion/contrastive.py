@@ -48,8 +48,9 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
     """Symmetric InfoNCE of paired rows ``a[i] <-> b[i]`` ((N, d) each, N >= 2): row i of ``a`` should be most
     similar to row i of ``b`` among all rows of ``b``, and vice versa."""
     if a.dim() != 2 or a.shape != b.shape or a.size(0) < 2:
-        raise ValueError(f"Expected two (N, d) tensors of the same shape with N >= 2 (got {tuple(a.shape)}, "
-                         f"{tuple(b.shape)})")
+        raise ValueError(
+            f"Expected two (N, d) tensors of the same shape with N >= 2 (got {tuple(a.shape)}, {tuple(b.shape)})"
+        )
     if not temperature > 0:
         raise ValueError(f"Expected a positive temperature (got {temperature!r})")
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature

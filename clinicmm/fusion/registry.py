@@ -21,8 +21,9 @@ Factory = Callable[..., "nn.Module"]
 
 
 def _single(modality: str) -> Factory:
-    def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-              dropout: float) -> nn.Module:
+    def build(
+        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+    ) -> nn.Module:
         from clinicmm.fusion.models.single import SingleModalityModel
 
         return SingleModalityModel(modality, dims, n_classes, hidden=hidden, dropout=dropout)
@@ -31,8 +32,9 @@ def _single(modality: str) -> Factory:
     return build
 
 
-def _concat(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-            dropout: float) -> nn.Module:
+def _concat(
+    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+) -> nn.Module:
     """Concatenation fusion of the three modality embeddings."""
     from clinicmm.fusion.models.concat import ConcatFusion
 
@@ -42,8 +44,9 @@ def _concat(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, clas
 def _graph(model: str) -> Factory:
     """Factory of a knowledge-graph fusion model; node counts come from ``knowledge``, metadata from the schema."""
 
-    def build(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-              dropout: float) -> nn.Module:
+    def build(
+        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+    ) -> nn.Module:
         from clinicmm.fusion.batch import check_knowledge, schema
         from clinicmm.fusion.models.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
         from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
@@ -57,8 +60,9 @@ def _graph(model: str) -> Factory:
     return build
 
 
-def _attention(dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int,
-               dropout: float) -> nn.Module:
+def _attention(
+    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+) -> nn.Module:
     """Attention-weighted fusion of the three modality embeddings."""
     from clinicmm.fusion.models.attention import AttentionFusion
 
@@ -76,8 +80,15 @@ MODELS: dict[Model, Factory] = {
 }
 
 
-def build_model(name: str, dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor,
-                hidden: int = 64, dropout: float = 0.2) -> nn.Module:
+def build_model(
+    name: str,
+    dims: Mapping[str, int],
+    n_classes: int,
+    knowledge: HeteroData,
+    class_nodes: Tensor,
+    hidden: int = 64,
+    dropout: float = 0.2,
+) -> nn.Module:
     """Build the model registered as ``name``; ``ModelError`` lists the valid names for an unknown one."""
     if name not in MODELS:
         raise ModelError(f"Unknown fusion model {name!r}; valid names: {', '.join(MODELS)}")

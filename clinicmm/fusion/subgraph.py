@@ -76,8 +76,10 @@ def _in_edges(edge_index: Tensor, num_dst: int) -> _InEdges:
     key = id(edge_index)
     hit = _INDEX.get(key)
     if hit is None or hit[0]() is not edge_index:
-        hit = _INDEX[key] = (weakref.ref(edge_index, lambda _, key=key: _INDEX.pop(key, None)),
-                             _InEdges(edge_index, num_dst))
+        hit = _INDEX[key] = (
+            weakref.ref(edge_index, lambda _, key=key: _INDEX.pop(key, None)),
+            _InEdges(edge_index, num_dst),
+        )
     return hit[1]
 
 
@@ -85,8 +87,9 @@ def _is_knowledge(edge_type: EdgeType) -> bool:
     return edge_type[0] in KNOWLEDGE_TYPES and edge_type[2] in KNOWLEDGE_TYPES
 
 
-def _walk(batch: HeteroData, plan: Plan, seeds: Mapping[str, Tensor],
-          num_neighbors: int | None) -> tuple[dict[str, Tensor], dict[EdgeType, Tensor]]:
+def _walk(
+    batch: HeteroData, plan: Plan, seeds: Mapping[str, Tensor], num_neighbors: int | None
+) -> tuple[dict[str, Tensor], dict[EdgeType, Tensor]]:
     """Node masks of the receptive field, and the knowledge edges kept per relation (ids into its edge_index)."""
     device = batch[PATIENT].y.device
     needed = {t: torch.zeros(int(batch[t].num_nodes), dtype=torch.bool, device=device) for t in batch.node_types}
@@ -125,8 +128,9 @@ def receptive_field(batch: HeteroData, plan: Plan, seeds: Mapping[str, Tensor]) 
     return _walk(batch, plan, seeds, None)[0]
 
 
-def restrict(batch: HeteroData, plan: Plan, class_nodes: Tensor,
-             num_neighbors: int | None = None) -> tuple[HeteroData, Tensor]:
+def restrict(
+    batch: HeteroData, plan: Plan, class_nodes: Tensor, num_neighbors: int | None = None
+) -> tuple[HeteroData, Tensor]:
     """``batch`` cut to the receptive field of its patients and ``class_nodes``, and the class nodes' new indices.
 
     Patient and evidence nodes are kept whole (they are the batch); knowledge nodes keep their ``node_id`` (the
@@ -164,6 +168,7 @@ def restrict(batch: HeteroData, plan: Plan, class_nodes: Tensor,
             if key != "edge_index":
                 sub[et][key] = value[columns] if isinstance(value, Tensor) and store.is_edge_attr(key) else value
         cut = edge_index[:, columns]
-        sub[et].edge_index = torch.stack([position[src][cut[0]] if src in position else cut[0],
-                                          position[dst][cut[1]] if dst in position else cut[1]])
+        sub[et].edge_index = torch.stack(
+            [position[src][cut[0]] if src in position else cut[0], position[dst][cut[1]] if dst in position else cut[1]]
+        )
     return sub, position[CANCER][class_nodes]

@@ -134,10 +134,16 @@ def _present(tables: dict[str, pd.DataFrame | None]) -> dict[Modality, set[str]]
     mutations = tables["mutations"]
     if mutations is not None and tables["expression"] is None:
         omics = ok_patients(mutations)
-    return {Modality.IMAGE: ok_patients(tables["series"]), Modality.NOTE: ok_patients(tables["notes"]), Modality.OMICS: omics}
+    return {
+        Modality.IMAGE: ok_patients(tables["series"]),
+        Modality.NOTE: ok_patients(tables["notes"]),
+        Modality.OMICS: omics,
+    }
 
 
-def link(labels: dict[str, str], present: dict[Modality, set[str]], labels_file: str = "labels") -> tuple[pd.DataFrame, list[dict]]:
+def link(
+    labels: dict[str, str], present: dict[Modality, set[str]], labels_file: str = "labels"
+) -> tuple[pd.DataFrame, list[dict]]:
     """One manifest row per patient seen anywhere; status says whether it can be used."""
     patients = sorted(set(labels).union(*present.values()))
     rows, skipped = [], []
@@ -194,7 +200,12 @@ def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFra
     labels, skipped = read_labels(spec, labels_table)
     tables = read_modalities(spec)
     notes_issues = _select_notes(spec, tables["notes"], labels_table)
-    for modality, name in ((Modality.IMAGE, "series"), (Modality.NOTE, "notes"), (Modality.OMICS, "samples"), (Modality.OMICS, "mutations")):
+    for modality, name in (
+        (Modality.IMAGE, "series"),
+        (Modality.NOTE, "notes"),
+        (Modality.OMICS, "samples"),
+        (Modality.OMICS, "mutations"),
+    ):
         skipped += _skipped_rows(modality.value, tables[name])
     labels_file = str(spec.resolve(spec.labels.path)) if spec.labels else "labels"
     manifest, linked_skips = link(labels, _present(tables), labels_file)
@@ -226,7 +237,9 @@ def ingest(spec: DatasetSpec, out: Path) -> Cohort:
         )
     from clinicmm.ingest.leakage import check_leakage
 
-    cohort.report["leakage_checks"] = check_leakage(cohort, spec, labels_table)  # StageError (nothing written) on a leak
+    cohort.report["leakage_checks"] = check_leakage(
+        cohort, spec, labels_table
+    )  # StageError (nothing written) on a leak
     cohort.save(Path(out))
     return cohort
 
@@ -242,7 +255,9 @@ def make_report(spec: DatasetSpec, manifest: pd.DataFrame, skipped: list[dict], 
         },
         "splits": {s.value: int((labelled[Col.SPLIT] == s).sum()) for s in Split},
         "labels": {
-            str(label): {s.value: int(((labelled[Col.LABEL] == label) & (labelled[Col.SPLIT] == s)).sum()) for s in Split}
+            str(label): {
+                s.value: int(((labelled[Col.LABEL] == label) & (labelled[Col.SPLIT] == s)).sum()) for s in Split
+            }
             for label in sorted(labelled[Col.LABEL].unique())
         },
         "skipped": skipped,

@@ -111,13 +111,24 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
         try:
             re.compile(spec.series_description)
         except re.error as exc:
-            raise ConfigError(f"imaging.series_description: {spec.series_description!r} is not a valid regular expression ({exc})") from None
+            raise ConfigError(
+                f"imaging.series_description: {spec.series_description!r} is not a valid regular expression ({exc})"
+            ) from None
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: the imaging root is not a folder. Fix imaging.root in the dataset YAML.")
     paths = _list_files(root)
-    bar = tqdm(total=len(paths), desc="Indexing DICOM", unit="file", file=sys.stderr, disable=None if len(paths) >= PROGRESS_MIN_FILES else True)
-    with tempfile.TemporaryDirectory(prefix="clinicmm-dicom-index-", dir=spool) as tmp, _Spool(Path(tmp) / "index.sqlite") as db:
+    bar = tqdm(
+        total=len(paths),
+        desc="Indexing DICOM",
+        unit="file",
+        file=sys.stderr,
+        disable=None if len(paths) >= PROGRESS_MIN_FILES else True,
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="clinicmm-dicom-index-", dir=spool) as tmp,
+        _Spool(Path(tmp) / "index.sqlite") as db,
+    ):
         for batch in _batches(scan_records(paths, root, spec.patient_tag, spec.workers), _BATCH):
             db.add_records(batch)
             bar.update(len(batch))
@@ -127,7 +138,9 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
     return _frame(rows)
 
 
-def scan_records(paths: Iterable[str], root: Path, patient_tag: str = "PatientID", workers: int = 1) -> Iterator[tuple[str, str, str]]:
+def scan_records(
+    paths: Iterable[str], root: Path, patient_tag: str = "PatientID", workers: int = 1
+) -> Iterator[tuple[str, str, str]]:
     """Each file's spool record ``(table, key, json)``, in order; ``workers`` > 1 reads in that many processes.
 
     The workers also serialise, so the parent only writes rows: with 2 workers on 2 cores it is not the bottleneck.
@@ -237,7 +250,9 @@ def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
     try:
         with open(path, "rb") as fp:
             ds = _Header(pydicom.dcmread(fp, stop_before_pixels=True))
-            sop_class = str(ds.get("SOPClassUID", "") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
+            sop_class = str(
+                ds.get("SOPClassUID", "") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID", "") or ""
+            )
             if sop_class == _DICOMDIR:
                 return _file_row(path, (
                     f"{name}: a DICOMDIR (media directory), not an image; the files it lists are indexed where they "
@@ -380,7 +395,11 @@ def _decoder_problem(syntax: str, name: str) -> str | None:
     except NotImplementedError:
         return f"{name}: quarantined -- no pixel-data decoder exists for transfer syntax {label}; re-export it uncompressed"
     if not decoder.is_available:
-        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) if hasattr(decoder, "missing_dependencies") else ""
+        missing = (
+            "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
+            if hasattr(decoder, "missing_dependencies")
+            else ""
+        )
         return (
             f"{name}: quarantined -- transfer syntax {label} cannot be decoded with the installed plugins"
             f"{' (' + missing + ')' if missing else ''}; install a decoder for it or re-export the file uncompressed"
@@ -498,7 +517,9 @@ def _expected_pixel_bytes(ds: pydicom.Dataset) -> int:
 # ------------------------------------------------------------------------------------------------ series
 
 
-def _series_rows(groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, str], int], spec: ImagingSpec) -> list[dict]:
+def _series_rows(
+    groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, str], int], spec: ImagingSpec
+) -> list[dict]:
     """One row per series (or single-file image); then, per patient, the preferred usable one is the ``ok`` row."""
     rows = []
     for group in groups:
@@ -515,7 +536,11 @@ def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int) -> dict:
     folder = os.path.commonpath([os.path.dirname(f) for f in files])
     first = ordered[0]
     problem = _series_problem(ordered, spec, folder)
-    note = f"{n_dropped} file(s) of this series skipped, see their rows" if n_dropped and first.kind != "multiframe" else ""
+    note = (
+        f"{n_dropped} file(s) of this series skipped, see their rows"
+        if n_dropped and first.kind != "multiframe"
+        else ""
+    )
     if first.kind == "2d" and len(files) > 1:
         note = "; ".join(filter(None, [f"2D series of {len(files)} images: the first is used", note]))
     thickness = [s.thickness for s in ordered if np.isfinite(s.thickness)]
@@ -560,7 +585,9 @@ def _series_problem(ordered: list[_Slice], spec: ImagingSpec, folder: str) -> st
                 f"{tag_name('ImageOrientationPatient')} values; keep one orientation per series"
             )
         if len({s.shape for s in ordered}) > 1:
-            return f"{where}: slices differ in Rows/Columns {sorted({s.shape for s in ordered})}; keep one size per series"
+            return (
+                f"{where}: slices differ in Rows/Columns {sorted({s.shape for s in ordered})}; keep one size per series"
+            )
         duplicate = _duplicate_position(ordered)
         if duplicate:
             return duplicate

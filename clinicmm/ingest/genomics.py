@@ -142,8 +142,11 @@ class _Grid:
 
 
 def read_expression(
-    spec: ExpressionSpec, path: Path, patient_id_pattern: str | None,
-    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
+    spec: ExpressionSpec,
+    path: Path,
+    patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None,
+    drop_unmapped: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read an expression matrix: ``(matrix, samples)``.
 
@@ -361,9 +364,7 @@ def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None) -> p
     return out.astype({str(Col.ROW): "int64"})
 
 
-def _sample_reason(
-    grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | None, repeats: int | None
-) -> str:
+def _sample_reason(grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | None, repeats: int | None) -> str:
     where = f"{grid.name} {grid.axis} {grid.rows[i]}"
     sample_id = grid.sample_ids[i]
     if not sample_id:
@@ -397,8 +398,11 @@ def _value_reason(grid: _Grid, i: int, unit: str) -> str:
 
 
 def read_mutations(
-    spec: MutationsSpec, path: Path, patient_id_pattern: str | None,
-    harmonizer: GeneHarmonizer | None = None, drop_unmapped: bool = False,
+    spec: MutationsSpec,
+    path: Path,
+    patient_id_pattern: str | None,
+    harmonizer: GeneHarmonizer | None = None,
+    drop_unmapped: bool = False,
 ) -> pd.DataFrame:
     """Read a mutation list (MAF: tab-separated, leading ``#`` comment lines allowed).
 

@@ -32,7 +32,10 @@ def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
         return {}, []
     path = spec.resolve(spec.labels.path)
     table = read_labels_table(spec, table)
-    for key, col in (("labels.patient_column", spec.labels.patient_column), ("labels.label_column", spec.labels.label_column)):
+    for key, col in (
+        ("labels.patient_column", spec.labels.patient_column),
+        ("labels.label_column", spec.labels.label_column),
+    ):
         if col not in table.columns:
             raise InputError(
                 f"{where(path, column=col)} not found (named by {key} in the dataset YAML); "
@@ -69,4 +72,10 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def skip_row(modality: str, source: object, row: object, patient: object, reason: str) -> dict:
     """One row of the ingest report's skipped inputs."""
-    return {"modality": modality, "source": str(source), "row": row, Col.PATIENT.value: str(patient or ""), "reason": reason}
+    return {
+        "modality": modality,
+        "source": str(source),
+        "row": row,
+        Col.PATIENT.value: str(patient or ""),
+        "reason": reason,
+    }

@@ -75,7 +75,9 @@ def patient_leaks(cohort) -> list[Leak]:
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for pid, split in zip(m[Col.PATIENT].astype(str), m[Col.SPLIT].astype(str)):
         groups[normal_id(pid)].append((split, f"patient {pid!r}"))
-    return [Leak("patient", f"{_listing(v)} are one patient in {len({s for s, _ in v})} splits") for _, v in _across(groups)]
+    return [
+        Leak("patient", f"{_listing(v)} are one patient in {len({s for s, _ in v})} splits") for _, v in _across(groups)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -106,7 +108,9 @@ def image_leaks(cohort, split_of: dict[str, str]) -> list[Leak]:
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     rows = zip(ok[Col.PATIENT], ok[Col.SERIES_UID], ok[Col.SERIES_DIR], ok[Col.FILES], ok[Col.SOP_UID])
     quiet = True if len(ok) < PROGRESS_MIN_SERIES else None
-    for pid, uid, folder, files, sops in tqdm(rows, total=len(ok), desc="Leakage check: image hashes", unit="series", file=sys.stderr, disable=quiet):
+    for pid, uid, folder, files, sops in tqdm(
+        rows, total=len(ok), desc="Leakage check: image hashes", unit="series", file=sys.stderr, disable=quiet
+    ):
         member = (split_of[pid], f"series in {folder}")
         try:
             pixels = pixel_digest([str(f) for f in files])
@@ -173,10 +177,16 @@ def label_column_leaks(cohort, spec: DatasetSpec, split_of: dict[str, str]) -> l
     derived = constant.all() & (counted.sum() >= 2) & (frame.nunique() >= 2)
     label_name = spec.labels.label_column.casefold() if spec.labels else "label"
     named = pd.Series([str(c).casefold() in (label_name, "label") for c in frame.columns], index=frame.columns)
-    source = spec.resolve(spec.genomics.expression.path).name if spec.genomics and spec.genomics.expression else "expression"
+    source = (
+        spec.resolve(spec.genomics.expression.path).name if spec.genomics and spec.genomics.expression else "expression"
+    )
     leaks = []
     for column in frame.columns[(derived | named).to_numpy()]:
-        why = "carries the label column's name" if named[column] else "is constant within every label (a function of the cancer type)"
+        why = (
+            "carries the label column's name"
+            if named[column]
+            else "is constant within every label (a function of the cancer type)"
+        )
         leaks.append(Leak("label_column", f"{source}, column {str(column)!r} {why}"))
     return leaks
 
@@ -207,8 +217,13 @@ def note_date_leaks(
     for pid, source, row, date in zip(ok[Col.PATIENT], ok[Col.SOURCE], ok[Col.ROW], written):
         known = label_date.get(pid, pd.NaT)
         if pd.notna(date) and pd.notna(known) and date > known:
-            leaks.append(Leak("note_date", f"{Path(str(source)).name} row {row}: note dated {date.date()} after the "
-                              f"label date {known.date()} ({spec.resolve(spec.labels.path).name}, column {spec.labels.date_column!r})"))
+            leaks.append(
+                Leak(
+                    "note_date",
+                    f"{Path(str(source)).name} row {row}: note dated {date.date()} after the "
+                    f"label date {known.date()} ({spec.resolve(spec.labels.path).name}, column {spec.labels.date_column!r})",
+                )
+            )
     return leaks
 
 

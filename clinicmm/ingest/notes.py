@@ -31,8 +31,17 @@ from clinicmm.errors import InputError
 from clinicmm.keys import Col, Status
 
 SUPPORTED = (".csv", ".tsv", ".jsonl", ".parquet")
-COLUMNS = [Col.PATIENT, Col.NOTE_ID, Col.NOTE_TYPE, Col.NOTE_DATE, Col.TEXT, Col.SOURCE, Col.ROW, Col.STATUS,
-           Col.REASON]
+COLUMNS = [
+    Col.PATIENT,
+    Col.NOTE_ID,
+    Col.NOTE_TYPE,
+    Col.NOTE_DATE,
+    Col.TEXT,
+    Col.SOURCE,
+    Col.ROW,
+    Col.STATUS,
+    Col.REASON,
+]
 
 
 def read_notes(spec: NotesSpec, path: Path) -> pd.DataFrame:
@@ -70,8 +79,10 @@ def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tup
             return data.decode(encoding, errors="replace" if lenient else "strict").removeprefix("\ufeff"), encoding
         except (UnicodeDecodeError, LookupError) as exc:
             detail = f"bad byte at offset {exc.start}" if isinstance(exc, UnicodeDecodeError) else "unknown encoding"
-            raise InputError(f"{where}: cannot be read as {encoding} ({detail}); set notes.encoding to the file's "
-                             "encoding, or to auto to detect it, or re-save the file as UTF-8.") from None
+            raise InputError(
+                f"{where}: cannot be read as {encoding} ({detail}); set notes.encoding to the file's "
+                "encoding, or to auto to detect it, or re-save the file as UTF-8."
+            ) from None
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
@@ -82,8 +93,10 @@ def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tup
     if best is None and lenient:
         return data.decode("utf-8-sig", errors="replace"), "utf-8"
     if best is None:
-        raise InputError(f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
-                         "tried utf-8 and detection. Re-save the file as UTF-8 or set notes.encoding.")
+        raise InputError(
+            f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
+            "tried utf-8 and detection. Re-save the file as UTF-8 or set notes.encoding."
+        )
     return str(best), best.encoding
 
 
@@ -95,7 +108,7 @@ def _read_table_notes(spec: NotesSpec, path: Path) -> tuple[pd.DataFrame, list[s
     used = raw.attrs.get("encoding", "binary")
     _require_columns(raw, spec, path)
     rows = pd.RangeIndex(1, len(raw) + 1)
-    column = (lambda name: raw[name].str.strip().to_numpy() if name else "")  # noqa: E731
+    column = lambda name: raw[name].str.strip().to_numpy() if name else ""  # noqa: E731
     out = pd.DataFrame(
         {
             Col.PATIENT: raw[spec.patient_column].str.strip().to_numpy(),
@@ -107,8 +120,14 @@ def _read_table_notes(spec: NotesSpec, path: Path) -> tuple[pd.DataFrame, list[s
             Col.ROW: rows.to_numpy(),
         }
     )
-    issues = [f"{path.name}: not UTF-8; decoded as {used} (detected). Check a few notes read correctly, or set "
-              "notes.encoding."] if used not in ("utf-8", spec.encoding, "binary") else []
+    issues = (
+        [
+            f"{path.name}: not UTF-8; decoded as {used} (detected). Check a few notes read correctly, or set "
+            "notes.encoding."
+        ]
+        if used not in ("utf-8", spec.encoding, "binary")
+        else []
+    )
     return out, issues
 
 
@@ -161,8 +180,9 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Every cell as ``str``; missing values (None, NaN, NaT) become ''."""
     frame.columns = [str(c) for c in frame.columns]
-    return frame.apply(lambda col: col.map(lambda v: "" if v is None or (pd.api.types.is_scalar(v) and pd.isna(v))
-                                           else str(v)))
+    return frame.apply(
+        lambda col: col.map(lambda v: "" if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)) else str(v))
+    )
 
 
 def _require_columns(raw: pd.DataFrame, spec: NotesSpec, path: Path) -> None:
@@ -198,8 +218,16 @@ def _read_folder(spec: NotesSpec, root: Path) -> tuple[pd.DataFrame, list[str]]:
     rows, issues = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
-            row = {Col.PATIENT: folder.name.strip(), Col.NOTE_ID: f"{folder.name}/{file.name}", Col.SOURCE: str(file),
-                   Col.ROW: None, Col.NOTE_TYPE: "", Col.NOTE_DATE: "", Col.TEXT: "", "_error": ""}
+            row = {
+                Col.PATIENT: folder.name.strip(),
+                Col.NOTE_ID: f"{folder.name}/{file.name}",
+                Col.SOURCE: str(file),
+                Col.ROW: None,
+                Col.NOTE_TYPE: "",
+                Col.NOTE_DATE: "",
+                Col.TEXT: "",
+                "_error": "",
+            }
             if pattern is not None and (m := pattern.search(file.name)):
                 row[Col.NOTE_TYPE] = (m.groupdict().get("type") or "").strip()
                 row[Col.NOTE_DATE] = (m.groupdict().get("date") or "").strip()
@@ -211,8 +239,10 @@ def _read_folder(spec: NotesSpec, root: Path) -> tuple[pd.DataFrame, list[str]]:
                 row["_error"] = str(exc)
             rows.append(row)
     if not rows:
-        raise InputError(f"{root}: no note files matching {spec.file_glob!r} in any patient folder (expected "
-                         f"{root}/<patient id>/<note>{spec.file_glob.lstrip('*')}). Check notes.path and notes.file_glob.")
+        raise InputError(
+            f"{root}: no note files matching {spec.file_glob!r} in any patient folder (expected "
+            f"{root}/<patient id>/<note>{spec.file_glob.lstrip('*')}). Check notes.path and notes.file_glob."
+        )
     return pd.DataFrame(rows), issues
 
 
@@ -230,8 +260,15 @@ def _check(index: pd.DataFrame, spec: NotesSpec) -> tuple[list[str], list[str]]:
     errors = index["_error"] if "_error" in index.columns else [""] * len(index)
     dates = []
     for patient, note_id, kind, date, text, source, row, error in zip(
-        index[Col.PATIENT], index[Col.NOTE_ID], index[Col.NOTE_TYPE], index[Col.NOTE_DATE], index[Col.TEXT],
-        index[Col.SOURCE], index[Col.ROW], errors, strict=True
+        index[Col.PATIENT],
+        index[Col.NOTE_ID],
+        index[Col.NOTE_TYPE],
+        index[Col.NOTE_DATE],
+        index[Col.TEXT],
+        index[Col.SOURCE],
+        index[Col.ROW],
+        errors,
+        strict=True,
     ):
         where = _where(source, row)
         parsed, date_error = parse_date(date, spec.date_format)
@@ -286,8 +323,10 @@ def label_dates(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
 
     table = read_labels_table(spec, table)
     if labels.date_column not in table.columns:
-        raise InputError(f"{path}: no column {labels.date_column!r} (named by labels.date_column in dataset.yaml); "
-                         f"the file has columns {', '.join(map(repr, table.columns))}. Rename it or fix the key.")
+        raise InputError(
+            f"{path}: no column {labels.date_column!r} (named by labels.date_column in dataset.yaml); "
+            f"the file has columns {', '.join(map(repr, table.columns))}. Rename it or fix the key."
+        )
     dates, missing = {}, {}
     for row, (pid, value) in enumerate(zip(table[labels.patient_column], table[labels.date_column]), start=1):
         pid = str(pid).strip()
@@ -314,8 +353,11 @@ def apply_window(index: pd.DataFrame, spec: DatasetSpec, labels_table: pd.DataFr
     dates, missing = label_dates(spec, labels_table)
     ok = index[Col.STATUS] == Status.OK
     for i in index.index[ok]:
-        pid, date, where = index.at[i, Col.PATIENT], index.at[i, Col.NOTE_DATE], _where(index.at[i, Col.SOURCE],
-                                                                                        index.at[i, Col.ROW])
+        pid, date, where = (
+            index.at[i, Col.PATIENT],
+            index.at[i, Col.NOTE_DATE],
+            _where(index.at[i, Col.SOURCE], index.at[i, Col.ROW]),
+        )
         reason = ""
         if not date:
             reason = f"note in {where} has no date, so notes.window cannot place it; add its date"
@@ -325,9 +367,11 @@ def apply_window(index: pd.DataFrame, spec: DatasetSpec, labels_table: pd.DataFr
             days = (pd.Timestamp(dates[pid]) - pd.Timestamp(date)).days
             early = window.days_before is not None and days > window.days_before
             if days < window.until_days_before or early:
-                reason = (f"note in {where} dated {date} is {days} days before the label date {dates[pid]}, outside "
-                          f"notes.window [{window.days_before if window.days_before is not None else 'any'}, "
-                          f"{window.until_days_before}] days before; left out")
+                reason = (
+                    f"note in {where} dated {date} is {days} days before the label date {dates[pid]}, outside "
+                    f"notes.window [{window.days_before if window.days_before is not None else 'any'}, "
+                    f"{window.until_days_before}] days before; left out"
+                )
         if reason:
             index.at[i, Col.STATUS], index.at[i, Col.REASON] = Status.SKIPPED.value, reason
     return []

@@ -41,8 +41,9 @@ from clinicmm.knowledge.sections import norm as _norm
 
 CATEGORIES = ("negated", "hypothetical", "family")
 FAMILY_SECTIONS = frozenset({"family history"})
-_TRIGGER_KINDS = frozenset({(c, d) for c in CATEGORIES for d in ("pre", "post")}
-                           | {("pseudo", "-"), ("terminate", "-")})
+_TRIGGER_KINDS = frozenset(
+    {(c, d) for c in CATEGORIES for d in ("pre", "post")} | {("pseudo", "-"), ("terminate", "-")}
+)
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)")
 
 
@@ -122,8 +123,10 @@ def load_triggers(path: str | Path | None = None) -> list[tuple[str, str, str]]:
             continue
         fields = [f.strip() for f in line.split("\t")]
         if len(fields) != 3 or (fields[1], fields[2]) not in _TRIGGER_KINDS:
-            raise InputError(f"{path or 'context_triggers.tsv'}, line {number}: expected phrase<TAB>category<TAB>"
-                             f"direction with category/direction one of {sorted(_TRIGGER_KINDS)}")
+            raise InputError(
+                f"{path or 'context_triggers.tsv'}, line {number}: expected phrase<TAB>category<TAB>"
+                f"direction with category/direction one of {sorted(_TRIGGER_KINDS)}"
+            )
         rows.append((_norm(fields[0]), fields[1], fields[2]))
     return rows
 
@@ -159,8 +162,10 @@ class ConceptMatcher:
         return sorted({m.concept_id for m in self.find(text) if m.asserted})
 
     def _find_in(self, text: str, start: int, end: int, section: str | None) -> list[Mention]:
-        found = [(m.start(), m.end(), self._concept_keys[int(m.lastgroup[1:])])
-                 for m in self._concept_re.finditer(text, start, end)]
+        found = [
+            (m.start(), m.end(), self._concept_keys[int(m.lastgroup[1:])])
+            for m in self._concept_re.finditer(text, start, end)
+        ]
         if not found:
             return []
         triggers = self._triggers(text, start, end, [(s, e) for s, e, _ in found])
@@ -216,7 +221,7 @@ def sentences(text: str) -> list[tuple[int, int, str | None]]:
             cut = m.end()
         if text[cut:end].strip():
             out.append((cut, end, section))
-    return [s for s in out if text[s[0]:s[1]].strip()]
+    return [s for s in out if text[s[0] : s[1]].strip()]
 
 
 def _blocks(text: str) -> list[tuple[int, int, str | None]]:

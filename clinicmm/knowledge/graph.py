@@ -103,25 +103,30 @@ class KnowledgeGraph:
             name = norm(term.name)
             concept = Concept(f"diagnosis:{name}", name, "diagnosis", synonym_forms(term.synonyms))
             self.add_concepts([concept], source)
-            added += sum(self.add_edge(Node.CONCEPT, concept.id, Rel.INDICATES, Node.CANCER, c, source)
-                         for c in targets)
+            added += sum(
+                self.add_edge(Node.CONCEPT, concept.id, Rel.INDICATES, Node.CANCER, c, source) for c in targets
+            )
         return added
 
     def add_gmt(self, path: str | Path, source: str | None = None) -> int:
         """Add a GMT file's gene sets as pathway nodes with gene ``member_of`` edges; returns edges added."""
         added = 0
         for gene_set in loaders.read_gmt(path):
-            self.add_nodes([NodeRow(Node.PATHWAY, gene_set.name, gene_set.name, gene_set.description)],
-                           source or Path(path).name)
+            self.add_nodes(
+                [NodeRow(Node.PATHWAY, gene_set.name, gene_set.name, gene_set.description)], source or Path(path).name
+            )
             for gene in gene_set.genes:
-                added += self.add_edge(Node.GENE, gene, Rel.MEMBER_OF, Node.PATHWAY, gene_set.name,
-                                       source or Path(path).name)
+                added += self.add_edge(
+                    Node.GENE, gene, Rel.MEMBER_OF, Node.PATHWAY, gene_set.name, source or Path(path).name
+                )
         return added
 
     def add_triples(self, path: str | Path) -> int:
         """Add the edges of a triple file (``edges.tsv`` columns or ``head relation tail``); returns edges added."""
-        return sum(self.add_edge(t.src_type, t.src, t.relation, t.dst_type, t.dst, t.source)
-                   for t in loaders.read_triples(path))
+        return sum(
+            self.add_edge(t.src_type, t.src, t.relation, t.dst_type, t.dst, t.source)
+            for t in loaders.read_triples(path)
+        )
 
     def add_nodes(self, rows: Iterable[NodeRow], source: str = "") -> int:
         """Add nodes with their title / definition (kept when a node already has them); returns nodes added."""
@@ -147,8 +152,9 @@ class KnowledgeGraph:
         for name in names:
             self._add_node(t, str(name), source)
 
-    def add_edge(self, src_type: Node | str, src: str, relation: Rel | str, dst_type: Node | str, dst: str,
-                 source: str = "") -> bool:
+    def add_edge(
+        self, src_type: Node | str, src: str, relation: Rel | str, dst_type: Node | str, dst: str, source: str = ""
+    ) -> bool:
         """Add one edge (and its end nodes when missing); False when the edge was already there."""
         st, dt = self._type(src_type), self._type(dst_type)
         rel = loaders.relation(str(relation), st, dt, "KnowledgeGraph.add_edge")
@@ -205,8 +211,10 @@ class KnowledgeGraph:
 
     def concepts(self) -> list[Concept]:
         """Every concept node's metadata, in index order; a node added without metadata gets a bare one."""
-        return [self._concepts.get(cid) or Concept(cid, cid.partition(":")[2] or cid, cid.partition(":")[0])
-                for cid in self._names[Node.CONCEPT]]
+        return [
+            self._concepts.get(cid) or Concept(cid, cid.partition(":")[2] or cid, cid.partition(":")[0])
+            for cid in self._names[Node.CONCEPT]
+        ]
 
     def concept_for_body_part(self, value: str | None) -> str | None:
         """The body-part concept id of a DICOM BodyPartExamined value (CHEST, THORAX, LUNG -> bodypart:chest)."""
@@ -245,15 +253,21 @@ class KnowledgeGraph:
         labels and concept synonyms are not.
         """
         lines = [f"node\t{t.value}\t{name}" for t in KNOWLEDGE_NODES for name in self._names[t]]
-        lines += sorted(f"edge\t{s.value}\t{src}\t{r.value}\t{d.value}\t{dst}"
-                        for (s, r, d) in self._edges for src, dst, _ in self.edges(s, r, d))
+        lines += sorted(
+            f"edge\t{s.value}\t{src}\t{r.value}\t{d.value}\t{dst}"
+            for (s, r, d) in self._edges
+            for src, dst, _ in self.edges(s, r, d)
+        )
         return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
     def summary(self) -> pd.DataFrame:
         """Counts: nodes per type, edges per relation and per source; columns ``section``, ``name``, ``count``."""
         rows = [("nodes", t.value, self.num_nodes(t)) for t in KNOWLEDGE_NODES]
-        rows += sorted(("relation", f"{s.value} {r.value} {d.value}", len(edges))
-                       for (s, r, d), edges in self._edges.items() if edges)
+        rows += sorted(
+            ("relation", f"{s.value} {r.value} {d.value}", len(edges))
+            for (s, r, d), edges in self._edges.items()
+            if edges
+        )
         sources = Counter(label for edges in self._edges.values() for label in edges.values())
         rows += [("source", label or "(none)", n) for label, n in sorted(sources.items())]
         return pd.DataFrame(rows, columns=["section", "name", "count"])
@@ -265,8 +279,11 @@ class KnowledgeGraph:
         tables before any edge file names them); edges count for the source on their row.
         """
         nodes = Counter((label or "(none)", t.value) for (t, _), label in self._node_source.items())
-        edges = Counter((label or "(none)", f"{s.value} {r.value} {d.value}")
-                        for (s, r, d), pairs in self._edges.items() for label in pairs.values())
+        edges = Counter(
+            (label or "(none)", f"{s.value} {r.value} {d.value}")
+            for (s, r, d), pairs in self._edges.items()
+            for label in pairs.values()
+        )
         sources = sorted({s for s, _ in nodes} | {s for s, _ in edges})
         relations = sorted({r for _, r in edges})
         rows = [[s, *(nodes[s, t.value] for t in KNOWLEDGE_NODES), *(edges[s, r] for r in relations)] for s in sources]
@@ -278,8 +295,11 @@ class KnowledgeGraph:
         folder.mkdir(parents=True, exist_ok=True)
         nodes = [(t.value, n, *self._info.get((t, n), ("", ""))) for t in KNOWLEDGE_NODES for n in self._names[t]]
         loaders.write_tsv(folder / "nodes.tsv", loaders.NODE_COLUMNS, nodes)
-        edges = [(s.value, src, r.value, d.value, dst, label)
-                 for (s, r, d) in sorted(self._edges) for src, dst, label in self.edges(s, r, d)]
+        edges = [
+            (s.value, src, r.value, d.value, dst, label)
+            for (s, r, d) in sorted(self._edges)
+            for src, dst, label in self.edges(s, r, d)
+        ]
         loaders.write_tsv(folder / "edges.tsv", loaders.EDGE_COLUMNS, edges)
         concepts = [(c.id, c.name, c.kind, "|".join(c.synonyms)) for c in self._concepts.values()]
         loaders.write_tsv(folder / "concepts.tsv", loaders.CONCEPT_COLUMNS, concepts)
@@ -291,8 +311,10 @@ class KnowledgeGraph:
         folder = Path(folder)
         missing = [name for name in FILES if not (folder / name).is_file()]
         if missing:
-            raise InputError(f"{folder}: missing {', '.join(missing)}; expected a folder written by "
-                             f"KnowledgeGraph.to_files ({', '.join(FILES)})")
+            raise InputError(
+                f"{folder}: missing {', '.join(missing)}; expected a folder written by "
+                f"KnowledgeGraph.to_files ({', '.join(FILES)})"
+            )
         kg = cls()
         kg.add_nodes(loaders.read_nodes(folder / "nodes.tsv"))
         kg.add_concepts(loaders.read_concepts(folder / "concepts.tsv"))

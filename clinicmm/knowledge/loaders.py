@@ -73,6 +73,7 @@ def synonym_forms(forms) -> tuple[str, ...]:
     """Synonyms as the concept matcher compares them (lower case, single spaces), blanks and repeats dropped."""
     return tuple(dict.fromkeys(norm(s) for s in forms if s.strip()))
 
+
 def _at(path: Path, line: int) -> str:
     return f"{path}, line {line}"
 
@@ -101,8 +102,10 @@ def _table(path: str | Path, columns: Sequence[str], optional: int = 0) -> Itera
         if len(columns) - optional <= len(fields) < len(columns):
             fields = fields + [""] * (len(columns) - len(fields))
         if len(fields) != len(columns) or not all(fields[: len(columns) - optional]):
-            raise InputError(f"{_at(Path(path), number)}: expected {len(columns)} tab-separated fields "
-                             f"({', '.join(columns)}), got {len(fields)} or an empty one")
+            raise InputError(
+                f"{_at(Path(path), number)}: expected {len(columns)} tab-separated fields "
+                f"({', '.join(columns)}), got {len(fields)} or an empty one"
+            )
         yield number, fields
 
 
@@ -112,8 +115,10 @@ def read_gmt(path: str | Path) -> list[GeneSet]:
     for number, fields in _rows(path):
         genes = tuple(dict.fromkeys(g for g in fields[2:] if g))
         if len(fields) < 3 or not fields[0] or not genes:
-            raise InputError(f"{_at(Path(path), number)}: a GMT line needs name<TAB>description<TAB>gene..."
-                             f" with at least one gene; got {len(fields)} field(s)")
+            raise InputError(
+                f"{_at(Path(path), number)}: a GMT line needs name<TAB>description<TAB>gene..."
+                f" with at least one gene; got {len(fields)} field(s)"
+            )
         out.append(GeneSet(fields[0], fields[1], genes))
     return out
 
@@ -153,9 +158,12 @@ def _triple(fields: list[str], where: str, default_source: str, short: bool) -> 
         st, dt = node_type(fields[0], where), node_type(fields[3], where)
         s, rel_name, d, source = fields[1], fields[2], fields[4], fields[5] if len(fields) == 6 else ""
     else:
-        expected = ("3 tab-separated fields (head relation tail [source], e.g. gene:TP53<TAB>driver_of<TAB>"
-                    "cancer_type:LUAD) like the file's first row" if short else
-                    f"6 tab-separated fields ({', '.join(EDGE_COLUMNS)}) like the file's first row")
+        expected = (
+            "3 tab-separated fields (head relation tail [source], e.g. gene:TP53<TAB>driver_of<TAB>"
+            "cancer_type:LUAD) like the file's first row"
+            if short
+            else f"6 tab-separated fields ({', '.join(EDGE_COLUMNS)}) like the file's first row"
+        )
         raise InputError(f"{where}: expected {expected}, got {len(fields)}")
     if not s or not d:
         raise InputError(f"{where}: empty node name; fill in both ends of the edge")
@@ -197,18 +205,23 @@ def read_concepts(path: str | Path) -> list[Concept]:
 
 def read_cancer_types(path: str | Path) -> list[NodeRow]:
     """Cancer types of a ``cancer_types.tsv`` (code, name, definition) as cancer_type node rows."""
-    return [NodeRow(Node.CANCER, code, name, definition)
-            for _, (code, name, definition) in _table(path, CANCER_COLUMNS, optional=1)]
+    return [
+        NodeRow(Node.CANCER, code, name, definition)
+        for _, (code, name, definition) in _table(path, CANCER_COLUMNS, optional=1)
+    ]
 
 
 def read_nodes(path: str | Path) -> list[NodeRow]:
     """Node rows of a ``nodes.tsv`` written by ``write_nodes``, in index order."""
-    return [NodeRow(node_type(t, _at(Path(path), n)), name, title, definition)
-            for n, (t, name, title, definition) in _table(path, NODE_COLUMNS, optional=2)]
+    return [
+        NodeRow(node_type(t, _at(Path(path), n)), name, title, definition)
+        for n, (t, name, title, definition) in _table(path, NODE_COLUMNS, optional=2)
+    ]
 
 
 def write_tsv(path: str | Path, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Write a tab-separated table with a header; tabs and line breaks inside a field become spaces."""
+
     def clean(value: object) -> str:
         return " ".join(str(value).replace("\t", " ").splitlines())
 
@@ -228,7 +241,7 @@ def _obo_text(value: str) -> str:
 
 
 def _obo_scope(value: str) -> str:
-    rest = value[value.rfind('"') + 1:].split() if value.startswith('"') else []
+    rest = value[value.rfind('"') + 1 :].split() if value.startswith('"') else []
     return rest[0] if rest else "RELATED"
 
 
@@ -247,8 +260,10 @@ def read_obo(path: str | Path) -> tuple[str, list[OboTerm]]:
     try:
         graph = obonet.read_obo(str(path))
     except Exception as err:  # obonet raises plain exceptions of several kinds on malformed files
-        raise InputError(f"{path}: not a readable OBO file ({type(err).__name__}: {err}); check it is an OBO 1.2/1.4 "
-                         "ontology in UTF-8 (e.g. exported by ROBOT or OBO-Edit)") from None
+        raise InputError(
+            f"{path}: not a readable OBO file ({type(err).__name__}: {err}); check it is an OBO 1.2/1.4 "
+            "ontology in UTF-8 (e.g. exported by ROBOT or OBO-Edit)"
+        ) from None
     if graph.number_of_nodes() == 0:
         raise InputError(f"{path}: no [Term] stanza with an id; is it an OBO ontology file?")
     meta = graph.graph
@@ -262,8 +277,14 @@ def read_obo(path: str | Path) -> tuple[str, list[OboTerm]]:
         if not data.get("name"):
             continue  # a term only referenced as a parent, not defined in this file
         synonyms = tuple(dict.fromkeys(_obo_text(v) for v in data.get("synonym", []) if _obo_scope(v) in OBO_SCOPES))
-        codes = tuple(x.partition(":")[2].split()[0] for x in data.get("xref", [])
-                      if x.partition(":")[0].lower() in OBO_CODE_PREFIXES and x.partition(":")[2].strip())
-        terms.append(OboTerm(term_id, data["name"], _obo_text(data.get("def", "")), synonyms, codes,
-                             tuple(parents.get(term_id, ()))))
+        codes = tuple(
+            x.partition(":")[2].split()[0]
+            for x in data.get("xref", [])
+            if x.partition(":")[0].lower() in OBO_CODE_PREFIXES and x.partition(":")[2].strip()
+        )
+        terms.append(
+            OboTerm(
+                term_id, data["name"], _obo_text(data.get("def", "")), synonyms, codes, tuple(parents.get(term_id, ()))
+            )
+        )
     return label, terms

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 UNTITLED = "untitled"
 KNOWN_HEADERS = frozenset(
     "addendum|assessment|clinical history|clinical information|comment|comments|conclusion|diagnosis|"
@@ -50,7 +49,7 @@ def header(line: str) -> tuple[str, int] | None:
     if m is None:
         return None
     name = norm(m.group(1))
-    rest = line[m.end():].strip()
+    rest = line[m.end() :].strip()
     capitals = m.group(1).upper() == m.group(1)
     if name in KNOWN_HEADERS or (capitals and (len(name.split()) >= 2 or not rest)):
         return name, m.end()

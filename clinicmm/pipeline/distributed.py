@@ -18,7 +18,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-
 from clinicmm.config import TrainingSpec
 from clinicmm.errors import ConfigError
 
@@ -166,6 +165,7 @@ def agree(value):
 
 # ------------------------------------------------------------------------------------- stages, resume
 
+
 def checkpoint_dir(wf, model: str) -> Path:
     """Where the fit of ``model`` keeps Lightning's ``last.ckpt`` until the train stage finishes.
 
@@ -173,9 +173,9 @@ def checkpoint_dir(wf, model: str) -> Path:
     crash or a pre-emption resumes its own fit and never one trained on other data, settings or code.
     """
     from clinicmm import __version__
-    from clinicmm.pipeline import registry as stages
-    from clinicmm.files import digest_bytes
     from clinicmm.config import dump
+    from clinicmm.files import digest_bytes
+    from clinicmm.pipeline import registry as stages
 
     key = digest_bytes(__version__, stages.nonce(wf, "encode"), json.dumps(dump(wf.training), sort_keys=True), model)
     return wf.work / "checkpoints" / model / key[:16]

@@ -116,7 +116,10 @@ def _train_image_settings(wf: WorkflowSpec) -> object:
     from clinicmm.encode.imaging.train import base_spec
 
     train = wf.encoders.image.train
-    return [train.model_dump_json(exclude={"output"}) if train else "", ImageEncoder(base_spec(wf.encoders.image)).fingerprint()]
+    return [
+        train.model_dump_json(exclude={"output"}) if train else "",
+        ImageEncoder(base_spec(wf.encoders.image)).fingerprint(),
+    ]
 
 
 def _finetune_text_settings(wf: WorkflowSpec) -> object:
@@ -129,21 +132,45 @@ def _finetune_text_settings(wf: WorkflowSpec) -> object:
 
 def _train_settings(wf: WorkflowSpec) -> object:
     c = dump(wf)
-    return {k: c[k] for k in ("models", "primary_model", "training", "calibration")} | {"runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]}
+    return {k: c[k] for k in ("models", "primary_model", "training", "calibration")} | {
+        "runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]
+    }
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("ingest", "ingest", None, lambda wf: None),
-    Stage("finetune-text", "finetune_text", "ingest", _finetune_text_settings, lambda wf: wf.encoders.text.lora is not None,
-          True, lambda wf: [Path(wf.encoders.text.adapter_path) / "adapter_config.json"]),
-    Stage("train-image", "train_image", "ingest", _train_image_settings, lambda wf: wf.encoders.image.train is not None,
-          True, lambda wf: [Path(wf.encoders.image.weights_file())]),
-    Stage("encode", "encode", "ingest", _encode_settings),
-    Stage("train", "train", "encode", _train_settings),
-    Stage("evaluate", "evaluate", "train", lambda wf: None),
-    Stage("register", "register", "evaluate", lambda wf: [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias]),
-    Stage("predict", "predict", "register", lambda wf: None),
-)}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("ingest", "ingest", None, lambda wf: None),
+        Stage(
+            "finetune-text",
+            "finetune_text",
+            "ingest",
+            _finetune_text_settings,
+            lambda wf: wf.encoders.text.lora is not None,
+            True,
+            lambda wf: [Path(wf.encoders.text.adapter_path) / "adapter_config.json"],
+        ),
+        Stage(
+            "train-image",
+            "train_image",
+            "ingest",
+            _train_image_settings,
+            lambda wf: wf.encoders.image.train is not None,
+            True,
+            lambda wf: [Path(wf.encoders.image.weights_file())],
+        ),
+        Stage("encode", "encode", "ingest", _encode_settings),
+        Stage("train", "train", "encode", _train_settings),
+        Stage("evaluate", "evaluate", "train", lambda wf: None),
+        Stage(
+            "register",
+            "register",
+            "evaluate",
+            lambda wf: [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias],
+        ),
+        Stage("predict", "predict", "register", lambda wf: None),
+    )
+}
 ORDER = tuple(STAGES)
 
 
@@ -189,8 +216,13 @@ def is_current(wf: WorkflowSpec, name: str) -> bool:
 
 def mark_done(wf: WorkflowSpec, name: str, summary: dict | None = None, content: str | None = None) -> None:
     """Record a finished stage; ``content`` is a digest of its outputs (default: a fresh random nonce)."""
-    record = {"stage": name, "fingerprint": fingerprint(wf, name), "nonce": content or uuid.uuid4().hex,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary or {}}
+    record = {
+        "stage": name,
+        "fingerprint": fingerprint(wf, name),
+        "nonce": content or uuid.uuid4().hex,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "summary": summary or {},
+    }
     atomic_write_bytes(record_path(wf, name), json.dumps(record, indent=1, default=str).encode())
 
 

@@ -73,8 +73,12 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> RunSumm
         return RunSummary(status)
     from clinicmm.pipeline.stages import Predicted, registered
 
-    return RunSummary(status, pd.read_csv(wf.work / "evaluate" / "results.csv"), registered(wf),
-                      Predicted(**stages.summary(wf, "predict")))
+    return RunSummary(
+        status,
+        pd.read_csv(wf.work / "evaluate" / "results.csv"),
+        registered(wf),
+        Predicted(**stages.summary(wf, "predict")),
+    )
 
 
 def prepare(wf: WorkflowSpec, upto: str = "encode", progress: bool = True) -> None:
@@ -87,7 +91,8 @@ def prepare(wf: WorkflowSpec, upto: str = "encode", progress: bool = True) -> No
 
 def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True):
     """``clinicmm compare``: ingest and encode when stale, then :func:`clinicmm.evaluation.compare.compare`."""
-    from clinicmm.evaluation.compare import compare as cross_validate, refuse_label_trained
+    from clinicmm.evaluation.compare import compare as cross_validate
+    from clinicmm.evaluation.compare import refuse_label_trained
 
     refuse_label_trained(wf, "compare")  # before any stage runs, not after them
     prepare(wf, "encode", progress)
@@ -102,9 +107,13 @@ def explain_image(wf: WorkflowSpec, patient: str, out: Path | None = None, workf
     if wf.encoders.image.train is None or not record.is_file():
         raise StageError(UNTRAINED.format(workflow=workflow))
     if not stages.is_current(wf, "train-image"):
-        raise StageError(f"{record}: the trained image encoder is out of date (the cohort or encoders.image changed). "
-                         f"Run `clinicmm train-image {workflow}` again.")
+        raise StageError(
+            f"{record}: the trained image encoder is out of date (the cohort or encoders.image changed). "
+            f"Run `clinicmm train-image {workflow}` again."
+        )
     if wf.encoders.image.network == "vit":
-        raise ConfigError("encoders.image.network vit: Grad-CAM needs a convolutional network (resnet10/18/34/50, "
-                          "densenet121); a ViT has no convolutional feature map to weight.")
+        raise ConfigError(
+            "encoders.image.network vit: Grad-CAM needs a convolutional network (resnet10/18/34/50, "
+            "densenet121); a ViT has no convolutional feature map to weight."
+        )
     return explain_patient(wf, stages.summary(wf, "train-image"), patient, out)

@@ -57,7 +57,12 @@ def ingest_stage(wf: WorkflowSpec, progress: bool = True):
     tables = [cohort.table_path(wf.work / "ingest", name) for name in cohort.written()]
     content = digest_bytes(digest_files(tables), json.dumps(r, sort_keys=True, default=str))
     stages.mark_done(wf, "ingest", {"patients": r["patients"], "skipped": len(r["skipped"])}, content)
-    log.info("ingest: %d usable patients (%d labelled), %d skipped inputs", r["patients"]["usable"], r["patients"]["labelled"], len(r["skipped"]))
+    log.info(
+        "ingest: %d usable patients (%d labelled), %d skipped inputs",
+        r["patients"]["usable"],
+        r["patients"]["labelled"],
+        len(r["skipped"]),
+    )
     return cohort
 
 
@@ -103,9 +108,16 @@ def encode_stage(wf: WorkflowSpec, progress: bool = True):
     featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache")
     out = wf.work / "encode"
     if distributed.world_size() > 1:  # under torchrun: each rank encodes its shard, rank 0 checks and merges
-        encoded = encode_sharded(cohort, featurizer, cohort.patients(labelled=False), out / "shards",
-                                 stages.fingerprint(wf, "encode"), distributed.rank(), distributed.world_size(),
-                                 distributed.barrier)
+        encoded = encode_sharded(
+            cohort,
+            featurizer,
+            cohort.patients(labelled=False),
+            out / "shards",
+            stages.fingerprint(wf, "encode"),
+            distributed.rank(),
+            distributed.world_size(),
+            distributed.barrier,
+        )
         if encoded is None:  # not rank 0: wait until rank 0 has written the merged embeddings
             distributed.barrier()
             return EncodedCohort.load(out)
@@ -168,15 +180,33 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
         for name in wf.models:
             with runs.child_run(wf, name) if tracked else contextlib.nullcontext() as child:
                 t = wf.training
-                fitted = fit_model(name, data, train_rows, (val_items_rows, val_y), t,
-                                   runs.epoch_logger(child) if tracked else None, progress, distributed.checkpoint_dir(wf, name))
+                fitted = fit_model(
+                    name,
+                    data,
+                    train_rows,
+                    (val_items_rows, val_y),
+                    t,
+                    runs.epoch_logger(child) if tracked else None,
+                    progress,
+                    distributed.checkpoint_dir(wf, name),
+                )
                 if not tracked:
                     continue
                 val_items, _ = data.items(Split.VAL, fitted.scaler)
                 val_probs = predict_proba(fitted.model, val_items, fitted.hetero, fitted.dims)
                 bundle = ModelBundle(
-                    name, data.classes, fitted.dims, t.hidden, t.dropout, wf.encoders, data.fingerprints, fitted.scaler,
-                    fitted.model.state_dict(), data.kg, data.genomics, extra={"workflow": wf.name},
+                    name,
+                    data.classes,
+                    fitted.dims,
+                    t.hidden,
+                    t.dropout,
+                    wf.encoders,
+                    data.fingerprints,
+                    fitted.scaler,
+                    fitted.model.state_dict(),
+                    data.kg,
+                    data.genomics,
+                    extra={"workflow": wf.name},
                     calibration=fit_calibration(name, val_probs, val_y, wf.calibration),
                 )
                 out = bundle.save(wf.work / "train" / name)
@@ -185,15 +215,25 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
                 runs.log_training(child, name, fitted.model, fitted.history, out)
                 best = min(fitted.history, key=lambda h: h["val_loss"]) if fitted.history else {}
                 results[name] = TrainedModel(len(fitted.history), best, str(out))
-                log.info("train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f", name, len(fitted.history),
-                         best.get("val_loss", np.nan), best.get("val_macro_f1", np.nan))
+                log.info(
+                    "train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f",
+                    name,
+                    len(fitted.history),
+                    best.get("val_loss", np.nan),
+                    best.get("val_macro_f1", np.nan),
+                )
         if not tracked:
             distributed.barrier()  # leave together with rank 0 once it has saved and recorded the models
             return {}
         mlflow.log_dict({n: {"epochs": r.epochs, **r.best} for n, r in results.items()}, "training_summary.json")
     distributed.drop_checkpoints(wf)  # every model finished: a forced rerun trains afresh
-    weights = [digest_files([Path(r.bundle) / f for f in ("weights.safetensors", "model.json", "calibration.json")]) for r in results.values()]
-    stages.mark_done(wf, "train", {n: {"epochs": r.epochs, **r.best} for n, r in results.items()}, digest_bytes(*weights))
+    weights = [
+        digest_files([Path(r.bundle) / f for f in ("weights.safetensors", "model.json", "calibration.json")])
+        for r in results.values()
+    ]
+    stages.mark_done(
+        wf, "train", {n: {"epochs": r.epochs, **r.best} for n, r in results.items()}, digest_bytes(*weights)
+    )
     distributed.barrier()
     return results
 
@@ -203,7 +243,9 @@ def _log_upstream_stages(wf: WorkflowSpec, data) -> None:
     from clinicmm.tracking import runs
 
     report = data.cohort.report
-    ingest_metrics = {f"patients_{k}": v for k, v in report["patients"].items()} | {"skipped_inputs": len(report["skipped"])}
+    ingest_metrics = {f"patients_{k}": v for k, v in report["patients"].items()} | {
+        "skipped_inputs": len(report["skipped"])
+    }
     ingest_metrics |= {f"{m}_present": c["present"] for m, c in report["modalities"].items()}
     runs.log_stage(wf, "ingest", ingest_metrics, artifacts={"ingest_summary.json": runs.ingest_summary(report)})
     stats = data.encoded.stats
@@ -224,7 +266,12 @@ def evaluate_stage(wf: WorkflowSpec, progress: bool = True) -> pd.DataFrame:
 
     results, metrics_by_model = evaluate(wf, TrainingData(wf))
     runs.log_stage(wf, "evaluate", {f"{r['model']}.test_macro_f1": r["macro_f1"] for _, r in results.iterrows()})
-    stages.mark_done(wf, "evaluate", {"results": results.to_dict(orient="records")}, digest_bytes(json.dumps(metrics_by_model, sort_keys=True)))
+    stages.mark_done(
+        wf,
+        "evaluate",
+        {"results": results.to_dict(orient="records")},
+        digest_bytes(json.dumps(metrics_by_model, sort_keys=True)),
+    )
     return results
 
 
@@ -242,7 +289,9 @@ def register_stage(wf: WorkflowSpec, progress: bool = True):
     results = need(wf.work / "evaluate" / "results.json", "evaluate")
     metrics = json.loads(results.read_text()).get(wf.primary_model, {})
     registered = register(wf, bundle_dir(wf, wf.primary_model), metrics)
-    runs.log_stage(wf, "register", params={"name": registered.name, "version": registered.version, "alias": registered.alias})
+    runs.log_stage(
+        wf, "register", params={"name": registered.name, "version": registered.version, "alias": registered.alias}
+    )
     stages.mark_done(wf, "register", registered.to_dict(), digest_bytes(registered.name, registered.version))
     return registered
 
@@ -288,7 +337,9 @@ def predict_stage(wf: WorkflowSpec, progress: bool = True) -> Predicted:
         else:
             os.environ[CACHE_ENV] = previous
     result = Predicted(str(out), int((preds["status"] == "scored").sum()), len(preds))
-    run_id = runs.log_stage(wf, "predict", {"patients": result.patients, "scored": result.scored}, params={"model_uri": model.uri})
+    run_id = runs.log_stage(
+        wf, "predict", {"patients": result.patients, "scored": result.scored}, params={"model_uri": model.uri}
+    )
     log_safe_table(wf, run_id, preds, "predictions_pseudonymised.csv")  # ids keyed-hashed, free text left out
     stages.mark_done(wf, "predict", asdict(result))
     return result

@@ -47,7 +47,9 @@ def profile() -> tuple[dict[int, str], list[tuple[int, int, str]]]:
         action, *tags = line.split()
         for tag in tags:
             if "x" in tag:  # a repeating group: 'x' digits match anything
-                masked.append((int("".join("0" if c == "x" else "F" for c in tag), 16), int(tag.replace("x", "0"), 16), action))
+                masked.append(
+                    (int("".join("0" if c == "x" else "F" for c in tag), 16), int(tag.replace("x", "0"), 16), action)
+                )
             else:
                 exact[int(tag, 16)] = action
     return exact, masked
@@ -138,9 +140,16 @@ class Cleaner:
         ds.DeidentificationMethod = METHOD
         items = []
         dcm = codes.DCM
-        for code in (dcm.BasicApplicationConfidentialityProfile, dcm.RetainLongitudinalTemporalInformationModifiedDatesOption):
+        for code in (
+            dcm.BasicApplicationConfidentialityProfile,
+            dcm.RetainLongitudinalTemporalInformationModifiedDatesOption,
+        ):
             item = Dataset()
-            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = (
+                code.value,
+                code.scheme_designator,
+                code.meaning,
+            )
             items.append(item)
         ds.DeidentificationMethodCodeSequence = Sequence(items)
 
@@ -169,7 +178,7 @@ def identifiers(ds: Dataset) -> dict[str, set[str]]:
     names, ids = set(), set()
     for elem in ds.iterall():
         if elem.VR == "PN" and elem.value:
-            for value in (elem.value if elem.VM > 1 else [elem.value]):
+            for value in elem.value if elem.VM > 1 else [elem.value]:
                 names |= {p for p in re.split(r"[\s^=,]+", str(value)) if len(p) >= 2}
     for keyword in ("OtherPatientIDs", "AccessionNumber", "MedicalRecordLocator", "AdmissionID"):
         elem = ds.get(keyword) and ds[keyword]
@@ -184,13 +193,22 @@ def deidentify_file(path: Path, key: bytes, patient_tag: str = "PatientID") -> t
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # not DICOM, truncated header ...
-        return None, row | {"status": "skipped", "reason": f"not readable as DICOM ({type(exc).__name__}: {str(exc)[:80]})"}
+        return None, row | {
+            "status": "skipped",
+            "reason": f"not readable as DICOM ({type(exc).__name__}: {str(exc)[:80]})",
+        }
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
-        return None, row | {"status": "refused", "reason": "BurnedInAnnotation (0028,0301) is YES: identifying text may be "
-                            "burned into the pixels; mask it first or leave this file out"}
+        return None, row | {
+            "status": "refused",
+            "reason": "BurnedInAnnotation (0028,0301) is YES: identifying text may be "
+            "burned into the pixels; mask it first or leave this file out",
+        }
     patient = str(ds.get(patient_tag, "") or "").strip()
     if not patient:
-        return None, row | {"status": "skipped", "reason": f"no {patient_tag} in the header: cannot give the file a pseudonym"}
+        return None, row | {
+            "status": "skipped",
+            "reason": f"no {patient_tag} in the header: cannot give the file a pseudonym",
+        }
     found = identifiers(ds)
     cleaner = Cleaner(key, patient, patient_tag)
     try:

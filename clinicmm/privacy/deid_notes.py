@@ -26,7 +26,9 @@ DATE_PATTERNS = (  # digits may touch letters or '_' (file names such as path_20
 )
 LABELLED_ID = re.compile(
     r"\b(?P<label>MRN|MR\s?#|MR\s?No\.?|medical\s+record(?:\s+(?:number|no\.?))?|patient\s+id|hospital\s+(?:number|no\.?)|"
-    r"accession(?:\s+(?:number|no\.?))?|NHS\s+(?:number|no\.?)|SSN)\s*[:#]?\s*(?P<value>(?=[A-Z-]*\d)[A-Z0-9][A-Z0-9-]{3,})", re.I)  # a value holds a digit
+    r"accession(?:\s+(?:number|no\.?))?|NHS\s+(?:number|no\.?)|SSN)\s*[:#]?\s*(?P<value>(?=[A-Z-]*\d)[A-Z0-9][A-Z0-9-]{3,})",
+    re.I,
+)  # a value holds a digit
 LONG_NUMBER = re.compile(r"\b\d{7,}\b")
 PHONE = re.compile(r"(?<!\d)(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)")
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
@@ -58,6 +60,7 @@ def _format(kind: str, day: dt.date, m: re.Match) -> str:
 def shift_dates(text: str, days: int, counts: Counter | None = None) -> str:
     """Every recognised date in ``text`` moved by ``days``, written in its own format."""
     for kind, pattern in DATE_PATTERNS:
+
         def repl(m: re.Match, kind=kind) -> str:
             day = _date(m)
             if day is None:
@@ -75,8 +78,14 @@ def shift_date_value(value: str, days: int) -> str:
     return shift_dates(str(value), days) if value else value
 
 
-def scrub(text: str, days: int, names: Iterable[str] = (), ids: Iterable[str] = (), replace: dict[str, str] | None = None,
-          counts: Counter | None = None) -> str:
+def scrub(
+    text: str,
+    days: int,
+    names: Iterable[str] = (),
+    ids: Iterable[str] = (),
+    replace: dict[str, str] | None = None,
+    counts: Counter | None = None,
+) -> str:
     """``text`` without the patient's known ``names`` and ``ids``, MRN-like numbers, phones, e-mails and titled
     names; ``replace`` maps known strings (the patient's id) to their stand-in (the pseudonym); dates shifted."""
     counts = counts if counts is not None else Counter()

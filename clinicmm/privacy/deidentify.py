@@ -24,7 +24,18 @@ from clinicmm.privacy.deid_notes import scrub, shift_date_value, shift_dates
 from clinicmm.privacy.pseudonym import day_shift, pseudonym
 
 PSEUDONYM_PATTERN = r"^(P-[0-9a-f]{16})"
-COUNTS = ("removed", "emptied", "replaced", "uids_remapped", "dates_shifted", "sequences_cleaned", "private_removed", "names", "ids", "contacts")
+COUNTS = (
+    "removed",
+    "emptied",
+    "replaced",
+    "uids_remapped",
+    "dates_shifted",
+    "sequences_cleaned",
+    "private_removed",
+    "names",
+    "ids",
+    "contacts",
+)
 
 
 def _check_folders(sources: list[Path], out: Path) -> None:
@@ -33,7 +44,9 @@ def _check_folders(sources: list[Path], out: Path) -> None:
         src = src.resolve()
         folder = src if src.is_dir() else src.parent
         if out == folder or out.is_relative_to(folder) or folder.is_relative_to(out):
-            raise InputError(f"{out}: OUT overlaps the input {folder}; choose an OUT outside it (IN is never written to).")
+            raise InputError(
+                f"{out}: OUT overlaps the input {folder}; choose an OUT outside it (IN is never written to)."
+            )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an empty folder; choose a new OUT (nothing is overwritten).")
 
@@ -42,8 +55,9 @@ def _files(root: Path) -> list[Path]:
     return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def deidentify_dicom(root: Path, out: Path, key: bytes, patient_tag: str = "PatientID", progress: bool = True,
-                     base: Path | None = None):
+def deidentify_dicom(
+    root: Path, out: Path, key: bytes, patient_tag: str = "PatientID", progress: bool = True, base: Path | None = None
+):
     """De-identify every file under ``root`` into ``out/<pseudonym>/<series UID>/<SOP UID>.dcm``.
 
     The report's ``source`` is relative to ``root``, its ``output`` to ``base`` (default ``out``).
@@ -56,7 +70,11 @@ def deidentify_dicom(root: Path, out: Path, key: bytes, patient_tag: str = "Pati
     files = _files(root)
     for path in tqdm(files, desc="deidentify DICOM", unit="file", file=sys.stderr, disable=None if progress else True):
         ds, row = deidentify_file(path, key, patient_tag)
-        row = {"kind": "dicom", "source": str(path.relative_to(root) if root.is_dir() else path.name), "output": ""} | row
+        row = {
+            "kind": "dicom",
+            "source": str(path.relative_to(root) if root.is_dir() else path.name),
+            "output": "",
+        } | row
         if ds is not None:
             target = out / row["pseudonym"] / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +97,9 @@ def _read(path: Path, encoding: str = "auto") -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".tab", ".txt", ".maf"):
         lines = _text(path, encoding).splitlines(keepends=True)
-        start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))  # MAF '#version' lines
+        start = next(
+            (i for i, line in enumerate(lines) if not line.startswith("#")), len(lines)
+        )  # MAF '#version' lines
         text = io.StringIO("".join(lines[start:]))
         return pd.read_csv(text, sep="," if suffix == ".csv" else "\t", dtype=str, keep_default_na=False)
     if suffix == ".jsonl":
@@ -127,8 +147,15 @@ class _Patients:
         return self.found.get(pid, {}).get("ids", set())
 
 
-def deidentify_table(path: Path, out: Path, people: _Patients, patient_col: str, text_col: str | None = None,
-                     date_cols: tuple[str | None, ...] = (), encoding: str = "auto") -> dict:
+def deidentify_table(
+    path: Path,
+    out: Path,
+    people: _Patients,
+    patient_col: str,
+    text_col: str | None = None,
+    date_cols: tuple[str | None, ...] = (),
+    encoding: str = "auto",
+) -> dict:
     """Pseudonymise the patient column, shift the date columns, scrub the text column; ids in other cells replaced."""
     frame = _read(path, encoding)
     _column(frame, patient_col, path, "patient column")
@@ -148,10 +175,18 @@ def deidentify_table(path: Path, out: Path, people: _Patients, patient_col: str,
                 new[col] = shift_date_value(value, people.days(pid))
                 counts["dates_shifted"] += bool(value)
             else:  # ids inside other cells (a note id 'MRN-N1'), dates in undeclared date columns
-                new[col] = shift_dates(value.replace(pid, people.pseudo(pid)) if pid else value, people.days(pid), counts)
+                new[col] = shift_dates(
+                    value.replace(pid, people.pseudo(pid)) if pid else value, people.days(pid), counts
+                )
         out_rows.append(new)
     _write(pd.DataFrame(out_rows, columns=frame.columns), out)
-    return {"kind": "table", "source": str(path), "output": str(out), "status": "written", "reason": f"{len(frame)} rows"} | dict(counts)
+    return {
+        "kind": "table",
+        "source": str(path),
+        "output": str(out),
+        "status": "written",
+        "reason": f"{len(frame)} rows",
+    } | dict(counts)
 
 
 def _text(path: Path, encoding: str) -> str:
@@ -167,13 +202,25 @@ def deidentify_note_folder(root: Path, out: Path, people: _Patients, spec) -> di
         pid = folder.name
         for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
             name = shift_dates(file.name.replace(pid, people.pseudo(pid)), people.days(pid), counts)
-            text = scrub(_text(file, spec.encoding), people.days(pid), people.names(pid), people.ids(pid),
-                         {pid: people.pseudo(pid)}, counts)
+            text = scrub(
+                _text(file, spec.encoding),
+                people.days(pid),
+                people.names(pid),
+                people.ids(pid),
+                {pid: people.pseudo(pid)},
+                counts,
+            )
             target = out / people.pseudo(pid) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             n += 1
-    return {"kind": "table", "source": str(root), "output": str(out), "status": "written", "reason": f"{n} note files"} | dict(counts)
+    return {
+        "kind": "table",
+        "source": str(root),
+        "output": str(out),
+        "status": "written",
+        "reason": f"{n} note files",
+    } | dict(counts)
 
 
 def _sample_patient(pattern: str | None):
@@ -198,17 +245,37 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
         e = spec.genomics.expression
         src, frame = spec.resolve(e.path), _read(spec.resolve(e.path))
         if e.orientation == "samples_x_genes":
-            frame[e.sample_column] = [_pseudo_sample(s, people, split) for s in frame[_column(frame, e.sample_column, src, "sample_column")]]
+            frame[e.sample_column] = [
+                _pseudo_sample(s, people, split) for s in frame[_column(frame, e.sample_column, src, "sample_column")]
+            ]
         else:
             frame.columns = [frame.columns[0], *(_pseudo_sample(c, people, split) for c in frame.columns[1:])]
         _write(frame, out / src.name)
-        rows.append({"kind": "table", "source": str(src), "output": str(out / src.name), "status": "written", "reason": f"{len(frame)} rows"})
+        rows.append(
+            {
+                "kind": "table",
+                "source": str(src),
+                "output": str(out / src.name),
+                "status": "written",
+                "reason": f"{len(frame)} rows",
+            }
+        )
     if spec.genomics.mutations is not None:
         m = spec.genomics.mutations
         src, frame = spec.resolve(m.path), _read(spec.resolve(m.path))
-        frame[m.sample_column] = [_pseudo_sample(s, people, split) for s in frame[_column(frame, m.sample_column, src, "sample_column")]]
+        frame[m.sample_column] = [
+            _pseudo_sample(s, people, split) for s in frame[_column(frame, m.sample_column, src, "sample_column")]
+        ]
         _write(frame, out / src.name)
-        rows.append({"kind": "table", "source": str(src), "output": str(out / src.name), "status": "written", "reason": f"{len(frame)} rows"})
+        rows.append(
+            {
+                "kind": "table",
+                "source": str(src),
+                "output": str(out / src.name),
+                "status": "written",
+                "reason": f"{len(frame)} rows",
+            }
+        )
     return rows
 
 
@@ -231,12 +298,18 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
     data = spec.model_dump(mode="json", exclude_none=True)
     rows, found = [], {}
     if spec.imaging is not None:
-        rows, found = deidentify_dicom(spec.resolve(spec.imaging.root), out / "dicom", key, spec.imaging.patient_tag, progress, out)
+        rows, found = deidentify_dicom(
+            spec.resolve(spec.imaging.root), out / "dicom", key, spec.imaging.patient_tag, progress, out
+        )
         data["imaging"]["root"] = "dicom"
     people = _Patients(key, found, known)
     if spec.labels is not None:
         src = spec.resolve(spec.labels.path)
-        rows.append(deidentify_table(src, out / src.name, people, spec.labels.patient_column, date_cols=(spec.labels.date_column,)))
+        rows.append(
+            deidentify_table(
+                src, out / src.name, people, spec.labels.patient_column, date_cols=(spec.labels.date_column,)
+            )
+        )
         data["labels"]["path"] = src.name
     if spec.notes is not None:
         src = spec.resolve(spec.notes.path)
@@ -245,8 +318,11 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
             data["notes"]["path"] = "notes"
         else:
             n = spec.notes
-            rows.append(deidentify_table(src, out / src.name, people, n.patient_column, n.text_column, (n.date_column,),
-                                         encoding=n.encoding))
+            rows.append(
+                deidentify_table(
+                    src, out / src.name, people, n.patient_column, n.text_column, (n.date_column,), encoding=n.encoding
+                )
+            )
             data["notes"]["path"] = src.name
         data["notes"]["encoding"] = "auto"  # written as UTF-8
     if spec.genomics is not None:
@@ -256,13 +332,17 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
                 data["genomics"][part]["path"] = Path(data["genomics"][part]["path"]).name
         if spec.genomics.patient_id_pattern:
             data["genomics"]["patient_id_pattern"] = PSEUDONYM_PATTERN
-    (out / "dataset.yaml").write_text("# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted.\n"
-                                      + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    (out / "dataset.yaml").write_text(
+        "# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted.\n"
+        + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
+    )
     return rows, data
 
 
-def deidentify(src: Path, out: Path, key: bytes, report: Path | None = None, progress: bool = True,
-               names: Path | None = None) -> dict:
+def deidentify(
+    src: Path, out: Path, key: bytes, report: Path | None = None, progress: bool = True, names: Path | None = None
+) -> dict:
     """De-identify ``src`` (a DICOM folder/file or a dataset.yaml) into ``out``; returns counts and the report path.
 
     ``names``: a table of known patient names (see :func:`read_names`) scrubbed from notes besides the DICOM ones.

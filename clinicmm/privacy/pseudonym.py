@@ -50,15 +50,17 @@ def read_key_file(path: Path) -> bytes:
     """The key in ``path`` (its text, stripped); at least 16 bytes."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: privacy key file not found. Create it (e.g. `openssl rand -hex 32 > {path}`) "
-                          f"or set ${KEY_ENV}.")
+        raise ConfigError(
+            f"{path}: privacy key file not found. Create it (e.g. `openssl rand -hex 32 > {path}`) or set ${KEY_ENV}."
+        )
     return _check(path.read_bytes().strip(), str(path))
 
 
 def _check(key: bytes, where: str) -> bytes:
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{where}: the privacy key is {len(key)} bytes; use at least {MIN_KEY_BYTES} "
-                          "(e.g. `openssl rand -hex 32`).")
+        raise ConfigError(
+            f"{where}: the privacy key is {len(key)} bytes; use at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)."
+        )
     return key
 
 
@@ -77,8 +79,10 @@ def load_key(key_file: Path | None = None, fallback: Path | None = None, forbidd
     if path is None:
         raise ConfigError(f"no privacy key: set ${KEY_ENV} or privacy.key_file in the workflow.")
     if _inside(Path(path), forbidden):
-        raise ConfigError(f"{path}: the privacy key file lies inside the MLflow store ({forbidden}); move it "
-                          f"outside (it must never be logged with the runs) or set ${KEY_ENV}.")
+        raise ConfigError(
+            f"{path}: the privacy key file lies inside the MLflow store ({forbidden}); move it "
+            f"outside (it must never be logged with the runs) or set ${KEY_ENV}."
+        )
     if key_file is None and not Path(path).exists():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -11,7 +11,18 @@ import pandas as pd
 
 from clinicmm.privacy.pseudonym import pseudonym
 
-CLASS_COLUMNS = ("predicted", "prediction_set", "decision", "modalities", "status", "top1", "top2", "top3", "label", "split")
+CLASS_COLUMNS = (
+    "predicted",
+    "prediction_set",
+    "decision",
+    "modalities",
+    "status",
+    "top1",
+    "top2",
+    "top3",
+    "label",
+    "split",
+)
 
 
 def safe_table(frame: pd.DataFrame, key: bytes, column: str = "patient_id") -> pd.DataFrame:

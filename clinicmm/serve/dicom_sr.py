@@ -278,7 +278,7 @@ def write_sr_for_predictions(
     for column in ("patient_id", "predicted"):
         if column not in predictions.columns:
             raise InputError(f"predictions table: no column {column!r}; pass the CSV written by 'clinicmm predict'")
-    classes = [c[len("prob_"):] for c in predictions.columns if str(c).startswith("prob_")]
+    classes = [c[len("prob_") :] for c in predictions.columns if str(c).startswith("prob_")]
     series = _ok_series(series_index)
     rows = [
         _one_patient(row, classes, series, Path(out_dir), model_name, model_version)

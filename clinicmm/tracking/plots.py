@@ -97,8 +97,17 @@ def reliability_png(probs: np.ndarray, y: np.ndarray, title: str, path: Path, n_
     fig, (ax, axc) = subplots(2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     acc, conf = bins["accuracy"].fillna(0), bins["confidence"].fillna(0)
     ax.bar(centers, acc, width=width, color="#7fb2e5", edgecolor="black", lw=0.6, label="accuracy")
-    ax.bar(centers, conf - acc, bottom=acc, width=width, fill=False, hatch="///", edgecolor="tab:red", lw=0.6,
-           label="gap to mean confidence")
+    ax.bar(
+        centers,
+        conf - acc,
+        bottom=acc,
+        width=width,
+        fill=False,
+        hatch="///",
+        edgecolor="tab:red",
+        lw=0.6,
+        label="gap to mean confidence",
+    )
     ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title} (ECE {ece:.3f})")
     ax.legend(loc="upper left", fontsize=7)
@@ -124,8 +133,16 @@ def modality_availability(manifest: pd.DataFrame) -> pd.DataFrame:
     split = manifest[Col.SPLIT.value].fillna("").astype(str).replace("", "unassigned")
     known = [s.value for s in Split]
     order = [s for s in known if s in set(split)] + sorted(set(split) - set(known))
-    rows = [{"split": s, "modality": m, "present": int(present.loc[split == s, m].sum()),
-             "missing": int((~present.loc[split == s, m]).sum())} for s in order for m in MODALITY_NAMES]
+    rows = [
+        {
+            "split": s,
+            "modality": m,
+            "present": int(present.loc[split == s, m].sum()),
+            "missing": int((~present.loc[split == s, m]).sum()),
+        }
+        for s in order
+        for m in MODALITY_NAMES
+    ]
     return pd.DataFrame(rows, columns=["split", "modality", "present", "missing"])
 
 
@@ -137,8 +154,16 @@ def availability_png(manifest: pd.DataFrame, path: Path, title: str = "modality 
     x = np.arange(len(counts)) + np.repeat(np.arange(len(splits)), k) * 0.6
     for j, m in enumerate(MODALITY_NAMES):
         ax.bar(x[j::k], counts["present"].to_numpy()[j::k], color=tab10(j), edgecolor="black", lw=0.6, label=m)
-    ax.bar(x, counts["missing"], bottom=counts["present"], color="white", edgecolor="gray", hatch="//", lw=0.6,
-           label="missing")
+    ax.bar(
+        x,
+        counts["missing"],
+        bottom=counts["present"],
+        color="white",
+        edgecolor="gray",
+        hatch="//",
+        lw=0.6,
+        label="missing",
+    )
     for xi, (p, m) in zip(x, zip(counts["present"], counts["missing"])):
         ax.text(xi, p + m, f"{p}/{p + m}", ha="center", va="bottom", fontsize=7)
     totals = (counts["present"] + counts["missing"]).to_numpy()[::k]
@@ -163,7 +188,9 @@ def _has(manifest: pd.DataFrame, *extra: str) -> pd.DataFrame:
     cols = [HAS[m].value for m in MODALITIES]
     missing = [c for c in [*cols, *extra] if c not in manifest.columns]
     if missing:
-        raise ValueError(f"Expected manifest columns {[*cols, *extra]} (got {list(manifest.columns)}; missing {missing})")
+        raise ValueError(
+            f"Expected manifest columns {[*cols, *extra]} (got {list(manifest.columns)}; missing {missing})"
+        )
     return manifest[cols].fillna(False).astype(bool).set_axis(list(MODALITY_NAMES), axis=1)
 
 

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from clinicmm import __version__
-from clinicmm.files import atomic_write_bytes
 from clinicmm.config import WorkflowSpec, dump
 from clinicmm.errors import StageError
+from clinicmm.files import atomic_write_bytes
 from clinicmm.tracking.setup import configure, experiment_id, flatten
+
 
 def _runs_file(wf: WorkflowSpec) -> Path:
     return wf.work / "runs.json"
@@ -37,7 +38,7 @@ def _write_runs(wf: WorkflowSpec, runs: dict) -> None:
 def dataset_digest(cohort) -> str:
     """sha256 of the cohort's (patient, label, split) rows: changes with the data, reveals no id."""
     m = cohort.manifest.sort_values("patient_id")
-    text = "\n".join(f"{p}\t{l}\t{s}" for p, l, s in zip(m["patient_id"], m["label"], m["split"]))
+    text = "\n".join(f"{p}\t{lab}\t{s}" for p, lab, s in zip(m["patient_id"], m["label"], m["split"]))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -55,8 +56,16 @@ def _log_dataset(cohort, digest: str) -> None:
     import pandas as pd
 
     m = cohort.manifest
-    counts = m[m["split"] != ""].groupby(["split", "label"]).size().reset_index(name="patients").astype({"patients": "float64"})
-    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(counts), name="cohort", digest=digest[:16]), context="training")
+    counts = (
+        m[m["split"] != ""]
+        .groupby(["split", "label"])
+        .size()
+        .reset_index(name="patients")
+        .astype({"patients": "float64"})
+    )
+    mlflow.log_input(
+        mlflow.data.from_pandas(pd.DataFrame(counts), name="cohort", digest=digest[:16]), context="training"
+    )
 
 
 @contextlib.contextmanager
@@ -87,7 +96,9 @@ def workflow_run(wf: WorkflowSpec, cohort):
     with top_run(wf, cohort, wf.name, "workflow") as (run, uri, digest):
         mlflow.log_dict(dump(wf), "config/workflow.json")
         _log_dataset(cohort, digest)
-        _write_runs(wf, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "parent": run.info.run_id, "models": {}})
+        _write_runs(
+            wf, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "parent": run.info.run_id, "models": {}}
+        )
         yield run
 
 
@@ -126,7 +137,9 @@ def log_training(run, name: str, model, history: list[dict], bundle_dir: Path) -
     mlflow.log_params({"model": name, "n_parameters": sum(p.numel() for p in model.parameters())})
     if history:
         best = min(history, key=lambda h: h["val_loss"])
-        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_val_macro_f1": best["val_macro_f1"], "best_epoch": best["epoch"]})
+        mlflow.log_metrics(
+            {"best_val_loss": best["val_loss"], "best_val_macro_f1": best["val_macro_f1"], "best_epoch": best["epoch"]}
+        )
         mlflow.log_artifact(str(curves_png(history, name, bundle_dir / "curves.png")), "plots")
 
 
@@ -181,8 +194,10 @@ def promote(name: str, version: str, alias: str, tracking_uri: str | None = None
     try:
         client.get_model_version(name, version)
     except MlflowException as exc:
-        raise ModelError(f"model {name!r} has no version {version!r} in this registry ({exc.error_code}). "
-                         "List them with `mlflow models` or the MLflow UI.") from None
+        raise ModelError(
+            f"model {name!r} has no version {version!r} in this registry ({exc.error_code}). "
+            "List them with `mlflow models` or the MLflow UI."
+        ) from None
     try:
         previous = client.get_model_version_by_alias(name, alias).version
     except MlflowException:
@@ -191,16 +206,23 @@ def promote(name: str, version: str, alias: str, tracking_uri: str | None = None
     return previous
 
 
-def log_stage(wf: WorkflowSpec, stage: str, metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
-              artifacts: dict[str, dict] | None = None, tags: dict[str, str] | None = None,
-              files: dict[str, list[Path]] | None = None) -> str:
+def log_stage(
+    wf: WorkflowSpec,
+    stage: str,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, str] | None = None,
+    artifacts: dict[str, dict] | None = None,
+    tags: dict[str, str] | None = None,
+    files: dict[str, list[Path]] | None = None,
+) -> str:
     """A finished child run of the workflow's parent run for one stage (counts and settings only, no ids);
     ``files``: artifact folder -> local files to log there before the run is marked finished."""
     from mlflow.entities import Metric, Param
 
     client, runs = client_for(wf)
     run = client.create_run(
-        runs["experiment_id"], run_name=stage,
+        runs["experiment_id"],
+        run_name=stage,
         tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage} | (tags or {}),
     )
     run_id = run.info.run_id
@@ -235,10 +257,13 @@ def log_train_image(wf: WorkflowSpec, record: dict, curves: Path) -> str:
     exp = experiment_id(wf.tracking.experiment, uri)
     spec = dump(wf.encoders.image)
     params = flatten({k: v for k, v in spec.items() if k not in ("weights", "train")}, "image.") | flatten(
-        {k: v for k, v in spec["train"].items() if k != "output"}, "train.")
+        {k: v for k, v in spec["train"].items() if k != "output"}, "train."
+    )
     params |= {"classes": len(record["classes"]), "pretrained_weights": spec["weights"] is not None}
     client = MlflowClient()
-    run = client.create_run(exp, run_name="train-image", tags={"clinicmm.stage": "train-image", "clinicmm.workflow": wf.name})
+    run = client.create_run(
+        exp, run_name="train-image", tags={"clinicmm.stage": "train-image", "clinicmm.workflow": wf.name}
+    )
     run_id = run.info.run_id
     ts = int(time.time() * 1000)
     metrics = [Metric(k, float(v), ts, int(row["epoch"])) for row in record["history"] for k, v in row.items()
@@ -274,6 +299,16 @@ def log_calibration(name: str, calibration, val_probs, val_y, out: Path) -> None
     mlflow.log_metrics(metrics)
     if len(val_y):
         title = f"{name}: validation split (n={len(val_y)})"
-        mlflow.log_artifact(str(reliability_png(val_probs, val_y, f"{title}, uncalibrated", out / "reliability_val_uncalibrated.png")), "plots")
+        mlflow.log_artifact(
+            str(reliability_png(val_probs, val_y, f"{title}, uncalibrated", out / "reliability_val_uncalibrated.png")),
+            "plots",
+        )
         calibrated = calibration.apply(val_probs)
-        mlflow.log_artifact(str(reliability_png(calibrated, val_y, f"{title}, T={calibration.temperature:.2f}", out / "reliability_val.png")), "plots")
+        mlflow.log_artifact(
+            str(
+                reliability_png(
+                    calibrated, val_y, f"{title}, T={calibration.temperature:.2f}", out / "reliability_val.png"
+                )
+            ),
+            "plots",
+        )

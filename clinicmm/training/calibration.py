@@ -28,12 +28,16 @@ def _check(probs: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, n
     if y.shape != (probs.shape[0],):
         raise ValueError(f"Expected y of shape ({probs.shape[0]},) to match probs (got shape {y.shape})")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
-        raise ValueError(f"Expected integer class indices in [0, {probs.shape[1]}) in y (got dtype {y.dtype}, "
-                         f"range [{y.min()}, {y.max()}])")
+        raise ValueError(
+            f"Expected integer class indices in [0, {probs.shape[1]}) in y (got dtype {y.dtype}, "
+            f"range [{y.min()}, {y.max()}])"
+        )
     probs = probs.astype(np.float64)
     if not np.isfinite(probs).all() or probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
-        raise ValueError(f"Expected probabilities in [0, 1] in probs (got range [{np.nanmin(probs)}, "
-                         f"{np.nanmax(probs)}], finite: {bool(np.isfinite(probs).all())}); apply softmax first")
+        raise ValueError(
+            f"Expected probabilities in [0, 1] in probs (got range [{np.nanmin(probs)}, "
+            f"{np.nanmax(probs)}], finite: {bool(np.isfinite(probs).all())}); apply softmax first"
+        )
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"Expected n_bins to be an integer >= 1 (got {n_bins!r})")
     return probs, y.astype(np.int64)
@@ -54,8 +58,13 @@ def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = 10) -> pd.D
         mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
         accuracy = np.bincount(idx, weights=correct, minlength=n_bins) / count
     return pd.DataFrame(
-        {"bin_lower": edges[:-1], "bin_upper": edges[1:], "count": count.astype(np.int64),
-         "confidence": np.where(count > 0, mean_conf, np.nan), "accuracy": np.where(count > 0, accuracy, np.nan)}
+        {
+            "bin_lower": edges[:-1],
+            "bin_upper": edges[1:],
+            "count": count.astype(np.int64),
+            "confidence": np.where(count > 0, mean_conf, np.nan),
+            "accuracy": np.where(count > 0, accuracy, np.nan),
+        }
     )
 
 
@@ -68,6 +77,7 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
 
 
 # ------------------------------------------------------------------------------ temperature scaling
+
 
 def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
     """``softmax(log p / T)``: the same as dividing the logits by ``T`` (softmax forgets a per-row constant), so
@@ -97,8 +107,9 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray, bounds: tuple[float, float
     if (probs.argmax(axis=1) == y).all():
         return 1.0
     logp = np.log(np.clip(probs, 1e-12, 1.0))
-    res = minimize_scalar(lambda b: _nll(logp, y, b), bounds=(1.0 / bounds[1], 1.0 / bounds[0]), method="bounded",
-                          options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda b: _nll(logp, y, b), bounds=(1.0 / bounds[1], 1.0 / bounds[0]), method="bounded", options={"xatol": 1e-6}
+    )
     return float(1.0 / res.x)
 
 
@@ -128,8 +139,11 @@ class Calibration:
         temperature = fit_temperature(probs, y) if spec.temperature else 1.0
         calibrated = temperature_scale(probs, temperature)
         conformal = SplitConformal.fit(calibrated, y, spec.coverage, spec.score) if spec.coverage is not None else None
-        validation = {"n": int(len(y)), "ece_uncalibrated": expected_calibration_error(probs, y),
-                      "ece": expected_calibration_error(calibrated, y)}
+        validation = {
+            "n": int(len(y)),
+            "ece_uncalibrated": expected_calibration_error(probs, y),
+            "ece": expected_calibration_error(calibrated, y),
+        }
         return cls(temperature, conformal, spec.abstain_below, validation)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
@@ -170,21 +184,31 @@ class Calibration:
             out |= {"coverage_target": self.conformal.coverage} | set_metrics(self.conformal.sets(probs), y)
         kept = ~self.abstains(probs.max(axis=1))
         out["abstention_rate"] = float(1.0 - kept.mean())
-        out["accuracy_non_abstained"] = float((probs[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else float("nan")
+        out["accuracy_non_abstained"] = (
+            float((probs[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else float("nan")
+        )
         return out
 
     def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "conformal": self.conformal.to_dict() if self.conformal else None,
-                "abstain_below": self.abstain_below, "validation": self.validation}
+        return {
+            "temperature": self.temperature,
+            "conformal": self.conformal.to_dict() if self.conformal else None,
+            "abstain_below": self.abstain_below,
+            "validation": self.validation,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         temperature = float(data.get("temperature", 1.0))
         abstain = data.get("abstain_below")
         if not (np.isfinite(temperature) and temperature > 0) or (abstain is not None and not 0 < float(abstain) <= 1):
-            raise ValueError(f"Expected a positive temperature and abstain_below in (0, 1] or null (got {temperature!r}, {abstain!r})")
+            raise ValueError(
+                f"Expected a positive temperature and abstain_below in (0, 1] or null (got {temperature!r}, {abstain!r})"
+            )
         conformal = SplitConformal.from_dict(data["conformal"]) if data.get("conformal") else None
-        return cls(temperature, conformal, None if abstain is None else float(abstain), dict(data.get("validation", {})))
+        return cls(
+            temperature, conformal, None if abstain is None else float(abstain), dict(data.get("validation", {}))
+        )
 
 
 def empty_columns() -> dict:
@@ -205,6 +229,12 @@ def fit_calibration(name: str, val_probs: np.ndarray, val_y: np.ndarray, spec) -
         log.warning("calibration %s: the validation split is empty; predictions stay uncalibrated, without sets", name)
         return Calibration(abstain_below=spec.abstain_below)
     if spec.coverage is not None and len(val_y) < (need := min_calibration_size(spec.coverage)):
-        log.warning("calibration %s: %d validation patients, coverage %.2f needs %d: every set holds every class; "
-                    "raise split.val or lower calibration.coverage", name, len(val_y), spec.coverage, need)
+        log.warning(
+            "calibration %s: %d validation patients, coverage %.2f needs %d: every set holds every class; "
+            "raise split.val or lower calibration.coverage",
+            name,
+            len(val_y),
+            spec.coverage,
+            need,
+        )
     return Calibration.fit(val_probs, val_y, spec)

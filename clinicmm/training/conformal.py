@@ -74,7 +74,9 @@ class SplitConformal:
         """Threshold from the calibration patients' true-class scores."""
         probs, y = np.asarray(probs), np.asarray(y)
         if y.shape != (len(probs),) or (len(y) and (y.min() < 0 or y.max() >= probs.shape[1])):
-            raise ValueError(f"Expected y of shape ({len(probs)},) with class indices in [0, {probs.shape[1]}) (got {y!r})")
+            raise ValueError(
+                f"Expected y of shape ({len(probs)},) with class indices in [0, {probs.shape[1]}) (got {y!r})"
+            )
         true_scores = class_scores(probs, score)[np.arange(len(y)), y]
         return cls(score, float(coverage), conformal_quantile(true_scores, coverage), int(len(y)))
 
@@ -88,7 +90,12 @@ class SplitConformal:
 
     def to_dict(self) -> dict:
         threshold = self.threshold if math.isfinite(self.threshold) else None  # JSON has no infinity
-        return {"score": self.score, "coverage": self.coverage, "threshold": threshold, "n_calibration": self.n_calibration}
+        return {
+            "score": self.score,
+            "coverage": self.coverage,
+            "threshold": threshold,
+            "n_calibration": self.n_calibration,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> SplitConformal:

@@ -61,7 +61,9 @@ def to_evidence(encoded, rows, labels, kg, scaler: Standardizer) -> list:
             v = encoded.vectors[m.value][r]
             vec[m.value] = None if np.isnan(v).any() else scaler.apply(m.value, v)
         links = {
-            m.value: [i for i in (kg.index(LINK_NODE[m.value], name) for name in encoded.links[m.value][r]) if i is not None]
+            m.value: [
+                i for i in (kg.index(LINK_NODE[m.value], name) for name in encoded.links[m.value][r]) if i is not None
+            ]
             for m in MODALITIES
         }
         out.append(
@@ -109,7 +111,9 @@ class TrainingData:
             raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
         self.kg.ensure_nodes(Node.CANCER, self.classes)
         enc_dir = wf.work / "encode"
-        self.genomics = json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
+        self.genomics = (
+            json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
+        )
         self.fingerprints = json.loads((enc_dir / "encoders.json").read_text())["fingerprints"]
 
     def train_classes(self) -> list[str]:
@@ -118,7 +122,9 @@ class TrainingData:
 
     def rows(self, split: Split) -> tuple[list[int], list[int]]:
         idx = {c: i for i, c in enumerate(self.classes)}
-        rows = [r for r, p in enumerate(self.encoded.patients) if self.split.get(p) == split and self.label.get(p) in idx]
+        rows = [
+            r for r, p in enumerate(self.encoded.patients) if self.split.get(p) == split and self.label.get(p) in idx
+        ]
         return rows, [idx[self.label[self.encoded.patients[r]]] for r in rows]
 
     def items(self, split: Split, scaler):
@@ -150,7 +156,8 @@ class TrainingData:
             return self.encoded
         present = self.cohort.manifest.set_index(Col.PATIENT.value).loc[self.encoded.patients, HAS[Modality.OMICS]]
         vectors, links, _ = Featurizer(self.wf.encoders, self.kg, pre).omics(
-            self.encoded.patients, self.cohort.expression, self.cohort.mutations, present.to_numpy(dtype=bool))
+            self.encoded.patients, self.cohort.expression, self.cohort.mutations, present.to_numpy(dtype=bool)
+        )
         out = copy.copy(self.encoded)
         out.vectors = {**self.encoded.vectors, Modality.OMICS.value: vectors}
         out.links = {**self.encoded.links, Modality.OMICS.value: links}

@@ -27,8 +27,18 @@ def graph_batches(model: torch.nn.Module, spec: TrainingSpec) -> None:
         model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
 
 
-def fit(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int, on_epoch=None, progress=True,
-        ckpt_dir: Path | None = None):
+def fit(
+    model,
+    train: list,
+    val: list,
+    knowledge,
+    dims,
+    spec: TrainingSpec,
+    n_classes: int,
+    on_epoch=None,
+    progress=True,
+    ckpt_dir: Path | None = None,
+):
     """Train ``model`` with early stopping on val loss; returns the model at its best epoch and the history.
 
     The Trainer takes ``spec``'s accelerator / devices / num_nodes / strategy / precision. With ``ckpt_dir`` it
@@ -74,8 +84,16 @@ class FittedModel:
     hetero: object  # the graph as HeteroData
 
 
-def fit_model(name: str, data, train: tuple, val: tuple, spec: TrainingSpec, on_epoch=None, progress: bool = True,
-              ckpt_dir: Path | None = None) -> FittedModel:
+def fit_model(
+    name: str,
+    data,
+    train: tuple,
+    val: tuple,
+    spec: TrainingSpec,
+    on_epoch=None,
+    progress: bool = True,
+    ckpt_dir: Path | None = None,
+) -> FittedModel:
     """The one path that fits a model: ``clinicmm train``, ``compare`` and leave-one-site-out all come here.
 
     ``data``: a :class:`~clinicmm.training.data.TrainingData` (or one fold of it: :meth:`TrainingData.fold`, whose
@@ -116,7 +134,9 @@ def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpoint
             callbacks=callbacks,
             num_sanity_val_steps=0,
             use_distributed_sampler=False,  # FusionData splits by rank itself (same batches for any process count)
-            deterministic=True if spec.accelerator == "cpu" else "warn",  # some CUDA scatter kernels have no deterministic twin
+            deterministic=True
+            if spec.accelerator == "cpu"
+            else "warn",  # some CUDA scatter kernels have no deterministic twin
         )
     except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:
         raise ConfigError(

@@ -22,9 +22,9 @@ def per_rank_batch(batch_size: int, world: int) -> int:
     return max(1, math.ceil(batch_size / max(world, 1)))
 
 
-
-def make_loader(items: list, knowledge, dims: dict[str, int], batch_size: int, sampler=None, p_drop: float = 0.0,
-                seed: int = 0):
+def make_loader(
+    items: list, knowledge, dims: dict[str, int], batch_size: int, sampler=None, p_drop: float = 0.0, seed: int = 0
+):
     """A DataLoader of batches (HeteroData) in ``sampler``'s order (else as listed); ``p_drop`` > 0 applies modality
     dropout, drawn from ``seed`` (training only)."""
     from torch.utils.data import DataLoader
@@ -53,16 +53,25 @@ class FusionData(lightning().LightningDataModule):
         world, rank = self._ranks()
         sampler = DistributedSampler(self.train, num_replicas=world, rank=rank, shuffle=True, seed=self.spec.seed)
         # modality dropout draws per rank (seed + rank): rank 0 of any run draws as a one-process run does
-        return make_loader(self.train, self.knowledge, self.dims, per_rank_batch(self.spec.batch_size, world), sampler,
-                           self.spec.modality_dropout, self.spec.seed + rank)
+        return make_loader(
+            self.train,
+            self.knowledge,
+            self.dims,
+            per_rank_batch(self.spec.batch_size, world),
+            sampler,
+            self.spec.modality_dropout,
+            self.spec.seed + rank,
+        )
 
     def val_dataloader(self):
         from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 
         world, rank = self._ranks()
         if 0 < len(self.val) < world:  # Lightning's sampler would stop on a bare assertion (DDP would hang otherwise)
-            raise ConfigError(f"The validation split holds {len(self.val)} patients but training runs in {world} "
-                              f"processes, and each process needs at least one: use fewer processes "
-                              f"(training.devices / num_nodes, torchrun --nproc_per_node) or a larger split.val")
+            raise ConfigError(
+                f"The validation split holds {len(self.val)} patients but training runs in {world} "
+                f"processes, and each process needs at least one: use fewer processes "
+                f"(training.devices / num_nodes, torchrun --nproc_per_node) or a larger split.val"
+            )
         sampler = UnrepeatedDistributedSampler(self.val, num_replicas=world, rank=rank, shuffle=False)
         return make_loader(self.val, self.knowledge, self.dims, max(1, math.ceil(len(self.val) / world)), sampler)

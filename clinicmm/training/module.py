@@ -52,7 +52,9 @@ class FusionTask(lightning().LightningModule):
         if self.spec.contrastive_weight > 0:  # cross-modal alignment; train_loss stays the CE, comparable to val_loss
             from clinicmm.fusion.contrastive import contrastive_loss
 
-            loss = loss + self.spec.contrastive_weight * contrastive_loss(self.model, batch, self.spec.contrastive_temperature)
+            loss = loss + self.spec.contrastive_weight * contrastive_loss(
+                self.model, batch, self.spec.contrastive_temperature
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -67,7 +69,9 @@ class FusionTask(lightning().LightningModule):
         train_loss = float(self.train_ce.compute()) if self.train_ce.update_count else float("nan")
         self._reset_metrics()
         self.log("val_loss", loss, prog_bar=True, sync_dist=True)  # equal on every rank already
-        self.history.append({"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": loss, "val_macro_f1": f1})
+        self.history.append(
+            {"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": loss, "val_macro_f1": f1}
+        )
         if loss < self.best_loss:
             self.best_loss = loss
             self.best_state = copy.deepcopy(self.model.state_dict())

@@ -134,7 +134,15 @@ def test_errors_are_one_line_without_traceback(workflow, tmp_path):
     result = _cli("train", str(bad), cwd=root)
     assert result.returncode == 1
     assert "did you mean 'workdir'" in result.stderr and "Traceback" not in result.stderr
-    result = _cli("predict", "data/dataset.yaml", "--model", "models:/no-such-model@champion", "--out", str(tmp_path / "p.csv"), cwd=root)
+    result = _cli(
+        "predict",
+        "data/dataset.yaml",
+        "--model",
+        "models:/no-such-model@champion",
+        "--out",
+        str(tmp_path / "p.csv"),
+        cwd=root,
+    )
     assert result.returncode == 1 and "cannot load model" in result.stderr and "Traceback" not in result.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -183,8 +191,19 @@ def test_predict_by_version_uri_writes_dicom_sr_into_the_source_studies(workflow
 
     root, _ = workflow
     uri = f"sqlite:///{root}/tracking/mlflow.db"
-    result = _cli("predict", "data/dataset.yaml", "--model", f"models:/{MODEL}/1", "--out", str(tmp_path / "p.csv"),
-                  "--dicom-sr", str(tmp_path / "sr"), "--tracking-uri", uri, cwd=root)
+    result = _cli(
+        "predict",
+        "data/dataset.yaml",
+        "--model",
+        f"models:/{MODEL}/1",
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--dicom-sr",
+        str(tmp_path / "sr"),
+        "--tracking-uri",
+        uri,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     index = pd.read_csv(tmp_path / "sr" / "sr_index.csv", keep_default_na=False).set_index("patient_id")
     preds = pd.read_csv(tmp_path / "p.csv", keep_default_na=False).set_index("patient_id")

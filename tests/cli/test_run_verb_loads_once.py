@@ -27,7 +27,9 @@ def test_run_loads_the_workflow_once_and_shows_the_relative_default_uri(small_de
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # no URI given (configure() exports the absolute one; undone after)
     monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)  # MLflow's own global, restored after the test
-    (tmp_path / "wf.yaml").write_text(yaml.safe_dump({"name": "once", "dataset": str(small_demo[0]), "workdir": "work"}))
+    (tmp_path / "wf.yaml").write_text(
+        yaml.safe_dump({"name": "once", "dataset": str(small_demo[0]), "workdir": "work"})
+    )
     loads: Counter = Counter()
     load_workflow = clinicmm.config.load_workflow
 

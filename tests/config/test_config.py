@@ -63,7 +63,9 @@ def test_workflow_rejects_unknown_model_and_lists_valid_names(tmp_path):
     ds = _dataset(tmp_path)
     wf = tmp_path / "wf.yaml"
     wf.write_text(yaml.safe_dump({"name": "w", "dataset": ds.name, "workdir": "work", "models": ["concat", "gnn"]}))
-    with pytest.raises(ConfigError, match=r"unknown model 'gnn'; valid names: image, note, omics, concat, kg_gnn, attention, kg_rgcn"):
+    with pytest.raises(
+        ConfigError, match=r"unknown model 'gnn'; valid names: image, note, omics, concat, kg_gnn, attention, kg_rgcn"
+    ):
         load_workflow(wf)
 
 

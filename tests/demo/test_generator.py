@@ -28,12 +28,42 @@ from clinicmm.errors import InputError
 SMALL = dict(patients=20, seed=0, missing_rate=0.15, inject_bad=True, slices=5, size=32)
 NOTE_K = 200  # TF-IDF terms kept: enough for every histology cue, few enough that a leak would stand out
 REQUIRED_TAGS = (
-    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
-    "ReferringPhysicianName", "StudyID", "SeriesNumber", "InstanceNumber", "StudyInstanceUID", "SeriesInstanceUID",
-    "FrameOfReferenceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "BodyPartExamined", "ImagePositionPatient",
-    "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices", "Rows", "Columns",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
-    "RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "BodyPartExamined",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
 )
 
 
@@ -45,8 +75,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """72 complete patients (12 per type), small volumes: enough for cross-validated separability checks."""
-    return generate_demo(tmp_path_factory.mktemp("clean") / "cohort", patients=72, seed=3, missing_rate=0.0,
-                         slices=4, size=32).parent
+    return generate_demo(
+        tmp_path_factory.mktemp("clean") / "cohort", patients=72, seed=3, missing_rate=0.0, slices=4, size=32
+    ).parent
 
 
 def _truth(folder: Path) -> dict:
@@ -54,8 +85,11 @@ def _truth(folder: Path) -> dict:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _files(folder: Path) -> list[Path]:
@@ -176,8 +210,16 @@ def _decodes(path: Path) -> bool:
 def test_each_bad_input_is_planted_once_on_a_different_patient(demo: Path) -> None:
     bad = _truth(demo)["bad_inputs"]
     kinds = [b["kind"] for b in bad]
-    assert sorted(kinds) == sorted({"truncated_dicom", "non_dicom_file", "text_as_dcm", "empty_note",
-                                    "duplicate_gene_column", "unlabelled_patient"})
+    assert sorted(kinds) == sorted(
+        {
+            "truncated_dicom",
+            "non_dicom_file",
+            "text_as_dcm",
+            "empty_note",
+            "duplicate_gene_column",
+            "unlabelled_patient",
+        }
+    )
     patients = [b["patient_id"] for b in bad if b["patient_id"]]
     assert len(patients) == len(set(patients)) == 4
     assert all(_truth(demo)["patients"][p]["missing"] is None for p in patients)
@@ -200,7 +242,11 @@ def test_empty_note_duplicate_gene_and_unlabelled_patient(demo: Path) -> None:
     bad = _bad(demo)
     notes = pd.read_csv(demo / "notes.csv", dtype=str, keep_default_na=False)
     row = notes.iloc[bad["empty_note"]["row"] - 1]
-    assert (row["note_id"], row["patient_id"], row["text"]) == (bad["empty_note"]["note_id"], bad["empty_note"]["patient_id"], "")
+    assert (row["note_id"], row["patient_id"], row["text"]) == (
+        bad["empty_note"]["note_id"],
+        bad["empty_note"]["patient_id"],
+        "",
+    )
     assert (notes["text"] == "").sum() == 1
     with (demo / "expression.tsv").open() as fh:
         header = fh.readline().rstrip("\n").split("\t")
@@ -277,7 +323,9 @@ def test_programme_driver_mutations_stay_in_their_programme(clean: Path) -> None
     maf = pd.read_csv(clean / "mutations.maf", sep="\t", dtype=str)
     drivers = maf[maf["Hugo_Symbol"].isin(programme_genes())]
     assert len(drivers) > 20
-    for gene, sample, cls in zip(drivers["Hugo_Symbol"], drivers["Tumor_Sample_Barcode"], drivers["Variant_Classification"]):
+    for gene, sample, cls in zip(
+        drivers["Hugo_Symbol"], drivers["Tumor_Sample_Barcode"], drivers["Variant_Classification"]
+    ):
         assert gene in PROGRAMMES[truth[sample[:9]]["programme"]].mutated_genes and cls != "Silent"
     assert (maf["Variant_Classification"] == "Silent").any()
 
@@ -287,8 +335,9 @@ def test_programme_driver_mutations_stay_in_their_programme(clean: Path) -> None
 
 def _cross_validated(features: np.ndarray, labels: list[str], k: int | str = 20) -> np.ndarray:
     """4-fold predictions of a linear model on the ``k`` most type-informative features (so a leak stands out)."""
-    model = make_pipeline(VarianceThreshold(), StandardScaler(), SelectKBest(f_classif, k=k),
-                          LogisticRegression(max_iter=2000))
+    model = make_pipeline(
+        VarianceThreshold(), StandardScaler(), SelectKBest(f_classif, k=k), LogisticRegression(max_iter=2000)
+    )
     return cross_val_predict(model, features, labels, cv=StratifiedKFold(4, shuffle=True, random_state=0))
 
 

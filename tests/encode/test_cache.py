@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from clinicmm.files import digest_bytes, digest_files
 from clinicmm.encode.cache import EmbeddingCache
+from clinicmm.files import digest_bytes, digest_files
 
 
 def _encoder(calls):

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from clinicmm.evaluation.compare import CVData, ablation_table, make_folds, reference_model, run_cv, summarise
 from clinicmm.config import CompareSpec, TrainingSpec
 from clinicmm.errors import StageError
 from clinicmm.evaluation import bootstrap
+from clinicmm.evaluation.compare import CVData, ablation_table, make_folds, reference_model, run_cv, summarise
 
 REPO = Path(__file__).resolve().parents[2]
 KIPAN = REPO.parent / "shared" / "data" / "tcga_kipan"
@@ -35,8 +35,11 @@ def cv_data(n: int = 36, seed: int = 0) -> CVData:
 
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
-    vectors = {"image": rng.normal(size=(n, 4)), "note": np.eye(3)[y] * 3 + rng.normal(size=(n, 3)) * 0.3,
-               "omics": np.full((n, 5), np.nan)}
+    vectors = {
+        "image": rng.normal(size=(n, 4)),
+        "note": np.eye(3)[y] * 3 + rng.normal(size=(n, 3)) * 0.3,
+        "omics": np.full((n, 5), np.nan),
+    }
     vectors["image"][::4] = np.nan
     vectors = {m: v.astype(np.float32) for m, v in vectors.items()}
     patients = [f"P{i:03d}" for i in range(n)]
@@ -64,8 +67,9 @@ def cv_result(one_thread):
     data = cv_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return data, run_cv(data, ["note", "concat"], ["logreg"], SPEC, CompareSpec(folds=3, bootstrap=200),
-                            progress=False)
+        return data, run_cv(
+            data, ["note", "concat"], ["logreg"], SPEC, CompareSpec(folds=3, bootstrap=200), progress=False
+        )
 
 
 def test_folds_partition_the_patients_stratified_and_seeded():
@@ -150,10 +154,16 @@ def test_an_unknown_reference_model_is_a_config_error():
 def genomics_workflow(root: Path, write_cohort, n: int = 30) -> Path:
     """A genomics-only cohort (no encoder networks to load): class-specific expression of graph genes."""
     write_cohort(root, n)
-    wf = {"name": "tiny", "dataset": "data/dataset.yaml", "workdir": "work", "models": ["omics", "kg_gnn"],
-          "primary_model": "kg_gnn", "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
-          "compare": {"folds": 3, "bootstrap": 100},
-          "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"}}
+    wf = {
+        "name": "tiny",
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "models": ["omics", "kg_gnn"],
+        "primary_model": "kg_gnn",
+        "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
+        "compare": {"folds": 3, "bootstrap": 100},
+        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"},
+    }
     (root / "wf.yaml").write_text(yaml.safe_dump(wf))
     return root / "wf.yaml"
 
@@ -190,10 +200,10 @@ def test_compare_logs_one_parent_with_a_child_per_model_and_fold_and_no_ids(comp
     summary = json.loads((root / "work" / "compare" / "summary.json").read_text())
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     parent = client.get_run(summary["parent_run"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.data.tags["mlflow.runName"] for r in children) == sorted(
-        f"{m}.fold{k}" for m in ("omics", "kg_gnn", "logreg") for k in range(3))
+        f"{m}.fold{k}" for m in ("omics", "kg_gnn", "logreg") for k in range(3)
+    )
     logged = [a.path for a in client.list_artifacts(parent.info.run_id, "compare")]
     assert {"compare/table.csv", "compare/compare.png", "compare/ablation.md"} <= set(logged)
     text = json.dumps([parent.data.params, parent.data.tags] + [[r.data.params, r.data.tags] for r in children])

@@ -20,9 +20,15 @@ def _workflow(root, write_cohort, n: int = 48):
     from clinicmm.config import load_workflow
 
     write_cohort(root, n, sites=SITES)
-    wf = {"name": "tiny", "dataset": "data/dataset.yaml", "workdir": "work", "models": ["omics", "concat"],
-          "primary_model": "concat", "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
-          "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"}}
+    wf = {
+        "name": "tiny",
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "models": ["omics", "concat"],
+        "primary_model": "concat",
+        "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
+        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"},
+    }
     (root / "wf.yaml").write_text(yaml.safe_dump(wf))
     return load_workflow(root / "wf.yaml")
 
@@ -66,7 +72,11 @@ def test_leave_one_site_out_reuses_the_training_data_it_is_given(trained, monkey
     def reloaded(*args, **kwargs):
         raise AssertionError("leave-one-site-out loaded again what TrainingData holds")
 
-    for target in ("clinicmm.ingest.cohort.Cohort.load", "clinicmm.encode.featurizer.EncodedCohort.load", "clinicmm.knowledge.graph.load_knowledge"):
+    for target in (
+        "clinicmm.ingest.cohort.Cohort.load",
+        "clinicmm.encode.featurizer.EncodedCohort.load",
+        "clinicmm.knowledge.graph.load_knowledge",
+    ):
         monkeypatch.setattr(target, reloaded)
     table = leave_one_site_out(wf, data=data)
     assert sorted(table["site"].unique()) == SITES and len(table) == len(SITES) * len(wf.models)
@@ -105,11 +115,10 @@ def test_a_fold_sees_its_own_split_through_training_data_rows(trained):
 
 def test_robustness_removes_a_modality_through_the_ablation_path(trained, monkeypatch):
     import clinicmm.training.fit as fit_module
-    from clinicmm.tracking.bundle import ModelBundle
-    from clinicmm.evaluation.robustness import robustness_table, variants
     from clinicmm.evaluation.ablation import probs_and_without
-    from clinicmm.training.data import dims_of
-    from clinicmm.training.data import TrainingData
+    from clinicmm.evaluation.robustness import robustness_table, variants
+    from clinicmm.tracking.bundle import ModelBundle
+    from clinicmm.training.data import TrainingData, dims_of
 
     wf = trained
     data = TrainingData(wf)
@@ -128,8 +137,12 @@ def test_robustness_removes_a_modality_through_the_ablation_path(trained, monkey
     for name in wf.models:  # the same numbers as the evaluate stage's ablation of that model
         bundle = ModelBundle.load(wf.work / "train" / name)
         items, y = data.items(Split.TEST, bundle.scaler)
-        _, without = probs_and_without(bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors))
-        assert table.loc[("no_omics", name), "accuracy"] == pytest.approx(float((without["omics"].argmax(1) == y).mean()))
+        _, without = probs_and_without(
+            bundle.build_model(), items, bundle.knowledge.to_hetero(), dims_of(data.encoded.vectors)
+        )
+        assert table.loc[("no_omics", name), "accuracy"] == pytest.approx(
+            float((without["omics"].argmax(1) == y).mean())
+        )
 
 
 # ----------------------------------------------------------------------------------------------- MLflow

@@ -1,6 +1,5 @@
 """Leave-one-site-out, robustness and external validation on one tiny trained workflow (in process)."""
 
-import os
 import shutil
 
 import numpy as np
@@ -16,8 +15,8 @@ MODELS = ["omics", "concat"]
 @pytest.fixture(scope="module")
 def trained(small_demo, tmp_path_factory, one_thread):
     from clinicmm.config import load_workflow
-    from clinicmm.tracking.setup import configure
     from clinicmm.pipeline.stages import encode_stage, evaluate_stage, ingest_stage, register_stage, train_stage
+    from clinicmm.tracking.setup import configure
 
     root = tmp_path_factory.mktemp("modes")
     data = root / "data"
@@ -30,9 +29,12 @@ def trained(small_demo, tmp_path_factory, one_thread):
     cfg["split"] = {"leave_one_site_out": True}
     (data / "dataset.yaml").write_text(yaml.safe_dump(cfg))
     wf_cfg = {
-        "name": "modes", "dataset": str(data / "dataset.yaml"), "workdir": str(root / "work"),
+        "name": "modes",
+        "dataset": str(data / "dataset.yaml"),
+        "workdir": str(root / "work"),
         "encoders": {"image": {"spatial_size": [8, 16, 16]}},
-        "models": MODELS, "primary_model": "concat",
+        "models": MODELS,
+        "primary_model": "concat",
         "training": {"max_epochs": 3, "patience": 2, "hidden": 16},
         "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "modes", "registered_model": "modes"},
     }
@@ -88,7 +90,9 @@ def test_perturbations_change_only_their_modality_and_skip_the_cache(trained):
             assert enc is clean
             continue
         has = clean.has(modality)
-        changed = ~np.isclose(np.nan_to_num(enc.vectors[modality], nan=1e9), np.nan_to_num(clean.vectors[modality], nan=1e9)).all(axis=1)
+        changed = ~np.isclose(
+            np.nan_to_num(enc.vectors[modality], nan=1e9), np.nan_to_num(clean.vectors[modality], nan=1e9)
+        ).all(axis=1)
         assert changed[has].any(), name
         for other in set(clean.vectors) - {modality}:
             np.testing.assert_array_equal(enc.vectors[other], clean.vectors[other])
@@ -145,7 +149,9 @@ def test_external_data_that_overlaps_the_training_data_is_refused(trained):
     from clinicmm.evaluation.external import evaluate_external
 
     wf, _ = trained
-    with pytest.raises(StageError, match=r"(?s)external dataset: leakage between it and the workflow.s own dataset.*- image: series in"):
+    with pytest.raises(
+        StageError, match=r"(?s)external dataset: leakage between it and the workflow.s own dataset.*- image: series in"
+    ):
         evaluate_external(wf, wf.dataset_path)
 
 
@@ -155,6 +161,8 @@ def test_image_noise_is_the_same_for_the_same_seed(trained):
 
     wf, _ = trained
     data = TrainingData(wf)
-    first, again, other = (variants(data, ["image_noise"], seed=s)["image_noise"][1].vectors["image"] for s in (0, 0, 1))
+    first, again, other = (
+        variants(data, ["image_noise"], seed=s)["image_noise"][1].vectors["image"] for s in (0, 0, 1)
+    )
     np.testing.assert_array_equal(first, again)  # Compose() used to reseed the noise at random
     assert not np.allclose(np.nan_to_num(first), np.nan_to_num(other))

@@ -25,9 +25,15 @@ def encoded(tmp_path_factory, genomics_cohort):
 
     root = tmp_path_factory.mktemp("fold_leakage")
     genomics_cohort(root, 36)
-    wf = {"name": "folds", "dataset": "data/dataset.yaml", "workdir": "work", "models": ["omics"], "primary_model": "omics",
-          "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
-          "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "folds"}}
+    wf = {
+        "name": "folds",
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "models": ["omics"],
+        "primary_model": "omics",
+        "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
+        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "folds"},
+    }
     (root / "wf.yaml").write_text(yaml.safe_dump(wf))
     wf = load_workflow(root / "wf.yaml")
     ingest_stage(wf)
@@ -42,7 +48,9 @@ def _with(wf, image_train: bool = False, lora: bool = False):
     return wf.model_copy(update={"encoders": enc.model_copy(update={"image": image, "text": text})})
 
 
-@pytest.mark.parametrize(("image_train", "lora", "key"), [(True, False, "encoders.image.train"), (False, True, "encoders.text.lora")])
+@pytest.mark.parametrize(
+    ("image_train", "lora", "key"), [(True, False, "encoders.image.train"), (False, True, "encoders.text.lora")]
+)
 def test_compare_refuses_a_label_trained_encoder_before_any_work(encoded, image_train, lora, key, monkeypatch):
     from clinicmm.pipeline import run
 
@@ -92,4 +100,6 @@ def test_a_fold_of_the_training_data_sees_only_its_split(encoded):
     fold = data.fold(split)
     assert fold.rows(Split.TEST)[0] == [i for i, p in enumerate(patients) if split[p] == Split.TEST]
     assert data.split != fold.split and data.encoded is not fold.encoded  # the original is untouched
-    assert not np.array_equal(np.nan_to_num(data.encoded.vectors["omics"]), np.nan_to_num(fold.encoded.vectors["omics"]))
+    assert not np.array_equal(
+        np.nan_to_num(data.encoded.vectors["omics"]), np.nan_to_num(fold.encoded.vectors["omics"])
+    )

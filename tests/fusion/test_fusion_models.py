@@ -12,8 +12,8 @@ from clinicmm.errors import ModelError
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
 from clinicmm.fusion.models.concat import ConcatFusion
 from clinicmm.fusion.models.kg_gnn import KGGNNFusion
-from clinicmm.fusion.registry import MODELS, build_model
 from clinicmm.fusion.models.single import SingleModalityModel
+from clinicmm.fusion.registry import MODELS, build_model
 
 DIMS = {"image": 8, "note": 6, "omics": 10}
 N_CLASSES = 4
@@ -64,8 +64,17 @@ def problem(encode: dict[str, str], n: int = 60, graph: bool = False, seed: int 
             vectors[m] = np.zeros(d) if encode.get(m) == "zero" else noise + (0 if key is None else protos[m][key])
         genes = list(rng.choice(3, 2, replace=False) + 3 * label) if graph else list(rng.choice(16, 2, replace=False))
         concepts = [2 * label + int(rng.integers(2))] if graph else [int(rng.integers(8))]
-        out.append(PatientEvidence(label, vectors["image"], vectors["note"], vectors["omics"],
-                                   [int(rng.integers(8))], concepts, genes + [12 + int(rng.integers(4))]))
+        out.append(
+            PatientEvidence(
+                label,
+                vectors["image"],
+                vectors["note"],
+                vectors["omics"],
+                [int(rng.integers(8))],
+                concepts,
+                genes + [12 + int(rng.integers(4))],
+            )
+        )
     return out
 
 

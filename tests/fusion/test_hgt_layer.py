@@ -15,13 +15,28 @@ from clinicmm.fusion.models.kg_gnn import message_plan
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 HIDDEN = 16
-PLAN_SIZES = {"gene": 40, "pathway": 6, "cancer_type": 5, "concept": 12, "patient": 7, "image": 5, "note": 0,
-              "omics": 6}
+PLAN_SIZES = {
+    "gene": 40,
+    "pathway": 6,
+    "cancer_type": 5,
+    "concept": 12,
+    "patient": 7,
+    "image": 5,
+    "note": 0,
+    "omics": 6,
+}
 # Hand-made: 'a' and 'src' send only, 'b' receives along three relations (nodes 0 and 1 from all of them, the last
 # node from none), 'empty' has no nodes, ('a', 'unused', 'c') has no edges in the batch.
 TOY_INPUTS = ["a", "b", "c", "src", "empty"]
-TOY_EDGES = [("a", "to", "b"), ("c", "to", "b"), ("src", "feeds", "b"), ("b", "back", "c"), ("a", "unused", "c"),
-             ("empty", "to", "b"), ("b", "self", "b")]
+TOY_EDGES = [
+    ("a", "to", "b"),
+    ("c", "to", "b"),
+    ("src", "feeds", "b"),
+    ("b", "back", "c"),
+    ("a", "unused", "c"),
+    ("empty", "to", "b"),
+    ("b", "self", "b"),
+]
 TOY_SIZES = {"a": 9, "b": 6, "c": 4, "src": 3, "empty": 0}
 TOY_EMPTY = {("a", "unused", "c"), ("empty", "to", "b")}
 
@@ -137,8 +152,11 @@ def test_the_comparison_catches_a_per_relation_softmax_and_an_ignored_prior(monk
     lean.load_state_dict(ref.state_dict())
     relation = torch.cat([torch.full((e.size(1),), i) for i, e in enumerate(ei.values())])
     softmax = hgt.softmax
-    monkeypatch.setattr(hgt, "softmax", lambda score, dst, num_nodes: softmax(
-        score, dst * len(ei) + relation, num_nodes=num_nodes * len(ei)))
+    monkeypatch.setattr(
+        hgt,
+        "softmax",
+        lambda score, dst, num_nodes: softmax(score, dst * len(ei) + relation, num_nodes=num_nodes * len(ei)),
+    )
     with pytest.raises(AssertionError):
         assert_same(ref, lean, x, ei)
 
@@ -157,10 +175,22 @@ def test_a_kg_gnn_model_saved_with_hgtconv_layers_loads_key_for_key():
     """Models registered before HGTLayer hold pruned-HGTConv weights; today's KGGNNFusion must load them strictly."""
     from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 
-    model = KGGNNFusion({"image": 8, "note": 6, "omics": 10}, 3, {"gene": 20, "pathway": 4, "cancer_type": 5,
-                        "concept": 6}, torch.tensor([0, 2, 4]), schema(), hidden=HIDDEN)
-    old = KGGNNFusion({"image": 8, "note": 6, "omics": 10}, 3, {"gene": 20, "pathway": 4, "cancer_type": 5,
-                      "concept": 6}, torch.tensor([0, 2, 4]), schema(), hidden=HIDDEN)
+    model = KGGNNFusion(
+        {"image": 8, "note": 6, "omics": 10},
+        3,
+        {"gene": 20, "pathway": 4, "cancer_type": 5, "concept": 6},
+        torch.tensor([0, 2, 4]),
+        schema(),
+        hidden=HIDDEN,
+    )
+    old = KGGNNFusion(
+        {"image": 8, "note": 6, "omics": 10},
+        3,
+        {"gene": 20, "pathway": 4, "cancer_type": 5, "concept": 6},
+        torch.tensor([0, 2, 4]),
+        schema(),
+        hidden=HIDDEN,
+    )
     old.convs = torch.nn.ModuleList(pruned_hgtconv(HIDDEN, 2, inputs, edges) for inputs, edges in old.plan)
     assert list(model.state_dict()) == list(old.state_dict())
     model.load_state_dict(old.state_dict(), strict=True)

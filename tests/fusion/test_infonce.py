@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -28,9 +27,11 @@ def knowledge() -> HeteroData:
     for t, n in {"gene": 6, "pathway": 2, "cancer_type": K, "concept": 6}.items():
         g[t].num_nodes = n
         g[t].node_id = torch.arange(n)
-    rels = {("gene", "member_of", "pathway"): [list(range(6)), [i % 2 for i in range(6)]],
-            ("gene", "driver_of", "cancer_type"): [list(range(6)), [i // 2 for i in range(6)]],
-            ("concept", "indicates", "cancer_type"): [list(range(6)), [i // 2 for i in range(6)]]}
+    rels = {
+        ("gene", "member_of", "pathway"): [list(range(6)), [i % 2 for i in range(6)]],
+        ("gene", "driver_of", "cancer_type"): [list(range(6)), [i // 2 for i in range(6)]],
+        ("concept", "indicates", "cancer_type"): [list(range(6)), [i // 2 for i in range(6)]],
+    }
     for (src, rel, dst), ei in rels.items():
         g[src, rel, dst].edge_index = torch.tensor(ei)
         g[dst, "rev_" + rel, src].edge_index = torch.tensor(ei).flip(0)
@@ -78,8 +79,11 @@ def test_patients_missing_a_modality_take_no_part_in_its_pairs():
     present[0, 1] = False
     loss = pairwise_info_nce(emb, present)
     keep = torch.arange(1, 6)
-    expected = (info_nce(emb["image"][keep], emb["note"][keep]) + info_nce(emb["image"], emb["omics"])
-                + info_nce(emb["note"][keep], emb["omics"][keep])) / 3
+    expected = (
+        info_nce(emb["image"][keep], emb["note"][keep])
+        + info_nce(emb["image"], emb["omics"])
+        + info_nce(emb["note"][keep], emb["omics"][keep])
+    ) / 3
     assert torch.isfinite(loss) and torch.isclose(loss, expected)
 
 
@@ -120,8 +124,16 @@ def test_training_with_the_loss_aligns_the_modalities():
     train, val, test = patients(48, 1), patients(12, 2), build_batch(knowledge(), patients(24, 3), DIMS)
     losses = {}
     for weight in (0.0, 1.0):
-        spec = TrainingSpec(max_epochs=15, patience=15, batch_size=16, hidden=HIDDEN, dropout=0.0, seed=0,
-                            modality_dropout=0.0, contrastive_weight=weight)
+        spec = TrainingSpec(
+            max_epochs=15,
+            patience=15,
+            batch_size=16,
+            hidden=HIDDEN,
+            dropout=0.0,
+            seed=0,
+            modality_dropout=0.0,
+            contrastive_weight=weight,
+        )
         trained, _ = fit(model("attention"), train, val, knowledge(), DIMS, spec, K, progress=False)
         with torch.no_grad():
             losses[weight] = float(contrastive_loss(trained, test))

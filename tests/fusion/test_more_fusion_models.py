@@ -19,8 +19,8 @@ from test_fusion_models import (
 from torch import nn
 
 from clinicmm.errors import ModelError
-from clinicmm.fusion.models.attention import AttentionFusion
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema, without_modality
+from clinicmm.fusion.models.attention import AttentionFusion
 from clinicmm.fusion.models.kg_gnn import EVIDENCE_TYPES, KNOWLEDGE_TYPES
 from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 from clinicmm.fusion.registry import MODELS, build_model

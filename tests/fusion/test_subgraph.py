@@ -25,8 +25,11 @@ def random_knowledge(seed: int = 0) -> HeteroData:
     for t, n in NUM_NODES.items():
         g[t].num_nodes = n
         g[t].node_id = torch.arange(n)
-    sizes = {("gene", "member_of", "pathway"): 900, ("gene", "driver_of", "cancer_type"): 40,
-             ("concept", "indicates", "cancer_type"): 25}
+    sizes = {
+        ("gene", "member_of", "pathway"): 900,
+        ("gene", "driver_of", "cancer_type"): 40,
+        ("concept", "indicates", "cancer_type"): 25,
+    }
     for (src, rel, dst), n in sizes.items():
         pairs = {(int(rng.integers(NUM_NODES[src])), int(rng.integers(NUM_NODES[dst]))) for _ in range(n)}
         ei = torch.tensor(sorted(pairs)).t()
@@ -42,9 +45,17 @@ def patients(n: int, seed: int = 1) -> list[PatientEvidence]:
         vec = {m: rng.normal(size=d).astype(np.float32) for m, d in DIMS.items()}
         if i % 4 == 1:
             vec["image"] = None
-        out.append(PatientEvidence(i % 3, vec["image"], vec["note"], vec["omics"],
-                                   [int(rng.integers(30))], list(rng.choice(30, 2, replace=False)),
-                                   list(rng.choice(250, 5, replace=False))))  # genes 250-299: never linked
+        out.append(
+            PatientEvidence(
+                i % 3,
+                vec["image"],
+                vec["note"],
+                vec["omics"],
+                [int(rng.integers(30))],
+                list(rng.choice(30, 2, replace=False)),
+                list(rng.choice(250, 5, replace=False)),
+            )
+        )  # genes 250-299: never linked
     return out
 
 
@@ -102,8 +113,9 @@ def test_model_cuts_batches_only_from_the_threshold(monkeypatch):
     real = kg_gnn.restrict
     monkeypatch.setattr(kg_gnn, "restrict", lambda *a: calls.append(1) or real(*a))
     knowledge = random_knowledge()
-    model = KGGNNFusion(DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16,
-                        subgraph_min_edges=knowledge_edges(knowledge) + 1).eval()
+    model = KGGNNFusion(
+        DIMS, 3, NUM_NODES, CLASS_NODES, schema(DIMS), hidden=16, subgraph_min_edges=knowledge_edges(knowledge) + 1
+    ).eval()
     batch = build_batch(knowledge, patients(3), DIMS)
     model(batch)
     assert calls == []
@@ -159,11 +171,18 @@ def test_neighbour_sampling_keeps_at_most_the_limit_per_node_and_relation(limit)
             if dst == "cancer_type":  # the class nodes are read out: theirs are always drawn
                 targets = [position[int(c)] for c in CLASS_NODES]
                 assert (kept[targets] == exact[targets].clamp(max=limit)).all(), et
-    assert any(_in_degrees(full[et].edge_index, full[et[2]].num_nodes).max() > limit for et in full.edge_types
-               if et[0] in NUM_NODES and et[2] in NUM_NODES)  # the limit did bind somewhere
+    assert any(
+        _in_degrees(full[et].edge_index, full[et[2]].num_nodes).max() > limit
+        for et in full.edge_types
+        if et[0] in NUM_NODES and et[2] in NUM_NODES
+    )  # the limit did bind somewhere
     # the batch's own evidence links are never sampled: every linked gene of every patient is still there
-    assert sampled["omics", "altered", "gene"].edge_index.size(1) == batch["omics", "altered", "gene"].edge_index.size(1)
-    assert sampled["gene", "rev_altered", "omics"].edge_index.size(1) == batch["omics", "altered", "gene"].edge_index.size(1)
+    assert sampled["omics", "altered", "gene"].edge_index.size(1) == batch["omics", "altered", "gene"].edge_index.size(
+        1
+    )
+    assert sampled["gene", "rev_altered", "omics"].edge_index.size(1) == batch[
+        "omics", "altered", "gene"
+    ].edge_index.size(1)
 
 
 def test_neighbour_samples_are_drawn_per_batch_from_the_torch_generator():

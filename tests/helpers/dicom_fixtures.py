@@ -88,4 +88,3 @@ def truncate(path: Path, drop: int = 40) -> None:
     """Cut the last ``drop`` bytes off a file, as an interrupted copy would."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - drop])
-

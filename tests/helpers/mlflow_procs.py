@@ -105,9 +105,21 @@ def start_tracking_server(root: Path, timeout_s: float = 60.0) -> Proc:
     through the server's HTTP API and never write the artifact folder themselves.
     """
     port = free_port()
-    cmd = [MLFLOW, "server", "--host", HOST, "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'srv.db'}",
-           "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+    cmd = [
+        MLFLOW,
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'srv.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     proc = Proc(f"http://{HOST}:{port}", _start(cmd, root / "server.log", env, root), root / "server.log")
     proc.started_s = wait_http(proc, "/health", timeout_s)
@@ -117,8 +129,21 @@ def start_tracking_server(root: Path, timeout_s: float = 60.0) -> Proc:
 def start_model_server(model_uri: str, tracking_uri: str, root: Path, timeout_s: float = 90.0) -> Proc:
     """``mlflow models serve`` of ``model_uri`` in this environment (``--env-manager local``), one worker."""
     port = free_port()
-    cmd = [MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "--host", HOST, "--port", str(port), "--workers", "1"]
+    cmd = [
+        MLFLOW,
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = clean_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_REGISTRY_URI=tracking_uri)
     proc = Proc(f"http://{HOST}:{port}", _start(cmd, root / "serve.log", env, root), root / "serve.log")
     proc.started_s = wait_http(proc, "/ping", timeout_s)
@@ -130,8 +155,16 @@ def cli(*args: str, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedPr
     return subprocess.run([CLI, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout_s)
 
 
-def demo_workflow(root: Path, tracking_uri: str, model: str, patients: int = 60, seed: int = 4,
-                  max_epochs: int = 25, patience: int = 6, **extra) -> tuple[subprocess.CompletedProcess, float]:
+def demo_workflow(
+    root: Path,
+    tracking_uri: str,
+    model: str,
+    patients: int = 60,
+    seed: int = 4,
+    max_epochs: int = 25,
+    patience: int = 6,
+    **extra,
+) -> tuple[subprocess.CompletedProcess, float]:
     """Generate a demo into ``root/data``, write ``root/wf.yaml`` tracking to ``tracking_uri`` and run it.
 
     ``extra`` adds top-level workflow keys (e.g. ``models=["kg_gnn"]``, ``encoders={...}``).

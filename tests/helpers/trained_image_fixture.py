@@ -28,7 +28,9 @@ def trained_workflow(factory: pytest.TempPathFactory):
     if "root" not in _BUILT:
         root = factory.mktemp("trained_image")
         dataset = generate_demo(root / "cohort", patients=20, slices=8, size=32, seed=1)
-        wf = load_workflow(workflow_yaml(root, dataset, f"{{network: resnet10, spatial_size: [8, 32, 32], train: {TRAIN}}}"))
+        wf = load_workflow(
+            workflow_yaml(root, dataset, f"{{network: resnet10, spatial_size: [8, 32, 32], train: {TRAIN}}}")
+        )
         ingest_stage(wf)
         _BUILT.update(root=root, dataset=dataset, record=train_image_stage(wf, progress=False), wf=wf)
     return _BUILT["wf"], _BUILT["record"]

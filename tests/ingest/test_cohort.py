@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from clinicmm.ingest.cohort import Cohort, assign_splits, build_cohort, ingest
 from clinicmm.config import load_dataset
 from clinicmm.errors import InputError
+from clinicmm.ingest.cohort import Cohort, assign_splits, build_cohort, ingest
 from clinicmm.keys import HAS, Col, Modality
 
 
@@ -30,11 +30,21 @@ def test_every_injected_bad_input_is_recorded_with_its_reason(cohort, small_demo
         if kind == "duplicate_gene_column":
             assert any(bad["column"] in i and "appears 2 times" in i for i in cohort.report["issues"])
             continue
-        hits = [s for s in skipped if Path(bad["file"]).name in s["source"] or (s["patient_id"] == bad["patient_id"] and kind == "unlabelled_patient")]
+        hits = [
+            s
+            for s in skipped
+            if Path(bad["file"]).name in s["source"]
+            or (s["patient_id"] == bad["patient_id"] and kind == "unlabelled_patient")
+        ]
         assert hits, f"{kind} not recorded"
         reason = " ".join(h["reason"] for h in hits)
-        expected = {"truncated_dicom": "truncated", "non_dicom_file": "not a DICOM file", "text_as_dcm": "not a DICOM file",
-                    "empty_note": "empty note", "unlabelled_patient": "no label"}[kind]
+        expected = {
+            "truncated_dicom": "truncated",
+            "non_dicom_file": "not a DICOM file",
+            "text_as_dcm": "not a DICOM file",
+            "empty_note": "empty note",
+            "unlabelled_patient": "no label",
+        }[kind]
         assert expected in reason
     empty = next(b for b in truth["bad_inputs"] if b["kind"] == "empty_note")
     assert any(s["row"] == empty["row"] and s["modality"] == "note" for s in skipped)

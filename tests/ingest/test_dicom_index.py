@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-
 from dicom_fixtures import truncate, uniform, write_series, write_slice  # noqa: E402
 
 from clinicmm.config import ImagingSpec  # noqa: E402

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from dicom_fixtures import uniform, write_series  # noqa: E402
 
 from clinicmm.config import ImagingSpec  # noqa: E402
@@ -27,9 +26,24 @@ def _tag(paths: list[Path], **values) -> None:
 def root(tmp_path_factory) -> Path:
     """Patient P: a 6-slice 5 mm 'SCOUT' in 2019, a 5-slice 1 mm 'AXIAL' in 2020, a 5-slice 2 mm 'AXIAL' in 2021."""
     root = tmp_path_factory.mktemp("selection")
-    _tag(write_series(root / "scout", uniform(0.0, (6, 8, 8)), patient="P"), SliceThickness=5.0, StudyDate="20190101", SeriesDescription="SCOUT")
-    _tag(write_series(root / "thin", uniform(0.0, (5, 8, 8)), patient="P"), SliceThickness=1.0, StudyDate="20200101", SeriesDescription="AXIAL 1mm")
-    _tag(write_series(root / "late", uniform(0.0, (5, 8, 8)), patient="P"), SliceThickness=2.0, StudyDate="20210101", SeriesDescription="Axial 2mm")
+    _tag(
+        write_series(root / "scout", uniform(0.0, (6, 8, 8)), patient="P"),
+        SliceThickness=5.0,
+        StudyDate="20190101",
+        SeriesDescription="SCOUT",
+    )
+    _tag(
+        write_series(root / "thin", uniform(0.0, (5, 8, 8)), patient="P"),
+        SliceThickness=1.0,
+        StudyDate="20200101",
+        SeriesDescription="AXIAL 1mm",
+    )
+    _tag(
+        write_series(root / "late", uniform(0.0, (5, 8, 8)), patient="P"),
+        SliceThickness=2.0,
+        StudyDate="20210101",
+        SeriesDescription="Axial 2mm",
+    )
     return root
 
 
@@ -44,7 +58,9 @@ def test_default_prefers_most_slices(root) -> None:
     assert _chosen(root) == "scout"
 
 
-@pytest.mark.parametrize(("prefer", "expected"), [(["thinnest"], "thin"), (["latest"], "late"), (["most_slices", "latest"], "scout")])
+@pytest.mark.parametrize(
+    ("prefer", "expected"), [(["thinnest"], "thin"), (["latest"], "late"), (["most_slices", "latest"], "scout")]
+)
 def test_preferences_in_order(root, prefer, expected) -> None:
     assert _chosen(root, prefer=prefer) == expected
 
@@ -52,7 +68,9 @@ def test_preferences_in_order(root, prefer, expected) -> None:
 def test_description_pattern_and_the_reason_recorded(root) -> None:
     index = index_dicom(ImagingSpec(root=root, series_description=r"^axial", prefer=["latest"]), root)
     by_folder = {Path(s).name: r for s, r in zip(index[Col.SOURCE], index.to_dict("records"))}
-    assert by_folder["late"][Col.STATUS] == Status.OK and by_folder["late"][Col.REASON].startswith("chosen: latest study")
+    assert by_folder["late"][Col.STATUS] == Status.OK and by_folder["late"][Col.REASON].startswith(
+        "chosen: latest study"
+    )
     assert "does not match imaging.series_description '^axial'" in by_folder["scout"][Col.REASON]
     assert by_folder["thin"][Col.REASON].startswith("not chosen: 5 slices, 1 mm, study date 20200101")
 

@@ -73,7 +73,13 @@ def test_harmonize_keeps_the_column_spelled_as_the_symbol(harmonizer: GeneHarmon
     assert sorted(result.duplicates) == [("ENSG00000122545", "SEPTIN7", "SEPT7"), ("p53", "TP53", "TP53")]
     counts = result.counts()
     assert counts["genes"] == 5 and counts["kept"] == 3 and counts["duplicates"] == 2
-    assert (counts["approved"], counts["previous"], counts["alias"], counts["ensembl"], counts["unmapped"]) == (1, 1, 1, 1, 1)
+    assert (counts["approved"], counts["previous"], counts["alias"], counts["ensembl"], counts["unmapped"]) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
 
 
 def test_complete_set_and_custom_download_agree(tmp_path: Path, harmonizer: GeneHarmonizer) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinicmm.ingest.cohort import build_cohort, render_report
 from clinicmm.config import load_dataset
+from clinicmm.ingest.cohort import build_cohort, render_report
 from clinicmm.tracking.runs import ingest_summary
 
 KIPAN = Path(__file__).resolve().parents[3] / "shared" / "data" / "tcga_kipan"

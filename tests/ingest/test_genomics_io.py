@@ -183,7 +183,9 @@ def _harmonizer(tmp_path: Path):
 
 def test_expression_genes_harmonised_with_duplicates_and_unmapped_counted(tmp_path: Path) -> None:
     path = tmp_path / "expression.tsv"
-    path.write_text("sample_id\tENSG00000141510.17\tSEPT7\tMYSTERY\tp53\tEGFR\tEGFR\nS1\t1\t2\t3\t4\t5\t6\nS2\t1\tx\t3\t4\t5\t6\n")
+    path.write_text(
+        "sample_id\tENSG00000141510.17\tSEPT7\tMYSTERY\tp53\tEGFR\tEGFR\nS1\t1\t2\t3\t4\t5\t6\nS2\t1\tx\t3\t4\t5\t6\n"
+    )
     spec = ExpressionSpec(path=path)
     matrix, samples = read_expression(spec, path, None, _harmonizer(tmp_path))
     assert matrix.columns.tolist() == ["TP53", "SEPTIN7", "MYSTERY", "EGFR"]
@@ -237,7 +239,13 @@ def test_read_genomics_uses_patient_id_length_and_a_users_hgnc_table(tmp_path: P
     assert "shorter than genomics.patient_id_length 12" in tables["samples"].loc[1, "reason"]
     assert gene_counts(tables)["expression"]["previous"] == 1
     assert any("1 renamed" in line for line in genomics_issues(tables))
-    off = spec.model_copy(update={"genomics": spec.genomics.model_copy(update={"genes": spec.genomics.genes.model_copy(update={"harmonize": False})})})
+    off = spec.model_copy(
+        update={
+            "genomics": spec.genomics.model_copy(
+                update={"genes": spec.genomics.genes.model_copy(update={"harmonize": False})}
+            )
+        }
+    )
     assert read_genomics(off)["expression"].columns.tolist() == ["SEPT7", "TP53"]
 
 

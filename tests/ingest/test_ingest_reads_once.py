@@ -10,8 +10,8 @@ import pydicom
 import pytest
 import yaml
 
-from clinicmm.ingest.cohort import build_cohort, ingest
 from clinicmm.config import load_dataset
+from clinicmm.ingest.cohort import build_cohort, ingest
 from clinicmm.ingest.leakage import find_leaks
 
 
@@ -22,7 +22,10 @@ def _every_labels_user(small_demo, tmp_path):
     notes = pd.read_csv(data / "notes.csv", dtype=str, keep_default_na=False)
     last = pd.to_datetime(notes["note_date"], errors="coerce").groupby(notes["patient_id"]).max()
     labels = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
-    labels["diagnosis_date"] = [(last.get(p, pd.Timestamp("2020-01-01")) + pd.Timedelta(days=1)).date().isoformat() for p in labels["patient_id"]]
+    labels["diagnosis_date"] = [
+        (last.get(p, pd.Timestamp("2020-01-01")) + pd.Timedelta(days=1)).date().isoformat()
+        for p in labels["patient_id"]
+    ]
     labels["site"] = [f"H{i % 5}" for i in range(len(labels))]
     labels.to_csv(data / "labels.csv", index=False)
     cfg = yaml.safe_load((data / "dataset.yaml").read_text())

@@ -8,9 +8,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from clinicmm.ingest.cohort import build_cohort, ingest
 from clinicmm.config import load_dataset
 from clinicmm.errors import StageError
+from clinicmm.ingest.cohort import build_cohort, ingest
 from clinicmm.ingest.leakage import check_leakage, find_leaks
 
 
@@ -26,7 +26,9 @@ def _fresh(built):
 
 
 def _two_in_different_splits(cohort, column="has_image"):
-    m = cohort.manifest[(cohort.manifest["status"] == "ok") & (cohort.manifest["split"] != "") & cohort.manifest[column]]
+    m = cohort.manifest[
+        (cohort.manifest["status"] == "ok") & (cohort.manifest["split"] != "") & cohort.manifest[column]
+    ]
     a = m[m["split"] == "train"].iloc[0]["patient_id"]
     b = m[m["split"] == "test"].iloc[0]["patient_id"]
     return a, b
@@ -62,7 +64,9 @@ def test_the_same_series_in_two_splits_fails_naming_the_uids(built):
     s.at[dst, "files"], s.at[dst, "sop_uids"] = s.at[src, "files"], s.at[src, "sop_uids"]  # as the index reads them
     with pytest.raises(StageError) as err:
         check_leakage(cohort, spec)
-    assert "SOPInstanceUID" in str(err.value) and "pixel data" in str(err.value) and "- image: series in" in str(err.value)
+    assert (
+        "SOPInstanceUID" in str(err.value) and "pixel data" in str(err.value) and "- image: series in" in str(err.value)
+    )
 
 
 def test_a_copy_with_new_uids_is_still_caught_by_its_pixel_hash(built, tmp_path):
@@ -91,9 +95,15 @@ def test_a_duplicated_note_in_the_notes_file_stops_ingest_naming_its_rows(small_
     notes = pd.read_csv(data / "notes.csv", dtype=str, keep_default_na=False)
     own = notes.loc[notes["patient_id"] == a, "text"]
     text = own.loc[own.str.len().idxmax()]
-    copied = {**notes.loc[notes["patient_id"] == b].iloc[0].to_dict(), "note_id": "LEAK-1", "text": "  " + text.upper() + "\n"}
+    copied = {
+        **notes.loc[notes["patient_id"] == b].iloc[0].to_dict(),
+        "note_id": "LEAK-1",
+        "text": "  " + text.upper() + "\n",
+    }
     pd.concat([notes, pd.DataFrame([copied])], ignore_index=True).to_csv(data / "notes.csv", index=False)
-    with pytest.raises(StageError, match=r"- note: the same note text is in notes\.csv row \d+ .*notes\.csv row") as err:
+    with pytest.raises(
+        StageError, match=r"- note: the same note text is in notes\.csv row \d+ .*notes\.csv row"
+    ) as err:
         ingest(load_dataset(data / "dataset.yaml"), tmp_path / "out")
     assert "fix (note)" in str(err.value)
     assert not (tmp_path / "out" / "cohort.parquet").exists()  # nothing written for a leaky cohort
@@ -121,7 +131,10 @@ def _dated(small_demo, tmp_path, shift_days):
     notes = pd.read_csv(data / "notes.csv", dtype=str, keep_default_na=False)
     last = pd.to_datetime(notes["note_date"], errors="coerce").groupby(notes["patient_id"]).max()
     labels = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
-    labels["diagnosis_date"] = [(last.get(p, pd.Timestamp("2020-01-01")) + pd.Timedelta(days=shift_days)).date().isoformat() for p in labels["patient_id"]]
+    labels["diagnosis_date"] = [
+        (last.get(p, pd.Timestamp("2020-01-01")) + pd.Timedelta(days=shift_days)).date().isoformat()
+        for p in labels["patient_id"]
+    ]
     labels.to_csv(data / "labels.csv", index=False)
     cfg = yaml.safe_load((data / "dataset.yaml").read_text())
     cfg["labels"]["date_column"], cfg["notes"]["date_column"] = "diagnosis_date", "note_date"
@@ -143,5 +156,7 @@ def test_a_short_boilerplate_note_shared_across_splits_is_not_a_leak(built):
     a, b = _two_in_different_splits(cohort, "has_note")
     notes = cohort.notes
     for pid in (a, b):
-        notes.loc[notes.index[(notes["patient_id"] == pid) & (notes["status"] == "ok")][0], "text"] = "Seen in clinic. No change."
+        notes.loc[notes.index[(notes["patient_id"] == pid) & (notes["status"] == "ok")][0], "text"] = (
+            "Seen in clinic. No change."
+        )
     assert find_leaks(cohort, spec) == []

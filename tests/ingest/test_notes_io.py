@@ -177,8 +177,11 @@ def test_per_patient_folders_of_text_files(tmp_path: Path) -> None:
     spec = NotesSpec(path=root, file_name_pattern=r"(?P<date>\d{4}-\d{2}-\d{2})_(?P<type>\w+)")
     notes = read_notes(spec, root)
     assert notes["patient_id"].tolist() == ["0012", "0012", "0013"]
-    assert notes["note_id"].tolist() == ["0012/2021-02-20_radiology.txt", "0012/2021-03-02_pathology.txt",
-                                         "0013/2021-01-05_pathology.txt"]
+    assert notes["note_id"].tolist() == [
+        "0012/2021-02-20_radiology.txt",
+        "0012/2021-03-02_pathology.txt",
+        "0013/2021-01-05_pathology.txt",
+    ]
     assert notes["note_type"].tolist() == ["radiology", "pathology", "pathology"]
     assert notes["note_date"].tolist() == ["2021-02-20", "2021-03-02", "2021-01-05"]
     assert "Größe" in notes["text"].iloc[0]
@@ -205,13 +208,15 @@ def _dataset(tmp_path: Path, window: str, label_rows: str) -> Path:
     (tmp_path / "dataset.yaml").write_text(
         "name: t\nlabels: {path: labels.csv, date_column: diagnosed}\n"
         "notes: {path: notes.csv, patient_column: pid, text_column: body, note_id_column: nid, "
-        f"note_type_column: kind, date_column: day, window: {window}}}\n", encoding="utf-8")
+        f"note_type_column: kind, date_column: day, window: {window}}}\n",
+        encoding="utf-8",
+    )
     return tmp_path / "dataset.yaml"
 
 
 def test_window_leaves_out_notes_after_the_label_date(tmp_path: Path) -> None:
-    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.config import load_dataset
+    from clinicmm.ingest.cohort import build_cohort
 
     path = _dataset(tmp_path, "{days_before: 365}", "P1,LUAD,2021-03-02\nP2,LUSC,\n")
     cohort = build_cohort(load_dataset(path), split=False)

@@ -25,8 +25,11 @@ def test_an_explicit_encoding_that_does_not_fit_replaces_bad_bytes_only_when_len
 
 
 def test_lenient_reads_good_text_exactly_as_strict_does():
-    for data, encoding in (("\ufeffCaf\u00e9 note".encode(), "auto"), ("Caf\u00e9 note".encode("latin-1"), "latin-1"),
-                           ("Caf\u00e9 note, r\u00e9sum\u00e9 \u00e0 jour, d\u00e9j\u00e0 vu".encode("cp1252"), "auto")):
+    for data, encoding in (
+        ("\ufeffCaf\u00e9 note".encode(), "auto"),
+        ("Caf\u00e9 note".encode("latin-1"), "latin-1"),
+        ("Caf\u00e9 note, r\u00e9sum\u00e9 \u00e0 jour, d\u00e9j\u00e0 vu".encode("cp1252"), "auto"),
+    ):
         assert decode(data, encoding, "n.txt", lenient=True) == decode(data, encoding, "n.txt")
 
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from clinicmm.ingest.cohort import build_cohort
 from clinicmm.config import load_dataset
 from clinicmm.errors import ConfigError
+from clinicmm.ingest.cohort import build_cohort
 from clinicmm.ingest.sites import site_folds
 
 

@@ -23,32 +23,40 @@ def _flags(matcher: ConceptMatcher, text: str) -> dict[str, tuple[bool, bool, bo
     return {m.concept_id: (m.negated, m.hypothetical, m.family) for m in matcher.find(text)}
 
 
-ASSERTED, NEGATED, HYPOTHETICAL, FAMILY = (False, False, False), (True, False, False), (False, True, False), \
-    (False, False, True)
+ASSERTED, NEGATED, HYPOTHETICAL, FAMILY = (
+    (False, False, False),
+    (True, False, False),
+    (False, True, False),
+    (False, False, True),
+)
 
 
 def test_resection_diagnosis_is_positive(matcher):
     text = "Lung, right upper lobe, wedge resection: Invasive adenocarcinoma, acinar predominant."
     mentions = matcher.find(text)
     assert [(m.concept_id, m.text) for m in mentions if m.concept_id.startswith("site")] == [
-        ("site:lung", "Lung"), ("site:lung", "right upper lobe")]
+        ("site:lung", "Lung"),
+        ("site:lung", "right upper lobe"),
+    ]
     adeno = next(m for m in mentions if m.concept_id == ADENO)
-    assert text[adeno.start:adeno.end] == "adenocarcinoma" == adeno.text
+    assert text[adeno.start : adeno.end] == "adenocarcinoma" == adeno.text
     assert matcher.positive(text) == ["bodypart:chest", ADENO, "site:lung"]
 
 
 @pytest.mark.parametrize(
     ("text", "concept"),
-    [("No evidence of squamous cell carcinoma.", SCC),
-     ("Negative for malignancy.", "histology:malignancy"),
-     ("Squamous differentiation is not identified.", SCC),
-     ("Margins are free of carcinoma.", "histology:carcinoma"),
-     ("Adenocarcinoma was excluded.", ADENO),
-     ("Lymphoma: absent.", "histology:lymphoma"),
-     ("Papillary carcinoma is not seen in the submitted sections.", PAPILLARY),
-     ("Metastatic adenocarcinoma not identified.", ADENO),
-     ("Lymph nodes with metastatic carcinoma, are identified: none.", "histology:carcinoma"),
-     ("The patient denies any history of melanoma.", "histology:melanoma")],
+    [
+        ("No evidence of squamous cell carcinoma.", SCC),
+        ("Negative for malignancy.", "histology:malignancy"),
+        ("Squamous differentiation is not identified.", SCC),
+        ("Margins are free of carcinoma.", "histology:carcinoma"),
+        ("Adenocarcinoma was excluded.", ADENO),
+        ("Lymphoma: absent.", "histology:lymphoma"),
+        ("Papillary carcinoma is not seen in the submitted sections.", PAPILLARY),
+        ("Metastatic adenocarcinoma not identified.", ADENO),
+        ("Lymph nodes with metastatic carcinoma, are identified: none.", "histology:carcinoma"),
+        ("The patient denies any history of melanoma.", "histology:melanoma"),
+    ],
 )
 def test_negated(matcher, text, concept):
     assert _flags(matcher, text)[concept] == NEGATED
@@ -63,7 +71,10 @@ def test_biomarker_panel_negation_is_per_marker(matcher):
     assert matcher.positive(text) == ["biomarker:napsina", "biomarker:ttf1"]
     # the reverse order: 'positive for' ends the scope of 'negative for'
     assert _flags(matcher, "Negative for p40 and CK5/6, positive for TTF-1.") == {
-        "biomarker:p40": NEGATED, "biomarker:ck56": NEGATED, "biomarker:ttf1": ASSERTED}
+        "biomarker:p40": NEGATED,
+        "biomarker:ck56": NEGATED,
+        "biomarker:ttf1": ASSERTED,
+    }
     # post-position results in a stain table
     assert _flags(matcher, "TTF-1 positive, p40 negative.") == {"biomarker:ttf1": ASSERTED, "biomarker:p40": NEGATED}
 
@@ -97,14 +108,16 @@ def test_family_history(matcher):
 
 @pytest.mark.parametrize(
     ("text", "concept"),
-    [("Rule out lymphoma.", "histology:lymphoma"),
-     ("R/O squamous cell carcinoma.", SCC),
-     ("Suspicious for papillary carcinoma.", PAPILLARY),
-     ("Possible adenocarcinoma.", ADENO),
-     ("Adenocarcinoma cannot be excluded.", ADENO),
-     ("Should melanoma develop, re-excision is advised.", "histology:melanoma"),
-     ("If carcinoma is found, a lobectomy will follow.", "histology:carcinoma"),
-     ("Differential diagnosis included lymphoma, which is not favored.", "histology:lymphoma")],
+    [
+        ("Rule out lymphoma.", "histology:lymphoma"),
+        ("R/O squamous cell carcinoma.", SCC),
+        ("Suspicious for papillary carcinoma.", PAPILLARY),
+        ("Possible adenocarcinoma.", ADENO),
+        ("Adenocarcinoma cannot be excluded.", ADENO),
+        ("Should melanoma develop, re-excision is advised.", "histology:melanoma"),
+        ("If carcinoma is found, a lobectomy will follow.", "histology:carcinoma"),
+        ("Differential diagnosis included lymphoma, which is not favored.", "histology:lymphoma"),
+    ],
 )
 def test_hypothetical(matcher, text, concept):
     assert _flags(matcher, text)[concept] == HYPOTHETICAL
@@ -146,11 +159,13 @@ def test_shared_form_gives_one_mention_per_concept(matcher):
 
 
 def test_sections_are_recorded(matcher):
-    text = ("CLINICAL HISTORY: Rule out lymphoma.\n"
-            "FINAL DIAGNOSIS:\n"
-            "A. Lung, left lower lobe, biopsy: Squamous cell carcinoma.\n"
-            "Comment: Negative for adenocarcinoma.\n"
-            "FAMILY HISTORY: Melanoma.")
+    text = (
+        "CLINICAL HISTORY: Rule out lymphoma.\n"
+        "FINAL DIAGNOSIS:\n"
+        "A. Lung, left lower lobe, biopsy: Squamous cell carcinoma.\n"
+        "Comment: Negative for adenocarcinoma.\n"
+        "FAMILY HISTORY: Melanoma."
+    )
     by_id = {m.concept_id: m for m in matcher.find(text)}
     assert by_id["histology:lymphoma"].section == "clinical history" and by_id["histology:lymphoma"].hypothetical
     assert by_id[SCC].section == "final diagnosis" and not by_id[SCC].negated
@@ -162,7 +177,10 @@ def test_sections_are_recorded(matcher):
 
 def test_stain_results_are_not_section_headers():
     assert [s[2] for s in sentences("IMPRESSION: Mass.\nTTF-1: positive.\nER: negative.")] == [
-        "impression", "impression", "impression"]
+        "impression",
+        "impression",
+        "impression",
+    ]
 
 
 def test_custom_concepts_and_triggers():
@@ -199,7 +217,15 @@ def _fixture_rows() -> list[tuple[str, str, str]]:
 
 
 def _label(mention) -> str:
-    return "negated" if mention.negated else "hypothetical" if mention.hypothetical else "family" if mention.family else "asserted"
+    return (
+        "negated"
+        if mention.negated
+        else "hypothetical"
+        if mention.hypothetical
+        else "family"
+        if mention.family
+        else "asserted"
+    )
 
 
 @pytest.mark.parametrize(("sentence", "concept", "expected"), _fixture_rows())
@@ -207,5 +233,5 @@ def test_handwritten_context_sentences(matcher, sentence, concept, expected):
     mentions = [m for m in matcher.find(sentence) if m.concept_id == concept]
     assert mentions, f"{concept} not found in {sentence!r}"
     assert {_label(m) for m in mentions} == {expected}
-    assert all(sentence[m.start:m.end] == m.text for m in mentions)  # spans point at the mention
+    assert all(sentence[m.start : m.end] == m.text for m in mentions)  # spans point at the mention
     assert (concept in matcher.positive(sentence)) == (expected == "asserted")

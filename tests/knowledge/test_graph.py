@@ -67,10 +67,22 @@ def test_default_concepts_indicate_the_design_types(kg):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("CHEST", "bodypart:chest"), ("THORAX", "bodypart:chest"), ("LUNG", "bodypart:chest"),
-     ("ABDOMEN", "bodypart:abdomen"), ("KIDNEY", "bodypart:abdomen"), ("stomach", "bodypart:abdomen"),
-     ("NECK", "bodypart:neck"), ("THYROID", "bodypart:neck"), ("LARYNX", "bodypart:neck"),
-     ("HEAD_NECK", "bodypart:neck"), (" chest ", "bodypart:chest"), ("KNEE", None), ("", None), (None, None)],
+    [
+        ("CHEST", "bodypart:chest"),
+        ("THORAX", "bodypart:chest"),
+        ("LUNG", "bodypart:chest"),
+        ("ABDOMEN", "bodypart:abdomen"),
+        ("KIDNEY", "bodypart:abdomen"),
+        ("stomach", "bodypart:abdomen"),
+        ("NECK", "bodypart:neck"),
+        ("THYROID", "bodypart:neck"),
+        ("LARYNX", "bodypart:neck"),
+        ("HEAD_NECK", "bodypart:neck"),
+        (" chest ", "bodypart:chest"),
+        ("KNEE", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_concept_for_body_part(kg, value, expected):
     assert kg.concept_for_body_part(value) == expected
@@ -96,8 +108,10 @@ def test_to_hetero_validates_with_both_directions(kg):
     assert len(set(map(tuple, fwd.t().tolist()))) == fwd.shape[1]  # deduplicated
     egfr, luad = kg.index(Node.GENE, "EGFR"), kg.index(Node.CANCER, "LUAD")
     assert [egfr, luad] in fwd.t().tolist()
-    assert data["pathway", "rev_member_of", "gene"].edge_index.shape[1] == kg.summary().query(
-        "name == 'gene member_of pathway'")["count"].item()
+    assert (
+        data["pathway", "rev_member_of", "gene"].edge_index.shape[1]
+        == kg.summary().query("name == 'gene member_of pathway'")["count"].item()
+    )
 
 
 def test_to_hetero_of_small_graph_keeps_empty_relations():
@@ -135,9 +149,11 @@ def test_add_gmt_counts_new_edges(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "line", "needle"),
-    [("SET_A\tdesc\tTP53\nSET_B\tdesc\n", 2, "at least one gene"),
-     ("SET_A\tdesc\tTP53\n\n# c\n\tdesc\tKRAS\n", 4, "GMT line"),
-     ("SET_A\n", 1, "1 field")],
+    [
+        ("SET_A\tdesc\tTP53\nSET_B\tdesc\n", 2, "at least one gene"),
+        ("SET_A\tdesc\tTP53\n\n# c\n\tdesc\tKRAS\n", 4, "GMT line"),
+        ("SET_A\n", 1, "1 field"),
+    ],
 )
 def test_bad_gmt_names_file_and_line(tmp_path, content, line, needle):
     path = tmp_path / "bad.gmt"
@@ -149,18 +165,24 @@ def test_bad_gmt_names_file_and_line(tmp_path, content, line, needle):
 
 def test_add_triples_both_forms(tmp_path):
     full = tmp_path / "full.tsv"
-    full.write_text("src_type\tsrc\trelation\tdst_type\tdst\tsource\n"
-                    "gene\tMYGENE\tdriver_of\tcancer_type\tNEWTYPE\tmy lab\n"
-                    "concept\tsite:pancreas\tindicates\tcancer_type\tNEWTYPE\t\n")
+    full.write_text(
+        "src_type\tsrc\trelation\tdst_type\tdst\tsource\n"
+        "gene\tMYGENE\tdriver_of\tcancer_type\tNEWTYPE\tmy lab\n"
+        "concept\tsite:pancreas\tindicates\tcancer_type\tNEWTYPE\t\n"
+    )
     short = tmp_path / "short.tsv"
-    short.write_text("head\trelation\ttail\n# typed ids\ngene:MYGENE\tmember_of\tpathway:My set\n"
-                     "concept:site:pancreas\tindicates\tcancer_type:PAAD\tpapers\n")
+    short.write_text(
+        "head\trelation\ttail\n# typed ids\ngene:MYGENE\tmember_of\tpathway:My set\n"
+        "concept:site:pancreas\tindicates\tcancer_type:PAAD\tpapers\n"
+    )
     kg = KnowledgeGraph()
     assert kg.add_triples(full) == 2
     assert kg.add_triples(short) == 2
     assert kg.edges(Node.GENE, Rel.DRIVER_OF, Node.CANCER) == [("MYGENE", "NEWTYPE", "my lab")]
     assert kg.edges(Node.CONCEPT, Rel.INDICATES, Node.CANCER) == [
-        ("site:pancreas", "NEWTYPE", "full.tsv"), ("site:pancreas", "PAAD", "papers")]
+        ("site:pancreas", "NEWTYPE", "full.tsv"),
+        ("site:pancreas", "PAAD", "papers"),
+    ]
     assert kg.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY) == [("MYGENE", "My set", "short.tsv")]
     assert kg.concepts()[0].id == "site:pancreas" and kg.concepts()[0].kind == "site"
 
@@ -172,16 +194,26 @@ NO_HEADER = "gene:KRAS\tdriver_of\tcancer_type:LUAD\n"
 
 @pytest.mark.parametrize(
     ("head", "row", "needle", "line"),
-    [(FULL_HEADER, "gene\tTP53\tdrives\tcancer_type\tLUAD\tx",
-      "unknown relation 'drives'; valid relations: gene member_of pathway", 3),
-     (FULL_HEADER, "protein\tTP53\tdriver_of\tcancer_type\tLUAD\tx",
-      "unknown node type 'protein'; valid node types: gene", 3),
-     (FULL_HEADER, "concept\tsite:lung\tdriver_of\tcancer_type\tLUAD\tx", "cannot link concept to cancer_type", 3),
-     (FULL_HEADER, "gene\tTP53\tdriver_of\tcancer_type", "expected 6 tab-separated fields", 3),
-     (FULL_HEADER, "gene\t\tdriver_of\tcancer_type\tLUAD\tx", "empty node name", 3),
-     (SHORT_HEADER, "TP53\tdriver_of\tcancer_type:LUAD", "typed id like gene:TP53", 3),
-     (SHORT_HEADER, "patient:P1\tdriver_of\tcancer_type:LUAD", "unknown node type 'patient'", 3),
-     (NO_HEADER, "gene\tTP53\tdriver_of\tcancer_type\tLUAD\tx", "expected 3 tab-separated fields", 2)],
+    [
+        (
+            FULL_HEADER,
+            "gene\tTP53\tdrives\tcancer_type\tLUAD\tx",
+            "unknown relation 'drives'; valid relations: gene member_of pathway",
+            3,
+        ),
+        (
+            FULL_HEADER,
+            "protein\tTP53\tdriver_of\tcancer_type\tLUAD\tx",
+            "unknown node type 'protein'; valid node types: gene",
+            3,
+        ),
+        (FULL_HEADER, "concept\tsite:lung\tdriver_of\tcancer_type\tLUAD\tx", "cannot link concept to cancer_type", 3),
+        (FULL_HEADER, "gene\tTP53\tdriver_of\tcancer_type", "expected 6 tab-separated fields", 3),
+        (FULL_HEADER, "gene\t\tdriver_of\tcancer_type\tLUAD\tx", "empty node name", 3),
+        (SHORT_HEADER, "TP53\tdriver_of\tcancer_type:LUAD", "typed id like gene:TP53", 3),
+        (SHORT_HEADER, "patient:P1\tdriver_of\tcancer_type:LUAD", "unknown node type 'patient'", 3),
+        (NO_HEADER, "gene\tTP53\tdriver_of\tcancer_type\tLUAD\tx", "expected 3 tab-separated fields", 2),
+    ],
 )
 def test_bad_triples_name_file_and_line(tmp_path, head, row, needle, line):
     path = tmp_path / "bad.tsv"
@@ -273,9 +305,14 @@ def test_add_obo_links_cancer_terms_and_their_descendants():
         ("diagnosis:mesothelioma", "MESO"),
     }
     concepts = {c.id: c for c in kg.concepts()}
-    assert concepts["diagnosis:lung adenocarcinoma"].synonyms == ("adenocarcinoma of the lung", "pulmonary adenocarcinoma")
+    assert concepts["diagnosis:lung adenocarcinoma"].synonyms == (
+        "adenocarcinoma of the lung",
+        "pulmonary adenocarcinoma",
+    )
     assert concepts["diagnosis:acinar adenocarcinoma of lung"].synonyms == ("acinar lung adenocarcinoma",)  # NARROW
-    assert not {"diagnosis:cancer", "diagnosis:lung carcinoma", "diagnosis:chondroma"} & set(concepts)  # above / no type
+    assert not {"diagnosis:cancer", "diagnosis:lung carcinoma", "diagnosis:chondroma"} & set(
+        concepts
+    )  # above / no type
     assert not any("old lung tumour" in cid for cid in concepts)  # obsolete
     assert kg.title(Node.CANCER, "MESO") == "mesothelioma"  # a new type from an xref, with the term's definition
     assert kg.definition(Node.CANCER, "MESO") == "A tumour of the mesothelium."
@@ -299,8 +336,13 @@ def test_workflow_knowledge_list_takes_obo_gmt_and_tsv(tmp_path):
 
     (tmp_path / "sets.gmt").write_text("MY_SET\tdesc\tTP53\tMYGENE\n")
     (tmp_path / "edges.tsv").write_text("gene:MYGENE\tdriver_of\tcancer_type:LUAD\tmy lab\n")
-    wf = WorkflowSpec(name="w", dataset=Path("d.yaml"), workdir=Path("work"), base_dir=tmp_path,
-                      knowledge=[OBO, Path("sets.gmt"), Path("edges.tsv")])
+    wf = WorkflowSpec(
+        name="w",
+        dataset=Path("d.yaml"),
+        workdir=Path("work"),
+        base_dir=tmp_path,
+        knowledge=[OBO, Path("sets.gmt"), Path("edges.tsv")],
+    )
     kg = load_knowledge(wf)
     assert kg.index(Node.CONCEPT, "diagnosis:mesothelioma") is not None
     assert ("MYGENE", "MY_SET", "sets.gmt") in kg.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
@@ -348,6 +390,9 @@ def test_shipped_human_reactome_is_larger_and_keeps_the_subset():
     subset = KnowledgeGraph.default()
     assert human.num_nodes(Node.PATHWAY) > 1800 and human.num_nodes(Node.GENE) > 10_000
     members = {(g, p) for g, p, _ in human.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)}
-    assert {(g, p) for g, p, _ in subset.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
-            if p in set(human.names(Node.PATHWAY)) and not g.islower()} <= members
+    assert {
+        (g, p)
+        for g, p, _ in subset.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
+        if p in set(human.names(Node.PATHWAY)) and not g.islower()
+    } <= members
     assert not any(g.islower() for g in human.names(Node.GENE))  # viral genes (gag, vpr ...) left out

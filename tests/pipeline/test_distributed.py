@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 import yaml
 
-from clinicmm.encode import shards
-from clinicmm.pipeline import distributed
 from clinicmm.config import TrainingSpec
+from clinicmm.encode import shards
 from clinicmm.errors import ConfigError, StageError
+from clinicmm.pipeline import distributed
 
 
 @pytest.fixture(scope="module")
 def encoded_setup(tmp_path_factory):
     """(cohort, featurizer, patients, one-process EncodedCohort) of a small genomics-only demo."""
-    from clinicmm.ingest.cohort import ingest
     from clinicmm.config import WorkflowSpec, load_dataset
     from clinicmm.demo.generator import generate_demo
     from clinicmm.encode.featurizer import Featurizer, encode_cohort
     from clinicmm.encode.genomics import fit_genomics
+    from clinicmm.ingest.cohort import ingest
     from clinicmm.knowledge.graph import load_knowledge
 
     root = tmp_path_factory.mktemp("shards")
@@ -97,7 +97,11 @@ def test_a_shard_of_other_settings_is_encoded_again(encoded_setup, tmp_path, mon
 
 @pytest.mark.parametrize(
     ("parts", "problem"),
-    [([["a", "b"], ["b", "c"]], "more than once"), ([["a"], ["c"]], "not encoded"), ([["a", "b"], ["c", "z"]], "not in the cohort")],
+    [
+        ([["a", "b"], ["b", "c"]], "more than once"),
+        ([["a"], ["c"]], "not encoded"),
+        ([["a", "b"], ["c", "z"]], "not in the cohort"),
+    ],
 )
 def test_exactly_once_check_names_the_problem(parts, problem):
     with pytest.raises(StageError, match=problem):
@@ -111,7 +115,12 @@ def test_rank_and_world_come_from_the_launcher_environment(monkeypatch):
     assert (distributed.rank(), distributed.world_size(), distributed.launched()) == (0, 1, False)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
-    assert (distributed.rank(), distributed.world_size(), distributed.is_zero(), distributed.launched()) == (3, 4, False, True)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_zero(), distributed.launched()) == (
+        3,
+        4,
+        False,
+        True,
+    )
     assert distributed.agree("rank 0's answer") == "rank 0's answer"  # no process group joined: a no-op
 
 

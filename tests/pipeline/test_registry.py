@@ -7,8 +7,8 @@ import shutil
 
 import pandas as pd
 
-from clinicmm.pipeline import registry as stages
 from clinicmm.config import WorkflowSpec
+from clinicmm.pipeline import registry as stages
 from clinicmm.pipeline.stages import ingest_stage
 
 

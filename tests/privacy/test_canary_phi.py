@@ -45,12 +45,18 @@ def _plant(data) -> None:
         except Exception:  # the README and other non-DICOM files of the demo tree
             continue
         if ds.get("PatientID") == VICTIM:
-            ds.PatientName, ds.PatientBirthDate, ds.OtherPatientIDs = NAME_DICOM, CANARIES["birth date (DICOM)"], CANARIES["MRN"]
+            ds.PatientName, ds.PatientBirthDate, ds.OtherPatientIDs = (
+                NAME_DICOM,
+                CANARIES["birth date (DICOM)"],
+                CANARIES["MRN"],
+            )
             ds.save_as(path)
     notes = pd.read_csv(data / "notes.csv", dtype=str, keep_default_na=False)
     first = notes.index[notes["patient_id"] == VICTIM][0]
-    notes.loc[first, "text"] = (f"Patient {NAME_NOTE} (MRN {CANARIES['MRN']}, DOB {CANARIES['birth date (note)']}) says "
-                                f"{CANARIES['note phrase']}. " + notes.loc[first, "text"])
+    notes.loc[first, "text"] = (
+        f"Patient {NAME_NOTE} (MRN {CANARIES['MRN']}, DOB {CANARIES['birth date (note)']}) says "
+        f"{CANARIES['note phrase']}. " + notes.loc[first, "text"]
+    )
     notes.to_csv(data / "notes.csv", index=False)
 
 
@@ -74,9 +80,18 @@ def canary_run(tmp_path_factory, one_thread):
     generate_demo(root / "data", patients=24, seed=11, missing_rate=0.0, slices=8, size=32)
     _plant(root / "data")
     wf = {
-        "name": "canary", "dataset": "data/dataset.yaml", "workdir": "work", "models": ["concat"], "primary_model": "concat",
-        "encoders": {"image": {"spatial_size": [8, 32, 32]}}, "training": {"max_epochs": 2, "patience": 1},
-        "tracking": {"uri": f"sqlite:///{root / 'tracking' / 'mlflow.db'}", "experiment": "canary", "registered_model": MODEL},
+        "name": "canary",
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "models": ["concat"],
+        "primary_model": "concat",
+        "encoders": {"image": {"spatial_size": [8, 32, 32]}},
+        "training": {"max_epochs": 2, "patience": 1},
+        "tracking": {
+            "uri": f"sqlite:///{root / 'tracking' / 'mlflow.db'}",
+            "experiment": "canary",
+            "registered_model": MODEL,
+        },
     }
     (root / "wf.yaml").write_text(yaml.safe_dump(wf))
     records, logger = _Records(), logging.getLogger()
@@ -110,8 +125,10 @@ def test_no_canary_patient_id_or_key_reaches_mlflow_or_the_logs(canary_run):
     root, texts = canary_run
     needles = _needles(root)
     report = scan_tree([root / "tracking"], needles.values(), texts)
-    print(f"\n[canary scan] {report['files']} files ({report['bytes']} bytes) under the MLflow store and "
-          f"{len(texts)} log lines / outputs, {len(needles)} needles: {len(report['hits'])} hits")
+    print(
+        f"\n[canary scan] {report['files']} files ({report['bytes']} bytes) under the MLflow store and "
+        f"{len(texts)} log lines / outputs, {len(needles)} needles: {len(report['hits'])} hits"
+    )
     assert report["files"] > 20 and any(n.endswith("mlflow.db") for n in map(str, (root / "tracking").rglob("*")))
     assert report["hits"] == []
 
@@ -122,7 +139,12 @@ def test_the_canaries_really_flowed_into_the_pipeline(canary_run):
     root, _ = canary_run
     found = {h["needle"] for h in scan_tree([root / "data"], CANARIES.values())["hits"]}
     assert found == set(CANARIES.values())
-    kept = {h["needle"] for h in scan_tree([root / "work" / "ingest", root / "work" / "predict"], [CANARIES["note phrase"], VICTIM])["hits"]}
+    kept = {
+        h["needle"]
+        for h in scan_tree([root / "work" / "ingest", root / "work" / "predict"], [CANARIES["note phrase"], VICTIM])[
+            "hits"
+        ]
+    }
     assert kept == {CANARIES["note phrase"], VICTIM}  # the workdir (inside the hospital) keeps them
 
 
@@ -139,7 +161,9 @@ def test_the_scanner_finds_a_canary_planted_in_a_param_or_a_log_line(canary_run,
     client.log_param(run.info.run_id, "leak", CANARIES["MRN"])
     hits = scan_tree([tmp_path / "tracking"], [CANARIES["MRN"]])["hits"]
     assert hits and all(h["needle"] == CANARIES["MRN"] for h in hits)
-    assert scan_tree([], [VICTIM], [*texts, f"scoring {VICTIM}"])["hits"] == [{"needle": VICTIM, "where": f"text #{len(texts)}"}]
+    assert scan_tree([], [VICTIM], [*texts, f"scoring {VICTIM}"])["hits"] == [
+        {"needle": VICTIM, "where": f"text #{len(texts)}"}
+    ]
 
 
 def test_predictions_reach_mlflow_only_under_keyed_pseudonyms(canary_run):
@@ -152,7 +176,9 @@ def test_predictions_reach_mlflow_only_under_keyed_pseudonyms(canary_run):
     runs = json.loads((root / "work" / "runs.json").read_text())
     client = MlflowClient(runs["tracking_uri"])
     mlflow.set_tracking_uri(runs["tracking_uri"])
-    logged = pd.read_csv(client.download_artifacts(runs["stages"]["predict"], "predictions_pseudonymised.csv", str(root)))
+    logged = pd.read_csv(
+        client.download_artifacts(runs["stages"]["predict"], "predictions_pseudonymised.csv", str(root))
+    )
     local = pd.read_csv(root / "work" / "predict" / "predictions.csv")
     key = (root / "work" / "privacy.key").read_text().strip().encode()
     assert logged["patient_id"].tolist() == [pseudonym(p, key) for p in local["patient_id"]]

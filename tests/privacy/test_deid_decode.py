@@ -45,8 +45,8 @@ def test_a_badly_encoded_note_file_is_still_scrubbed_and_written(tmp_path):
 
 @pytest.mark.parametrize("encoding", ["auto", "utf-8"])
 def test_a_bom_is_not_copied_into_a_deidentified_note(tmp_path, encoding):
-    from clinicmm.privacy.deidentify import _Patients, deidentify_note_folder
     from clinicmm.config import NotesSpec
+    from clinicmm.privacy.deidentify import _Patients, deidentify_note_folder
 
     (tmp_path / "in" / "P1").mkdir(parents=True)
     (tmp_path / "in" / "P1" / "n.txt").write_bytes("\ufeffAdenocarcinoma.".encode())

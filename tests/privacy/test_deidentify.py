@@ -65,7 +65,9 @@ def test_burned_in_annotation_is_refused_and_reported_and_the_input_is_never_wri
     from clinicmm.privacy.deidentify import deidentify
 
     src = tmp_path / "in"
-    series = next(p for p in (small_demo[0].parent / "dicom").rglob("*") if p.is_dir() and len(list(p.glob("*.dcm"))) >= 3)
+    series = next(
+        p for p in (small_demo[0].parent / "dicom").rglob("*") if p.is_dir() and len(list(p.glob("*.dcm"))) >= 3
+    )
     shutil.copytree(series, src)
     burned = sorted(src.glob("*.dcm"))[0]
     ds = pydicom.dcmread(burned)
@@ -76,7 +78,9 @@ def test_burned_in_annotation_is_refused_and_reported_and_the_input_is_never_wri
     report = pd.read_csv(result["report"])
     assert result["dicom"]["refused"] == 1 and result["dicom"]["written"] == len(report) - 1
     assert report.loc[report["source"] == burned.name, "reason"].str.contains("BurnedInAnnotation").all()
-    assert _tree_digest(src) == before and not Path(result["report"]).resolve().is_relative_to((tmp_path / "out").resolve())
+    assert _tree_digest(src) == before and not Path(result["report"]).resolve().is_relative_to(
+        (tmp_path / "out").resolve()
+    )
     with pytest.raises(InputError, match="overlaps"):
         deidentify(src, src / "deid", KEY, progress=False)
     with pytest.raises(InputError, match="not an empty folder"):
@@ -84,20 +88,26 @@ def test_burned_in_annotation_is_refused_and_reported_and_the_input_is_never_wri
 
 
 def test_a_deidentified_dataset_keeps_no_id_or_name_and_links_the_same_modalities(small_demo, tmp_path):
-    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.config import load_dataset
+    from clinicmm.ingest.cohort import build_cohort
     from clinicmm.privacy.deidentify import deidentify
     from clinicmm.privacy.scan import scan_tree
 
     dataset, truth = small_demo
     result = deidentify(dataset, tmp_path / "deid", KEY, progress=False)
-    names = {str(pydicom.dcmread(p, stop_before_pixels=True).PatientName) for p in (dataset.parent / "dicom").rglob("*.dcm")
-             if p.stat().st_size > 1000 and p.name != "export_log.dcm"}
+    names = {
+        str(pydicom.dcmread(p, stop_before_pixels=True).PatientName)
+        for p in (dataset.parent / "dicom").rglob("*.dcm")
+        if p.stat().st_size > 1000 and p.name != "export_log.dcm"
+    }
     assert scan_tree([tmp_path / "deid"], list(truth["patients"]))["hits"] == []  # no id in any byte
     notes = (tmp_path / "deid" / "notes.csv").read_text()
     parts = {n for name in names for n in name.split("^") if len(n) > 3}
     assert parts and not [n for n in parts if re.search(rf"\b{re.escape(n)}\b", notes, re.I)]
-    assert {str(pydicom.dcmread(p, stop_before_pixels=True).PatientName)[:2] for p in (tmp_path / "deid" / "dicom").rglob("*.dcm")} == {"P-"}
+    assert {
+        str(pydicom.dcmread(p, stop_before_pixels=True).PatientName)[:2]
+        for p in (tmp_path / "deid" / "dicom").rglob("*.dcm")
+    } == {"P-"}
     before = build_cohort(load_dataset(dataset), split=False).manifest
     after = build_cohort(load_dataset(tmp_path / "deid" / "dataset.yaml"), split=False).manifest
     cols = ["status", "has_image", "has_note", "has_omics"]
@@ -109,9 +119,11 @@ def test_a_deidentified_dataset_keeps_no_id_or_name_and_links_the_same_modalitie
 
 def test_notes_lose_names_mrns_and_contacts_and_dates_move_by_the_patient_shift():
     days = day_shift("MRN-1", KEY)
-    text = ("Seen by Dr. Alan Smith for Zebulon Quixote-Hargreaves (MRN: 80417733) on 2021-06-05 and 5 March 2021; "
-            "phone (555) 123-4567, z.q@example.org. Tumour 3.2 cm, Ki-67 40%, BRCA1 mutated, pT2N0. Ref MRN-1. "
-            "Labeled with the medical record number.")
+    text = (
+        "Seen by Dr. Alan Smith for Zebulon Quixote-Hargreaves (MRN: 80417733) on 2021-06-05 and 5 March 2021; "
+        "phone (555) 123-4567, z.q@example.org. Tumour 3.2 cm, Ki-67 40%, BRCA1 mutated, pT2N0. Ref MRN-1. "
+        "Labeled with the medical record number."
+    )
     out = scrub(text, days, names={"Zebulon", "Quixote-Hargreaves"}, replace={"MRN-1": pseudonym("MRN-1", KEY)})
     for gone in ("Alan Smith", "Zebulon", "Quixote", "80417733", "555", "example.org", "2021-06-05", "MRN-1"):
         assert gone not in out
@@ -143,7 +155,9 @@ def test_the_cli_prints_the_counts_and_writes_the_key_beside_out(small_demo, tmp
     from clinicmm.cli import app
 
     monkeypatch.delenv("CLINICMM_PHI_KEY", raising=False)
-    series = next(p for p in (small_demo[0].parent / "dicom").rglob("*") if p.is_dir() and len(list(p.glob("*.dcm"))) >= 3)
+    series = next(
+        p for p in (small_demo[0].parent / "dicom").rglob("*") if p.is_dir() and len(list(p.glob("*.dcm"))) >= 3
+    )
     result = CliRunner().invoke(app, ["deidentify", str(series), str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "files written for 1 patients" in result.output and (tmp_path / "out-privacy.key").is_file()
@@ -175,7 +189,9 @@ def test_notes_in_patient_folders_and_a_names_table_are_deidentified_too(tmp_pat
 
     data = tmp_path / "data"
     (data / "notes" / "MRN-7").mkdir(parents=True)
-    (data / "notes" / "MRN-7" / "path_2021-03-04.txt").write_bytes("Ms Agnès Dupont, MR# 5512-77: adenocarcinoma.".encode("latin-1"))
+    (data / "notes" / "MRN-7" / "path_2021-03-04.txt").write_bytes(
+        "Ms Agnès Dupont, MR# 5512-77: adenocarcinoma.".encode("latin-1")
+    )
     (data / "labels.csv").write_text("patient_id,cancer_type\nMRN-7,LUAD\n")
     (data / "names.csv").write_text("patient_id,name\nMRN-7,Agnès Dupont\n")
     (data / "dataset.yaml").write_text("name: t\nlabels: {path: labels.csv}\nnotes: {path: notes, encoding: latin-1}\n")

@@ -9,11 +9,17 @@ KEY = b"s" * 32
 
 
 def test_ids_are_pseudonymised_and_free_text_columns_are_left_out():
-    frame = pd.DataFrame({
-        "patient_id": ["MRN-001", "MRN-002"], "predicted": ["LUAD", ""], "prob_LUAD": [0.9, float("nan")],
-        "set_size": [1, 0], "status": ["scored", "not scored"], "reason": ["", "/data/MRN-002/ct.dcm: truncated"],
-        "note_excerpt": ["Mr. Doe ...", ""],
-    })
+    frame = pd.DataFrame(
+        {
+            "patient_id": ["MRN-001", "MRN-002"],
+            "predicted": ["LUAD", ""],
+            "prob_LUAD": [0.9, float("nan")],
+            "set_size": [1, 0],
+            "status": ["scored", "not scored"],
+            "reason": ["", "/data/MRN-002/ct.dcm: truncated"],
+            "note_excerpt": ["Mr. Doe ...", ""],
+        }
+    )
     out = safe_table(frame, KEY)
     assert list(out.columns) == ["patient_id", "predicted", "prob_LUAD", "set_size", "status"]
     assert out["patient_id"].tolist() == [pseudonym("MRN-001", KEY), pseudonym("MRN-002", KEY)]

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from pydicom.uid import ComprehensiveSRStorage
-
 from dicom_fixtures import uniform, write_series  # noqa: E402
+from pydicom.uid import ComprehensiveSRStorage
 
 from clinicmm.config import ImagingSpec  # noqa: E402
 from clinicmm.demo.generator import generate_demo  # noqa: E402

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from clinicmm.serve.explain import COLUMNS, add_explanations, columns, explain, write_explanations
 from clinicmm.fusion.batch import PatientEvidence, build_batch, schema
 from clinicmm.fusion.models.concat import ConcatFusion
 from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
+from clinicmm.serve.explain import COLUMNS, add_explanations, columns, explain, write_explanations
 
 DIMS = {"image": 8, "note": 6, "omics": 10}
 CLASSES = ["LUAD", "LUSC", "THCA"]
@@ -45,8 +45,17 @@ def items(kg: KnowledgeGraph, n: int = 7, seed: int = 0) -> list[PatientEvidence
         if i % 3 == 2:
             vec["image"] = None
         linked = sorted(rng.choice(len(genes), 3, replace=False).tolist())
-        out.append(PatientEvidence(-1, vec["image"], vec["note"], vec["omics"], [0] if vec["image"] is not None else [],
-                                   [int(rng.integers(kg.num_nodes(Node.CONCEPT)))], linked))
+        out.append(
+            PatientEvidence(
+                -1,
+                vec["image"],
+                vec["note"],
+                vec["omics"],
+                [0] if vec["image"] is not None else [],
+                [int(rng.integers(kg.num_nodes(Node.CONCEPT)))],
+                linked,
+            )
+        )
     return out
 
 
@@ -88,8 +97,10 @@ def test_link_scores_equal_a_one_patient_recomputation(kg, cls):
 def graph_taught(kg: KnowledgeGraph, n: int = 48) -> tuple[list[PatientEvidence], list[int]]:
     """Patients whose class shows only in the graph: omics links to one of its drivers plus an unrelated gene."""
     rng = np.random.default_rng(1)
-    drivers = {c: [kg.index(Node.GENE, g) for g, d, _ in kg.edges("gene", "driver_of", "cancer_type") if d == c]
-               for c in CLASSES}
+    drivers = {
+        c: [kg.index(Node.GENE, g) for g, d, _ in kg.edges("gene", "driver_of", "cancer_type") if d == c]
+        for c in CLASSES
+    }
     noise = [kg.index(Node.GENE, g) for g in ("GENE1", "GENE2")]
     out, labels = [], []
     for i in range(n):
@@ -141,18 +152,25 @@ def test_compact_columns_and_per_row_json(kg, tmp_path):
 
     model, _ = model_for(KGGNNFusion, kg)
     patients = items(kg, n=3)
-    result = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4"], "status": ["scored", "not scored", "scored", "scored"]})
+    result = pd.DataFrame(
+        {"patient_id": ["P1", "P2", "P3", "P4"], "status": ["scored", "not scored", "scored", "scored"]}
+    )
     result = add_explanations(result, model, [patients[0], patients[1], patients[2]], [0, 2, 3], Bundle)
     assert set(COLUMNS) <= set(result.columns)
     assert result.loc[1, "explanation"] == "" and np.isnan(result.loc[1, "share_omics"])
     first = json.loads(result.loc[0, "explanation"])
     assert result.loc[0, "share_omics"] == first["modality_share"]["omics"]
-    assert result.loc[0, "top_genes"] == "|".join(f"{g['gene']}:{g['score']:.3g}" for g in first["genes"][:5]
-                                                  if g["score"] > 0)
+    assert result.loc[0, "top_genes"] == "|".join(
+        f"{g['gene']}:{g['score']:.3g}" for g in first["genes"][:5] if g["score"] > 0
+    )
     assert columns(None)["top_path"] == ""
     out = write_explanations(result, tmp_path / "preds.csv")
     assert "explanation" not in out.columns
-    assert list(out["explanation_file"]) == ["preds_explanations/row_00001.json", "",
-                                             "preds_explanations/row_00003.json", "preds_explanations/row_00004.json"]
+    assert list(out["explanation_file"]) == [
+        "preds_explanations/row_00001.json",
+        "",
+        "preds_explanations/row_00003.json",
+        "preds_explanations/row_00004.json",
+    ]
     saved = json.loads((tmp_path / out.loc[2, "explanation_file"]).read_text())
     assert saved["row"] == 3 and saved["patient_id"] == "P3" and "modality_share" in saved

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from trained_image_fixture import dataset, trained_workflow, workflow_yaml  # noqa: E402
 
 from clinicmm.errors import InputError, StageError  # noqa: E402
@@ -20,8 +19,7 @@ def trained(tmp_path_factory, one_thread):
 
 
 def _patient(wf) -> tuple[str, list[str]]:
-    from clinicmm.ingest.cohort import Cohort
-    from clinicmm.ingest.cohort import patient_inputs
+    from clinicmm.ingest.cohort import Cohort, patient_inputs
 
     cohort = Cohort.load(wf.work / "ingest")
     patients = cohort.patients("test")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicom_fixtures import uniform, write_series  # noqa: E402
 
 from clinicmm.serve.scoring import INPUT_COLUMNS, _omics_tables, parse_frame  # noqa: E402
@@ -52,20 +51,24 @@ def test_empty_patient_id_becomes_the_row_number():
 
 def test_notes_as_json_list_or_plain_text():
     notes = ["CT shows a mass.", "Biopsy: adenocarcinoma."]
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "notes": json.dumps(notes)},
-        {"patient_id": "B", "notes": "  One plain note, not JSON.  "},
-        {"patient_id": "C", "notes": '{"not": "a list"}'},  # plain text that happens to look like JSON
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "notes": json.dumps(notes)},
+            {"patient_id": "B", "notes": "  One plain note, not JSON.  "},
+            {"patient_id": "C", "notes": '{"not": "a list"}'},  # plain text that happens to look like JSON
+        )
+    )
     assert parsed["texts"] == [notes, ["One plain note, not JSON."], ['{"not": "a list"}']]
     assert parsed["errors"] == {}
 
 
 def test_expression_and_mutations():
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "expression": json.dumps({"EGFR": 5, "TP53": "1.5"}), "mutations": '["KRAS", "TP53"]'},
-        {"patient_id": "B", "mutations": '["BRAF"]'},
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "expression": json.dumps({"EGFR": 5, "TP53": "1.5"}), "mutations": '["KRAS", "TP53"]'},
+            {"patient_id": "B", "mutations": '["BRAF"]'},
+        )
+    )
     assert parsed["expr"] == {"A": {"EGFR": 5.0, "TP53": 1.5}}
     assert parsed["mut"] == [("A", "KRAS"), ("A", "TP53"), ("B", "BRAF")]
     assert parsed["errors"] == {}
@@ -81,11 +84,13 @@ def test_expression_and_mutations():
     ],
 )
 def test_bad_cell_is_a_row_error_naming_the_column(column, bad):
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "notes": "fine", "mutations": '["KRAS"]'},
-        {"patient_id": "B", "notes": "note of B", column: bad},
-        {"patient_id": "C", "notes": '["n1", "n2"]', "expression": '{"MYC": 2}'},
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "notes": "fine", "mutations": '["KRAS"]'},
+            {"patient_id": "B", "notes": "note of B", column: bad},
+            {"patient_id": "C", "notes": '["n1", "n2"]', "expression": '{"MYC": 2}'},
+        )
+    )
     assert list(parsed["errors"]) == [1]
     assert repr(column) in parsed["errors"][1]
     assert parsed["patients"] == ["A", "B", "C"]
@@ -95,7 +100,9 @@ def test_bad_cell_is_a_row_error_naming_the_column(column, bad):
 
 
 def test_non_numeric_expression_value_is_a_row_error():
-    parsed = parse_frame(frame({"patient_id": "A", "expression": '{"EGFR": "high"}'}, {"patient_id": "B", "notes": "ok"}))
+    parsed = parse_frame(
+        frame({"patient_id": "A", "expression": '{"EGFR": "high"}'}, {"patient_id": "B", "notes": "ok"})
+    )
     assert list(parsed["errors"]) == [0]
     assert parsed["texts"] == [[], ["ok"]]
 
@@ -111,10 +118,12 @@ def test_dicom_folder_gives_the_series_files_and_header_body_part(series):
 def test_dicom_json_list_and_given_body_part(series):
     _, files = series
     listed = json.dumps([str(f) for f in files])
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "dicom_files": listed},
-        {"patient_id": "B", "dicom_files": listed, "body_part": "chest"},
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "dicom_files": listed},
+            {"patient_id": "B", "dicom_files": listed, "body_part": "chest"},
+        )
+    )
     assert parsed["series"] == [[str(f) for f in files]] * 2
     assert parsed["body_parts"] == ["ABDOMEN", "CHEST"]  # the column wins over the header, upper-cased
 
@@ -123,11 +132,13 @@ def test_dicom_cell_that_is_neither_list_nor_folder(tmp_path, series):
     folder, _ = series
     empty = tmp_path / "empty"
     empty.mkdir()
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "dicom_files": str(tmp_path / "nowhere"), "notes": "kept?"},
-        {"patient_id": "B", "dicom_files": str(empty)},
-        {"patient_id": "C", "dicom_files": str(folder)},
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "dicom_files": str(tmp_path / "nowhere"), "notes": "kept?"},
+            {"patient_id": "B", "dicom_files": str(empty)},
+            {"patient_id": "C", "dicom_files": str(folder)},
+        )
+    )
     assert set(parsed["errors"]) == {0, 1}
     assert all("'dicom_files'" in parsed["errors"][i] for i in (0, 1))
     assert str(tmp_path / "nowhere") in parsed["errors"][0]
@@ -136,12 +147,14 @@ def test_dicom_cell_that_is_neither_list_nor_folder(tmp_path, series):
 
 
 def test_omics_tables_shapes():
-    parsed = parse_frame(frame(
-        {"patient_id": "A", "expression": '{"EGFR": 1, "TP53": 2}', "mutations": '["KRAS"]'},
-        {"patient_id": "B", "expression": '{"EGFR": 3, "MYC": 4}'},
-        {"patient_id": "C", "mutations": '["BRAF", "TP53"]'},
-        {"patient_id": "D", "notes": "no omics"},
-    ))
+    parsed = parse_frame(
+        frame(
+            {"patient_id": "A", "expression": '{"EGFR": 1, "TP53": 2}', "mutations": '["KRAS"]'},
+            {"patient_id": "B", "expression": '{"EGFR": 3, "MYC": 4}'},
+            {"patient_id": "C", "mutations": '["BRAF", "TP53"]'},
+            {"patient_id": "D", "notes": "no omics"},
+        )
+    )
     expr, mut = _omics_tables(parsed)
     assert expr.index.name == "patient_id"
     assert list(expr.index) == ["A", "B"]
@@ -158,15 +171,19 @@ def test_omics_tables_none_without_omics():
 
 
 def test_a_plain_note_that_starts_with_a_bracket_is_kept_as_text():
-    parsed = parse_frame(pd.DataFrame([{"patient_id": "A", "notes": "[CT chest] spiculated mass"},
-                                       {"patient_id": "B", "notes": '["n1", "n2"]'}]))
+    parsed = parse_frame(
+        pd.DataFrame(
+            [{"patient_id": "A", "notes": "[CT chest] spiculated mass"}, {"patient_id": "B", "notes": '["n1", "n2"]'}]
+        )
+    )
     assert parsed["texts"] == [["[CT chest] spiculated mass"], ["n1", "n2"]]
     assert parsed["errors"] == {}
 
 
 def test_a_patient_given_twice_is_a_row_error_not_a_silent_merge():
-    parsed = parse_frame(pd.DataFrame([{"patient_id": "A", "expression": '{"MYC": 1}'},
-                                       {"patient_id": "A", "expression": '{"MYC": 9}'}]))
+    parsed = parse_frame(
+        pd.DataFrame([{"patient_id": "A", "expression": '{"MYC": 1}'}, {"patient_id": "A", "expression": '{"MYC": 9}'}])
+    )
     assert parsed["expr"] == {"A": {"MYC": 1.0}}
     assert list(parsed["errors"]) == [1] and "appears again (first in row 1)" in parsed["errors"][1]
 
@@ -178,12 +195,14 @@ def test_notes_and_expression_can_be_given_as_files(tmp_path):
     (tmp_path / "one.txt").write_text("single note")
     (tmp_path / "expr.tsv").write_text("sample_id\tMYC\tTP53\nS-01\t3.5\t1\n")
     (tmp_path / "two_rows.csv").write_text("MYC,TP53\n1,2\n3,4\n")
-    frame = pd.DataFrame([
-        {"patient_id": "A", "notes_file": str(tmp_path / "notes"), "expression_file": str(tmp_path / "expr.tsv")},
-        {"patient_id": "B", "notes": "inline", "notes_file": str(tmp_path / "one.txt")},
-        {"patient_id": "C", "expression_file": str(tmp_path / "two_rows.csv")},
-        {"patient_id": "D", "notes_file": str(tmp_path / "missing.txt")},
-    ])
+    frame = pd.DataFrame(
+        [
+            {"patient_id": "A", "notes_file": str(tmp_path / "notes"), "expression_file": str(tmp_path / "expr.tsv")},
+            {"patient_id": "B", "notes": "inline", "notes_file": str(tmp_path / "one.txt")},
+            {"patient_id": "C", "expression_file": str(tmp_path / "two_rows.csv")},
+            {"patient_id": "D", "notes_file": str(tmp_path / "missing.txt")},
+        ]
+    )
     parsed = parse_frame(frame)
     assert parsed["texts"][0] == ["FINAL DIAGNOSIS: papillary carcinoma.", "IMPRESSION: neck mass."]
     assert parsed["texts"][1] == ["inline", "single note"]
@@ -200,14 +219,20 @@ def test_result_frame_carries_the_differential_set_and_decision_and_blanks_them_
     from clinicmm.training.calibration import ABSTAIN, PREDICT, Calibration
     from clinicmm.training.conformal import SplitConformal
 
-    parsed = parse_frame(frame({"patient_id": "A", "notes": "x"}, {"patient_id": "B", "notes": "y"}, {"patient_id": "C", "notes": "z"}))
+    parsed = parse_frame(
+        frame({"patient_id": "A", "notes": "x"}, {"patient_id": "B", "notes": "y"}, {"patient_id": "C", "notes": "z"})
+    )
     classes = ["BRCA", "LUAD", "COAD"]
     probs = np.array([[0.05, 0.9, 0.05], [0.4, 0.35, 0.25]])
     calibration = Calibration(conformal=SplitConformal("lac", 0.9, 0.7, 50), abstain_below=0.5)
     present = np.array([[False, True, False]] * 3)
-    out = _result_frame(parsed, SimpleNamespace(failures=[]), classes, [0, 1], probs, present, calibration).set_index("patient_id")
+    out = _result_frame(parsed, SimpleNamespace(failures=[]), classes, [0, 1], probs, present, calibration).set_index(
+        "patient_id"
+    )
     assert out.loc["A", ["top1", "top2", "top3"]].tolist() == ["LUAD", "BRCA", "COAD"]
-    assert out.loc["A", "top1_prob"] == 0.9 and out.loc["A", "prediction_set"] == "LUAD" and out.loc["A", "set_size"] == 1
+    assert (
+        out.loc["A", "top1_prob"] == 0.9 and out.loc["A", "prediction_set"] == "LUAD" and out.loc["A", "set_size"] == 1
+    )
     assert out.loc["B", "prediction_set"] == "BRCA+LUAD" and out.loc["B", "set_size"] == 2  # p >= 1 - 0.7
     assert out.loc["A", "decision"] == PREDICT and out.loc["B", "decision"] == ABSTAIN
     assert out.loc["B", "predicted"] == "BRCA"  # abstaining keeps the differential: the reviewer sees it

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from clinicmm.tracking.bundle import ModelBundle
 from clinicmm.config import EncodersSpec, TextEncoderSpec
 from clinicmm.errors import ModelError
 from clinicmm.fusion.batch import PatientEvidence
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
+from clinicmm.tracking.bundle import ModelBundle
 from clinicmm.training.data import Standardizer
 from clinicmm.training.fit import predict_proba
 
@@ -32,8 +32,19 @@ def kg() -> KnowledgeGraph:
 
 def make_bundle(name: str, kg: KnowledgeGraph, **extra) -> ModelBundle:
     scaler = Standardizer({m: [0.5] * 8 for m in DIMS}, {m: [2.0] * 8 for m in DIMS})
-    bundle = ModelBundle(name, CLASSES, dict(DIMS), 16, 0.1, EncodersSpec(text=TextEncoderSpec(max_length=128)),
-                         {"image": "img-fp", "text": "txt-fp"}, scaler, {}, kg, **extra)
+    bundle = ModelBundle(
+        name,
+        CLASSES,
+        dict(DIMS),
+        16,
+        0.1,
+        EncodersSpec(text=TextEncoderSpec(max_length=128)),
+        {"image": "img-fp", "text": "txt-fp"},
+        scaler,
+        {},
+        kg,
+        **extra,
+    )
     torch.manual_seed(0)
     model = bundle.build_model(load_weights=False)
     bundle.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -46,8 +57,9 @@ def items(kg: KnowledgeGraph) -> list[PatientEvidence]:
     concepts = [kg.index(Node.CONCEPT, "bodypart:chest"), kg.index(Node.CONCEPT, "site:lung")]
     vec = lambda: rng.normal(size=8).astype(np.float32)  # noqa: E731
     return [
-        PatientEvidence(image=vec(), note=vec(), omics=vec(), image_concepts=concepts[:1], note_concepts=concepts,
-                        omics_genes=genes),
+        PatientEvidence(
+            image=vec(), note=vec(), omics=vec(), image_concepts=concepts[:1], note_concepts=concepts, omics_genes=genes
+        ),
         PatientEvidence(note=vec(), note_concepts=concepts[1:]),
         PatientEvidence(omics=vec(), omics_genes=genes[:1]),
         PatientEvidence(image=vec(), image_concepts=concepts[:1], omics=vec()),

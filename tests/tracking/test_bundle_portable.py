@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from clinicmm.tracking.bundle import ModelBundle
 from clinicmm.config import EncodersSpec, ImageEncoderSpec, ImageTrainSpec, TextEncoderSpec, ViTSpec
-from clinicmm.errors import ModelError
 from clinicmm.encode.imaging.encoder import ImageEncoder, feature_dim
-from clinicmm.knowledge.graph import KnowledgeGraph
 from clinicmm.encode.text.encoder import TextEncoder
+from clinicmm.errors import ModelError
+from clinicmm.knowledge.graph import KnowledgeGraph
+from clinicmm.tracking.bundle import ModelBundle
 from clinicmm.training.data import Standardizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,7 +47,9 @@ def _adapter(folder: Path) -> None:
 
     _, model = TextEncoder(TextEncoderSpec())._load()
     torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], init_lora_weights=False)
+    )
     peft.save_pretrained(str(folder))
 
 
@@ -61,15 +63,24 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def _spec(work: Path) -> EncodersSpec:
-    image = ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16),
-                             train=ImageTrainSpec(epochs=1, output=work / "train_image" / "weights.safetensors"))
-    return EncodersSpec(image=image, text=TextEncoderSpec(max_length=64, adapter_path=work / "finetune_text" / "adapter"))
+    image = ImageEncoderSpec(
+        network="vit",
+        vit=VIT,
+        spatial_size=(8, 16, 16),
+        train=ImageTrainSpec(epochs=1, output=work / "train_image" / "weights.safetensors"),
+    )
+    return EncodersSpec(
+        image=image, text=TextEncoderSpec(max_length=64, adapter_path=work / "finetune_text" / "adapter")
+    )
 
 
 def _bundle(kg: KnowledgeGraph, encoders: EncodersSpec) -> ModelBundle:
     dims = {"image": feature_dim(encoders.image), "note": 384, "omics": 4}
     scaler = Standardizer({m: [0.0] * d for m, d in dims.items()}, {m: [1.0] * d for m, d in dims.items()})
-    fingerprints = {"image": ImageEncoder(encoders.image).fingerprint(), "note": TextEncoder(encoders.text).fingerprint()}
+    fingerprints = {
+        "image": ImageEncoder(encoders.image).fingerprint(),
+        "note": TextEncoder(encoders.text).fingerprint(),
+    }
     bundle = ModelBundle("concat", CLASSES, dims, 8, 0.1, encoders, fingerprints, scaler, {}, kg)
     torch.manual_seed(0)
     bundle.state_dict = dict(bundle.build_model(load_weights=False).state_dict())
@@ -77,7 +88,11 @@ def _bundle(kg: KnowledgeGraph, encoders: EncodersSpec) -> ModelBundle:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +124,10 @@ def test_bundle_carries_weights_and_adapter_and_loads_after_the_workdir_is_gone(
     # the fingerprints really depend on the carried files: without them they differ
     untrained = loaded.encoders.image.model_copy(update={"train": None})
     assert ImageEncoder(untrained).fingerprint() != bundle.fingerprints["image"]
-    assert TextEncoder(loaded.encoders.text.model_copy(update={"adapter_path": None})).fingerprint() != bundle.fingerprints["note"]
+    assert (
+        TextEncoder(loaded.encoders.text.model_copy(update={"adapter_path": None})).fingerprint()
+        != bundle.fingerprints["note"]
+    )
 
 
 def test_a_loaded_bundle_saves_again_over_itself_and_elsewhere(tmp_path, workdir, kg) -> None:
@@ -124,7 +142,9 @@ def test_a_loaded_bundle_saves_again_over_itself_and_elsewhere(tmp_path, workdir
 
 
 def test_a_bundle_without_encoder_files_has_no_encoders_folder(tmp_path, kg) -> None:
-    folder = _bundle(kg, EncodersSpec(image=ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16)))).save(tmp_path / "b")
+    folder = _bundle(kg, EncodersSpec(image=ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16)))).save(
+        tmp_path / "b"
+    )
     assert not (folder / "encoders").exists() and not any(p.name.startswith(".") for p in folder.iterdir())
     assert ModelBundle.load(folder).encoders.text.adapter_path is None
 
@@ -173,7 +193,9 @@ mlflow.models.set_model(ClinicmmModel())
 
 @pytest.mark.filterwarnings("ignore:.*An input example was not provided")
 @pytest.mark.parametrize("written_by", ["current", "0.1.0"])
-def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_path, workdir, kg, monkeypatch, written_by) -> None:
+def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(
+    tmp_path, workdir, kg, monkeypatch, written_by
+) -> None:
     """End to end through the MLflow registry: log, register, delete the workdir and the bundle, load by alias; a
     model registered by 0.1.0 (its code file imports the class from clinicmm.tracking.pyfunc) loads the same way."""
     import mlflow
@@ -199,8 +221,14 @@ def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_pat
     try:
         mlflow.set_experiment(experiment_name="portable")
         with mlflow.start_run():
-            mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"bundle": str(folder)},
-                                    signature=signature(), registered_model_name="portable", pip_requirements=["clinicmm"])
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code),
+                artifacts={"bundle": str(folder)},
+                signature=signature(),
+                registered_model_name="portable",
+                pip_requirements=["clinicmm"],
+            )
         mlflow.MlflowClient().set_registered_model_alias("portable", "champion", "1")
         shutil.rmtree(work)
         shutil.rmtree(tmp_path / "train")
@@ -208,7 +236,9 @@ def test_the_registered_model_loads_and_scores_after_the_workdir_is_gone(tmp_pat
         model = mlflow.pyfunc.load_model("models:/portable@champion")
         python_model = model.unwrap_python_model()
         assert python_model.featurizer.image_encoder.fingerprint() == bundle.fingerprints["image"]
-        frame = pd.DataFrame([{"patient_id": "p1", "notes": json.dumps(["FINAL DIAGNOSIS: invasive ductal carcinoma."])}])
+        frame = pd.DataFrame(
+            [{"patient_id": "p1", "notes": json.dumps(["FINAL DIAGNOSIS: invasive ductal carcinoma."])}]
+        )
         out = model.predict(frame)  # _check_fingerprints compares the note encoder with the adapter it carries
     finally:
         mlflow.set_tracking_uri(previous)
@@ -221,8 +251,11 @@ def test_files_clinicmm_wrote_are_shared_on_disk_and_a_retrain_leaves_the_bundle
 
     ours = tmp_path / "work" / "train_image" / "weights.safetensors"
     _image_weights(ours)
-    trained = EncodersSpec(image=ImageEncoderSpec(network="vit", vit=VIT, spatial_size=(8, 16, 16),
-                                                  train=ImageTrainSpec(epochs=1, output=ours)))
+    trained = EncodersSpec(
+        image=ImageEncoderSpec(
+            network="vit", vit=VIT, spatial_size=(8, 16, 16), train=ImageTrainSpec(epochs=1, output=ours)
+        )
+    )
     kept = _bundle(kg, trained).save(tmp_path / "trained") / "encoders" / "image_weights.safetensors"
     assert kept.stat().st_ino == ours.stat().st_ino  # one copy on disk for every model's bundle
     before = kept.read_bytes()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import mlflow_procs as mp
 import pandas as pd
 import pytest
-
-import mlflow_procs as mp
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +40,16 @@ def workflow(server):
     work = root / "client"
     work.mkdir()
     try:
-        run, took = mp.demo_workflow(work, proc.url, MODEL, patients=60, seed=4, max_epochs=25, patience=6,
-                                     encoders={"image": {"spatial_size": [16, 32, 32]}})  # small volumes: 2 cores
+        run, took = mp.demo_workflow(
+            work,
+            proc.url,
+            MODEL,
+            patients=60,
+            seed=4,
+            max_epochs=25,
+            patience=6,
+            encoders={"image": {"spatial_size": [16, 32, 32]}},
+        )  # small volumes: 2 cores
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n--- server log tail ---\n{proc.tail()}") from None
     TIMINGS["clinicmm run"] = took
@@ -77,8 +84,11 @@ def _model_runs(client, experiment_id: str) -> tuple[object, dict[str, object]]:
     runs = client.search_runs([experiment_id], max_results=200)
     parents = [r for r in runs if r.data.tags.get("clinicmm.stage") == "workflow"]
     assert len(parents) == 1, [r.data.tags.get("clinicmm.stage") for r in runs]
-    children = {r.data.tags["clinicmm.model"]: r for r in runs if "clinicmm.model" in r.data.tags
-                and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    children = {
+        r.data.tags["clinicmm.model"]: r
+        for r in runs
+        if "clinicmm.model" in r.data.tags and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    }
     return parents[0], children
 
 

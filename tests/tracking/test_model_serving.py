@@ -12,9 +12,8 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 import mlflow_procs as mp
+import pytest
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +26,17 @@ def served(tmp_path_factory):
     """(model server, workflow's work folder); the server's process group is stopped however the module ends."""
     root = tmp_path_factory.mktemp("model_serving")
     uri = f"sqlite:///{root / 'tracking' / 'mlflow.db'}"
-    _, took = mp.demo_workflow(root, uri, MODEL, patients=40, seed=4, max_epochs=15, patience=5, models=["kg_gnn"],
-                               encoders={"image": {"spatial_size": [16, 32, 32]}})
+    _, took = mp.demo_workflow(
+        root,
+        uri,
+        MODEL,
+        patients=40,
+        seed=4,
+        max_epochs=15,
+        patience=5,
+        models=["kg_gnn"],
+        encoders={"image": {"spatial_size": [16, 32, 32]}},
+    )
     TIMINGS["clinicmm run"] = took
     proc = mp.start_model_server(f"models:/{MODEL}@champion", uri, root)
     TIMINGS["models serve start (to /ping)"] = proc.started_s
@@ -75,7 +83,7 @@ def test_invocations_return_one_prediction_per_patient_with_probabilities(served
     for row in rows:
         assert row["status"] == "scored", row["reason"]
         assert row["predicted"] in classes
-        probs = {k[len("prob_"):]: v for k, v in row.items() if k.startswith("prob_")}
+        probs = {k[len("prob_") :]: v for k, v in row.items() if k.startswith("prob_")}
         assert set(probs) == set(classes)
         assert abs(sum(probs.values()) - 1) < 1e-4
         assert row["predicted"] == max(probs, key=probs.get)
@@ -97,5 +105,7 @@ def test_a_malformed_row_is_reported_not_scored_and_the_others_still_score(serve
 def test_a_request_without_patient_id_is_refused_with_a_client_error(served):
     proc, work = served
     frame, _ = _frame(work, 1)
-    status, body = _post(proc.url + "/invocations", {"dataframe_split": frame.drop(columns="patient_id").to_dict(orient="split")})
+    status, body = _post(
+        proc.url + "/invocations", {"dataframe_split": frame.drop(columns="patient_id").to_dict(orient="split")}
+    )
     assert 400 <= status < 500 and "patient_id" in body["error"]

@@ -49,8 +49,12 @@ def _assert_png(path, width_in: float, height_in: float) -> None:
 
 def _manifest() -> pd.DataFrame:
     rows = [  # has_image, has_note, has_omics, split
-        (True, True, True, "train"), (True, True, True, "train"), (False, True, True, "train"),
-        (True, False, False, "val"), (False, True, True, "test"), (False, False, False, ""),
+        (True, True, True, "train"),
+        (True, True, True, "train"),
+        (False, True, True, "train"),
+        (True, False, False, "val"),
+        (False, True, True, "test"),
+        (False, False, False, ""),
         (True, True, None, "test"),
     ]
     frame = pd.DataFrame(rows, columns=["has_image", "has_note", "has_omics", "split"])
@@ -122,9 +126,14 @@ def test_manifest_without_modality_columns_is_rejected():
 def test_existing_plots_still_write_pngs(tmp_path):
     cm = np.array([[3, 1], [0, 4]])
     assert plots.confusion_png(cm, ["a", "b"], "cm", tmp_path / "cm.png").read_bytes()[:8] == PNG_SIGNATURE
-    history = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_macro_f1": 0.2 * e} for e in range(4)]
+    history = [
+        {"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_macro_f1": 0.2 * e} for e in range(4)
+    ]
     assert plots.curves_png(history, "curves", tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
-    assert plots.comparison_png({"image": 0.5, "fused": 0.8}, "macro_f1", tmp_path / "m.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (
+        plots.comparison_png({"image": 0.5, "fused": 0.8}, "macro_f1", tmp_path / "m.png").read_bytes()[:8]
+        == PNG_SIGNATURE
+    )
 
 
 def test_plotting_never_switches_the_users_matplotlib_backend(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinicmm.ingest.cohort import Cohort
 from clinicmm.config import DEFAULT_TRACKING_URI, TrackingSpec
+from clinicmm.ingest.cohort import Cohort
 from clinicmm.tracking.runs import dataset_digest, ingest_summary
 from clinicmm.tracking.setup import configure, experiment_id, flatten, sqlite_path
 
@@ -103,18 +103,36 @@ def report() -> dict:
     return {
         "dataset": "demo",
         "patients": {"seen": 12, "usable": 10, "labelled": 9},
-        "modalities": {"image": {"present": 8, "missing": 2}, "note": {"present": 9, "missing": 1},
-                       "omics": {"present": 7, "missing": 3}},
+        "modalities": {
+            "image": {"present": 8, "missing": 2},
+            "note": {"present": 9, "missing": 1},
+            "omics": {"present": 7, "missing": 3},
+        },
         "splits": {"train": 6, "val": 1, "test": 2},
         "labels": {"LUAD": {"train": 3, "val": 1, "test": 1}, "BRCA": {"train": 3, "val": 0, "test": 1}},
         "skipped": [
-            {"modality": "image", "source": PATHS[0], "row": None, "patient_id": IDS[0],
-             "reason": f"series of {IDS[0]} has 2 slices; need at least 4"},
+            {
+                "modality": "image",
+                "source": PATHS[0],
+                "row": None,
+                "patient_id": IDS[0],
+                "reason": f"series of {IDS[0]} has 2 slices; need at least 4",
+            },
             {"modality": "note", "source": PATHS[1], "row": 7, "patient_id": IDS[1], "reason": "empty text"},
-            {"modality": "labels", "source": PATHS[2], "row": 3, "patient_id": IDS[2],
-             "reason": "patient listed again with another label ('LUAD' first); kept the first"},
-            {"modality": "image", "source": PATHS[0] + "/x.dcm", "row": None, "patient_id": "",
-             "reason": f"{PATHS[0]}/x.dcm: not a DICOM file"},
+            {
+                "modality": "labels",
+                "source": PATHS[2],
+                "row": 3,
+                "patient_id": IDS[2],
+                "reason": "patient listed again with another label ('LUAD' first); kept the first",
+            },
+            {
+                "modality": "image",
+                "source": PATHS[0] + "/x.dcm",
+                "row": None,
+                "patient_id": "",
+                "reason": f"{PATHS[0]}/x.dcm: not a DICOM file",
+            },
         ],
         "issues": [f"sample {IDS[0]}-01A has no expression values", "3 genes with zero variance"],
     }
@@ -138,8 +156,9 @@ def test_ingest_summary_of_an_empty_report():
 
 
 def manifest(labels=("LUAD", "BRCA", "LUAD"), splits=("train", "val", "test")) -> Cohort:
-    return Cohort(manifest=pd.DataFrame({"patient_id": IDS, "label": list(labels), "split": list(splits),
-                                         "status": "ok"}))
+    return Cohort(
+        manifest=pd.DataFrame({"patient_id": IDS, "label": list(labels), "split": list(splits), "status": "ok"})
+    )
 
 
 def test_dataset_digest_follows_labels_and_splits():

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from clinicmm.training.conformal import SplitConformal, class_scores, conformal_quantile, min_calibration_size, set_metrics
+from clinicmm.training.conformal import (
+    SplitConformal,
+    class_scores,
+    conformal_quantile,
+    min_calibration_size,
+    set_metrics,
+)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

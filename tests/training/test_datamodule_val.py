@@ -17,7 +17,9 @@ def _data(n_val: int, world: int) -> FusionData:
 
 
 def test_validation_split_smaller_than_the_processes_names_the_fix():
-    with pytest.raises(ConfigError, match=r"validation split holds 1 patients but training runs in 2 processes.*split\.val"):
+    with pytest.raises(
+        ConfigError, match=r"validation split holds 1 patients but training runs in 2 processes.*split\.val"
+    ):
         _data(1, 2).val_dataloader()
 
 
@@ -25,6 +27,8 @@ def test_validation_split_as_large_as_the_processes_is_split_between_them(monkey
     import clinicmm.training.loaders as datamodule
 
     seen = []
-    monkeypatch.setattr(datamodule, "make_loader", lambda items, knowledge, dims, size, sampler, *a: seen.append((size, len(sampler))))
+    monkeypatch.setattr(
+        datamodule, "make_loader", lambda items, knowledge, dims, size, sampler, *a: seen.append((size, len(sampler)))
+    )
     _data(2, 2).val_dataloader()
     assert seen == [(1, 1)]

@@ -55,10 +55,22 @@ def _workflow(root: Path, dataset: Path, name: str, training: dict) -> Path:
         "workdir": str(root / name),
         "models": MODELS,
         "primary_model": "kg_gnn",
-        "training": {"max_epochs": 6, "patience": 3, "batch_size": 8, "hidden": 16, "dropout": 0.0,
-                     "modality_dropout": 0.0, "class_init": "random", "seed": 0, **training},
-        "tracking": {"uri": f"sqlite:///{root / name / 'mlruns' / 'mlflow.db'}", "experiment": name,
-                     "registered_model": name},
+        "training": {
+            "max_epochs": 6,
+            "patience": 3,
+            "batch_size": 8,
+            "hidden": 16,
+            "dropout": 0.0,
+            "modality_dropout": 0.0,
+            "class_init": "random",
+            "seed": 0,
+            **training,
+        },
+        "tracking": {
+            "uri": f"sqlite:///{root / name / 'mlruns' / 'mlflow.db'}",
+            "experiment": name,
+            "registered_model": name,
+        },
     }
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -71,9 +83,9 @@ def runs(tmp_path_factory):
     reason = _cannot_spawn()
     if reason:
         pytest.skip(reason)
-    from clinicmm.pipeline import stages as workflow
     from clinicmm.config import load_workflow
     from clinicmm.demo.generator import generate_demo
+    from clinicmm.pipeline import stages as workflow
     from clinicmm.tracking.setup import configure
 
     root = tmp_path_factory.mktemp("ddp")
@@ -86,8 +98,19 @@ def runs(tmp_path_factory):
     one = _workflow(root, dataset, "one", {})
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "clinicmm", "run", str(two), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "clinicmm",
+        "run",
+        str(two),
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
@@ -112,7 +135,12 @@ def test_two_process_test_metrics_match_one_process(runs):
     assert set(r2) == set(r1) == set(MODELS)
     for model in MODELS:
         for metric in ("macro_f1", "accuracy"):
-            assert abs(r2[model][metric] - r1[model][metric]) <= TOLERANCE, (model, metric, r2[model][metric], r1[model][metric])
+            assert abs(r2[model][metric] - r1[model][metric]) <= TOLERANCE, (
+                model,
+                metric,
+                r2[model][metric],
+                r1[model][metric],
+            )
 
 
 def test_two_process_training_follows_the_one_process_curve(runs):
@@ -126,8 +154,8 @@ def test_two_process_training_follows_the_one_process_curve(runs):
 
 
 def test_embedding_shards_cover_the_cohort_exactly_once(runs):
-    from clinicmm.ingest.cohort import Cohort
     from clinicmm.encode.featurizer import EncodedCohort
+    from clinicmm.ingest.cohort import Cohort
 
     two, one = runs
     shards = [EncodedCohort.load(two.work / "encode" / "shards" / f"2-{r}") for r in (0, 1)]

@@ -62,8 +62,11 @@ def patients(n: int, seed: int, mislabelled: float = 0.0) -> list[PatientEvidenc
         c = i % K
         label = (c + 1) % K if rng.random() < mislabelled else c
         v = [(protos[j, c] + rng.normal(size=8) * 0.5).astype(np.float32) for j in range(3)]
-        out.append(PatientEvidence(label=label, image=v[0], note=v[1], omics=v[2], note_concepts=[2 * c],
-                                   omics_genes=[2 * c + 1]))
+        out.append(
+            PatientEvidence(
+                label=label, image=v[0], note=v[1], omics=v[2], note_concepts=[2 * c], omics_genes=[2 * c + 1]
+            )
+        )
     return out
 
 
@@ -138,8 +141,9 @@ def test_same_seed_same_history_and_weights(concat_run):
 def test_another_seed_changes_the_run():
     kg = knowledge()
     spec = SPEC.model_copy(update={"seed": 1, "max_epochs": 3})
-    _, h1 = fit(new_model("concat", kg), TRAIN, VAL, kg, DIMS, SPEC.model_copy(update={"max_epochs": 3}), K,
-                progress=False)
+    _, h1 = fit(
+        new_model("concat", kg), TRAIN, VAL, kg, DIMS, SPEC.model_copy(update={"max_epochs": 3}), K, progress=False
+    )
     _, h2 = fit(new_model("concat", kg), TRAIN, VAL, kg, DIMS, spec, K, progress=False)
     assert len(h1) == len(h2) == 3
     assert [h["train_loss"] for h in h1] != [h["train_loss"] for h in h2]  # shuffling/dropout follow spec.seed

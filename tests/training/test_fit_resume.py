@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-
-from test_fit import DIMS, K, SPEC, TRAIN, VAL, knowledge, new_model  # the toy graph and patients of test_fit
+from test_fit import DIMS, SPEC, TRAIN, VAL, K, knowledge, new_model  # the toy graph and patients of test_fit
 
 from clinicmm.errors import ConfigError
 from clinicmm.training.fit import fit
@@ -26,7 +24,9 @@ def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
     _, first = fit(new_model("concat", kg), TRAIN, VAL, kg, DIMS, short, K, progress=False, ckpt_dir=tmp_path)
     assert (tmp_path / "last.ckpt").is_file() and len(first) == 2
     rows: list[dict] = []
-    resumed, history = fit(new_model("concat", kg, seed=7), TRAIN, VAL, kg, DIMS, longer, K, rows.append, False, tmp_path)
+    resumed, history = fit(
+        new_model("concat", kg, seed=7), TRAIN, VAL, kg, DIMS, longer, K, rows.append, False, tmp_path
+    )
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     assert history[:2] == first  # the first two epochs come from the checkpoint, not from a new start
     assert rows == history  # replayed to on_epoch, so the MLflow curve is whole
@@ -38,7 +38,9 @@ def test_a_finished_fit_is_not_trained_again(tmp_path):
     kg = knowledge()
     model, history = fit(new_model("concat", kg), TRAIN, VAL, kg, DIMS, SPEC, K, progress=False, ckpt_dir=tmp_path)
     assert len(history) < SPEC.max_epochs  # stopped early
-    again, history2 = fit(new_model("concat", kg, seed=3), TRAIN, VAL, kg, DIMS, SPEC, K, progress=False, ckpt_dir=tmp_path)
+    again, history2 = fit(
+        new_model("concat", kg, seed=3), TRAIN, VAL, kg, DIMS, SPEC, K, progress=False, ckpt_dir=tmp_path
+    )
     assert history2 == history
     assert _same_weights(again, model)  # the best epoch's weights, restored from the checkpoint
 

@@ -28,7 +28,9 @@ def one_hot(pred: np.ndarray, k: int, confidence: float = 0.8) -> np.ndarray:
 def test_perfect_predictions_score_one_everywhere():
     y = np.array([0, 1, 2, 0, 1, 2, 2])
     out = classification_metrics(y, one_hot(y, 3), CLASSES)
-    expected_keys = {"accuracy", "macro_f1", "auroc_ovr"} | {f"{m}_{c}" for m in ("precision", "recall") for c in CLASSES}
+    expected_keys = {"accuracy", "macro_f1", "auroc_ovr"} | {
+        f"{m}_{c}" for m in ("precision", "recall") for c in CLASSES
+    }
     assert set(out) == expected_keys
     assert all(isinstance(v, float) for v in out.values())
     assert out == pytest.approx(dict.fromkeys(expected_keys, 1.0))

@@ -118,18 +118,29 @@ def test_round_trip_through_json_and_damaged_values_refused():
 
 
 def test_bundle_saves_and_loads_its_calibration(tmp_path):
-    from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.config import EncodersSpec
     from clinicmm.errors import ModelError
     from clinicmm.knowledge.graph import KnowledgeGraph
+    from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.training.data import Standardizer
 
     dims = {"image": 4, "note": 4, "omics": 4}
     scaler = Standardizer({m: [0.0] * 4 for m in dims}, {m: [1.0] * 4 for m in dims})
     probs, y = _overconfident(200, 2.0, seed=7, k=3)
     cal = Calibration.fit(probs, y, CalibrationSpec(coverage=0.85, abstain_below=0.5))
-    bundle = ModelBundle("concat", ["LUAD", "BRCA", "COAD"], dims, 8, 0.1, EncodersSpec(), {}, scaler, {},
-                         KnowledgeGraph.default(), calibration=cal)
+    bundle = ModelBundle(
+        "concat",
+        ["LUAD", "BRCA", "COAD"],
+        dims,
+        8,
+        0.1,
+        EncodersSpec(),
+        {},
+        scaler,
+        {},
+        KnowledgeGraph.default(),
+        calibration=cal,
+    )
     torch_state = bundle.build_model(load_weights=False).state_dict()
     bundle.state_dict = {k: v.detach().clone() for k, v in torch_state.items()}
     folder = bundle.save(tmp_path / "b")

@@ -115,8 +115,14 @@ def test_to_evidence_maps_names_to_graph_indices(kg):
     p0 = items[0]
     assert p0.image_concepts == [kg.index(Node.CONCEPT, kg.names(Node.CONCEPT)[0])] == [0]
     # unknown names are dropped, known ones kept in order
-    assert p0.note_concepts == [kg.index(Node.CONCEPT, enc.links["note"][0][0]), kg.index(Node.CONCEPT, enc.links["note"][0][2])]
-    assert p0.omics_genes == [kg.index(Node.GENE, enc.links["omics"][0][0]), kg.index(Node.GENE, enc.links["omics"][0][2])]
+    assert p0.note_concepts == [
+        kg.index(Node.CONCEPT, enc.links["note"][0][0]),
+        kg.index(Node.CONCEPT, enc.links["note"][0][2]),
+    ]
+    assert p0.omics_genes == [
+        kg.index(Node.GENE, enc.links["omics"][0][0]),
+        kg.index(Node.GENE, enc.links["omics"][0][2]),
+    ]
     assert None not in p0.note_concepts + p0.omics_genes
     np.testing.assert_allclose(p0.image, scaler.apply("image", enc.vectors["image"][0]))
     assert p0.image.dtype == np.float32

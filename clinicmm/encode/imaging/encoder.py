@@ -22,10 +22,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clinicmm.config import ImageEncoderSpec, dump
-from clinicmm.errors import InputError, ModelError
 from clinicmm.encode.imaging.transforms import IMAGE_KEY, PIPELINE_VERSION, image_pipeline
+from clinicmm.errors import InputError, ModelError
 
-DIMS = {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "densenet121": 1024}  # vit: vit.hidden_size
+DIMS = {
+    "resnet10": 512,
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "densenet121": 1024,
+}  # vit: vit.hidden_size
 DENSENET_MIN_SIZE = 32  # DenseNet121 halves each axis five times
 _HEAD_PREFIXES = ("fc.", "class_layers.")  # classification heads of the full networks: not used, ignored on load
 _WRAPPER_PREFIXES = ("module.", "model.", "net.")
@@ -93,7 +99,7 @@ def build_network(spec: ImageEncoderSpec) -> nn.Module:
     from monai.networks import nets
 
     dims = spec.spatial_dims
-    size = tuple(spec.spatial_size[3 - dims:])  # what the network sees: the volume, or one (rows, columns) slice
+    size = tuple(spec.spatial_size[3 - dims :])  # what the network sees: the volume, or one (rows, columns) slice
     if spec.network == "densenet121" and min(size) < DENSENET_MIN_SIZE:
         raise ModelError(
             f"encoders.image.spatial_size {tuple(spec.spatial_size)}: densenet121 needs at least "
@@ -102,7 +108,9 @@ def build_network(spec: ImageEncoderSpec) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         if spec.network == "densenet121":
-            net: nn.Module = _PooledFeatures(nets.DenseNet121(spatial_dims=dims, in_channels=1, out_channels=1).features)
+            net: nn.Module = _PooledFeatures(
+                nets.DenseNet121(spatial_dims=dims, in_channels=1, out_channels=1).features
+            )
         elif spec.network == "vit":
             net = _TokenMean(_vit(spec, size))
         else:
@@ -120,14 +128,27 @@ def _vit(spec: ImageEncoderSpec, size: tuple[int, ...]) -> nn.Module:
 
     require("einops")  # MONAI's ViT needs it: the 'vit' extra
     v = spec.vit
-    patch = tuple(v.patch_size[3 - len(size):]) if v.patch_size else tuple(max(1, s // 4) for s in size)
+    patch = tuple(v.patch_size[3 - len(size) :]) if v.patch_size else tuple(max(1, s // 4) for s in size)
     if any(s % p for s, p in zip(size, patch)):
-        raise ModelError(f"encoders.image.vit.patch_size {patch} does not divide the network input {size} "
-                         "(spatial_size); pick a patch size that divides every axis")
+        raise ModelError(
+            f"encoders.image.vit.patch_size {patch} does not divide the network input {size} "
+            "(spatial_size); pick a patch size that divides every axis"
+        )
     if v.hidden_size % v.num_heads:
-        raise ModelError(f"encoders.image.vit: hidden_size {v.hidden_size} is not a multiple of num_heads {v.num_heads}")
-    return ViT(in_channels=1, img_size=size, patch_size=patch, hidden_size=v.hidden_size, mlp_dim=v.mlp_dim,
-               num_layers=v.num_layers, num_heads=v.num_heads, classification=False, spatial_dims=len(size))
+        raise ModelError(
+            f"encoders.image.vit: hidden_size {v.hidden_size} is not a multiple of num_heads {v.num_heads}"
+        )
+    return ViT(
+        in_channels=1,
+        img_size=size,
+        patch_size=patch,
+        hidden_size=v.hidden_size,
+        mlp_dim=v.mlp_dim,
+        num_layers=v.num_layers,
+        num_heads=v.num_heads,
+        classification=False,
+        spatial_dims=len(size),
+    )
 
 
 class ImageEncoder:
@@ -141,8 +162,10 @@ class ImageEncoder:
         self._weights_hash: str | None = None
         weights = spec.weights_file()
         if spec.train is not None and weights is not None and not Path(weights).is_file():
-            raise ModelError(f"{weights}: no trained image weights yet (encoders.image.train is set). Run "
-                             "`clinicmm train-image WORKFLOW.yaml` (or `clinicmm run`) first.")
+            raise ModelError(
+                f"{weights}: no trained image weights yet (encoders.image.train is set). Run "
+                "`clinicmm train-image WORKFLOW.yaml` (or `clinicmm run`) first."
+            )
         if weights is not None:
             self.load_weights(weights)
 
@@ -158,7 +181,9 @@ class ImageEncoder:
         and the network weights."""
         import monai
 
-        spec = {k: v for k, v in dump(self.spec).items() if k not in ("batch_size", "weights", "train")}  # weights: by content
+        spec = {
+            k: v for k, v in dump(self.spec).items() if k not in ("batch_size", "weights", "train")
+        }  # weights: by content
         if self.spec.spatial_dims == 3:  # settings added later leave the fingerprints of older configs unchanged
             spec.pop("spatial_dims")
         if self.spec.network != "vit":
@@ -228,7 +253,13 @@ class ImageEncoder:
         """
         out = np.full((len(series), self.dim), np.nan, dtype=np.float32)
         failed: dict[int, str] = {}
-        bar = tqdm(total=len(series), desc="Encoding images", unit="series", file=sys.stderr, disable=None if progress else True)
+        bar = tqdm(
+            total=len(series),
+            desc="Encoding images",
+            unit="series",
+            file=sys.stderr,
+            disable=None if progress else True,
+        )
         for start in range(0, len(series), self.spec.batch_size):
             stop = min(start + self.spec.batch_size, len(series))
             tensors, done = [], []

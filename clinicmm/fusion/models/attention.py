@@ -26,8 +26,9 @@ class AttentionFusion(nn.Module):
         super().__init__()
         dims = check_dims(dims)
         check_head_args(n_classes, hidden, dropout)
-        self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], hidden), nn.GELU())
-                                      for m in MODALITY_NAMES})
+        self.project = nn.ModuleDict(
+            {m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], hidden), nn.GELU()) for m in MODALITY_NAMES}
+        )
         self.score = nn.Parameter(torch.randn(hidden) / math.sqrt(hidden))
         self.head = mlp_head(hidden, hidden, n_classes, dropout)
 

@@ -74,13 +74,16 @@ def _check_metadata(metadata: object) -> tuple[list[str], list[EdgeType]]:
     try:
         node_types, edge_types = list(metadata[0]), [tuple(et) for et in metadata[1]]  # type: ignore[index]
     except (TypeError, IndexError, KeyError):
-        raise ValueError(f"Expected metadata (node_types, edge_types) as from fusion.batch.schema "
-                         f"(got {metadata!r})") from None
+        raise ValueError(
+            f"Expected metadata (node_types, edge_types) as from fusion.batch.schema (got {metadata!r})"
+        ) from None
     missing = [t for t in required if t not in node_types]
     dangling = [et for et in edge_types if len(et) != 3 or et[0] not in node_types or et[2] not in node_types]
     if missing or dangling:
-        raise ValueError(f"Expected metadata with node types {required} and edges between them "
-                         f"(got missing node types {missing}, dangling edge types {dangling})")
+        raise ValueError(
+            f"Expected metadata with node types {required} and edges between them "
+            f"(got missing node types {missing}, dangling edge types {dangling})"
+        )
     return node_types, edge_types
 
 
@@ -93,21 +96,34 @@ def _check_int(name: str, value: object, low: int) -> int:
 def _check_class_nodes(class_nodes: object, n_classes: int, num_cancer: int) -> Tensor:
     ok = isinstance(class_nodes, Tensor) and class_nodes.dim() == 1 and not class_nodes.is_floating_point()
     if not ok or class_nodes.numel() != n_classes:  # type: ignore[union-attr]
-        raise ValueError(f"Expected class_nodes a 1-D integer tensor of length n_classes={n_classes} "
-                         f"(got {class_nodes!r})")
+        raise ValueError(
+            f"Expected class_nodes a 1-D integer tensor of length n_classes={n_classes} (got {class_nodes!r})"
+        )
     nodes = class_nodes.long().cpu()  # type: ignore[union-attr]
     if nodes.unique().numel() != n_classes or int(nodes.min()) < 0 or int(nodes.max()) >= num_cancer:
-        raise ValueError(f"Expected class_nodes distinct cancer_type node indices in [0, {num_cancer}) "
-                         f"(got {nodes.tolist()})")
+        raise ValueError(
+            f"Expected class_nodes distinct cancer_type node indices in [0, {num_cancer}) (got {nodes.tolist()})"
+        )
     return nodes
 
 
 class KGGNNFusion(nn.Module):
     """HGT fusion on the knowledge graph; classes are scored against the cancer-type nodes' graph states."""
 
-    def __init__(self, dims: Mapping[str, int], n_classes: int, num_nodes: Mapping[str, int], class_nodes: Tensor,
-                 metadata: Metadata, hidden: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2,
-                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES, num_neighbors: int | None = None) -> None:
+    def __init__(
+        self,
+        dims: Mapping[str, int],
+        n_classes: int,
+        num_nodes: Mapping[str, int],
+        class_nodes: Tensor,
+        metadata: Metadata,
+        hidden: int = 64,
+        heads: int = 2,
+        layers: int = 2,
+        dropout: float = 0.2,
+        subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES,
+        num_neighbors: int | None = None,
+    ) -> None:
         super().__init__()
         dims = check_dims(dims)
         check_head_args(n_classes, hidden, dropout)
@@ -118,13 +134,18 @@ class KGGNNFusion(nn.Module):
         self.register_buffer("class_nodes", _check_class_nodes(class_nodes, n_classes, counts[CANCER]))
         self.plan = message_plan(_check_metadata(metadata), layers)
         self.hidden = hidden
-        self.evidence = nn.ModuleDict({EVIDENCE_NODE[m].value: nn.Sequential(nn.LayerNorm(dims[m.value]),
-                                       nn.Linear(dims[m.value], hidden)) for m in MODALITIES})
+        self.evidence = nn.ModuleDict(
+            {
+                EVIDENCE_NODE[m].value: nn.Sequential(nn.LayerNorm(dims[m.value]), nn.Linear(dims[m.value], hidden))
+                for m in MODALITIES
+            }
+        )
         self.embeddings = _embeddings(counts, hidden)
         self.patient = nn.Parameter(torch.randn(hidden) * 0.1)
         self.convs = nn.ModuleList(self._make_conv(hidden, heads, inputs, edges) for inputs, edges in self.plan)
-        self.norms = nn.ModuleList(nn.ModuleDict({t: nn.LayerNorm(hidden) for t in _updated(edges)})
-                                   for _, edges in self.plan)
+        self.norms = nn.ModuleList(
+            nn.ModuleDict({t: nn.LayerNorm(hidden) for t in _updated(edges)}) for _, edges in self.plan
+        )
         self.dropout = nn.Dropout(dropout)
         self.readout = nn.Linear(hidden, hidden)
         self.bias = nn.Parameter(torch.zeros(n_classes))
@@ -176,8 +197,12 @@ class KGGNNFusion(nn.Module):
             pred = logits.argmax(1)
             full = log_odds(logits, pred)
             present = batch[PATIENT].present.float()
-            change = torch.stack([(full - log_odds(self(without_modality(batch, m)), pred)).abs()
-                                  for m in MODALITY_NAMES], 1) * present
+            change = (
+                torch.stack(
+                    [(full - log_odds(self(without_modality(batch, m)), pred)).abs() for m in MODALITY_NAMES], 1
+                )
+                * present
+            )
         finally:
             self.train(was_training)
         total = change.sum(1, keepdim=True)
@@ -194,8 +219,10 @@ class KGGNNFusion(nn.Module):
         rows = torch.arange(weight.size(0)) if rows is None else torch.as_tensor(rows).long().cpu()
         ok = isinstance(vectors, Tensor) and vectors.dim() == 2 and vectors.size(0) == rows.numel() > 0
         if not ok or not torch.isfinite(vectors).all():
-            raise ValueError(f"Expected finite vectors of shape ({rows.numel()}, d) (got "
-                             f"{tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__})")
+            raise ValueError(
+                f"Expected finite vectors of shape ({rows.numel()}, d) (got "
+                f"{tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__})"
+            )
         if rows.unique().numel() != rows.numel() or int(rows.min()) < 0 or int(rows.max()) >= weight.size(0):
             raise ValueError(f"Expected distinct rows in [0, {weight.size(0)}) (got {rows.tolist()})")
         projected = _project(vectors.detach().float().cpu(), self.hidden)

@@ -28,11 +28,30 @@ from clinicmm.fusion.models.kg_gnn import SUBGRAPH_MIN_EDGES, EdgeType, KGGNNFus
 class KGRGCNFusion(KGGNNFusion):
     """R-GCN fusion on the knowledge graph; classes are scored against the cancer-type nodes' graph states."""
 
-    def __init__(self, dims: Mapping[str, int], n_classes: int, num_nodes: Mapping[str, int], class_nodes: Tensor,
-                 metadata: Metadata, hidden: int = 64, layers: int = 2, dropout: float = 0.2,
-                 subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES) -> None:
-        super().__init__(dims, n_classes, num_nodes, class_nodes, metadata, hidden=hidden, heads=1, layers=layers,
-                         dropout=dropout, subgraph_min_edges=subgraph_min_edges)
+    def __init__(
+        self,
+        dims: Mapping[str, int],
+        n_classes: int,
+        num_nodes: Mapping[str, int],
+        class_nodes: Tensor,
+        metadata: Metadata,
+        hidden: int = 64,
+        layers: int = 2,
+        dropout: float = 0.2,
+        subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES,
+    ) -> None:
+        super().__init__(
+            dims,
+            n_classes,
+            num_nodes,
+            class_nodes,
+            metadata,
+            hidden=hidden,
+            heads=1,
+            layers=layers,
+            dropout=dropout,
+            subgraph_min_edges=subgraph_min_edges,
+        )
 
     @staticmethod
     def _make_conv(hidden: int, heads: int, inputs: list[str], edges: list[EdgeType]) -> nn.Module:

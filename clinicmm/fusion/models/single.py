@@ -41,8 +41,9 @@ class ModalityEncoder(nn.Module):
 
 def mlp_head(in_dim: int, hidden: int, n_classes: int, dropout: float) -> nn.Sequential:
     """Dropout -> Linear -> GELU -> Dropout -> Linear classifier."""
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, n_classes))
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+    )
 
 
 def present_share(batch: HeteroData) -> Tensor:
@@ -54,8 +55,9 @@ def present_share(batch: HeteroData) -> Tensor:
 class SingleModalityModel(nn.Module):
     """Predict the class from ``batch['patient'].x_<modality>`` alone."""
 
-    def __init__(self, modality: str, dims: Mapping[str, int], n_classes: int, hidden: int = 64,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, modality: str, dims: Mapping[str, int], n_classes: int, hidden: int = 64, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         if modality not in MODALITY_NAMES:
             raise ValueError(f"Expected modality in {list(MODALITY_NAMES)} (got {modality!r})")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinicmm.errors import ModelError
 from clinicmm.encode.genomics import GenomicsPreprocessor
+from clinicmm.errors import ModelError
 
 TRAIN = ["P1", "P2", "P3", "P4"]
 
@@ -148,4 +148,6 @@ def test_harmonize_lets_new_patients_use_other_gene_names() -> None:
 def test_descriptions_without_the_new_keys_still_load() -> None:
     old = {k: v for k, v in _fitted().to_dict().items() if k not in ("mutation_classes", "max_features", "harmonize")}
     again = GenomicsPreprocessor.from_dict(old)
-    np.testing.assert_array_equal(again.features(_matrix(), _mutations(), TRAIN), _fitted().features(_matrix(), _mutations(), TRAIN))
+    np.testing.assert_array_equal(
+        again.features(_matrix(), _mutations(), TRAIN), _fitted().features(_matrix(), _mutations(), TRAIN)
+    )

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dicom_fixtures import body, truncate, uniform, write_series  # noqa: E402
 
 from clinicmm.config import ImageEncoderSpec  # noqa: E402
-from clinicmm.errors import InputError, ModelError  # noqa: E402
 from clinicmm.encode.imaging.encoder import ImageEncoder  # noqa: E402
 from clinicmm.encode.imaging.transforms import image_pipeline  # noqa: E402
+from clinicmm.errors import InputError, ModelError  # noqa: E402
 
 SPEC = ImageEncoderSpec(spatial_size=(16, 32, 32), batch_size=2)
 

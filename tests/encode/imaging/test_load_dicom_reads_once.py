@@ -7,7 +7,12 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    EnhancedCTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 from clinicmm.encode.imaging.transforms import DEFER_BYTES, load_dicom
 
@@ -39,7 +44,9 @@ def _write_object(path: Path, modality: str, sop_class: str, frames: int, size: 
     ("modality", "sop_class", "frames", "kind"),
     [("DX", DigitalXRayImageStorageForPresentation, 1, "2d"), ("CT", EnhancedCTImageStorage, 4, "multiframe")],
 )
-def test_a_single_file_object_is_read_once_and_gives_its_own_pixels(tmp_path, monkeypatch, modality, sop_class, frames, kind):
+def test_a_single_file_object_is_read_once_and_gives_its_own_pixels(
+    tmp_path, monkeypatch, modality, sop_class, frames, kind
+):
     path = tmp_path / f"{kind}.dcm"
     stored = _write_object(path, modality, sop_class, frames, 192)
     reads: Counter = Counter()

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from trained_image_fixture import trained_workflow  # noqa: E402
 
-from clinicmm.pipeline import registry as stages  # noqa: E402
-from clinicmm.pipeline.run import run_stage  # noqa: E402
 from clinicmm.config import ImageEncoderSpec, ViTSpec  # noqa: E402
-from clinicmm.errors import ModelError  # noqa: E402
 from clinicmm.encode.imaging import train  # noqa: E402
 from clinicmm.encode.imaging.encoder import ImageEncoder  # noqa: E402
+from clinicmm.errors import ModelError  # noqa: E402
+from clinicmm.pipeline import registry as stages  # noqa: E402
+from clinicmm.pipeline.run import run_stage  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +54,17 @@ def test_a_rerun_with_augmentation_decodes_no_dicom(trained, monkeypatch, tmp_pa
     real = pydicom.dcmread
     monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: calls.append(a) or real(*a, **k))
     image = wf.encoders.image
-    again = wf.model_copy(update={"encoders": wf.encoders.model_copy(update={"image": image.model_copy(
-        update={"train": image.train.model_copy(update={"epochs": 1, "augment": True})})})})
+    again = wf.model_copy(
+        update={
+            "encoders": wf.encoders.model_copy(
+                update={
+                    "image": image.model_copy(
+                        update={"train": image.train.model_copy(update={"epochs": 1, "augment": True})}
+                    )
+                }
+            )
+        }
+    )
     rerun = train.train_image(again, progress=False)
     assert calls == []
     assert rerun.series["decoded"] == 0 and rerun.series["cached"] == record.series["decoded"]
@@ -108,17 +116,23 @@ def test_new_settings_at_their_defaults_keep_the_fingerprint() -> None:
     assert ImageEncoder(ImageEncoderSpec(spatial_size=(8, 32, 32), spatial_dims=2)).fingerprint() != plain
 
 
-@pytest.mark.parametrize(("network", "dims"), [("vit", 3), ("vit", 2), ("resnet10", 2), ("densenet121", 2), ("resnet18", 3)])
+@pytest.mark.parametrize(
+    ("network", "dims"), [("vit", 3), ("vit", 2), ("resnet10", 2), ("densenet121", 2), ("resnet18", 3)]
+)
 def test_vit_and_2d_networks_build_and_embed(trained, network: str, dims: int) -> None:
-    from clinicmm.ingest.cohort import Cohort
-    from clinicmm.ingest.cohort import patient_inputs
+    from clinicmm.ingest.cohort import Cohort, patient_inputs
 
     if network == "vit":
         pytest.importorskip("einops", reason="MONAI's ViT needs einops (pip install 'clinicmm[vit]')")
     wf, _ = trained
     cohort = Cohort.load(wf.work / "ingest")
     series = [s for s in patient_inputs(cohort, cohort.patients())["series"] if s][:2]
-    spec = ImageEncoderSpec(network=network, spatial_dims=dims, spatial_size=(8, 32, 32), vit=ViTSpec(hidden_size=48, mlp_dim=96, num_layers=1, num_heads=2))
+    spec = ImageEncoderSpec(
+        network=network,
+        spatial_dims=dims,
+        spatial_size=(8, 32, 32),
+        vit=ViTSpec(hidden_size=48, mlp_dim=96, num_layers=1, num_heads=2),
+    )
     encoder = ImageEncoder(spec)
     vectors, failed = encoder.encode(series, progress=False)
     assert failed == {} and vectors.shape == (2, encoder.dim) and np.isfinite(vectors).all()
@@ -147,7 +161,18 @@ def test_a_last_training_batch_of_one_series_is_dropped(trained) -> None:
     wf, _ = trained
     items = train.split_items(wf)[0]["train"]
     image = wf.encoders.image
-    odd = wf.model_copy(update={"encoders": wf.encoders.model_copy(update={"image": image.model_copy(
-        update={"train": image.train.model_copy(update={"batch_size": len(items) - 1})})})})
+    odd = wf.model_copy(
+        update={
+            "encoders": wf.encoders.model_copy(
+                update={
+                    "image": image.model_copy(
+                        update={"train": image.train.model_copy(update={"batch_size": len(items) - 1})}
+                    )
+                }
+            )
+        }
+    )
     assert [len(b["label"]) for b in train._loader(odd, items, False, shuffle=True)] == [len(items) - 1]
-    assert sum(len(b["label"]) for b in train._loader(odd, items, False, shuffle=False)) == len(items)  # validation: all
+    assert sum(len(b["label"]) for b in train._loader(odd, items, False, shuffle=False)) == len(
+        items
+    )  # validation: all

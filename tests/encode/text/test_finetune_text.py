@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from clinicmm.config import load_workflow
 from clinicmm.encode.text.encoder import TextEncoder
 
-NOTES = {"LUAD": "FINAL DIAGNOSIS: invasive adenocarcinoma of the right upper lobe, ttf-1 positive.",
-         "KIRP": "FINAL DIAGNOSIS: papillary renal cell carcinoma of the left kidney."}
+NOTES = {
+    "LUAD": "FINAL DIAGNOSIS: invasive adenocarcinoma of the right upper lobe, ttf-1 positive.",
+    "KIRP": "FINAL DIAGNOSIS: papillary renal cell carcinoma of the left kidney.",
+}
 
 
 @pytest.fixture(scope="module")

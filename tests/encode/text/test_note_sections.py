@@ -10,8 +10,8 @@ from tiny_text_model import build_tiny_bert
 
 from clinicmm.config import TextEncoderSpec, TextSectionsSpec
 from clinicmm.encode.text.encoder import TextEncoder
-from clinicmm.knowledge.sections import UNTITLED, split_sections
 from clinicmm.encode.text.sections import note_pieces
+from clinicmm.knowledge.sections import UNTITLED, split_sections
 
 REPORT = (
     "Surgical pathology report, accession redacted.\n"
@@ -27,20 +27,29 @@ REPORT = (
 
 def test_sections_are_found_with_spans() -> None:
     sections = split_sections(REPORT)
-    assert [s.name for s in sections] == [UNTITLED, "clinical history", "gross description", "final diagnosis", "comment"]
+    assert [s.name for s in sections] == [
+        UNTITLED,
+        "clinical history",
+        "gross description",
+        "final diagnosis",
+        "comment",
+    ]
     final = sections[3]
-    assert REPORT[final.start:final.end].startswith("FINAL DIAGNOSIS:")
-    assert "TTF-1: positive." in REPORT[final.body:final.end]  # a stain result is not a header
-    assert REPORT[sections[-1].body:sections[-1].end].strip() == "margins free."
+    assert REPORT[final.start : final.end].startswith("FINAL DIAGNOSIS:")
+    assert "TTF-1: positive." in REPORT[final.body : final.end]  # a stain result is not a header
+    assert REPORT[sections[-1].body : sections[-1].end].strip() == "margins free."
     assert [s.name for s in split_sections("no headers at all")] == [UNTITLED]
 
 
 def test_note_pieces_select_exclude_weight_and_fall_back() -> None:
     assert note_pieces(REPORT, TextSectionsSpec()) == [(REPORT, 1.0)]
-    pieces = note_pieces(REPORT, TextSectionsSpec(include=["Final Diagnosis", "comment"], weights={"FINAL diagnosis": 3}))
+    pieces = note_pieces(
+        REPORT, TextSectionsSpec(include=["Final Diagnosis", "comment"], weights={"FINAL diagnosis": 3})
+    )
     assert [(p.split(":")[0], w) for p, w in pieces] == [("FINAL DIAGNOSIS", 3.0), ("Comment", 1.0)]
-    assert [p.split(":")[0] for p, _ in note_pieces(REPORT, TextSectionsSpec(exclude=["clinical history", UNTITLED]))] == [
-        "GROSS DESCRIPTION", "FINAL DIAGNOSIS", "Comment"]
+    assert [
+        p.split(":")[0] for p, _ in note_pieces(REPORT, TextSectionsSpec(exclude=["clinical history", UNTITLED]))
+    ] == ["GROSS DESCRIPTION", "FINAL DIAGNOSIS", "Comment"]
     assert note_pieces("Adenocarcinoma.", TextSectionsSpec(include=["impression"])) == [("Adenocarcinoma.", 1.0)]
     with pytest.raises(ValueError, match="weight of section"):
         TextSectionsSpec(weights={"impression": 0})
@@ -59,9 +68,14 @@ def test_selected_section_alone_gives_the_vector(tiny: Path, one_thread) -> None
     only = _encoder(tiny, include=["final diagnosis"])
     final = next(s for s in split_sections(REPORT) if s.name == "final diagnosis")
     whole = _encoder(tiny)
-    np.testing.assert_allclose(only.encode([REPORT], progress=False)[0],
-                               whole.encode([REPORT[final.start:final.end]], progress=False)[0], atol=1e-6)
-    assert not np.allclose(whole.encode([REPORT], progress=False)[0], only.encode([REPORT], progress=False)[0], atol=1e-3)
+    np.testing.assert_allclose(
+        only.encode([REPORT], progress=False)[0],
+        whole.encode([REPORT[final.start : final.end]], progress=False)[0],
+        atol=1e-6,
+    )
+    assert not np.allclose(
+        whole.encode([REPORT], progress=False)[0], only.encode([REPORT], progress=False)[0], atol=1e-3
+    )
 
 
 def test_weights_scale_each_sections_tokens(tiny: Path, one_thread) -> None:

@@ -11,8 +11,10 @@ from clinicmm.config import load_workflow
 from clinicmm.encode.featurizer import Featurizer
 from clinicmm.knowledge.graph import KnowledgeGraph
 
-NOTES = [["FINAL DIAGNOSIS: invasive adenocarcinoma of the right upper lobe.", "CT chest shows a mass."],
-         ["Kidney biopsy: papillary renal cell carcinoma. No evidence of lymphoma."]]
+NOTES = [
+    ["FINAL DIAGNOSIS: invasive adenocarcinoma of the right upper lobe.", "CT chest shows a mass."],
+    ["Kidney biopsy: papillary renal cell carcinoma. No evidence of lymphoma."],
+]
 
 
 def test_own_model_folder_by_config(tmp_path: Path, one_thread) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from clinicmm.config import TextEncoderSpec
-from clinicmm.errors import ModelError
 from clinicmm.encode.text.encoder import TextEncoder, default_model_path
+from clinicmm.errors import ModelError
 
 SPEC = TextEncoderSpec(max_length=64, stride=8, batch_size=4)
 NOTE = "Bronchoscopic biopsy of the right upper lobe of the lung shows invasive adenocarcinoma."
