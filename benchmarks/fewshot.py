@@ -1,7 +1,8 @@
 """Few-shot cancer types: recall of a type left with 3 (``--shots``) training patients, KG-GNN vs concat.
 
-Writes a demo cohort (``generate_demo``, small images) into a working folder, ingests and encodes it with the
-workflow's own stages (real DICOM through MONAI, notes through the shipped MiniLM), then, per repeat, keeps only 3
+Writes a demo cohort (``generate_demo``, small images) into a working folder, with the demo's graph edges in the
+workflow's ``knowledge:`` list as in ``workflows/demo.yaml``, ingests and encodes it with the workflow's own stages
+(real DICOM through MONAI, notes through the shipped MiniLM), then, per repeat, keeps only 3
 (``--shots``) randomly chosen training patients of one type (``--type``, default LUSC) and drops that type from the validation
 split too (early stopping sees none of it). The rest of the cohort and the test split are unchanged. Trained on
 that: ``concat`` (the baseline), ``kg_gnn`` with cancer-type nodes initialised from the text encoder's embedding of
@@ -37,15 +38,16 @@ RUNS = {
 
 def workflow(folder: Path, patients: int, seed: int):
     """The demo cohort and a workflow over it (created once; later runs reuse the encoded cohort)."""
-    from clinicmm.demo.generator import generate_demo
+    from clinicmm.demo.generator import EDGES, generate_demo
 
     dataset = folder / "cohort" / "dataset.yaml"
-    if not dataset.is_file():
+    if not dataset.is_file() or not (folder / "cohort" / EDGES).is_file():  # a cohort written before demo_edges.tsv
         generate_demo(folder / "cohort", patients=patients, seed=seed, slices=8, size=32)
     spec = {
         "name": "fewshot",
         "dataset": str(dataset),
         "workdir": str(folder / "work"),
+        "knowledge": [str(folder / "cohort" / EDGES)],  # the demo's own gene edges, as workflows/demo.yaml adds them
         "models": ["concat", "kg_gnn"],
         "encoders": {"image": {"spatial_size": [8, 32, 32]}},
         "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},

@@ -1,7 +1,8 @@
 """Cost of one training step of each fusion model, relative to the 'concat' baseline.
 
 A step is what the fit loop does per batch: collate a list of ``PatientEvidence`` into one ``HeteroData`` batch
-(the shipped knowledge graph plus patient/evidence nodes, modality dropout as in training), forward, cross-entropy,
+(the demo's knowledge graph -- the shipped one plus the demo's own edges, as ``workflows/demo.yaml`` loads it --
+plus patient/evidence nodes, modality dropout as in training), forward, cross-entropy,
 backward and the fit loop's optimiser step (fused AdamW); graph models cut and sample their batches as ``fit`` sets
 them up (``training.subgraph_min_edges``, ``training.num_neighbors``). Patients are random: image 512-d, note 384-d,
 omics 350-d embeddings, 25 linked genes, 3 note concepts and 1 body-site concept each, ~15% missing one modality. Models step round-robin on the same
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from importlib import resources
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 
 from clinicmm.config import MODEL_NAMES, TrainingSpec
 from clinicmm.demo.design import CANCER_TYPES
+from clinicmm.demo.generator import demo_edges
 from clinicmm.fusion.batch import PatientEvidence, collate
 from clinicmm.fusion.registry import build_model
 from clinicmm.keys import Node
@@ -37,8 +40,10 @@ POOL = 512  # random patients to draw batches from
 
 
 def knowledge() -> tuple[KnowledgeGraph, object, torch.Tensor]:
-    """The shipped graph with the six demo cancer types ensured, its HeteroData and the class node indices."""
+    """The demo's graph (shipped + demo edges), the six demo types ensured, its HeteroData and the class nodes."""
     kg = KnowledgeGraph.default()
+    with resources.as_file(demo_edges()) as path:
+        kg.add_file(path)  # as the demo workflow's knowledge: list adds the cohort's copy
     codes = [t.code for t in CANCER_TYPES]
     kg.ensure_nodes(Node.CANCER, codes)
     class_nodes = torch.tensor([kg.index(Node.CANCER, c) for c in codes], dtype=torch.long)

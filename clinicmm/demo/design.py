@@ -13,8 +13,10 @@ each modality alone tells apart only *pairs* of types, while any two modalities 
 | THCA | neck              | papillary         | MAPK / RTK           |
 
 So a single-modality model tops out near half the types, and only fusion can be right on all of them. The
-body sites, histologies and programmes are concepts and genes of the shipped knowledge graph, so the graph's
-edges carry exactly the links a fused model needs.
+body sites, histologies and programmes are concepts and genes of the shipped knowledge graph; with the demo's own
+edges (``data/demo_edges.tsv``: each programme gene ``driver_of`` both types of its programme, invented for this
+cohort and never part of ``KnowledgeGraph.default()``; a demo workflow adds them through ``knowledge:``) the
+graph's edges carry exactly the links a fused model needs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ apart only pairs of types (image: site, notes: histology, genomics: programme). 
 modality, and ``inject_bad=True`` plants one of each bad input that a real export has (a truncated DICOM file,
 non-DICOM files in the DICOM tree, an empty note, a duplicated gene column, an unlabelled patient).
 
+The demo's own knowledge-graph edges (``demo_edges.tsv``: each programme gene ``driver_of`` both types of its
+programme) describe the synthetic cohort, not biology, so they are not part of the shipped graph
+(``KnowledgeGraph.default()``): the generator copies them next to ``dataset.yaml``, and a workflow over the demo
+adds them the way a hospital adds its own graph files, ``knowledge: [demo_edges.tsv]`` (``workflows/demo.yaml``).
+
 The same arguments give byte-identical files: every random draw comes from ``numpy`` generators seeded with
 ``(seed, patient, stream)``, UIDs are hashed from them and dates are fixed offsets, never the clock.
 ``demo_truth.json`` records the truth (types, missing modalities, bad inputs) for tests; clinicmm never reads it.
@@ -18,7 +23,9 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,9 +34,13 @@ from clinicmm.demo.design import CANCER_TYPES, CancerType
 from clinicmm.errors import InputError
 from clinicmm.keys import MODALITIES, Modality
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 MARKER = ".clinicmm-demo"
 TRUTH = "demo_truth.json"
-ENTRIES = ("dataset.yaml", "labels.csv", "dicom", "notes.csv", "expression.tsv", "mutations.maf", TRUTH, MARKER)
+EDGES = "demo_edges.tsv"  # the demo's gene -> cancer-type edges, for the workflow's knowledge: list
+ENTRIES = ("dataset.yaml", "labels.csv", "dicom", "notes.csv", "expression.tsv", "mutations.maf", EDGES, TRUTH, MARKER)
 PATTERN = r"^(DEMO-\d{4})"
 IMAGE_STREAM, NOTE_STREAM, OMICS_STREAM = 1, 2, 3
 PROGRESS_ABOVE = 50
@@ -74,7 +85,8 @@ def generate_demo(
     """Write the demo cohort under ``out`` and return the path of its ``dataset.yaml``.
 
     ``out`` must be new, empty or a previous demo (it holds the ``.clinicmm-demo`` marker); a previous demo's
-    files are replaced, anything else in the folder is left alone.
+    files are replaced, anything else in the folder is left alone. The demo's graph edges go to
+    ``out/demo_edges.tsv``: list that file under a workflow's ``knowledge:`` to train on the demo as designed.
     """
     _check_args(patients, seed, missing_rate, slices, size)
     plan = plan_cohort(patients, seed, missing_rate)
@@ -87,8 +99,18 @@ def generate_demo(
     duplicate = next((b["column"] for b in bad if b["kind"] == "duplicate_gene_column"), None)
     _write_tables(out, plan, tables, genes, unlabelled, duplicate)
     (out / "dataset.yaml").write_text(dataset_yaml(slices), encoding="utf-8")
+    (out / EDGES).write_bytes(demo_edges().read_bytes())
     _write_truth(out, plan, bad, seed, missing_rate, unlabelled)
     return out / "dataset.yaml"
+
+
+def demo_edges() -> Traversable:
+    """The shipped demo edges file (``clinicmm/demo/data/demo_edges.tsv``; ``edges.tsv`` columns).
+
+    Every gene of a programme (:mod:`clinicmm.demo.design`) ``driver_of`` both cancer types of its programme,
+    where the shipped ``edges.tsv`` has no such sourced edge; source label ``clinicmm demo programme``.
+    """
+    return resources.files("clinicmm.demo").joinpath(f"data/{EDGES}")
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -277,6 +299,7 @@ def _empty_note(tables: Tables, p: PatientPlan) -> dict:
 def dataset_yaml(slices: int) -> str:
     """The cohort's dataset.yaml (paths relative to it), loadable by ``clinicmm.config.load_dataset``."""
     return f"""# Synthetic demo cohort written by clinicmm's demo generator (every patient is invented).
+# Its knowledge-graph edges are in {EDGES}: add that file to the workflow's knowledge: list.
 name: demo
 labels:
   path: labels.csv

@@ -21,9 +21,10 @@ from sklearn.preprocessing import StandardScaler
 
 from clinicmm.config import load_dataset
 from clinicmm.demo.design import PROGRAMMES, SITES, TYPE_BY_CODE, programme_genes
-from clinicmm.demo.generator import MARKER, generate_demo
+from clinicmm.demo.generator import EDGES, MARKER, demo_edges, generate_demo
 from clinicmm.demo.notes_writer import NEGATED
 from clinicmm.errors import InputError
+from clinicmm.knowledge.graph import KnowledgeGraph
 
 SMALL = dict(patients=20, seed=0, missing_rate=0.15, inject_bad=True, slices=5, size=32)
 NOTE_K = 200  # TF-IDF terms kept: enough for every histology cue, few enough that a leak would stand out
@@ -283,6 +284,19 @@ def test_replaces_a_previous_demo_but_keeps_foreign_files(tmp_path: Path) -> Non
     generate_demo(out, patients=6, missing_rate=0.0, slices=2, size=16)
     assert (out / MARKER).is_file() and (out / "my_notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in (out / "dicom").iterdir()) == [f"DEMO-{i:04d}" for i in range(1, 7)]
+
+
+def test_writes_the_demo_edges_next_to_dataset_yaml_and_replaces_them(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    generate_demo(out, patients=6, missing_rate=0.0, slices=2, size=16)
+    edges = out / EDGES
+    assert edges.read_bytes() == demo_edges().read_bytes()
+    assert EDGES in (out / "dataset.yaml").read_text()  # the cohort says where its graph edges are
+    added = KnowledgeGraph().add_file(edges)  # as a workflow's knowledge: list reads it
+    assert added == 30
+    edges.write_text("stale\n")
+    generate_demo(out, patients=6, missing_rate=0.0, slices=2, size=16)
+    assert edges.read_bytes() == demo_edges().read_bytes()
 
 
 @pytest.mark.parametrize("kwargs", [{"patients": 0}, {"missing_rate": 1.0}, {"seed": -1}, {"size": 8}])

@@ -178,6 +178,7 @@ def demo_workflow(
         "name": "srv",
         "dataset": "data/dataset.yaml",
         "workdir": "work",
+        "knowledge": ["data/demo_edges.tsv"],  # the demo's own gene edges, as in workflows/demo.yaml
         "training": {"max_epochs": max_epochs, "patience": patience},
         "tracking": {"uri": tracking_uri, "experiment": "srv", "registered_model": model},
         **extra,
