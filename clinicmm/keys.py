@@ -110,6 +110,7 @@ class Model(StrEnum):
     KG_GNN = "kg_gnn"
     ATTENTION = "attention"
     KG_RGCN = "kg_rgcn"
+    LOGREG = "logreg"  # multinomial logistic regression on the concatenated embeddings (fitted in closed form)
 
 
 MODEL_NAMES: tuple[str, ...] = tuple(m.value for m in Model)

@@ -111,7 +111,7 @@ class MutationsSpec(Spec):
 
 
 class GeneNamesSpec(Spec):
-    """Gene harmonisation at ingest (clinicmm/genomics/harmonize.py): every gene name -> current HGNC symbol."""
+    """Gene harmonisation at ingest (clinicmm/ingest/gene_names.py): every gene name -> current HGNC symbol."""
 
     harmonize: bool = Field(
         True, description="Map previous symbols, aliases, Ensembl and NCBI gene ids to current HGNC symbols."
@@ -151,9 +151,14 @@ class GenomicsSpec(Spec):
 
 
 class SplitSpec(Spec):
-    val: float = Field(0.15, gt=0, lt=0.5)
-    test: float = Field(0.2, gt=0, lt=0.5)
+    val: float = Field(0.15, gt=0, lt=0.5, description="Share of patients in val (random split; ignored with column).")
+    test: float = Field(0.2, gt=0, lt=0.5, description="Share of patients in test (random split; ignored with column).")
     seed: int = 0
+    column: str | None = Field(
+        None,
+        description="Column of the labels file that gives each patient's split (train, val / valid / validation, "
+        "test; any case): a hospital's or a benchmark's own split, used as given; val and test are then ignored.",
+    )
     leave_one_site_out: bool = Field(
         False, description="With labels.site_column: evaluate also holds out each site in turn, reported per site."
     )
@@ -184,6 +189,18 @@ class DatasetSpec(Spec):
     def _sites_for_leave_one_out(self) -> DatasetSpec:
         if self.split.leave_one_site_out and not (self.labels and self.labels.site_column):
             raise ValueError("split.leave_one_site_out needs labels.site_column (the site of each patient)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_split(self) -> DatasetSpec:
+        if self.split.column and self.labels and self.labels.site_column:
+            raise ValueError(
+                f"split.column ({self.split.column!r}: each patient's split as given) and labels.site_column "
+                f"({self.labels.site_column!r}: split by site) both choose the splits; keep one of them: remove "
+                "labels.site_column to use the given split, or split.column to split by site"
+            )
+        if self.split.column and self.labels is None:
+            raise ValueError("split.column names a column of the labels file: add labels (with its path)")
         return self
 
     def resolve(self, path: Path) -> Path:

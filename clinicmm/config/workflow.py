@@ -237,8 +237,13 @@ class CompareSpec(Spec):
     )
     baselines: list[Literal["logreg"]] = Field(
         default_factory=lambda: ["logreg"],
-        description="Non-neural references in the same table: logreg = standardised logistic regression on the "
-        "concatenated embeddings of the modalities present.",
+        description="References added to the table when the workflow's models lack them: logreg = the logistic "
+        "regression model (standardised embeddings + presence mask, C chosen per fold by inner CV).",
+    )
+    knowledge_ablation: bool = Field(
+        False,
+        description="Also train each graph model (kg_gnn, kg_rgcn) on a degree-preserving rewired copy of the graph "
+        "and report the paired macro-F1 difference (knowledge_ablation.md): does the biology help, or the shape?",
     )
     reference: str | None = Field(
         None,
@@ -257,7 +262,8 @@ class PrivacySpec(Spec):
     )
 
 
-DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn")
+DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "logreg")
+AUTO = "auto"  # primary_model: the champion by validation (clinicmm.training.champion)
 
 
 class WorkflowSpec(Spec):
@@ -276,7 +282,11 @@ class WorkflowSpec(Spec):
     models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MODELS), description=f"Any of {', '.join(MODEL_NAMES)}."
     )
-    primary_model: str = "kg_gnn"
+    primary_model: str = Field(
+        AUTO,
+        description="The model registered and served: 'auto' (default) picks the champion by validation macro-F1 "
+        "(ties: lower validation loss, then the simpler model listed first), or name one of models.",
+    )
     training: TrainingSpec = TrainingSpec()
     tracking: TrackingSpec = TrackingSpec()
     calibration: CalibrationSpec = CalibrationSpec()
@@ -294,8 +304,11 @@ class WorkflowSpec(Spec):
 
     @model_validator(mode="after")
     def _primary_listed(self) -> WorkflowSpec:
-        if self.primary_model not in self.models:
-            raise ValueError(f"primary_model {self.primary_model!r} is not in models {self.models}")
+        if self.primary_model != AUTO and self.primary_model not in self.models:
+            raise ValueError(
+                f"primary_model {self.primary_model!r} is not in models {self.models}; name one of them "
+                f"or use {AUTO!r} (the champion by validation)"
+            )
         return self
 
     def resolve(self, path: Path) -> Path:

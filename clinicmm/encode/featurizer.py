@@ -8,6 +8,7 @@ encoded the same way in training and in production. Image and note embeddings ar
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from clinicmm.config import EncodersSpec
 from clinicmm.encode.cache import EmbeddingCache
 from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.ingest.cohort import patient_inputs, series_list
-from clinicmm.keys import Modality
+from clinicmm.keys import Modality, Node
+
+log = logging.getLogger("clinicmm")
 
 
 @dataclass
@@ -29,7 +32,8 @@ class EncodedCohort:
     vectors: dict[str, np.ndarray]  # modality -> (N, dim)
     links: dict[str, list[list[str]]]  # modality -> per patient, names of linked graph nodes
     failures: list[dict] = field(default_factory=list)  # {patient_id, modality, reason}
-    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # modality -> {encoded, cached, failed}
+    # modality -> {encoded, cached, failed}; omics adds computed and the link counts of Featurizer.omics
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def content_digest(self) -> str:
         """Digest of the embeddings and links (not of the cache statistics): equal outputs, equal digest."""
@@ -161,13 +165,30 @@ class Featurizer:
     def omics(
         self, patients: list[str], expression: pd.DataFrame | None, mutations: pd.DataFrame | None, present: np.ndarray
     ):
-        """Standardised features and linked genes from the fitted preprocessor (rows absent: NaN)."""
+        """Standardised features and linked genes from the fitted preprocessor (rows absent: NaN).
+
+        Only features that name a gene node of the graph compete for a patient's link budget (see
+        :mod:`clinicmm.encode.genomics`). The stats count, besides the patients computed, how the model's features
+        link (``features_linked``, ``features_not_in_graph``, ``features_unmapped``, also per layer), the links
+        made (``gene_links``) and the patients with omics but no gene link (``patients_without_gene_links``).
+        """
         pre = self.preprocessor
         feats = pre.features(expression, mutations, patients).astype(np.float32)
         feats[~present] = np.nan
-        evidence = pre.evidence(expression, mutations, patients)
+        graph = set(self.knowledge.names(Node.GENE)) if self.knowledge is not None else None
+        evidence = pre.evidence(expression, mutations, patients, graph)
         genes = [sorted(evidence.get(p, [])) if ok else [] for p, ok in zip(patients, present)]
         stats = {"encoded": 0, "cached": 0, "failed": 0, "computed": int(present.sum())}  # no network, nothing to cache
+        if graph is not None:
+            stats |= pre.link_counts(graph)
+            stats["gene_links"] = sum(len(g) for g in genes)
+            stats["patients_without_gene_links"] = sum(1 for g, ok in zip(genes, present) if ok and not g)
+            log.info(
+                "omics: %d of %d features link to graph genes (%d name genes the graph lacks, %d name no gene); "
+                "%d of %d patients have no gene link",
+                stats["features_linked"], stats["features"], stats["features_not_in_graph"],
+                stats["features_unmapped"], stats["patients_without_gene_links"], stats["computed"],
+            )  # fmt: skip
         return feats, genes, {"stats": stats, "failures": {}}
 
     # -------------------------------------------------------------------------------------- all at once

@@ -19,6 +19,28 @@ non-silent MAF classes; a row without a class, as the registered model's ``mutat
 flagged ``non_silent``), then to at most ``max_genes`` genes whose |z| against the train split exceeds
 ``z_threshold``, largest first (up and down alike).
 
+Linking to the graph: given the graph's gene names (:class:`clinicmm.encode.featurizer.Featurizer` passes them),
+only features that name a graph gene compete for the ``max_genes`` budget, so a table whose strongest columns are
+methylation probes or miRNAs the graph lacks still links its patients to graph genes. :func:`feature_gene` turns a
+column name into a gene symbol by these rules, tried in order:
+
+1. ``meth_<SYMBOL>`` (gene-level methylation, as TCGA / MOGONET tables name it) -> ``<SYMBOL>``;
+2. a miRNA name (``hsa-mir-21``, ``hsa-miR-21-5p``, ``mir-155``, ``hsa-let-7a-1``, ``hsa-mir-181a-1``,
+   ``hsa-mir-1-2``) -> its HGNC MIR gene symbol (``MIR21``, ``MIR21``, ``MIR155``, ``MIRLET7A1``,
+   ``MIR181A1``, ``MIR1-2``): ``MIR`` (``MIRLET7`` for let-7) + the number and letter upper-cased, then the
+   copy number, joined by ``-`` when the name has no letter. A mature name (``-5p``/``-3p``) gives the gene
+   without copy number, so a mature miRNA made by several genes (``hsa-miR-181a-5p`` -> ``MIR181A``) names no
+   gene and does not link;
+3. any other name is taken as a gene symbol as it is.
+
+The symbol links when it is a graph gene; else, with ``harmonize``, its current HGNC symbol (shipped table; for a
+miRNA the rules do not spell as HGNC now does, such as ``hsa-mir-103-1`` -> ``MIR103A1``, the one HGNC lists the
+name under) when that is a graph gene. Each feature is counted (:meth:`GenomicsPreprocessor.link_counts`) as ``linked``,
+``not_in_graph`` (an HGNC gene the graph lacks) or ``unmapped`` (no rule gives an HGNC gene: an unknown or
+ambiguous name, a mature miRNA of several genes), per layer: ``meth``, ``mirna`` (miRNA names and HGNC MIR
+symbols, which ingest harmonisation gives), ``plain`` (the rest). Several features of one gene (its mRNA and its
+``meth_`` column) give one link, ranked by the strongest.
+
 Gene names: with ``harmonize`` (the dataset's ``genomics.genes.harmonize``) a name the model does not know is
 looked up in the shipped HGNC table when applied, so a new patient's ``ENSG…`` ids or previous symbols still
 meet the current symbols the model was fitted on.
@@ -26,7 +48,8 @@ meet the current symbols the model was fitted on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +62,80 @@ from clinicmm.keys import Col, Status
 LOG_UNITS = ("counts", "tpm", "fpkm")  # transformed with log2(x + 1)
 AS_IS_UNITS = ("log", "normalized")
 FORMAT_VERSION = 1
+# how omics features become graph links (only graph genes compete for the budget; meth_ / miRNA names mapped):
+# part of the encode stage's settings, so encodings made by an earlier rule are recomputed
+EVIDENCE_VERSION = 2
+
+METH_PREFIX = "meth_"
+# hsa-mir-21, hsa-miR-21-5p, mir-155, hsa-mir-181a-1, hsa-mir-1-2, hsa-let-7a-1, hsa-miR-17* (case-insensitive)
+MIRNA_NAME = re.compile(
+    r"^(?:hsa-)?(?:mir-(?P<number>\d+)(?P<letter>[a-z]{0,2})|let-7(?P<let>[a-z]))"
+    r"(?:-(?P<copy>\d+))?(?:-(?P<arm>[35]p))?\*?$",
+    re.IGNORECASE,
+)
+# HGNC miRNA gene symbols (MIR21, MIR1-2, MIR181A1, MIRLET7A1); not the host genes (MIR17HG)
+MIRNA_SYMBOL = re.compile(r"^MIR(?:LET7[A-Z]\d*|\d+(?!HG$)[A-Z]{0,2}(?:\d+|-\d+)?)$")
+LINKED, NOT_IN_GRAPH, UNMAPPED = "linked", "not_in_graph", "unmapped"
+LAYERS = ("plain", "meth", "mirna")
+
+
+def feature_gene(name: str) -> str | None:
+    """The gene symbol a feature column names, by the rules of the module docstring; None when it names none.
+
+    ``meth_TP53`` -> ``TP53``; ``hsa-mir-21`` / ``hsa-miR-21-5p`` / ``mir-21`` -> ``MIR21``; ``hsa-let-7a-1`` ->
+    ``MIRLET7A1``; ``hsa-mir-181a-1`` -> ``MIR181A1``; ``hsa-mir-1-2`` -> ``MIR1-2``; ``TP53`` -> ``TP53``.
+    Whether the symbol is a gene at all (or a graph gene) is for the caller to check.
+    """
+    name = str(name).strip()
+    if name[: len(METH_PREFIX)].lower() == METH_PREFIX:
+        name = name[len(METH_PREFIX) :].strip()
+        return name or None
+    if match := MIRNA_NAME.match(name):
+        if match["let"]:
+            stem, separate = f"MIRLET7{match['let'].upper()}", False
+        else:
+            stem, separate = f"MIR{match['number']}{match['letter'].upper()}", not match["letter"]
+        copy = match["copy"]
+        return stem if not copy else f"{stem}-{copy}" if separate else f"{stem}{copy}"
+    if name.lower().startswith(("hsa-", "mir-", "let-")):
+        return None  # a miRNA-like name the rules do not read (hsa-mir-103-2-as): no guessing
+    return name or None
+
+
+def feature_layer(name: str) -> str:
+    """``meth`` (``meth_…``), ``mirna`` (a miRNA name or an HGNC MIR symbol) or ``plain``: for the link counts."""
+    name = str(name).strip()
+    if name[: len(METH_PREFIX)].lower() == METH_PREFIX:
+        return "meth"
+    if MIRNA_NAME.match(name) or MIRNA_SYMBOL.match(name) or name.lower().startswith(("hsa-", "mir-", "let-")):
+        return "mirna"
+    return "plain"
+
+
+def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) -> tuple[str | None, str]:
+    """``(graph gene, "linked")``, ``(None, "not_in_graph")`` or ``(None, "unmapped")`` for one feature name.
+
+    The symbol of :func:`feature_gene` links when it is in ``graph_genes``; with ``harmonize``, also when its
+    current HGNC symbol is (or, failing that, the name's own: HGNC lists miRBase precursor names as aliases, so a
+    renamed miRNA such as ``hsa-mir-103-1`` still finds ``MIR103A1``). It counts as not in the graph when HGNC
+    knows it as a gene, else as unmapped.
+    """
+    symbol = feature_gene(name)
+    if symbol is None:
+        return None, UNMAPPED
+    if symbol in graph_genes:
+        return symbol, LINKED
+    from clinicmm.ingest.gene_names import GeneHarmonizer
+
+    hgnc = GeneHarmonizer.shipped()  # read once per process, on the first name that is no graph gene
+    current = hgnc.resolve(symbol)[0] or (hgnc.resolve(name)[0] if str(name).strip() != symbol else None)
+    if current is not None and MIRNA_NAME.match(str(name).strip()) and not MIRNA_SYMBOL.match(current):
+        current = None  # a miRNA is a MIR gene or nothing (HGNC lists "MIR1" as an alias of FSD1)
+    if current is None:
+        return None, UNMAPPED
+    if harmonize and current in graph_genes:
+        return current, LINKED
+    return None, NOT_IN_GRAPH
 
 
 class GenomicsPreprocessor:
@@ -172,23 +269,82 @@ class GenomicsPreprocessor:
         return pd.DataFrame(np.nan_to_num(z, nan=0.0), index=logged.index, columns=genes)
 
     def evidence(
-        self, matrix: pd.DataFrame | None, mutations: pd.DataFrame | None, patients: Sequence[str]
+        self,
+        matrix: pd.DataFrame | None,
+        mutations: pd.DataFrame | None,
+        patients: Sequence[str],
+        graph_genes: Collection[str] | None = None,
     ) -> dict[str, list[str]]:
         """Genes to link each patient to in the graph: every gene with a counted mutation (sorted), then up to
-        ``max_genes`` genes with |z| > ``z_threshold``, largest |z| first. Other classes (Silent …) are ignored."""
+        ``max_genes`` genes with |z| > ``z_threshold``, largest |z| first. Other classes (Silent …) are ignored.
+
+        With ``graph_genes`` (the graph's gene node names) only features that link to a graph gene (see
+        :func:`link_gene`) compete for the ``max_genes`` budget, the genes given are graph genes (a mutated gene
+        the graph lacks is left out) and several features of one gene give it once. Without, every feature
+        competes under its own name (the graph drops what it does not know)."""
         z = self.zscores(matrix, patients)
         mutated = self._mutated_sets(mutations) if mutations is not None else {}
+        if graph_genes is None:
+            pick, to_graph = self._changed, (lambda g: g)
+        else:
+            graph = graph_genes if isinstance(graph_genes, (set, frozenset, dict)) else set(graph_genes)
+            links = self.feature_links(graph)
+            columns = [j for j, g in enumerate(z.columns) if g in links]
+            targets = [links[z.columns[j]] for j in columns]
+
+            def pick(row: pd.Series) -> list[str]:
+                return self._changed_genes(row.to_numpy()[columns], targets)
+
+            def to_graph(gene: str) -> str | None:
+                return link_gene(gene, graph, self.harmonize)[0]
+
         out: dict[str, list[str]] = {}
         for i, patient in enumerate(patients):
-            genes = sorted(mutated.get(patient, ()))
+            genes = sorted({g for g in map(to_graph, mutated.get(patient, ())) if g is not None})
             seen = set(genes)
-            out[patient] = genes + [g for g in self._changed(z.iloc[i]) if g not in seen]
+            out[patient] = genes + [g for g in pick(z.iloc[i]) if g not in seen]
         return out
 
     def _changed(self, z: pd.Series) -> list[str]:
         strong = z[z.abs() > self.z_threshold]
         order = np.argsort(-strong.abs().to_numpy(), kind="stable")
         return [str(g) for g in strong.index[order][: self.max_genes]]
+
+    def _changed_genes(self, z: np.ndarray, targets: list[str]) -> list[str]:
+        """Up to ``max_genes`` distinct genes of the features with |z| > threshold, by their largest |z|."""
+        strong = np.flatnonzero(np.abs(z) > self.z_threshold)
+        order = strong[np.argsort(-np.abs(z[strong]), kind="stable")]
+        out: list[str] = []
+        for j in order:
+            if targets[j] not in out:
+                out.append(targets[j])
+                if len(out) == self.max_genes:
+                    break
+        return out
+
+    def feature_links(self, graph_genes: Collection[str]) -> dict[str, str]:
+        """Expression feature -> the graph gene it links to (:func:`link_gene`); features that link to none are
+        absent."""
+        links = {}
+        for name in self._fitted_genes():
+            gene, _ = link_gene(name, graph_genes, self.harmonize)
+            if gene is not None:
+                links[name] = gene
+        return links
+
+    def link_counts(self, graph_genes: Collection[str]) -> dict[str, int]:
+        """How the model's expression features link to the graph: ``features`` (all of them),
+        ``features_linked``, ``features_not_in_graph`` (an HGNC gene the graph lacks), ``features_unmapped`` (no
+        gene), and the same three per layer (``features_linked_meth``, ``features_unmapped_mirna`` …; layers of
+        :func:`feature_layer`). Feature names only, nothing about patients."""
+        counts = {"features": 0} | {f"features_{k}": 0 for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
+        counts |= {f"features_{k}_{layer}": 0 for layer in LAYERS for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
+        for name in self._fitted_genes():
+            _, how = link_gene(name, graph_genes, self.harmonize)
+            counts["features"] += 1
+            counts[f"features_{how}"] += 1
+            counts[f"features_{how}_{feature_layer(name)}"] += 1
+        return counts
 
     def _counted(self, mutations: pd.DataFrame) -> pd.DataFrame:
         """The ``ok`` rows whose class counts (a row without a class counts when flagged ``non_silent``)."""

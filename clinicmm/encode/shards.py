@@ -105,8 +105,8 @@ def _concat(parts: list, patients: list[str]):
         links[m] = [flat[i] for i in np.argsort(rows)]
         stats[m] = {}
         for part in parts:
-            for k, v in part.stats.get(m, {}).items():
-                stats[m][k] = stats[m].get(k, 0) + v
+            for k, v in part.stats.get(m, {}).items():  # per-patient counts add up; per-table ones are each shard's
+                stats[m][k] = v if k.startswith("features") else stats[m].get(k, 0) + v
     failures = [f for part in parts for f in part.failures]
     return EncodedCohort(list(patients), vectors, links, failures, stats)
 

@@ -3,8 +3,9 @@
 The labelled, usable patients of the ingest stage are split by ``StratifiedKFold`` (shuffled, seeded); in each fold
 every model of ``models:`` is trained by the same loop as ``clinicmm train`` (:func:`clinicmm.training.fit.fit`,
 early stopping on a stratified share of the fold's training patients) and scores the held-out patients, with all
-modalities and with each modality removed in turn. The baselines of ``compare.baselines`` (a standardised
-logistic regression on the concatenated embeddings) run on the same folds. What comes out, under
+modalities and with each modality removed in turn. The baselines of ``compare.baselines`` (``logreg``: the
+logistic-regression model, C chosen by inner CV on each fold's training patients) join the table when the workflow's
+``models`` lack them, trained by the same path on the same rows. What comes out, under
 ``workdir/compare/``:
 
 * ``table.csv`` / ``table.md``: per model, mean ± sd over folds of macro-F1, accuracy and one-vs-rest AUROC, the
@@ -23,6 +24,7 @@ parent's artifacts. Nothing identifying is logged.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,8 +38,11 @@ from clinicmm.errors import ConfigError, StageError
 from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
 from clinicmm.keys import MODALITY_NAMES, Node, Split
+from clinicmm.training.data import split_val
 
 log = logging.getLogger("clinicmm")
+REWIRED = "_rewired"  # a graph model's row on the degree-preserving rewired graph (compare.knowledge_ablation)
+GRAPH_MODELS = ("kg_gnn", "kg_rgcn")
 
 
 @dataclass
@@ -119,16 +124,6 @@ def make_folds(y: np.ndarray, classes: list[str], folds: int, seed: int) -> list
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
-def split_val(train: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out a stratified ``share`` of a fold's training positions for early stopping (plain if too small)."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        return tuple(train_test_split(train, test_size=share, stratify=y[train], random_state=seed))
-    except ValueError:  # a class with a single training patient cannot be stratified
-        return tuple(train_test_split(train, test_size=share, random_state=seed))
-
-
 # ---------------------------------------------------------------------------------------------- one fold
 
 
@@ -154,9 +149,14 @@ class _NoRuns:
         pass
 
 
-def _neural(name: str, data: CVData, fold, fit_rows, val_rows, test_rows, spec, run):
-    """Train model ``name`` on one fold through the one fit path; (test probs, {modality: probs without it})."""
+def _fit_and_score(name: str, data: CVData, fold, fit_rows, val_rows, test_rows, spec, run, rewired=None):
+    """Train model ``name`` on one fold through the one fit path; (test probs, {modality: probs without it}).
+
+    The early-stopping share (``val_rows``) is held out for the models that stop early; a closed-form model
+    (logreg: its penalty chosen by inner CV on the rows it is given) fits on every training row of the fold.
+    ``<model>_rewired`` is that graph model on ``rewired`` (the knowledge ablation)."""
     from clinicmm.evaluation.ablation import probs_and_without
+    from clinicmm.fusion.registry import CLOSED_FORM
     from clinicmm.training.data import to_evidence
     from clinicmm.training.fit import fit_model
 
@@ -165,45 +165,16 @@ def _neural(name: str, data: CVData, fold, fit_rows, val_rows, test_rows, spec, 
         from clinicmm.tracking.runs import epoch_logger
 
         on_epoch = epoch_logger(run)
+    if name.endswith(REWIRED):
+        name, fold = name.removesuffix(REWIRED), copy.copy(fold)
+        fold.kg = rewired
+    if name in CLOSED_FORM:
+        fit_rows, val_rows = np.concatenate([fit_rows, val_rows]), val_rows[:0]
     part = {k: (data.rows[p], data.y[p]) for k, p in (("fit", fit_rows), ("val", val_rows), ("test", test_rows))}
     fitted = fit_model(name, fold, part["fit"], part["val"], spec, on_epoch, progress=False)
     test = to_evidence(fold.encoded, *part["test"], fold.kg, fitted.scaler)
     probs, without = probs_and_without(fitted.model, test, fitted.hetero, fitted.dims)
     return probs, without, fitted.model, fitted.history
-
-
-def _logreg(data: CVData, fold, train_rows, test_rows, seed: int):
-    """Standardised logistic regression on the concatenated embeddings (missing: train mean + indicator)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    v = fold.encoded.vectors  # the fold's omics, refitted on its training patients
-    blocks = [m for m in MODALITY_NAMES if (~np.isnan(v[m][data.rows[train_rows]]).any(axis=1)).any()]
-    x = np.concatenate([v[m] for m in blocks], axis=1).astype(np.float64)
-    spans = dict(zip(blocks, np.split(np.arange(x.shape[1]), np.cumsum([v[m].shape[1] for m in blocks])[:-1])))
-    clf = make_pipeline(
-        SimpleImputer(add_indicator=True), StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
-    )
-    clf.fit(x[data.rows[train_rows]], data.y[train_rows])
-    test = x[data.rows[test_rows]]
-    probs = _full_probs(clf, test, len(data.classes))
-    without = {}
-    for m in MODALITY_NAMES:
-        has = m in spans and (~np.isnan(test[:, spans[m]]).any(axis=1)).any()
-        removed = test.copy()
-        if has:
-            removed[:, spans[m]] = np.nan
-        without[m] = _full_probs(clf, removed, len(data.classes)) if has else None
-    return probs, without, clf
-
-
-def _full_probs(clf, x: np.ndarray, k: int) -> np.ndarray:
-    """predict_proba with a column per class (a class absent from the fold's training rows gets 0)."""
-    out = np.zeros((len(x), k))
-    out[:, clf.classes_] = clf.predict_proba(x)
-    return out
 
 
 def run_cv(
@@ -216,7 +187,11 @@ def run_cv(
 
     runs = runs or _NoRuns()
     folds = make_folds(data.y, data.classes, cmp.folds, cmp.seed)
-    names = list(models) + list(baselines)
+    names = list(dict.fromkeys([*models, *baselines]))  # a baseline the workflow also lists is run once
+    rewired = None
+    if cmp.knowledge_ablation:  # each graph model again on a degree-preserving rewired graph
+        names += [f"{n}{REWIRED}" for n in models if n in GRAPH_MODELS]
+        rewired = data.data.kg.rewired(cmp.seed)
     present = {m: data.encoded.has(m)[data.rows] for m in MODALITY_NAMES}
     res = CVResult(
         data.classes,
@@ -235,11 +210,9 @@ def run_cv(
         for name in names:
             bar.set_postfix_str(f"fold {k + 1}/{len(folds)} {name}")
             with runs.child(name, k, sizes) as run:
-                if name in baselines:
-                    probs, without, model = _logreg(data, fold, train, test, cmp.seed)
-                    history = []
-                else:
-                    probs, without, model, history = _neural(name, data, fold, fit_rows, val_rows, test, spec, run)
+                probs, without, model, history = _fit_and_score(
+                    name, data, fold, fit_rows, val_rows, test, spec, run, rewired
+                )
                 metrics = {
                     m: v for m, v in classification_metrics(data.y[test], probs, data.classes).items() if m in METRICS
                 }
@@ -298,6 +271,46 @@ def summarise(res: CVResult, cmp: CompareSpec, reference: str) -> pd.DataFrame:
         row |= {"reference": reference, "delta_macro_f1": delta[0], "delta_ci_low": delta[1], "delta_ci_high": delta[2]}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def knowledge_table(res: CVResult, cmp: CompareSpec) -> pd.DataFrame:
+    """Per graph model: pooled macro-F1 on the real graph and on the rewired one, and the paired difference with its
+    bootstrap 95% CI (positive: the biology the edges carry helps; an interval over 0: no evidence it does)."""
+    from clinicmm.evaluation import bootstrap
+
+    k, idx = len(res.classes), bootstrap.resamples(len(res.y), cmp.bootstrap, cmp.seed)
+    rows = []
+    for name in [n for n in res.probs if f"{n}{REWIRED}" in res.probs]:
+        real, scrambled = res.probs[name], res.probs[f"{name}{REWIRED}"]
+        delta = bootstrap.paired_delta(res.y, real, scrambled, k, idx)
+        rows.append(
+            {
+                "model": name,
+                "macro_f1_graph": bootstrap.scores(res.y, real, k)["macro_f1"],
+                "macro_f1_rewired": bootstrap.scores(res.y, scrambled, k)["macro_f1"],
+                "delta": delta[0],
+                "delta_ci_low": delta[1],
+                "delta_ci_high": delta[2],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def knowledge_markdown(table: pd.DataFrame, folds: int, b: int) -> str:
+    """The knowledge ablation as markdown: real graph, rewired graph, paired difference [95% CI]."""
+    lines = [
+        f"### Knowledge ablation: each graph model on the real graph and on a degree-preserving rewired copy "
+        f"({folds}-fold pooled macro-F1, paired bootstrap over {b} resamples)",
+        "",
+        "| model | real graph | rewired graph | Δ [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['model']} | {r['macro_f1_graph']:.3f} | {r['macro_f1_rewired']:.3f} | "
+            f"{r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}] |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def ablation_table(res: CVResult) -> pd.DataFrame:
@@ -401,15 +414,20 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         wf = wf.model_copy(update={"compare": cmp})
     refuse_label_trained(wf, "compare")
     data = cv_data(data if data is not None else TrainingData(wf))
-    names = list(wf.models) + list(cmp.baselines)
+    names = list(dict.fromkeys([*wf.models, *cmp.baselines]))
     reference = reference_model(names, cmp)
     out = wf.work / "compare"
     out.mkdir(parents=True, exist_ok=True)
     tracker = CompareRuns(wf, data.data.cohort, out)
     with tracker.parent_run() as parent:
         res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
-        table, ablation = summarise(res, cmp, reference), ablation_table(res)
+        table, ablation, knowledge = summarise(res, cmp, reference), ablation_table(res), knowledge_table(res, cmp)
         pd.DataFrame(res.folds).to_csv(out / "folds.csv", index=False)
+        files = ["table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"]
+        if len(knowledge):
+            knowledge.to_csv(out / "knowledge_ablation.csv", index=False)
+            (out / "knowledge_ablation.md").write_text(knowledge_markdown(knowledge, cmp.folds, cmp.bootstrap))
+            files += ["knowledge_ablation.csv", "knowledge_ablation.md"]
         table.to_csv(out / "table.csv", index=False)
         ablation.to_csv(out / "ablation.csv", index=False)
         (out / "table.md").write_text(table_markdown(table, cmp.folds, cmp.bootstrap))
@@ -417,15 +435,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
         ablation_png(ablation, MODALITY_NAMES, out / "ablation.png")
         _write_oof(res, data, out / "oof.parquet")
-        for name in (
-            "table.csv",
-            "table.md",
-            "ablation.csv",
-            "ablation.md",
-            "folds.csv",
-            "compare.png",
-            "ablation.png",
-        ):
+        for name in files:
             mlflow.log_artifact(str(out / name), "compare")
         mlflow.log_metrics(
             {
@@ -436,7 +446,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             }
         )
         result = CompareResult(
-            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference
+            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference, knowledge
         )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result
@@ -454,6 +464,7 @@ class CompareResult:
     patients: int
     classes: list[str]
     reference: str
+    knowledge: pd.DataFrame | None = None  # compare.knowledge_ablation: each graph model against its rewired graph
 
     def summary(self) -> dict:
         return {

@@ -69,6 +69,15 @@ def _attention(
     return AttentionFusion(dims, n_classes, hidden=hidden, dropout=dropout)
 
 
+def _linear(
+    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+) -> nn.Module:
+    """Logistic regression on the concatenated embeddings and presence mask (fitted in closed form)."""
+    from clinicmm.fusion.models.linear import LinearFusion
+
+    return LinearFusion(dims, n_classes, hidden=hidden, dropout=dropout)
+
+
 MODELS: dict[Model, Factory] = {
     Model.IMAGE: _single("image"),
     Model.NOTE: _single("note"),
@@ -77,7 +86,11 @@ MODELS: dict[Model, Factory] = {
     Model.KG_GNN: _graph("hgt"),
     Model.ATTENTION: _attention,
     Model.KG_RGCN: _graph("rgcn"),
+    Model.LOGREG: _linear,
 }
+
+
+CLOSED_FORM = frozenset({Model.LOGREG})  # fitted without gradient steps or early stopping (training.linear)
 
 
 def build_model(

@@ -210,7 +210,13 @@ def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFra
     labels_file = str(spec.resolve(spec.labels.path)) if spec.labels else "labels"
     manifest, linked_skips = link(labels, _present(tables), labels_file)
     split_notes: list[str] = []
-    if split and spec.labels and spec.labels.site_column:
+    if split and spec.labels and spec.split.column:
+        from clinicmm.ingest.splits import assign_given_splits, read_given_splits
+
+        given, split_skips = read_given_splits(spec, labels_table)
+        manifest, split_notes = assign_given_splits(spec, manifest, given)
+        linked_skips += split_skips
+    elif split and spec.labels and spec.labels.site_column:
         from clinicmm.ingest.sites import assign_site_splits
 
         manifest, split_notes = assign_site_splits(spec, manifest, labels_table)

@@ -103,7 +103,10 @@ def inputs_digest(wf: WorkflowSpec) -> str:
 
 def _encode_settings(wf: WorkflowSpec) -> object:
     c = dump(wf)
+    from clinicmm.encode.genomics import EVIDENCE_VERSION
+
     out = {"encoders": c["encoders"], "knowledge": [tree_digest(wf.resolve(p)) for p in wf.knowledge]}
+    out["omics_evidence"] = EVIDENCE_VERSION
     if (a := wf.encoders.text.adapter_path) and Path(a).exists():
         out["text_adapter"] = tree_digest(Path(a))
     if (w := wf.encoders.image.weights_file()) and Path(w).exists():
@@ -132,7 +135,7 @@ def _finetune_text_settings(wf: WorkflowSpec) -> object:
 
 def _train_settings(wf: WorkflowSpec) -> object:
     c = dump(wf)
-    return {k: c[k] for k in ("models", "primary_model", "training", "calibration")} | {
+    return {k: c[k] for k in ("models", "training", "calibration")} | {
         "runs": [wf.tracking.tracking_uri(), wf.tracking.experiment]
     }
 
@@ -166,7 +169,7 @@ STAGES: dict[str, Stage] = {
             "register",
             "register",
             "evaluate",
-            lambda wf: [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias],
+            lambda wf: [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias, wf.primary_model],
         ),
         Stage("predict", "predict", "register", lambda wf: None),
     )

@@ -279,19 +279,27 @@ def evaluate_stage(wf: WorkflowSpec, progress: bool = True) -> pd.DataFrame:
 
 
 def register_stage(wf: WorkflowSpec, progress: bool = True):
-    """Log the primary model as an MLflow pyfunc, register it and point the alias at the new version; returns the
-    :class:`~clinicmm.serve.register.Registration`."""
+    """Log the champion (``primary_model``: ``auto`` picks it by validation, :mod:`clinicmm.training.champion`) as an
+    MLflow pyfunc, register it and point the alias at the new version; returns the
+    :class:`~clinicmm.serve.register.Registration` (which model, and why)."""
     from clinicmm.evaluation.evaluate import bundle_dir
     from clinicmm.serve.register import register
     from clinicmm.tracking import runs
+    from clinicmm.training.champion import choose
     from clinicmm.training.data import need
 
-    results = need(wf.work / "evaluate" / "results.json", "evaluate")
-    metrics = json.loads(results.read_text()).get(wf.primary_model, {})
-    registered = register(wf, bundle_dir(wf, wf.primary_model), metrics)
-    runs.log_stage(
-        wf, "register", params={"name": registered.name, "version": registered.version, "alias": registered.alias}
-    )
+    results = json.loads(need(wf.work / "evaluate" / "results.json", "evaluate").read_text())
+    champion = choose(list(wf.models), stages.summary(wf, "train"), wf.primary_model)
+    log.info("register: %s (%s)", champion.model, champion.reason)
+    metrics = results.get(champion.model, {})
+    registered = register(wf, champion.model, bundle_dir(wf, champion.model), metrics, champion.reason)
+    params = {
+        "name": registered.name,
+        "version": registered.version,
+        "alias": registered.alias,
+        "model": champion.model,
+    }
+    runs.log_stage(wf, "register", params=params, tags={"clinicmm.champion_reason": champion.reason})
     stages.mark_done(wf, "register", registered.to_dict(), digest_bytes(registered.name, registered.version))
     return registered
 

@@ -53,6 +53,8 @@ class Registration:
     alias: str
     uri: str
     tracking_uri: str
+    model: str = ""  # which of the workflow's models (the champion, unless primary_model names one)
+    reason: str = ""  # why that one (clinicmm.training.champion)
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -73,14 +75,17 @@ def _requirements() -> list[str]:
     return reqs + [f"clinicmm=={__version__}"]
 
 
-def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> Registration:
-    """Log the bundle as a pyfunc in the model's run, register it and set the alias; returns name/version/uri."""
+def register(
+    wf: WorkflowSpec, model: str, bundle_dir: Path, metrics: dict[str, float], reason: str = ""
+) -> Registration:
+    """Log ``model``'s bundle as a pyfunc in its run, register it (the version's description says which model and
+    why) and set the alias."""
     import mlflow.pyfunc
 
     client, recorded = runs.client_for(wf)
-    run_id = recorded["models"].get(wf.primary_model)
+    run_id = recorded["models"].get(model)
     if run_id is None:
-        raise StageError(f"no MLflow run recorded for {wf.primary_model!r}: run `clinicmm train` first.")
+        raise StageError(f"no MLflow run recorded for {model!r}: run `clinicmm train` first.")
     name, alias = wf.tracking.registered_model, wf.tracking.alias
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -97,5 +102,8 @@ def register(wf: WorkflowSpec, bundle_dir: Path, metrics: dict[str, float]) -> R
     for key, value in metrics.items():
         if key in ("macro_f1", "accuracy", "auroc_ovr"):
             client.set_model_version_tag(name, version, f"test_{key}", f"{value:.4f}")
-    client.set_model_version_tag(name, version, "clinicmm.model", wf.primary_model)
-    return Registration(name, version, alias, f"models:/{name}@{alias}", recorded["tracking_uri"])
+    client.set_model_version_tag(name, version, "clinicmm.model", model)
+    client.update_model_version(
+        name, version, description=f"clinicmm {__version__}, workflow {wf.name}: {model} ({reason})"
+    )
+    return Registration(name, version, alias, f"models:/{name}@{alias}", recorded["tracking_uri"], model, reason)

@@ -39,6 +39,27 @@ class Standardizer:
         return ((v - np.asarray(self.mean[modality])) / np.asarray(self.std[modality])).astype(np.float32)
 
 
+EARLY_STOP_SHARE = 0.15  # of the training rows, when there is no validation split
+
+
+def split_val(train: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a stratified ``share`` of the positions ``train`` (labels ``y[train]``) for early stopping; plain
+    (unstratified) when a class has a single patient."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return tuple(train_test_split(train, test_size=share, stratify=y[train], random_state=seed))
+    except ValueError:  # a class with a single training patient cannot be stratified
+        return tuple(train_test_split(train, test_size=share, random_state=seed))
+
+
+def hold_out(train: tuple, seed: int, share: float = EARLY_STOP_SHARE) -> tuple[tuple, tuple]:
+    """``(rows, labels)`` split into a training part and an early-stopping part (``share`` of it, stratified)."""
+    rows, y = np.asarray(train[0]), np.asarray(train[1])
+    keep, held = split_val(np.arange(len(rows)), y, share, seed)
+    return (rows[keep], y[keep]), (rows[held], y[held])
+
+
 def class_nodes(kg, classes: list[str]):
     """The cancer_type node index of each class, in class order (LongTensor): what the KG-GNN scores against."""
     import torch

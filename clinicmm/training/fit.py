@@ -6,6 +6,7 @@ the comparison between single-modality, concatenation and graph fusion is fair.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from clinicmm.errors import ConfigError
 from clinicmm.training.loaders import make_loader
 from clinicmm.training.module import EpochCallback, FusionTask, lightning
 
+log = logging.getLogger("clinicmm")
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning strategies that start their own processes
 
 
@@ -103,16 +105,34 @@ def fit_model(
     """
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import Standardizer, class_nodes, dims_of, to_evidence
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, to_evidence
 
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
-    items = [to_evidence(data.encoded, rows, y, data.kg, scaler) for rows, y in (train, val)]
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
     torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
     model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout)
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
-    model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
-    return FittedModel(name, model, history, scaler, dims, hetero)
+    closed_form = getattr(model, "closed_form", False)  # logistic regression: C by inner CV, no gradient steps
+    if (
+        not len(val[0]) and not closed_form
+    ):  # no validation split (a given split may have none): stop early inside train
+        train, val = hold_out(train, spec.seed)
+        log.info(
+            "%s: no validation patients; early stopping on %d of the %d training patients",
+            name,
+            len(val[0]),
+            len(val[0]) + len(train[0]),
+        )
+    items = [to_evidence(data.encoded, rows, y, data.kg, scaler) for rows, y in (train, val)]
+    if closed_form:
+        from clinicmm.training.linear import fit_linear
+
+        history = fit_linear(model, items[0], items[1], hetero, dims, spec, n)
+        for row in history if on_epoch is not None else ():
+            on_epoch(row)
+    else:
+        model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
+    return FittedModel(name, model.eval(), history, scaler, dims, hetero)
 
 
 def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):

@@ -34,6 +34,7 @@ def workflow(tmp_path_factory):
         "name": "e2e",
         "dataset": "data/dataset.yaml",
         "workdir": "work",
+        "knowledge": ["data/demo_edges.tsv"],  # the demo's own gene edges, as in workflows/demo.yaml
         "training": {"max_epochs": 40, "patience": 8},
         "tracking": {"uri": f"sqlite:///{root}/tracking/mlflow.db", "experiment": "e2e", "registered_model": MODEL},
     }
@@ -41,6 +42,10 @@ def workflow(tmp_path_factory):
     run = _cli("run", "wf.yaml", "--no-progress", cwd=root)
     assert run.returncode == 0, run.stderr[-3000:]
     return root, run
+
+
+def run_models(root: Path) -> list[str]:
+    return list(json.loads((root / "work" / "runs.json").read_text())["models"])
 
 
 def test_run_prints_the_table_the_registered_model_and_the_ui_command(workflow):
@@ -74,7 +79,9 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # earlier tests in this process may have pointed the registry elsewhere
     version = MlflowClient(uri, registry_uri=uri).get_model_version_by_alias(MODEL, "champion")
-    assert version.tags["clinicmm.model"] == "kg_gnn" and float(version.tags["test_macro_f1"]) > 0.5
+    champion = json.loads((root / "work" / "register" / "stage.json").read_text())["summary"]["model"]
+    assert version.tags["clinicmm.model"] == champion and float(version.tags["test_macro_f1"]) > 0.5
+    assert champion in run_models(root) and champion in version.description  # which model, and why
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     cohort = Cohort.load(root / "work" / "ingest")
     patients = cohort.patients("test")[:6]
@@ -87,8 +94,8 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
         assert got.loc[pid, "predicted"] == cli.loc[pid, "predicted"]
         assert abs(got.loc[pid, [c for c in got.columns if c.startswith("prob_")]].sum() - 1) < 1e-4
     assert got.loc[patients[-1], "status"] == "not scored" and "expression" in got.loc[patients[-1], "reason"]
-    # the same model by its run: runs:/<run id of the kg_gnn child run>/model
-    run_id = json.loads((root / "work" / "runs.json").read_text())["models"]["kg_gnn"]
+    # the same model by its run: runs:/<run id of the champion's child run>/model
+    run_id = json.loads((root / "work" / "runs.json").read_text())["models"][champion]
     by_run = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(frame.iloc[:2]).set_index("patient_id")
     for pid in patients[:2]:
         assert by_run.loc[pid, "predicted"] == got.loc[pid, "predicted"]

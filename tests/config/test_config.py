@@ -69,12 +69,15 @@ def test_workflow_rejects_unknown_model_and_lists_valid_names(tmp_path):
         load_workflow(wf)
 
 
-def test_workflow_primary_model_must_be_listed(tmp_path):
+def test_workflow_primary_model_must_be_listed_or_auto(tmp_path):
     ds = _dataset(tmp_path)
     wf = tmp_path / "wf.yaml"
-    wf.write_text(yaml.safe_dump({"name": "w", "dataset": ds.name, "workdir": "work", "models": ["concat"]}))
-    with pytest.raises(ConfigError, match="primary_model 'kg_gnn' is not in models"):
+    base = {"name": "w", "dataset": ds.name, "workdir": "work", "models": ["concat"]}
+    wf.write_text(yaml.safe_dump(base | {"primary_model": "kg_gnn"}))
+    with pytest.raises(ConfigError, match="primary_model 'kg_gnn' is not in models.*'auto'"):
         load_workflow(wf)
+    wf.write_text(yaml.safe_dump(base))
+    assert load_workflow(wf).primary_model == "auto"  # the default: the champion by validation
 
 
 def test_tracking_uri_precedence(monkeypatch):

@@ -258,3 +258,20 @@ def test_kipan_converter_never_writes_into_the_source():
     prep = _prepare_module()
     with pytest.raises(prep.PrepareError, match="inside the source"):
         prep.prepare(KIPAN, KIPAN / "generated")
+
+
+def test_the_knowledge_ablation_trains_each_graph_model_again_on_a_rewired_graph():
+    from clinicmm.evaluation.compare import knowledge_table
+
+    data = cv_data(n=24)
+    cmp = CompareSpec(folds=3, bootstrap=200, knowledge_ablation=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_cv(data, ["kg_gnn", "note"], [], SPEC.model_copy(update={"max_epochs": 3}), cmp, progress=False)
+    assert sorted(res.probs) == ["kg_gnn", "kg_gnn_rewired", "note"]  # graph models only
+    assert not np.isnan(res.probs["kg_gnn_rewired"]).any()
+    table = knowledge_table(res, cmp)
+    assert list(table["model"]) == ["kg_gnn"]
+    row = table.iloc[0]
+    assert row["delta"] == pytest.approx(row["macro_f1_graph"] - row["macro_f1_rewired"])
+    assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]

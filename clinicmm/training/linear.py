@@ -1,0 +1,93 @@
+"""Closed-form fit of the linear model (:class:`clinicmm.fusion.models.linear.LinearFusion`).
+
+scikit-learn's ``LogisticRegressionCV`` (multinomial, L2) chooses the penalty ``C`` by stratified inner
+cross-validation on the training rows only (log loss), then refits on all of them; the coefficients are copied
+into the torch module, which then predicts, calibrates, explains and serves like every other model. The
+validation rows are scored once for the history row the train stage and the champion choice read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clinicmm.config import TrainingSpec
+
+CS = np.logspace(-4, 2, 13)  # the penalties tried (C = 1 / lambda)
+ABSENT_BIAS = -30.0  # a class with no training row: never predicted
+
+
+def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]:
+    """The model's input features and labels of ``items`` (PatientEvidence), exactly as its forward sees them."""
+    from clinicmm.training.loaders import make_loader
+
+    if not items:
+        return np.zeros((0, model.linear.in_features)), np.zeros(0, dtype=int)
+    batch = next(iter(make_loader(items, knowledge, dict(dims), len(items))))
+    return model.features(batch).double().numpy(), batch["patient"].y.numpy()
+
+
+def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
+    """Fit ``model`` on ``train``; its history: one row with train / val log loss, val macro-F1 and the chosen C."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = design(model, train, knowledge, dims)
+    counts = np.bincount(y, minlength=n_classes)
+    folds = int(min(5, counts[counts > 0].min()))
+    if folds >= 2:
+        cv = StratifiedKFold(folds, shuffle=True, random_state=spec.seed)
+        clf = LogisticRegressionCV(
+            Cs=CS,
+            cv=cv,
+            scoring="neg_log_loss",
+            max_iter=5000,
+            random_state=spec.seed,
+            **_current_api(LogisticRegressionCV),
+        )
+    else:  # a class with a single training patient: no inner folds to choose C with
+        clf = LogisticRegression(C=1.0, max_iter=5000, random_state=spec.seed)
+    clf.fit(x, y)
+    _copy_into(model, clf, n_classes)
+    chosen = clf.C_ if hasattr(clf, "C_") else [clf.C]
+    row = {"epoch": 1, "C": float(np.atleast_1d(chosen)[0])}
+    row |= _scores(model, x, y, "train") | _scores(model, *design(model, val, knowledge, dims), "val")
+    return [row]
+
+
+def _current_api(cls) -> dict:
+    """scikit-learn 1.8+: a pure L2 penalty said explicitly and the simplified fitted attributes (older: nothing)."""
+    import inspect
+
+    wanted = {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    return {k: v for k, v in wanted.items() if k in inspect.signature(cls).parameters}
+
+
+def _copy_into(model, clf, n_classes: int) -> None:
+    """``clf``'s coefficients as ``model.linear`` (binary: the positive class's logit, 0 for the other)."""
+    weight = np.zeros((n_classes, clf.coef_.shape[1]))
+    bias = np.full(n_classes, ABSENT_BIAS)
+    if len(clf.classes_) == 2 and clf.coef_.shape[0] == 1:
+        weight[clf.classes_[1]], bias[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+        bias[clf.classes_[0]] = 0.0
+    else:
+        weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(weight, dtype=model.linear.weight.dtype))
+        model.linear.bias.copy_(torch.as_tensor(bias, dtype=model.linear.bias.dtype))
+    model.eval()
+
+
+def _scores(model, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
+    """Log loss (and macro-F1 for val) of ``model`` on features ``x``; NaN without rows."""
+    from sklearn.metrics import f1_score
+
+    if not len(y):
+        return {f"{prefix}_loss": float("nan")} | ({"val_macro_f1": float("nan")} if prefix == "val" else {})
+    with torch.no_grad():
+        logits = model.linear(torch.as_tensor(x, dtype=model.linear.weight.dtype))
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
+    out = {f"{prefix}_loss": loss}
+    if prefix == "val":
+        out["val_macro_f1"] = float(f1_score(y, logits.argmax(1).numpy(), average="macro"))
+    return out

@@ -1,0 +1,96 @@
+"""The logistic-regression model: fitted in closed form (C by inner CV on the training rows), it predicts exactly
+what scikit-learn's fitted model predicts, and serves through the same torch path as every fusion model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clinicmm.config import TrainingSpec
+from clinicmm.fusion.batch import PatientEvidence
+from clinicmm.fusion.registry import build_model
+from clinicmm.training.fit import predict_proba
+from clinicmm.training.linear import design, fit_linear
+
+DIMS = {"image": 3, "note": 4, "omics": 2}
+SPEC = TrainingSpec(seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
+
+
+def _patients(n: int, k: int, seed: int = 0, noise: float = 0.5) -> list[PatientEvidence]:
+    """Notes carry the class (k classes), images are noise and missing for every third patient, no omics."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        y = i % k
+        note = (np.eye(4)[y % 4] * 2 + rng.normal(0, noise, 4)).astype(np.float32)
+        image = None if i % 3 == 0 else rng.normal(0, 1, 3).astype(np.float32)
+        out.append(PatientEvidence(label=y, image=image, note=note, omics=None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kg():
+    from clinicmm.keys import Node
+    from clinicmm.knowledge.graph import KnowledgeGraph
+
+    graph = KnowledgeGraph.default()
+    graph.ensure_nodes(Node.CANCER, ["A", "B", "C"])
+    return graph.to_hetero()
+
+
+def _model(n_classes: int, kg):
+    import torch
+
+    return build_model("logreg", DIMS, n_classes, kg, torch.zeros(n_classes, dtype=torch.long))
+
+
+def test_the_fitted_model_predicts_what_scikit_learn_predicts(kg):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    train, test = _patients(60, 3), _patients(30, 3, seed=1)
+    model = _model(3, kg)
+    history = fit_linear(model, train, test, kg, DIMS, SPEC, 3)
+    x, y = design(model, train, kg, DIMS)
+    assert x.shape == (60, sum(DIMS.values()) + 3)  # embeddings + presence mask
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    reference = LogisticRegressionCV(Cs=np.logspace(-4, 2, 13), cv=cv, scoring="neg_log_loss", max_iter=5000)
+    reference.fit(x, y)
+    probs = predict_proba(model, test, kg, DIMS)
+    np.testing.assert_allclose(probs, reference.predict_proba(design(model, test, kg, DIMS)[0]), atol=1e-5)
+    assert history[0]["C"] == pytest.approx(float(reference.C_[0]))
+    assert history[0]["val_macro_f1"] > 0.9 and np.isfinite(history[0]["val_loss"])
+
+
+def test_features_without_signal_get_a_stronger_penalty(kg):
+    import dataclasses
+
+    clean = _patients(60, 3, noise=0.1)
+    labels = np.random.default_rng(5).permutation([p.label for p in clean])  # labels unrelated to the features
+    shuffled = [dataclasses.replace(p, label=int(y)) for p, y in zip(clean, labels)]
+    c_clean = fit_linear(_model(3, kg), clean, [], kg, DIMS, SPEC, 3)[0]["C"]
+    c_shuffled = fit_linear(_model(3, kg), shuffled, [], kg, DIMS, SPEC, 3)[0]["C"]
+    assert c_shuffled < c_clean
+
+
+def test_two_classes_give_softmax_probabilities_of_the_logistic_fit(kg):
+    from sklearn.linear_model import LogisticRegressionCV
+
+    train = _patients(40, 2)
+    model = _model(2, kg)
+    fit_linear(model, train, [], kg, DIMS, SPEC, 2)
+    x, y = design(model, train, kg, DIMS)
+    probs = predict_proba(model, train, kg, DIMS)
+    assert probs.shape == (40, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    ref = LogisticRegressionCV(Cs=np.logspace(-4, 2, 13), cv=5, scoring="neg_log_loss", max_iter=5000).fit(x, y)
+    assert (probs.argmax(1) == ref.predict(x)).mean() == 1.0
+
+
+def test_a_class_without_training_rows_is_never_predicted(kg):
+    train = [p for p in _patients(60, 3) if p.label != 2]  # class 2 only in the validation split
+    model = _model(3, kg)
+    fit_linear(model, train, _patients(9, 3, seed=2), kg, DIMS, SPEC, 3)
+    probs = predict_proba(model, _patients(30, 3, seed=3), kg, DIMS)
+    assert probs[:, 2].max() < 1e-6 and (probs.argmax(1) != 2).all()
