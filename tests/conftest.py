@@ -79,6 +79,31 @@ def write_genomics_cohort(root, n: int, sites: list[str] | None = None):
     return data / "dataset.yaml"
 
 
+def write_genomics_workflow(root, name: str, models: list[str], **keys):
+    """``root/wf.yaml``: a workflow on the cohort in ``root/data`` (write it first) with tiny, quick training, tracked
+    in ``root/mlruns``; ``keys`` adds or replaces top-level keys. Returns the loaded WorkflowSpec."""
+    import yaml
+
+    from clinicmm.config import load_workflow
+
+    wf = {
+        "name": name,
+        "dataset": "data/dataset.yaml",
+        "workdir": "work",
+        "models": models,
+        "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
+        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": name, "registered_model": name},
+    }
+    (root / "wf.yaml").write_text(yaml.safe_dump(wf | keys))
+    return load_workflow(root / "wf.yaml")
+
+
+@pytest.fixture(scope="session")
+def genomics_workflow():
+    """:func:`write_genomics_workflow`."""
+    return write_genomics_workflow
+
+
 @pytest.fixture(scope="session")
 def genomics_cohort():
     """:func:`write_genomics_cohort`, for tests that need a quick cohort without images or notes."""

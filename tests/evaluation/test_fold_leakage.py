@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from clinicmm.config import CompareSpec, ImageTrainSpec, LoraSpec
 from clinicmm.errors import ConfigError
@@ -19,23 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory, genomics_cohort):
-    from clinicmm.config import load_workflow
+def encoded(tmp_path_factory, genomics_cohort, genomics_workflow):
     from clinicmm.pipeline.stages import encode_stage, ingest_stage
 
     root = tmp_path_factory.mktemp("fold_leakage")
     genomics_cohort(root, 36)
-    wf = {
-        "name": "folds",
-        "dataset": "data/dataset.yaml",
-        "workdir": "work",
-        "models": ["omics"],
-        "primary_model": "omics",
-        "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
-        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "folds"},
-    }
-    (root / "wf.yaml").write_text(yaml.safe_dump(wf))
-    wf = load_workflow(root / "wf.yaml")
+    wf = genomics_workflow(root, "folds", ["omics"], primary_model="omics")
     ingest_stage(wf)
     encode_stage(wf)
     return wf

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, genomics_cohort):
-    from clinicmm.config import load_workflow
+def registered(tmp_path_factory, genomics_cohort, genomics_workflow):
     from clinicmm.pipeline import stages
 
     root = tmp_path_factory.mktemp("champion")
     genomics_cohort(root, 60)
-    wf = {
-        "name": "champ",
-        "dataset": "data/dataset.yaml",
-        "workdir": "work",
-        "models": ["omics", "logreg"],
-        "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
-        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "champ", "registered_model": "champ"},
-    }
-    (root / "wf.yaml").write_text(yaml.safe_dump(wf))
-    wf = load_workflow(root / "wf.yaml")
+    wf = genomics_workflow(root, "champ", ["omics", "logreg"])
     assert wf.primary_model == "auto"  # the default
     for name in ("ingest", "encode", "train", "evaluate"):
         stages.FUNCTIONS[name](wf, False)

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 N = 48
 
 
-def test_training_without_a_validation_split_holds_out_its_own_early_stopping_share(genomics_cohort, tmp_path):
-    from clinicmm.config import load_workflow
+def test_training_without_a_validation_split_holds_out_its_own_early_stopping_share(
+    genomics_cohort, genomics_workflow, tmp_path
+):
     from clinicmm.pipeline import registry, stages
 
     dataset = genomics_cohort(tmp_path, N)
@@ -21,20 +22,7 @@ def test_training_without_a_validation_split_holds_out_its_own_early_stopping_sh
     labels.to_csv(dataset.parent / "labels.csv", index=False)
     cfg = yaml.safe_load(dataset.read_text()) | {"split": {"column": "fold"}}
     dataset.write_text(yaml.safe_dump(cfg))
-    wf = {
-        "name": "noval",
-        "dataset": "data/dataset.yaml",
-        "workdir": "work",
-        "models": ["concat", "logreg"],
-        "training": {"max_epochs": 4, "patience": 2, "hidden": 8, "batch_size": 16},
-        "tracking": {
-            "uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-            "experiment": "noval",
-            "registered_model": "noval",
-        },
-    }
-    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(wf))
-    wf = load_workflow(tmp_path / "wf.yaml")
+    wf = genomics_workflow(tmp_path, "noval", ["concat", "logreg"])
     cohort = stages.ingest_stage(wf)
     assert set(cohort.manifest["split"]) == {"train", "test"}
     for name in ("encode", "train", "evaluate", "register", "predict"):
