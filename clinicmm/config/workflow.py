@@ -159,6 +159,11 @@ class TrainingSpec(Spec):
     hidden: int = Field(64, ge=4)
     dropout: float = Field(0.2, ge=0, lt=1)
     modality_dropout: float = Field(0.15, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="'balanced': each class's training loss weighted by n / (classes x its count), so a rare type "
+        "is not drowned by the common ones (the validation loss and early stopping stay unweighted).",
+    )
     contrastive_weight: float = Field(
         0.0, ge=0, description="Weight of the auxiliary InfoNCE loss aligning a patient's modality embeddings (0: off)."
     )

@@ -23,6 +23,15 @@ log = logging.getLogger("clinicmm")
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning strategies that start their own processes
 
 
+def balanced_weights(items: list, n_classes: int) -> np.ndarray:
+    """Per-class loss weights ``n / (k * count)`` of the training items (scikit-learn's 'balanced'); an absent class 0."""
+    counts = np.bincount([int(p.label) for p in items], minlength=n_classes).astype(float)
+    present = counts > 0
+    out = np.zeros(n_classes)
+    out[present] = counts.sum() / (present.sum() * counts[present])
+    return out
+
+
 def graph_batches(model: torch.nn.Module, spec: TrainingSpec) -> None:
     """Give a graph model ``spec``'s cut threshold and neighbour sampling (other models have neither)."""
     if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
@@ -53,7 +62,9 @@ def fit(
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     graph_batches(model, spec)
-    task = FusionTask(model, spec, n_classes)
+    task = FusionTask(
+        model, spec, n_classes, balanced_weights(train, n_classes) if spec.class_weights == "balanced" else None
+    )
     spawns = spec.strategy.startswith(SPAWNING)  # the fit runs in child processes: log its epochs afterwards
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=spec.patience)]
     if on_epoch is not None and not spawns:

@@ -24,9 +24,11 @@ def lightning():
 class FusionTask(lightning().LightningModule):
     """Cross-entropy training of a fusion model; keeps the weights of the best validation epoch."""
 
-    def __init__(self, model: torch.nn.Module, spec: TrainingSpec, n_classes: int):
+    def __init__(self, model: torch.nn.Module, spec: TrainingSpec, n_classes: int, class_weight=None):
         super().__init__()
         self.model = model
+        # training.class_weights: balanced -> each class's loss weighted by n / (k * its count); the val loss stays plain
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
         self.spec = spec
         self.n_classes = n_classes
         self.history: list[dict[str, float]] = []
@@ -46,7 +48,7 @@ class FusionTask(lightning().LightningModule):
 
     def training_step(self, batch, batch_idx):
         y = batch["patient"].y
-        loss = F.cross_entropy(self.model(batch), y)
+        loss = F.cross_entropy(self.model(batch), y, weight=self.class_weight)
         self.train_ce.update(loss.detach(), len(y))
         self.log("train_loss", loss, batch_size=len(y), prog_bar=False)
         if self.spec.contrastive_weight > 0:  # cross-modal alignment; train_loss stays the CE, comparable to val_loss
