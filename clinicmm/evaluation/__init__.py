@@ -1,1 +1,1 @@
-"""Evaluation beyond the test split: leakage checks, site-aware splits, external validation, robustness."""
+"""Evaluation: the test split, k-fold compare with CIs, leave-one-site-out, robustness, external validation."""

@@ -1,1 +1,1 @@
-"""clinicmm.pipeline."""
+"""The pipeline: the stage registry, one function per stage, ``clinicmm run`` and the torchrun glue."""

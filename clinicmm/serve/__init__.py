@@ -1,1 +1,1 @@
-"""clinicmm.serve."""
+"""Serving: the registered model (pyfunc), scoring, batch predict, explanations, Grad-CAM and DICOM SR."""

@@ -1,7 +1,9 @@
-"""The fit loop: a LightningModule around any fusion model, early stopping on the validation loss.
+"""The one fit path: :func:`fit_model` fits one model on given train / validation rows, for train, compare and
+leave-one-site-out alike; :func:`fit` is its Lightning loop (early stopping on the validation loss).
 
-Every fusion model goes through the same loop (same splits, optimiser, early stopping, modality dropout), so
-the comparison between single-modality, concatenation and graph fusion is fair.
+Every model goes through the same path (same rows, standardiser, seed, optimiser, early stopping, modality
+dropout; logistic regression in closed form), so the comparison between single-modality, concatenation, graph
+fusion and the linear baseline is fair.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""clinicmm.encode.imaging."""
+"""Image encoding: the MONAI pipeline, the frozen or trained network, train-image."""

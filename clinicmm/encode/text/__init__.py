@@ -1,1 +1,1 @@
-"""clinicmm.encode.text."""
+"""Note encoding: the transformers encoder, section selection, LoRA fine-tuning."""

@@ -1,1 +1,1 @@
-"""clinicmm.fusion.conv."""
+"""Message-passing operators, one per file (as torch-geometric keeps them)."""

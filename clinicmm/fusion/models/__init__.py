@@ -1,1 +1,1 @@
-"""clinicmm.fusion.models."""
+"""The fusion models, one per file (as monai.networks.nets keeps them)."""
