@@ -579,6 +579,12 @@ def _print_compare(result) -> None:
             delta = f"{r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
             graph.add_row(r["model"], f"{r['macro_f1_graph']:.3f}", f"{r['macro_f1_rewired']:.3f}", delta)
         out.print(graph)
+    for model, n in result.early.items():
+        out.print(
+            f"[yellow]{model}: best epoch among the first two in {n} of {result.folds} folds[/] (it stops learning "
+            "almost at once: overfits or learns too fast; compare it with logreg)",
+            soft_wrap=True,
+        )
     out.print(f"tables and plots: [bold]{result.out}[/] (MLflow parent run {result.parent_run})", soft_wrap=True)
 
 

@@ -39,6 +39,7 @@ from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
 from clinicmm.keys import MODALITY_NAMES, Node, Split
 from clinicmm.training.data import split_val
+from clinicmm.training.fit import EARLY, best_epoch
 
 log = logging.getLogger("clinicmm")
 REWIRED = "_rewired"  # a graph model's row on the degree-preserving rewired graph (compare.knowledge_ablation)
@@ -227,7 +228,16 @@ def run_cv(
                 if res.without[name][m] is None:
                     res.without[name][m] = np.full_like(res.probs[name], np.nan)
                 res.without[name][m][test] = probs if p is None else p
-            res.folds.append({"model": name, "fold": k, **sizes, **metrics, "epochs": len(history)})
+            res.folds.append(
+                {
+                    "model": name,
+                    "fold": k,
+                    **sizes,
+                    **metrics,
+                    "epochs": len(history),
+                    "best_epoch": best_epoch(history),
+                }
+            )
             bar.update()
     bar.close()
     return res
@@ -445,8 +455,12 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
                 if r[f"{m}_pooled"] == r[f"{m}_pooled"]
             }
         )
+        folds_table = pd.DataFrame(res.folds)
+        early = {
+            m: int(n) for m, n in (folds_table["best_epoch"] <= EARLY).groupby(folds_table["model"]).sum().items() if n
+        }
         result = CompareResult(
-            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference, knowledge
+            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference, knowledge, early
         )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result
@@ -465,9 +479,11 @@ class CompareResult:
     classes: list[str]
     reference: str
     knowledge: pd.DataFrame | None = None  # compare.knowledge_ablation: each graph model against its rewired graph
+    early: dict[str, int] = field(default_factory=dict)  # model -> folds whose best epoch was one of the first two
 
     def summary(self) -> dict:
         return {
+            "stopped_at_once": self.early,
             "parent_run": self.parent_run,
             "folds": self.folds,
             "patients": self.patients,

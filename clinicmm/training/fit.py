@@ -145,7 +145,31 @@ def fit_model(
             on_epoch(row)
     else:
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
+        warn_if_stopped_at_once(name, history)
     return FittedModel(name, model.eval(), history, scaler, dims, hetero)
+
+
+EARLY = 1  # a best epoch at or below this (0-based: the first two) means the model stopped learning at once
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The 0-based epoch of the lowest validation loss (None without a finite one)."""
+    scored = [h for h in history if h.get("val_loss") == h.get("val_loss") and "val_loss" in h]
+    return int(min(scored, key=lambda h: h["val_loss"])["epoch"]) if scored else None
+
+
+def warn_if_stopped_at_once(name: str, history: list[dict]) -> None:
+    """Say so when a model's best validation loss came in its first two epochs of several: on small real cohorts
+    that usually means it overfits at once, and a linear model on the same embeddings is the one to compare with."""
+    best = best_epoch(history)
+    if best is not None and best <= EARLY and len(history) > EARLY + 2:
+        log.warning(
+            "%s: its best validation loss came at epoch %d of %d: it stopped learning almost at once (small cohort "
+            "or high learning rate); compare it with logreg (`clinicmm compare`), or lower training.lr",
+            name,
+            best + 1,
+            len(history),
+        )
 
 
 def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):

@@ -275,3 +275,11 @@ def test_the_knowledge_ablation_trains_each_graph_model_again_on_a_rewired_graph
     row = table.iloc[0]
     assert row["delta"] == pytest.approx(row["macro_f1_graph"] - row["macro_f1_rewired"])
     assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
+
+
+def test_each_fold_records_its_best_epoch(cv_result):
+    _, res = cv_result
+    folds = pd.DataFrame(res.folds)
+    neural = folds[folds["model"] != "logreg"]
+    assert neural["best_epoch"].notna().all() and (neural["best_epoch"] < neural["epochs"]).all()
+    assert folds.loc[folds["model"] == "logreg", "best_epoch"].isna().all()  # closed form: no epochs to pick from
