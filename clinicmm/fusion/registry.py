@@ -8,6 +8,7 @@ this module stays cheap.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from clinicmm.errors import ModelError
@@ -32,13 +33,17 @@ def _single(modality: str) -> Factory:
     return build
 
 
-def _concat(
-    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
-) -> nn.Module:
-    """Concatenation fusion of the three modality embeddings."""
-    from clinicmm.fusion.models.concat import ConcatFusion
+def _dense(module: str, name: str, doc: str) -> Factory:
+    """Factory of a model on the dense per-patient views (no graph): ``clinicmm.fusion.models.<module>.<name>``."""
 
-    return ConcatFusion(dims, n_classes, hidden=hidden, dropout=dropout)
+    def build(
+        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+    ) -> nn.Module:
+        cls = getattr(import_module(f"clinicmm.fusion.models.{module}"), name)
+        return cls(dims, n_classes, hidden=hidden, dropout=dropout)
+
+    build.__doc__ = doc
+    return build
 
 
 def _graph(model: str) -> Factory:
@@ -60,33 +65,15 @@ def _graph(model: str) -> Factory:
     return build
 
 
-def _attention(
-    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
-) -> nn.Module:
-    """Attention-weighted fusion of the three modality embeddings."""
-    from clinicmm.fusion.models.attention import AttentionFusion
-
-    return AttentionFusion(dims, n_classes, hidden=hidden, dropout=dropout)
-
-
-def _linear(
-    dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
-) -> nn.Module:
-    """Logistic regression on the concatenated embeddings and presence mask (fitted in closed form)."""
-    from clinicmm.fusion.models.linear import LinearFusion
-
-    return LinearFusion(dims, n_classes, hidden=hidden, dropout=dropout)
-
-
 MODELS: dict[Model, Factory] = {
     Model.IMAGE: _single("image"),
     Model.NOTE: _single("note"),
     Model.OMICS: _single("omics"),
-    Model.CONCAT: _concat,
+    Model.CONCAT: _dense("concat", "ConcatFusion", "Concatenation fusion of the three modality embeddings."),
     Model.KG_GNN: _graph("hgt"),
-    Model.ATTENTION: _attention,
+    Model.ATTENTION: _dense("attention", "AttentionFusion", "Attention-weighted fusion of the modality embeddings."),
     Model.KG_RGCN: _graph("rgcn"),
-    Model.LOGREG: _linear,
+    Model.LOGREG: _dense("linear", "LinearFusion", "Logistic regression on the embeddings (closed-form fit)."),
 }
 
 
