@@ -80,8 +80,12 @@ def demo_data(
     patients: Annotated[int, typer.Option(min=12, help="Number of patients.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
     missing_rate: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="Share of patients lacking one modality.")
+        float, typer.Option(min=0.0, max=0.9, help="Share of patients lacking exactly one modality.")
     ] = 0.15,
+    single_rate: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=0.9, help="Share of patients with one modality only (default: --missing-rate)."),
+    ] = None,
     inject_bad: Annotated[
         bool, typer.Option(help="Add one of each bad input (truncated DICOM, non-DICOM file, ...).")
     ] = False,
@@ -92,7 +96,9 @@ def demo_data(
     """
     from clinicmm.demo.generator import generate_demo
 
-    path = generate_demo(out_dir, patients=patients, seed=seed, missing_rate=missing_rate, inject_bad=inject_bad)
+    path = generate_demo(
+        out_dir, patients=patients, seed=seed, missing_rate=missing_rate, single_rate=single_rate, inject_bad=inject_bad
+    )
     out.print(f"wrote demo cohort of {patients} patients: [bold]{path}[/]")
 
 

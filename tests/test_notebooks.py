@@ -201,7 +201,7 @@ def test_explain_shows_graph_evidence_and_the_ct(executed):
     predicted = re.search(r"predicted type: (\w+)", _text(_tagged(nb, "prediction"))).group(1)
     evidence = _text(_tagged(nb, "graph-evidence"))
     assert f"points at {predicted}" in evidence and "driver_of" in evidence and "indicates" in evidence
-    assert "**Body site (image)**: 1 linked" in evidence and "bodypart:" in evidence
+    assert "**Body site (image)**: 0 linked" in evidence  # the demo writes no BodyPartExamined: site in pixels only
     assert "histology:" in evidence
     ct = _tagged(nb, "ct-slice")
     assert _figures(ct) == 1 and "Grad-CAM" in _text(ct)

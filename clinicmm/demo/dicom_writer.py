@@ -1,7 +1,10 @@
 """Synthetic CT series for the demo cohort: HU volumes whose anatomy shows the body site, written as DICOM.
 
 Everything in a volume comes from the type's *site* (``design.SITES``) plus patient noise, never from its
-histology or programme, so the image alone separates chest / abdomen / neck and nothing finer. Files are
+histology or programme, so the image alone separates chest / abdomen / neck and nothing finer. The site is in the
+pixels only: no ``BodyPartExamined`` is written (a header naming the site would link the image to the site's graph
+concept for free). Lesions are faint (``LESION_CONTRAST`` of their attenuation, none in ``NO_LESION_RATE`` of the
+series) under ``NOISE_HU`` of noise. Files are
 byte-reproducible: UIDs are hashed from the seed and patient (``generate_uid(entropy_srcs=...)``), dates are
 fixed offsets from a constant day, and no wall-clock time is read.
 """
@@ -20,7 +23,9 @@ from clinicmm.demo.design import SITES, Site
 
 BASE_DATE = dt.date(2021, 3, 1)  # every demo date is an offset from this day
 FOV_MM = {"chest": 360.0, "abdomen": 400.0, "neck": 240.0}  # in-plane field of view per site
-NOISE_HU = 15.0
+NOISE_HU = 35.0
+LESION_CONTRAST = 0.5  # share of the lesion's attenuation blended in at its centre
+NO_LESION_RATE = 0.15  # series whose lesion is not visible
 AIR_HU, SOFT_HU, BONE_HU = -1000.0, 40.0, 450.0
 NAMES = (
     "Doe^Jane",
@@ -59,7 +64,6 @@ class SeriesMeta:
     study_uid: str
     series_uid: str
     frame_uid: str
-    body_part: str
     spacing: float  # mm per pixel in-plane
     thickness: float  # mm between slices
     uid_key: tuple[str, ...]  # entropy for per-slice SOP Instance UIDs
@@ -76,7 +80,8 @@ def date_str(offset_days: int) -> str:
 
 
 def series_meta(patient_id: str, site: str, seed: int, size: int, day: int, rng: np.random.Generator) -> SeriesMeta:
-    """Draw the patient's demographics and acquisition; only ``body_part`` and spacing depend on ``site``."""
+    """Draw the patient's demographics and acquisition; only the spacing (the site's field of view) depends on
+    ``site``."""
     num = int(patient_id.rsplit("-", 1)[-1])
     key = (str(seed), patient_id)
     birth = BASE_DATE - dt.timedelta(days=int(rng.integers(40 * 365, 85 * 365)))
@@ -94,7 +99,6 @@ def series_meta(patient_id: str, site: str, seed: int, size: int, day: int, rng:
         study_uid=uid(*key, "study"),
         series_uid=uid(*key, "series"),
         frame_uid=uid(*key, "frame"),
-        body_part=SITES[site].body_part,
         spacing=round(FOV_MM[site] / size, 4),
         thickness=float(rng.choice([2.5, 3.0, 5.0])),
         uid_key=key,
@@ -153,6 +157,7 @@ def ct_volume(site_name: str, slices: int, size: int, rng: np.random.Generator) 
     scales = body * (0.9 + 0.1 * np.sin(np.pi * (np.arange(slices) + 0.5) / slices))
     hu = np.stack([_anatomy(site, xs, ys, s) for s in scales])
     weight, lesion_hu = _lesion(hu.shape, site, rng)
+    weight = weight * (0.0 if rng.random() < NO_LESION_RATE else LESION_CONTRAST)
     hu = hu * (1 - weight) + lesion_hu * weight
     hu += rng.normal(0.0, NOISE_HU, hu.shape)
     return np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
@@ -187,7 +192,6 @@ def _set_patient_study(ds: Dataset, m: SeriesMeta) -> None:
     ds.Manufacturer = "clinicmm synthetic"
     ds.StudyDescription = "CT WITH CONTRAST"
     ds.SeriesDescription = "AXIAL"
-    ds.BodyPartExamined = m.body_part
 
 
 def _set_geometry_pixels(ds: Dataset, m: SeriesMeta, k: int, pixels: np.ndarray) -> None:

@@ -1,14 +1,16 @@
 """Write the demo cohort: a hospital-like folder of DICOM, notes and genomics tables plus its ``dataset.yaml``.
 
-``generate_demo(out)`` lays the six types of :mod:`clinicmm.demo.design` out so that each modality alone tells
-apart only pairs of types (image: site, notes: histology, genomics: programme). Some patients miss one
-modality, and ``inject_bad=True`` plants one of each bad input that a real export has (a truncated DICOM file,
-non-DICOM files in the DICOM tree, an empty note, a duplicated gene column, an unlabelled patient).
+``generate_demo(out)`` writes the generative story of :mod:`clinicmm.demo.design` (its docstring has the rates):
+each modality alone tells apart only pairs of types (image: site, notes: histology, genomics: programme), each is
+noisy, one type is rare, ``missing_rate`` of the patients miss one modality and ``single_rate`` have one only.
+``inject_bad=True`` plants one of each bad input that a real export has (a truncated DICOM file, non-DICOM files
+in the DICOM tree, an empty note, a duplicated gene column, an unlabelled patient).
 
-The demo's own knowledge-graph edges (``demo_edges.tsv``: each programme gene ``driver_of`` both types of its
-programme) describe the synthetic cohort, not biology, so they are not part of the shipped graph
-(``KnowledgeGraph.default()``): the generator copies them next to ``dataset.yaml``, and a workflow over the demo
-adds them the way a hospital adds its own graph files, ``knowledge: [demo_edges.tsv]`` (``workflows/demo.yaml``).
+The demo's own knowledge-graph edges (``demo_edges.tsv``: each programme gene, a gene of the programme's Reactome
+pathway, ``driver_of`` both types of its programme) describe the synthetic cohort, not biology, so they are not
+part of the shipped graph (``KnowledgeGraph.default()``): the generator copies them next to ``dataset.yaml``, and a
+workflow over the demo adds them the way a hospital adds its own graph files, ``knowledge: [demo_edges.tsv]``
+(``workflows/demo.yaml``).
 
 The same arguments give byte-identical files: every random draw comes from ``numpy`` generators seeded with
 ``(seed, patient, stream)``, UIDs are hashed from them and dates are fixed offsets, never the clock.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clinicmm.demo import dicom_writer, notes_writer, omics_writer
-from clinicmm.demo.design import CANCER_TYPES, CancerType
+from clinicmm.demo.design import CANCER_TYPES, TYPE_SHARES, CancerType
 from clinicmm.errors import InputError
 from clinicmm.keys import MODALITIES, Modality
 
@@ -49,13 +51,14 @@ NOTE_COLUMNS = ("note_id", "patient_id", "note_type", "note_date", "text")
 
 @dataclass(frozen=True)
 class PatientPlan:
-    """One demo patient: id, true type, the modality it lacks (if any), its study day offset."""
+    """One demo patient: id, true type, the modalities it lacks (none, one, or all but one), its study day offset."""
 
     number: int
     patient_id: str
     ctype: CancerType
-    missing: Modality | None
+    missing: tuple[Modality, ...]
     day: int
+    batch: int = 0  # sequencing batch of its omics sample (independent of the type)
 
     @property
     def sample_id(self) -> str:
@@ -71,6 +74,7 @@ class Tables:
     samples: list[str] = field(default_factory=list)
     expression: list[np.ndarray] = field(default_factory=list)
     mutations: list[dict[str, str]] = field(default_factory=list)
+    alterations: dict[str, omics_writer.Alterations] = field(default_factory=dict)  # patient -> its programme genes
 
 
 def generate_demo(
@@ -81,15 +85,19 @@ def generate_demo(
     inject_bad: bool = False,
     slices: int = 16,
     size: int = 64,
+    single_rate: float | None = None,
 ) -> Path:
     """Write the demo cohort under ``out`` and return the path of its ``dataset.yaml``.
 
     ``out`` must be new, empty or a previous demo (it holds the ``.clinicmm-demo`` marker); a previous demo's
     files are replaced, anything else in the folder is left alone. The demo's graph edges go to
     ``out/demo_edges.tsv``: list that file under a workflow's ``knowledge:`` to train on the demo as designed.
+    ``missing_rate``: share of patients lacking exactly one modality; ``single_rate`` (default: ``missing_rate``):
+    share with one modality only (capped so that the two shares add up to at most all patients).
     """
-    _check_args(patients, seed, missing_rate, slices, size)
-    plan = plan_cohort(patients, seed, missing_rate)
+    single = missing_rate if single_rate is None else single_rate
+    _check_args(patients, seed, missing_rate, slices, size, single)
+    plan = plan_cohort(patients, seed, missing_rate, single)
     targets = _bad_targets(plan, seed) if inject_bad else {}
     out = _prepare_folder(Path(out))
     genes, background = omics_writer.gene_panel(_rng(seed, 0, OMICS_STREAM))
@@ -100,7 +108,7 @@ def generate_demo(
     _write_tables(out, plan, tables, genes, unlabelled, duplicate)
     (out / "dataset.yaml").write_text(dataset_yaml(slices), encoding="utf-8")
     (out / EDGES).write_bytes(demo_edges().read_bytes())
-    _write_truth(out, plan, bad, seed, missing_rate, unlabelled)
+    _write_truth(out, plan, tables, bad, seed, (missing_rate, single), unlabelled)
     return out / "dataset.yaml"
 
 
@@ -116,7 +124,7 @@ def demo_edges() -> Traversable:
 # ------------------------------------------------------------------------------------------ planning
 
 
-def _check_args(patients: int, seed: int, missing_rate: float, slices: int, size: int) -> None:
+def _check_args(patients: int, seed: int, missing_rate: float, slices: int, size: int, single_rate: float) -> None:
     problems = []
     if not 1 <= patients <= 9999:
         problems.append(f"patients must be 1..9999 (got {patients})")
@@ -124,6 +132,10 @@ def _check_args(patients: int, seed: int, missing_rate: float, slices: int, size
         problems.append(f"seed must be >= 0 (got {seed})")
     if not 0.0 <= missing_rate < 1.0:
         problems.append(f"missing_rate must be in [0, 1) (got {missing_rate})")
+    if not 0.0 <= single_rate < 1.0:
+        problems.append(f"single_rate must be in [0, 1) (got {single_rate})")
+    if missing_rate + single_rate >= 1.0:
+        problems.append(f"missing_rate + single_rate must leave complete patients (got {missing_rate} + {single_rate})")
     if slices < 2 or size < 16:
         problems.append(f"slices must be >= 2 and size >= 16 (got slices={slices}, size={size})")
     if problems:
@@ -135,29 +147,53 @@ def _rng(seed: int, number: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, number, stream])
 
 
-def plan_cohort(patients: int, seed: int, missing_rate: float) -> list[PatientPlan]:
-    """Types cycled then shuffled (balanced); ``round(missing_rate * patients)`` patients lack one modality."""
+def type_counts(patients: int) -> list[int]:
+    """Patients per type (``CANCER_TYPES`` order) from ``TYPE_SHARES`` by largest remainder; at least
+    ``min(4, patients // types)`` each, so the rare type can be stratified in small cohorts."""
+    shares = np.array([TYPE_SHARES[t.code] for t in CANCER_TYPES])
+    floor = min(4, patients // len(CANCER_TYPES))
+    raw = shares / shares.sum() * patients
+    counts = np.maximum(np.floor(raw).astype(int), floor)
+    order = np.argsort(-(raw - np.floor(raw)), kind="stable")
+    k = 0
+    while counts.sum() < patients:
+        counts[order[k % len(order)]] += 1
+        k += 1
+    while counts.sum() > patients:  # the floors overshot: take from the largest
+        counts[int(np.argmax(counts))] -= 1
+    return counts.tolist()
+
+
+def plan_cohort(patients: int, seed: int, missing_rate: float, single_rate: float = 0.0) -> list[PatientPlan]:
+    """Types by ``TYPE_SHARES``, shuffled; ``round(missing_rate * patients)`` patients lack one modality and
+    ``round(single_rate * patients)`` (at most the rest) have one only, the modality cycled in both."""
     rng = _rng(seed, 0, 0)
-    codes = [CANCER_TYPES[i % len(CANCER_TYPES)] for i in range(patients)]
+    codes = [t for t, n in zip(CANCER_TYPES, type_counts(patients)) for _ in range(n)]
     order = rng.permutation(patients)
     n_missing = int(round(missing_rate * patients))
-    chosen = rng.choice(patients, size=n_missing, replace=False)
+    n_single = min(int(round(single_rate * patients)), patients - n_missing)
+    chosen = rng.choice(patients, size=n_missing + n_single, replace=False)
     offset = int(rng.integers(len(MODALITIES)))
-    missing = {int(i): MODALITIES[(j + offset) % len(MODALITIES)] for j, i in enumerate(chosen)}
+    missing: dict[int, tuple[Modality, ...]] = {}
+    for j, i in enumerate(chosen):
+        m = MODALITIES[(j + offset) % len(MODALITIES)]
+        missing[int(i)] = (m,) if j < n_missing else tuple(x for x in MODALITIES if x != m)
     days = rng.integers(0, 730, patients)
+    batches = rng.integers(0, omics_writer.BATCHES, patients)
     return [
-        PatientPlan(i + 1, f"DEMO-{i + 1:04d}", codes[order[i]], missing.get(i), int(days[i])) for i in range(patients)
+        PatientPlan(i + 1, f"DEMO-{i + 1:04d}", codes[order[i]], missing.get(i, ()), int(days[i]), int(batches[i]))
+        for i in range(patients)
     ]
 
 
 def _bad_targets(plan: list[PatientPlan], seed: int) -> dict[str, PatientPlan]:
     """Four different complete patients for the patient-bound bad inputs."""
-    complete = [p for p in plan if p.missing is None]
+    complete = [p for p in plan if not p.missing]
     kinds = ("truncated_dicom", "text_as_dcm", "empty_note", "unlabelled_patient")
     if len(complete) < len(kinds):
         raise InputError(
             f"generate_demo: inject_bad needs at least {len(kinds)} patients with every modality "
-            f"(got {len(complete)}); raise patients or lower missing_rate."
+            f"(got {len(complete)}); raise patients or lower missing_rate / single_rate."
         )
     picks = _rng(seed, 0, 4).choice(len(complete), size=len(kinds), replace=False)
     return {kind: complete[int(i)] for kind, i in zip(kinds, picks)}
@@ -206,16 +242,19 @@ def _write_patients(
     (out / "dicom").mkdir()
     tables = Tables()
     base = omics_writer.base_levels(len(genes), _rng(seed, 0, OMICS_STREAM + 10))
+    batches = omics_writer.batch_offsets(len(genes), _rng(seed, 0, OMICS_STREAM + 11))
     for p in _progress(plan):
-        if p.missing != Modality.IMAGE:
+        if Modality.IMAGE not in p.missing:
             tables.series[p.patient_id] = _write_image(out / "dicom", p, seed, slices, size)
-        if p.missing != Modality.NOTE:
+        if Modality.NOTE not in p.missing:
             tables.notes += notes_writer.patient_notes(p.patient_id, p.ctype, p.day, _rng(seed, p.number, NOTE_STREAM))
-        if p.missing != Modality.OMICS:
-            rng = _rng(seed, p.number, OMICS_STREAM)
+        rng = _rng(seed, p.number, OMICS_STREAM)
+        alt = omics_writer.draw_alterations(p.ctype, rng)  # drawn for every patient: the truth records them
+        tables.alterations[p.patient_id] = alt
+        if Modality.OMICS not in p.missing:
             tables.samples.append(p.sample_id)
-            tables.expression.append(omics_writer.expression_row(p.ctype, genes, base, rng))
-            tables.mutations += omics_writer.mutation_rows(p.sample_id, p.ctype, background, rng)
+            tables.expression.append(omics_writer.expression_row(alt, genes, base, batches[p.batch], rng))
+            tables.mutations += omics_writer.mutation_rows(p.sample_id, alt, background, rng)
     return tables
 
 
@@ -332,19 +371,31 @@ genomics:
 
 
 def _write_truth(
-    out: Path, plan: list[PatientPlan], bad: list[dict], seed: int, missing_rate: float, unlabelled: str | None
+    out: Path,
+    plan: list[PatientPlan],
+    tables: Tables,
+    bad: list[dict],
+    seed: int,
+    rates: tuple[float, float],
+    unlabelled: str | None,
 ) -> None:
     truth = {
         "about": "Ground truth of the clinicmm demo cohort for tests; clinicmm itself never reads this file.",
         "seed": seed,
-        "missing_rate": missing_rate,
+        "missing_rate": rates[0],
+        "single_rate": rates[1],
         "patients": {
             p.patient_id: {
                 "cancer_type": p.ctype.code,
                 "site": p.ctype.site,
                 "histology": p.ctype.histology,
                 "programme": p.ctype.programme,
-                "missing": None if p.missing is None else str(p.missing),
+                # the lacking modalities joined by '+' (one, or all but one), null when complete
+                "missing": "+".join(map(str, p.missing)) or None,
+                "modalities": [str(m) for m in MODALITIES if m not in p.missing],
+                "batch": p.batch,
+                "up_genes": list(tables.alterations[p.patient_id].up),
+                "mutated_genes": list(tables.alterations[p.patient_id].mutated),
                 "labelled": p.patient_id != unlabelled,
             }
             for p in plan

@@ -1,7 +1,10 @@
 """Synthetic clinical notes for the demo cohort: report-style text that reveals the histology only.
 
-The pathology note's FINAL DIAGNOSIS names the type's histology; biomarkers are shared within a histology
-group, so they add no finer signal. Organ words (``CancerType.site_words``) appear for ~15% of patients only,
+A pathology report is written for 70% of the patients; its FINAL DIAGNOSIS names the type's histology for 55%
+of them, hedges it for 25% (a hypothetical mention: "suspicious for", "cannot be excluded") and omits it for 20%
+("carcinoma, see comment"); its microscopy is typical of the histology half of the time. Radiology and consult
+notes restate the histology 30% of the time. Biomarkers are shared within a histology group, so they add no finer
+signal. Organ words (``CancerType.site_words``) appear for ~15% of patients only,
 and genes never do, so notes alone separate adenocarcinoma / squamous / papillary and little else. Noise
 includes traps a keyword matcher falls into: negated mentions of *another* histology, negated findings,
 family history and rule-out phrases.
@@ -19,7 +22,17 @@ from clinicmm.demo.dicom_writer import date_str
 SITE_RATE = 0.15  # share of patients whose notes name an organ word
 OTHER_NEGATION_RATE = 0.30  # share with a negated mention of another histology
 HYPOTHETICAL_RATE = 0.25  # share with a family-history / rule-out phrase
-OTHER_MENTION_RATE = 0.5  # chance that a radiology / consult note restates the diagnosis
+OTHER_MENTION_RATE = 0.3  # chance that a radiology / consult note restates the diagnosis
+PATHOLOGY_RATE = 0.7  # share of patients with a pathology report
+DIAGNOSIS_P = (0.55, 0.25, 0.20)  # FINAL DIAGNOSIS: names / hedges / omits the histology
+TYPICAL_MICROSCOPY_RATE = 0.5  # the microscopy description is typical of the histology
+GENERIC_MICROSCOPY = "Sections show an infiltrating malignant neoplasm with areas of necrosis."
+HEDGED = (
+    "carcinoma, suspicious for {h}",
+    "poorly differentiated carcinoma; {h} cannot be excluded",
+    "malignant neoplasm, rule out {h}",
+)
+OMITTED = ("carcinoma, see comment", "poorly differentiated carcinoma", "malignant neoplasm, further studies pending")
 
 DIAGNOSES = {
     "adenocarcinoma": (
@@ -117,19 +130,22 @@ def _join(*sections: tuple[str, str]) -> str:
 
 
 def pathology_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str, str]) -> str:
-    """Pathology report whose FINAL DIAGNOSIS names the histology."""
+    """Pathology report whose FINAL DIAGNOSIS names, hedges or omits the histology."""
     h = ctype.histology
+    how = int(rng.choice(3, p=DIAGNOSIS_P))
+    diagnosis = (_pick(rng, DIAGNOSES[h])[0], _pick(rng, HEDGED)[0].format(h=h), _pick(rng, OMITTED)[0])[how]
+    microscopy = MICROSCOPY[h] if rng.random() < TYPICAL_MICROSCOPY_RATE else GENERIC_MICROSCOPY
     return _join(
         ("CLINICAL HISTORY", f"Mass identified on imaging, biopsy requested. {extras['site']} {extras['hypo']}"),
         ("GROSS DESCRIPTION", extras["gross"]),
         (
             "MICROSCOPIC DESCRIPTION",
-            f"{MICROSCOPY[h]} {' '.join(_pick(rng, BIOMARKERS[h], 2))} {_noise(rng, 0, 2, PATHOLOGY_NOISE)}",
+            f"{microscopy} {' '.join(_pick(rng, BIOMARKERS[h], 2))} {_noise(rng, 0, 2, PATHOLOGY_NOISE)}",
         ),
         (
             "FINAL DIAGNOSIS",
             f"{_pick(rng, ('Core needle biopsy', 'Biopsy, site as labeled', 'Resection'))[0]}: "
-            f"{_pick(rng, DIAGNOSES[h])[0]}. {' '.join(_pick(rng, NEGATED_FINDINGS, 2))}",
+            f"{diagnosis}. {' '.join(_pick(rng, NEGATED_FINDINGS, 2))}",
         ),
         ("COMMENT", f"{extras['other']} {_noise(rng, 1, 2, PATHOLOGY_NOISE)}"),
     )
@@ -157,11 +173,13 @@ def consult_note(ctype: CancerType, rng: np.random.Generator, extras: dict[str, 
 
 
 def patient_notes(patient_id: str, ctype: CancerType, day: int, rng: np.random.Generator) -> list[dict[str, str]]:
-    """1–3 notes (rows of notes.csv): always a pathology note, a radiology note and a consult by chance."""
+    """1–3 notes (rows of notes.csv): radiology, pathology and consult notes, each by chance (at least one)."""
     extras = _extras(ctype, rng) | _details(patient_id)
-    kinds = [("radiology", -7, radiology_note)] if rng.random() < 0.6 else []
-    kinds.append(("pathology", 0, pathology_note))
-    if rng.random() < 0.5:
+    radiology, pathology, consult = rng.random(3) < (0.6, PATHOLOGY_RATE, 0.5)
+    kinds = [("radiology", -7, radiology_note)] if radiology else []
+    if pathology:
+        kinds.append(("pathology", 0, pathology_note))
+    if consult or not kinds:
         kinds.append(("oncology consult", 14, consult_note))
     return [
         {

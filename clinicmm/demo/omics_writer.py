@@ -1,26 +1,33 @@
 """Synthetic expression (TPM) and mutation (MAF) tables for the demo cohort: they reveal the programme only.
 
-Each gene has a log-normal base level and per-sample noise; a sample's programme raises its ``up_genes`` by
-about log2 +2 (noisy, so single genes overlap a little between groups) and mutates each of its
-``mutated_genes`` with probability ~0.5. Background genes come from the shipped Reactome subset, and
-background mutations (some silent) fall on them at random, so nothing depends on body site or histology.
+Each gene has a log-normal base level, per-sample noise, a library-size shift and a batch effect (three batches,
+per-gene offsets, drawn independently of the type). A sample's programme is a Reactome pathway
+(:func:`clinicmm.demo.design.programme_pool`): the patient over-expresses its own random 3-5 genes of the pool and
+mutates 0-2 others, so patients of one type share the pathway, not the genes; 10% of tumours show no programme
+signal. Background genes come from the shipped Reactome subset, and background mutations (some silent) fall on
+them at random, so nothing depends on body site or histology. Rates: the constants below and ``design``'s
+docstring.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 import zlib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from clinicmm.demo.design import PROGRAMMES, CancerType, programme_genes
+from clinicmm.demo.design import SYMBOL, CancerType, programme_genes, programme_pool
 
 N_BACKGROUND = 300
-UP_LOG2 = 2.0
-MUTATION_RATE = 0.5
+UP_GENES = (3, 5)  # each patient over-expresses this many (inclusive) of its programme's pool
+UP_LOG2 = (1.5, 2.5)  # ... by this log2 shift
+MUTATED_GENES_P = (0.25, 0.60, 0.15)  # P(0, 1, 2 non-silent pool mutations)
+QUIET_RATE = 0.10  # tumours without any programme signal
+NOISE_LOG2 = 0.8  # per-gene, per-sample noise
+BATCHES, BATCH_LOG2 = 3, 0.4  # sequencing batches and their per-gene offsets (sd)
 MAF_COLUMNS = (
     "Hugo_Symbol",
     "Entrez_Gene_Id",
@@ -50,7 +57,6 @@ HOTSPOTS = {"BRAF": "p.V600E", "KRAS": "p.G12D", "NRAS": "p.Q61K", "EGFR": "p.L8
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 DRIVER_CLASSES = ("Missense_Mutation", "Nonsense_Mutation", "Frame_Shift_Del")
 BACKGROUND_CLASSES = ("Missense_Mutation", "Silent", "Silent", "Nonsense_Mutation")
-SYMBOL = re.compile(r"^[A-Z][A-Z0-9-]*$")  # HGNC-like; skips entries such as '5S rRNA' or 'POU5F1 (OCT4)'
 
 
 def reactome_genes() -> list[str]:
@@ -72,11 +78,41 @@ def base_levels(n_genes: int, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(3.0, 1.8, n_genes)
 
 
-def expression_row(ctype: CancerType, genes: list[str], base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One sample's TPM values: base + noise, programme ``up_genes`` raised by ~4x."""
-    up = set(PROGRAMMES[ctype.programme].up_genes)
-    shift = np.array([UP_LOG2 if g in up else 0.0 for g in genes]) * rng.normal(1.0, 0.2, len(genes))
-    log2 = base + rng.normal(0.0, 0.6, len(genes)) + shift + rng.normal(0.0, 0.15)  # last: library size
+def batch_offsets(n_genes: int, rng: np.random.Generator) -> np.ndarray:
+    """(BATCHES, genes) log2 offsets of each sequencing batch."""
+    return rng.normal(0.0, BATCH_LOG2, (BATCHES, n_genes))
+
+
+@dataclass(frozen=True)
+class Alterations:
+    """One tumour's programme genes: over-expressed and mutated (both subsets of its programme's pool)."""
+
+    up: tuple[str, ...]
+    mutated: tuple[str, ...]
+
+
+def draw_alterations(ctype: CancerType, rng: np.random.Generator) -> Alterations:
+    """The patient's own genes of its programme: 3-5 up, 0-2 others mutated; none for a quiet tumour."""
+    quiet = rng.random() < QUIET_RATE
+    pool = programme_pool(ctype.programme)
+    order = rng.permutation(len(pool))
+    n_up = int(rng.integers(UP_GENES[0], UP_GENES[1] + 1))
+    n_mut = int(rng.choice(len(MUTATED_GENES_P), p=MUTATED_GENES_P))
+    if quiet:
+        return Alterations((), ())
+    up = tuple(sorted(pool[i] for i in order[:n_up]))
+    mutated = tuple(sorted(pool[i] for i in order[n_up : n_up + n_mut]))
+    return Alterations(up, mutated)
+
+
+def expression_row(
+    alt: Alterations, genes: list[str], base: np.ndarray, batch: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One sample's TPM values: base + noise + its batch's offsets + library size, its ``up`` genes raised."""
+    up = set(alt.up)
+    lift = rng.uniform(*UP_LOG2, len(genes))
+    shift = np.array([1.0 if g in up else 0.0 for g in genes]) * lift
+    log2 = base + batch + rng.normal(0.0, NOISE_LOG2, len(genes)) + shift + rng.normal(0.0, 0.15)  # last: library
     return np.clip(2.0**log2 - 1.0, 0.0, None)
 
 
@@ -120,14 +156,10 @@ def _maf_row(sample: str, gene: str, cls: str, rng: np.random.Generator) -> dict
 
 
 def mutation_rows(
-    sample: str, ctype: CancerType, background: list[str], rng: np.random.Generator
+    sample: str, alt: Alterations, background: list[str], rng: np.random.Generator
 ) -> list[dict[str, str]]:
-    """The sample's MAF rows: programme drivers (p≈0.5 each, non-silent) plus 2–4 background ones."""
-    rows = [
-        _maf_row(sample, gene, str(rng.choice(DRIVER_CLASSES, p=[0.7, 0.15, 0.15])), rng)
-        for gene in PROGRAMMES[ctype.programme].mutated_genes
-        if rng.random() < MUTATION_RATE
-    ]
+    """The sample's MAF rows: its programme mutations (non-silent) plus 2–4 background ones."""
+    rows = [_maf_row(sample, gene, str(rng.choice(DRIVER_CLASSES, p=[0.7, 0.15, 0.15])), rng) for gene in alt.mutated]
     for gene in rng.choice(background, size=int(rng.integers(2, 5)), replace=False):
         rows.append(_maf_row(sample, str(gene), str(rng.choice(BACKGROUND_CLASSES)), rng))
     return rows

@@ -1,5 +1,6 @@
-"""Tests of the demo cohort generator: layout, determinism, DICOM validity, missing data, bad inputs, and the
-property the demo exists for: each modality alone separates only pairs of cancer types."""
+"""Tests of the demo cohort generator: layout, determinism, DICOM validity, missing data, bad inputs, the
+generative story (a rare type, patient-specific genes of a shared pathway, no label-revealing header), and the
+property the demo exists for: each modality alone separates (noisily) only pairs of cancer types."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import hashlib
 import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clinicmm.config import load_dataset
-from clinicmm.demo.design import PROGRAMMES, SITES, TYPE_BY_CODE, programme_genes
-from clinicmm.demo.generator import EDGES, MARKER, demo_edges, generate_demo
+from clinicmm.demo.design import (
+    CANCER_TYPES,
+    HISTOLOGIES,
+    PROGRAMMES,
+    RARE_TYPE,
+    SITES,
+    TYPE_BY_CODE,
+    demo_edges_rows,
+    programme_genes,
+    programme_pool,
+)
+from clinicmm.demo.generator import EDGES, MARKER, demo_edges, generate_demo, type_counts
 from clinicmm.demo.notes_writer import NEGATED
 from clinicmm.errors import InputError
 from clinicmm.knowledge.graph import KnowledgeGraph
@@ -46,7 +58,6 @@ REQUIRED_TAGS = (
     "SOPInstanceUID",
     "SOPClassUID",
     "Modality",
-    "BodyPartExamined",
     "ImagePositionPatient",
     "ImageOrientationPatient",
     "PixelSpacing",
@@ -122,10 +133,11 @@ def test_dataset_yaml_loads_and_names_the_written_files(demo: Path) -> None:
     assert spec.resolve(spec.labels.path) == (demo / "labels.csv").resolve()
 
 
-def test_labels_are_balanced_and_match_the_truth(clean: Path) -> None:
+def test_labels_follow_the_type_shares_and_match_the_truth(clean: Path) -> None:
     labels = pd.read_csv(clean / "labels.csv", dtype=str)
     assert list(labels.columns) == ["patient_id", "cancer_type"]
-    assert labels["cancer_type"].value_counts().to_dict() == dict.fromkeys(TYPE_BY_CODE, 12)
+    expected = dict(zip(TYPE_BY_CODE, type_counts(72)))
+    assert labels["cancer_type"].value_counts().to_dict() == expected
     truth = _truth(clean)["patients"]
     assert all(truth[p]["cancer_type"] == c for p, c in zip(labels["patient_id"], labels["cancer_type"]))
 
@@ -133,7 +145,15 @@ def test_labels_are_balanced_and_match_the_truth(clean: Path) -> None:
 # ------------------------------------------------------------------------------------------------ DICOM
 
 
-def test_every_good_dicom_file_has_the_tags_and_the_site_of_its_label(demo: Path) -> None:
+@pytest.mark.parametrize("patients", [120, 200, 1000])
+def test_the_rare_type_is_about_six_percent_of_the_cohort(patients: int) -> None:
+    counts = dict(zip((t.code for t in CANCER_TYPES), type_counts(patients)))
+    assert sum(counts.values()) == patients
+    assert 0.05 <= counts[RARE_TYPE] / patients <= 0.08
+    assert counts[RARE_TYPE] < 0.5 * min(n for c, n in counts.items() if c != RARE_TYPE)
+
+
+def test_every_good_dicom_file_has_the_tags_and_no_header_naming_the_site(demo: Path) -> None:
     truth = _truth(demo)["patients"]
     bad_files = {demo / b["file"] for b in _truth(demo)["bad_inputs"]}
     good = [p for p in _files(demo) if p not in bad_files]
@@ -146,7 +166,10 @@ def test_every_good_dicom_file_has_the_tags_and_the_site_of_its_label(demo: Path
         assert ds.file_meta.MediaStorageSOPClassUID == pydicom.uid.CTImageStorage
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert ds.PatientID == path.relative_to(demo / "dicom").parts[0]
-        assert ds.BodyPartExamined == SITES[TYPE_BY_CODE[truth[ds.PatientID]["cancer_type"]].site].body_part
+        assert truth[ds.PatientID]["cancer_type"]  # a labelled (or the unlabelled) demo patient
+        assert "BodyPartExamined" not in ds  # the site is in the pixels only
+        for value in (ds.SeriesDescription, ds.StudyDescription, ds.ImageType):
+            assert not any(w in str(value).upper() for w in ("CHEST", "ABDOMEN", "NECK", "THORAX"))
         pixels = ds.pixel_array
         assert pixels.shape == (SMALL["size"], SMALL["size"]) and pixels.dtype == np.uint16 and pixels.max() <= 4095
 
@@ -186,19 +209,29 @@ def test_lesion_and_anatomy_follow_the_site(clean: Path) -> None:
 
 def test_missing_share_and_each_missing_modality_is_really_absent(demo: Path) -> None:
     truth = _truth(demo)["patients"]
-    missing = {p: t["missing"] for p, t in truth.items() if t["missing"]}
-    assert len(missing) == round(SMALL["missing_rate"] * SMALL["patients"])
+    lacking = {p: set(t["missing"].split("+")) for p, t in truth.items() if t["missing"]}
+    one = [p for p, m in lacking.items() if len(m) == 1]
+    single = [p for p, m in lacking.items() if len(m) == 2]  # one modality only
+    assert len(one) == round(SMALL["missing_rate"] * SMALL["patients"])
+    assert len(single) == round(SMALL["missing_rate"] * SMALL["patients"])  # single_rate defaults to missing_rate
+    assert {truth[p]["modalities"][0] for p in single} == {"image", "note", "omics"}
     imaged = {p.relative_to(demo / "dicom").parts[0] for p in _files(demo) if p.parent != demo / "dicom"}
     noted = set(pd.read_csv(demo / "notes.csv", dtype=str)["patient_id"])
     expressed = {s[:9] for s in pd.read_csv(demo / "expression.tsv", sep="\t", dtype=str)["sample_id"]}
     mutated = {s[:9] for s in pd.read_csv(demo / "mutations.maf", sep="\t", dtype=str)["Tumor_Sample_Barcode"]}
     for pid in truth:
-        assert (pid in imaged) == (missing.get(pid) != "image")
-        assert (pid in noted) == (missing.get(pid) != "note")
-        assert (pid in expressed) == (pid in mutated) == (missing.get(pid) != "omics")
+        gone = lacking.get(pid, set())
+        assert set(truth[pid]["modalities"]) == {"image", "note", "omics"} - gone
+        assert (pid in imaged) == ("image" not in gone)
+        assert (pid in noted) == ("note" not in gone)
+        assert (pid in expressed) == (pid in mutated) == ("omics" not in gone)
 
 
-# ---------------------------------------------------------------------------------------- bad inputs
+def test_single_rate_is_its_own_setting(tmp_path: Path) -> None:
+    generate_demo(tmp_path / "d", patients=12, missing_rate=0.0, single_rate=0.25, slices=2, size=16)
+    truth = _truth(tmp_path / "d")["patients"]
+    assert sum(len(t["modalities"]) == 1 for t in truth.values()) == 3
+    assert sum(len(t["modalities"]) == 3 for t in truth.values()) == 9
 
 
 def _decodes(path: Path) -> bool:
@@ -293,7 +326,7 @@ def test_writes_the_demo_edges_next_to_dataset_yaml_and_replaces_them(tmp_path: 
     assert edges.read_bytes() == demo_edges().read_bytes()
     assert EDGES in (out / "dataset.yaml").read_text()  # the cohort says where its graph edges are
     added = KnowledgeGraph().add_file(edges)  # as a workflow's knowledge: list reads it
-    assert added == 30
+    assert added == len(set(demo_edges_rows()) - _shipped_driver_pairs())
     edges.write_text("stale\n")
     generate_demo(out, patients=6, missing_rate=0.0, slices=2, size=16)
     assert edges.read_bytes() == demo_edges().read_bytes()
@@ -309,6 +342,38 @@ def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
 # ------------------------------------------------------------------------------------- notes content
 
 
+def _shipped_driver_pairs() -> set[tuple[str, str]]:
+    """(gene, type) ``driver_of`` pairs of the shipped edges.tsv, which the demo file does not repeat."""
+    text = (resources.files("clinicmm.knowledge") / "data" / "edges.tsv").read_text(encoding="utf-8")
+    fields = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    return {(f[1], f[4]) for f in fields[1:] if len(f) > 4 and f[2] == "driver_of"}
+
+
+def test_demo_edges_are_every_programme_gene_to_the_types_of_its_programme() -> None:
+    lines = [line.split("\t") for line in demo_edges().read_text().splitlines() if not line.startswith("#")][1:]
+    shipped = {(f[1], f[4]) for f in lines}
+    assert all(f[0] == "gene" and f[2] == "driver_of" and f[3] == "cancer_type" for f in lines)
+    assert shipped | (_shipped_driver_pairs() & set(demo_edges_rows())) == set(demo_edges_rows())
+    assert not shipped & _shipped_driver_pairs()
+    for key in ("mapk", "nrf2", "cellcycle"):
+        assert 20 <= len(programme_pool(key)) <= 40
+
+
+def test_each_patient_alters_its_own_subset_of_its_programme(clean: Path) -> None:
+    truth = _truth(clean)["patients"]
+    by_type: dict[str, list[frozenset[str]]] = {}
+    for t in truth.values():
+        pool = set(programme_pool(t["programme"]))
+        up, mutated = set(t["up_genes"]), set(t["mutated_genes"])
+        assert up <= pool and mutated <= pool and not up & mutated
+        assert up == set() or 3 <= len(up) <= 5
+        by_type.setdefault(t["cancer_type"], []).append(frozenset(up))
+    for code, sets in by_type.items():
+        altered = [s for s in sets if s]
+        assert len(set(altered)) == len(altered), f"{code}: two patients alter the same genes"
+        assert len(set().union(*altered)) > 2 * max(map(len, altered)), f"{code}: genes barely vary"
+
+
 def test_notes_name_the_histology_and_negate_only_other_ones(clean: Path) -> None:
     truth = _truth(clean)["patients"]
     notes = pd.read_csv(clean / "notes.csv", dtype=str)
@@ -316,13 +381,17 @@ def test_notes_name_the_histology_and_negate_only_other_ones(clean: Path) -> Non
     assert notes.groupby("patient_id").size().between(1, 3).all()
     assert pd.to_datetime(notes["note_date"], format="%Y-%m-%d").notna().all()
     gene_words = re.compile(r"\b(" + "|".join(programme_genes()) + r")\b")
+    named = []
     for pid, text, kind in zip(notes["patient_id"], notes["text"], notes["note_type"]):
         histology = truth[pid]["histology"]
         if kind == "pathology":
             diagnosis = re.search(r"FINAL DIAGNOSIS: (.*)", text).group(1)
-            assert histology in diagnosis
+            assert not any(h in diagnosis for h in HISTOLOGIES if h != histology)
+            named.append(histology in diagnosis)
         assert not any(phrase in text for phrase in NEGATED[histology])
         assert not gene_words.search(text)
+    assert 0.5 < np.mean(named) < 0.95  # named or hedged most of the time, omitted in some reports
+    assert 0.5 < notes.loc[notes["note_type"] == "pathology", "patient_id"].nunique() / len(set(notes["patient_id"]))
 
 
 def test_site_words_are_rare(clean: Path) -> None:
@@ -340,7 +409,7 @@ def test_programme_driver_mutations_stay_in_their_programme(clean: Path) -> None
     for gene, sample, cls in zip(
         drivers["Hugo_Symbol"], drivers["Tumor_Sample_Barcode"], drivers["Variant_Classification"]
     ):
-        assert gene in PROGRAMMES[truth[sample[:9]]["programme"]].mutated_genes and cls != "Silent"
+        assert gene in truth[sample[:9]]["mutated_genes"] and cls != "Silent"
     assert (maf["Variant_Classification"] == "Silent").any()
 
 
@@ -355,21 +424,32 @@ def _cross_validated(features: np.ndarray, labels: list[str], k: int | str = 20)
     return cross_val_predict(model, features, labels, cv=StratifiedKFold(4, shuffle=True, random_state=0))
 
 
-def _check_pairs(predicted: np.ndarray, labels: list[str], group_of: dict[str, str]) -> None:
-    """The group (pair of types) is nearly always right, the type within it is near chance."""
+def _group_accuracy(predicted: np.ndarray, labels: list[str], group_of: dict[str, str]) -> float:
+    return float(np.mean([group_of[t] == group_of[p] for t, p in zip(labels, predicted)]))
+
+
+def _check_pairs(predicted: np.ndarray, labels: list[str], group_of: dict[str, str], min_group: float) -> None:
+    """The group (pair of types) is mostly right (noisy modalities: ``min_group``), the type within it near chance."""
     truth, pred = np.array(labels), np.asarray(predicted)
-    group_acc = np.mean([group_of[t] == group_of[p] for t, p in zip(truth, pred)])
+    group_acc = _group_accuracy(pred, labels, group_of)
     type_acc = np.mean(truth == pred)
-    assert group_acc >= 0.85, f"group accuracy {group_acc:.2f}"
+    assert group_acc >= min_group, f"group accuracy {group_acc:.2f}"
     assert type_acc <= 0.78, f"type accuracy {type_acc:.2f}: the modality reveals more than its pair"
 
 
-def test_expression_alone_separates_programme_pairs_only(clean: Path) -> None:
+def test_expression_reveals_programme_pairs_through_pathways_not_single_genes(clean: Path) -> None:
+    """Each patient raises its own few genes of the pathway: the 20 best single genes are near chance (1/3) on 72
+    patients, a per-pathway score (mean of each pathway's 4 highest z-scores) finds the programme pair."""
     truth = _truth(clean)["patients"]
     table = pd.read_csv(clean / "expression.tsv", sep="\t", index_col="sample_id")
     labels = [truth[s[:9]]["cancer_type"] for s in table.index]
-    predicted = _cross_validated(np.log2(table.to_numpy() + 1), labels)
-    _check_pairs(predicted, labels, {c: t.programme for c, t in TYPE_BY_CODE.items()})
+    group_of = {c: t.programme for c, t in TYPE_BY_CODE.items()}
+    log2 = np.log2(table + 1)
+    per_gene = _cross_validated(log2.to_numpy(), labels)
+    assert _group_accuracy(per_gene, labels, group_of) < 0.6
+    z = (log2 - log2.mean()) / log2.std()
+    scores = [np.sort(z[list(programme_pool(k))].to_numpy(), axis=1)[:, -4:].mean(axis=1) for k in PROGRAMMES]
+    _check_pairs(_cross_validated(np.column_stack(scores), labels, "all"), labels, group_of, min_group=0.75)
 
 
 def test_notes_alone_separate_histology_pairs_only(clean: Path) -> None:
@@ -379,7 +459,8 @@ def test_notes_alone_separate_histology_pairs_only(clean: Path) -> None:
     text = pd.read_csv(clean / "notes.csv", dtype=str).groupby("patient_id")["text"].apply(" ".join)
     labels = [truth[p]["cancer_type"] for p in text.index]
     features = TfidfVectorizer(ngram_range=(1, 2), min_df=2).fit_transform(text.to_numpy()).toarray()
-    _check_pairs(_cross_validated(features, labels, NOTE_K), labels, {c: t.histology for c, t in TYPE_BY_CODE.items()})
+    group_of = {c: t.histology for c, t in TYPE_BY_CODE.items()}
+    _check_pairs(_cross_validated(features, labels, NOTE_K), labels, group_of, min_group=0.65)
 
 
 def test_image_alone_separates_site_pairs_only(clean: Path) -> None:
@@ -389,7 +470,8 @@ def test_image_alone_separates_site_pairs_only(clean: Path) -> None:
         hu = np.stack([pydicom.dcmread(f).pixel_array.astype(float) for f in sorted(folder.rglob("*")) if f.is_file()])
         volumes.append(hu.mean(axis=0).reshape(8, 4, 8, 4).mean(axis=(1, 3)).ravel())  # 8x8 mean-projection
         labels.append(truth[folder.name]["cancer_type"])
-    _check_pairs(_cross_validated(np.array(volumes), labels), labels, {c: t.site for c, t in TYPE_BY_CODE.items()})
+    group_of = {c: t.site for c, t in TYPE_BY_CODE.items()}
+    _check_pairs(_cross_validated(np.array(volumes), labels), labels, group_of, min_group=0.85)
 
 
 def test_writes_csv_that_the_csv_module_reads_back(demo: Path) -> None:
@@ -403,3 +485,11 @@ def test_inject_bad_needs_four_complete_patients(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="inject_bad needs at least 4"):
         generate_demo(tmp_path / "tiny", patients=3, missing_rate=0.0, inject_bad=True, slices=2, size=16)
     assert not (tmp_path / "tiny").exists()
+
+
+def test_missing_and_single_rates_must_leave_complete_patients(tmp_path):
+    from clinicmm.demo.generator import generate_demo
+    from clinicmm.errors import InputError
+
+    with pytest.raises(InputError, match="missing_rate \\+ single_rate"):
+        generate_demo(tmp_path / "d", patients=24, missing_rate=0.5, single_rate=0.5)

@@ -89,7 +89,7 @@ def runs(tmp_path_factory):
     from clinicmm.tracking.setup import configure
 
     root = tmp_path_factory.mktemp("ddp")
-    generated = generate_demo(root / "demo", patients=24, seed=11, missing_rate=0.1, slices=8, size=32)
+    generated = generate_demo(root / "demo", patients=24, seed=11, missing_rate=0.1, single_rate=0.0, slices=8, size=32)
     spec = yaml.safe_load(generated.read_text())
     spec.pop("imaging")
     dataset = generated.with_name("dataset_no_imaging.yaml")
