@@ -122,6 +122,18 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
+def _write_table(frame: pd.DataFrame, src: Path, out: Path) -> dict:
+    """Write the de-identified ``frame`` of ``src`` into ``out``; its row of the report."""
+    _write(frame, out / src.name)
+    return {
+        "kind": "table",
+        "source": str(src),
+        "output": str(out / src.name),
+        "status": "written",
+        "reason": f"{len(frame)} rows",
+    }
+
+
 def _column(frame: pd.DataFrame, name: str | None, path: Path, key: str) -> str | None:
     if name is not None and name not in frame.columns:
         raise InputError(f"{path}: no column {name!r} ({key}); columns are {', '.join(frame.columns[:12])}.")
@@ -250,32 +262,14 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
             ]
         else:
             frame.columns = [frame.columns[0], *(_pseudo_sample(c, people, split) for c in frame.columns[1:])]
-        _write(frame, out / src.name)
-        rows.append(
-            {
-                "kind": "table",
-                "source": str(src),
-                "output": str(out / src.name),
-                "status": "written",
-                "reason": f"{len(frame)} rows",
-            }
-        )
+        rows.append(_write_table(frame, src, out))
     if spec.genomics.mutations is not None:
         m = spec.genomics.mutations
         src, frame = spec.resolve(m.path), _read(spec.resolve(m.path))
         frame[m.sample_column] = [
             _pseudo_sample(s, people, split) for s in frame[_column(frame, m.sample_column, src, "sample_column")]
         ]
-        _write(frame, out / src.name)
-        rows.append(
-            {
-                "kind": "table",
-                "source": str(src),
-                "output": str(out / src.name),
-                "status": "written",
-                "reason": f"{len(frame)} rows",
-            }
-        )
+        rows.append(_write_table(frame, src, out))
     return rows
 
 
