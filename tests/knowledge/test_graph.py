@@ -84,9 +84,12 @@ def test_concept_for_body_part(kg, value, expected):
     assert kg.concept_for_body_part(value) == expected
 
 
-def test_design_body_parts_map_to_their_site_concept(kg):
+def test_dicom_body_parts_map_to_their_site_concept(kg):
+    # the values scanners write in BodyPartExamined (0018,0015) for the demo's three sites
+    for value, site in (("CHEST", "chest"), ("THORAX", "chest"), ("ABDOMEN", "abdomen"), ("NECK", "neck")):
+        assert kg.concept_for_body_part(value) == f"bodypart:{site}"
     for site in SITES.values():
-        assert kg.concept_for_body_part(site.body_part) == f"bodypart:{site.name}"
+        assert kg.concept_for_body_part(site.name.upper()) == f"bodypart:{site.name}"
 
 
 # ------------------------------------------------------------------------------------------ export
