@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from clinicmm.config import CompareSpec, TrainingSpec
 from clinicmm.errors import StageError
@@ -151,32 +150,17 @@ def test_an_unknown_reference_model_is_a_config_error():
 # ------------------------------------------------------------------------------ the CLI on a genomics cohort
 
 
-def genomics_workflow(root: Path, write_cohort, n: int = 30) -> Path:
-    """A genomics-only cohort (no encoder networks to load): class-specific expression of graph genes."""
-    write_cohort(root, n)
-    wf = {
-        "name": "tiny",
-        "dataset": "data/dataset.yaml",
-        "workdir": "work",
-        "models": ["omics", "kg_gnn"],
-        "primary_model": "kg_gnn",
-        "training": {"max_epochs": 3, "patience": 2, "hidden": 8, "batch_size": 16},
-        "compare": {"folds": 3, "bootstrap": 100},
-        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"},
-    }
-    (root / "wf.yaml").write_text(yaml.safe_dump(wf))
-    return root / "wf.yaml"
-
-
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, one_thread, genomics_cohort):
+def compared(tmp_path_factory, one_thread, genomics_cohort, genomics_workflow):
     from typer.testing import CliRunner
 
     from clinicmm.cli import app
 
     root = tmp_path_factory.mktemp("compare")
-    wf = genomics_workflow(root, genomics_cohort)
-    result = CliRunner().invoke(app, ["compare", str(wf), "--folds", "3", "--no-progress"])
+    genomics_cohort(root, 30)  # class-specific expression of graph genes: no encoder networks to load
+    compare = {"folds": 3, "bootstrap": 100}
+    genomics_workflow(root, "tiny", ["omics", "kg_gnn"], primary_model="kg_gnn", compare=compare)
+    result = CliRunner().invoke(app, ["compare", str(root / "wf.yaml"), "--folds", "3", "--no-progress"])
     return root, result
 
 

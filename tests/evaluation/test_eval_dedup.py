@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from clinicmm.keys import Col, Split
 
@@ -15,31 +14,16 @@ SITES = ["H0", "H1", "H2", "H3"]
 pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 
 
-def _workflow(root, write_cohort, n: int = 48):
-    """Class-specific expression of graph genes; four sites, each with every class."""
-    from clinicmm.config import load_workflow
-
-    write_cohort(root, n, sites=SITES)
-    wf = {
-        "name": "tiny",
-        "dataset": "data/dataset.yaml",
-        "workdir": "work",
-        "models": ["omics", "concat"],
-        "primary_model": "concat",
-        "training": {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16},
-        "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "tiny"},
-    }
-    (root / "wf.yaml").write_text(yaml.safe_dump(wf))
-    return load_workflow(root / "wf.yaml")
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_thread, genomics_cohort):
+def trained(tmp_path_factory, one_thread, genomics_cohort, genomics_workflow):
     import warnings
 
     from clinicmm.pipeline.stages import encode_stage, ingest_stage, train_stage
 
-    wf = _workflow(tmp_path_factory.mktemp("dedup"), genomics_cohort)
+    root = tmp_path_factory.mktemp("dedup")
+    genomics_cohort(root, 48, sites=SITES)  # class-specific expression of graph genes; four sites, each every class
+    training = {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16}
+    wf = genomics_workflow(root, "tiny", ["omics", "concat"], primary_model="concat", training=training)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ingest_stage(wf)
