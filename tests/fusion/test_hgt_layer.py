@@ -175,22 +175,12 @@ def test_a_kg_gnn_model_saved_with_hgtconv_layers_loads_key_for_key():
     """Models registered before HGTLayer hold pruned-HGTConv weights; today's KGGNNFusion must load them strictly."""
     from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 
-    model = KGGNNFusion(
-        {"image": 8, "note": 6, "omics": 10},
-        3,
-        {"gene": 20, "pathway": 4, "cancer_type": 5, "concept": 6},
-        torch.tensor([0, 2, 4]),
-        schema(),
-        hidden=HIDDEN,
-    )
-    old = KGGNNFusion(
-        {"image": 8, "note": 6, "omics": 10},
-        3,
-        {"gene": 20, "pathway": 4, "cancer_type": 5, "concept": 6},
-        torch.tensor([0, 2, 4]),
-        schema(),
-        hidden=HIDDEN,
-    )
+    def build() -> KGGNNFusion:
+        sizes = {"gene": 20, "pathway": 4, "cancer_type": 5, "concept": 6}
+        dims = {"image": 8, "note": 6, "omics": 10}
+        return KGGNNFusion(dims, 3, sizes, torch.tensor([0, 2, 4]), schema(), hidden=HIDDEN)
+
+    model, old = build(), build()
     old.convs = torch.nn.ModuleList(pruned_hgtconv(HIDDEN, 2, inputs, edges) for inputs, edges in old.plan)
     assert list(model.state_dict()) == list(old.state_dict())
     model.load_state_dict(old.state_dict(), strict=True)

@@ -121,8 +121,13 @@ def start_tracking_server(root: Path, timeout_s: float = 60.0) -> Proc:
         str(root / "artifacts"),
     ]
     env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    proc = Proc(f"http://{HOST}:{port}", _start(cmd, root / "server.log", env, root), root / "server.log")
-    proc.started_s = wait_http(proc, "/health", timeout_s)
+    return _serve(cmd, port, env, root / "server.log", "/health", timeout_s)
+
+
+def _serve(cmd: list[str], port: int, env: dict[str, str], log: Path, health: str, timeout_s: float) -> Proc:
+    """Start ``cmd`` (an HTTP server on ``port``) logging to ``log``; return once ``health`` answers."""
+    proc = Proc(f"http://{HOST}:{port}", _start(cmd, log, env, log.parent), log)
+    proc.started_s = wait_http(proc, health, timeout_s)
     return proc
 
 
@@ -145,9 +150,7 @@ def start_model_server(model_uri: str, tracking_uri: str, root: Path, timeout_s:
         "1",
     ]
     env = clean_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_REGISTRY_URI=tracking_uri)
-    proc = Proc(f"http://{HOST}:{port}", _start(cmd, root / "serve.log", env, root), root / "serve.log")
-    proc.started_s = wait_http(proc, "/ping", timeout_s)
-    return proc
+    return _serve(cmd, port, env, root / "serve.log", "/ping", timeout_s)
 
 
 def cli(*args: str, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedProcess:

@@ -20,6 +20,14 @@ from clinicmm.pipeline import registry as stages  # noqa: E402
 from clinicmm.pipeline.run import run_stage  # noqa: E402
 
 
+def _with_train(wf, changes: dict):
+    """``wf`` with ``encoders.image.train`` updated by ``changes``."""
+    image = wf.encoders.image
+    train_spec = image.train.model_copy(update=changes)
+    encoders = wf.encoders.model_copy(update={"image": image.model_copy(update={"train": train_spec})})
+    return wf.model_copy(update={"encoders": encoders})
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     return trained_workflow(tmp_path_factory)
@@ -53,18 +61,7 @@ def test_a_rerun_with_augmentation_decodes_no_dicom(trained, monkeypatch, tmp_pa
     calls = []
     real = pydicom.dcmread
     monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: calls.append(a) or real(*a, **k))
-    image = wf.encoders.image
-    again = wf.model_copy(
-        update={
-            "encoders": wf.encoders.model_copy(
-                update={
-                    "image": image.model_copy(
-                        update={"train": image.train.model_copy(update={"epochs": 1, "augment": True})}
-                    )
-                }
-            )
-        }
-    )
+    again = _with_train(wf, {"epochs": 1, "augment": True})
     rerun = train.train_image(again, progress=False)
     assert calls == []
     assert rerun.series["decoded"] == 0 and rerun.series["cached"] == record.series["decoded"]
@@ -160,18 +157,7 @@ def test_augmentation_is_random_but_seeded_and_keeps_the_shape() -> None:
 def test_a_last_training_batch_of_one_series_is_dropped(trained) -> None:
     wf, _ = trained
     items = train.split_items(wf)[0]["train"]
-    image = wf.encoders.image
-    odd = wf.model_copy(
-        update={
-            "encoders": wf.encoders.model_copy(
-                update={
-                    "image": image.model_copy(
-                        update={"train": image.train.model_copy(update={"batch_size": len(items) - 1})}
-                    )
-                }
-            )
-        }
-    )
+    odd = _with_train(wf, {"batch_size": len(items) - 1})
     assert [len(b["label"]) for b in train._loader(odd, items, False, shuffle=True)] == [len(items) - 1]
     assert sum(len(b["label"]) for b in train._loader(odd, items, False, shuffle=False)) == len(
         items
