@@ -104,53 +104,27 @@ def start_tracking_server(root: Path, timeout_s: float = 60.0) -> Proc:
     No ``--default-artifact-root``: new experiments then get ``mlflow-artifacts:/`` locations, so clients upload
     through the server's HTTP API and never write the artifact folder themselves.
     """
-    port = free_port()
-    cmd = [
-        MLFLOW,
-        "server",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'srv.db'}",
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
+    args = ["server", "--backend-store-uri", f"sqlite:///{root / 'srv.db'}", "--serve-artifacts"]
+    args += ["--artifacts-destination", str(root / "artifacts")]
     env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    return _serve(cmd, port, env, root / "server.log", "/health", timeout_s)
-
-
-def _serve(cmd: list[str], port: int, env: dict[str, str], log: Path, health: str, timeout_s: float) -> Proc:
-    """Start ``cmd`` (an HTTP server on ``port``) logging to ``log``; return once ``health`` answers."""
-    proc = Proc(f"http://{HOST}:{port}", _start(cmd, log, env, log.parent), log)
-    proc.started_s = wait_http(proc, health, timeout_s)
-    return proc
+    return _serve(args, env, root / "server.log", "/health", timeout_s)
 
 
 def start_model_server(model_uri: str, tracking_uri: str, root: Path, timeout_s: float = 90.0) -> Proc:
     """``mlflow models serve`` of ``model_uri`` in this environment (``--env-manager local``), one worker."""
-    port = free_port()
-    cmd = [
-        MLFLOW,
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
     env = clean_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_REGISTRY_URI=tracking_uri)
-    return _serve(cmd, port, env, root / "serve.log", "/ping", timeout_s)
+    return _serve(
+        ["models", "serve", "-m", model_uri, "--env-manager", "local"], env, root / "serve.log", "/ping", timeout_s
+    )
+
+
+def _serve(args: list[str], env: dict[str, str], log: Path, health: str, timeout_s: float) -> Proc:
+    """``mlflow ARGS`` on a free loopback port with one worker, logging to ``log``; returned once ``health`` answers."""
+    port = free_port()
+    cmd = [MLFLOW, *args, "--host", HOST, "--port", str(port), "--workers", "1"]
+    proc = Proc(f"http://{HOST}:{port}", _start(cmd, log, env, log.parent), log)
+    proc.started_s = wait_http(proc, health, timeout_s)
+    return proc
 
 
 def cli(*args: str, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedProcess:
