@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.config import WorkflowSpec
-from clinicmm.errors import StageError
 from clinicmm.files import atomic_write_bytes
 from clinicmm.keys import Col, Split
 
@@ -35,10 +34,9 @@ RESULT_COLUMNS = (
 
 def bundle_dir(wf: WorkflowSpec, name: str) -> Path:
     """Where the train stage saved model ``name``'s bundle (``StageError`` naming the command when it has not)."""
-    path = wf.work / "train" / name
-    if not path.exists():
-        raise StageError(f"{path} is missing: run `clinicmm train` (or `clinicmm run`) for this workflow first.")
-    return path
+    from clinicmm.training.data import need
+
+    return need(wf.work / "train" / name, "train")
 
 
 def evaluate_model(wf: WorkflowSpec, data, name: str, out: Path) -> tuple[dict[str, float], dict]:
