@@ -111,6 +111,7 @@ class Model(StrEnum):
     ATTENTION = "attention"
     KG_RGCN = "kg_rgcn"
     LOGREG = "logreg"  # multinomial logistic regression on the concatenated embeddings (fitted in closed form)
+    GBT = "gbt"  # gradient-boosted trees on the concatenated embeddings (fitted by scikit-learn, held as tensors)
 
 
 MODEL_NAMES: tuple[str, ...] = tuple(m.value for m in Model)

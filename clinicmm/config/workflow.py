@@ -240,10 +240,11 @@ class CompareSpec(Spec):
     bootstrap: int = Field(
         1000, ge=100, description="Bootstrap resamples of the pooled out-of-fold predictions (95% CIs)."
     )
-    baselines: list[Literal["logreg"]] = Field(
-        default_factory=lambda: ["logreg"],
+    baselines: list[Literal["logreg", "gbt"]] = Field(
+        default_factory=lambda: ["logreg", "gbt"],
         description="References added to the table when the workflow's models lack them: logreg = the logistic "
-        "regression model (standardised embeddings + presence mask, C chosen per fold by inner CV).",
+        "regression model (standardised embeddings + presence mask, C chosen per fold by inner CV); gbt = "
+        "gradient-boosted trees on the same features (rounds chosen by early stopping inside the training rows).",
     )
     knowledge_ablation: bool = Field(
         False,
@@ -267,7 +268,7 @@ class PrivacySpec(Spec):
     )
 
 
-DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "logreg")
+DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "logreg", "gbt")
 AUTO = "auto"  # primary_model: the champion by validation (clinicmm.training.champion)
 
 

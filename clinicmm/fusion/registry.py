@@ -74,10 +74,12 @@ MODELS: dict[Model, Factory] = {
     Model.ATTENTION: _dense("attention", "AttentionFusion", "Attention-weighted fusion of the modality embeddings."),
     Model.KG_RGCN: _graph("rgcn"),
     Model.LOGREG: _dense("linear", "LinearFusion", "Logistic regression on the embeddings (closed-form fit)."),
+    Model.GBT: _dense("trees", "TreeFusion", "Gradient-boosted trees on the embeddings (fitted by scikit-learn)."),
 }
 
 
-CLOSED_FORM = frozenset({Model.LOGREG})  # fitted without gradient steps or early stopping (training.linear)
+# fitted without gradient steps or early stopping on the validation rows (training.linear, training.trees)
+CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT})
 
 
 def build_model(

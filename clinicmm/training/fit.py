@@ -125,7 +125,7 @@ def fit_model(
     torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
     model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout)
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
-    closed_form = getattr(model, "closed_form", False)  # logistic regression: C by inner CV, no gradient steps
+    closed_form = getattr(model, "closed_form", False)  # logreg / trees: chosen on the training rows, no gradient steps
     if (
         not len(val[0]) and not closed_form
     ):  # no validation split (a given split may have none): stop early inside train
@@ -139,8 +139,10 @@ def fit_model(
     items = [to_evidence(data.encoded, rows, y, data.kg, scaler) for rows, y in (train, val)]
     if closed_form:
         from clinicmm.training.linear import fit_linear
+        from clinicmm.training.trees import fit_trees
 
-        history = fit_linear(model, items[0], items[1], hetero, dims, spec, n)
+        fitter = fit_trees if closed_form == "trees" else fit_linear
+        history = fitter(model, items[0], items[1], hetero, dims, spec, n)
         for row in history if on_epoch is not None else ():
             on_epoch(row)
     else:

@@ -22,7 +22,7 @@ def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]
     from clinicmm.training.loaders import make_loader
 
     if not items:
-        return np.zeros((0, model.linear.in_features)), np.zeros(0, dtype=int)
+        return np.zeros((0, model.in_features)), np.zeros(0, dtype=int)
     batch = next(iter(make_loader(items, knowledge, dict(dims), len(items))))
     return model.features(batch).double().numpy(), batch["patient"].y.numpy()
 
@@ -51,7 +51,7 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     _copy_into(model, clf, n_classes)
     chosen = clf.C_ if hasattr(clf, "C_") else [clf.C]
     row = {"epoch": 1, "C": float(np.atleast_1d(chosen)[0])}
-    row |= _scores(model, x, y, "train") | _scores(model, *design(model, val, knowledge, dims), "val")
+    row |= scores(model, x, y, "train") | scores(model, *design(model, val, knowledge, dims), "val")
     return [row]
 
 
@@ -78,14 +78,15 @@ def _copy_into(model, clf, n_classes: int) -> None:
     model.eval()
 
 
-def _scores(model, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
-    """Log loss (and macro-F1 for val) of ``model`` on features ``x``; NaN without rows."""
+def scores(model, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
+    """Log loss (and macro-F1 for val) of a closed-form ``model`` (``model.logits``) on features ``x``; NaN
+    without rows."""
     from sklearn.metrics import f1_score
 
     if not len(y):
         return {f"{prefix}_loss": float("nan")} | ({"val_macro_f1": float("nan")} if prefix == "val" else {})
     with torch.no_grad():
-        logits = model.linear(torch.as_tensor(x, dtype=model.linear.weight.dtype))
+        logits = model.logits(torch.as_tensor(x))
         loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
     out = {f"{prefix}_loss": loss}
     if prefix == "val":

@@ -171,7 +171,7 @@ def test_compare_cli_writes_the_tables_and_plots(compared):
     for name in ("table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "table.csv")
-    assert list(table["model"]) == ["omics", "kg_gnn", "logreg"] and (table["folds"] == 3).all()
+    assert list(table["model"]) == ["omics", "kg_gnn", "logreg", "gbt"] and (table["folds"] == 3).all()
     assert "Δ macro-F1 vs logreg" in (out / "table.md").read_text()
     assert "kg_gnn" in result.output and "missing modalities" in result.output
 
@@ -186,7 +186,7 @@ def test_compare_logs_one_parent_with_a_child_per_model_and_fold_and_no_ids(comp
     parent = client.get_run(summary["parent_run"])
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.data.tags["mlflow.runName"] for r in children) == sorted(
-        f"{m}.fold{k}" for m in ("omics", "kg_gnn", "logreg") for k in range(3)
+        f"{m}.fold{k}" for m in ("omics", "kg_gnn", "logreg", "gbt") for k in range(3)
     )
     logged = [a.path for a in client.list_artifacts(parent.info.run_id, "compare")]
     assert {"compare/table.csv", "compare/compare.png", "compare/ablation.md"} <= set(logged)

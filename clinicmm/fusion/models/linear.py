@@ -42,9 +42,17 @@ class LinearFusion(nn.Module):
         parts = [store[f"x_{m}"] * present[:, i : i + 1] for i, m in enumerate(MODALITY_NAMES)]
         return torch.cat([*parts, present.float()], dim=1)
 
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
     def forward(self, batch: HeteroData) -> Tensor:
         """(B, n_classes) logits."""
-        return self.linear(self.features(batch))
+        return self.logits(self.features(batch))
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(B, n_classes) logits of the feature rows ``x`` (B, in_features)."""
+        return self.linear(x.to(self.linear.weight.dtype))
 
     def modality_weights(self, batch: HeteroData) -> Tensor:
         """(B, 3): equal share over the modalities the patient has (no per-patient attribution)."""
