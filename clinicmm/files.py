@@ -13,7 +13,7 @@ def digest_bytes(*parts: bytes | str) -> str:
     """sha256 hex of several parts, each length-prefixed so ('ab','c') and ('a','bc') differ."""
     h = hashlib.sha256()
     for part in parts:
-        data = part.encode("utf-8") if isinstance(part, str) else part
+        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part  # any file name
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()

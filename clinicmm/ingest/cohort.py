@@ -9,6 +9,7 @@ in its index and in the report, and skipped; it never stops the rest of the coho
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pandas as pd
 
 from clinicmm.config import DatasetSpec
 from clinicmm.errors import InputError, StageError
-from clinicmm.ingest.labels import read_labels, read_labels_table, skip_row
+from clinicmm.ingest.labels import read_labels, read_labels_table, skip_row, table_issues
+from clinicmm.ingest.walk import printable
 from clinicmm.keys import HAS, MODALITIES, Col, Modality, Split, Status
 
 TABLES = ("series", "notes", "expression", "samples", "mutations")
@@ -54,7 +56,7 @@ class Cohort:
             else:  # a table from an earlier ingest of another dataset must not be loaded with this one
                 self.table_path(out, name).unlink(missing_ok=True)
         atomic_write_bytes(out / "report.json", json.dumps(self.report, indent=2, default=str).encode())
-        atomic_write_bytes(out / "report.md", render_report(self.report).encode())
+        atomic_write_bytes(out / "report.md", printable(render_report(self.report)).encode())
 
     @staticmethod
     def table_path(folder: Path, name: str) -> Path:
@@ -69,15 +71,111 @@ class Cohort:
         folder = Path(folder)
         if not (folder / "cohort.parquet").is_file():
             raise StageError(f"{folder}: no cohort.parquet here. Run `clinicmm ingest` first.")
-        tables = {n: pd.read_parquet(folder / f"{n}.parquet") for n in TABLES if (folder / f"{n}.parquet").is_file()}
+        tables = {n: _read_parquet(folder / f"{n}.parquet") for n in TABLES if (folder / f"{n}.parquet").is_file()}
         report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
-        return cls(manifest=pd.read_parquet(folder / "cohort.parquet"), report=report, **tables)
+        return cls(manifest=_read_parquet(folder / "cohort.parquet"), report=report, **tables)
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    """Write a table; any file name survives (see :func:`escape_table`)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    table.to_parquet(tmp)
+    table, escaped = escape_table(table)
+    if escaped:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pa.Table.from_pandas(table)
+        meta = dict(arrow.schema.metadata or {}) | {ESCAPED_KEY: json.dumps(escaped).encode()}
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+    else:
+        table.to_parquet(tmp)
     tmp.replace(path)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A table :func:`_write_parquet` wrote, with its escaped columns turned back into the real strings."""
+    import pyarrow.parquet as pq
+
+    table = pd.read_parquet(path)
+    meta = pq.read_schema(path).metadata or {}
+    for column in json.loads(meta.get(ESCAPED_KEY, b"[]")):
+        if column in table.columns:  # object dtype: pandas' str dtype (arrow) cannot hold the real names
+            values = [_map_strings(v, _unescape) for v in table[column]]
+            table[column] = pd.Series(values, index=table.index, dtype=object)
+    return table
+
+
+# ------------------------------------------------------------------------------ any file name, any text
+
+ESCAPED_KEY = b"clinicmm.escaped_columns"
+_ESCAPES = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _escape(text: str) -> str:
+    """A string with lone surrogates (a file name byte that is not UTF-8, a JSON ``"\\ud800"``) as valid UTF-8.
+
+    Reversible (:func:`_unescape`): backslashes are doubled, a surrogate-escaped byte becomes ``\\xNN`` (as
+    ``printable`` shows it) and any other lone surrogate ``\\uNNNN``. Used only on the columns that need it.
+    """
+    out = []
+    for ch in text.replace("\\", "\\\\"):
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _unescape(text: str) -> str:
+    def back(m: re.Match) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return "\\"
+        return chr(0xDC00 + int(code[1:], 16)) if code[0] == "x" else chr(int(code[1:], 16))
+
+    return _ESCAPES.sub(back, text)
+
+
+def _map_strings(value, fn):
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+def _needs_escape(value) -> bool:
+    if isinstance(value, str):
+        return _has_surrogate(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return any(_needs_escape(v) for v in value)
+    return False
+
+
+def escape_table(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with every string column that holds a lone surrogate escaped (:func:`_escape`), and those columns.
+
+    A file whose name is not valid UTF-8 is listed by Python with surrogate escapes, which parquet (UTF-8 only)
+    refuses; escaped, the table is written, shows the bad byte as ``\\xNN`` to people, and :meth:`Cohort.load`
+    turns the column back into the real paths. Columns without such a string are left as they are.
+    """
+    escaped = [str(c) for c in table.columns if table[c].dtype == object and any(map(_needs_escape, table[c]))]
+    if not escaped:
+        return table, []
+    table = table.copy()
+    for column in escaped:
+        table[column] = pd.Series([_map_strings(v, _escape) for v in table[column]], index=table.index, dtype=object)
+    return table, escaped
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -94,17 +192,29 @@ def _skipped_rows(modality: str, index: pd.DataFrame | None) -> list[dict]:
     ]
 
 
+def dataset_roots(spec: DatasetSpec) -> list[Path]:
+    """The folders and files symbolic links in the data may lead into: the YAML's folder and every path it names."""
+    from clinicmm.config import declared_paths
+
+    return [Path(spec.base_dir), *(spec.resolve(p) for _, p in declared_paths(spec))]
+
+
 def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     """Index every modality the spec names (each reader records its own bad inputs)."""
     tables: dict[str, pd.DataFrame | None] = dict.fromkeys(TABLES)
+    roots = dataset_roots(spec)
     if spec.imaging:
         from clinicmm.ingest.dicom import index_dicom
 
-        tables["series"] = index_dicom(spec.imaging, spec.resolve(spec.imaging.root))
+        tables["series"] = index_dicom(
+            spec.imaging, spec.resolve(spec.imaging.root), roots=roots, follow_outside=spec.follow_symlinks_outside
+        )
     if spec.notes:
         from clinicmm.ingest.notes import read_notes
 
-        tables["notes"] = read_notes(spec.notes, spec.resolve(spec.notes.path))
+        tables["notes"] = read_notes(
+            spec.notes, spec.resolve(spec.notes.path), roots=roots, follow_outside=spec.follow_symlinks_outside
+        )
     if spec.genomics:
         from clinicmm.ingest.genomics import read_genomics
 
@@ -188,6 +298,29 @@ def assign_splits(manifest: pd.DataFrame, val: float, test: float, seed: int) ->
     return manifest, notes
 
 
+def label_warnings(manifest: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """Report notes on labels that cannot train a useful classifier: one class only, a class too small to split.
+
+    Names the classes and counts, never a patient. The random split notes its small classes itself.
+    """
+    usable = manifest[(manifest[Col.STATUS] == Status.OK) & (manifest[Col.LABEL] != "")]
+    counts = usable[Col.LABEL].value_counts()
+    notes = []
+    if len(counts) == 1:
+        notes.append(
+            f"labels: one class only ({counts.index[0]!r}, {int(counts.iloc[0])} usable patients); a classifier needs "
+            "at least two -- check labels.label_column and the labels file"
+        )
+    if spec.split.column or (spec.labels and spec.labels.site_column):
+        notes += [
+            f"label {label!r} has only {int(n)} usable patient(s), fewer than the 3 that train, val and test need; "
+            "it cannot be in every split"
+            for label, n in counts.items()
+            if n < 3
+        ]
+    return notes
+
+
 # ------------------------------------------------------------------------------------------------ API
 
 
@@ -226,7 +359,7 @@ def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFra
         manifest[Col.SPLIT.value] = ""
     from clinicmm.ingest.genomics import gene_counts, genomics_issues
 
-    issues = genomics_issues(tables)
+    issues = genomics_issues(tables) + table_issues(labels_table) + label_warnings(manifest, spec)
     report = make_report(spec, manifest, skipped + linked_skips, issues + notes_issues + split_notes)
     report["genes"] = gene_counts(tables)
     return Cohort(manifest=manifest, report=report, **tables)

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import re
 import sqlite3
+import stat
 import struct
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from tqdm.auto import tqdm
 
 from clinicmm.config import ImagingSpec
 from clinicmm.errors import ConfigError, InputError
+from clinicmm.ingest.walk import FOLLOW_LINKS_OUTSIDE, printable, walk
 from clinicmm.keys import Col, Status
 
 COLUMNS: tuple[str, ...] = tuple(str(c) for c in (
@@ -93,7 +95,13 @@ def tag_name(keyword: str) -> str:
     return keyword if tag is None else f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.DataFrame:
+def index_dicom(
+    spec: ImagingSpec,
+    root: Path,
+    spool: Path | None = None,
+    roots: list[Path] | None = None,
+    follow_outside: bool = FOLLOW_LINKS_OUTSIDE,
+) -> pd.DataFrame:
     """Index every file under ``root`` (the resolved ``spec.root``): one ``ok`` row per patient's chosen series.
 
     Columns (``COLUMNS``): patient_id, study_uid, series_uid, series_dir, files (absolute paths; for a volume
@@ -102,6 +110,9 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
     folder of a series row), image_kind, sop_uids, transfer_syntax, slice_thickness, study_date,
     series_description. Rows: one per series or single-file image (usable or not) and one per file that could
     not join one; ``ok`` rows first. ``spool``: folder for the temporary on-disk index (default: system temp).
+    ``roots``: the dataset's folders symbolic links may lead into (default: ``root``); special files (pipes,
+    sockets, devices), link loops and links leaving the roots (unless ``follow_outside``) are skipped rows, never
+    opened (see ``ingest.walk``).
     """
     if tag_for_keyword(spec.patient_tag) is None:
         raise ConfigError(
@@ -117,7 +128,8 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: the imaging root is not a folder. Fix imaging.root in the dataset YAML.")
-    paths = _list_files(root)
+    walked = walk(root, roots if roots is not None else [root], follow_outside)
+    paths = walked.files
     bar = tqdm(
         total=len(paths),
         desc="Indexing DICOM",
@@ -133,7 +145,8 @@ def index_dicom(spec: ImagingSpec, root: Path, spool: Path | None = None) -> pd.
             db.add_records(batch)
             bar.update(len(batch))
         bar.close()
-        rows = list(db.file_rows())
+        rows = [_file_row(path, reason) for path, reason in walked.skipped]
+        rows.extend(db.file_rows())
         rows.extend(_series_rows(db.groups(), db.dropped(), spec))
     return _frame(rows)
 
@@ -227,12 +240,8 @@ def _slice_from(values: list) -> _Slice:
 
 
 def _list_files(root: Path) -> list[str]:
-    """Absolute paths of all non-hidden files below ``root`` (hidden folders are not entered), sorted."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.abspath(os.path.join(folder, f)) for f in sorted(files) if not f.startswith("."))
-    return found
+    """Absolute paths of the non-hidden regular files below ``root`` (hidden folders are not entered)."""
+    return walk(root).files
 
 
 def _file_row(path: str, reason: str, patient: str = "", study: str = "", series: str = "", syntax: str = "") -> dict:
@@ -246,8 +255,10 @@ def _file_row(path: str, reason: str, patient: str = "", study: str = "", series
 
 def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
     """The image facts of one file, or a skipped file row saying why it cannot be used."""
-    name = os.path.relpath(path, root)
+    name = printable(os.path.relpath(path, root))
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # replaced by a pipe or device since the walk: never open it
+            return _file_row(path, f"{name}: not a regular file; skipped without opening it")
         with open(path, "rb") as fp:
             ds = _Header(pydicom.dcmread(fp, stop_before_pixels=True))
             sop_class = str(
@@ -267,14 +278,14 @@ def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
         reason = f"{name}: unreadable DICOM header, truncated or corrupt ({type(exc).__name__}: {exc}); re-export it"
         return _file_row(path, reason)
     syntax = str(ds.get("file_meta", {}).get("TransferSyntaxUID", "") or "")
-    ids = {"patient": str(ds.get(patient_tag, "") or "").strip(), "study": str(ds.get("StudyInstanceUID", "")),
+    ids = {"patient": _joined(ds.get(patient_tag, "")), "study": str(ds.get("StudyInstanceUID", "")),
            "series": str(ds.get("SeriesInstanceUID", "")), "syntax": syntax}  # fmt: skip
     if not problem and not ids["patient"]:
         problem = f"{name}: no patient id in {tag_name(patient_tag)}; fill the tag or remove the file"
     modality = str(ds.get("Modality", "") or "").strip().upper()
     frames = _int(ds.get("NumberOfFrames"), 1)
     kind = image_kind(ds)
-    problem = problem or _missing_tags(ds, name, kind) or _decoder_problem(syntax, name)
+    problem = problem or _missing_tags(ds, name, kind) or _spacing_problem(ds, name) or _decoder_problem(syntax, name)
     geometry = ((), ()) if kind != "volume" else None if problem else _geometry(ds)
     if problem or geometry is None:
         problem = problem or (
@@ -355,6 +366,44 @@ class _Header:
         if vr == "US" and len(raw.value) == 2:
             return struct.unpack(self._endian + "H", raw.value)[0]
         return self.ds.get(keyword)
+
+
+def _joined(value) -> str:
+    """A string element's value as one string: a multi-valued one (``A\\B`` in the file) joined back with ``\\``.
+
+    A backslash is DICOM's value separator, so a PatientID written ``A\\B`` reads as two values; the id is the
+    whole raw string, the one a labels table holds.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+_SPACING_TAG = 0x00280030
+
+
+def _spacing_problem(ds: _Header, name: str) -> str | None:
+    """Why PixelSpacing (0028,0030), when present, cannot be used: a VR other than DS, or not 2 finite numbers > 0."""
+    raw_ds = ds.ds
+    if _SPACING_TAG not in raw_ds:
+        return None
+    fix = "fix the tag (two positive numbers, row and column spacing in mm) or re-export the series"
+    vr = getattr(raw_ds.get_item(_SPACING_TAG), "VR", None)
+    if vr not in (None, "DS"):
+        return f"{name}: {tag_name('PixelSpacing')} has VR {vr}, not DS (decimal string); {fix}"
+    try:
+        value = ds.get("PixelSpacing")
+        if value is None or (isinstance(value, str | bytes) and not value.strip()):
+            return None  # present but empty: as if absent (2D objects often carry ImagerPixelSpacing instead)
+        many = isinstance(value, list | tuple | pydicom.multival.MultiValue)
+        numbers = [float(v) for v in (value if many else [value])]
+    except Exception:  # noqa: BLE001 -- any unparsable value is a recorded problem, never fatal
+        return f"{name}: {tag_name('PixelSpacing')} is not a pair of numbers; {fix}"
+    if len(numbers) != 2 or not all(np.isfinite(v) and v > 0 for v in numbers):
+        return f"{name}: {tag_name('PixelSpacing')} is not 2 finite numbers above 0 (NaN, infinite, zero or missing value); {fix}"
+    return None
 
 
 def image_kind(ds: pydicom.Dataset) -> str:
@@ -531,11 +580,13 @@ def _series_rows(
 
 def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int) -> dict:
     """The row of one series: ``ok`` (usable, so far) or ``skipped`` with the first problem found."""
-    ordered = _sort_along_normal(group) if group[0].kind == "volume" else sorted(group, key=lambda s: s.path)
+    mixed = len({s.kind for s in group}) > 1  # e.g. one file of a CT series with its Modality emptied
+    volume = group[0].kind == "volume" and not mixed
+    ordered = _sort_along_normal(group) if volume else sorted(group, key=lambda s: s.path)
     files = [s.path for s in ordered]
     folder = os.path.commonpath([os.path.dirname(f) for f in files])
     first = ordered[0]
-    problem = _series_problem(ordered, spec, folder)
+    problem = _mixed_problem(ordered, folder) if mixed else _series_problem(ordered, spec, folder)
     note = (
         f"{n_dropped} file(s) of this series skipped, see their rows"
         if n_dropped and first.kind != "multiframe"
@@ -554,6 +605,15 @@ def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int) -> dict:
         Col.SLICE_MM: float(np.median(thickness)) if thickness else float("nan"), Col.STUDY_DATE: first.study_date,
         Col.DESCRIPTION: first.description,
     }  # fmt: skip
+
+
+def _mixed_problem(ordered: list[_Slice], folder: str) -> str:
+    """The reason for a series whose files disagree on what they are (a volume slice, a 2D image)."""
+    modalities = sorted({s.modality or "(empty)" for s in ordered})
+    return (
+        f"series in {folder}: its files disagree on {tag_name('Modality')} ({', '.join(modalities)}) or "
+        f"{tag_name('NumberOfFrames')}, so they cannot make one image; fix the tags or split the series"
+    )
 
 
 def _sort_along_normal(group: list[_Slice]) -> list[_Slice]:
@@ -652,7 +712,12 @@ def _choose(rows: list[dict], prefer: list[str], keep: int = 1) -> None:
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    """The index table, ``ok`` rows first, then by patient and source; the columns exist even when empty."""
+    """The index table, ``ok`` rows first, then by patient and source; the columns exist even when empty.
+
+    Text cells are made printable (a file or folder name that is not UTF-8 shows ``\\xNN``, ``ingest.walk``), so
+    every table and report takes them; ``files`` keeps the real paths, the ones to open.
+    """
+    rows = [{k: printable(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame[Col.N_SLICES] = frame[Col.N_SLICES].astype("int64")
     frame[Col.SLICE_MM] = frame[Col.SLICE_MM].astype("float64")

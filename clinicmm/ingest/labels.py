@@ -43,10 +43,13 @@ def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
             )
     labels: dict[str, str] = {}
     skipped = []
+    quarantined = table.attrs.get("quarantined", {})
     for i, (pid, label) in enumerate(zip(table[spec.labels.patient_column], table[spec.labels.label_column]), start=1):
         pid, label = str(pid).strip(), str(label).strip()
         reason = None
-        if not pid:
+        if i in quarantined:
+            reason = quarantined[i]
+        elif not pid:
             reason = "empty patient id"
         elif not label:
             reason = f"empty label for patient in column {spec.labels.label_column!r}; fill it or remove the row"
@@ -60,14 +63,40 @@ def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV, TSV or parquet table as strings; an unreadable file is an InputError naming it."""
+    """A CSV, TSV or parquet table as strings; an unreadable file is an InputError naming it.
+
+    Row by row (``ingest.tables``): a malformed row is quarantined -- left empty, its reason in
+    ``attrs["quarantined"]`` (row number -> reason) -- and the other rows load; ``attrs["issues"]`` says how the
+    file was decoded when that was not plain UTF-8. A path that is no regular file (a pipe) is never opened.
+    """
+    from clinicmm.ingest.tables import ISSUES, QUARANTINED, decode_text, parse_delimited
+    from clinicmm.ingest.walk import special_reason
+
+    if reason := special_reason(path):
+        raise InputError(f"{path}: {reason}")
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path).astype(str)
+            table = pd.read_parquet(path).astype(str)
+            table.attrs.update({QUARANTINED: {}, ISSUES: []})
+            return table
         sep = "," if path.suffix == ".csv" else "\t"
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        try:  # a well-formed UTF-8 table: read as it always was
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            table.attrs.update({QUARANTINED: {}, ISSUES: []})
+            return table
+        except (UnicodeDecodeError, pd.errors.ParserError):  # a few bad bytes or a ragged row: row by row
+            decoded = decode_text(path.read_bytes(), "auto", str(path))
+            table = parse_delimited(decoded.text, sep, path.name)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: cannot read the table ({exc}). Check the file format and separator.") from exc
+    if issue := decoded.issue(path.name):
+        table.attrs[ISSUES] = [issue, *table.attrs[ISSUES]]
+    return table
+
+
+def table_issues(table: pd.DataFrame | None) -> list[str]:
+    """The file-level notes :func:`read_table` left on a labels table (decoding, short rows)."""
+    return list(table.attrs.get("issues", [])) if table is not None else []
 
 
 def skip_row(modality: str, source: object, row: object, patient: object, reason: str) -> dict:

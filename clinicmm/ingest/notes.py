@@ -19,18 +19,20 @@ list it; it never stops the other notes.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pandas as pd
 
 from clinicmm.config import DatasetSpec, NotesSpec
 from clinicmm.errors import InputError
+from clinicmm.ingest.tables import ISSUES, QUARANTINED, decode_text, parse_delimited
+from clinicmm.ingest.walk import FOLLOW_LINKS_OUTSIDE, printable, special_reason, walk
 from clinicmm.keys import Col, Status
 
 SUPPORTED = (".csv", ".tsv", ".jsonl", ".parquet")
+MAX_NOTE_CHARS = 1_000_000  # a longer note is cut here (and named in the report): no report is a novel
 COLUMNS = [
     Col.PATIENT,
     Col.NOTE_ID,
@@ -44,17 +46,22 @@ COLUMNS = [
 ]
 
 
-def read_notes(spec: NotesSpec, path: Path) -> pd.DataFrame:
+def read_notes(
+    spec: NotesSpec, path: Path, roots: list[Path] | None = None, follow_outside: bool = FOLLOW_LINKS_OUTSIDE
+) -> pd.DataFrame:
     """The notes index of ``path`` (already resolved): the columns of :data:`COLUMNS`, one row per note.
 
     ``note_id`` comes from ``spec.note_id_column`` or, without one (or where it is empty), ``<file>-<row>``
     (``<patient>/<file name>`` for folder input); ``note_type`` / ``note_date`` are ``''`` when not given;
     ``row`` is the 1-based data row (header excluded), empty for folder input. Decoding notes (a non-UTF-8
-    file) are in ``index.attrs["issues"]``.
+    file) are in ``index.attrs["issues"]``. ``roots``: the dataset's folders symbolic links may lead into
+    (default: ``path``); ``follow_outside`` follows links out of them too. A malformed table row, a pipe, a link
+    loop or a link leaving the roots is a skipped row with its reason; NUL bytes are removed from a note and a
+    note longer than :data:`MAX_NOTE_CHARS` is cut there, each named in the issues.
     """
     path = Path(path)
     if path.is_dir():
-        out, issues = _read_folder(spec, path)
+        out, issues = _read_folder(spec, path, roots, follow_outside)
     else:
         out, issues = _read_table_notes(spec, path)
     out[Col.STATUS], out[Col.REASON] = _check(out, spec)
@@ -105,8 +112,8 @@ def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tup
 
 def _read_table_notes(spec: NotesSpec, path: Path) -> tuple[pd.DataFrame, list[str]]:
     raw = _read_raw(path, spec.encoding)
-    used = raw.attrs.get("encoding", "binary")
     _require_columns(raw, spec, path)
+    quarantined = raw.attrs.get(QUARANTINED, {})
     rows = pd.RangeIndex(1, len(raw) + 1)
     column = lambda name: raw[name].str.strip().to_numpy() if name else ""  # noqa: E731
     out = pd.DataFrame(
@@ -118,22 +125,47 @@ def _read_table_notes(spec: NotesSpec, path: Path) -> tuple[pd.DataFrame, list[s
             Col.TEXT: raw[spec.text_column].to_numpy(),
             Col.SOURCE: str(path),
             Col.ROW: rows.to_numpy(),
+            "_error": [quarantined.get(r, "") for r in rows],
         }
     )
-    issues = (
-        [
-            f"{path.name}: not UTF-8; decoded as {used} (detected). Check a few notes read correctly, or set "
-            "notes.encoding."
-        ]
-        if used not in ("utf-8", spec.encoding, "binary")
-        else []
-    )
+    texts, cleaning = clean_texts(out[Col.TEXT].tolist(), [f"row {r}" for r in rows])
+    out[Col.TEXT] = texts
+    issues = list(raw.attrs.get(ISSUES, [])) + [f"{path.name}: {c}" for c in cleaning]
     return out, issues
+
+
+def clean_texts(texts: list[str], places: list[str]) -> tuple[list[str], list[str]]:
+    """Texts without NUL bytes and cut at :data:`MAX_NOTE_CHARS`; report notes naming the rows (never the text)."""
+    nul, long, out = [], [], []
+    for text, place in zip(texts, places, strict=True):
+        text = str(text)
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+            nul.append(place)
+        if len(text) > MAX_NOTE_CHARS:
+            text = text[:MAX_NOTE_CHARS]
+            long.append(place)
+        out.append(text)
+    notes = []
+    if nul:
+        notes.append(f"NUL bytes removed from the note text of {_places(nul)}; check the export that wrote them")
+    if long:
+        notes.append(
+            f"note text of {_places(long)} is longer than {MAX_NOTE_CHARS:,} characters; cut there -- split the note "
+            "or check the export"
+        )
+    return out, notes
+
+
+def _places(places: list[str], limit: int = 10) -> str:
+    return ", ".join(places[:limit]) + (f" and {len(places) - limit} more" if len(places) > limit else "")
 
 
 def _read_raw(path: Path, encoding: str = "auto") -> pd.DataFrame:
     """All columns as strings (missing → ''), whatever the format; ``attrs["encoding"]``: the text encoding used."""
     suffix = path.suffix.lower()
+    if reason := special_reason(path):
+        raise InputError(f"{path}: {reason}")
     if suffix not in SUPPORTED:
         raise InputError(
             f"{path}: unsupported notes format {suffix or '(no suffix)'!r}; save the notes as one of "
@@ -142,10 +174,13 @@ def _read_raw(path: Path, encoding: str = "auto") -> pd.DataFrame:
     try:
         if suffix == ".parquet":
             return _as_strings(pd.read_parquet(path))
-        text, used = decode(path.read_bytes(), encoding, str(path))
+        decoded = decode_text(path.read_bytes(), encoding, str(path), "notes.encoding")
         sep = "," if suffix == ".csv" else "\t"
-        frame = _read_delimited(path, text, sep) if suffix in (".csv", ".tsv") else _read_jsonl(path, text)
-        frame.attrs["encoding"] = used
+        text = decoded.text
+        frame = parse_delimited(text, sep, path.name) if suffix in (".csv", ".tsv") else _read_jsonl(path, text)
+        frame.attrs["encoding"] = decoded.encoding
+        if issue := decoded.issue(path.name, encoding, "notes.encoding"):
+            frame.attrs[ISSUES] = [issue, *frame.attrs.get(ISSUES, [])]
         return frame
     except InputError:
         raise
@@ -153,28 +188,46 @@ def _read_raw(path: Path, encoding: str = "auto") -> pd.DataFrame:
         raise InputError(f"{path}: cannot be read as {suffix[1:]} ({exc}). Check the file's format.") from None
 
 
-def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty; it needs a header row and one row per note.") from None
-
-
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
-    """One JSON object per line; blank lines are ignored (they are not data rows)."""
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    """One JSON object per line; blank lines are ignored (they are not data rows).
+
+    A line that is not a JSON object is quarantined: an empty row whose reason (``attrs["quarantined"]``, by row
+    number) names the file and line; the other lines load.
+    """
+    records: list[dict] = []
+    quarantined: dict[int, str] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg}). Fix or remove the line.") from None
-        if not isinstance(record, dict):
-            kind = type(record).__name__
-            raise InputError(f"{path}, line {number}: expected a JSON object per line, got {kind}.")
-        records.append(record)
-    return _as_strings(pd.DataFrame.from_records(records))
+            problem = (
+                "" if isinstance(record, dict) else f"expected a JSON object per line, got {type(record).__name__}"
+            )
+        except (json.JSONDecodeError, RecursionError) as exc:
+            record, problem = {}, f"not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})"
+        if problem:
+            record = {}
+            quarantined[len(records) + 1] = (
+                f"{path.name}, row {len(records) + 1} (line {number}): {problem}; quarantined -- fix or remove the line"
+            )
+        records.append({_valid(str(k)): _valid(v) if isinstance(v, str) else v for k, v in record.items()})
+    if not records:
+        raise InputError(f"{path}: the file holds no JSON lines; it needs one JSON object per note.")
+    if len(quarantined) == len(records):
+        raise InputError(f"{path}: no line is a JSON object (first: {quarantined[1]}); is it JSON lines?")
+    frame = _as_strings(pd.DataFrame.from_records(records))
+    frame.attrs[QUARANTINED] = quarantined
+    return frame
+
+
+def _valid(text: str) -> str:
+    """A JSON string without lone surrogates (``"\\ud800"`` is valid JSON, not valid text): each becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -212,32 +265,53 @@ def _note_ids(raw: pd.DataFrame, spec: NotesSpec, path: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- folders
 
 
-def _read_folder(spec: NotesSpec, root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """``root/<patient>/<note file>``: one row per note file; an unreadable file is a skipped row."""
+def _in_patient_folder(rel: PurePath, file_glob: str) -> bool:
+    """``rel`` (relative to the notes root) is ``<patient>/<file matching notes.file_glob>``."""
+    depth_ok = len(rel.parts) == 2 or ("/" in file_glob or "**" in file_glob) and len(rel.parts) > 2
+    return depth_ok and PurePath(*rel.parts[1:]).match(file_glob)
+
+
+def _read_folder(
+    spec: NotesSpec, root: Path, roots: list[Path] | None = None, follow_outside: bool = FOLLOW_LINKS_OUTSIDE
+) -> tuple[pd.DataFrame, list[str]]:
+    """``root/<patient>/<note file>``: one row per note file; an unreadable file is a skipped row.
+
+    The folders are walked with ``ingest.walk``: a pipe, a link loop or a link out of the dataset's roots under a
+    patient folder is a skipped row with its reason, never opened.
+    """
     pattern = re.compile(spec.file_name_pattern) if spec.file_name_pattern else None
     rows, issues = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(f for f in folder.glob(spec.file_glob) if f.is_file() and not f.name.startswith(".")):
-            row = {
-                Col.PATIENT: folder.name.strip(),
-                Col.NOTE_ID: f"{folder.name}/{file.name}",
-                Col.SOURCE: str(file),
-                Col.ROW: None,
-                Col.NOTE_TYPE: "",
-                Col.NOTE_DATE: "",
-                Col.TEXT: "",
-                "_error": "",
-            }
-            if pattern is not None and (m := pattern.search(file.name)):
-                row[Col.NOTE_TYPE] = (m.groupdict().get("type") or "").strip()
-                row[Col.NOTE_DATE] = (m.groupdict().get("date") or "").strip()
+    walked = walk(root, roots if roots is not None else [root], follow_outside)
+    found = [(Path(p), "") for p in walked.files] + [(Path(p), reason) for p, reason in walked.skipped]
+    for file, problem in sorted(found, key=lambda f: f[0].parts):
+        rel = file.relative_to(root)
+        if not problem and not _in_patient_folder(rel, spec.file_glob):
+            continue  # a stray file beside the patient folders, or one the glob leaves out: not a note
+        row = {  # printable: a folder or file name that is not UTF-8 shows its bytes as \xNN (ingest.walk)
+            Col.PATIENT: printable(rel.parts[0]).strip() if len(rel.parts) > 1 else "",
+            Col.NOTE_ID: printable(rel),
+            Col.SOURCE: printable(file),
+            Col.ROW: None,
+            Col.NOTE_TYPE: "",
+            Col.NOTE_DATE: "",
+            Col.TEXT: "",
+            "_error": f"unreadable note file: {problem}" if problem else "",
+        }
+        if not problem and pattern is not None and (m := pattern.search(file.name)):
+            row[Col.NOTE_TYPE] = (m.groupdict().get("type") or "").strip()
+            row[Col.NOTE_DATE] = (m.groupdict().get("date") or "").strip()
+        if not problem:
             try:
-                row[Col.TEXT], used = decode(file.read_bytes(), spec.encoding, str(file))
-                if used not in ("utf-8", spec.encoding):
-                    issues.append(f"{folder.name}/{file.name}: not UTF-8; decoded as {used} (detected)")
+                name = printable(rel)
+                decoded = decode_text(file.read_bytes(), spec.encoding, name, "notes.encoding")
+                texts, cleaning = clean_texts([decoded.text], ["the file"])
+                row[Col.TEXT] = texts[0]
+                issues += [i for i in [decoded.issue(name, spec.encoding, "notes.encoding")] if i] + [
+                    f"{name}: {c}" for c in cleaning
+                ]
             except (InputError, OSError) as exc:
-                row["_error"] = str(exc)
-            rows.append(row)
+                row["_error"] = f"unreadable note file: {exc}"
+        rows.append(row)
     if not rows:
         raise InputError(
             f"{root}: no note files matching {spec.file_glob!r} in any patient folder (expected "
@@ -274,7 +348,7 @@ def _check(index: pd.DataFrame, spec: NotesSpec) -> tuple[list[str], list[str]]:
         parsed, date_error = parse_date(date, spec.date_format)
         dates.append(parsed)
         if error:
-            reason = f"unreadable note file: {error}"
+            reason = error  # an unreadable file or a quarantined row, named with its reason
         elif not patient:
             reason = f"empty patient id in {where}; fill it or remove the row"
         elif not str(text).strip():

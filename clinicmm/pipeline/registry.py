@@ -63,18 +63,34 @@ def _file_digest(path: Path, memo: dict) -> str:
     return digest
 
 
-def tree_digest(path: Path, memo: dict | None = None) -> list[str]:
-    """(relative path, content digest) of every file under ``path`` (or of ``path`` itself), sorted."""
+def tree_digest(path: Path, memo: dict | None = None, roots: list[Path] | None = None) -> list[str]:
+    """(relative path, content digest) of every file under ``path`` (or of ``path`` itself), sorted.
+
+    The tree is walked as ingest walks it (``ingest.walk``): special files (pipes, sockets) are never opened, a
+    symbolic link loop or broken link never raises, and with ``roots`` (the dataset's folders) a link leading out
+    of them is not read. Each such entry enters the digest as ``(relative path, skipped: reason)``, so adding or
+    removing one still changes the fingerprint; without ``roots`` any link that is no loop is followed (model
+    caches link their files elsewhere).
+    """
+    from clinicmm.ingest.walk import walk
+
     memo = {} if memo is None else memo
     path = Path(path)
-    if path.is_file():
-        return [f"{path.name}\t{_file_digest(path, memo)}"]
+    walked = walk(path, roots, follow_outside=roots is None, hidden=True)
+    base = path if path.is_dir() else path.parent
     out = []
-    for root, _, files in os.walk(path):
-        for name in files:
-            p = Path(root) / name
-            if p.is_file():
-                out.append(f"{p.relative_to(path)}\t{_file_digest(p, memo)}")
+    for file in walked.files:
+        try:
+            out.append(f"{os.path.relpath(file, base)}\t{_file_digest(Path(file), memo)}")
+        except OSError as exc:  # gone or unreadable since the walk
+            out.append(f"{os.path.relpath(file, base)}\tskipped: unreadable ({exc.strerror})")
+    out += [f"{os.path.relpath(p, base)}\tskipped: {reason}" for p, reason in walked.skipped]
+    if walked.skipped:
+        log.debug(
+            "fingerprint of inputs: %d entries skipped (special files, link loops or links out of the data "
+            "folders); the ingest report lists them",
+            len(walked.skipped),
+        )
     return sorted(out)
 
 
@@ -91,8 +107,11 @@ def inputs_digest(wf: WorkflowSpec) -> str:
     except ValueError:
         memo = {}
     parts = [wf.dataset_path.read_text(encoding="utf-8")]
+    from clinicmm.ingest.cohort import dataset_roots
+
+    roots = None if spec.follow_symlinks_outside else dataset_roots(spec)
     for key, path in declared_paths(spec):
-        parts += [key, *tree_digest(spec.resolve(path), memo)]
+        parts += [key, *tree_digest(spec.resolve(path), memo, roots)]
     if memo_file.parent.is_dir():
         atomic_write_bytes(memo_file, json.dumps(memo).encode())
     return digest_bytes(*parts)

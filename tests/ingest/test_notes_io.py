@@ -123,11 +123,14 @@ def test_explicit_encoding_is_used_or_named_in_the_error(tmp_path: Path) -> None
         read_notes(NotesSpec(path=path, encoding="utf-8"), path)
 
 
-def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
+def test_bad_jsonl_line_is_named_and_the_rest_loads(tmp_path: Path) -> None:
     path = tmp_path / "notes.jsonl"
     path.write_text('{"patient_id": "P1", "text": "ok"}\n{not json\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"notes\.jsonl, line 2"):
-        read_notes(NotesSpec(path=path), path)
+    index = read_notes(NotesSpec(path=path), path).set_index("row")
+    assert index.loc[1, "status"] == "ok"
+    assert (
+        index.loc[2, "status"] == "skipped" and "notes.jsonl, row 2 (line 2): not valid JSON" in index.loc[2, "reason"]
+    )
 
 
 # ------------------------------------------------------------------- dates, types, folders and the window
