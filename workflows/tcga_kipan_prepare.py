@@ -8,6 +8,8 @@ This script writes, into a generated folder (never into the source):
 * ``omics.tsv``: ``sample_id`` then the mRNA columns under their gene symbol (so strongly changed genes link to the
   knowledge graph's gene nodes), the methylation columns as ``meth_<SYMBOL>`` and the miRNA columns as named;
   values as given (already scaled to [0, 1] per feature);
+* ``mrna.tsv``, ``methylation.tsv`` (gene symbols, no prefix), ``mirna.tsv``: the same values one table per layer,
+  as ``workflows/tcga_kipan_dataset.yaml`` reads them (``genomics.layers``);
 * ``labels.csv``: ``patient_id``, ``cancer_type`` (OncoTree codes).
 
 Sample ids are ``KIPAN-000`` ... in the source row order, so ``clinicmm compare`` (which sorts patients by id)
@@ -80,6 +82,14 @@ def read_source(source: Path) -> tuple[pd.DataFrame, pd.Series]:
     return omics, labels.map(_code)
 
 
+def layer_columns(columns) -> dict[str, list[str]]:
+    """The columns of each omics layer (``mrna``, ``methylation``, ``mirna``) in the one-table layout."""
+    out: dict[str, list[str]] = {"mrna": [], "methylation": [], "mirna": []}
+    for c in columns:
+        out["methylation" if c.startswith("meth_") else "mirna" if c.lower().startswith("hsa-") else "mrna"].append(c)
+    return out
+
+
 def _code(value: int) -> str:
     if int(value) not in CODES:
         raise PrepareError(f"labels_te.csv: unknown label {value!r}; expected one of {sorted(CODES)}")
@@ -97,7 +107,8 @@ def check_codes(labels: pd.Series) -> None:
 
 
 def prepare(source: Path = DEFAULT_SOURCE, out: Path = DEFAULT_OUT) -> Path:
-    """Write ``omics.tsv`` and ``labels.csv`` into ``out``; returns ``out``."""
+    """Write ``omics.tsv`` (one table), ``mrna.tsv``, ``methylation.tsv``, ``mirna.tsv`` (the same values, one
+    table per ``genomics.layers`` entry) and ``labels.csv`` into ``out``; returns ``out``."""
     source, out = Path(source).resolve(), Path(out).resolve()
     if out == source or source in out.parents:
         raise PrepareError(f"{out} is inside the source folder {source}; write the generated files elsewhere.")
@@ -107,6 +118,11 @@ def prepare(source: Path = DEFAULT_SOURCE, out: Path = DEFAULT_OUT) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     omics = pd.concat([pd.DataFrame({"sample_id": ids}), omics], axis=1)
     omics.to_csv(out / "omics.tsv", sep="\t", index=False, float_format="%.6g")
+    for name, columns in layer_columns(omics.columns[1:]).items():  # the same values, one table per layer
+        table = omics[["sample_id", *columns]]
+        if name == "methylation":
+            table = table.rename(columns=lambda c: c.removeprefix("meth_"))
+        table.to_csv(out / f"{name}.tsv", sep="\t", index=False, float_format="%.6g")
     pd.DataFrame({"patient_id": ids, "cancer_type": labels}).to_csv(out / "labels.csv", index=False)
     return out
 

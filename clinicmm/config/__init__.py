@@ -15,6 +15,7 @@ from clinicmm.config.dataset import (
     MutationsSpec,
     NotesSpec,
     NotesWindowSpec,
+    OmicsLayerSpec,
     Spec,
     SplitSpec,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "DatasetSpec",
     "EncodersSpec",
     "ExpressionSpec",
+    "OmicsLayerSpec",
     "GeneNamesSpec",
     "GenomicsEncoderSpec",
     "GenomicsSpec",

@@ -103,6 +103,49 @@ class ExpressionSpec(Spec):
     unit: Literal["counts", "tpm", "fpkm", "log", "normalized"] = "tpm"
 
 
+LAYER_KINDS = ("expression", "methylation", "copy_number", "mirna", "protein", "other")
+
+
+class OmicsLayerSpec(ExpressionSpec):
+    """One named omics table (``genomics.layers``): read like ``expression``, its columns named ``<name>:<feature>``."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="Short lower-case name (e.g. mrna, methylation, cnv, mirna, rppa): the prefix of its columns "
+        "and its name in the ingest report and the link counts.",
+    )
+    kind: Literal["expression", "methylation", "copy_number", "mirna", "protein", "other"] = Field(
+        ..., description="What the values measure: " + ", ".join(LAYER_KINDS) + "."
+    )
+    unit: Literal["counts", "tpm", "fpkm", "log", "normalized"] = Field(
+        "normalized",
+        description="counts / tpm / fpkm get log2(x + 1); log (e.g. copy-number log2 ratios, M-values) and "
+        "normalized (e.g. methylation beta values, RPPA) are used as given. Every feature is then z-scored on "
+        "the training patients.",
+    )
+    features: Literal["gene", "probe", "mirna"] = Field(
+        "gene",
+        description="How the column names name genes: gene (symbols or Ensembl / NCBI ids, harmonised to HGNC), "
+        "mirna (miRBase names, linked to the HGNC MIR genes), probe (array probe ids, mapped with feature_map).",
+    )
+    feature_map: Path | None = Field(
+        None,
+        description="A CSV/TSV whose first two columns are a feature id and its gene symbol(s) (several joined "
+        "by ';', ',' or '|'), e.g. the probe and UCSC_RefGene_Name columns of an Illumina methylation manifest. "
+        "A gene's value is the mean of its mapped features; unmapped features stay as they are and link nothing.",
+    )
+
+    @model_validator(mode="after")
+    def _probes_need_a_map(self) -> OmicsLayerSpec:
+        if self.features == "probe" and self.feature_map is None:
+            raise ValueError(
+                f"genomics.layers {self.name!r}: features 'probe' needs feature_map (a probe -> gene table, e.g. "
+                "the array manifest's probe id and gene name columns); clinicmm ships no probe annotation"
+            )
+        return self
+
+
 class MutationsSpec(Spec):
     path: Path
     sample_column: str = "Tumor_Sample_Barcode"
@@ -127,6 +170,11 @@ class GeneNamesSpec(Spec):
 class GenomicsSpec(Spec):
     expression: ExpressionSpec | None = None
     mutations: MutationsSpec | None = None
+    layers: list[OmicsLayerSpec] = Field(
+        default_factory=list,
+        description="Further omics tables (methylation, copy number, miRNA, protein ...), each named; their "
+        "columns join the expression columns as <name>:<feature>.",
+    )
     patient_id_pattern: str | None = Field(
         None,
         description="Regex whose first group is the patient id inside a sample id, e.g. '^(TCGA-..-....)' for "
@@ -139,8 +187,13 @@ class GenomicsSpec(Spec):
 
     @model_validator(mode="after")
     def _one_table(self) -> GenomicsSpec:
-        if self.expression is None and self.mutations is None:
-            raise ValueError("genomics needs 'expression', 'mutations' or both")
+        if self.expression is None and self.mutations is None and not self.layers:
+            raise ValueError("genomics needs 'expression', 'mutations', 'layers' or several of them")
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"genomics.layers: each layer needs its own name; repeated: {sorted({n for n in names if names.count(n) > 1})}"
+            )
         if self.patient_id_pattern is not None and self.patient_id_length is not None:
             raise ValueError("set genomics.patient_id_pattern or genomics.patient_id_length, not both")
         return self
@@ -171,6 +224,11 @@ class DatasetSpec(Spec):
     notes: NotesSpec | None = None
     genomics: GenomicsSpec | None = None
     split: SplitSpec = SplitSpec()
+    follow_symlinks_outside: bool = Field(
+        False,
+        description="Follow symbolic links whose target lies outside the dataset's folders (the YAML's folder and "
+        "every path it names). Default: such links are skipped with a reason that does not say where they point.",
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the YAML file; set by the loader.")
 
     @model_validator(mode="after")
@@ -204,5 +262,13 @@ class DatasetSpec(Spec):
         return self
 
     def resolve(self, path: Path) -> Path:
-        """A path from the YAML, made absolute against the YAML file's folder."""
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        """A path from the YAML, made absolute against the YAML file's folder; a link loop is a ConfigError."""
+        try:
+            return path if path.is_absolute() else (self.base_dir / path).resolve()
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+            from clinicmm.errors import ConfigError
+
+            raise ConfigError(
+                f"{self.base_dir / path}: a symbolic link loop (the link leads back to itself); point the dataset "
+                "YAML at the real folder or file"
+            ) from None

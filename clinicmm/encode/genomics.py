@@ -76,7 +76,9 @@ MIRNA_NAME = re.compile(
 # HGNC miRNA gene symbols (MIR21, MIR1-2, MIR181A1, MIRLET7A1); not the host genes (MIR17HG)
 MIRNA_SYMBOL = re.compile(r"^MIR(?:LET7[A-Z]\d*|\d+(?!HG$)[A-Z]{0,2}(?:\d+|-\d+)?)$")
 LINKED, NOT_IN_GRAPH, UNMAPPED = "linked", "not_in_graph", "unmapped"
-LAYERS = ("plain", "meth", "mirna")
+LAYERS = ("plain", "meth", "mirna")  # layers of the columns of one expression table; genomics.layers add theirs
+LAYER_SEPARATOR = ":"  # the columns of genomics.layers are "<layer>:<feature>" (clinicmm.ingest.genomics)
+LAYER_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}:")
 
 
 def feature_gene(name: str) -> str | None:
@@ -86,7 +88,7 @@ def feature_gene(name: str) -> str | None:
     ``MIRLET7A1``; ``hsa-mir-181a-1`` -> ``MIR181A1``; ``hsa-mir-1-2`` -> ``MIR1-2``; ``TP53`` -> ``TP53``.
     Whether the symbol is a gene at all (or a graph gene) is for the caller to check.
     """
-    name = str(name).strip()
+    name = _unprefixed(name)
     if name[: len(METH_PREFIX)].lower() == METH_PREFIX:
         name = name[len(METH_PREFIX) :].strip()
         return name or None
@@ -102,9 +104,18 @@ def feature_gene(name: str) -> str | None:
     return name or None
 
 
-def feature_layer(name: str) -> str:
-    """``meth`` (``meth_…``), ``mirna`` (a miRNA name or an HGNC MIR symbol) or ``plain``: for the link counts."""
+def _unprefixed(name: str) -> str:
+    """The feature without its ``<layer>:`` prefix (``genomics.layers`` columns)."""
     name = str(name).strip()
+    return name.split(LAYER_SEPARATOR, 1)[1].strip() if LAYER_PREFIX.match(name) else name
+
+
+def feature_layer(name: str) -> str:
+    """The ``genomics.layers`` name of a ``<layer>:<feature>`` column; else ``meth`` (``meth_…``), ``mirna`` (a
+    miRNA name or an HGNC MIR symbol) or ``plain``: for the link counts."""
+    name = str(name).strip()
+    if LAYER_PREFIX.match(name):
+        return name.split(LAYER_SEPARATOR, 1)[0]
     if name[: len(METH_PREFIX)].lower() == METH_PREFIX:
         return "meth"
     if MIRNA_NAME.match(name) or MIRNA_SYMBOL.match(name) or name.lower().startswith(("hsa-", "mir-", "let-")):
@@ -128,8 +139,9 @@ def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) 
     from clinicmm.ingest.gene_names import GeneHarmonizer
 
     hgnc = GeneHarmonizer.shipped()  # read once per process, on the first name that is no graph gene
-    current = hgnc.resolve(symbol)[0] or (hgnc.resolve(name)[0] if str(name).strip() != symbol else None)
-    if current is not None and MIRNA_NAME.match(str(name).strip()) and not MIRNA_SYMBOL.match(current):
+    bare = _unprefixed(name)
+    current = hgnc.resolve(symbol)[0] or (hgnc.resolve(bare)[0] if bare != symbol else None)
+    if current is not None and MIRNA_NAME.match(bare) and not MIRNA_SYMBOL.match(current):
         current = None  # a miRNA is a MIR gene or nothing (HGNC lists "MIR1" as an alias of FSD1)
     if current is None:
         return None, UNMAPPED
@@ -157,6 +169,7 @@ class GenomicsPreprocessor:
     def __init__(
         self, unit: str, z_threshold: float = 2.0, max_genes: int = 25, min_mutated: int = 2,
         mutation_classes: Sequence[str] | None = None, max_features: int | None = None, harmonize: bool = False,
+        layer_units: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         if unit not in LOG_UNITS + AS_IS_UNITS:
             raise ModelError(f"unknown expression unit {unit!r}; valid units: {', '.join(LOG_UNITS + AS_IS_UNITS)}")
@@ -167,16 +180,22 @@ class GenomicsPreprocessor:
         self.mutation_classes = sorted(mutation_classes if mutation_classes is not None else NON_SILENT_CLASSES)
         self.max_features = None if max_features is None else int(max_features)
         self.harmonize = bool(harmonize)
+        self.layer_units = dict(layer_units or {})
+        for layer, layer_unit in self.layer_units.items():
+            if layer_unit not in LOG_UNITS + AS_IS_UNITS:
+                raise ModelError(f"genomics layer {layer!r}: unknown unit {layer_unit!r}")
         self._genes: list[str] | None = None
         self._mean = np.zeros(0)
         self._std = np.ones(0)
         self._mutation_genes: list[str] = []
 
     @classmethod
-    def from_spec(cls, unit: str, spec: GenomicsEncoderSpec, harmonize: bool = False) -> GenomicsPreprocessor:
+    def from_spec(
+        cls, unit: str, spec: GenomicsEncoderSpec, harmonize: bool = False, layer_units: dict[str, str] | None = None
+    ) -> GenomicsPreprocessor:
         """An unfitted preprocessor with the workflow's evidence rule (``encoders.genomics``)."""
         return cls(unit, spec.z_threshold, spec.max_genes_per_patient, spec.min_mutated,
-                   spec.mutation_classes, spec.max_features, harmonize)  # fmt: skip
+                   spec.mutation_classes, spec.max_features, harmonize, layer_units)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- fitting
 
@@ -337,13 +356,15 @@ class GenomicsPreprocessor:
         ``features_linked``, ``features_not_in_graph`` (an HGNC gene the graph lacks), ``features_unmapped`` (no
         gene), and the same three per layer (``features_linked_meth``, ``features_unmapped_mirna`` …; layers of
         :func:`feature_layer`). Feature names only, nothing about patients."""
+        layers = [*LAYERS, *(n for n in self.layer_units if n not in LAYERS)]
         counts = {"features": 0} | {f"features_{k}": 0 for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
-        counts |= {f"features_{k}_{layer}": 0 for layer in LAYERS for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
+        counts |= {f"features_{k}_{layer}": 0 for layer in layers for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
         for name in self._fitted_genes():
             _, how = link_gene(name, graph_genes, self.harmonize)
             counts["features"] += 1
             counts[f"features_{how}"] += 1
-            counts[f"features_{how}_{feature_layer(name)}"] += 1
+            key = f"features_{how}_{feature_layer(name)}"
+            counts[key] = counts.get(key, 0) + 1
         return counts
 
     def _counted(self, mutations: pd.DataFrame) -> pd.DataFrame:
@@ -388,8 +409,21 @@ class GenomicsPreprocessor:
         return matrix.rename(columns=mapping) if mapping else matrix
 
     def _log(self, matrix: pd.DataFrame) -> pd.DataFrame:
+        """log2(x + 1) of the columns in a counts-like unit: the table's (``unit``) or their layer's."""
         values = matrix.astype(float)
-        return np.log2(values.clip(lower=0) + 1.0) if self.unit in LOG_UNITS else values
+        logged = [
+            (self.layer_units.get(feature_layer(c), self.unit) if LAYER_PREFIX.match(str(c)) else self.unit)
+            in LOG_UNITS
+            for c in values.columns
+        ]
+        if not any(logged):
+            return values
+        if all(logged):
+            return np.log2(values.clip(lower=0) + 1.0)
+        out = values.copy()
+        columns = values.columns[np.asarray(logged)]
+        out[columns] = np.log2(values[columns].clip(lower=0) + 1.0)
+        return out
 
     def _fitted_genes(self) -> list[str]:
         if self._genes is None:
@@ -409,6 +443,7 @@ class GenomicsPreprocessor:
             "mutation_classes": list(self.mutation_classes),
             "max_features": self.max_features,
             "harmonize": self.harmonize,
+            "layer_units": dict(self.layer_units),
             "genes": self._fitted_genes(),
             "mean": [float(v) for v in self._mean],
             "std": [float(v) for v in self._std],
@@ -421,7 +456,8 @@ class GenomicsPreprocessor:
             if data["format"] != FORMAT_VERSION:
                 raise ModelError(f"genomics preprocessor format {data['format']} is not supported ({FORMAT_VERSION})")
             new = cls(data["unit"], data["z_threshold"], data["max_genes"], data["min_mutated"],
-                      data.get("mutation_classes"), data.get("max_features"), data.get("harmonize", False))  # fmt: skip
+                      data.get("mutation_classes"), data.get("max_features"), data.get("harmonize", False),
+                      data.get("layer_units"))  # fmt: skip
             new._genes = [str(g) for g in data["genes"]]
             new._mean = np.asarray(data["mean"], dtype=float)
             new._std = np.asarray(data["std"], dtype=float)
@@ -462,6 +498,7 @@ def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
     if spec.genomics is None or (cohort.expression is None and cohort.mutations is None):
         return None
     unit = spec.genomics.expression.unit if spec.genomics.expression else "normalized"
+    layers = {layer.name: layer.unit for layer in spec.genomics.layers}
     train = set(cohort.patients(Split.TRAIN) if patients is None else patients)
     expr = (
         cohort.expression.loc[[p for p in cohort.expression.index if p in train]]
@@ -469,4 +506,5 @@ def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
         else None
     )
     muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
-    return GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize).fit(expr, muts)
+    pre = GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize, layers)
+    return pre.fit(expr, muts)

@@ -147,8 +147,10 @@ def read_expression(
     patient_id_pattern: str | None,
     harmonizer: GeneHarmonizer | None = None,
     drop_unmapped: bool = False,
+    key: str = "genomics.expression",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read an expression matrix: ``(matrix, samples)``.
+    """Read an expression matrix (or one of ``genomics.layers``, whose config ``key`` messages name): ``(matrix,
+    samples)``.
 
     ``matrix``: index ``sample_id`` (str), columns gene symbols (str), float values (NaN where a cell is empty
     or NA), one row per usable sample; ``matrix.attrs["issues"]`` lists file-level warnings (duplicated or
@@ -159,12 +161,12 @@ def read_expression(
     how each was resolved.
     """
     path = Path(path)
-    grid = _dedupe_genes(_read_grid(spec, path))
+    grid = _dedupe_genes(_read_grid(spec, path, key))
     counts = {"columns": len(grid.genes) + grid.dropped}
     if harmonizer is not None:
         grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
     pattern = _compile(patient_id_pattern)
-    samples = _judge_samples(grid, spec.unit, pattern)
+    samples = _judge_samples(grid, spec.unit, pattern, key)
     samples[Col.SOURCE] = str(path)
     ok = (samples[Col.STATUS] == Status.OK).to_numpy()
     matrix = pd.DataFrame(
@@ -187,10 +189,10 @@ def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.Dat
     return out
 
 
-def _read_grid(spec: ExpressionSpec, path: Path) -> _Grid:
-    fmt = _table_format(path, EXPRESSION_SUFFIXES, "genomics.expression.path")
+def _read_grid(spec: ExpressionSpec, path: Path, key: str) -> _Grid:
+    fmt = _table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
-    text_column = _text_column(spec, path, header)
+    text_column = _text_column(spec, path, header, key)
     if body is None:
         body = _read_body(path, fmt, text_column, len(header))
     body[text_column] = body[text_column].map(lambda v: "" if pd.isna(v) else str(v).strip())
@@ -199,12 +201,12 @@ def _read_grid(spec: ExpressionSpec, path: Path) -> _Grid:
     return _genes_by_samples(path, header, body)
 
 
-def _text_column(spec: ExpressionSpec, path: Path, header: list[str]) -> int:
+def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str) -> int:
     """Position of the column read as text: the sample ids, or the gene symbols for ``genes_x_samples``."""
     if spec.orientation == "genes_x_samples":
         return 0
     if spec.sample_column not in header:
-        raise _missing_column(path, spec.sample_column, "genomics.expression.sample_column", header)
+        raise _missing_column(path, spec.sample_column, f"{key}.sample_column", header)
     return header.index(spec.sample_column)
 
 
@@ -343,12 +345,12 @@ def _harmonize_grid(grid: _Grid, harmonizer: GeneHarmonizer, drop_unmapped: bool
     return _keep_genes(grid, keep, [result.names[j] for j in keep]), counts
 
 
-def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None) -> pd.DataFrame:
+def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key: str) -> pd.DataFrame:
     """Status and reason per sample: empty or repeated id, pattern mismatch, bad values, patient seen before."""
     rows, first_id, first_patient = [], {}, {}
     for i, (sample_id, row) in enumerate(zip(grid.sample_ids, grid.rows, strict=True)):
         patient = _patient_of(sample_id, pattern) if sample_id else None
-        reason = _sample_reason(grid, i, unit, pattern, first_id.get(sample_id))
+        reason = _sample_reason(grid, i, unit, pattern, first_id.get(sample_id), key)
         first_id.setdefault(sample_id, row)
         if not reason and patient in first_patient:
             reason = (
@@ -364,7 +366,9 @@ def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None) -> p
     return out.astype({str(Col.ROW): "int64"})
 
 
-def _sample_reason(grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | None, repeats: int | None) -> str:
+def _sample_reason(
+    grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | None, repeats: int | None, key: str
+) -> str:
     where = f"{grid.name} {grid.axis} {grid.rows[i]}"
     sample_id = grid.sample_ids[i]
     if not sample_id:
@@ -373,10 +377,10 @@ def _sample_reason(grid: _Grid, i: int, unit: str, pattern: re.Pattern[str] | No
         return f"sample id in {where} repeats {grid.axis} {repeats}; kept the first, give each sample its own id"
     if _patient_of(sample_id, pattern) is None:
         return _no_patient(where, pattern)
-    return _value_reason(grid, i, unit)
+    return _value_reason(grid, i, unit, key)
 
 
-def _value_reason(grid: _Grid, i: int, unit: str) -> str:
+def _value_reason(grid: _Grid, i: int, unit: str, key: str) -> str:
     bad = np.flatnonzero(grid.bad[i])
     if bad.size:
         j = int(bad[0])
@@ -386,7 +390,7 @@ def _value_reason(grid: _Grid, i: int, unit: str) -> str:
         if negative.size:
             j = int(negative[0])
             return (
-                f"{grid.cell(i, j)}: negative value {grid.values[i, j]:g} but genomics.expression.unit is "
+                f"{grid.cell(i, j)}: negative value {grid.values[i, j]:g} but {key}.unit is "
                 f"{unit!r}; fix the value or set the unit to 'log' or 'normalized'"
             )
     if grid.values.shape[1] and np.isnan(grid.values[i]).all():
@@ -523,16 +527,112 @@ def read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     drop = names.unmapped == "drop"
     pattern = g.sample_pattern()
     out: dict[str, pd.DataFrame | None] = {}
+    matrices, sample_tables = [], []
     if g.expression:
         matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), pattern, harmonizer, drop)
-        out["expression"], out["samples"] = expression_by_patient(matrix, samples), samples
+        matrices.append(expression_by_patient(matrix, samples))
+        sample_tables.append(samples)
+    for i, layer in enumerate(g.layers):
+        matrix, samples = read_layer(layer, spec, pattern, harmonizer, drop, f"genomics.layers[{i}]")
+        matrices.append(matrix)
+        sample_tables.append(samples)
+    if matrices:
+        out["expression"], out["samples"] = join_layers(matrices), pd.concat(sample_tables, ignore_index=True)
     if g.mutations:
         out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), pattern, harmonizer, drop)
     return out
 
 
+# ----------------------------------------------------------------------------------------------- layers
+
+LAYER_SEPARATOR = ":"  # a layer's columns are "<layer name>:<feature>"; HGNC symbols never hold a colon
+
+
+def read_layer(
+    layer, spec: DatasetSpec, pattern: str | None, harmonizer: GeneHarmonizer | None, drop: bool, key: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One ``genomics.layers`` table by patient, its columns ``<name>:<feature>``: gene names harmonised
+    (``features: gene``), probes averaged per gene through ``feature_map`` (``features: probe``), miRNA names kept.
+    ``attrs["genes"]`` counts the layer's features, ``attrs["issues"]`` its readable lines."""
+    path = spec.resolve(layer.path)
+    gene_names = harmonizer if layer.features == "gene" else None
+    matrix, samples = read_expression(layer, path, pattern, gene_names, drop and gene_names is not None, key)
+    matrix = expression_by_patient(matrix, samples)
+    counts = dict(matrix.attrs.get("genes", {})) | {"features": matrix.shape[1]}
+    issues = list(matrix.attrs.get("issues", []))
+    if layer.feature_map is not None:
+        table = read_feature_map(spec.resolve(layer.feature_map), f"{key}.feature_map")
+        matrix, mapped = map_features(matrix, table)
+        counts |= {
+            "mapped": mapped,
+            "unmapped": counts["features"] - mapped,
+            "genes": int(matrix.shape[1] - (counts["features"] - mapped)),
+        }
+        if counts["unmapped"]:
+            issues.append(
+                f"{path.name}: {counts['unmapped']} of {counts['features']} {layer.name} features are not in "
+                f"{Path(layer.feature_map).name}; kept as features, they link to no gene"
+            )
+    matrix = matrix.add_prefix(layer.name + LAYER_SEPARATOR)
+    matrix.attrs = {"genes": {f"{layer.name}_{k}": v for k, v in counts.items()}, "issues": issues,
+                    "units": {layer.name: layer.unit}}  # fmt: skip
+    return matrix, samples
+
+
+def read_feature_map(path: Path, key: str) -> dict[str, list[str]]:
+    """feature id -> gene symbols from a CSV/TSV whose first two columns are the id and its gene(s) (several
+    joined by ``;``, ``,`` or ``|``; repeats of one gene, as Illumina manifests list per transcript, count once)."""
+    fmt = _table_format(path, (".csv", ".tsv", ".txt"), key)
+    table = _guard_read(path, lambda: pd.read_csv(path, sep=_separator(fmt), dtype=str, keep_default_na=False,
+                                                  encoding="utf-8-sig", comment=None))  # fmt: skip
+    if table.shape[1] < 2:
+        raise InputError(
+            f"{path}: {key} needs two columns, a feature id and its gene symbol(s); found {table.shape[1]}."
+        )
+    out: dict[str, list[str]] = {}
+    for feature, genes in zip(table.iloc[:, 0].str.strip(), table.iloc[:, 1], strict=True):
+        names = [g.strip() for g in re.split(r"[;,|]", genes) if g.strip()]
+        if feature and names:
+            out.setdefault(feature, [])
+            out[feature] += [n for n in names if n not in out[feature]]
+    return out
+
+
+def map_features(matrix: pd.DataFrame, table: dict[str, list[str]]) -> tuple[pd.DataFrame, int]:
+    """Mapped features averaged per gene (a feature of several genes counts for each), then the unmapped ones
+    as they are; ``(matrix, features mapped)``."""
+    mapped = [c for c in matrix.columns if c in table]
+    genes = sorted({g for c in mapped for g in table[c]})
+    if not genes:
+        return matrix, 0
+    index = {g: j for j, g in enumerate(genes)}
+    member = np.zeros((len(mapped), len(genes)))
+    for i, c in enumerate(mapped):
+        member[i, [index[g] for g in table[c]]] = 1.0
+    values = matrix[mapped].to_numpy(dtype=float)
+    seen = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.nan_to_num(values) @ member / (seen.astype(float) @ member)
+    by_gene = pd.DataFrame(means, index=matrix.index, columns=pd.Index(genes, dtype=str))
+    rest = matrix[[c for c in matrix.columns if c not in table and c not in index]]
+    return pd.concat([by_gene, rest], axis=1), len(mapped)
+
+
+def join_layers(matrices: list[pd.DataFrame]) -> pd.DataFrame:
+    """The expression matrix and the layers side by side (outer join on patient: a patient missing from one
+    table has NaN there, which the encoder reads as the training mean); attrs merged."""
+    if len(matrices) == 1:
+        return matrices[0]
+    out = pd.concat(matrices, axis=1, join="outer", sort=False)
+    out.index.name = str(Col.PATIENT)
+    out.attrs = {"issues": [line for m in matrices for line in m.attrs.get("issues", [])],
+                 "genes": {k: v for m in matrices for k, v in m.attrs.get("genes", {}).items()},
+                 "units": {k: v for m in matrices for k, v in m.attrs.get("units", {}).items()}}  # fmt: skip
+    return out
+
+
 def genomics_issues(tables: dict[str, pd.DataFrame | None]) -> list[str]:
-    """The readable file-level lines of the genomics tables (repeated columns, gene harmonisation)."""
+    """The readable file-level lines of the genomics tables (repeated columns, gene harmonisation, layers)."""
     return [line for name in ("expression", "mutations") if tables.get(name) is not None
             for line in tables[name].attrs.get("issues", [])]  # fmt: skip
 
