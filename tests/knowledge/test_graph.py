@@ -301,7 +301,7 @@ def test_add_obo_links_cancer_terms_and_their_descendants():
         ("diagnosis:lung squamous cell carcinoma", "LUSC"),  # by its ONCOTREE xref
         ("diagnosis:adenosquamous carcinoma of lung", "LUAD"),  # two parents, two types
         ("diagnosis:adenosquamous carcinoma of lung", "LUSC"),
-        ("diagnosis:mesothelioma", "MESO"),
+        ("diagnosis:pleural mesothelioma", "PLMESO"),
     }
     concepts = {c.id: c for c in kg.concepts()}
     assert concepts["diagnosis:lung adenocarcinoma"].synonyms == (
@@ -313,8 +313,8 @@ def test_add_obo_links_cancer_terms_and_their_descendants():
         concepts
     )  # above / no type
     assert not any("old lung tumour" in cid for cid in concepts)  # obsolete
-    assert kg.title(Node.CANCER, "MESO") == "mesothelioma"  # a new type from an xref, with the term's definition
-    assert kg.definition(Node.CANCER, "MESO") == "A tumour of the mesothelium."
+    assert kg.title(Node.CANCER, "PLMESO") == "pleural mesothelioma"  # a new type from an xref, with its definition
+    assert kg.definition(Node.CANCER, "PLMESO") == "A tumour of the pleural mesothelium."
     assert kg.add_obo(OBO) == 0
 
 
@@ -343,7 +343,7 @@ def test_workflow_knowledge_list_takes_obo_gmt_and_tsv(tmp_path):
         knowledge=[OBO, Path("sets.gmt"), Path("edges.tsv")],
     )
     kg = load_knowledge(wf)
-    assert kg.index(Node.CONCEPT, "diagnosis:mesothelioma") is not None
+    assert kg.index(Node.CONCEPT, "diagnosis:pleural mesothelioma") is not None
     assert ("MYGENE", "MY_SET", "sets.gmt") in kg.edges(Node.GENE, Rel.MEMBER_OF, Node.PATHWAY)
     assert ("MYGENE", "LUAD", "my lab") in kg.edges(Node.GENE, Rel.DRIVER_OF, Node.CANCER)
 
@@ -367,7 +367,7 @@ def test_by_source_counts_every_node_and_edge_once(kg):
     relations = [c for c in by.columns if c not in {t.value for t in KNOWLEDGE_NODES}]
     for rel in relations:
         assert by[rel].sum() == len(table.edges(*rel.split()))
-    assert by.loc["Reactome", "pathway"] == 341 and by.loc["clinicmm cancer types", "cancer_type"] == 16
+    assert by.loc["Reactome", "pathway"] == 341 and by.loc["clinicmm cancer types", "cancer_type"] == 33
     assert by.loc[OBO_SOURCE, "cancer_type"] == 1 and by.loc["labels", "cancer_type"] == 1
     assert by.loc[OBO_SOURCE, "concept indicates cancer_type"] == 6
 
