@@ -6,6 +6,7 @@ libraries are imported inside the commands so that ``clinicmm --help`` answers a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
 app.add_typer(kg_app, name="kg")
 out = Console()
 err = Console(stderr=True)
-_state = {"debug": False}
+_state: dict = {"debug": False, "held": None}  # held: the running command's ExitStack (its workdir lock)
 
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A YAML file.")]
 
@@ -53,14 +54,28 @@ def handled(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from clinicmm.tracking.runs import ended_on_signal
+
         _setup_logging()
         try:
-            return fn(*args, **kwargs)
+            # SIGTERM / SIGINT end the open MLflow runs as KILLED, not left RUNNING; the command's locks are released
+            with ended_on_signal(), contextlib.ExitStack() as held:
+                _state["held"] = held
+                _state["verb"] = fn.__name__.removesuffix("_cmd").replace("_", "-")  # named in the workdir lock
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _state["held"] = None
         except ClinicmmError as exc:
             if _state["debug"]:
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            err.print("[bold red]interrupted[/]: run the same command again to resume", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -103,13 +118,13 @@ def demo_data(
 
 
 def _is_workflow(path: Path) -> bool:
-    import yaml
+    from clinicmm.config.loading import read_yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return False
-    return isinstance(data, dict) and "dataset" in data and "workdir" in data
+        data = read_yaml(path)  # size- and alias-limited: a hostile file is refused, not expanded
+    except ClinicmmError:
+        return False  # loading it as a dataset then says what is wrong
+    return "dataset" in data and "workdir" in data
 
 
 @app.command()
@@ -174,13 +189,20 @@ def _workflow(path: Path):
 
 
 def _configured(wf, path: Path):
-    """Point MLflow at the workflow's store (which exports the absolute URI as MLFLOW_TRACKING_URI) and join a
-    torchrun job when started by one."""
+    """Point MLflow at the workflow's store (which exports the absolute URI as MLFLOW_TRACKING_URI), join a
+    torchrun job when started by one, lock the workdir for this process (rank 0; a second process on it fails
+    at once) and end the MLflow runs a killed earlier process left RUNNING."""
+    from clinicmm.pipeline.lock import workdir_lock
+    from clinicmm.pipeline.run import tidy_interrupted
     from clinicmm.tracking.setup import configure
 
     configure(wf.tracking)
     if distributed.init(wf.training, path) and not distributed.is_zero():  # started by torchrun or srun
         out.quiet = True  # one console report, from rank 0
+    lock = workdir_lock(wf.work, _state.get("verb") or "clinicmm")
+    if _state["held"] is not None:  # held until the command returns
+        _state["held"].enter_context(lock)
+    tidy_interrupted(wf)
     return wf
 
 

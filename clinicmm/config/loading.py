@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,104 @@ from clinicmm.config.dataset import DatasetSpec
 from clinicmm.config.workflow import ImageEncoderSpec, WorkflowSpec
 from clinicmm.errors import ConfigError
 
+MAX_YAML_BYTES = 1024 * 1024  # a config is a few kB: anything near this is not a config
+MAX_YAML_NODES = 100_000  # values after expanding every alias (a billion-laughs file expands to 10^9)
+MAX_YAML_DEPTH = 100  # nesting levels
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+
+class _Limited(Exception):
+    """The YAML document expands beyond :data:`MAX_YAML_NODES` values or nests beyond :data:`MAX_YAML_DEPTH`."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of values ``root`` stands for with every alias expanded (each shared node counted once per use),
+    computed over the composed graph without expanding it; :class:`_Limited` past the limits or on a cycle."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int, path: frozenset) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > MAX_YAML_DEPTH or id(node) in path:
+            raise _Limited(f"nests deeper than {MAX_YAML_DEPTH} levels or refers to itself")
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        inner = path | {id(node)}
+        total = 1
+        for child in children:
+            total += size(child, depth + 1, inner)
+            if total > MAX_YAML_NODES:
+                raise _Limited(f"expands to more than {MAX_YAML_NODES} values (aliases)")
+        sizes[id(node)] = total
+        return total
+
+    return size(root, 0, frozenset())
+
+
+def read_yaml(path: Path | str) -> dict[str, Any]:
+    """The top-level mapping of a YAML config, read safely: at most :data:`MAX_YAML_BYTES`, and refused when its
+    anchors and aliases expand to more than :data:`MAX_YAML_NODES` values (a "billion laughs" file) or it nests
+    deeper than :data:`MAX_YAML_DEPTH` levels. Errors name the file and the line, never the content."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found. Pass the path of an existing YAML file.")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{path}: {size} bytes, more than a config's limit of {MAX_YAML_BYTES} bytes. "
+            "Pass the dataset or workflow YAML itself (tables and lists of files belong in the files it names)."
+        )
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_YAML_BYTES + 1)  # the file may have grown since stat()
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_YAML_BYTES} bytes; not a config file.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}). Save the YAML as UTF-8.") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        data = loader.construct_document(node) if node is not None else None
+    except _Limited as exc:
+        raise ConfigError(
+            f"{path}: the YAML {exc}; refused. A config needs no more: write the values out, or use fewer "
+            "anchors and aliases (&name / *name)."
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML nests too deeply; refused. Flatten it.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}). Fix the syntax.") from exc
+        problem = str(getattr(exc, "problem", None) or type(exc).__name__)[:200]
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem}). Fix the syntax.") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level (got {type(data).__name__}).")
     return data
+
+
+_read_yaml = read_yaml
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 60, 60, 1
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 3
+
+
+def _short(value: Any) -> str:
+    """A bounded, one-line picture of a bad value (never a whole structure: reprlib stops early)."""
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, (list, tuple)) and len(value) > 3:
+        return f"a list of {len(value)} items"
+    text = _SHORT.repr(value).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -56,9 +141,18 @@ def _explain(path: Path, model: type[BaseModel], exc: ValidationError) -> Config
             lines.append(f"unknown key {dotted!r}: {hint}valid keys here: {', '.join(valid)}")
         elif err["type"] == "missing":
             lines.append(f"missing required key {dotted!r}: add it")
+        elif not loc:  # a check of the whole file: its input is the whole config, which is never echoed
+            lines.append(f"{_one_line(err['msg'])}")
         else:
-            lines.append(f"{dotted}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(
+                f"{dotted}: {_one_line(err['msg'])} (got {_short(err.get('input'))}); fix the value of {dotted!r}"
+            )
     return ConfigError(f"{path}: " + "; ".join(lines))
+
+
+def _one_line(msg: str) -> str:
+    msg = " ".join(str(msg).split())
+    return msg if len(msg) <= 300 else msg[:297] + "..."
 
 
 def _load(model: type[BaseModel], path: Path | str) -> Any:
@@ -92,6 +186,10 @@ def declared_paths(spec: DatasetSpec) -> list[tuple[str, Path]]:
         found.append(("notes.path", spec.notes.path))
     if spec.genomics and spec.genomics.expression:
         found.append(("genomics.expression.path", spec.genomics.expression.path))
+    for i, layer in enumerate(spec.genomics.layers if spec.genomics else ()):
+        found.append((f"genomics.layers[{i}].path", layer.path))
+        if layer.feature_map is not None:
+            found.append((f"genomics.layers[{i}].feature_map", layer.feature_map))
     if spec.genomics and spec.genomics.mutations:
         found.append(("genomics.mutations.path", spec.genomics.mutations.path))
     if spec.genomics and spec.genomics.genes.hgnc_table:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clinicmm.csvsafe import write_csv
 from clinicmm.keys import MODALITY_NAMES
 
 
@@ -74,7 +75,7 @@ def write_ablation(rows: list[dict], out: Path) -> pd.DataFrame:
     """The evaluate stage's ablation table (one row per model: ``model``, ``n`` and :func:`ablation_row`'s
     columns) as ``ablation.csv`` and ``ablation.md``."""
     table = pd.DataFrame(rows)
-    table.to_csv(out / "ablation.csv", index=False)
+    write_csv(table, out / "ablation.csv", index=False)
     n = int(table["n"].iloc[0]) if len(table) else 0
     (out / "ablation.md").write_text(markdown(table, f"Missing modalities: test-split macro-F1 (n={n})"))
     return table

@@ -13,7 +13,8 @@ logistic-regression model, C chosen by inner CV on each fold's training patients
   the paired bootstrap CI of each model's macro-F1 difference to the reference model;
 * ``ablation.csv`` / ``ablation.md``: pooled out-of-fold macro-F1 with all modalities and without each;
 * ``folds.csv``: every model x fold's metrics; ``compare.png`` and ``ablation.png``: the bar plots;
-* ``oof.parquet``: the out-of-fold probabilities with patient ids (local only, never logged).
+* ``oof.parquet``: the out-of-fold probabilities, one row per patient named by its keyed pseudonym (column
+  ``pseudonym``, :func:`clinicmm.privacy.pseudonym.pseudonym` with the workflow's key; local only, never logged).
 
 Everything fitted on data is refitted on each fold's training patients: the genomics preprocessor (which genes,
 their z-scores, the graph links of the omics) and each feature scaler. Encoders trained on labels
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.config import CompareSpec, WorkflowSpec
+from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, StageError
 from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
@@ -416,6 +418,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
     must have run: :func:`clinicmm.pipeline.run.compare` runs them first when they are stale)."""
     import mlflow
 
+    from clinicmm.privacy.pseudonym import workflow_key
     from clinicmm.tracking.compare_plots import ablation_png, cv_bars_png
     from clinicmm.training.data import TrainingData
 
@@ -432,19 +435,19 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
     with tracker.parent_run() as parent:
         res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
         table, ablation, knowledge = summarise(res, cmp, reference), ablation_table(res), knowledge_table(res, cmp)
-        pd.DataFrame(res.folds).to_csv(out / "folds.csv", index=False)
+        write_csv(pd.DataFrame(res.folds), out / "folds.csv", index=False)
         files = ["table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"]
         if len(knowledge):
-            knowledge.to_csv(out / "knowledge_ablation.csv", index=False)
+            write_csv(knowledge, out / "knowledge_ablation.csv", index=False)
             (out / "knowledge_ablation.md").write_text(knowledge_markdown(knowledge, cmp.folds, cmp.bootstrap))
             files += ["knowledge_ablation.csv", "knowledge_ablation.md"]
-        table.to_csv(out / "table.csv", index=False)
-        ablation.to_csv(out / "ablation.csv", index=False)
+        write_csv(table, out / "table.csv", index=False)
+        write_csv(ablation, out / "ablation.csv", index=False)
         (out / "table.md").write_text(table_markdown(table, cmp.folds, cmp.bootstrap))
         (out / "ablation.md").write_text(_ablation_md(ablation, cmp.folds))
         cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
         ablation_png(ablation, MODALITY_NAMES, out / "ablation.png")
-        _write_oof(res, data, out / "oof.parquet")
+        _write_oof(res, data, out / "oof.parquet", workflow_key(wf))
         for name in files:
             mlflow.log_artifact(str(out / name), "compare")
         mlflow.log_metrics(
@@ -500,9 +503,18 @@ def _ablation_md(ablation: pd.DataFrame, folds: int) -> str:
     )
 
 
-def _write_oof(res: CVResult, data: CVData, path: Path) -> None:
-    """Out-of-fold probabilities with patient ids, for re-analysis on this machine (never logged to MLflow)."""
-    frame = pd.DataFrame({"patient_id": data.patients, "label": [res.classes[i] for i in res.y], "fold": res.fold})
+def _write_oof(res: CVResult, data: CVData, path: Path, key: bytes) -> None:
+    """Out-of-fold probabilities for re-analysis (never logged to MLflow), each patient named by its keyed pseudonym,
+    not its id: join them to your ids with ``pseudonym(patient_id, key)`` of :mod:`clinicmm.privacy.pseudonym`."""
+    from clinicmm.privacy.pseudonym import pseudonym
+
+    frame = pd.DataFrame(
+        {
+            "pseudonym": [pseudonym(p, key) for p in data.patients],
+            "label": [res.classes[i] for i in res.y],
+            "fold": res.fold,
+        }
+    )
     for name, probs in res.probs.items():
         for j, c in enumerate(res.classes):
             frame[f"{name}.prob_{c}"] = probs[:, j]

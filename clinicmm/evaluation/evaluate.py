@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.config import WorkflowSpec
+from clinicmm.csvsafe import write_csv
 from clinicmm.files import atomic_write_bytes
 from clinicmm.keys import Col, Split
 
@@ -90,7 +91,7 @@ def evaluate(wf: WorkflowSpec, data) -> tuple[pd.DataFrame, dict[str, dict[str, 
     manifest = data.cohort.manifest
     availability_png(manifest[manifest[Col.STATUS] == "ok"], out / "availability.png")
     results = pd.DataFrame(table)
-    results.to_csv(out / "results.csv", index=False)
+    write_csv(results, out / "results.csv", index=False)
     atomic_write_bytes(out / "results.json", json.dumps(metrics_by_model, indent=1, default=str).encode())
     comparison_png(dict(zip(results["model"], results["macro_f1"])), "macro-F1", out / "comparison.png")
     write_ablation(ablation, out)  # each modality removed in turn: ablation.csv / ablation.md

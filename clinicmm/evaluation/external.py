@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, StageError
 from clinicmm.ingest.cohort import Cohort
 from clinicmm.ingest.leakage import Leak, image_leaks, normal_id, note_leaks, render, split_of_patients
@@ -126,7 +127,7 @@ def evaluate_external(wf, dataset_path: Path, model_uri: str | None = None) -> d
     metrics, cm, classes = external_metrics(preds, dict(zip(usable[Col.PATIENT], usable[Col.LABEL])))
     out = wf.work / "external" / spec.name
     out.mkdir(parents=True, exist_ok=True)
-    preds.to_csv(out / "predictions.csv", index=False)  # local file, like predict's; never logged to MLflow
+    write_csv(preds, out / "predictions.csv", index=False)  # local file, like predict's; never logged to MLflow
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     title = f"external {spec.name}: {model_uri} (n={int(metrics['n_evaluated'])})"
     png = confusion_png(cm, classes, title, out / "confusion.png")

@@ -14,6 +14,7 @@ import logging
 
 import pandas as pd
 
+from clinicmm.csvsafe import write_csv
 from clinicmm.keys import Col, Split
 
 log = logging.getLogger("clinicmm")
@@ -79,7 +80,7 @@ def leave_one_site_out(wf, progress: bool = False, data=None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     out = wf.work / "evaluate" / "sites"
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "leave_one_site_out.csv", index=False)
+    write_csv(table, out / "leave_one_site_out.csv", index=False)
     (out / "leave_one_site_out.md").write_text(table_markdown(table, list(table.columns)))
     metrics = {f"{r.model}.site_{r.site}.macro_f1": r.macro_f1 for r in table.itertuples()}
     metrics |= {f"{m}.mean_site_macro_f1": v for m, v in table.groupby("model")["macro_f1"].mean().items()}

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clinicmm.csvsafe import csv_text
 from clinicmm.errors import ConfigError
 from clinicmm.keys import Modality, Split
 
@@ -277,7 +278,7 @@ def robustness_stage(wf, perturbations: list[str] | None = None, seed: int = 0) 
     table = robustness_table(data, names, seed)
     out = wf.work / "robustness"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "robustness.csv", table.to_csv(index=False).encode())
+    atomic_write_bytes(out / "robustness.csv", csv_text(table, index=False).encode())
     atomic_write_bytes(out / "robustness.md", to_markdown(table).encode())
     drop_png(table, out / "robustness.png")
     _log(wf, table, out, names, seed)

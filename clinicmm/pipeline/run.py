@@ -16,7 +16,8 @@ from clinicmm.config import WorkflowSpec
 from clinicmm.errors import ConfigError, StageError
 from clinicmm.pipeline import distributed
 from clinicmm.pipeline import registry as stages
-from clinicmm.pipeline.stages import FUNCTIONS
+from clinicmm.pipeline.lock import workdir_lock
+from clinicmm.pipeline.stages import FUNCTIONS, finished_runs
 
 log = logging.getLogger("clinicmm")
 
@@ -33,8 +34,25 @@ class RunSummary:
     predicted: object = None  # clinicmm.pipeline.stages.Predicted
 
 
+def tidy_interrupted(wf: WorkflowSpec) -> dict[str, str]:
+    """End the MLflow runs a killed clinicmm process left RUNNING in the workflow's experiment (as KILLED; a
+    finished training's runs reopened by a killed register stage as FINISHED). Call it holding the workdir lock,
+    before a stage logs anything; a no-op on ranks other than 0. Returns ``{run id: new status}``."""
+    if not distributed.is_zero():
+        return {}
+    from clinicmm.tracking.runs import end_interrupted
+
+    finished, keep = finished_runs(wf)
+    return end_interrupted(wf, finished, keep)
+
+
 def run_stage(wf: WorkflowSpec, name: str, force: bool = False, progress: bool = True) -> str:
     """Run stage ``name`` unless it is not configured or (without ``force``) up to date; the status to print."""
+    with workdir_lock(wf.work, name):
+        return _run_stage(wf, name, force, progress)
+
+
+def _run_stage(wf: WorkflowSpec, name: str, force: bool, progress: bool) -> str:
     s = stages.stage(name)
     if not s.enabled(wf):
         return "not configured"
@@ -56,16 +74,22 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> RunSumm
     """Every stage in order, skipping those whose record matches their current fingerprint.
 
     A rerun after a crash or a kill resumes at the first stage without a current record; ``force`` reruns all.
+    The workdir is locked for the whole run (a second ``clinicmm run`` on it fails at once), the MLflow runs a
+    killed earlier run left RUNNING are ended first, and SIGTERM / SIGINT end this run's open MLflow runs as
+    KILLED before the process stops.
     """
+    from clinicmm.tracking.runs import ended_on_signal
     from clinicmm.tracking.setup import configure
 
     configure(wf.tracking)
     distributed.check_launch(wf.training)  # before ingest and encode, not after them
-    status = {}
-    for name in stages.ORDER:
-        state = run_stage(wf, name, force, progress)
-        if state != "not configured":
-            status[name] = state
+    with workdir_lock(wf.work, "run"), ended_on_signal():
+        tidy_interrupted(wf)
+        status = {}
+        for name in stages.ORDER:
+            state = run_stage(wf, name, force, progress)
+            if state != "not configured":
+                status[name] = state
     # Every rank leaves together: a rank that exits (and tears down its process group) while rank 0 still
     # evaluates, registers and predicts can abort, and the launcher then stops rank 0 too.
     distributed.barrier()
@@ -83,20 +107,24 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> RunSumm
 
 def prepare(wf: WorkflowSpec, upto: str = "encode", progress: bool = True) -> None:
     """Run the stages up to ``upto`` that are stale (compare and the notebooks start from encoded patients)."""
-    for name in stages.ORDER[: stages.ORDER.index(upto) + 1]:
-        if stages.stage(name).enabled(wf) and not stages.is_current(wf, name):
-            log.info("running %s first", name)
-            FUNCTIONS[name](wf, progress)
+    with workdir_lock(wf.work, "prepare"):
+        for name in stages.ORDER[: stages.ORDER.index(upto) + 1]:
+            if stages.stage(name).enabled(wf) and not stages.is_current(wf, name):
+                log.info("running %s first", name)
+                FUNCTIONS[name](wf, progress)
 
 
 def compare(wf: WorkflowSpec, folds: int | None = None, progress: bool = True):
     """``clinicmm compare``: ingest and encode when stale, then :func:`clinicmm.evaluation.compare.compare`."""
     from clinicmm.evaluation.compare import compare as cross_validate
     from clinicmm.evaluation.compare import refuse_label_trained
+    from clinicmm.tracking.runs import ended_on_signal
 
     refuse_label_trained(wf, "compare")  # before any stage runs, not after them
-    prepare(wf, "encode", progress)
-    return cross_validate(wf, folds=folds, progress=progress)
+    with workdir_lock(wf.work, "compare"), ended_on_signal():
+        tidy_interrupted(wf)
+        prepare(wf, "encode", progress)
+        return cross_validate(wf, folds=folds, progress=progress)
 
 
 def explain_image(wf: WorkflowSpec, patient: str, out: Path | None = None, workflow: str = "WORKFLOW.yaml") -> dict:
@@ -116,4 +144,5 @@ def explain_image(wf: WorkflowSpec, patient: str, out: Path | None = None, workf
             "encoders.image.network vit: Grad-CAM needs a convolutional network (resnet10/18/34/50, "
             "densenet121); a ViT has no convolutional feature map to weight."
         )
-    return explain_patient(wf, stages.summary(wf, "train-image"), patient, out)
+    with workdir_lock(wf.work, "explain"):
+        return explain_patient(wf, stages.summary(wf, "train-image"), patient, out)

@@ -36,6 +36,7 @@ from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.keys import Modality, Split
 from clinicmm.pipeline import distributed
 from clinicmm.pipeline import registry as stages
+from clinicmm.pipeline.lock import locked
 
 log = logging.getLogger("clinicmm")
 
@@ -47,6 +48,7 @@ def _write_json(path: Path, data) -> None:
 # ---------------------------------------------------------------------------------------------- ingest
 
 
+@locked("ingest")
 def ingest_stage(wf: WorkflowSpec, progress: bool = True):
     """Index, link, split and check the dataset; returns the :class:`~clinicmm.ingest.cohort.Cohort`."""
     from clinicmm.ingest.cohort import ingest
@@ -69,6 +71,7 @@ def ingest_stage(wf: WorkflowSpec, progress: bool = True):
 # ---------------------------------------------------------------------------- encoders trained on labels
 
 
+@locked("finetune-text")
 def finetune_text_stage(wf: WorkflowSpec, progress: bool = True):
     """LoRA adapter of the text encoder on the train split's notes (``encoders.text.lora``); returns its
     :class:`~clinicmm.encode.text.finetune.TextAdapter`."""
@@ -79,6 +82,7 @@ def finetune_text_stage(wf: WorkflowSpec, progress: bool = True):
     return record
 
 
+@locked("train-image")
 def train_image_stage(wf: WorkflowSpec, progress: bool = True):
     """The image network and head trained on the train split's labels (``encoders.image.train``), logged to an
     MLflow run of its own; returns its :class:`~clinicmm.encode.imaging.train.ImageTraining`."""
@@ -94,6 +98,7 @@ def train_image_stage(wf: WorkflowSpec, progress: bool = True):
 # ---------------------------------------------------------------------------------------------- encode
 
 
+@locked("encode")
 def encode_stage(wf: WorkflowSpec, progress: bool = True):
     """Every patient's embeddings and graph links; returns the :class:`~clinicmm.encode.featurizer.EncodedCohort`."""
     from clinicmm.encode.featurizer import EncodedCohort, Featurizer, encode_cohort
@@ -157,6 +162,7 @@ class TrainedModel:
     bundle: str
 
 
+@locked("train")
 def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedModel]:
     """Fit every model of the workflow on the same split through :func:`clinicmm.training.fit.fit_model`; one
     MLflow child run each, a calibrated bundle each."""
@@ -255,15 +261,101 @@ def _log_upstream_stages(wf: WorkflowSpec, data) -> None:
         runs.attach_to_parent(stages.summary(wf, "train-image").get("run_id"), runs.read_runs(wf)["parent"])
 
 
+# ------------------------------------------------------------------------------- interrupted attempts
+
+
+def _record_time(wf: WorkflowSpec, name: str) -> float:
+    """When stage ``name`` last recorded that it finished (0: never)."""
+    path = stages.record_path(wf, name)
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+def _supersede_orphan(wf: WorkflowSpec, name: str) -> None:
+    """The stage run an attempt killed after logging it but before recording the stage is ended as KILLED, so
+    that the stage's new run is its one FINISHED run (a run logged before the stage's last record is history and
+    stays)."""
+    from mlflow.exceptions import MlflowException
+
+    from clinicmm.errors import StageError
+    from clinicmm.tracking import runs
+
+    try:
+        run_id = runs.read_runs(wf).get("stages", {}).get(name)
+        if not run_id:
+            return
+        client, _ = runs.client_for(wf)
+        run = client.get_run(run_id)
+    except (StageError, MlflowException, ValueError):
+        return
+    if run.info.status == "FINISHED" and run.info.start_time / 1000 > _record_time(wf, name):
+        log.info("%s: the MLflow run of an interrupted attempt (%s) is ended as KILLED", name, run_id)
+        runs.supersede(wf, run_id)
+
+
+def _adopt_interrupted(wf: WorkflowSpec, model: str, metrics: dict, reason: str):
+    """What a register stage killed half way left behind, for ``model``'s training run: a model version it
+    registered is **reused** (alias, tags and description completed; no second version), and a logged model it
+    logged but never registered is **deleted** (nothing references it). Returns the reused
+    :class:`~clinicmm.serve.register.Registration`, or None when there is nothing to reuse."""
+    from clinicmm.serve.register import complete
+    from clinicmm.tracking import runs
+
+    client, recorded = runs.client_for(wf)
+    run_id = recorded["models"].get(model)
+    if run_id is None:
+        return None
+    since = _record_time(wf, "register")
+    name = wf.tracking.registered_model
+    try:
+        every = list(client.search_model_versions(f"name='{name}'"))
+    except Exception:  # no such registered model yet
+        every = []
+    versions = [v for v in every if v.run_id == run_id]
+    # a version names its logged model by model_id or, in a sqlite store, only by its source models:/<model id>
+    referenced = {v.model_id for v in every} | {str(v.source).removeprefix("models:/") for v in every}
+    for logged in client.search_logged_models([recorded["experiment_id"]], f"source_run_id = '{run_id}'"):
+        if logged.model_id not in referenced and logged.creation_timestamp / 1000 > since:
+            log.info("register: deleting logged model %s, logged by an interrupted attempt and never registered",
+                     logged.model_id)  # fmt: skip
+            client.delete_logged_model(logged.model_id)
+    orphans = [v for v in versions if v.creation_timestamp / 1000 > since and v.status == "READY"]
+    if not orphans:
+        return None
+    version = str(max(int(v.version) for v in orphans))
+    log.info("register: reusing version %s of %s, registered by an interrupted attempt", version, name)
+    return complete(wf, client, version, model, metrics, reason, recorded["tracking_uri"])
+
+
+def finished_runs(wf: WorkflowSpec) -> tuple[dict[str, float], frozenset[str]]:
+    """For :func:`clinicmm.tracking.runs.end_interrupted`: the runs of the last *finished* training (its parent and
+    model runs, each with the time before which it must have started) and the runs to keep whatever their parent
+    (the ``train-image`` run, which the next training adopts)."""
+    from clinicmm.errors import StageError
+    from clinicmm.tracking import runs
+
+    finished: dict[str, float] = {}
+    trained = _record_time(wf, "train")
+    try:
+        recorded = runs.read_runs(wf)
+        if trained:
+            finished = {r: trained for r in [recorded.get("parent"), *recorded.get("models", {}).values()] if r}
+    except (StageError, ValueError):
+        pass
+    keep = frozenset(r for r in [stages.summary(wf, "train-image").get("run_id")] if r)
+    return finished, keep
+
+
 # -------------------------------------------------------------------------------------------- evaluate
 
 
+@locked("evaluate")
 def evaluate_stage(wf: WorkflowSpec, progress: bool = True) -> pd.DataFrame:
     """Test-split metrics and plots of every trained model, the comparison table and the availability chart."""
     from clinicmm.evaluation.evaluate import evaluate
     from clinicmm.tracking import runs
     from clinicmm.training.data import TrainingData
 
+    _supersede_orphan(wf, "evaluate")
     results, metrics_by_model = evaluate(wf, TrainingData(wf))
     runs.log_stage(wf, "evaluate", {f"{r['model']}.test_macro_f1": r["macro_f1"] for _, r in results.iterrows()})
     stages.mark_done(
@@ -278,6 +370,7 @@ def evaluate_stage(wf: WorkflowSpec, progress: bool = True) -> pd.DataFrame:
 # -------------------------------------------------------------------------------------------- register
 
 
+@locked("register")
 def register_stage(wf: WorkflowSpec, progress: bool = True):
     """Log the champion (``primary_model``: ``auto`` picks it by validation, :mod:`clinicmm.training.champion`) as an
     MLflow pyfunc, register it and point the alias at the new version; returns the
@@ -292,7 +385,10 @@ def register_stage(wf: WorkflowSpec, progress: bool = True):
     champion = choose(list(wf.models), stages.summary(wf, "train"), wf.primary_model)
     log.info("register: %s (%s)", champion.model, champion.reason)
     metrics = results.get(champion.model, {})
-    registered = register(wf, champion.model, bundle_dir(wf, champion.model), metrics, champion.reason)
+    _supersede_orphan(wf, "register")
+    registered = _adopt_interrupted(wf, champion.model, metrics, champion.reason) or register(
+        wf, champion.model, bundle_dir(wf, champion.model), metrics, champion.reason
+    )
     params = {
         "name": registered.name,
         "version": registered.version,
@@ -324,6 +420,7 @@ def registered(wf: WorkflowSpec):
     return Registration(**summary) if summary else register_stage(wf)
 
 
+@locked("predict")
 def predict_stage(wf: WorkflowSpec, progress: bool = True) -> Predicted:
     """Score the workflow's own dataset with the model the register stage registered."""
     import os
@@ -334,6 +431,7 @@ def predict_stage(wf: WorkflowSpec, progress: bool = True) -> Predicted:
     from clinicmm.tracking import runs
 
     model = registered(wf)
+    _supersede_orphan(wf, "predict")
     out = wf.work / "predict" / "predictions.csv"
     previous = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(wf.work / "cache")  # same encoders, same fingerprints: the encode stage's cache hits

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from clinicmm.config import load_dataset
+from clinicmm.csvsafe import write_csv
 from clinicmm.errors import StageError
 from clinicmm.ingest.cohort import Cohort
 from clinicmm.keys import Col
@@ -94,7 +95,7 @@ def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder:
         int((written["status"] == "ok").sum()),
         int((written["status"] != "ok").sum()),
     )
-    written.to_csv(folder / "sr_index.csv", index=False)
+    write_csv(written, folder / "sr_index.csv", index=False)
     return written
 
 
@@ -124,10 +125,7 @@ def predict(
     from clinicmm.serve.explain import write_explanations  # per-patient JSON next to the predictions file
 
     result = write_explanations(result, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    result.to_csv(tmp, index=False)
-    tmp.replace(out)
+    write_csv(result, out, index=False)  # atomic; no cell can start a spreadsheet formula
     if dicom_sr is not None:
         Path(dicom_sr).mkdir(parents=True, exist_ok=True)
         write_dicom_sr(result, cohort, model_uri, Path(dicom_sr))

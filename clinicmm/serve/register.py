@@ -86,7 +86,7 @@ def register(
     run_id = recorded["models"].get(model)
     if run_id is None:
         raise StageError(f"no MLflow run recorded for {model!r}: run `clinicmm train` first.")
-    name, alias = wf.tracking.registered_model, wf.tracking.alias
+    name = wf.tracking.registered_model
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -97,7 +97,15 @@ def register(
             registered_model_name=name,
             pip_requirements=_requirements(),
         )
-    version = str(info.registered_model_version)
+    return complete(wf, client, str(info.registered_model_version), model, metrics, reason, recorded["tracking_uri"])
+
+
+def complete(
+    wf: WorkflowSpec, client, version: str, model: str, metrics: dict[str, float], reason: str, tracking_uri: str
+) -> Registration:
+    """Point the alias at ``version`` and write its tags and description: the end of :func:`register`, also used
+    to complete a version that an interrupted register left behind."""
+    name, alias = wf.tracking.registered_model, wf.tracking.alias
     client.set_registered_model_alias(name, alias, version)
     for key, value in metrics.items():
         if key in ("macro_f1", "accuracy", "auroc_ovr"):
@@ -106,4 +114,4 @@ def register(
     client.update_model_version(
         name, version, description=f"clinicmm {__version__}, workflow {wf.name}: {model} ({reason})"
     )
-    return Registration(name, version, alias, f"models:/{name}@{alias}", recorded["tracking_uri"], model, reason)
+    return Registration(name, version, alias, f"models:/{name}@{alias}", tracking_uri, model, reason)

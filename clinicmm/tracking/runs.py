@@ -10,6 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +23,18 @@ from clinicmm.config import WorkflowSpec, dump
 from clinicmm.errors import StageError
 from clinicmm.files import atomic_write_bytes
 from clinicmm.tracking.setup import configure, experiment_id, flatten
+
+log = logging.getLogger("clinicmm")
+
+PID_TAG, HOST_TAG = "clinicmm.pid", "clinicmm.host"  # which process created a run (no patient data)
+INTERRUPTED_TAG = "clinicmm.interrupted"  # "signal": ended by a signal handler, not yet tidied; "true": tidied
+SIGNALLED = "signal"
+_open_runs: set[str] = set()  # runs created through the client and not yet terminated (ended on a signal)
+
+
+def process_tags() -> dict[str, str]:
+    """The tags that say which process created a run, so that a later run can tell a dead one's runs."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
 def _runs_file(wf: WorkflowSpec) -> Path:
@@ -81,9 +98,12 @@ def top_run(wf: WorkflowSpec, cohort, run_name: str, stage: str):
     exp = experiment_id(wf.tracking.experiment, uri)
     digest = dataset_digest(cohort)
     mlflow.set_experiment(experiment_id=exp)  # child runs and logged models follow the active experiment
-    with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=process_tags()) as run:
         mlflow.log_params(flatten(dump(wf)))
-        mlflow.set_tags({"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": stage})
+        mlflow.set_tags(
+            {"clinicmm.version": __version__, "clinicmm.dataset_digest": digest, "clinicmm.stage": stage}
+            | process_tags()
+        )
         mlflow.log_dict(ingest_summary(cohort.report), "ingest/summary.json")
         yield run, uri, digest
 
@@ -106,8 +126,8 @@ def workflow_run(wf: WorkflowSpec, cohort):
 def child_run(wf: WorkflowSpec, name: str):
     import mlflow
 
-    with mlflow.start_run(run_name=name, nested=True) as run:
-        mlflow.set_tags({"clinicmm.model": name, "clinicmm.stage": "train"})
+    with mlflow.start_run(run_name=name, nested=True, tags=process_tags()) as run:
+        mlflow.set_tags({"clinicmm.model": name, "clinicmm.stage": "train"} | process_tags())
         runs = read_runs(wf)
         runs["models"][name] = run.info.run_id
         _write_runs(wf, runs)
@@ -223,9 +243,10 @@ def log_stage(
     run = client.create_run(
         runs["experiment_id"],
         run_name=stage,
-        tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage} | (tags or {}),
+        tags={"mlflow.parentRunId": runs["parent"], "clinicmm.stage": stage} | process_tags() | (tags or {}),
     )
     run_id = run.info.run_id
+    _open_runs.add(run_id)
     ts = int(time.time() * 1000)
     client.log_batch(
         run_id,
@@ -238,6 +259,7 @@ def log_stage(
         for path in paths:
             client.log_artifact(run_id, str(path), folder)
     client.set_terminated(run_id)
+    _open_runs.discard(run_id)
     runs.setdefault("stages", {})[stage] = run_id
     _write_runs(wf, runs)
     return run_id
@@ -262,9 +284,12 @@ def log_train_image(wf: WorkflowSpec, record: dict, curves: Path) -> str:
     params |= {"classes": len(record["classes"]), "pretrained_weights": spec["weights"] is not None}
     client = MlflowClient()
     run = client.create_run(
-        exp, run_name="train-image", tags={"clinicmm.stage": "train-image", "clinicmm.workflow": wf.name}
+        exp,
+        run_name="train-image",
+        tags={"clinicmm.stage": "train-image", "clinicmm.workflow": wf.name} | process_tags(),
     )
     run_id = run.info.run_id
+    _open_runs.add(run_id)
     ts = int(time.time() * 1000)
     metrics = [Metric(k, float(v), ts, int(row["epoch"])) for row in record["history"] for k, v in row.items()
                if k != "epoch" and v == v]  # fmt: skip
@@ -275,6 +300,7 @@ def log_train_image(wf: WorkflowSpec, record: dict, curves: Path) -> str:
     png = curves_png(rows, "image encoder (val accuracy in green)", curves)
     client.log_artifact(run_id, str(png), "plots")
     client.set_terminated(run_id)
+    _open_runs.discard(run_id)
     return run_id
 
 
@@ -312,3 +338,147 @@ def log_calibration(name: str, calibration, val_probs, val_y, out: Path) -> None
             ),
             "plots",
         )
+
+
+# ------------------------------------------------------------------------------------------ interruptions
+
+
+def end_open_runs(status: str = "KILLED") -> list[str]:
+    """End every run this process has open (the active fluent runs, innermost first, and those created through
+    the client) with ``status``; best effort, never raises. Returns their ids."""
+    import sys
+
+    if "mlflow" not in sys.modules:  # this process never used MLflow: no run to end (and no import in a handler)
+        return []
+    import mlflow
+    from mlflow import MlflowClient
+
+    ended = []
+    with contextlib.suppress(Exception):
+        while (active := mlflow.active_run()) is not None:
+            ended.append(active.info.run_id)
+            with contextlib.suppress(Exception):  # the next start tidies what this run's attempt left finished
+                MlflowClient().set_tag(active.info.run_id, INTERRUPTED_TAG, SIGNALLED)
+            mlflow.end_run(status)
+    for run_id in list(_open_runs):
+        with contextlib.suppress(Exception):
+            MlflowClient().set_tag(run_id, INTERRUPTED_TAG, SIGNALLED)
+            MlflowClient().set_terminated(run_id, status)
+            ended.append(run_id)
+        _open_runs.discard(run_id)
+    return ended
+
+
+def _on_signal(signum, frame) -> None:
+    ended = end_open_runs("KILLED")
+    if ended:
+        log.warning("%s: %d MLflow run(s) ended as KILLED", signal.Signals(signum).name, len(ended))
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)  # die of the signal itself, as without the handler
+    os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def ended_on_signal():
+    """For the block, SIGTERM and SIGINT first end this process's open MLflow runs as KILLED (not left RUNNING),
+    then stop the process as they would have (SIGINT: ``KeyboardInterrupt``). A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _alive(pid: int, started_ms: int) -> bool:
+    """True when process ``pid`` of this host runs and started before ``started_ms`` (else the pid was reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    try:  # Linux: the process's start time, to tell a reused pid
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines() if x.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") <= started_ms / 1000 + 1
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+def end_interrupted(
+    wf: WorkflowSpec, finished: dict[str, float] | None = None, keep: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Tidy the runs an interrupted clinicmm process left in ``wf``'s experiment; returns ``{run id: status}``.
+
+    A run left RUNNING by a process of this host that no longer runs (tags ``clinicmm.pid`` / ``clinicmm.host``)
+    is ended as KILLED, and so are the runs nested under it (the stage runs of a killed training), except ``keep``
+    (finished stages' runs that a later parent adopts, e.g. ``train-image``). ``finished`` maps runs of work that
+    completed to the time (epoch s) their work was recorded finished: such a run that started before it and is
+    not FINISHED (a trained model's run that a killed register stage had reopened) is set back to FINISHED.
+    Runs of live processes and of other hosts are left alone.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = configure(wf.tracking)
+    exp = mlflow.get_experiment_by_name(wf.tracking.experiment)
+    if exp is None:
+        return {}
+    client = MlflowClient(uri)
+    host = socket.gethostname()
+    changed: dict[str, str] = {}
+    done = set()
+    for run_id, before in (finished or {}).items():
+        with contextlib.suppress(Exception):
+            run = client.get_run(run_id)
+            if run.info.start_time / 1000 > before:
+                continue
+            done.add(run_id)
+            if INTERRUPTED_TAG in run.data.tags:
+                client.delete_tag(run_id, INTERRUPTED_TAG)
+            if run.info.status != "FINISHED":
+                client.set_terminated(run_id, "FINISHED")
+                changed[run_id] = "FINISHED"
+    stuck = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    # runs a signal handler ended: their attempt's finished runs (nested under them) are tidied like a dead one's
+    signalled = client.search_runs([exp.experiment_id], f"tags.`{INTERRUPTED_TAG}` = '{SIGNALLED}'", max_results=1000)
+    dead = [r.info.run_id for r in signalled if r.info.run_id not in done]
+    for run in stuck:
+        tags = run.data.tags
+        if run.info.run_id in done or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        if int(tags[PID_TAG]) != os.getpid() and not _alive(int(tags[PID_TAG]), run.info.start_time):
+            dead.append(run.info.run_id)
+    seen: set[str] = set()
+    while dead:
+        run_id = dead.pop()
+        if run_id in seen:
+            continue
+        seen.add(run_id)
+        client.set_tag(run_id, INTERRUPTED_TAG, "true")
+        client.set_terminated(run_id, "KILLED")
+        changed[run_id] = "KILLED"
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
+        dead += [c.info.run_id for c in children if c.info.run_id not in keep | done]
+    if changed:
+        log.info(
+            "MLflow: %d run(s) of an interrupted clinicmm process ended as KILLED, %d set back to FINISHED",
+            sum(v == "KILLED" for v in changed.values()),
+            sum(v == "FINISHED" for v in changed.values()),
+        )
+    return changed
+
+
+def supersede(wf: WorkflowSpec, run_id: str) -> None:
+    """End a finished stage run of an attempt that was killed before its stage record was written as KILLED (the
+    stage runs again and logs a new one)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(configure(wf.tracking))
+    client.set_tag(run_id, INTERRUPTED_TAG, "true")
+    client.set_terminated(run_id, "KILLED")
