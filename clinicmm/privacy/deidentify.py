@@ -2,9 +2,11 @@
 
 IN is a folder (or file) of DICOM, or a ``dataset.yaml``. For a dataset, OUT gets the DICOM tree, the labels,
 the notes table (text scrubbed, see :mod:`clinicmm.privacy.deid_notes`) and the genomics tables, every patient id
-replaced by its keyed pseudonym and every date moved by the patient's keyed day shift, plus a ``dataset.yaml``
-that trains exactly like the original. IN is only read; OUT must be new or empty. The per-file report names the
-source files and real ids, so it is written beside OUT (``OUT-deid-report.csv``), not inside it.
+replaced by its keyed pseudonym and every date moved by the patient's keyed day shift (dates of birth removed,
+not shifted), plus a ``dataset.yaml`` that trains exactly like the original. IN is only read; OUT must be new or
+empty. The per-file report names the source files and real ids, so it is written beside OUT
+(``OUT-deid-report.csv``), not inside it; when notes were scrubbed its first row (kind ``notice``) says what the
+pattern-based scrubber cannot promise (:func:`clinicmm.privacy.deid_notes.limits`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import yaml
 from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.notes import decode
 from clinicmm.privacy.deid_dicom import deidentify_file
-from clinicmm.privacy.deid_notes import scrub, shift_date_value, shift_dates
+from clinicmm.privacy.deid_notes import (
+    NerUnavailable,
+    default_ner,
+    is_birth_date_column,
+    limits,
+    ner_scrubber,
+    presidio_analyzer,
+    scrub,
+    shift_date_value,
+    shift_dates,
+)
 from clinicmm.privacy.pseudonym import day_shift, pseudonym
 
 PSEUDONYM_PATTERN = r"^(P-[0-9a-f]{16})"
@@ -35,6 +47,10 @@ COUNTS = (
     "names",
     "ids",
     "contacts",
+    "addresses",
+    "dobs",
+    "ages",
+    "ner",
 )
 
 
@@ -143,8 +159,9 @@ def _column(frame: pd.DataFrame, name: str | None, path: Path, key: str) -> str 
 class _Patients:
     """Pseudonyms and day shifts by patient id, and what is known to identify each patient."""
 
-    def __init__(self, key: bytes, found: dict, known: dict[str, set[str]] | None = None):
+    def __init__(self, key: bytes, found: dict, known: dict[str, set[str]] | None = None, ner=None):
         self.key, self.found, self.known = key, found, known or {}
+        self.ner = ner  # the optional named-entity pass over the notes (deid_notes.ner_scrubber)
 
     def pseudo(self, pid: str) -> str:
         return pseudonym(pid, self.key) if pid else pid
@@ -168,7 +185,8 @@ def deidentify_table(
     date_cols: tuple[str | None, ...] = (),
     encoding: str = "auto",
 ) -> dict:
-    """Pseudonymise the patient column, shift the date columns, scrub the text column; ids in other cells replaced."""
+    """Pseudonymise the patient column, shift the date columns, scrub the text column, empty date-of-birth columns
+    (dob, date_of_birth ...: removed, not shifted); ids in other cells replaced."""
     frame = _read(path, encoding)
     _column(frame, patient_col, path, "patient column")
     counts: Counter = Counter()
@@ -182,10 +200,15 @@ def deidentify_table(
             if col == patient_col:
                 new[col] = people.pseudo(pid)
             elif col == text_col:
-                new[col] = scrub(value, people.days(pid), names, people.ids(pid), {pid: people.pseudo(pid)}, counts)
+                new[col] = scrub(
+                    value, people.days(pid), names, people.ids(pid), {pid: people.pseudo(pid)}, counts, people.ner
+                )
             elif col in date_cols:
                 new[col] = shift_date_value(value, people.days(pid))
                 counts["dates_shifted"] += bool(value)
+            elif is_birth_date_column(col):
+                new[col] = ""
+                counts["dobs"] += bool(value.strip())
             else:  # ids inside other cells (a note id 'MRN-N1'), dates in undeclared date columns
                 new[col] = shift_dates(
                     value.replace(pid, people.pseudo(pid)) if pid else value, people.days(pid), counts
@@ -221,6 +244,7 @@ def deidentify_note_folder(root: Path, out: Path, people: _Patients, spec) -> di
                 people.ids(pid),
                 {pid: people.pseudo(pid)},
                 counts,
+                people.ner,
             )
             target = out / people.pseudo(pid) / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +312,23 @@ def read_names(path: Path) -> dict[str, set[str]]:
     return names
 
 
-def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = None) -> tuple[list[dict], dict]:
+def notes_ner(ner: bool | None):
+    """The named-entity pass for the notes: ``None`` presidio when it loads (see
+    :func:`~clinicmm.privacy.deid_notes.default_ner`), ``True`` presidio or a ConfigError saying what to install,
+    ``False`` none (the patterns alone)."""
+    if ner is None:
+        return default_ner()
+    if not ner:
+        return None
+    try:
+        return ner_scrubber(presidio_analyzer())
+    except NerUnavailable as exc:
+        raise ConfigError(f"the named-entity pass of the notes was asked for, but {exc}.") from None
+
+
+def _dataset(
+    spec, out: Path, key: bytes, progress: bool, known: dict | None = None, ner: bool | None = None
+) -> tuple[list[dict], dict]:
     data = spec.model_dump(mode="json", exclude_none=True)
     rows, found = [], {}
     if spec.imaging is not None:
@@ -296,7 +336,7 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
             spec.resolve(spec.imaging.root), out / "dicom", key, spec.imaging.patient_tag, progress, out
         )
         data["imaging"]["root"] = "dicom"
-    people = _Patients(key, found, known)
+    people = _Patients(key, found, known, notes_ner(ner) if spec.notes is not None else None)
     if spec.labels is not None:
         src = spec.resolve(spec.labels.path)
         rows.append(
@@ -319,6 +359,16 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
             )
             data["notes"]["path"] = src.name
         data["notes"]["encoding"] = "auto"  # written as UTF-8
+        rows.insert(
+            0,
+            {
+                "kind": "notice",
+                "source": "",
+                "output": "",
+                "status": "read me",
+                "reason": limits(people.ner is not None),
+            },
+        )
     if spec.genomics is not None:
         rows += deidentify_genomics(spec, out, people)
         for part in ("expression", "mutations"):
@@ -327,7 +377,12 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
         if spec.genomics.patient_id_pattern:
             data["genomics"]["patient_id_pattern"] = PSEUDONYM_PATTERN
     (out / "dataset.yaml").write_text(
-        "# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted.\n"
+        "# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted, dates of birth removed.\n"
+        + (
+            "# Notes were scrubbed by patterns: not a guarantee that no identifier is left; review before sharing.\n"
+            if spec.notes is not None
+            else ""
+        )
         + yaml.safe_dump(data, sort_keys=False),
         encoding="utf-8",
     )
@@ -335,11 +390,19 @@ def _dataset(spec, out: Path, key: bytes, progress: bool, known: dict | None = N
 
 
 def deidentify(
-    src: Path, out: Path, key: bytes, report: Path | None = None, progress: bool = True, names: Path | None = None
+    src: Path,
+    out: Path,
+    key: bytes,
+    report: Path | None = None,
+    progress: bool = True,
+    names: Path | None = None,
+    ner: bool | None = None,
 ) -> dict:
     """De-identify ``src`` (a DICOM folder/file or a dataset.yaml) into ``out``; returns counts and the report path.
 
     ``names``: a table of known patient names (see :func:`read_names`) scrubbed from notes besides the DICOM ones.
+    ``ner``: the named-entity pass over the notes (:func:`notes_ner`; default: presidio when it loads). With notes,
+    ``limits`` in the result (and the report's first row) says what the scrubber cannot promise.
     """
     from clinicmm.config import load_dataset
 
@@ -355,7 +418,7 @@ def deidentify(
     if spec is None:
         rows, _ = deidentify_dicom(src, out, key, progress=progress)
     else:
-        rows, _ = _dataset(spec, out, key, progress, read_names(names) if names else None)
+        rows, _ = _dataset(spec, out, key, progress, read_names(names) if names else None, ner)
     frame = pd.DataFrame(rows)
     for c in COUNTS:
         frame[c] = frame[c].fillna(0).astype(int) if c in frame.columns else 0
@@ -368,7 +431,7 @@ def deidentify(
         "patients": int(dicom["pseudonym"].nunique()) if "pseudonym" in dicom else 0,
         "tables": int((frame["kind"] == "table").sum()),
         "counts": {c: int(frame[c].sum()) for c in COUNTS},
-    }
+    } | {"limits": notice for notice in frame.loc[frame["kind"] == "notice", "reason"][:1]}
 
 
 def _declared(spec) -> list[Path]:
