@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clinicmm.errors import ClinicmmError
-from clinicmm.pipeline import distributed
+from clinicmm.pipeline import distributed, runtime
 
 app = typer.Typer(
     name="clinicmm",
@@ -197,6 +197,7 @@ def _configured(wf, path: Path):
     from clinicmm.tracking.setup import configure
 
     configure(wf.tracking)
+    runtime.apply(wf.runtime.threads)
     if distributed.init(wf.training, path) and not distributed.is_zero():  # started by torchrun or srun
         out.quiet = True  # one console report, from rank 0
     lock = workdir_lock(wf.work, _state.get("verb") or "clinicmm")

@@ -258,6 +258,16 @@ class CompareSpec(Spec):
     )
 
 
+class RuntimeSpec(Spec):
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for torch and OpenMP in every stage. Default: the CPUs this process may run on "
+        "(its affinity), shared among the torchrun ranks of a node; torch's own default counts the machine's "
+        "cores and oversubscribes a shared or container-limited machine.",
+    )
+
+
 class PrivacySpec(Spec):
     """Where the key of the patient pseudonyms lives (see clinicmm/privacy/pseudonym.py); never under mlruns/."""
 
@@ -298,6 +308,7 @@ class WorkflowSpec(Spec):
     calibration: CalibrationSpec = CalibrationSpec()
     compare: CompareSpec = CompareSpec()
     privacy: PrivacySpec = PrivacySpec()
+    runtime: RuntimeSpec = RuntimeSpec()
     base_dir: Path = Field(Path("."), exclude=True)
 
     @field_validator("models")

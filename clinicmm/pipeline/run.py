@@ -14,7 +14,7 @@ import pandas as pd
 
 from clinicmm.config import WorkflowSpec
 from clinicmm.errors import ConfigError, StageError
-from clinicmm.pipeline import distributed
+from clinicmm.pipeline import distributed, runtime
 from clinicmm.pipeline import registry as stages
 from clinicmm.pipeline.lock import workdir_lock
 from clinicmm.pipeline.stages import FUNCTIONS, finished_runs
@@ -53,6 +53,7 @@ def run_stage(wf: WorkflowSpec, name: str, force: bool = False, progress: bool =
 
 
 def _run_stage(wf: WorkflowSpec, name: str, force: bool, progress: bool) -> str:
+    runtime.apply(wf.runtime.threads)
     s = stages.stage(name)
     if not s.enabled(wf):
         return "not configured"
@@ -107,6 +108,7 @@ def run(wf: WorkflowSpec, progress: bool = True, force: bool = False) -> RunSumm
 
 def prepare(wf: WorkflowSpec, upto: str = "encode", progress: bool = True) -> None:
     """Run the stages up to ``upto`` that are stale (compare and the notebooks start from encoded patients)."""
+    runtime.apply(wf.runtime.threads)
     with workdir_lock(wf.work, "prepare"):
         for name in stages.ORDER[: stages.ORDER.index(upto) + 1]:
             if stages.stage(name).enabled(wf) and not stages.is_current(wf, name):

@@ -27,6 +27,7 @@ from clinicmm.tracking.setup import configure, experiment_id, flatten
 log = logging.getLogger("clinicmm")
 
 PID_TAG, HOST_TAG = "clinicmm.pid", "clinicmm.host"  # which process created a run (no patient data)
+THREADS_TAG = "clinicmm.threads"  # the CPU threads it ran with (runtime.threads)
 INTERRUPTED_TAG = "clinicmm.interrupted"  # "signal": ended by a signal handler, not yet tidied; "true": tidied
 SIGNALLED = "signal"
 _open_runs: set[str] = set()  # runs created through the client and not yet terminated (ended on a signal)
@@ -34,7 +35,9 @@ _open_runs: set[str] = set()  # runs created through the client and not yet term
 
 def process_tags() -> dict[str, str]:
     """The tags that say which process created a run, so that a later run can tell a dead one's runs."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    import torch
+
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), THREADS_TAG: str(torch.get_num_threads())}
 
 
 def _runs_file(wf: WorkflowSpec) -> Path:
