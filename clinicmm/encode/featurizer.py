@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clinicmm.config import EncodersSpec
-from clinicmm.encode.cache import EmbeddingCache
+from clinicmm.encode.cache import CacheStats, EmbeddingCache, encode_in_chunks
+from clinicmm.errors import StageError
 from clinicmm.files import atomic_write_bytes, digest_bytes, digest_files
 from clinicmm.ingest.cohort import patient_inputs, series_list
 from clinicmm.keys import Modality, Node
@@ -43,32 +46,73 @@ class EncodedCohort:
     def has(self, modality: str) -> np.ndarray:
         return ~np.isnan(self.vectors[modality]).any(axis=1)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, pseudonymise: Callable[[str], str] | None = None) -> None:
+        """``embeddings.npz`` and ``evidence.json`` under ``folder``. With ``pseudonymise`` (the keyed pseudonym of a
+        patient id, handed in by a caller that holds the key: encode cannot import :mod:`clinicmm.privacy`),
+        ``evidence.json`` names each patient (and each failure) by it, never by the id; :meth:`load` then needs
+        the pseudonym -> id map of the cohort to give the ids back."""
         import io
 
         folder.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, **self.vectors)
         atomic_write_bytes(folder / "embeddings.npz", buf.getvalue())
-        meta = {"patients": self.patients, "links": self.links, "failures": self.failures, "stats": self.stats}
+        name = pseudonymise or (lambda p: p)
+        meta = {
+            "ids": "pseudonym" if pseudonymise is not None else "patient_id",
+            "patients": [name(p) for p in self.patients],
+            "links": self.links,
+            "failures": [_renamed(f, name) for f in self.failures],
+            "stats": self.stats,
+        }
         atomic_write_bytes(folder / "evidence.json", json.dumps(meta).encode())
 
     @classmethod
-    def load(cls, folder: Path) -> EncodedCohort:
-        meta = json.loads((folder / "evidence.json").read_text())
+    def load(cls, folder: Path, ids: Mapping[str, str] | None = None) -> EncodedCohort:
+        """The cohort :meth:`save` wrote, with patient ids. ``ids`` maps pseudonym -> patient id (the cohort's ids
+        hashed with the same key); it is needed when ``evidence.json`` names patients by pseudonym."""
+        path = folder / "evidence.json"
+        meta = json.loads(path.read_text())
         with np.load(folder / "embeddings.npz") as z:
             vectors = {k: z[k] for k in z.files}
-        return cls(meta["patients"], vectors, meta["links"], meta["failures"], meta["stats"])
+        patients, failures = meta["patients"], meta["failures"]
+        if meta.get("ids") == "pseudonym":
+            if ids is None:
+                raise StageError(
+                    f"{path} names patients by keyed pseudonym; load it with the pseudonym -> patient id map of "
+                    "the cohort (the ids hashed with the workflow's privacy key)."
+                )
+            unknown = [p for p in patients if p not in ids]
+            if unknown:
+                raise StageError(
+                    f"{path}: {len(unknown)} of {len(patients)} encoded patients are not in this cohort under this "
+                    "privacy key (the key or the cohort changed since encode ran): rerun `clinicmm encode`."
+                )
+            patients = [ids[p] for p in patients]
+            failures = [_renamed(f, lambda p: ids.get(p, p)) for f in failures]
+        return cls(patients, vectors, meta["links"], failures, meta["stats"])
+
+
+def _renamed(failure: dict, name: Callable[[str], str]) -> dict:
+    """A failure row with its patient id, also where its reason quotes it (a file path), renamed by ``name``."""
+    pid = failure.get("patient_id")
+    if not pid:
+        return failure
+    reason = failure.get("reason")
+    return failure | {"patient_id": name(pid)} | ({"reason": reason.replace(pid, name(pid))} if reason else {})
 
 
 class Featurizer:
     """Turns raw patient inputs into :class:`EncodedCohort` (encoders are built on first use)."""
 
-    def __init__(self, spec: EncodersSpec, knowledge, preprocessor=None, cache_dir: Path | None = None):
+    def __init__(
+        self, spec: EncodersSpec, knowledge, preprocessor=None, cache_dir: Path | None = None, progress: bool = True
+    ):
         self.spec = spec
         self.knowledge = knowledge
         self.preprocessor = preprocessor
         self.cache_dir = cache_dir
+        self.progress = progress  # a tqdm bar (on a terminal) while images and notes encode
         self._image = self._text = self._matcher = None
 
     # encoders, built lazily: a notes-only dataset never loads MONAI, an imaging-only one never transformers
@@ -115,11 +159,21 @@ class Featurizer:
         failures: dict[int, str] = {}
         if flat:
             digests = [digest_files(files) for _, files in flat]
+            quiet = _without_bar(enc.encode)
 
             def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
-                return enc.encode([flat[p][1] for p in positions])
+                return quiet([flat[p][1] for p in positions])
 
-            vecs, cstats = _through_cache(self._cache("image", enc.fingerprint()), digests, run, enc.dim)
+            vecs, cstats = _through_cache(
+                self._cache("image", enc.fingerprint()),
+                digests,
+                run,
+                enc.dim,
+                self.spec.image.batch_size,
+                "image",
+                "series",
+                self.progress,
+            )
             reasons: dict[int, list[str]] = {}
             for (i, _), d in zip(flat, digests):
                 if d in cstats.failed:
@@ -149,11 +203,21 @@ class Featurizer:
         stats = {"encoded": 0, "cached": 0, "failed": 0}
         if flat:
             digests = [digest_bytes(t) for _, t in flat]
+            quiet = _without_bar(enc.encode)
 
             def run(positions: list[int]) -> tuple[np.ndarray, dict[int, str]]:
-                return enc.encode([flat[p][1] for p in positions]), {}
+                return quiet([flat[p][1] for p in positions]), {}
 
-            vecs, cstats = _through_cache(self._cache("note", enc.fingerprint()), digests, run, enc.dim)
+            vecs, cstats = _through_cache(
+                self._cache("note", enc.fingerprint()),
+                digests,
+                run,
+                enc.dim,
+                self.spec.text.batch_size,
+                "note",
+                "note",
+                self.progress,
+            )
             owners = np.array([i for i, _ in flat])
             for i in np.unique(owners):
                 out[i] = vecs[owners == i].mean(axis=0)
@@ -222,16 +286,33 @@ class Featurizer:
         return EncodedCohort(patients, vectors, links, failures, stats)
 
 
-def _through_cache(cache: EmbeddingCache | None, digests, run, dim):
-    from clinicmm.encode.cache import CacheStats
+def _without_bar(encode: Callable) -> Callable:
+    """``encode`` with its own progress bar off (the cache's bar counts every input across batches)."""
+    import inspect
 
+    return partial(encode, progress=False) if "progress" in inspect.signature(encode).parameters else encode
+
+
+def _through_cache(
+    cache: EmbeddingCache | None, digests, run, dim: int, chunk: int, modality: str, unit: str, progress: bool = True
+):
+    """Vectors of every input, ``chunk`` (the encoder's batch size) at a time: each batch is committed to the cache
+    before the next is encoded, so a killed encode reruns only what it had not finished."""
+    desc = f"encoding {modality}s"
     if cache is not None:
-        return cache.get_or_encode(digests, run, dim)
-    vecs, failures = run(list(range(len(digests))))
-    vecs = np.asarray(vecs, dtype=np.float32)
-    stats = CacheStats(misses=len(digests) - len(failures), failed={digests[p]: r for p, r in failures.items()})
-    for p in failures:
-        vecs[p] = np.nan
+        return cache.get_or_encode(digests, run, dim, chunk=chunk, desc=desc, unit=unit, progress=progress)
+    vecs = np.full((len(digests), dim), np.nan, dtype=np.float32)
+    stats = CacheStats()
+
+    def keep(positions: list[int], chunk_vecs: np.ndarray, failures: dict[int, str]) -> None:
+        for j, p in enumerate(positions):
+            if j in failures:
+                stats.failed[digests[p]] = failures[j]
+            else:
+                vecs[p] = chunk_vecs[j]
+                stats.misses += 1
+
+    encode_in_chunks(range(len(digests)), run, keep, chunk, desc, unit, progress)
     return vecs, stats
 
 

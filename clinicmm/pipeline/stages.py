@@ -110,7 +110,7 @@ def encode_stage(wf: WorkflowSpec, progress: bool = True):
 
     cohort = Cohort.load(need(wf.work / "ingest", "ingest"))
     pre = fit_genomics(wf, cohort)
-    featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache")
+    featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache", progress=progress)
     out = wf.work / "encode"
     if distributed.world_size() > 1:  # under torchrun: each rank encodes its shard, rank 0 checks and merges
         encoded = encode_sharded(

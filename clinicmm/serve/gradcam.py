@@ -7,15 +7,27 @@ classes, so its saliency would not mean anything: without the train-image stage 
 message saying how to run it. Convolutional networks only (ResNets, DenseNet121); a ViT has no convolutional
 feature map for Grad-CAM to weight.
 
-The map is taken at the last convolutional block, upsampled to the network input ``(z, y, x)`` and scaled to
-[0, 1] over the whole volume; the PNG shows the slice with the largest total saliency, in the radiological
-display of :mod:`clinicmm.encode.imaging.transforms`. Its file name carries the patient's keyed pseudonym
-(:mod:`clinicmm.privacy.pseudonym`), never the id, and it is logged as an artifact of the ``train-image`` run.
+Which layer: the deepest convolutional block whose feature map still has at least ``MIN_MAP_SIZE`` (7) cells
+along both in-plane axes (rows, columns) for this input size -- ``layer4``, else ``layer3``, ``layer2``,
+``layer1`` for the ResNets; ``features.norm5``, else ``features.denseblock3`` ... for DenseNet121. A ResNet's
+last block halves the input four times, so at 32 px it is 2 x 2 and its map, however upsampled, can only light
+up a corner; an earlier block trades some class specificity for a map that can find a lesion. If no block is
+large enough, the one with the largest map is used. The layer and its map size are returned with the PNG.
+
+The map is upsampled to the network input ``(z, y, x)`` by linear interpolation (``torch.nn.functional.interpolate``,
+``bilinear`` for slice-wise 2D, ``trilinear`` for 3D, ``align_corners=False``: cell centres sit at pixel centres)
+and scaled to [0, 1] over the whole volume. The PNG shows the slice with the largest total saliency, drawn in the
+row/column layout the image was stored in (:func:`clinicmm.encode.imaging.transforms.stored_view`): the
+radiological display for an axial slice series, a 2D or multi-frame object as stored, never flipped. Its file
+name carries the patient's keyed pseudonym (:mod:`clinicmm.privacy.pseudonym`), never the id, and it is logged as
+an artifact of the ``train-image`` run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +36,11 @@ from clinicmm.config import WorkflowSpec
 from clinicmm.errors import InputError
 
 log = logging.getLogger("clinicmm")
-TARGET_LAYERS = {"densenet121": "features.norm5"}  # default: "layer4", the ResNets' last block
+MIN_MAP_SIZE = 7  # fewest feature-map cells along rows and along columns for a layer to be explained
+RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1")  # deepest first
+CANDIDATE_LAYERS = {
+    "densenet121": ("features.norm5", "features.denseblock3", "features.denseblock2", "features.denseblock1")
+}
 UNTRAINED = (
     "Grad-CAM explains the image encoder's classification head, which only `clinicmm train-image` trains; "
     "an untrained encoder's saliency is not meaningful. Add `train: {{epochs: 10}}` under encoders.image "
@@ -54,11 +70,28 @@ def classifier(wf: WorkflowSpec, n_classes: int):
     return encoder, nn.Sequential(body, head).eval().requires_grad_(True), slice_wise
 
 
+@dataclass
+class Saliency:
+    """Grad-CAM of one series: the network input ``volume`` and ``saliency`` (both ``(z, y, x)``, pipeline layout),
+    the head's class ``probs``, the ``layer`` explained and its feature-map size ``map_shape``."""
+
+    volume: np.ndarray
+    saliency: np.ndarray
+    probs: np.ndarray
+    layer: str
+    map_shape: tuple[int, ...]
+
+
 def saliency(wf: WorkflowSpec, files: list[str], n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grad-CAM of one series: the input volume ``(z, y, x)``, the saliency ``(z, y, x)`` in [0, 1] and the
-    class probabilities of the trained head."""
+    class probabilities of the trained head (see :func:`saliency_of` for the layer explained)."""
+    found = saliency_of(wf, files, n_classes)
+    return found.volume, found.saliency, found.probs
+
+
+def saliency_of(wf: WorkflowSpec, files: list[str], n_classes: int) -> Saliency:
+    """:class:`Saliency` of one series for the class the trained head predicts."""
     import torch
-    from monai.visualize import GradCAM
 
     encoder, model, slice_wise = classifier(wf, n_classes)
     volume = encoder.preprocess(files)  # (1, z, y, x)
@@ -66,12 +99,60 @@ def saliency(wf: WorkflowSpec, files: list[str], n_classes: int) -> tuple[np.nda
     with torch.no_grad():
         logits = model(x).mean(0, keepdim=True)
     probs = torch.softmax(logits, 1)[0].numpy()
-    target = TARGET_LAYERS.get(wf.encoders.image.network, "layer4")
-    cam = GradCAM(nn_module=model, target_layers=f"0.{target}", postprocessing=lambda m: m)  # scaled below, jointly
-    maps = cam(x, class_idx=int(probs.argmax()))
-    maps = (maps[:, 0] if slice_wise else maps[0, 0]).detach().float().numpy()
+    layers = [f"0.{name}" for name in CANDIDATE_LAYERS.get(wf.encoders.image.network, RESNET_LAYERS)]
+    maps, layer, shape = grad_cam(model, x, layers, int(probs.argmax()))
+    return Saliency(volume[0].numpy(), maps[:, 0] if slice_wise else maps[0], probs, layer, shape)
+
+
+def grad_cam(
+    model, x, layers: Sequence[str], class_idx: int, min_size: int = MIN_MAP_SIZE
+) -> tuple[np.ndarray, str, tuple[int, ...]]:
+    """Grad-CAM of ``model`` for ``class_idx`` on the batch ``x`` ``(B, 1, *spatial)``: maps ``(B, *spatial)``
+    scaled jointly to [0, 1], the layer explained (see :func:`pick_layer`) and its feature-map size."""
+    from monai.visualize import GradCAM
+
+    layer, shape = pick_layer(model, x, layers, min_size)
+    cam = GradCAM(nn_module=model, target_layers=layer, upsampler=upsampler, postprocessing=lambda m: m)
+    maps = cam(x, class_idx=class_idx)[:, 0].detach().float().numpy()  # scaled below, jointly
     top = float(maps.max())
-    return volume[0].numpy(), (maps / top if top > 0 else maps), probs
+    return (maps / top if top > 0 else maps), layer, shape
+
+
+def pick_layer(model, x, layers: Sequence[str], min_size: int = MIN_MAP_SIZE) -> tuple[str, tuple[int, ...]]:
+    """The first of ``layers`` (deepest first) whose output on ``x`` has at least ``min_size`` cells along the last
+    two (row, column) axes, else the one with the most; and that layer's spatial output shape."""
+    import torch
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[2:]))
+        )
+        for name in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name in layers:
+        if min(shapes[name][-2:]) >= min_size:
+            return name, shapes[name]
+    best = max(layers, key=lambda name: int(np.prod(shapes[name][-2:])))
+    log.warning(
+        "Grad-CAM: no layer's map reaches %d x %d for input %s; using %s (%s): raise encoders.image.spatial_size "
+        "for a finer map", min_size, min_size, tuple(x.shape[2:]), best.removeprefix("0."), shapes[best],
+    )  # fmt: skip
+    return best, shapes[best]
+
+
+def upsampler(size: Sequence[int]) -> Callable:
+    """Feature map -> input size: bilinear (2D) or trilinear (3D) interpolation, ``align_corners=False``."""
+    from torch.nn import functional
+
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    return lambda m: functional.interpolate(m, size=tuple(size), mode=mode, align_corners=False)
 
 
 def explain_patient(wf: WorkflowSpec, record: dict, patient: str, out: Path | None = None) -> dict:
@@ -90,15 +171,19 @@ def explain_patient(wf: WorkflowSpec, record: dict, patient: str, out: Path | No
             f"patient {patient!r}: no usable image series in {wf.work / 'ingest'} (unknown id, or the "
             "series was skipped: see the ingest report). Check the id in column patient_id of cohort.parquet."
         )
-    volume, sal, probs = saliency(wf, files, len(record["classes"]))
+    from clinicmm.encode.imaging.transforms import as_stored, stored_view
+
+    found = saliency_of(wf, files, len(record["classes"]))
+    volume, sal, probs = found.volume, found.saliency, found.probs
     k = int(sal.reshape(len(sal), -1).sum(1).argmax())
+    view = stored_view(files)  # draw it the way it was stored (radiological display for an axial series)
     name = pseudonym(patient, workflow_key(wf))
     folder = Path(out) if out is not None else wf.work / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     predicted = record["classes"][int(probs.argmax())]
     png = overlay_png(
-        volume[k],
-        sal[k],
+        as_stored(volume[k], view),
+        as_stored(sal[k], view),
         f"Grad-CAM: {predicted} (p={probs.max():.2f}), slice {k + 1}/{len(sal)}",
         folder / f"gradcam_{name}.png",
     )
@@ -111,23 +196,32 @@ def explain_patient(wf: WorkflowSpec, record: dict, patient: str, out: Path | No
         "pseudonym": name,
         "run_id": run_id,
         "saliency_range": [float(sal.min()), float(sal.max())],
+        "layer": found.layer.removeprefix("0."),
+        "map_shape": list(found.map_shape),
     }
 
 
 def overlay_png(image: np.ndarray, sal: np.ndarray, title: str, path: Path) -> Path:
-    """One slice (grey) with its saliency (jet, translucent), radiological display; matplotlib without pyplot."""
-    from matplotlib.figure import Figure
-
+    """:func:`overlay_figure` saved as a PNG at ``path``."""
     from clinicmm.tracking.plots import save_figure
+
+    return save_figure(overlay_figure(image, sal, title), path)
+
+
+def overlay_figure(image: np.ndarray, sal: np.ndarray, title: str):
+    """One slice (grey) with its saliency (jet, translucent), drawn exactly as given -- row 0 at the top, column 0
+    on the left, no flip (orient it first with :func:`clinicmm.encode.imaging.transforms.as_stored`); matplotlib
+    without pyplot."""
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.2, 4))
     ax = fig.subplots()
-    ax.imshow(image[::-1, ::-1], cmap="gray", vmin=0, vmax=1)
-    shown = ax.imshow(sal[::-1, ::-1], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, origin="upper", interpolation="nearest")
+    shown = ax.imshow(sal, cmap="jet", alpha=0.45, vmin=0, vmax=1, origin="upper", interpolation="nearest")
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="saliency")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
+    return fig
 
 
 def _log(wf: WorkflowSpec, run_id: str | None, png: Path) -> str | None:

@@ -5,7 +5,12 @@ probability ``probs.max(1)``; a prediction is correct when ``probs.argmax(1) == 
 ``n_bins`` equal-width bins ``(lower, upper]`` over [0, 1] (a confidence of exactly 0 goes to the first bin).
 
 Temperature scaling (one parameter fitted on the validation split) fixes over- or under-confidence without
-changing any prediction; :class:`Calibration` bundles it with the conformal sets
+changing any prediction. It is only kept when it helps on patients it was not fitted on: the split is cross-fitted
+(``CALIBRATION_FOLDS`` folds, each scored with a temperature fitted on the others), and when that held-out NLL is
+not clearly lower than the uncalibrated NLL (by more than one standard error of the per-patient gain) -- or the
+split has fewer than ``MIN_TEMPERATURE_N`` patients -- the fit is refused and ``T = 1``. The validation split also chose the early-stopping epoch, which makes its NLL look better than
+it is; :func:`calibration_share` cuts a stratified share off it that early stopping does not see, for a caller that
+can fit the temperature there instead. :class:`Calibration` bundles it with the conformal sets
 (:mod:`clinicmm.training.conformal`) and the abstention threshold, and turns probabilities into the columns
 a prediction carries: the top-3 differential, the prediction set and the decision.
 """
@@ -94,6 +99,19 @@ def _nll(logp: np.ndarray, y: np.ndarray, beta: float) -> float:
     return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
 
 
+CALIBRATION_FOLDS = 5  # cross-fitting folds of the calibration data (fewer when it is small: 2 patients a fold)
+MIN_TEMPERATURE_N = 10  # fewer calibration patients than this: no temperature is fitted (T = 1)
+MIN_NLL_GAIN = 1e-4  # nats: the held-out NLL must drop by more than this for a fitted temperature to be kept
+GAIN_STANDARD_ERRORS = 1.0  # ... and by more than this many standard errors of the per-patient NLL gain
+FOLD_SEED = 0
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels ``y`` under ``probs`` (probabilities clipped at 1e-12)."""
+    probs, y = _check(probs, y, 1)
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
 def fit_temperature(probs: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The temperature that minimises the negative log-likelihood of ``y`` (Guo et al. 2017, "On calibration of
     modern neural networks"). The NLL is convex in ``1 / T``, so a bounded scalar search finds the optimum.
@@ -113,6 +131,63 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray, bounds: tuple[float, float
     return float(1.0 / res.x)
 
 
+def choose_temperature(probs: np.ndarray, y: np.ndarray, folds: int = CALIBRATION_FOLDS) -> tuple[float, dict]:
+    """The temperature to use on these calibration data, and the record of how it was chosen.
+
+    The fitted temperature (:func:`fit_temperature` on all of them) is kept only when cross-fitting shows it
+    generalises: the data are cut into ``folds`` (seeded, at least 2 patients each), each fold is scaled with the
+    temperature fitted on the other folds, and the NLL of those held-out predictions must be lower than the
+    uncalibrated NLL by more than ``MIN_NLL_GAIN`` and by more than ``GAIN_STANDARD_ERRORS`` standard errors of the
+    per-patient gain (so a gain that noise alone would give is not taken). Otherwise -- or with fewer than ``MIN_TEMPERATURE_N`` patients --
+    ``T = 1``: calibration never makes the predictions worse than the model's own on data it did not fit.
+
+    The record (numbers only, no patient data): ``temperature_fitted``, ``temperature_refused`` (1.0 when T = 1 was
+    kept instead), ``nll_uncalibrated`` / ``nll`` and ``ece_uncalibrated`` / ``ece`` (before / after, with the chosen
+    T), ``nll_crossfit`` / ``ece_crossfit`` (held-out, each fold with the others' T), ``nll_gain_se`` (the standard
+    error of the cross-fitted gain) and ``folds``.
+    """
+    probs, y = _check(probs, y, 1)
+    before = {"nll_uncalibrated": nll(probs, y), "ece_uncalibrated": expected_calibration_error(probs, y)}
+    k = min(int(folds), len(y) // 2)
+    if len(y) < MIN_TEMPERATURE_N or k < 2:
+        record = before | {"temperature_fitted": 1.0, "temperature_refused": 1.0, "folds": 0.0}
+        return 1.0, record | {"nll": before["nll_uncalibrated"], "ece": before["ece_uncalibrated"]}
+    fitted = fit_temperature(probs, y)
+    held_out = np.empty_like(probs)
+    for fold in np.array_split(np.random.default_rng(FOLD_SEED).permutation(len(y)), k):
+        rest = np.setdiff1d(np.arange(len(y)), fold)
+        held_out[fold] = temperature_scale(probs[fold], fit_temperature(probs[rest], y[rest]))
+    rows = np.arange(len(y))
+    gain = np.log(np.clip(held_out[rows, y], 1e-12, 1.0)) - np.log(np.clip(probs[rows, y], 1e-12, 1.0))
+    se = float(gain.std(ddof=1) / np.sqrt(len(y)))
+    crossfit = {"nll_crossfit": nll(held_out, y), "ece_crossfit": expected_calibration_error(held_out, y)}
+    keep = float(gain.mean()) > max(MIN_NLL_GAIN, GAIN_STANDARD_ERRORS * se)
+    temperature = fitted if keep else 1.0
+    after = temperature_scale(probs, temperature)
+    record = before | crossfit | {"nll": nll(after, y), "ece": expected_calibration_error(after, y)}
+    record |= {"nll_gain_se": se, "temperature_fitted": fitted, "temperature_refused": 0.0 if keep else 1.0}
+    record["folds"] = float(k)
+    return temperature, record
+
+
+def calibration_share(y: np.ndarray, share: float, seed: int = FOLD_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a validation split cut in two, stratified by class: (early stopping, calibration).
+
+    The calibration part (``share`` of each class, rounded; a class with one patient stays with early stopping)
+    is for :func:`fit_calibration` only, so the temperature is fitted on patients that did not choose the epoch.
+    """
+    y = np.asarray(y)
+    if not 0 < share < 1:
+        raise ValueError(f"Expected a calibration share in (0, 1) (got {share!r})")
+    rng = np.random.default_rng(seed)
+    calib: list[int] = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        calib += members[: int(round(share * len(members))) if len(members) > 1 else 0].tolist()
+    calib_idx = np.sort(np.asarray(calib, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(y)), calib_idx), calib_idx
+
+
 # ------------------------------------------------------------------- what a prediction carries with it
 
 ABSTAIN = "abstain: refer for review"
@@ -130,21 +205,24 @@ class Calibration:
     temperature: float = 1.0
     conformal: SplitConformal | None = None
     abstain_below: float | None = None
-    validation: dict = field(default_factory=dict)  # val ECE before/after, n: what the fit saw (no patient data)
+    validation: dict = field(default_factory=dict)  # n, NLL/ECE before/after/cross-fitted (choose_temperature)
 
     @classmethod
     def fit(cls, probs: np.ndarray, y: np.ndarray, spec) -> Calibration:
-        """Fit on the validation split's raw probabilities; ``spec`` is a :class:`clinicmm.config.CalibrationSpec`."""
+        """Fit on the validation split's raw probabilities; ``spec`` is a :class:`clinicmm.config.CalibrationSpec`.
+
+        The temperature is the one :func:`choose_temperature` keeps (``T = 1`` unless it lowers the held-out NLL);
+        ``validation`` records the NLL and ECE before and after it, all numbers (they are logged as metrics)."""
         probs, y = _check(probs, y, 1)
-        temperature = fit_temperature(probs, y) if spec.temperature else 1.0
+        if spec.temperature:
+            temperature, record = choose_temperature(probs, y)
+        else:
+            temperature = 1.0
+            nll_1, ece_1 = nll(probs, y), expected_calibration_error(probs, y)
+            record = {"nll_uncalibrated": nll_1, "nll": nll_1, "ece_uncalibrated": ece_1, "ece": ece_1}
         calibrated = temperature_scale(probs, temperature)
         conformal = SplitConformal.fit(calibrated, y, spec.coverage, spec.score) if spec.coverage is not None else None
-        validation = {
-            "n": int(len(y)),
-            "ece_uncalibrated": expected_calibration_error(probs, y),
-            "ece": expected_calibration_error(calibrated, y),
-        }
-        return cls(temperature, conformal, spec.abstain_below, validation)
+        return cls(temperature, conformal, spec.abstain_below, {"n": int(len(y))} | record)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (the identity when ``T = 1``)."""
@@ -219,7 +297,8 @@ def empty_columns() -> dict:
 
 def fit_calibration(name: str, val_probs: np.ndarray, val_y: np.ndarray, spec) -> Calibration:
     """Temperature and conformal threshold of model ``name`` from the validation split (``spec``: the workflow's
-    calibration settings); identity, with a warning, when the split has no patient."""
+    calibration settings); identity, with a warning, when the split has no patient. Logs the fitted temperature,
+    whether it was kept, and the NLL and ECE before and after (numbers only)."""
     import logging
 
     from clinicmm.training.conformal import min_calibration_size
@@ -237,4 +316,19 @@ def fit_calibration(name: str, val_probs: np.ndarray, val_y: np.ndarray, spec) -
             spec.coverage,
             need,
         )
-    return Calibration.fit(val_probs, val_y, spec)
+    calibration = Calibration.fit(val_probs, val_y, spec)
+    v = calibration.validation
+    if spec.temperature:
+        if not v.get("folds"):
+            log.warning(
+                "calibration %s: %d validation patients, temperature scaling needs %d: T = 1 (raise split.val)",
+                name, len(val_y), MIN_TEMPERATURE_N,
+            )  # fmt: skip
+        else:
+            log.info(
+                "calibration %s: fitted T = %.3f %s; validation NLL %.4f -> %.4f (cross-fitted %.4f), ECE %.4f -> %.4f",
+                name, v["temperature_fitted"],
+                "refused (it does not lower the held-out NLL), T = 1" if v["temperature_refused"] else "kept",
+                v["nll_uncalibrated"], v["nll"], v["nll_crossfit"], v["ece_uncalibrated"], v["ece"],
+            )  # fmt: skip
+    return calibration

@@ -3,10 +3,12 @@
 Axis order of the output: ``(1, z, y, x)`` = ``(channel, S, A, R)``. MONAI loads and reorients the volume to
 RAS, whose array axes are ``(x, y, z)``; the last step transposes it so that ``spatial_size`` (and ``pixdim``)
 in ``ImageEncoderSpec`` read as ``(slices, rows, columns)`` -- the config default ``(32, 64, 64)`` means 32
-slices of 64 x 64. ``out[0, k]`` is the k-th axial slice from inferior to superior; its row index grows
-towards anterior and its column index towards the patient's right, so ``out[0, k].flip(0).flip(1)`` (numpy:
-``[::-1, ::-1]``) is the usual radiological display of a standard axial slice (anterior up, patient right
-on the image left), as stored in the DICOM files.
+slices of 64 x 64. For a slice series, ``out[0, k]`` is the k-th axial slice from inferior to superior; its row
+index grows towards anterior and its column index towards the patient's right, so ``out[0, k].flip(0).flip(1)``
+(numpy: ``[::-1, ::-1]``) is the usual radiological display of a standard axial slice (anterior up, patient right
+on the image left), as stored in the DICOM files. A 2D or multi-frame object keeps its stored rows and columns
+(its affine is diagonal, so reorientation leaves it alone): drawn as is, not flipped. :func:`stored_view` says
+which of the two (or another stored layout) applies to a given series.
 
 Intensities: the reader applies RescaleSlope/RescaleIntercept (so CT values are Hounsfield units). CT: the window
 ``spec.window = (lo, hi)`` maps lo HU -> 0 and hi HU -> 1, clipped. Every other modality (MR, PET, 2D images)
@@ -57,11 +59,19 @@ def _series_reader_class() -> type:
             datasets = [_read(f, options) for f in files]
             normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
             order = sorted(range(len(files)), key=lambda i: float(np.dot(normal, datasets[i].ImagePositionPatient)))
-            for rank, i in enumerate(order, start=1):
-                datasets[i].InstanceNumber = rank
-            self.filenames = [[files[i] for i in order]]
+            volumes: list[list[int]] = []  # positions repeat (imaging.volume: mean): the k-th file at one is volume k
+            seen: dict[tuple, int] = {}
+            for i in order:
+                at = tuple(round(float(v), 3) for v in datasets[i].ImagePositionPatient)
+                seen[at] = k = seen.get(at, -1) + 1
+                volumes += [[]] * (k == len(volumes))
+                volumes[k].append(i)
+            for volume in volumes:
+                for rank, i in enumerate(volume, start=1):
+                    datasets[i].InstanceNumber = rank
+            self.filenames = [[files[i] for i in volume] for volume in volumes]
             self.has_series = True
-            return [[datasets[i] for i in order]]
+            return [[datasets[i] for i in volume] for volume in volumes]  # several volumes: stacked as channels
 
         def _get_array_data(self, img: Any, filename: Any) -> Any:
             try:
@@ -169,7 +179,7 @@ def load_dicom(keys: str) -> Any:
     from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
     from monai.utils import ensure_tuple
 
-    from clinicmm.ingest.dicom import image_kind
+    from clinicmm.ingest.dicom import image_kind, is_mosaic, read_mosaic
 
     series = Compose([load_series(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys)])
 
@@ -184,9 +194,15 @@ def load_dicom(keys: str) -> Any:
                     raise ValueError(f"{files[0]}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
                 d[MODALITY_KEY] = str(head.get("Modality", "") or "").strip().upper()
                 d[KIND_KEY] = kind = image_kind(head)
+                if kind == "volume" and is_mosaic(head):  # Siemens: a volume's slices tiled in one frame per file
+                    pixels, affine = read_mosaic(files)
+                    d[key] = MetaTensor(torch.as_tensor(pixels[None]), affine=torch.as_tensor(affine, dtype=torch.float64),
+                                        meta={"filename_or_obj": files[0]})  # fmt: skip
+                    continue
                 if kind == "volume":
                     image = series({key: files})[key]
-                    d[key] = _one_slice_volume(image) if image.ndim == 3 else image
+                    image = _one_slice_volume(image) if image.ndim == 3 else image
+                    d[key] = image.mean(dim=0, keepdim=True) if image.shape[0] > 1 else image  # several volumes: mean
                     continue
                 pixels, affine = _read_object(
                     files[0], head
@@ -289,3 +305,53 @@ def image_pipeline(spec: ImageEncoderSpec) -> Any:
         EnsureTyped(keys=IMAGE_KEY, dtype=torch.float32, track_meta=False),
     ]
     return Compose(steps)
+
+
+def stored_view(files: Sequence[str]) -> tuple[bool, bool, bool]:
+    """How to turn a pipeline slice ``out[0, k]`` (rows: anterior-wards, columns: towards the patient's right) back
+    into the row/column layout the image was stored in, to draw it the way a DICOM viewer shows it.
+
+    Returns ``(transpose, flip_rows, flip_columns)``, applied in that order by :func:`as_stored`:
+
+    * a 2D or multi-frame object keeps its stored layout through the pipeline (diagonal affine, nothing to undo):
+      ``(False, False, False)``;
+    * an axial slice series was reoriented to RAS; its ImageOrientationPatient says which stored axis runs along
+      which RAS axis and in which sense. A standard axial CT (columns towards the patient's left, rows towards
+      posterior) gives ``(False, True, True)``: the usual radiological display, anterior up, patient right on
+      the image left;
+    * a sagittal or coronal series is shown as axial reslices, which have no stored layout: the radiological
+      display ``(False, True, True)`` too.
+
+    Only the first file's header is read (no pixel data).
+    """
+    import numpy as np
+    import pydicom
+
+    from clinicmm.ingest.dicom import image_kind
+
+    head = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    radiological = (False, True, True)
+    if image_kind(head) != "volume":
+        return (False, False, False)
+    try:
+        iop = np.asarray([float(v) for v in head.ImageOrientationPatient], dtype=float)
+    except (AttributeError, TypeError, ValueError):
+        return radiological
+    if iop.shape != (6,):
+        return radiological
+    lps_to_ras = np.array([-1.0, -1.0, 1.0])
+    along_columns, along_rows = iop[:3] * lps_to_ras, iop[3:] * lps_to_ras  # column index, row index directions
+    if int(np.argmax(np.abs(np.cross(along_columns, along_rows)))) != 2:  # not an axial acquisition
+        return radiological
+    # pipeline slice axes: rows run along RAS y (A), columns along RAS x (R)
+    if abs(along_columns[0]) >= abs(along_columns[1]):  # stored columns run left-right: no transpose
+        return (False, bool(along_rows[1] < 0), bool(along_columns[0] < 0))
+    return (True, bool(along_rows[0] < 0), bool(along_columns[1] < 0))
+
+
+def as_stored(image: Any, view: tuple[bool, bool, bool]) -> Any:
+    """A 2D array (a pipeline slice, or its saliency) in the stored layout given by :func:`stored_view`."""
+    transpose, flip_rows, flip_columns = view
+    out = image.T if transpose else image
+    out = out[::-1] if flip_rows else out
+    return out[:, ::-1] if flip_columns else out
