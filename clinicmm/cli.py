@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clinicmm.errors import ClinicmmError
@@ -69,7 +70,7 @@ def handled(fn):
         except ClinicmmError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # [image]: text
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if _state["debug"]:

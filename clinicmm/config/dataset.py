@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,10 +33,21 @@ class ImagingSpec(Spec):
     root: Path = Field(description="Folder searched recursively for DICOM files (any nesting, any suffix).")
     patient_tag: str = Field("PatientID", description="DICOM keyword that holds the patient id.")
     modalities: list[str] = Field(
-        default_factory=lambda: ["CT", "MR", "PT"],
-        description="DICOM Modality values to use. CT/MR/PT/NM are volumes; CR, DX, MG, US, XA, RF, SC, OT are 2D.",
+        default_factory=lambda: ["CT", "MR", "PT", "NM", "CR", "DX", "MG", "US", "XA", "RF", "SC", "OT", "IO", "PX"],
+        description="DICOM Modality values to use; default: every image modality the index knows. CT/MR/PT/NM are "
+        "volumes; CR, DX, MG, US, XA, RF, SC, OT, IO, PX are 2D.",
     )
-    min_slices: int = Field(4, ge=1, description="Fewest slices (or frames) a volume needs; 2D images are exempt.")
+    min_slices: int = Field(
+        1,
+        ge=1,
+        description="Fewest slices (or frames) a multi-slice volume needs; a single image (2D, one-file series) is "
+        "exempt.",
+    )
+    volume: Literal["first", "mean"] | Annotated[int, Field(ge=1)] = Field(
+        "first",
+        description="A series holding several volumes (time points, echoes, diffusion b-values, Siemens mosaics "
+        "over time): 'first', 'mean' (voxel-wise mean of all volumes) or N, the N-th volume counting from 1.",
+    )
     series_description: str | None = Field(
         None, description="Regular expression a series' SeriesDescription must match (case-insensitive search)."
     )

@@ -23,6 +23,7 @@ from clinicmm.ingest.walk import printable
 from clinicmm.keys import HAS, MODALITIES, Col, Modality, Split, Status
 
 TABLES = ("series", "notes", "expression", "samples", "mutations")
+SHOWN_REASONS = 20  # skipped inputs a failed ingest's error message lists; the report has them all
 
 
 @dataclass
@@ -45,13 +46,15 @@ class Cohort:
             m = m[m[Col.SPLIT] == split]
         return m[Col.PATIENT].tolist()
 
-    def save(self, out: Path) -> None:
+    def save(self, out: Path, failed: bool = False) -> None:
+        """Write the tables and the report. ``failed`` (no usable patient): the indexes and the report, so the
+        reasons can be read, but no manifest -- a later stage must not take a failed ingest for a cohort."""
         from clinicmm.files import atomic_write_bytes
 
         out.mkdir(parents=True, exist_ok=True)
         for name in ("manifest", *TABLES):
             table = getattr(self, name)
-            if table is not None:
+            if table is not None and not (failed and name == "manifest"):
                 _write_parquet(table, self.table_path(out, name))
             else:  # a table from an earlier ingest of another dataset must not be loaded with this one
                 self.table_path(out, name).unlink(missing_ok=True)
@@ -270,7 +273,14 @@ def link(
         rows.append(row)
         if reason:
             skipped.append(skip_row("cohort", labels_file if "label" in reason else "cohort", None, pid, reason))
-    return pd.DataFrame(rows), skipped
+    columns = [
+        Col.PATIENT.value,
+        Col.LABEL.value,
+        *(HAS[m].value for m in MODALITIES),
+        Col.STATUS.value,
+        Col.REASON.value,
+    ]
+    return pd.DataFrame(rows, columns=columns), skipped  # the columns even with no patient: ingest then reports
 
 
 def assign_splits(manifest: pd.DataFrame, val: float, test: float, seed: int) -> tuple[pd.DataFrame, list[str]]:
@@ -370,9 +380,16 @@ def ingest(spec: DatasetSpec, out: Path) -> Cohort:
     labels_table = read_labels_table(spec)  # read once: labels, notes.window, sites and the leakage checks use it
     cohort = build_cohort(spec, labels_table=labels_table)
     if cohort.manifest.empty or not (cohort.manifest[Col.STATUS] == Status.OK).any():
+        skipped = cohort.report["skipped"]
+        cohort.report["error"] = "no usable patient found: nothing was written but this report and the indexes"
+        cohort.save(Path(out), failed=True)  # the report is the place to read why
+        more = len(skipped) - SHOWN_REASONS
         raise InputError(
-            f"dataset {spec.name!r}: no usable patient found. See the skipped inputs below and check the paths in "
-            f"the dataset YAML.\n{render_skipped(cohort.report['skipped'][:20])}"
+            f"dataset {spec.name!r}: no usable patient found. The skipped inputs "
+            f"{'below' if more <= 0 else f'(the first {SHOWN_REASONS} of {len(skipped)})'} say why; check the paths "
+            f"in the dataset YAML. The full report: {Path(out) / 'report.md'}\n"
+            f"{render_skipped(skipped[:SHOWN_REASONS])}"
+            + (f"\n... and {more} more skipped input(s) in {Path(out) / 'report.md'}" if more > 0 else "")
         )
     from clinicmm.ingest.leakage import check_leakage
 
@@ -414,6 +431,8 @@ def render_skipped(skipped: list[dict]) -> str:
 def render_report(report: dict) -> str:
     """The ingest report as Markdown, for people."""
     lines = [f"# Ingest report: {report['dataset']}", ""]
+    if report.get("error"):
+        lines += [f"**Ingest failed: {report['error']}.** The skipped inputs below say why.", ""]
     p = report["patients"]
     lines += [f"Patients seen: {p['seen']}, usable: {p['usable']}, labelled: {p['labelled']}", ""]
     lines += ["| modality | present | missing |", "| --- | --- | --- |"]

@@ -8,7 +8,14 @@ transfer syntax) and how to fix it -- nothing is dropped silently.
 
 Three kinds of image objects (column ``image_kind``):
 - ``volume``: a CT / MR / PT / NM series stored one slice per file, grouped by PatientID / StudyInstanceUID /
-  SeriesInstanceUID and checked for one orientation, one image size, no duplicated slice positions;
+  SeriesInstanceUID and checked for one orientation, one image size, no duplicated slice positions. A series
+  whose positions repeat holds several volumes (fMRI time points, echoes, diffusion weightings): they are told
+  apart by TemporalPositionIdentifier / AcquisitionNumber / EchoNumbers / DiffusionBValue or, failing those, by
+  InstanceNumber order, and ``ImagingSpec.volume`` picks the one used (``first``, ``mean``, or the N-th); columns
+  ``n_volumes`` and ``volume_used`` say which, and the unused volumes' files are a skipped row of their own. A
+  Siemens mosaic (ImageType MOSAIC; NumberOfImagesInMosaic from the CSA header) is one volume per file, its
+  slices tiled in one frame, rebuilt by the image loader (:func:`read_mosaic`). The second copy of an image
+  (same SOPInstanceUID, same position) is a skipped row naming the copy used;
 - ``multiframe``: one file holding a whole volume (enhanced CT / MR / PET, breast tomosynthesis); per-frame
   positions and orientations in its functional groups are checked the same way;
 - ``2d``: projection images (CR, DX, MG, US, XA, RF, SC, OT, ...), grouped by series; the series' first file
@@ -23,6 +30,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -31,6 +39,7 @@ import stat
 import struct
 import sys
 import tempfile
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,10 +59,13 @@ from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.walk import FOLLOW_LINKS_OUTSIDE, printable, walk
 from clinicmm.keys import Col, Status
 
+N_VOLUMES = "n_volumes"  # volumes (time points, echoes, b-values) the series holds; 0 on file rows
+VOLUME_USED = "volume_used"  # which of them FILES holds: '1'.. 'N' (counted from 1) or 'mean'; '' when none
 COLUMNS: tuple[str, ...] = tuple(str(c) for c in (
     Col.PATIENT, Col.STUDY_UID, Col.SERIES_UID, Col.SERIES_DIR, Col.FILES, Col.N_SLICES,
     Col.MODALITY_TAG, Col.BODY_PART, Col.STATUS, Col.REASON, Col.SOURCE,
     Col.IMAGE_KIND, Col.SOP_UID, Col.SYNTAX, Col.SLICE_MM, Col.STUDY_DATE, Col.DESCRIPTION,
+    N_VOLUMES, VOLUME_USED,
 ))  # fmt: skip
 PROGRESS_MIN_FILES = 500  # show a progress bar from this many files on
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
@@ -87,6 +99,12 @@ class _Slice:
     study_date: str = ""
     description: str = ""
     frame_problem: str = ""  # multi-frame objects: what the per-frame geometry check found
+    temporal: str = ""  # TemporalPositionIdentifier: which time point of a 4D series
+    acquisition: str = ""  # AcquisitionNumber
+    echo: str = ""  # EchoNumbers: which echo of a multi-echo series
+    bvalue: str = ""  # DiffusionBValue: which diffusion weighting
+    instance: int = 0  # InstanceNumber (0: none)
+    mosaic: int = 0  # a Siemens mosaic: the number of slices tiled in its one frame (0: not a mosaic)
 
 
 def tag_name(keyword: str) -> str:
@@ -147,7 +165,7 @@ def index_dicom(
         bar.close()
         rows = [_file_row(path, reason) for path, reason in walked.skipped]
         rows.extend(db.file_rows())
-        rows.extend(_series_rows(db.groups(), db.dropped(), spec))
+        rows.extend(_series_rows(db.groups(), db.dropped(), spec, root))
     return _frame(rows)
 
 
@@ -250,6 +268,7 @@ def _file_row(path: str, reason: str, patient: str = "", study: str = "", series
         Col.FILES: [path], Col.N_SLICES: 0, Col.MODALITY_TAG: "", Col.BODY_PART: "",
         Col.STATUS: Status.SKIPPED.value, Col.REASON: reason, Col.SOURCE: path, Col.IMAGE_KIND: "",
         Col.SOP_UID: [], Col.SYNTAX: syntax, Col.SLICE_MM: float("nan"), Col.STUDY_DATE: "", Col.DESCRIPTION: "",
+        N_VOLUMES: 0, VOLUME_USED: "",
     }  # fmt: skip
 
 
@@ -286,6 +305,9 @@ def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
     frames = _int(ds.get("NumberOfFrames"), 1)
     kind = image_kind(ds)
     problem = problem or _missing_tags(ds, name, kind) or _spacing_problem(ds, name) or _decoder_problem(syntax, name)
+    mosaic = 0
+    if not problem and kind == "volume":
+        mosaic, problem = _mosaic_images(ds, name)
     geometry = ((), ()) if kind != "volume" else None if problem else _geometry(ds)
     if problem or geometry is None:
         problem = problem or (
@@ -300,7 +322,9 @@ def _read_slice(path: str, root: Path, patient_tag: str) -> _Slice | dict:
         kind=kind, frames=frames, sop=str(ds.get("SOPInstanceUID", "") or ""), syntax=syntax,
         thickness=_float(_frame_thickness(ds) if kind == "multiframe" else ds.get("SliceThickness")),
         study_date=str(ds.get("StudyDate", "") or ""), description=str(ds.get("SeriesDescription", "") or ""),
-        frame_problem=frame_problem,
+        frame_problem=frame_problem, temporal=_text(ds.get("TemporalPositionIdentifier")),
+        acquisition=_text(ds.get("AcquisitionNumber")), echo=_text(ds.get("EchoNumbers")),
+        bvalue=_text(ds.get("DiffusionBValue")), instance=_int(ds.get("InstanceNumber"), 0), mosaic=mosaic,
     )  # fmt: skip
 
 
@@ -366,6 +390,17 @@ class _Header:
         if vr == "US" and len(raw.value) == 2:
             return struct.unpack(self._endian + "H", raw.value)[0]
         return self.ds.get(keyword)
+
+
+def _text(value) -> str:
+    """A header value as a short string: '' when absent, several values joined with ``\\``, 2.0 as '2'."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).strip()
 
 
 def _joined(value) -> str:
@@ -563,55 +598,313 @@ def _expected_pixel_bytes(ds: pydicom.Dataset) -> int:
     return (bits * int(ds.get("BitsAllocated") or 0) * frames + 7) // 8
 
 
+# ------------------------------------------------------------------------------------------ Siemens mosaic
+
+_SIEMENS_MR_CREATOR, _MOSAIC_PRIVATE = (0x0019, 0x0010), (0x0019, 0x100A)  # NumberOfImagesInMosaic, private
+
+
+def is_mosaic(ds) -> bool:
+    """ImageType (0008,0008) holds MOSAIC: a Siemens mosaic, slices tiled in one frame."""
+    value = ds.get("ImageType")
+    values = [value] if isinstance(value, str | bytes) else list(value or [])
+    return any(str(v).strip().upper() == "MOSAIC" for v in values)
+
+
+def mosaic_count(ds: pydicom.Dataset) -> int:
+    """NumberOfImagesInMosaic of a Siemens mosaic: from the CSA image header (0029,1010) (nibabel's reader),
+    else the private tag (0019,100A) of the 'SIEMENS MR HEADER' block; 0 when neither says."""
+    try:
+        from nibabel.nicom import csareader
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            n = csareader.get_n_mosaic(csareader.get_csa_header(ds, "image") or {})
+        if n:
+            return int(n)
+    except Exception:  # noqa: BLE001 -- an unparsable CSA header: try the private tag
+        pass
+    try:
+        creator = ds.get(_SIEMENS_MR_CREATOR)
+        text = creator.value.decode("latin-1") if isinstance(creator.value, bytes) else str(creator.value)
+        element = ds.get(_MOSAIC_PRIVATE) if "SIEMENS" in text.upper() else None
+        value = element.value if element is not None else None
+        if isinstance(value, bytes):
+            return struct.unpack("<H" if ds.original_encoding[1] is not False else ">H", value[:2])[0]
+        return _int(value, 0)
+    except Exception:  # noqa: BLE001 -- absent or malformed: not known
+        return 0
+
+
+def _mosaic_images(ds: _Header, name: str) -> tuple[int, str | None]:
+    """(slices tiled in a Siemens mosaic file, None), (0, None) for any other file, or (0, why it cannot be read)."""
+    if not is_mosaic(ds):
+        return 0, None
+    n = mosaic_count(ds.ds)
+    if n <= 0:
+        return 0, (
+            f"{name}: {tag_name('ImageType')} says MOSAIC (Siemens slices tiled in one frame) but the number of "
+            "slices is in neither NumberOfImagesInMosaic of the Siemens CSA header (0029,1010) nor the private tag "
+            "(0019,100A); convert the series with dcm2niix or re-export it with one slice per file"
+        )
+    tiles = math.ceil(math.sqrt(n))
+    rows, cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+    if rows % tiles or cols % tiles:
+        return 0, (
+            f"{name}: a Siemens mosaic of {n} slices has {tiles} x {tiles} tiles, but its Rows x Columns "
+            f"{rows} x {cols} do not divide into them; check NumberOfImagesInMosaic in the CSA header (0029,1010) "
+            "or convert the series with dcm2niix"
+        )
+    return n, None
+
+
+def read_mosaic(paths: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Siemens mosaic files as one volume: ``(array, affine)``, or None when the first file is not a mosaic.
+
+    Each file is a whole volume (``ceil(sqrt(n))`` tiles per side, the first ``n`` used) rebuilt with nibabel's
+    ``MosaicWrapper`` as dcm2niix does: slices along the slice normal (its sign from the CSA header's
+    SliceNormalVector when present), ImagePositionPatient corrected from the mosaic's corner to the first tile's.
+    Several files (``imaging.volume: mean``) give their voxel-wise mean. ``array`` is float32 ``(columns, rows,
+    slices)`` with RescaleSlope/Intercept applied and ``affine`` maps its indices to RAS millimetres: the layout of
+    MONAI's PydicomReader, so the rest of the image pipeline treats it like any slice series.
+    """
+    from nibabel.nicom import csareader
+    from nibabel.nicom.dicomwrappers import MosaicWrapper
+
+    total, affine = None, None
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # noqa: BLE001 -- name the file that failed
+            raise ValueError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
+        if total is None and not is_mosaic(ds):
+            return None
+        n = mosaic_count(ds)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wrapper = MosaicWrapper(ds, n_mosaic=n or None)
+                if csareader.get_slice_normal(wrapper.csa_header) is None:  # no CSA SliceNormalVector: the
+                    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])  # DICOM normal, rows x columns
+                    wrapper.__dict__["slice_normal"] = np.cross(iop[:3], iop[3:])  # (nibabel: columns x rows)
+                data = np.asarray(wrapper.get_data(), dtype=np.float32)  # (rows, columns, slices), rescaled
+                lps = np.asarray(wrapper.affine, dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 -- name the file and what is missing
+            raise ValueError(
+                f"{path}: cannot rebuild the Siemens mosaic ({type(exc).__name__}: {exc}); check "
+                f"NumberOfImagesInMosaic (CSA header (0029,1010)), {tag_name('PixelSpacing')} and "
+                f"{tag_name('ImageOrientationPatient')}, or convert the series with dcm2niix"
+            ) from None
+        if total is not None and (data.shape != total.shape or not np.allclose(lps, affine, atol=1e-3)):
+            raise ValueError(f"{path}: this mosaic's size or geometry differs from {paths[0]}'s; split the series")
+        total, affine = (data, lps) if total is None else (total + data, affine)
+    volume = np.ascontiguousarray((total / len(paths)).transpose(1, 0, 2))  # (columns, rows, slices)
+    swap = np.eye(4)[[1, 0, 2, 3]]  # index (column, row, slice) -> (row, column, slice)
+    return volume, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine @ swap  # LPS -> RAS
+
+
 # ------------------------------------------------------------------------------------------------ series
 
 
 def _series_rows(
-    groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, str], int], spec: ImagingSpec
+    groups: Iterable[list[_Slice]], dropped: dict[tuple[str, str, str], int], spec: ImagingSpec, root: Path
 ) -> list[dict]:
-    """One row per series (or single-file image); then, per patient, the preferred usable one is the ``ok`` row."""
+    """One row per series (or single-file image); then, per patient, the preferred usable one is the ``ok`` row.
+
+    Also a skipped row per second copy of an image (same SOPInstanceUID and position in one series) and, for a
+    series of several volumes, one for the volumes ``imaging.volume`` leaves out -- so every file is in one row.
+    """
     rows = []
     for group in groups:
         first = group[0]
-        rows.append(_series_row(group, spec, dropped.get((first.patient, first.study, first.series), 0)))
-    _choose(rows, spec.prefer, spec.series_per_patient)
+        group, copies = _drop_copies(group, root)
+        rows.extend(copies)
+        n_dropped = dropped.get((first.patient, first.study, first.series), 0) + len(copies)
+        rows.extend(_series_row(group, spec, n_dropped, root))
+    _choose(rows, spec.prefer, spec.series_per_patient, root)
     return rows
 
 
-def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int) -> dict:
-    """The row of one series: ``ok`` (usable, so far) or ``skipped`` with the first problem found."""
+def _rel(path: str, root: Path) -> str:
+    """``path`` relative to the imaging root, printable: how reasons name files and folders."""
+    rel = printable(os.path.relpath(path, root))
+    return "the imaging root" if rel == "." else rel
+
+
+def _position(s: _Slice) -> tuple[float, ...]:
+    return tuple(round(v, 3) for v in s.position)
+
+
+def _drop_copies(group: list[_Slice], root: Path) -> tuple[list[_Slice], list[dict]]:
+    """The group without second copies of one image (same SOPInstanceUID, same position), and their skipped rows.
+
+    The same image exported twice (another transfer syntax, another folder) is one slice, not a duplicated one:
+    an uncompressed copy is used if there is one (else the first by path) and each other copy is recorded as
+    skipped, naming the one used.
+    """
+    kept: dict[tuple, _Slice] = {}
+    rows = []
+    for s in sorted(group, key=lambda s: (bool(s.syntax) and UID(s.syntax).is_compressed, s.path)):
+        key = (s.sop, _position(s), s.kind, s.frames)
+        if not s.sop or key not in kept:
+            kept.setdefault(key, s)
+            continue
+        used = kept[key]
+        rows.append(_file_row(s.path, (
+            f"{_rel(s.path, root)}: another copy of {_rel(used.path, root)} (same {tag_name('SOPInstanceUID')} and "
+            f"{tag_name('ImagePositionPatient')} in one series); skipped, {_rel(used.path, root)} is used -- remove "
+            "one of them to silence this"
+        ), s.patient, s.study, s.series, s.syntax))  # fmt: skip
+    keep = {id(s) for s in kept.values()} | {id(s) for s in group if not s.sop}
+    return [s for s in group if id(s) in keep], rows
+
+
+_WHERE = "_where"  # a series row's name for reasons (not a column)
+_VOLUME_TAGS = {"temporal": "TemporalPositionIdentifier", "acquisition": "AcquisitionNumber",
+                "echo": "EchoNumbers", "bvalue": "DiffusionBValue"}  # fmt: skip
+_VOLUME_KEYS = (("temporal", "acquisition", "echo", "bvalue"), ("temporal",), ("echo",), ("bvalue",), ("acquisition",))
+
+
+def _natural(value: tuple[str, ...]) -> tuple:
+    """Sort key of a volume's tag values: numbers by value (2 before 10), then text."""
+
+    def one(v: str) -> tuple:
+        try:
+            return (0, float(v), "")
+        except ValueError:
+            return (1, 0.0, v)
+
+    return tuple(one(v) for v in value)
+
+
+def _same_positions(parts: list[list[_Slice]]) -> bool:
+    """Several parts, each with distinct slice positions, all at the same positions: the volumes of one series."""
+    if len(parts) < 2:
+        return False
+    sets = [{_position(s) for s in part} for part in parts]
+    return all(len(p) == len(part) for p, part in zip(sets, parts)) and all(p == sets[0] for p in sets)
+
+
+def split_volumes(group: list[_Slice]) -> tuple[list[list[_Slice]], str]:
+    """The volumes of a slice series, each sorted along the slice normal, and what told them apart ('' for one).
+
+    A series whose slice positions repeat (fMRI time points, echoes, diffusion weightings, Siemens mosaics over
+    time) is split by TemporalPositionIdentifier / AcquisitionNumber / EchoNumbers / DiffusionBValue, else by the
+    order of InstanceNumber (the k-th file at a position belongs to volume k), whichever gives volumes that all
+    cover the same positions once. If none does, the series is returned whole, and its duplicated positions are
+    reported by the series check.
+    """
+    ordered = _sort_along_normal(group)
+    if len({_position(s) for s in group}) == len(group):
+        return [ordered], ""
+    for keys in _VOLUME_KEYS:
+        parts: dict[tuple[str, ...], list[_Slice]] = defaultdict(list)
+        for s in group:
+            parts[tuple(getattr(s, k) for k in keys)].append(s)
+        if _same_positions(list(parts.values())):
+            varying = [k for k in keys if len({getattr(s, k) for s in group}) > 1]
+            return (
+                [_sort_along_normal(parts[k]) for k in sorted(parts, key=_natural)],
+                " and ".join(tag_name(_VOLUME_TAGS[k]) for k in varying),
+            )
+    repeats: dict[tuple[float, ...], int] = defaultdict(int)
+    by_order: dict[int, list[_Slice]] = defaultdict(list)
+    for s in sorted(group, key=lambda s: (s.instance, s.path)):
+        by_order[repeats[_position(s)]].append(s)
+        repeats[_position(s)] += 1
+    if _same_positions(list(by_order.values())):
+        return (
+            [_sort_along_normal(by_order[k]) for k in sorted(by_order)],
+            f"repeated {tag_name('ImagePositionPatient')} in {tag_name('InstanceNumber')} order",
+        )
+    return [ordered], ""
+
+
+def _where(ordered: list[_Slice], root: Path) -> str:
+    """How a reason names a series: its one file, or its folder, size and first file (relative to the root)."""
+    first = ordered[0]
+    if first.kind == "multiframe":
+        return f"multi-frame image {_rel(first.path, root)}"
+    if len(ordered) == 1:
+        return f"image {_rel(first.path, root)}"
+    folder = os.path.commonpath([os.path.dirname(s.path) for s in ordered])
+    return f"series of {len(ordered)} files in {_rel(folder, root)} ({os.path.basename(first.path)}, ...)"
+
+
+def _series_row(group: list[_Slice], spec: ImagingSpec, n_dropped: int, root: Path) -> list[dict]:
+    """The row of one series: ``ok`` (usable, so far) or ``skipped`` with the first problem found; plus, for a
+    usable series of several volumes, a skipped row for the volumes not used."""
     mixed = len({s.kind for s in group}) > 1  # e.g. one file of a CT series with its Modality emptied
     volume = group[0].kind == "volume" and not mixed
-    ordered = _sort_along_normal(group) if volume else sorted(group, key=lambda s: s.path)
-    files = [s.path for s in ordered]
-    folder = os.path.commonpath([os.path.dirname(f) for f in files])
-    first = ordered[0]
-    problem = _mixed_problem(ordered, folder) if mixed else _series_problem(ordered, spec, folder)
-    note = (
-        f"{n_dropped} file(s) of this series skipped, see their rows"
-        if n_dropped and first.kind != "multiframe"
-        else ""
-    )
-    if first.kind == "2d" and len(files) > 1:
-        note = "; ".join(filter(None, [f"2D series of {len(files)} images: the first is used", note]))
-    thickness = [s.thickness for s in ordered if np.isfinite(s.thickness)]
-    return {
+    volumes, told_by = split_volumes(group) if volume else ([sorted(group, key=lambda s: s.path)], "")
+    everything = [s for v in volumes for s in v]
+    where = _where(everything, root)
+    folder = os.path.commonpath([os.path.dirname(s.path) for s in everything])
+    first = volumes[0][0]
+    problem = _mixed_problem(everything, where) if mixed else _series_problem(volumes, spec, where)
+    used, chosen = "1", volumes[0]
+    if len(volumes) > 1 and spec.volume == "mean":
+        used, chosen = "mean", everything
+    elif len(volumes) > 1 and spec.volume != "first":
+        used, chosen = str(spec.volume), volumes[min(int(spec.volume), len(volumes)) - 1]
+        if int(spec.volume) > len(volumes):
+            problem = problem or (
+                f"{where}: holds {len(volumes)} volumes (told apart by {told_by}) but imaging.volume is "
+                f"{spec.volume}; set imaging.volume to at most {len(volumes)}, 'first' or 'mean'"
+            )
+    notes = []
+    if first.mosaic:
+        rows, cols = (n // math.ceil(math.sqrt(first.mosaic)) for n in first.shape)
+        notes.append(f"Siemens mosaic: {first.mosaic} slices of {rows} x {cols} tiled in each file")
+    if len(volumes) > 1:
+        taken = "the voxel-wise mean of all volumes" if used == "mean" else f"volume {used}"
+        notes.append(
+            f"{len(volumes)} volumes told apart by {told_by}, {len(volumes[0])} file(s) each: {taken} used "
+            f"(imaging.volume is {spec.volume!r})"
+        )
+    if n_dropped and first.kind != "multiframe":
+        notes.append(f"{n_dropped} file(s) of this series skipped, see their rows")
+    if first.kind == "2d" and len(everything) > 1:
+        notes.insert(0, f"2D series of {len(everything)} images: the first is used")
+    thickness = [s.thickness for s in everything if np.isfinite(s.thickness)]
+    row = {
         Col.PATIENT: first.patient, Col.STUDY_UID: first.study, Col.SERIES_UID: first.series,
-        Col.SERIES_DIR: folder, Col.FILES: files, Col.N_SLICES: first.frames if first.kind == "multiframe" else len(files),
-        Col.MODALITY_TAG: first.modality, Col.BODY_PART: first.body_part,
-        Col.STATUS: Status.SKIPPED.value if problem else Status.OK.value, Col.REASON: problem or note,
+        Col.SERIES_DIR: folder, Col.FILES: [s.path for s in (everything if problem else chosen)],
+        Col.N_SLICES: _n_slices(volumes[0]), Col.MODALITY_TAG: first.modality, Col.BODY_PART: first.body_part,
+        Col.STATUS: Status.SKIPPED.value if problem else Status.OK.value, Col.REASON: problem or "; ".join(notes),
         Col.SOURCE: first.path if first.kind == "multiframe" else folder, Col.IMAGE_KIND: first.kind,
-        Col.SOP_UID: [s.sop for s in ordered], Col.SYNTAX: first.syntax,
+        Col.SOP_UID: [s.sop for s in (everything if problem else chosen)], Col.SYNTAX: first.syntax,
         Col.SLICE_MM: float(np.median(thickness)) if thickness else float("nan"), Col.STUDY_DATE: first.study_date,
-        Col.DESCRIPTION: first.description,
+        Col.DESCRIPTION: first.description, N_VOLUMES: len(volumes), VOLUME_USED: "" if problem else used,
+        _WHERE: where,
     }  # fmt: skip
+    if problem or used == "mean" or len(volumes) == 1:
+        return [row]
+    others = [k for k in range(1, len(volumes) + 1) if str(k) != used]
+    unused = [s for k in others for s in volumes[k - 1]]
+    listed = ", ".join(map(str, others)) if len(others) <= 5 else f"{others[0]}-{others[-1]} but {used}"
+    return [row, {
+        **row, Col.FILES: [s.path for s in unused], Col.SOP_UID: [s.sop for s in unused],
+        Col.STATUS: Status.SKIPPED.value, VOLUME_USED: "",
+        Col.REASON: (
+            f"{where}: volume(s) {listed} of {len(volumes)} not used -- imaging.volume is {spec.volume!r}, so volume "
+            f"{used} is the series' image; set imaging.volume to 'mean' or another number to use the others"
+        ),
+    }]  # fmt: skip
 
 
-def _mixed_problem(ordered: list[_Slice], folder: str) -> str:
+def _n_slices(volume: list[_Slice]) -> int:
+    """Slices of one volume: a mosaic's tiles, a multi-frame object's frames, else its files."""
+    first = volume[0]
+    if first.mosaic:
+        return first.mosaic
+    return first.frames if first.kind == "multiframe" else len(volume)
+
+
+def _mixed_problem(ordered: list[_Slice], where: str) -> str:
     """The reason for a series whose files disagree on what they are (a volume slice, a 2D image)."""
     modalities = sorted({s.modality or "(empty)" for s in ordered})
     return (
-        f"series in {folder}: its files disagree on {tag_name('Modality')} ({', '.join(modalities)}) or "
+        f"{where}: its files disagree on {tag_name('Modality')} ({', '.join(modalities)}) or "
         f"{tag_name('NumberOfFrames')}, so they cannot make one image; fix the tags or split the series"
     )
 
@@ -622,10 +915,10 @@ def _sort_along_normal(group: list[_Slice]) -> list[_Slice]:
     return sorted(group, key=lambda s: (float(np.dot(normal, s.position)), s.path))
 
 
-def _series_problem(ordered: list[_Slice], spec: ImagingSpec, folder: str) -> str | None:
+def _series_problem(volumes: list[list[_Slice]], spec: ImagingSpec, where: str) -> str | None:
     """Why a series cannot make one image, or None. Checks modality, description, geometry and slice count."""
+    ordered = [s for v in volumes for s in v]
     first = ordered[0]
-    where = f"multi-frame image {first.path}" if first.kind == "multiframe" else f"series in {folder}"
     if first.modality not in {m.upper() for m in spec.modalities}:
         return (
             f"{where}: {tag_name('Modality')} is {first.modality or 'empty'!r}, not one of "
@@ -648,25 +941,39 @@ def _series_problem(ordered: list[_Slice], spec: ImagingSpec, folder: str) -> st
             return (
                 f"{where}: slices differ in Rows/Columns {sorted({s.shape for s in ordered})}; keep one size per series"
             )
-        duplicate = _duplicate_position(ordered)
-        if duplicate:
-            return duplicate
-    n = first.frames if first.kind == "multiframe" else len(ordered)
-    if first.kind != "2d" and n < spec.min_slices:
+        if len({s.mosaic for s in ordered}) > 1:
+            return (
+                f"{where}: its files are not all Siemens mosaics of the same number of slices (NumberOfImagesInMosaic "
+                f"{sorted({s.mosaic for s in ordered})}); split the series or convert it with dcm2niix"
+            )
+        if first.mosaic and len(volumes[0]) > 1:
+            return (
+                f"{where}: {len(volumes[0])} Siemens mosaic files at different {tag_name('ImagePositionPatient')} in "
+                "one volume; a mosaic file is a whole volume -- split the series or convert it with dcm2niix"
+            )
+        if len(volumes) == 1:
+            duplicate = _duplicate_position(ordered, where)
+            if duplicate:
+                return duplicate
+    n = _n_slices(volumes[0])
+    single = first.kind == "2d" or (first.kind == "volume" and len(volumes[0]) == 1 and not first.mosaic)
+    if not single and n < spec.min_slices:
         return f"{where}: only {n} usable slice(s), imaging.min_slices is {spec.min_slices}"
     return None
 
 
-def _duplicate_position(ordered: list[_Slice]) -> str | None:
-    """A reason naming two files that share an ImagePositionPatient, or None."""
+def _duplicate_position(ordered: list[_Slice], where: str) -> str | None:
+    """A reason naming two files that share an ImagePositionPatient (and nothing tells apart), or None."""
     seen: dict[tuple[float, ...], str] = {}
     for s in ordered:
-        key = tuple(round(v, 3) for v in s.position)
+        key = _position(s)
         if key in seen:
+            tags = ", ".join(tag_name(t) for t in _VOLUME_TAGS.values())
             return (
-                f"{os.path.basename(seen[key])} and {os.path.basename(s.path)} (series in "
-                f"{os.path.dirname(s.path)}) share {tag_name('ImagePositionPatient')} {list(key)}: duplicated slices; "
-                "remove the duplicates or split the series"
+                f"{where}: {os.path.basename(seen[key])} and {os.path.basename(s.path)} share "
+                f"{tag_name('ImagePositionPatient')} {list(key)} and cannot be told apart as volumes of a 4D series "
+                f"(no {tags} separates them, and not every position repeats equally often): duplicated slices; "
+                "remove the duplicate files, or give each volume its own SeriesInstanceUID (0020,000E)"
             )
         seen[key] = s.path
     return None
@@ -686,7 +993,7 @@ def _describe(row: dict) -> str:
     return f"{row[Col.N_SLICES]} slices{thickness}{date}"
 
 
-def _choose(rows: list[dict], prefer: list[str], keep: int = 1) -> None:
+def _choose(rows: list[dict], prefer: list[str], keep: int = 1, root: Path | None = None) -> None:
     """Keep, per patient, the ``keep`` preferred usable series as ``ok``; mark the others skipped, saying why."""
     usable: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -703,9 +1010,11 @@ def _choose(rows: list[dict], prefer: list[str], keep: int = 1) -> None:
             chosen = f"chosen: {rule} ({_describe(row)}) of {len(group)} usable series{place}"
             row[Col.REASON] = "; ".join(filter(None, [chosen, row[Col.REASON]]))
         for row in group[keep:]:
-            row[Col.STATUS] = Status.SKIPPED.value
+            row[Col.STATUS], row[VOLUME_USED] = Status.SKIPPED.value, ""
+            named = row.get(_WHERE) or row[Col.SOURCE]
+            best_at = _rel(best[Col.SOURCE], root) if root is not None else best[Col.SOURCE]
             row[Col.REASON] = (
-                f"not chosen: {_describe(row)}; the patient's series in {best[Col.SOURCE]} ({_describe(best)}) was "
+                f"not chosen: {_describe(row)} ({named}); the patient's series in {best_at} ({_describe(best)}) was "
                 f"preferred by imaging.prefer ({rule}; ties go to the lower SeriesInstanceUID) and "
                 f"imaging.series_per_patient is {keep}"
             )
@@ -720,6 +1029,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     rows = [{k: printable(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame[Col.N_SLICES] = frame[Col.N_SLICES].astype("int64")
+    frame[N_VOLUMES] = frame[N_VOLUMES].astype("int64")
     frame[Col.SLICE_MM] = frame[Col.SLICE_MM].astype("float64")
     order = frame[Col.STATUS].ne(Status.OK.value)
     frame = frame.assign(_order=order).sort_values(["_order", Col.PATIENT, Col.SOURCE], kind="stable")

@@ -118,4 +118,5 @@ def test_a_dataset_with_no_usable_patient_is_an_error(tmp_path):
     (tmp_path / "d.yaml").write_text("name: x\nlabels: {path: labels.csv}\nnotes: {path: notes.csv}\n")
     with pytest.raises(InputError, match="(?s)no usable patient found.*empty note text in notes.csv row 1"):
         ingest(load_dataset(tmp_path / "d.yaml"), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out" / "report.md").is_file()  # the reasons are kept (issue 15) ...
+    assert not (tmp_path / "out" / "cohort.parquet").exists()  # ... but no cohort a later stage could take

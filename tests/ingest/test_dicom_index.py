@@ -48,7 +48,8 @@ def _series_of(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def index(tree: dict) -> pd.DataFrame:
-    return index_dicom(ImagingSpec(root=tree["root"]), tree["root"])
+    # not the defaults (every image modality, any slice count): a site that wants CT/MR/PET volumes of 4+ slices
+    return index_dicom(ImagingSpec(root=tree["root"], modalities=["CT", "MR", "PT"], min_slices=4), tree["root"])
 
 
 def _row(index: pd.DataFrame, source: Path) -> pd.Series:

@@ -32,7 +32,7 @@ from clinicmm.config import ImageEncoderSpec
 IMAGE_KEY = "image"
 MODALITY_KEY = "modality"
 KIND_KEY = "image_kind"
-PIPELINE_VERSION = "2"  # part of the image encoder's fingerprint: bump when the pipeline's output changes
+PIPELINE_VERSION = "3"  # part of the image encoder's fingerprint: bump when the pipeline's output changes
 DEFER_BYTES = 64 * 1024  # values larger than this (pixel data) are read from the file only when used
 
 
