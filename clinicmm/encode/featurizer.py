@@ -93,6 +93,17 @@ class EncodedCohort:
         return cls(patients, vectors, meta["links"], failures, meta["stats"])
 
 
+def load_encoded(wf, folder: Path | None = None) -> EncodedCohort:
+    """The encode stage's :class:`EncodedCohort` of workflow ``wf`` (``folder``: default ``workdir/encode``; a
+    shard folder works too), patients named by id again: ``evidence.json`` names them by keyed pseudonym."""
+    from clinicmm.ingest.cohort import Cohort
+    from clinicmm.pseudo import naming, workflow_key
+
+    cohort = Cohort.load(wf.work / "ingest")
+    _, ids = naming(workflow_key(wf), cohort.patients(labelled=False))
+    return EncodedCohort.load(Path(folder) if folder is not None else wf.work / "encode", ids)
+
+
 def _renamed(failure: dict, name: Callable[[str], str]) -> dict:
     """A failure row with its patient id, also where its reason quotes it (a file path), renamed by ``name``."""
     pid = failure.get("patient_id")

@@ -44,23 +44,28 @@ def _finished(folder: Path, key: str, patients: list[str]) -> bool:
     return record.get("key") == key and record.get("patients") == len(patients)
 
 
-def encode_shard(cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int):
-    """Encode rank ``r``'s shard (or read it back when already finished with the same ``key``)."""
+def encode_shard(
+    cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int, naming=None
+):  # fmt: skip
+    """Encode rank ``r``'s shard (or read it back when already finished with the same ``key``). ``naming``:
+    ``(id -> pseudonym, {pseudonym: id})`` (:func:`clinicmm.pseudo.naming`) to write patients by pseudonym."""
+    pseudonymise, ids = naming or (None, None)
     mine = shard(patients, r, world)
     out = shard_dir(folder, r, world)
     if _finished(out, key, mine):
         log.info("encode: shard %d of %d already finished, read back", r, world)
-        return EncodedCohort.load(out)
+        return EncodedCohort.load(out, ids)
     (out / SHARD_RECORD).unlink(missing_ok=True)
     encoded = encode_cohort(cohort, featurizer, mine)
-    encoded.save(out)
+    encoded.save(out, pseudonymise)
     record = {"key": key, "rank": r, "world_size": world, "patients": len(mine), "digest": encoded.content_digest()}
     atomic_write_bytes(out / SHARD_RECORD, json.dumps(record).encode())  # last: the shard counts as finished
     return encoded
 
 
-def merge_shards(folder: Path, patients: list[str], key: str, world: int):
+def merge_shards(folder: Path, patients: list[str], key: str, world: int, naming=None):
     """Rank 0: read every shard, check each patient was encoded exactly once, merge in ``patients`` order."""
+    ids = naming[1] if naming else None
     parts = []
     for r in range(world):
         out = shard_dir(folder, r, world)
@@ -69,7 +74,7 @@ def merge_shards(folder: Path, patients: list[str], key: str, world: int):
                 f"{out}: encode shard {r} of {world} is missing or unfinished (rank {r} failed?). "
                 "Rerun the same command: finished shards are read back, this one is encoded again."
             )
-        parts.append(EncodedCohort.load(out))
+        parts.append(EncodedCohort.load(out, ids))
     check_exactly_once(patients, [p.patients for p in parts])
     return _concat(parts, patients)
 
@@ -122,10 +127,11 @@ def _widen(v: np.ndarray, dim: int) -> np.ndarray:
 
 
 def encode_sharded(
-    cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int, barrier: Callable[[], None]
-):
+    cohort, featurizer, patients: list[str], folder: Path, key: str, r: int, world: int, barrier: Callable[[], None],
+    naming=None,
+):  # fmt: skip
     """This rank's shard, then (rank 0, once every rank passed ``barrier``) the checked merge of all shards;
     ``None`` on the other ranks."""
-    encode_shard(cohort, featurizer, patients, folder, key, r, world)
+    encode_shard(cohort, featurizer, patients, folder, key, r, world, naming)
     barrier()
-    return merge_shards(folder, patients, key, world) if r == 0 else None
+    return merge_shards(folder, patients, key, world, naming) if r == 0 else None

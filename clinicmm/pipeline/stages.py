@@ -106,29 +106,33 @@ def encode_stage(wf: WorkflowSpec, progress: bool = True):
     from clinicmm.encode.shards import encode_sharded
     from clinicmm.ingest.cohort import Cohort
     from clinicmm.knowledge.graph import load_knowledge
+    from clinicmm.pseudo import naming, workflow_key
     from clinicmm.training.data import need
 
     cohort = Cohort.load(need(wf.work / "ingest", "ingest"))
     pre = fit_genomics(wf, cohort)
     featurizer = Featurizer(wf.encoders, load_knowledge(wf), pre, cache_dir=wf.work / "cache", progress=progress)
     out = wf.work / "encode"
+    patients = cohort.patients(labelled=False)
+    names = naming(workflow_key(wf), patients)  # evidence.json names patients by keyed pseudonym, never by id
     if distributed.world_size() > 1:  # under torchrun: each rank encodes its shard, rank 0 checks and merges
         encoded = encode_sharded(
             cohort,
             featurizer,
-            cohort.patients(labelled=False),
+            patients,
             out / "shards",
             stages.fingerprint(wf, "encode"),
             distributed.rank(),
             distributed.world_size(),
             distributed.barrier,
+            names,
         )
         if encoded is None:  # not rank 0: wait until rank 0 has written the merged embeddings
             distributed.barrier()
-            return EncodedCohort.load(out)
+            return EncodedCohort.load(out, names[1])
     else:
-        encoded = encode_cohort(cohort, featurizer, cohort.patients(labelled=False))
-    encoded.save(out)
+        encoded = encode_cohort(cohort, featurizer, patients)
+    encoded.save(out, names[0])
     fingerprints = _used_fingerprints(featurizer, encoded)
     _write_json(out / "encoders.json", {"fingerprints": fingerprints, "spec": dump(wf.encoders)})
     if pre is not None:

@@ -11,21 +11,14 @@ import contextlib
 import fcntl
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from clinicmm.config import TrackingSpec
 from clinicmm.errors import ConfigError
+from clinicmm.pseudo import sqlite_path  # noqa: F401 -- where the tracking code and its callers find it
 
 STORE_LOCK_TIMEOUT_S = 600.0  # a hang guard only: the lock is held while a store is created or migrated
 _ready: set[str] = set()  # store URIs this process has created or checked under the store lock
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative paths resolved against the working directory)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :]).resolve()
 
 
 @contextlib.contextmanager

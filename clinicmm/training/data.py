@@ -116,13 +116,13 @@ class TrainingData:
     graph, the classes and each patient's split. :meth:`fold` gives the same data as one fold sees it."""
 
     def __init__(self, wf):
-        from clinicmm.encode.featurizer import EncodedCohort
+        from clinicmm.encode.featurizer import load_encoded
         from clinicmm.ingest.cohort import Cohort
         from clinicmm.knowledge.graph import load_knowledge
 
         self.wf = wf
         self.cohort = Cohort.load(need(wf.work / "ingest", "ingest"))
-        self.encoded = EncodedCohort.load(need(wf.work / "encode", "encode"))
+        self.encoded = load_encoded(wf, need(wf.work / "encode", "encode"))
         self.kg = load_knowledge(wf)
         labels = self.cohort.manifest.set_index(Col.PATIENT.value)
         self.label = labels[Col.LABEL.value].to_dict()

@@ -59,6 +59,7 @@ def test_leave_one_site_out_reuses_the_training_data_it_is_given(trained, monkey
     for target in (
         "clinicmm.ingest.cohort.Cohort.load",
         "clinicmm.encode.featurizer.EncodedCohort.load",
+        "clinicmm.encode.featurizer.load_encoded",
         "clinicmm.knowledge.graph.load_knowledge",
     ):
         monkeypatch.setattr(target, reloaded)

@@ -154,17 +154,21 @@ def test_two_process_training_follows_the_one_process_curve(runs):
 
 
 def test_embedding_shards_cover_the_cohort_exactly_once(runs):
-    from clinicmm.encode.featurizer import EncodedCohort
+    from clinicmm.encode.featurizer import load_encoded
     from clinicmm.ingest.cohort import Cohort
 
     two, one = runs
-    shards = [EncodedCohort.load(two.work / "encode" / "shards" / f"2-{r}") for r in (0, 1)]
+    shards = [load_encoded(two, two.work / "encode" / "shards" / f"2-{r}") for r in (0, 1)]
     ids = [set(s.patients) for s in shards]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
     cohort = Cohort.load(two.work / "ingest").patients(labelled=False)
     assert sorted(ids[0] | ids[1]) == sorted(cohort)
     assert sum(len(s.patients) for s in shards) == len(cohort)
-    merged, single = EncodedCohort.load(two.work / "encode"), EncodedCohort.load(one.work / "encode")
+    merged, single = load_encoded(two), load_encoded(one)
+    raw = (two.work / "encode" / "evidence.json").read_text() + (
+        two.work / "encode" / "shards" / "2-0" / "evidence.json"
+    ).read_text()
+    assert not any(p in raw for p in cohort)  # the workdir's evidence names patients by keyed pseudonym only
     assert merged.patients == single.patients
     for m, v in single.vectors.items():
         np.testing.assert_allclose(merged.vectors[m], v, atol=1e-5)  # NaN where a modality is absent, in both
