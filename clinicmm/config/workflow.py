@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +34,23 @@ class ImageTrainSpec(Spec):
     """Training of the image network on the cohort's labels (``clinicmm train-image``), train split only."""
 
     epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(4, ge=1)
-    augment: bool = Field(True, description="Random flips, affine and intensity changes (MONAI) on the train split.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW (after the warmup).")
+    batch_size: int = Field(
+        16, ge=1, description="Series per step; batch norm needs several (a lone last batch is dropped)."
+    )
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW's decoupled weight decay.")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="Linear warmup of the learning rate from 0 over this many epochs (0: none)."
+    )
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="After the warmup: cosine decay to 0 at the last epoch, or constant."
+    )
+    clip_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (null: no clipping).")
+    augment: bool = Field(
+        True,
+        description="Random flips, small in-plane rotation/scale/shift and intensity jitter (MONAI) on the train "
+        "split; 2D images in 2D, never blanking the image (border padding).",
+    )
     patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation loss.")
     seed: int = 0
     output: Path | None = Field(
@@ -45,7 +60,12 @@ class ImageTrainSpec(Spec):
 
 class ImageEncoderSpec(Spec):
     network: Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "vit"] = "resnet10"
-    spatial_dims: Literal[2, 3] = Field(3, description="2: a 2D network on each slice, slice embeddings averaged.")
+    spatial_dims: Literal["auto", 2, 3] = Field(
+        "auto",
+        description="auto: by image kind -- 2D images (US, DX, CR, MG, ...: one slice) through a 2D network, volumes "
+        "through a 3D one, both giving embeddings of the same length; 2: a 2D network on each slice, slice "
+        "embeddings averaged; 3: a 3D network for everything (2D images repeated along z, as before native 2D).",
+    )
     vit: ViTSpec = ViTSpec()
     weights: Path | None = Field(
         None, description="Pretrained weights (.safetensors, or .pt via torch.load(weights_only=True))."
@@ -278,6 +298,32 @@ class PrivacySpec(Spec):
     )
 
 
+class ServingSpec(Spec):
+    """The registered model as a service (``mlflow models serve``): what a request may make it read."""
+
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders that a request's dicom_files, notes_file and expression_file may point into (symbolic "
+        "links resolved; relative paths are read from the workflow file's folder), stored with the model at "
+        "register time. Empty (default): every path in a request is refused and only inline notes, expression and "
+        "mutations are scored. $CLINICMM_DATA_ROOTS on the serving machine (os.pathsep-separated absolute folders) "
+        "replaces this list when set.",
+    )
+
+    @field_validator("data_roots")
+    @classmethod
+    def _plain_paths(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            text = str(root)
+            url = re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", text)  # file://, s3:// ... (Path keeps 'file:/srv')
+            if "\x00" in text or url or not text.strip() or text.strip() in (".", os.sep):
+                raise ValueError(
+                    f"serving.data_roots: {text!r} is not a usable folder; name the folders that hold the files "
+                    "requests may send (never '/' or a URL)"
+                )
+        return roots
+
+
 DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "logreg", "gbt")
 AUTO = "auto"  # primary_model: the champion by validation (clinicmm.training.champion)
 
@@ -309,6 +355,7 @@ class WorkflowSpec(Spec):
     compare: CompareSpec = CompareSpec()
     privacy: PrivacySpec = PrivacySpec()
     runtime: RuntimeSpec = RuntimeSpec()
+    serving: ServingSpec = ServingSpec()
     base_dir: Path = Field(Path("."), exclude=True)
 
     @field_validator("models")

@@ -73,10 +73,10 @@ def _check_overlap(wf, cohort) -> list[str]:
     return notes
 
 
-def _score(model_uri: str, cohort, patients: list[str]) -> pd.DataFrame:
-    from clinicmm.serve.predict import cohort_frame, load_registered
+def _score(model_uri: str, cohort, patients: list[str], spec) -> pd.DataFrame:
+    from clinicmm.serve.predict import load_registered, score_cohort
 
-    return load_registered(model_uri).predict(cohort_frame(cohort, patients))
+    return score_cohort(load_registered(model_uri), cohort, patients, spec)
 
 
 def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[str, float], np.ndarray, list[str]]:
@@ -123,7 +123,7 @@ def evaluate_external(wf, dataset_path: Path, model_uri: str | None = None) -> d
     usable = m[(m[Col.STATUS] == Status.OK) & (m[Col.LABEL] != "")]
     if usable.empty:
         raise StageError(f"{dataset_path}: no usable labelled patient; see `clinicmm ingest {dataset_path}` for why.")
-    preds = _score(model_uri, cohort, usable[Col.PATIENT].tolist())
+    preds = _score(model_uri, cohort, usable[Col.PATIENT].tolist(), spec)
     metrics, cm, classes = external_metrics(preds, dict(zip(usable[Col.PATIENT], usable[Col.LABEL])))
     out = wf.work / "external" / spec.name
     out.mkdir(parents=True, exist_ok=True)

@@ -188,7 +188,13 @@ STAGES: dict[str, Stage] = {
             "register",
             "register",
             "evaluate",
-            lambda wf: [wf.tracking.tracking_uri(), wf.tracking.registered_model, wf.tracking.alias, wf.primary_model],
+            lambda wf: [
+                wf.tracking.tracking_uri(),
+                wf.tracking.registered_model,
+                wf.tracking.alias,
+                wf.primary_model,
+                [str(p) for p in wf.serving.data_roots],  # stored with the model: changing them re-registers
+            ],
         ),
         Stage("predict", "predict", "register", lambda wf: None),
     )

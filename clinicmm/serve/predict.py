@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -99,6 +100,22 @@ def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder:
     return written
 
 
+def score_cohort(model, cohort: Cohort, patients: list[str], spec) -> pd.DataFrame:
+    """``model.predict`` of these patients, the dataset's own folders (``spec``: its DatasetSpec) allowed to the
+    registered model for this call: a served model reads only ``serving.data_roots``, but ``clinicmm predict``
+    scores files the user's own dataset YAML names (with ``follow_symlinks_outside``, where its links lead too)."""
+    from clinicmm.ingest.cohort import dataset_roots
+    from clinicmm.serve.scoring import allow_roots
+
+    frame = cohort_frame(cohort, patients)
+    roots = dataset_roots(spec)
+    if spec.follow_symlinks_outside:
+        files = [f for cell in frame["dicom_files"] if cell for f in json.loads(cell)]
+        roots += sorted({Path(os.path.realpath(f)).parent for f in files})
+    with allow_roots(roots):
+        return model.predict(frame)
+
+
 def predict(
     model_uri: str, dataset_path: Path, out: Path, overwrite: bool = False, dicom_sr: Path | None = None
 ) -> pd.DataFrame:
@@ -112,11 +129,12 @@ def predict(
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; choose another --out or pass --overwrite to replace it.")
-    cohort = build_cohort(load_dataset(dataset_path), split=False)
+    spec = load_dataset(dataset_path)
+    cohort = build_cohort(spec, split=False)
     manifest = cohort.manifest
     usable = manifest.loc[manifest[Col.STATUS] == "ok", Col.PATIENT.value].tolist()
     model = load_registered(model_uri)
-    result = model.predict(cohort_frame(cohort, usable)) if usable else pd.DataFrame()
+    result = score_cohort(model, cohort, usable, spec) if usable else pd.DataFrame()
     skipped = manifest[manifest[Col.STATUS] != "ok"]
     extra = pd.DataFrame(
         {"patient_id": skipped[Col.PATIENT.value], "status": "not scored", "reason": skipped[Col.REASON.value]}

@@ -75,6 +75,19 @@ def _requirements() -> list[str]:
     return reqs + [f"clinicmm=={__version__}"]
 
 
+def _classes(bundle_dir: Path) -> list[str]:
+    """The classes of the bundle in ``bundle_dir`` (its ``model.json``), for the output schema."""
+    import json
+
+    return [str(c) for c in json.loads((Path(bundle_dir) / "model.json").read_text())["classes"]]
+
+
+def serving_config(wf: WorkflowSpec) -> dict[str, list[str]]:
+    """The registered model's ``model_config``: ``serving.data_roots`` as absolute paths (relative ones are read
+    from the workflow file's folder). Read back in ``ClinicmmModel.load_context``."""
+    return {"data_roots": [str(wf.resolve(Path(p))) for p in wf.serving.data_roots]}
+
+
 def register(
     wf: WorkflowSpec, model: str, bundle_dir: Path, metrics: dict[str, float], reason: str = ""
 ) -> Registration:
@@ -92,8 +105,9 @@ def register(
             name="model",
             python_model=str(MODEL_CODE),
             artifacts={"bundle": str(bundle_dir)},
-            signature=signature(),
+            signature=signature(_classes(bundle_dir)),  # the output schema names each prob_<class> column
             input_example=input_example(),
+            model_config=serving_config(wf),  # serving.data_roots: the folders a request's paths may point into
             registered_model_name=name,
             pip_requirements=_requirements(),
         )

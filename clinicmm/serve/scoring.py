@@ -20,17 +20,36 @@ review'), modalities (the ones used, '+'-joined), status ('scored' or 'not score
 explanation (:mod:`clinicmm.serve.explain`): share_image, share_note, share_omics, top_genes and top_concepts
 ('name:score|…', leave-one-link-out, graph models only), top_path (the highest-weight graph path from the patient
 to the predicted cancer-type node) and ``explanation`` (all of it as JSON).
+
+Output types are stable, so the JSON a served model returns is strict (no ``NaN``, which ``JSON.parse`` rejects):
+the probabilities and shares are floats or null, ``set_size`` an integer or null (no conformal set: a row not
+scored, or a model without ``calibration.coverage``), every other column a string (see :func:`json_safe`).
+
+File paths in a request (``dicom_files``, ``notes_file``, ``expression_file``: :data:`PATH_COLUMNS`) are read only
+when they resolve (symbolic links too) to a regular file or folder inside the model's data roots (see
+:func:`data_roots`); anything else makes that row ``not scored`` with the one reason :data:`REFUSED`, which says
+nothing about the serving machine's files. No data roots configured: every path is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+import re
+import stat
+from collections.abc import Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clinicmm.keys import MODALITIES, Col
+
+log = logging.getLogger("clinicmm")
 
 INPUT_COLUMNS = (
     "patient_id",
@@ -42,6 +61,99 @@ INPUT_COLUMNS = (
     "expression_file",
     "mutations",
 )
+PATH_COLUMNS = ("dicom_files", "notes_file", "expression_file")  # the columns that name files or folders
+
+# ------------------------------------------------------------------------------------ which paths may be read
+
+DATA_ROOTS_ENV = "CLINICMM_DATA_ROOTS"
+REFUSED = "input path not allowed or not readable (see serving.data_roots / $CLINICMM_DATA_ROOTS)"
+FAILED = "could not be scored: this row's inputs raised an error (its type is in the server log)"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # file://, http:, s3:, ... (a drive letter has one character)
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")  # URL-encoding (%2e%2e%2f): paths are sent as they are, never encoded
+_TRUSTED: ContextVar[tuple[str, ...]] = ContextVar("clinicmm_trusted_roots", default=())
+
+
+class PathRefused(ValueError):
+    """A request's path that may not be read; its message is the column and :data:`REFUSED`, nothing else."""
+
+    def __init__(self, column: str):
+        super().__init__(f"column {column!r}: {REFUSED}")
+
+
+def _root_list(paths: Sequence[str], source: str) -> list[str]:
+    """The real paths of ``paths`` (absolute folders), or ConfigError naming ``source`` and the fix."""
+    from clinicmm.errors import ConfigError
+
+    out = []
+    for p in paths:
+        p = str(p).strip()
+        if not p:
+            continue
+        if "\x00" in p or not os.path.isabs(p):
+            raise ConfigError(
+                f"{source}: data root {p!r} is not an absolute path; give absolute folders "
+                f"(separated by {os.pathsep!r} in ${DATA_ROOTS_ENV})."
+            )
+        out.append(os.path.realpath(p))
+    return sorted(set(out))
+
+
+def data_roots(registered: Sequence[str] = ()) -> list[str]:
+    """The folders a request's paths may point into: ``registered`` (the workflow's ``serving.data_roots``,
+    stored with the model at register time) unless ``$CLINICMM_DATA_ROOTS`` is set, which then **replaces** them
+    (``os.pathsep``-separated absolute folders; set but empty: none, every path refused), plus the folders of an
+    enclosing :func:`allow_roots`. Real paths (symbolic links resolved); read at every call."""
+    env = os.environ.get(DATA_ROOTS_ENV)
+    if env is None:
+        roots = _root_list(registered, "serving.data_roots (stored with the registered model)")
+    else:
+        roots = _root_list(env.split(os.pathsep), f"${DATA_ROOTS_ENV}")
+    return sorted(set(roots) | set(_TRUSTED.get()))
+
+
+@contextmanager
+def allow_roots(paths: Sequence[str | os.PathLike[str]]):
+    """Also allow ``paths`` to a registered model's ``predict`` called in this context, in this process (e.g.
+    ``clinicmm predict`` scoring its own dataset's folders). An HTTP client cannot reach it."""
+    token = _TRUSTED.set(_TRUSTED.get() + tuple(_root_list([os.fspath(p) for p in paths], "allow_roots")))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _inside(real: str, roots: Sequence[str]) -> bool:
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def checked_path(text: str, column: str, roots: Sequence[str] | None, folder_ok: bool = False) -> str:
+    """The real path of ``text`` when it may be read: an absolute, plain path (no URL, no %-escape, no NUL, no
+    ``..``) that resolves (symbolic links too) inside ``roots`` to a readable regular file (or, with ``folder_ok``,
+    a folder); else :class:`PathRefused`. Never opens it: special files (pipes, devices) are refused from their
+    ``stat``. ``roots`` None: no check at all (trusted in-process callers; the registered model never passes it).
+    """
+    if roots is None:
+        return text
+    if (
+        not roots
+        or not text
+        or "\x00" in text
+        or _URL.match(text)
+        or _ESCAPE.search(text)
+        or not os.path.isabs(text)
+        or ".." in Path(text).parts
+    ):
+        raise PathRefused(column)
+    try:
+        real = os.path.realpath(text)
+        if not _inside(real, roots):
+            raise PathRefused(column)
+        mode = os.stat(real).st_mode
+    except (OSError, ValueError):
+        raise PathRefused(column) from None
+    if not (stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode))) or not os.access(real, os.R_OK):
+        raise PathRefused(column)
+    return real
 
 
 def _cell(row: pd.Series, key: str) -> str:
@@ -71,25 +183,36 @@ def _notes(text: str) -> list[str]:
     return [text]
 
 
-def _series_files(text: str) -> list[str] | list[list[str]]:
-    """A JSON list of files (one series), a JSON list of such lists (several, embeddings averaged) or a folder."""
+def _series_files(text: str, roots: Sequence[str] | None = None) -> list[str] | list[list[str]]:
+    """A JSON list of files (one series), a JSON list of such lists (several, embeddings averaged) or a folder.
+
+    With ``roots``, every file (and the folder) must pass :func:`checked_path`; the real paths are returned."""
     if text.startswith("["):
         from clinicmm.ingest.cohort import series_list
 
         value = _json(text, list, "dicom_files", "")
-        return value if not value else series_list(value) if isinstance(value[0], list) else [str(f) for f in value]
-    folder = Path(text)
+        if not value:
+            return value
+        if isinstance(value[0], list):
+            return [[checked_path(str(f), "dicom_files", roots) for f in group] for group in series_list(value)]
+        return [checked_path(str(f), "dicom_files", roots) for f in value]
+    folder = Path(checked_path(text, "dicom_files", roots, folder_ok=True))
     if not folder.is_dir():
+        if roots is not None:
+            raise PathRefused("dicom_files")
         raise ValueError(f"column 'dicom_files': {folder} is neither a JSON list of files nor a folder")
     from clinicmm.config import ImagingSpec
     from clinicmm.ingest.dicom import index_dicom
 
-    index = index_dicom(ImagingSpec(root=folder), folder)
+    # links inside the folder are followed only into the roots; pipes and devices are skipped unopened
+    index = index_dicom(ImagingSpec(root=folder), folder, roots=list(roots) if roots else None, follow_outside=False)
     ok = index[index[Col.STATUS] == "ok"]
     if ok.empty:
+        if roots is not None:  # the index's reasons name files: not echoed to a client
+            raise ValueError("column 'dicom_files': no usable DICOM series in that folder")
         reasons = "; ".join(index[Col.REASON].astype(str).head(3))
         raise ValueError(f"column 'dicom_files': no usable series in {folder} ({reasons})")
-    return [str(f) for f in ok.iloc[0][Col.FILES]]
+    return [checked_path(str(f), "dicom_files", roots) for f in ok.iloc[0][Col.FILES]]
 
 
 def _body_part(files: list[str]) -> str:
@@ -101,61 +224,83 @@ def _body_part(files: list[str]) -> str:
         return ""
 
 
-def _notes_file(text: str) -> list[str]:
+def _notes_file(text: str, roots: Sequence[str] | None = None) -> list[str]:
     """The notes in a text file, or in every .txt file of a folder (sorted by name)."""
-    path = Path(text)
-    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
-    if not path.exists() or not files:
-        raise ValueError(f"column 'notes_file': {path} is neither a text file nor a folder of .txt files")
     from clinicmm.errors import InputError
     from clinicmm.ingest.notes import decode
 
+    if roots is not None:
+        path = Path(checked_path(text, "notes_file", roots, folder_ok=True))
+        if path.is_dir():
+            from clinicmm.ingest.walk import walk
+
+            listed = walk(path, roots=list(roots), follow_outside=False).files  # regular files, links kept inside
+            own = sorted(f for f in listed if f.endswith(".txt") and os.path.dirname(f) == str(path))  # no subfolders
+            files = [Path(checked_path(f, "notes_file", roots)) for f in own]
+        else:
+            files = [path]
+        if not files:
+            raise PathRefused("notes_file")
+    else:
+        path = Path(text)
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if not path.exists() or not files:
+            raise ValueError(f"column 'notes_file': {path} is neither a text file nor a folder of .txt files")
     try:  # UTF-8, else the detected encoding (as the notes reader does)
         return [decode(f.read_bytes(), "auto", str(f))[0] for f in files]
     except InputError as exc:
+        if roots is not None:
+            raise ValueError(
+                "column 'notes_file': the note is not readable text (UTF-8 or a detected encoding)"
+            ) from None
         raise ValueError(f"column 'notes_file': {exc}") from None
 
 
-def _expression_file(text: str) -> dict[str, float]:
+def _expression_file(text: str, roots: Sequence[str] | None = None) -> dict[str, float]:
     """One patient's expression from a table with gene columns and a single data row (a first text column,
     such as a sample id, is ignored)."""
-    path = Path(text)
+    path = Path(checked_path(text, "expression_file", roots))
+    shown = "the file" if roots is not None else str(path)  # a served model names no path in its reasons
     if not path.is_file():
         raise ValueError(f"column 'expression_file': {path} does not exist")
     table = pd.read_csv(path, sep="," if path.suffix == ".csv" else "\t")
     if len(table) != 1:
-        raise ValueError(f"column 'expression_file': {path} has {len(table)} data rows; expected exactly one")
+        counted = "" if roots is not None else f" has {len(table)} data rows;"
+        raise ValueError(f"column 'expression_file': {shown}{counted} expected exactly one data row")
     row = table.iloc[0]
     values = pd.to_numeric(row, errors="coerce")
     if pd.isna(values.iloc[0]) and not pd.isna(row.iloc[0]):
         values = values.iloc[1:]
     bad = values[values.isna() & row[values.index].notna()]
     if len(bad):
-        raise ValueError(f"column 'expression_file': {path}, column {bad.index[0]!r} is not a number")
+        raise ValueError(f"column 'expression_file': {shown}, column {bad.index[0]!r} is not a number")
     return {str(g): float(v) for g, v in values.dropna().items()}
 
 
-def _parse_row(row: pd.Series, pid: str) -> dict:
+def _parse_row(row: pd.Series, pid: str, roots: Sequence[str] | None = None) -> dict:
     """One row's raw inputs; raises ValueError naming the column for anything unusable."""
     out: dict = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
     if d := _cell(row, "dicom_files"):
-        out["files"] = _series_files(d)
-        out["body"] = _cell(row, "body_part").upper() or _body_part(out["files"])
+        out["files"] = _series_files(d, roots)
+        out["body"] = _cell(row, "body_part").upper() or (_body_part(out["files"]) if out["files"] else "")
     if n := _cell(row, "notes"):
         out["texts"] += _notes(n)
     if nf := _cell(row, "notes_file"):
-        out["texts"] += _notes_file(nf)
+        out["texts"] += _notes_file(nf, roots)
     if e := _cell(row, "expression"):
         out["expr"] = {str(k): float(v) for k, v in _json(e, dict, "expression", pid).items()}
     elif ef := _cell(row, "expression_file"):
-        out["expr"] = _expression_file(ef)
+        out["expr"] = _expression_file(ef, roots)
     if m := _cell(row, "mutations"):
         out["mut"] = [(pid, str(g)) for g in _json(m, list, "mutations", pid)]
     return out
 
 
-def parse_frame(frame: pd.DataFrame) -> dict:
-    """Per-row raw inputs, and a reason for each row that cannot be parsed (that row only is skipped)."""
+def parse_frame(frame: pd.DataFrame, roots: Sequence[str] | None = None) -> dict:
+    """Per-row raw inputs, and a reason for each row that cannot be parsed (that row only is skipped).
+
+    ``roots``: the folders a path may point into (:func:`checked_path`; an empty list refuses every path); None
+    checks nothing and is for trusted in-process callers only (the registered model always passes a list)."""
     if "patient_id" not in frame.columns:
         raise ValueError(f"missing column 'patient_id'; expected columns: {', '.join(INPUT_COLUMNS)}")
     parsed = {"patients": [], "series": [], "body_parts": [], "texts": [], "expr": {}, "mut": [], "errors": {}}
@@ -169,9 +314,15 @@ def parse_frame(frame: pd.DataFrame) -> dict:
                     f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row"
                 )
             first_row[pid] = i
-            one = _parse_row(row, pid)
+            one = _parse_row(row, pid, roots)
         except (ValueError, TypeError, OSError) as exc:
-            parsed["errors"][i] = str(exc)
+            # served (roots given): an OSError's text names a path, so it reads as a refused path
+            refused = roots is not None and isinstance(exc, OSError)
+            parsed["errors"][i] = f"{REFUSED}" if refused else str(exc)
+            one = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
+        except Exception as exc:  # noqa: BLE001 -- any other failure is this row's, never the request's
+            log.warning("scoring: row %d could not be parsed (%s)", i + 1, type(exc).__name__)
+            parsed["errors"][i] = FAILED
             one = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
         parsed["series"].append(one["files"])
         parsed["body_parts"].append(one["body"])
@@ -208,12 +359,26 @@ def encode_frame(parsed: dict, featurizer):
     return encoded, len(patients)
 
 
-def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
-    """Predict every row of ``frame`` (see the module docstring for the columns)."""
+def score(bundle, model, featurizer, frame: pd.DataFrame, roots: Sequence[str] | None = ()) -> pd.DataFrame:
+    """Predict every row of ``frame`` (see the module docstring for the columns); strict-JSON types out.
+
+    ``roots``: the folders the rows' paths may point into (default: none, every path refused; see
+    :func:`parse_frame`). A row whose inputs break the batch is retried alone; a row that fails alone comes back
+    ``not scored`` (reason :data:`FAILED`) and the others are scored: a request never fails for one row."""
+    parsed = parse_frame(frame, roots)
+    try:
+        result = _score_parsed(bundle, model, featurizer, parsed)
+    except Exception as exc:  # noqa: BLE001 -- find the rows that fail, score the others
+        n = len(parsed["patients"])
+        log.warning("scoring: the batch of %d rows failed (%s); scoring the rows one by one", n, type(exc).__name__)
+        result = pd.concat([_score_alone(bundle, model, featurizer, parsed, i) for i in range(n)], ignore_index=True)
+    return json_safe(result)
+
+
+def _score_parsed(bundle, model, featurizer, parsed: dict) -> pd.DataFrame:
     from clinicmm.training.data import to_evidence
     from clinicmm.training.fit import predict_proba
 
-    parsed = parse_frame(frame)
     encoded, n = encode_frame(parsed, featurizer)
     for m in MODALITIES:  # absent modality: NaN block of the trained width
         if encoded.vectors[m.value] is None:
@@ -229,6 +394,107 @@ def score(bundle, model, featurizer, frame: pd.DataFrame) -> pd.DataFrame:
     from clinicmm.serve.explain import add_explanations  # modality shares, top genes / concepts, graph paths
 
     return add_explanations(result, model, items, rows, bundle, hetero)
+
+
+def _one_row(parsed: dict, i: int, error: str | None = None) -> dict:
+    """Row ``i`` of ``parsed`` as a parsed frame of its own (with ``error`` as its reason, if given)."""
+    pid = parsed["patients"][i]
+    error = error or parsed["errors"].get(i)
+    return {
+        "patients": [pid],
+        "series": [parsed["series"][i]],
+        "body_parts": [parsed["body_parts"][i]],
+        "texts": [parsed["texts"][i]],
+        "expr": {pid: parsed["expr"][pid]} if pid in parsed["expr"] and i not in parsed["errors"] else {},
+        "mut": [m for m in parsed["mut"] if m[0] == pid] if i not in parsed["errors"] else [],
+        "errors": {0: error} if error else {},
+    }
+
+
+def _score_alone(bundle, model, featurizer, parsed: dict, i: int) -> pd.DataFrame:
+    """Row ``i`` scored on its own; ``not scored`` with :data:`FAILED` when that fails too."""
+    try:
+        return _score_parsed(bundle, model, featurizer, _one_row(parsed, i))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("scoring: row %d failed (%s); reported not scored", i + 1, type(exc).__name__)
+    from types import SimpleNamespace
+
+    from clinicmm.serve.explain import add_explanations
+
+    one = _one_row(parsed, i, FAILED)
+    result = _result_frame(
+        one, SimpleNamespace(failures=[]), bundle.classes, [], [], np.zeros((1, len(MODALITIES)), dtype=bool)
+    )
+    return add_explanations(result, model, [], [], bundle)
+
+
+# --------------------------------------------------------------------------------------- strict JSON out
+
+
+def _finite(value) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _float_column(name: str) -> bool:
+    return name.startswith(("prob_", "share_")) or name.endswith("_prob")
+
+
+def _clean_json(value):
+    """``value`` (parsed JSON) with every NaN / infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _plain(value):
+    """A string / None cell: NaN and numpy scalars become None and Python values."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def output_columns(classes: Sequence[str]) -> list[tuple[str, str]]:
+    """``(column, MLflow type)`` of the output frame, in its order: the model signature's output schema."""
+    from clinicmm.serve.explain import COLUMNS
+    from clinicmm.training.calibration import empty_columns
+
+    names = ["patient_id", "predicted", *(f"prob_{c}" for c in classes), *empty_columns()]
+    names += ["modalities", "status", "reason", *COLUMNS, "explanation"]
+    return [(n, "double" if _float_column(n) else "long" if n == "set_size" else "string") for n in names]
+
+
+def json_safe(result: pd.DataFrame) -> pd.DataFrame:
+    """``result`` with stable, strict-JSON types: probabilities and shares float or None, ``set_size`` int or
+    None, strings elsewhere (None for a missing value), the ``explanation`` JSON without NaN. Never NaN or inf:
+    the columns are of object dtype, so pandas keeps None as None (and JSON null)."""
+    out = pd.DataFrame(index=result.index)
+    for name in result.columns:
+        values = result[name].tolist()
+        if _float_column(name):
+            cells = [_finite(v) for v in values]
+        elif name == "set_size":
+            cells = [None if (f := _finite(v)) is None else int(round(f)) for v in values]
+        elif name == "explanation":
+            cells = [
+                json.dumps(_clean_json(json.loads(v)), allow_nan=False) if isinstance(v, str) and v else ""
+                for v in values
+            ]
+        else:
+            cells = [_plain(v) for v in values]
+        out[name] = pd.Series(cells, index=result.index, dtype=object)
+    return out
 
 
 def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 ``GradientBoostingClassifier`` (depth-3 trees, learning rate 0.05, 80% row subsampling, sqrt(features) per split)
 grows up to :data:`MAX_TREES` rounds and stops when the log loss on an inner 15% share of the training rows has
 not improved for :data:`PATIENCE` rounds (scikit-learn's ``n_iter_no_change``): the rounds are chosen on the
-training rows alone, as logreg's penalty is. The fitted trees are copied into the torch module's node tables;
+training rows alone, as logreg's penalty is. Too few training rows for that share to hold every class (or a
+class with one row): 100 rounds, no early stopping. The fitted trees are copied into the torch module's node tables;
 the validation rows are scored once for the history row the train stage and the champion choice read.
 The settings are the usual textbook defaults for small tabular data, not tuned on any cohort here.
 """
@@ -20,6 +21,7 @@ MAX_TREES = 500
 PATIENCE = 20
 LEARNING_RATE = 0.05
 MAX_DEPTH = 3
+VALIDATION_FRACTION = 0.15
 
 
 def fit_trees(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
@@ -28,7 +30,9 @@ def fit_trees(model, train: list, val: list, knowledge, dims, spec: TrainingSpec
 
     x, y = design(model, train, knowledge, dims)
     counts = np.bincount(y, minlength=n_classes)
-    early = bool(counts[counts > 0].min() >= 2) and len(y) >= 20  # an inner share needs every class twice
+    present = int((counts > 0).sum())
+    inner = int(np.ceil(VALIDATION_FRACTION * len(y)))  # scikit-learn's stratified inner share: a row per class
+    early = bool(counts[counts > 0].min() >= 2) and inner >= present and len(y) - inner >= present
     clf = GradientBoostingClassifier(
         n_estimators=MAX_TREES if early else 100,
         learning_rate=LEARNING_RATE,
@@ -36,7 +40,7 @@ def fit_trees(model, train: list, val: list, knowledge, dims, spec: TrainingSpec
         subsample=0.8,
         max_features="sqrt",
         init="zero",  # every logit starts at 0: the trees alone carry the model (no pickled init estimator)
-        validation_fraction=0.15,
+        validation_fraction=VALIDATION_FRACTION,
         n_iter_no_change=PATIENCE if early else None,
         random_state=spec.seed,
     )

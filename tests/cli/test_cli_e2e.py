@@ -89,7 +89,10 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     patients = cohort.patients("test")[:6]
     frame = cohort_frame(cohort, patients)
     frame.loc[frame.index[-1], "expression"] = '{"TP53": '  # a bad row is reported, not fatal
-    got = model.predict(frame).set_index("patient_id")
+    from clinicmm.serve.scoring import allow_roots
+
+    with allow_roots([root]):  # in-process, as clinicmm predict does: the workflow sets no serving.data_roots
+        got = model.predict(frame).set_index("patient_id")
     cli = pd.read_csv(root / "work" / "predict" / "predictions.csv").set_index("patient_id")
     for pid in patients[:-1]:
         assert got.loc[pid, "status"] == "scored"
@@ -98,7 +101,8 @@ def test_champion_loads_through_mlflow_pyfunc_and_matches_the_cli_predictions(wo
     assert got.loc[patients[-1], "status"] == "not scored" and "expression" in got.loc[patients[-1], "reason"]
     # the same model by its run: runs:/<run id of the champion's child run>/model
     run_id = json.loads((root / "work" / "runs.json").read_text())["models"][champion]
-    by_run = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(frame.iloc[:2]).set_index("patient_id")
+    with allow_roots([root]):
+        by_run = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(frame.iloc[:2]).set_index("patient_id")
     for pid in patients[:2]:
         assert by_run.loc[pid, "predicted"] == got.loc[pid, "predicted"]
 

@@ -101,3 +101,15 @@ def test_fit_trees_learns_an_interaction_and_reports_its_rounds(kg):
     probs = predict_proba(model, val, kg, DIMS)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     assert design(model, val, kg, DIMS)[0].shape == (100, WIDTH)
+
+
+def test_too_few_rows_for_an_inner_share_of_every_class_fit_without_early_stopping(kg):
+    from clinicmm.fusion.batch import PatientEvidence
+
+    rng = np.random.default_rng(1)
+    train = [
+        PatientEvidence(label=i % 4, image=None, note=(np.eye(4)[i % 4] + rng.normal(0, 0.1, 4)).astype(np.float32))
+        for i in range(24)  # fit on 20 rows of 4 classes: a 15% share is 3 rows, fewer than the classes
+    ]
+    history = fit_trees(_model(4, kg), train[:20], train[20:], kg, DIMS, TrainingSpec(seed=0), 4)
+    assert history[0]["trees"] == 100 and history[0]["val_macro_f1"] == 1.0

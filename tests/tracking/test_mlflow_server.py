@@ -156,7 +156,10 @@ def test_the_champion_loads_from_the_server_and_scores_like_the_cli(workflow, at
     patients = cohort.patients("test")[:4]
     start = time.monotonic()
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-    got = model.predict(cohort_frame(cohort, patients)).set_index("patient_id")
+    from clinicmm.serve.scoring import allow_roots
+
+    with allow_roots([root]):  # the workflow sets no serving.data_roots: a served model would refuse every path
+        got = model.predict(cohort_frame(cohort, patients)).set_index("patient_id")
     TIMINGS["load_model + predict 4 patients"] = time.monotonic() - start
     cli = pd.read_csv(work / "predict" / "predictions.csv", keep_default_na=False).set_index("patient_id")
     probs = [c for c in got.columns if c.startswith("prob_")]
