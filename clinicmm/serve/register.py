@@ -1,7 +1,11 @@
 """Registering a trained model: its bundle logged as the clinicmm pyfunc, a registry version, the alias moved.
 
 The registered model is :mod:`clinicmm.serve.model_code` (MLflow's models-from-code file) with the bundle as its
-one artifact; its requirements pin the libraries whose versions change what a served model reads.
+one artifact. It installs anywhere: the clinicmm package it was trained with travels with it as MLflow
+``code_paths`` (``model/code/clinicmm``, put first on ``sys.path`` when the model loads), so no index needs to hold
+clinicmm itself, and its requirements pin every library clinicmm needs at the version that trained it, so
+``mlflow models serve --env-manager virtualenv`` (or ``mlflow models build-docker``) builds its environment from
+any index that has them, a local mirror included.
 """
 
 from __future__ import annotations
@@ -64,15 +68,43 @@ OPTIONAL = frozenset(EXTRAS)
 
 
 def _requirements() -> list[str]:
+    """Every library the served model imports, pinned at the installed version; not clinicmm itself, which
+    travels with the model (:func:`code_folder`)."""
+    names = list(REQUIREMENTS) + [n for n in _package_requires() if n not in REQUIREMENTS]
     reqs = []
-    for name in REQUIREMENTS:
+    for name in names:
         try:
             version = metadata.version(name).split("+")[0]
             reqs.append(f"{name}=={version}")
         except metadata.PackageNotFoundError:
             if name not in OPTIONAL:  # an optional feature's package (peft) is pinned only where installed
                 reqs.append(name)
-    return reqs + [f"clinicmm=={__version__}"]
+    return reqs
+
+
+def _package_requires() -> list[str]:
+    """The names of clinicmm's own (non-extra) requirements, as installed."""
+    import re
+
+    try:
+        listed = metadata.requires("clinicmm") or []
+    except metadata.PackageNotFoundError:
+        return []
+    names = [re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in listed if "extra ==" not in r]
+    return [n for n in dict.fromkeys(names) if n and n != "clinicmm"]
+
+
+def code_folder(into: Path) -> Path:
+    """A copy of the clinicmm package (sources and its data files; no caches) under ``into``, for ``code_paths``."""
+    import shutil
+
+    import clinicmm
+
+    target = Path(into) / "clinicmm"
+    shutil.copytree(
+        Path(clinicmm.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    )
+    return target
 
 
 def _classes(bundle_dir: Path) -> list[str]:
@@ -99,12 +131,15 @@ def register(
     run_id = recorded["models"].get(model)
     if run_id is None:
         raise StageError(f"no MLflow run recorded for {model!r}: run `clinicmm train` first.")
+    import tempfile
+
     name = wf.tracking.registered_model
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
             artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(code_folder(Path(tmp)))],  # clinicmm travels with the model: no index needs it
             signature=signature(_classes(bundle_dir)),  # the output schema names each prob_<class> column
             input_example=input_example(),
             model_config=serving_config(wf),  # serving.data_roots: the folders a request's paths may point into
@@ -127,5 +162,11 @@ def complete(
     client.set_model_version_tag(name, version, "clinicmm.model", model)
     client.update_model_version(
         name, version, description=f"clinicmm {__version__}, workflow {wf.name}: {model} ({reason})"
+    )
+    client.update_registered_model(
+        name,
+        description=f"clinicmm cancer-type classifier of workflow {wf.name} (DICOM imaging, clinical notes, genomic "
+        "tables). Input: one row per patient (see the signature); output: the predicted type, per-type "
+        "probabilities, the conformal set and a predict / abstain decision, or 'not scored' with the reason.",
     )
     return Registration(name, version, alias, f"models:/{name}@{alias}", tracking_uri, model, reason)
