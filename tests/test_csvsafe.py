@@ -79,20 +79,27 @@ def test_predict_writes_hostile_patient_ids_as_text_and_probabilities_as_numbers
     assert back["margin"].tolist() == [-0.25] * 4 and back["prob_BRCA"].dtype.kind == "f"
 
 
-def test_every_csv_writer_of_evaluation_and_serve_goes_through_csvsafe():
-    """Every CSV writer of the package goes through clinicmm.csvsafe (no bare DataFrame.to_csv to a file)."""
+def test_every_csv_writer_of_the_package_goes_through_csvsafe():
+    """Every CSV writer of the package goes through clinicmm.csvsafe (no bare DataFrame.to_csv to a file), but for
+    the named exceptions: data written to be read again as data, not opened in a spreadsheet."""
     import re
     from pathlib import Path
 
     import clinicmm
 
     root = Path(clinicmm.__file__).parent
-    owned = ["evaluation", "serve"]
+    exceptions = {
+        "privacy/deidentify.py": "the de-identified copies of the user's tables: inputs of a later ingest, kept verbatim",
+        "privacy/scan.py": "an in-memory text dump searched for identifiers, never written",
+        "csvsafe.py": "the safe writer itself",
+    }
     bare = [
         f"{p.relative_to(root)}:{i}"
-        for d in owned
-        for p in (root / d).rglob("*.py")
+        for p in root.rglob("*.py")
+        if not p.relative_to(root).parts[0] == "demo" and str(p.relative_to(root)) not in exceptions
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if re.search(r"\.to_csv\(", line)
     ]
+    report = (root / "privacy" / "deidentify.py").read_text()
+    assert "write_csv(frame, report" in report  # the de-identification report itself is for people: neutralised
     assert not bare, bare

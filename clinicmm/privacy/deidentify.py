@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.notes import decode
 from clinicmm.privacy.deid_dicom import deidentify_file
@@ -423,7 +424,7 @@ def deidentify(
     for c in COUNTS:
         frame[c] = frame[c].fillna(0).astype(int) if c in frame.columns else 0
     report.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(report, index=False)
+    write_csv(frame, report, index=False)  # a report people open in a spreadsheet: formula prefixes neutralised
     dicom = frame[frame["kind"] == "dicom"]
     return {
         "report": str(report),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from clinicmm.csvsafe import csv_text
 from clinicmm.privacy.pseudonym import pseudonym
 
 CLASS_COLUMNS = (
@@ -41,5 +42,5 @@ def log_safe_table(wf, run_id: str, frame: pd.DataFrame, name: str) -> str:
     from clinicmm.privacy.pseudonym import workflow_key
 
     table = safe_table(frame, workflow_key(wf))
-    MlflowClient().log_text(run_id, table.to_csv(index=False), name)
+    MlflowClient().log_text(run_id, csv_text(table, index=False), name)
     return name
