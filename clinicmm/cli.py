@@ -32,7 +32,8 @@ kg_app = typer.Typer(help="Inspect the knowledge graph.", no_args_is_help=True)
 app.add_typer(kg_app, name="kg")
 out = Console()
 err = Console(stderr=True)
-_state: dict = {"debug": False, "held": None}  # held: the running command's ExitStack (its workdir lock)
+_state: dict = {"debug": False, "verbose": False, "held": None}  # held: the running command's ExitStack (its lock)
+QUIET_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"  # MLflow's "View run ... at: http://..." per ended run
 
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A YAML file.")]
 
@@ -43,11 +44,17 @@ def _setup_logging() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a tracking server, MLflow prints two lines ("View run ... at", "View experiment at") for every run it
+    # ends: dozens per `clinicmm run`. Off unless --verbose, or the variable is set to false in the environment.
+    if _state["verbose"]:
+        os.environ[QUIET_RUN_LINKS] = "false"
+    else:
+        os.environ.setdefault(QUIET_RUN_LINKS, "true")
     handler = RichHandler(console=err, show_path=False)
     handler.addFilter(lambda record: "nvImageCodec" not in record.getMessage())  # MONAI noise on every CPU machine
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.INFO if _state["verbose"] and noisy == "mlflow" else logging.WARNING)
 
 
 def handled(fn):
@@ -82,8 +89,19 @@ def handled(fn):
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Also show MLflow's own messages: its info log and, with a tracking server, a 'View run' link "
+            "per run (off by default; or set MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false).",
+        ),
+    ] = False,
+) -> None:
     _state["debug"] = debug
+    _state["verbose"] = verbose
 
 
 # ------------------------------------------------------------------------------------------------ verbs
@@ -267,7 +285,7 @@ def explain_cmd(
 
     Explains the trained image encoder's own classifier, so it needs [bold]clinicmm train-image[/] first (an
     untrained encoder's saliency is not meaningful). The file is named by the patient's keyed pseudonym, not the id.
-    Example: [bold]clinicmm explain workflows/demo.yaml --patient DEMO-0007[/]
+    Example: [bold]clinicmm explain workflows/demo.yaml --patient PATIENT_ID[/] (an id of the dataset's labels table)
     """
     from clinicmm.pipeline.run import explain_image
 
@@ -351,7 +369,10 @@ def evaluate(
     if external is not None:
         from clinicmm.evaluation.external import evaluate_external
 
-        _print_external(evaluate_external(_workflow(workflow), external, model))
+        wf = _workflow(workflow)
+        if model is not None:
+            _check_model_uri(model)
+        _print_external(evaluate_external(wf, external, model))
         return
     from clinicmm.pipeline.stages import evaluate_stage
 
@@ -459,11 +480,156 @@ def promote(
 
     Example: [bold]clinicmm promote clinicmm-demo 2 --alias challenger[/]
     """
+    from clinicmm.config import TrackingSpec
     from clinicmm.tracking.runs import promote as promote_fn
+    from clinicmm.tracking.setup import configure
 
+    configure(TrackingSpec(uri=tracking_uri))
+    known = _registered_versions(name)  # an unknown name, then an unknown version, is one line naming what exists
+    if version not in known:
+        from clinicmm.errors import ModelError
+
+        raise ModelError(
+            f"model {name!r} has no version {version!r} in this registry (versions: {', '.join(known) or 'none'}); "
+            f"list them with their aliases: clinicmm versions {name}" + _uri_option(tracking_uri)
+        )
     previous = promote_fn(name, version, alias, tracking_uri)
     was = f" (was version {previous})" if previous else ""
     out.print(f"[bold]models:/{name}@{alias}[/] → version {version}{was}", soft_wrap=True)
+
+
+@app.command()
+@handled
+def versions(
+    name: Annotated[
+        Optional[str], typer.Argument(help="Registered model name; without it, every registered model.")
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option(help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
+    ] = None,
+) -> None:
+    """List a registered model's versions with their aliases (or, without NAME, the registered models).
+
+    Example: [bold]clinicmm versions clinicmm-demo[/], then [bold]clinicmm promote clinicmm-demo 2 --alias champion[/]
+    """
+    from mlflow import MlflowClient
+
+    from clinicmm.config import TrackingSpec
+    from clinicmm.tracking.setup import configure
+
+    uri = configure(TrackingSpec(uri=tracking_uri))
+    client = MlflowClient(uri, registry_uri=uri)
+    if name is None:
+        table = Table(title=f"registered models in {uri}")
+        for col in ("name", "latest version", "aliases"):
+            table.add_column(col)
+        for m in client.search_registered_models():
+            latest = max((int(v.version) for v in m.latest_versions or []), default=None)
+            table.add_row(m.name, str(latest or "-"), _aliases(m.aliases))
+        out.print(table)
+        return
+    found = _registered_versions(name)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    table = Table(title=f"{name}: versions in {uri}")
+    for col in ("version", "aliases", "model", "test macro-F1", "created (UTC)", "run"):
+        table.add_column(col, no_wrap=col in ("version", "created (UTC)"))
+    for version, v in found.items():
+        table.add_row(
+            version, ", ".join(sorted(by_version.get(version, []))) or "-", v.tags.get("clinicmm.model", "-"),
+            v.tags.get("test_macro_f1", "-"), _utc(v.creation_timestamp), v.run_id or "-",
+        )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"models:/{name}@ALIAS or models:/{name}/VERSION; move an alias: clinicmm promote {name} VERSION --alias ALIAS"
+        + _uri_option(tracking_uri),
+        soft_wrap=True,
+    )
+
+
+def _aliases(aliases) -> str:
+    pairs = aliases.items() if isinstance(aliases, dict) else [(a.alias, a.version) for a in aliases or []]
+    return ", ".join(f"{a} → {v}" for a, v in sorted(pairs)) or "-"
+
+
+def _utc(millis) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") if millis else "-"
+
+
+def _uri_option(tracking_uri: Optional[str]) -> str:
+    return f" --tracking-uri {tracking_uri}" if tracking_uri else ""
+
+
+def _registered_versions(name: str) -> dict:
+    """``version -> ModelVersion`` of registered model ``name`` (oldest first), in the configured registry;
+    ModelError naming the registered models when there is none of that name."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from clinicmm.errors import ModelError
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=20))
+        raise ModelError(
+            f"no registered model {name!r} in {mlflow.get_registry_uri()} (registered: {', '.join(names) or 'none'}); "
+            "check the name, or point --tracking-uri / $MLFLOW_TRACKING_URI at the store it was registered in"
+        ) from None
+    if "'" in name:  # no quoting in MLflow's filter strings: filter here
+        found = [v for v in client.search_model_versions() if v.name == name]
+    else:
+        found = client.search_model_versions(f"name = '{name}'")
+    return {str(v.version): v for v in sorted(found, key=lambda v: int(v.version))}
+
+
+def _check_model_uri(model: str, tracking_uri: Optional[str] = None) -> None:
+    """A --model value MLflow would fail on with an unhelpful message, as one line ("cannot load model ...", as
+    :func:`clinicmm.serve.predict.load_registered` says it) naming what to pass instead: a bare registered-model
+    name (a models:/ URI is needed), an unknown model, alias or version. Other schemes (runs:/, a local folder,
+    s3://, ...) are left to MLflow."""
+    from clinicmm.errors import ConfigError, ModelError
+
+    said = f"cannot load model {model!r}"
+    if "://" not in model and ":/" not in model and not Path(model).exists():
+        raise ConfigError(
+            f"{said}: not a model URI; for the registered model of that name pass models:/{model}@champion (an "
+            f"alias) or models:/{model}/VERSION; list them with: clinicmm versions {model}{_uri_option(tracking_uri)}"
+        )
+    if not model.startswith("models:/"):
+        return
+    ref = model[len("models:/") :]
+    name, at, alias = ref.partition("@")
+    version = ""
+    if not at:
+        name, _, version = ref.partition("/")
+    if not name or (at and not alias) or (not at and not version.isdigit() and version != "latest"):
+        raise ConfigError(
+            f"{said}: expected models:/NAME@ALIAS or models:/NAME/VERSION (e.g. models:/{name or 'NAME'}@champion)"
+        )
+    try:
+        known = _registered_versions(name)
+    except ModelError as exc:
+        raise ModelError(f"{said}: {exc}") from None
+    if version and version != "latest" and version not in known:
+        raise ModelError(
+            f"{said}: model {name!r} has no version {version} (versions: {', '.join(known) or 'none'}); "
+            f"list them with: clinicmm versions {name}{_uri_option(tracking_uri)}"
+        )
+    if at:
+        from mlflow import MlflowClient
+
+        aliases = MlflowClient().get_registered_model(name).aliases
+        if alias not in aliases:
+            raise ModelError(
+                f"{said}: model {name!r} has no alias {alias!r} (aliases: {_aliases(aliases)}); "
+                f"set one with: clinicmm promote {name} VERSION --alias {alias}{_uri_option(tracking_uri)}"
+            )
 
 
 @app.command()
@@ -493,6 +659,7 @@ def predict(
     from clinicmm.tracking.setup import configure
 
     configure(TrackingSpec(uri=tracking_uri))
+    _check_model_uri(model, tracking_uri)
     result = predict_fn(model, dataset, out_file, overwrite, dicom_sr)
     scored = int((result["status"] == "scored").sum())
     out.print(f"scored {scored} of {len(result)} patients → [bold]{out_file}[/]")

@@ -7,12 +7,17 @@ with ``sys.executable``, so the kernel runs in the interpreter that runs pytest:
 
 Each notebook is executed once per test session (the ``executed`` fixture caches it) in its own temporary
 working directory, with ``TMPDIR`` pointing at an empty folder so that the test can check the notebook
-leaves no cohort data behind.
+leaves no cohort data behind. ``02`` runs in an empty folder, where its default ``WORKFLOW``
+(``workflows/demo.yaml``) does not exist, so it builds its temporary demo; ``03`` runs in a folder where
+``clinicmm run workflows/demo.yaml`` has finished (with a trained image encoder), so it reads that run.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -25,6 +30,8 @@ EXPLORATION = "01_cohort_exploration.ipynb"
 RESULTS = "02_results.ipynb"
 EXPLAIN = "03_explain_a_patient.ipynb"
 MODELS = ("image", "note", "omics", "concat", "kg_gnn")
+DEFAULT_WORKFLOW = "workflows/demo.yaml"
+CLI = str(Path(sys.executable).with_name("clinicmm"))
 # an explicit MLflow write call; the demo's own stage calls (ingest_stage ... register_stage) are the workflow shown
 MLFLOW_WRITE = re.compile(
     r"\b(log_\w+|start_run|set_tags?|set_registered_model_alias|register_model|MlflowClient)\s*\("
@@ -56,14 +63,57 @@ def _figures(cell: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
 
 
+def finished_demo_run(work: Path) -> Path:
+    """``work/workflows/demo.yaml`` after a finished ``clinicmm run``: a 48-patient demo, five models, and a
+    trained image encoder (``encoders.image.train``, so that 03 can draw Grad-CAM). Returns its workdir."""
+    import yaml
+
+    from clinicmm.demo.generator import generate_demo
+
+    generate_demo(work / "data", patients=48, seed=2, slices=8, size=32)
+    (work / "workflows").mkdir()
+    train = {"epochs": 3, "batch_size": 8, "augment": False, "lr": 0.001}
+    demo = {
+        "name": "notebook-run",
+        "dataset": "../data/dataset.yaml",
+        "workdir": "../run",
+        # spatial_dims 3: one 3D network (Grad-CAM explains it; the default auto wraps two networks by image kind)
+        "encoders": {"image": {"network": "resnet10", "spatial_dims": 3, "spatial_size": [16, 32, 32], "train": train}},
+        "models": list(MODELS),
+        "primary_model": "kg_gnn",
+        "training": {"max_epochs": 20, "patience": 5},
+        "tracking": {"uri": f"sqlite:///{work}/mlruns/mlflow.db", "experiment": "notebook-run"},
+    }
+    (work / DEFAULT_WORKFLOW).write_text(yaml.safe_dump(demo))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [CLI, "run", DEFAULT_WORKFLOW, "--no-progress"], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train-image ran" in done.stdout
+    return work / "run"
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """``name -> (executed notebook, TMPDIR the kernel used)``, each notebook run at most once."""
+    """``name -> (executed notebook, TMPDIR the kernel used)``, each notebook run at most once. Before ``03``
+    runs, its working folder gets a finished run of ``workflows/demo.yaml``, and the test records the workdir's
+    files (name, size, modification time) before and after, in ``listings[name]``."""
     cache: dict[str, tuple[nbformat.NotebookNode, Path]] = {}
+    failed: set[str] = set()  # a notebook that failed once is not run again (minutes each) for every other test
 
     def run(path: Path) -> tuple[nbformat.NotebookNode, Path]:
+        if path.name in failed:
+            pytest.fail(f"{path.name} did not run: see the first test that ran it")
         if path.name not in cache:
+            failed.add(path.name)
             work = tmp_path_factory.mktemp(path.stem)
+            workdir = finished_demo_run(work) if path.name == EXPLAIN else None
+            before = _listing(workdir) if workdir else {}
             tmp = work / "tmp"
             tmp.mkdir()
             nb = nbformat.read(path, as_version=4)
@@ -72,9 +122,14 @@ def executed(tmp_path_factory):
                 mp.setenv("TMPDIR", str(tmp))  # the kernel inherits it: its temporary folders land here
                 client.execute()
             cache[path.name] = (nb, tmp)
+            listings[path.name] = (before, _listing(workdir) if workdir else {})
+            failed.discard(path.name)
         return cache[path.name]
 
     return run
+
+
+listings: dict[str, tuple[dict, dict]] = {}
 
 
 def test_notebooks_exist():
@@ -147,7 +202,7 @@ def _float(pattern: str, text: str) -> float:
 @pytest.mark.parametrize("name", [RESULTS, EXPLAIN])
 def test_results_and_explain_only_read_mlflow(name):
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    assert _tagged(nb, "parameters").source.startswith("WORKFLOW = None")
+    assert _tagged(nb, "parameters").source.startswith(f'WORKFLOW = "{DEFAULT_WORKFLOW}"')
     writes = [m.group(0) for cell in _code_cells(nb) for m in MLFLOW_WRITE.finditer(cell.source)]
     assert writes == []
 
@@ -207,8 +262,30 @@ def test_explain_shows_graph_evidence_and_the_ct(executed):
     assert _figures(ct) == 1 and "Grad-CAM" in _text(ct)
 
 
-@pytest.mark.parametrize("name, prefix", [(RESULTS, "clinicmm-results-"), (EXPLAIN, "clinicmm-explain-")])
-def test_results_and_explain_leave_no_demo_data(executed, name, prefix):
-    nb, tmp = executed(NOTEBOOKS_DIR / name)
-    assert f"working folder: {tmp / prefix}" in _text(_tagged(nb, "setup"))  # the demo run went under TMPDIR ...
-    assert not any(p.name.startswith(prefix) for p in tmp.iterdir())  # ... and was removed
+def test_results_without_a_finished_run_builds_a_demo_and_leaves_no_data(executed):
+    nb, tmp = executed(NOTEBOOKS_DIR / RESULTS)
+    setup = _text(_tagged(nb, "setup"))
+    assert f"{DEFAULT_WORKFLOW}: not found" in setup and "small demo workflow instead" in setup
+    assert f"working folder: {tmp / 'clinicmm-results-'}" in setup  # the demo run went under TMPDIR ...
+    assert not any(p.name.startswith("clinicmm-results-") for p in tmp.iterdir())  # ... and was removed
+
+
+def test_explain_reads_the_last_run_of_the_default_workflow_and_writes_nothing(executed):
+    nb, tmp = executed(NOTEBOOKS_DIR / EXPLAIN)
+    setup = _text(_tagged(nb, "setup"))
+    assert f"reading the last run of {DEFAULT_WORKFLOW}: parent run" in setup and "small demo" not in setup
+    assert "workflow: notebook-run" in setup
+    assert "models:/clinicmm@champion" in _text(_tagged(nb, "prediction"))  # the run's registered model
+    before, after = listings[EXPLAIN]
+    assert before and after == before  # no file of the workdir added, removed or rewritten
+    assert not any(p.name.startswith("clinicmm-explain-") for p in tmp.iterdir())  # and no temporary demo built
+
+
+def test_explain_draws_grad_cam_of_the_trained_image_encoder(executed):
+    from clinicmm.demo.design import CANCER_TYPES
+
+    nb, _ = executed(NOTEBOOKS_DIR / EXPLAIN)
+    cam = _tagged(nb, "grad-cam")
+    assert _figures(cam) == 1, _text(cam)
+    said = re.search(r"Grad-CAM of the trained image encoder \(layer (\w+), .*its classifier says (\w+)", _text(cam))
+    assert said and said.group(1).startswith("layer") and said.group(2) in {c.code for c in CANCER_TYPES}

@@ -32,7 +32,7 @@ def load_registered(model_uri: str):
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(
-            f"cannot load model {model_uri!r}: {str(exc).splitlines()[0]}. Check the name, version or alias."
+            f"cannot load model {model_uri!r}: {str(exc).splitlines()[0].rstrip('.')}. Check the name, version or alias."
         ) from exc
 
 

@@ -95,15 +95,23 @@ def _package_requires() -> list[str]:
 
 
 def code_folder(into: Path) -> Path:
-    """A copy of the clinicmm package (sources and its data files; no caches) under ``into``, for ``code_paths``."""
+    """A copy of the clinicmm package (sources and its data files; no caches, and not the demo generator, whose
+    invented patient names a served model never needs) under ``into``, for ``code_paths``."""
     import shutil
 
     import clinicmm
 
+    root = Path(clinicmm.__file__).parent
     target = Path(into) / "clinicmm"
-    shutil.copytree(
-        Path(clinicmm.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-    )
+
+    def skipped(folder: str, names: list[str]) -> list[str]:
+        return [
+            n
+            for n in names
+            if n == "__pycache__" or n.endswith((".pyc", ".pyo")) or (Path(folder), n) == (root, "demo")
+        ]
+
+    shutil.copytree(root, target, ignore=skipped)
     return target
 
 

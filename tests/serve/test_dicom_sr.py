@@ -1,4 +1,6 @@
-"""write_prediction_sr / write_sr_for_predictions: Comprehensive SR filed into the source study."""
+"""write_prediction_sr / write_sr_for_predictions: Comprehensive SR (TID 1500) filed into the source study, read
+back with highdicom to find every item: image references, prediction, probabilities, conformal set, decision,
+modality shares."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ from clinicmm.serve.dicom_sr import write_prediction_sr, write_sr_for_prediction
 
 PROBS = {"LUAD": 0.625, "LUSC": 0.25, "STAD": 0.0625, "KIRP": 0.03125, "HNSC": 0.03125, "THCA": 0.0}
 IMPRESSION, DIFFERENTIAL, PROBABILITY = "121073", "111023", "122157"
+RESULT = {
+    "prediction_set": ["LUAD", "LUSC"],
+    "decision": "abstain: refer for review",
+    "shares": {"image": 0.25, "note": 0.5, "omics": 0.25},
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def written(demo: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One SR for the first patient with images, written with a seed, plus the facts to check it against."""
     pid, files = next(iter(demo["series"].items()))
     out = tmp_path_factory.mktemp("sr")
-    path = write_prediction_sr(files, "LUAD", PROBS, out, "clinicmm-demo", "3", seed_uid="1.2.3.4")
+    path = write_prediction_sr(files, "LUAD", PROBS, out, "clinicmm-demo", "3", seed_uid="1.2.3.4", **RESULT)
     source = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     return {"path": path, "files": files, "pid": pid, "source": source}
 
@@ -59,7 +66,7 @@ def _classes(sr) -> dict[str, tuple[str, str, float]]:
     """OncoTree code -> (concept name code, code meaning, probability) of every class CODE item."""
     found = {}
     for item in _walk(sr.ContentSequence):
-        if item.ValueType == "CODE" and item.value.scheme_designator == "OncoTree":
+        if item.ValueType == "CODE" and item.name.value in (IMPRESSION, DIFFERENTIAL):
             nums = [c for c in item.ContentSequence if c.ValueType == "NUM"]
             assert len(nums) == 1 and nums[0].name.value == PROBABILITY and nums[0].unit.value == "1"
             found[item.value.value] = (item.name.value, item.value.meaning, nums[0].value)
@@ -80,8 +87,8 @@ def test_sr_is_filed_into_the_source_study(written: dict) -> None:
     assert ds.PatientID == written["pid"] and ds.AccessionNumber == src.AccessionNumber
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID  # a new series in the same study
     assert (ds.VerificationFlag, ds.CompletionFlag) == ("UNVERIFIED", "COMPLETE")
-    assert ds.ConceptNameCodeSequence[0].CodeValue == "18748-4"
-    assert [s.CodingSchemeDesignator for s in ds.CodingSchemeIdentificationSequence] == ["OncoTree"]
+    assert ds.ConceptNameCodeSequence[0].CodeValue == "126000"  # Imaging Measurement Report (CID 7021)
+    assert [s.CodingSchemeDesignator for s in ds.CodingSchemeIdentificationSequence] == ["OncoTree", "99CLINICMM"]
 
 
 def test_evidence_lists_exactly_the_source_instances(written: dict) -> None:
@@ -106,6 +113,92 @@ def test_content_holds_the_prediction_and_every_probability(written: dict) -> No
     texts = {i.name.meaning: i.value for i in _walk(sr.ContentSequence) if i.ValueType == "TEXT"}
     assert texts["Algorithm Name"] == "clinicmm-demo" and texts["Algorithm Version"] == "3"
     assert texts["Device Observer Name"] == "clinicmm-demo"
+
+
+def _group(path: Path):
+    """The TID 1500 report read back with highdicom, and its one measurement group (TID 1501)."""
+    sr = hd.sr.srread(path)
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    (group,) = report.get_image_measurement_groups()
+    return sr, report, group
+
+
+def _named(items, scheme: str, code: str) -> list:
+    return [i for i in items if i.name.scheme_designator == scheme and i.name.value == code]
+
+
+def test_root_is_a_tid_1500_measurement_report(written: dict) -> None:
+    ds = pydicom.dcmread(written["path"])
+    (template,) = ds.ContentTemplateSequence
+    assert (template.MappingResource, template.TemplateIdentifier) == ("DCMR", "1500")
+    sr, report, group = _group(written["path"])
+    assert isinstance(group, hd.sr.MeasurementsAndQualitativeEvaluations)
+    assert group[0].ContentTemplateSequence[0].TemplateIdentifier == "1501"
+    procedure = _named(sr.ContentSequence, "DCM", "121058")  # Procedure reported: from the source modality (CT)
+    assert [p.value.value for p in procedure] == ["25045-6"]
+    assert group.finding_type.value == "LUAD" and group.finding_type.scheme_designator == "OncoTree"
+    assert group.tracking_identifier == "clinicmm cancer type prediction" and group.tracking_uid
+
+
+def test_image_library_references_every_source_slice(written: dict) -> None:
+    sr, _, _ = _group(written["path"])
+    (library,) = _named(sr.ContentSequence, "DCM", "111028")  # Image Library (TID 1600)
+    images = [i for i in _walk(library.ContentSequence) if i.ValueType == "IMAGE"]
+    refs = sorted((i.referenced_sop_class_uid, i.referenced_sop_instance_uid) for i in images)
+    assert refs == sorted((str(s.SOPClassUID), str(s.SOPInstanceUID)) for s in written["source"])
+    assert len(refs) == len(written["files"])
+
+
+def test_group_holds_the_set_the_decision_and_the_shares(written: dict) -> None:
+    _, _, group = _group(written["path"])
+    items = list(group[0].ContentSequence)
+    members = _named(items, "99CLINICMM", "SETMEMBER")
+    assert [(m.value.value, m.value.scheme_designator) for m in members] == [("LUAD", "OncoTree"), ("LUSC", "OncoTree")]
+    (size,) = _named(items, "99CLINICMM", "SETSIZE")
+    assert size.value == 2 and size.unit.value == "{count}"
+    (decision,) = _named(items, "99CLINICMM", "DECISION")
+    assert (decision.value.value, decision.value.meaning) == ("ABSTAIN", "abstain: refer for review")
+    shares = {m.name.value: (m.value, m.unit.value) for m in group.get_measurements()}
+    assert shares == {
+        "SHARE-IMAGE": (0.25, "1"),
+        "SHARE-NOTE": (0.5, "1"),
+        "SHARE-OMICS": (0.25, "1"),
+        "SETSIZE": (2, "{count}"),
+    }
+    algorithm = {i.name.meaning: i.value for i in items if i.ValueType == "TEXT"}
+    assert algorithm["Algorithm Name"] == "clinicmm-demo" and "Not verified by a physician" in algorithm["Comment"]
+
+
+def test_predict_decision_and_an_empty_set(written: dict, tmp_path: Path) -> None:
+    path = write_prediction_sr(
+        written["files"], "LUAD", PROBS, tmp_path, "m", "1", prediction_set=[], decision="predict", shares={"note": 1.0}
+    )
+    items = list(_group(path)[2][0].ContentSequence)
+    assert _named(items, "99CLINICMM", "SETMEMBER") == [] and _named(items, "99CLINICMM", "SETSIZE")[0].value == 0
+    assert _named(items, "99CLINICMM", "DECISION")[0].value.value == "PREDICT"
+    assert [i.name.value for i in items if i.ValueType == "NUM"] == ["SHARE-NOTE", "SETSIZE"]
+
+
+def test_without_set_decision_or_shares_those_items_are_left_out(written: dict, tmp_path: Path) -> None:
+    path = write_prediction_sr(written["files"], "LUAD", PROBS, tmp_path, "m", "1")
+    items = list(_group(path)[2][0].ContentSequence)
+    assert not [i for i in items if i.name.scheme_designator == "99CLINICMM"]
+    assert _classes(hd.sr.srread(path))["LUAD"][2] == 0.625
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"prediction_set": ["LUAD", "XXXX"]}, "XXXX"),
+        ({"decision": "maybe"}, "decision 'maybe'"),
+        ({"shares": {"image": 1.5}}, "share_image"),
+        ({"shares": {"audio": 0.5}}, "audio"),
+    ],
+)
+def test_bad_set_decision_or_share_is_refused(written: dict, tmp_path: Path, bad: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        write_prediction_sr(written["files"], "LUAD", PROBS, tmp_path, "m", "1", **bad)
+    assert not list(tmp_path.iterdir())
 
 
 def test_seed_makes_uids_reproducible(written: dict, tmp_path: Path) -> None:
@@ -189,9 +282,13 @@ def test_unreadable_source_names_the_file(written: dict, tmp_path: Path) -> None
 
 
 def _prediction(pid: str, predicted: str = "LUAD", status: str = "scored", reason: str = "") -> dict:
-    probs = {f"prob_{c}": (p if status == "scored" else np.nan) for c, p in PROBS.items()}
-    return {"patient_id": pid, "predicted": predicted if status == "scored" else ""} | probs | {
-        "modalities": "image", "status": status, "reason": reason}  # fmt: skip
+    scored = status == "scored"
+    probs = {f"prob_{c}": (p if scored else np.nan) for c, p in PROBS.items()}
+    result = {"prediction_set": "LUAD+LUSC" if scored else "", "set_size": 2 if scored else None,
+              "decision": "predict" if scored else ""}  # fmt: skip
+    shares = {"share_image": 0.5 if scored else None, "share_note": 0.5 if scored else None, "share_omics": np.nan}
+    return {"patient_id": pid, "predicted": predicted if scored else ""} | probs | result | {
+        "modalities": "image", "status": status, "reason": reason} | shares  # fmt: skip
 
 
 def test_batch_writes_ok_patients_and_lists_the_rest(demo: dict, tmp_path: Path) -> None:
@@ -221,6 +318,24 @@ def test_batch_writes_ok_patients_and_lists_the_rest(demo: dict, tmp_path: Path)
     assert ds.PatientID == first
     assert ds.StudyInstanceUID == pydicom.dcmread(demo["series"][first][0], stop_before_pixels=True).StudyInstanceUID
     assert _classes(hd.sr.srread(written[-1]))["STAD"][0] == IMPRESSION
+    items = list(_group(written[0])[2][0].ContentSequence)  # the row's set, decision and known shares
+    assert [m.value.value for m in _named(items, "99CLINICMM", "SETMEMBER")] == ["LUAD", "LUSC"]
+    assert _named(items, "99CLINICMM", "DECISION")[0].value.value == "PREDICT"
+    assert [i.name.value for i in items if i.ValueType == "NUM"] == ["SHARE-IMAGE", "SHARE-NOTE", "SETSIZE"]
+
+
+def test_batch_references_every_ok_series_of_a_patient(demo: dict, tmp_path: Path) -> None:
+    pid = next(iter(demo["series"]))
+    files = demo["series"][pid]
+    index = demo["index"].copy()
+    second = index[index["patient_id"] == pid].iloc[[0]].assign(files=[files[:2]])  # a second ok row, same study
+    index = pd.concat([index.assign(files=[f[2:] if p == pid else f for p, f in zip(index.patient_id, index.files)]),
+                       second], ignore_index=True)  # fmt: skip
+    result = write_sr_for_predictions(pd.DataFrame([_prediction(pid)]), index, tmp_path, "m", "1")
+    sr = hd.sr.srread(result["sr_path"][0])
+    images = [i for i in _walk(sr.ContentSequence) if i.ValueType == "IMAGE"]
+    source = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    assert {i.referenced_sop_instance_uid for i in images} == source
 
 
 def test_batch_accepts_files_as_json_text(demo: dict, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_the_copied_package_imports_on_its_own_with_its_data(tmp_path):
     code = code_folder(tmp_path)
     assert (code / "__init__.py").is_file() and (code / "serve" / "model_code.py").is_file()
     assert (code / "knowledge" / "data" / "cancer_types.tsv").is_file()  # package data travel too
-    assert not list(code.rglob("__pycache__"))
+    assert not list(code.rglob("__pycache__")) and not (code / "demo").exists()  # no invented demo names travel
     # as the served model's process sees it: the installed clinicmm hidden, the model's code first on sys.path
     probe = (
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
