@@ -6,6 +6,7 @@ Input columns (all strings; every one but ``patient_id`` optional, empty meaning
 | --- | --- |
 | patient_id | the patient's id (only echoed back, never logged) |
 | dicom_files | a JSON list of the series' DICOM file paths, or a folder holding one series |
+| dicom_b64 | instead of ``dicom_files``: a JSON list of base64-encoded DICOM Part-10 files of one series (see below) |
 | body_part | BodyPartExamined; default: read from the first DICOM file |
 | notes | a JSON list of note texts, or else one note as plain text |
 | notes_file | a text file holding one note (UTF-8, else its detected encoding), or a folder of ``.txt`` notes (added to ``notes``) |
@@ -29,17 +30,33 @@ File paths in a request (``dicom_files``, ``notes_file``, ``expression_file``: :
 when they resolve (symbolic links too) to a regular file or folder inside the model's data roots (see
 :func:`data_roots`); anything else makes that row ``not scored`` with the one reason :data:`REFUSED`, which says
 nothing about the serving machine's files. No data roots configured: every path is refused.
+
+DICOM sent in the request (``dicom_b64``, e.g. from a PACS router with no access to the serving machine's files):
+each row's files are decoded into a private folder of the request (``tempfile.mkdtemp``, mode 700, removed when the
+request ends, whatever happens), trusted for that request only, and then scored like ``dicom_files``. Limits:
+:data:`MAX_B64_FILES` files per row, :data:`MAX_B64_FILE_BYTES` per decoded file and
+:data:`MAX_B64_REQUEST_BYTES` decoded in all per request. Every entry must be valid base64 of a DICOM Part-10 file
+(``DICM`` at offset 128); a row breaking any of this is ``not scored`` with a reason naming the column and the
+entry's index, never its content (a series that decodes but cannot be read gets one generic reason too).
+
+Per request, ``params={"explain": false}`` (MLflow params; ``"params": {"explain": false}`` next to the
+``dataframe_split`` of a REST request) skips the explanation: the same predictions, the explanation columns empty.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import stat
-from collections.abc import Sequence
+import tempfile
+import weakref
+from collections.abc import Collection, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -54,6 +71,7 @@ log = logging.getLogger("clinicmm")
 INPUT_COLUMNS = (
     "patient_id",
     "dicom_files",
+    "dicom_b64",
     "body_part",
     "notes",
     "notes_file",
@@ -62,6 +80,11 @@ INPUT_COLUMNS = (
     "mutations",
 )
 PATH_COLUMNS = ("dicom_files", "notes_file", "expression_file")  # the columns that name files or folders
+B64_COLUMN = "dicom_b64"  # DICOM Part-10 files sent in the request, base64-encoded
+MAX_B64_FILES = 2048  # files (slices) per row
+MAX_B64_FILE_BYTES = 64 << 20  # one decoded file: 64 MiB (an enhanced multi-frame series fits)
+MAX_B64_REQUEST_BYTES = 512 << 20  # every row's decoded files together: 512 MiB (on the serving machine's disk)
+B64_UNREADABLE = f"column {B64_COLUMN!r}: the DICOM series could not be read as an image"  # after 'image: '
 
 # ------------------------------------------------------------------------------------ which paths may be read
 
@@ -277,11 +300,121 @@ def _expression_file(text: str, roots: Sequence[str] | None = None) -> dict[str,
     return {str(g): float(v) for g, v in values.dropna().items()}
 
 
-def _parse_row(row: pd.Series, pid: str, roots: Sequence[str] | None = None) -> dict:
-    """One row's raw inputs; raises ValueError naming the column for anything unusable."""
+# ------------------------------------------------------------------------------- DICOM sent in the request
+
+
+class Decoded:
+    """The ``dicom_b64`` files of a request, decoded: ``files[i]`` the paths of row ``i``'s series (in a private
+    folder of this request), ``errors[i]`` why row ``i``'s entries were refused (column and entry index only)."""
+
+    def __init__(self) -> None:
+        self.folder: str | None = None  # real path of the request's folder (None: nothing decoded)
+        self.files: dict[int, list[str]] = {}
+        self.errors: dict[int, str] = {}
+        self.total = 0  # decoded bytes of the accepted rows
+
+    def _row_folder(self, i: int) -> str:
+        if self.folder is None:
+            self.folder = os.path.realpath(tempfile.mkdtemp(prefix="clinicmm-b64-"))  # mode 700
+        path = os.path.join(self.folder, f"row{i}")
+        os.mkdir(path, 0o700)
+        return path
+
+    def add(self, i: int, text: str) -> None:
+        """Decode, check and write row ``i``'s cell; a bad entry refuses the whole row (ValueError's message)."""
+        what = f"column {B64_COLUMN!r}"
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{what}: not valid JSON (expected a list of base64 strings)") from None
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{what}: expected a non-empty JSON list of base64 strings")
+        if len(entries) > MAX_B64_FILES:
+            raise ValueError(f"{what}: {len(entries)} files; at most {MAX_B64_FILES} per row")
+        folder, paths, size = self._row_folder(i), [], 0
+        try:
+            for k, entry in enumerate(entries):
+                data = _decode_entry(entry, k, what)
+                size += len(data)
+                if self.total + size > MAX_B64_REQUEST_BYTES:
+                    raise ValueError(
+                        f"{what}: entry {k} passes the request's limit of {_mib(MAX_B64_REQUEST_BYTES)} of "
+                        "decoded DICOM in all; send fewer patients per request"
+                    )
+                path = os.path.join(folder, f"{k:05d}.dcm")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                paths.append(path)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.total += size
+        self.files[i] = paths
+
+    def remove(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _decode_entry(entry, k: int, what: str) -> bytes:
+    """Entry ``k``: base64 (whitespace ignored) of a DICOM Part-10 file within :data:`MAX_B64_FILE_BYTES`."""
+    limit = f"entry {k} is larger than {_mib(MAX_B64_FILE_BYTES)} decoded; at most that per file"
+    if not isinstance(entry, str):
+        raise ValueError(f"{what}: entry {k} is not a base64 string")
+    if len(entry) > (MAX_B64_FILE_BYTES // 3 + 1) * 4 * 2:  # base64 plus generous whitespace: refused undecoded
+        raise ValueError(f"{what}: {limit}")
+    try:
+        data = base64.b64decode("".join(entry.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what}: entry {k} is not valid base64") from None
+    if len(data) > MAX_B64_FILE_BYTES:
+        raise ValueError(f"{what}: {limit}")
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise ValueError(f"{what}: entry {k} is not a DICOM Part-10 file (no 'DICM' preamble at offset 128)")
+    return data
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.3g} MiB"
+
+
+@contextmanager
+def decoded_series(frame: pd.DataFrame):
+    """The :class:`Decoded` ``dicom_b64`` column of ``frame``; its folder is removed when the context ends."""
+    decoded = Decoded()
+    try:
+        if B64_COLUMN in frame.columns:
+            for i, value in enumerate(frame[B64_COLUMN].tolist()):
+                text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+                if not text:
+                    continue
+                try:
+                    decoded.add(i, text)
+                except ValueError as exc:
+                    decoded.errors[i] = str(exc)
+                except OSError as exc:  # the serving machine's disk: its message names the folder
+                    log.warning("scoring: row %d's %s could not be written (%s)", i + 1, B64_COLUMN, type(exc).__name__)
+                    decoded.errors[i] = FAILED
+        yield decoded
+    finally:
+        decoded.remove()
+
+
+def _parse_row(
+    row: pd.Series, pid: str, roots: Sequence[str] | None = None, sent: list[str] | None = None, folder: str = ""
+) -> dict:
+    """One row's raw inputs; raises ValueError naming the column for anything unusable. ``sent``: the row's
+    decoded ``dicom_b64`` files, in ``folder``, the one folder they may be read from."""
     out: dict = {"files": None, "body": "", "texts": [], "expr": None, "mut": []}
-    if d := _cell(row, "dicom_files"):
+    d = _cell(row, "dicom_files")
+    if d and sent is not None:
+        raise ValueError(f"give the series in 'dicom_files' or in {B64_COLUMN!r}, not both")
+    if sent is not None:
+        out["files"] = [checked_path(f, B64_COLUMN, [folder]) for f in sent]
+    elif d:
         out["files"] = _series_files(d, roots)
+    if out["files"] is not None:
         out["body"] = _cell(row, "body_part").upper() or (_body_part(out["files"]) if out["files"] else "")
     if n := _cell(row, "notes"):
         out["texts"] += _notes(n)
@@ -296,13 +429,17 @@ def _parse_row(row: pd.Series, pid: str, roots: Sequence[str] | None = None) -> 
     return out
 
 
-def parse_frame(frame: pd.DataFrame, roots: Sequence[str] | None = None) -> dict:
+def parse_frame(frame: pd.DataFrame, roots: Sequence[str] | None = None, decoded: Decoded | None = None) -> dict:
     """Per-row raw inputs, and a reason for each row that cannot be parsed (that row only is skipped).
 
     ``roots``: the folders a path may point into (:func:`checked_path`; an empty list refuses every path); None
-    checks nothing and is for trusted in-process callers only (the registered model always passes a list)."""
+    checks nothing and is for trusted in-process callers only (the registered model always passes a list).
+    ``decoded``: the request's ``dicom_b64`` files (:func:`decoded_series`); a frame with that column needs it."""
     if "patient_id" not in frame.columns:
         raise ValueError(f"missing column 'patient_id'; expected columns: {', '.join(INPUT_COLUMNS)}")
+    if decoded is None and B64_COLUMN in frame.columns and any(_cell(r, B64_COLUMN) for _, r in frame.iterrows()):
+        raise ValueError(f"column {B64_COLUMN!r}: decode it first (clinicmm.serve.scoring.decoded_series)")
+    decoded = decoded or Decoded()
     parsed = {"patients": [], "series": [], "body_parts": [], "texts": [], "expr": {}, "mut": [], "errors": {}}
     first_row: dict[str, int] = {}
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -314,7 +451,9 @@ def parse_frame(frame: pd.DataFrame, roots: Sequence[str] | None = None) -> dict
                     f"patient_id appears again (first in row {first_row[pid] + 1}); give each patient one row"
                 )
             first_row[pid] = i
-            one = _parse_row(row, pid, roots)
+            if i in decoded.errors:
+                raise ValueError(decoded.errors[i])
+            one = _parse_row(row, pid, roots, decoded.files.get(i), decoded.folder or "")
         except (ValueError, TypeError, OSError) as exc:
             # served (roots given): an OSError's text names a path, so it reads as a refused path
             refused = roots is not None and isinstance(exc, OSError)
@@ -359,40 +498,66 @@ def encode_frame(parsed: dict, featurizer):
     return encoded, len(patients)
 
 
-def score(bundle, model, featurizer, frame: pd.DataFrame, roots: Sequence[str] | None = ()) -> pd.DataFrame:
+_HETERO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # KnowledgeGraph -> its HeteroData
+
+
+def hetero_of(knowledge):
+    """``knowledge.to_hetero()``, built once per graph object (a loaded model's graph never changes; batches copy
+    it, never write into it)."""
+    if knowledge not in _HETERO:
+        _HETERO[knowledge] = knowledge.to_hetero()
+    return _HETERO[knowledge]
+
+
+def score(
+    bundle, model, featurizer, frame: pd.DataFrame, roots: Sequence[str] | None = (), explain: bool = True
+) -> pd.DataFrame:
     """Predict every row of ``frame`` (see the module docstring for the columns); strict-JSON types out.
 
     ``roots``: the folders the rows' paths may point into (default: none, every path refused; see
     :func:`parse_frame`). A row whose inputs break the batch is retried alone; a row that fails alone comes back
-    ``not scored`` (reason :data:`FAILED`) and the others are scored: a request never fails for one row."""
-    parsed = parse_frame(frame, roots)
-    try:
-        result = _score_parsed(bundle, model, featurizer, parsed)
-    except Exception as exc:  # noqa: BLE001 -- find the rows that fail, score the others
-        n = len(parsed["patients"])
-        log.warning("scoring: the batch of %d rows failed (%s); scoring the rows one by one", n, type(exc).__name__)
-        result = pd.concat([_score_alone(bundle, model, featurizer, parsed, i) for i in range(n)], ignore_index=True)
+    ``not scored`` (reason :data:`FAILED`) and the others are scored: a request never fails for one row.
+    ``explain`` False: the explanation columns stay empty and cost nothing. The rows are scored as one batch."""
+    with decoded_series(frame) as decoded:  # dicom_b64: a private folder, removed on the way out
+        parsed = parse_frame(frame, roots, decoded)
+        try:
+            result = _score_parsed(bundle, model, featurizer, parsed, explain, set(decoded.files))
+        except Exception as exc:  # noqa: BLE001 -- find the rows that fail, score the others
+            n = len(parsed["patients"])
+            log.warning("scoring: the batch of %d rows failed (%s); scoring the rows one by one", n, type(exc).__name__)
+            result = pd.concat(
+                [_score_alone(bundle, model, featurizer, parsed, i, explain, i in decoded.files) for i in range(n)],
+                ignore_index=True,
+            )
     return json_safe(result)
 
 
-def _score_parsed(bundle, model, featurizer, parsed: dict) -> pd.DataFrame:
+def _score_parsed(
+    bundle, model, featurizer, parsed: dict, explain: bool = True, sent: Collection[int] = ()
+) -> pd.DataFrame:
+    """The rows of ``parsed`` scored as one batch; ``sent``: the rows whose series came as ``dicom_b64``."""
     from clinicmm.training.data import to_evidence
     from clinicmm.training.fit import predict_proba
 
     encoded, n = encode_frame(parsed, featurizer)
+    for f in encoded.failures:  # a sent series' reason would name the request's private folder
+        if f["row"] in sent and f["modality"] == "image":
+            f["reason"] = B64_UNREADABLE
     for m in MODALITIES:  # absent modality: NaN block of the trained width
         if encoded.vectors[m.value] is None:
             encoded.vectors[m.value] = np.full((n, bundle.dims[m.value]), np.nan, dtype=np.float32)
     present = np.stack([encoded.has(m.value) for m in MODALITIES], axis=1)
     rows = [i for i in range(n) if present[i].any() and i not in parsed["errors"]]
     items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
-    hetero = bundle.knowledge.to_hetero() if items else None  # one graph for the predictions and their explanations
+    hetero = hetero_of(bundle.knowledge) if items else None  # one graph for the predictions and their explanations
     probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
     result = _result_frame(
         parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration
     )
     from clinicmm.serve.explain import add_explanations  # modality shares, top genes / concepts, graph paths
 
+    if not explain:  # the same columns, empty
+        return add_explanations(result, model, [], [], bundle)
     return add_explanations(result, model, items, rows, bundle, hetero)
 
 
@@ -411,10 +576,12 @@ def _one_row(parsed: dict, i: int, error: str | None = None) -> dict:
     }
 
 
-def _score_alone(bundle, model, featurizer, parsed: dict, i: int) -> pd.DataFrame:
+def _score_alone(
+    bundle, model, featurizer, parsed: dict, i: int, explain: bool = True, sent: bool = False
+) -> pd.DataFrame:
     """Row ``i`` scored on its own; ``not scored`` with :data:`FAILED` when that fails too."""
     try:
-        return _score_parsed(bundle, model, featurizer, _one_row(parsed, i))
+        return _score_parsed(bundle, model, featurizer, _one_row(parsed, i), explain, {0} if sent else ())
     except Exception as exc:  # noqa: BLE001
         log.warning("scoring: row %d failed (%s); reported not scored", i + 1, type(exc).__name__)
     from types import SimpleNamespace
