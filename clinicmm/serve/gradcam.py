@@ -48,23 +48,26 @@ UNTRAINED = (
 )
 
 
-def classifier(wf: WorkflowSpec, n_classes: int):
+def classifier(wf: WorkflowSpec, n_classes: int, files: list[str] | None = None):
     """The trained classifier (ImageEncoder with its trained weights + head) and whether it runs slice by slice.
 
     For ``spatial_dims: 2`` the returned module is the 2D backbone + head, applied to the slices as a batch: the
     encoder averages slice features and the head is linear, so the mean of the per-slice logits is the
-    patient's logit.
+    patient's logit. For ``spatial_dims: auto`` it is the network of ``files``' kind (2D image: the 2D network,
+    slice-wise; else the 3D one; no files: the 3D one).
     """
     from safetensors.torch import load_file
     from torch import nn
 
     from clinicmm.encode.imaging import train
-    from clinicmm.encode.imaging.encoder import ImageEncoder, SliceWise, feature_dim
+    from clinicmm.encode.imaging.encoder import ByKind, ImageEncoder, SliceWise, feature_dim
 
     encoder = ImageEncoder(wf.encoders.image)  # loads the trained weights
     head = nn.Linear(feature_dim(wf.encoders.image), n_classes)
     head.load_state_dict(load_file(str(train.folder(wf) / "head.safetensors")))
     network = encoder.network
+    if isinstance(network, ByKind):  # spatial_dims auto: the network that embeds this series
+        network = network.for_input(encoder.preprocess(files)) if files else network.volume
     slice_wise = isinstance(network, SliceWise)
     body = network.backbone if slice_wise else network
     return encoder, nn.Sequential(body, head).eval().requires_grad_(True), slice_wise
@@ -93,7 +96,7 @@ def saliency_of(wf: WorkflowSpec, files: list[str], n_classes: int) -> Saliency:
     """:class:`Saliency` of one series for the class the trained head predicts."""
     import torch
 
-    encoder, model, slice_wise = classifier(wf, n_classes)
+    encoder, model, slice_wise = classifier(wf, n_classes, files)
     volume = encoder.preprocess(files)  # (1, z, y, x)
     x = volume.permute(1, 0, 2, 3) if slice_wise else volume[None]  # slices as the batch, or one volume
     with torch.no_grad():

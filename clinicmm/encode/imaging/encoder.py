@@ -1,4 +1,10 @@
-"""A frozen MONAI network (``spec.network``, 3D or slice-wise 2D) that turns each DICOM series into one embedding vector.
+"""A frozen MONAI network (``spec.network``, 3D or 2D) that turns each DICOM series into one embedding vector.
+
+Which network sees which image (``spec.spatial_dims``): ``auto`` (default) holds two networks of the same family,
+:class:`ByKind` -- a 2D one for 2D images (one slice: US, DX, CR, MG, ...) and a 3D one for volumes -- whose
+embeddings have the same length (``feature_dim``), so a cohort that mixes kinds still gives one image vector per
+patient for the fusion; ``2`` runs a 2D network on every slice and averages; ``3`` runs a 3D network on
+everything (a 2D image repeated along z).
 
 The weights are either a deterministic random initialisation (``spec.seed``) -- a fixed random projection that
 already separates coarse anatomy -- or a user's pretrained weights (``spec.weights``, ``load_weights``), or the
@@ -86,6 +92,30 @@ def feature_dim(spec: ImageEncoderSpec) -> int:
     return spec.vit.hidden_size if spec.network == "vit" else DIMS[spec.network]
 
 
+class ByKind(nn.Module):
+    """``spatial_dims: auto``: a 2D network (``flat``) for one-slice inputs, a 3D one (``volume``) for the rest.
+
+    ``(B, 1, z, y, x) -> (B, dim)``: a batch with ``z == 1`` (a 2D image, see
+    :func:`clinicmm.encode.imaging.transforms.native_2d`) goes through ``flat`` on its ``(B, 1, y, x)`` slices, any
+    other through ``volume``. Both are the same ``spec.network`` and give the same ``dim``. A batch must hold one
+    kind only (:meth:`ImageEncoder.encode` and the training loader group them). The state dict is the two
+    networks' under the prefixes ``volume.`` and ``flat.``.
+    """
+
+    def __init__(self, volume: nn.Module, flat: nn.Module) -> None:
+        super().__init__()
+        self.volume = volume
+        self.flat = flat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flat(x[:, :, 0]) if x.shape[2] == 1 else self.volume(x)
+
+    def for_input(self, x: torch.Tensor) -> nn.Module:
+        """The network that embeds ``x`` (``(1, z, y, x)`` or a batch of them): ``SliceWise(flat)`` for one slice
+        (so a caller can feed it slices as a batch, as for ``spatial_dims: 2``), else ``volume``."""
+        return SliceWise(self.flat) if x.shape[-3] == 1 else self.volume
+
+
 def weights_module(net: nn.Module) -> nn.Module:
     """The MONAI network inside ``net`` whose state dict is saved, loaded and fingerprinted (no wrapper prefix)."""
     while isinstance(net, (SliceWise, _TokenMean)):
@@ -94,11 +124,21 @@ def weights_module(net: nn.Module) -> nn.Module:
 
 
 def build_network(spec: ImageEncoderSpec) -> nn.Module:
-    """The feature network named by ``spec.network`` (``spec.spatial_dims`` 2 or 3), ``(B, 1, z, y, x) -> (B, dim)``,
-    initialised from ``spec.seed`` without touching global RNG."""
+    """The feature network named by ``spec.network`` for ``spec.spatial_dims`` (``auto``: :class:`ByKind`, 2:
+    :class:`SliceWise`, 3: the 3D network), ``(B, 1, z, y, x) -> (B, dim)``, initialised from ``spec.seed`` without
+    touching global RNG (each network of ``ByKind`` as if it were built alone)."""
+    if spec.spatial_dims == "auto":
+        volume = _network(spec, 3)
+        return ByKind(volume, _network(spec, 2)).eval().requires_grad_(False)
+    net = _network(spec, spec.spatial_dims)
+    net = SliceWise(net) if spec.spatial_dims == 2 else net
+    return net.eval().requires_grad_(False)
+
+
+def _network(spec: ImageEncoderSpec, dims: int) -> nn.Module:
+    """The bare MONAI network of ``spec.network`` in ``dims`` dimensions (input ``(B, 1, *size)``), seeded."""
     from monai.networks import nets
 
-    dims = spec.spatial_dims
     size = tuple(spec.spatial_size[3 - dims :])  # what the network sees: the volume, or one (rows, columns) slice
     if spec.network == "densenet121" and min(size) < DENSENET_MIN_SIZE:
         raise ModelError(
@@ -116,8 +156,7 @@ def build_network(spec: ImageEncoderSpec) -> nn.Module:
         else:
             factory = getattr(nets, spec.network)
             net = factory(spatial_dims=dims, n_input_channels=1, feed_forward=False)
-    net = SliceWise(net) if dims == 2 else net
-    return net.eval().requires_grad_(False)
+    return net
 
 
 def _vit(spec: ImageEncoderSpec, size: tuple[int, ...]) -> nn.Module:
@@ -152,7 +191,7 @@ def _vit(spec: ImageEncoderSpec, size: tuple[int, ...]) -> nn.Module:
 
 
 class ImageEncoder:
-    """Embeds DICOM series (lists of slice files) with a frozen 3D network: ``(N, dim)`` float32."""
+    """Embeds DICOM series (lists of slice files) with a frozen network (3D, 2D or one per kind): ``(N, dim)``."""
 
     def __init__(self, spec: ImageEncoderSpec, device: str | torch.device = "cpu") -> None:
         self.spec = spec
@@ -214,6 +253,8 @@ class ImageEncoder:
         path = Path(path)
         state = _strip(_read_state(path))
         module = weights_module(self.network)
+        if isinstance(module, ByKind) and not any(k.startswith(("volume.", "flat.")) for k in state):
+            module = self._one_of(module, state, path)  # a single network's weights: the kind they fit
         own = module.state_dict()
         problems = _mismatches(own, state)
         if problems:
@@ -223,6 +264,32 @@ class ImageEncoder:
             )
         module.load_state_dict(state, strict=True)
         self._weights_hash = None
+
+    def _one_of(self, both: ByKind, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+        """``spatial_dims: auto`` given one bare network's weights: the network of ``both`` they fit (3D first).
+
+        The other kind keeps its seeded initialisation, which is logged: a 3D checkpoint says nothing about 2D
+        images. Fits neither: ``ModelError`` naming both mismatches."""
+        import logging
+
+        problems = {}
+        for name in ("volume", "flat"):
+            module = weights_module(getattr(both, name))
+            problems[name] = _mismatches(module.state_dict(), state)
+            if not problems[name]:
+                other = "2D images" if name == "volume" else "volumes (3D series)"
+                logging.getLogger("clinicmm").warning(
+                    "%s: %s weights; %s keep the seeded %s (spatial_dims: auto). Set spatial_dims: %s to "
+                    "use these weights for every image.",
+                    path, "3D" if name == "volume" else "2D", other, "2D network" if name == "volume" else "3D network",
+                    3 if name == "volume" else 2,
+                )  # fmt: skip
+                return module
+        raise ModelError(
+            f"{path}: these weights fit neither the 3D nor the 2D {self.spec.network!r} of spatial_dims: auto "
+            f"(3D: {problems['volume']}; 2D: {problems['flat']}). Use weights saved from the same MONAI network "
+            "with 1 input channel, or set spatial_dims to the network's dimensions."
+        )
 
     def save_weights(self, path: Path | str) -> None:
         """Save the network weights as ``.safetensors`` (readable by ``load_weights``)."""
@@ -269,8 +336,9 @@ class ImageEncoder:
                     done.append(i)
                 except InputError as exc:
                     failed[i] = str(exc)
-            if tensors:
-                out[done] = self._forward(torch.stack(tensors))
+            for shape in dict.fromkeys(t.shape for t in tensors):  # one network input shape (kind) per forward
+                group = [j for j, t in enumerate(tensors) if t.shape == shape]
+                out[[done[j] for j in group]] = self._forward(torch.stack([tensors[j] for j in group]))
             bar.update(stop - start)
         bar.close()
         return out, failed

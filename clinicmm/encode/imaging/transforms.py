@@ -15,9 +15,12 @@ Intensities: the reader applies RescaleSlope/RescaleIntercept (so CT values are 
 has no absolute scale, so its ``spec.percentiles`` (default 1st and 99th) map to 0 and 1, clipped.
 
 Single-file objects (see ``clinicmm.ingest.dicom``): a multi-frame volume (enhanced CT/MR, tomosynthesis) is read
-with its frames as slices; a 2D image (CR, DX, MG, US, ...) becomes one slice -- colour converted to luminance, a
-cine loop reduced to its middle frame -- padded to the aspect ratio of ``spatial_size[1:]`` (so it is not
-stretched) and repeated along z to ``spatial_size[0]`` so the same 3D network embeds it.
+with its frames as slices; a 2D image (CR, DX, MG, US, ...; the series index's ``image_kind`` ``2d``) becomes one
+slice -- colour converted to luminance, a cine loop reduced to its middle frame -- padded to the aspect ratio of
+``spatial_size[1:]`` (so it is not stretched) and resized in plane to ``spatial_size[1:]``. With
+``spatial_dims: auto`` (the default) or ``2`` it stays **one slice**, ``(1, 1, rows, columns)``, for a 2D network
+(see :func:`native_2d`); only ``spatial_dims: 3`` repeats it along z to ``spatial_size[0]`` so a 3D network can
+embed it (the behaviour before native 2D).
 """
 
 from __future__ import annotations
@@ -252,41 +255,51 @@ def _by_modality(spec: ImageEncoderSpec) -> Any:
     return Intensityd(keys=IMAGE_KEY)
 
 
-def _fit_2d(spec: ImageEncoderSpec) -> Any:
-    """2D images only: pad rows/columns (centred, zeros) to the aspect ratio of ``spatial_size[1:]``."""
+def native_2d(spec: ImageEncoderSpec) -> bool:
+    """Whether 2D images stay one slice (``spatial_dims`` ``auto`` or ``2``) instead of being repeated along z."""
+    return spec.spatial_dims != 3
+
+
+def _fit(spec: ImageEncoderSpec) -> Any:
+    """Resize to ``spec.spatial_size``; a 2D image is first padded (centred, zeros) to the aspect ratio of
+    ``spatial_size[1:]`` and, when :func:`native_2d`, resized to one slice ``(1, rows, columns)``."""
     import math
 
-    from monai.transforms import MapTransform, SpatialPad
+    from monai.transforms import MapTransform, Resize, SpatialPad
 
     rows, cols = spec.spatial_size[1:]
+    one_slice = native_2d(spec)
+    volume_size = Resize(spatial_size=spec.spatial_size, mode="trilinear")
+    slice_size = Resize(spatial_size=(1, rows, cols), mode="trilinear")  # z stays 1: bilinear in plane
 
-    class Fit2Dd(MapTransform):
+    class Fitd(MapTransform):
         def __call__(self, data: Any) -> Any:
             d = dict(data)
-            if d.get(KIND_KEY) != "2d":
-                return d
             image = d[IMAGE_KEY]
+            if d.get(KIND_KEY) != "2d":
+                d[IMAGE_KEY] = volume_size(image)
+                return d
             _, z, y, x = image.shape
             scale = max(y / rows, x / cols)
-            d[IMAGE_KEY] = SpatialPad(spatial_size=(z, math.ceil(rows * scale), math.ceil(cols * scale)))(image)
+            image = SpatialPad(spatial_size=(z, math.ceil(rows * scale), math.ceil(cols * scale)))(image)
+            d[IMAGE_KEY] = (slice_size if one_slice else volume_size)(image)
             return d
 
-    return Fit2Dd(keys=IMAGE_KEY)
+    return Fitd(keys=IMAGE_KEY)
 
 
 def image_pipeline(spec: ImageEncoderSpec) -> Any:
     """A ``monai.transforms.Compose`` of dictionary transforms on key ``"image"`` (a list of DICOM files).
 
     Load (HU; one series or one object) -> RAS -> optional resample to ``spec.pixdim`` mm -> CT window or
-    percentiles to [0, 1] -> (2D: pad to aspect) -> resize to ``spec.spatial_size`` -> ``(1, z, y, x)`` float32.
-    See the module docstring for axes and intensities.
+    percentiles to [0, 1] -> (2D: pad to aspect) -> resize to ``spec.spatial_size`` -> ``(1, z, y, x)`` float32;
+    a 2D image with :func:`native_2d` is ``(1, 1, rows, columns)``. See the module docstring for axes and intensities.
     """
     import torch
     from monai.transforms import (
         Compose,
         EnsureTyped,
         Orientationd,
-        Resized,
         Spacingd,
         Transposed,
     )
@@ -300,8 +313,7 @@ def image_pipeline(spec: ImageEncoderSpec) -> Any:
     steps += [
         _by_modality(spec),
         Transposed(keys=IMAGE_KEY, indices=(0, 3, 2, 1)),
-        _fit_2d(spec),
-        Resized(keys=IMAGE_KEY, spatial_size=spec.spatial_size, mode="trilinear"),
+        _fit(spec),
         EnsureTyped(keys=IMAGE_KEY, dtype=torch.float32, track_meta=False),
     ]
     return Compose(steps)

@@ -120,10 +120,10 @@ def test_weights_round_trip_through_safetensors_and_pt(tmp_path: Path, series: d
 
 def test_bad_weights_raise_model_error(tmp_path: Path, encoder: ImageEncoder) -> None:
     state = dict(encoder.network.state_dict())
-    state.pop("conv1.weight")
+    state.pop("volume.conv1.weight")  # spatial_dims auto: the 3D and the 2D network, prefixed
     state["extra.bias"] = torch.zeros(3)
     torch.save(state, tmp_path / "partial.pt")
-    with pytest.raises(ModelError, match=r"1 missing: conv1\.weight; 1 unexpected: extra\.bias"):
+    with pytest.raises(ModelError, match=r"1 missing: volume\.conv1\.weight; 1 unexpected: extra\.bias"):
         encoder.load_weights(tmp_path / "partial.pt")
     with pytest.raises(ModelError, match="not found"):
         encoder.load_weights(tmp_path / "absent.safetensors")
