@@ -79,7 +79,8 @@ def test_loaded_plus_quarantined_equals_files_seen(corpus, one_thread) -> None:
     loaded, quarantined = 0, int(index.loc[index[Col.STATUS] == Status.SKIPPED, Col.FILES].map(len).sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for files in index.loc[index[Col.STATUS] == Status.OK, Col.FILES]:
+        usable = index[index[Col.STATUS] == Status.OK]
+        for files, kind in zip(usable[Col.FILES], usable[Col.IMAGE_KIND], strict=True):
             try:
                 out = encoder.preprocess(list(files))
             except InputError as exc:
@@ -87,7 +88,8 @@ def test_loaded_plus_quarantined_equals_files_seen(corpus, one_thread) -> None:
                 quarantined += len(files)
                 continue
             loaded += len(files)
-            assert out.shape == (1, 4, 16, 16) and np.isfinite(out.numpy()).all()
+            # spatial_dims auto: a 2D image is one native slice, a volume or multi-frame series 4 slices
+            assert out.shape == ((1, 1, 16, 16) if kind == "2d" else (1, 4, 16, 16)) and np.isfinite(out.numpy()).all()
             assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
     assert loaded + quarantined == len(_list_files(root))
     assert loaded >= 3
