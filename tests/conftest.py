@@ -35,15 +35,19 @@ def quiet_warnings():
         yield
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared, busy 2-core machine."""
+def single_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared, busy 2-core machine; the
+    previous count is restored afterwards (a generator for the fixtures of any scope)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+one_thread = pytest.fixture(scope="module", name="one_thread")(single_thread)
+one_thread_session = pytest.fixture(scope="session", name="one_thread_session")(single_thread)
 
 
 def write_genomics_cohort(root, n: int, sites: list[str] | None = None):

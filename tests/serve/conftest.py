@@ -140,16 +140,6 @@ def served(tmp_path_factory, one_thread_session) -> Served:
     return Served(mlflow.pyfunc.load_model(str(path)), path, layout)
 
 
-@pytest.fixture(scope="session")
-def one_thread_session():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _no_data_roots_env(monkeypatch):
     """Only what a test sets counts: the runner's own $CLINICMM_DATA_ROOTS never leaks in."""
