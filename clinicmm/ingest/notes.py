@@ -75,36 +75,10 @@ def read_notes(
 
 
 def decode(data: bytes, encoding: str, where: str, lenient: bool = False) -> tuple[str, str]:
-    """``(text, encoding used)`` of a file's bytes; ``encoding='auto'``: UTF-8, else charset-normalizer's guess.
-
-    ``lenient``: bad bytes become U+FFFD instead of an error (an explicit encoding that does not fit, text no
-    encoding fits: then read as UTF-8). De-identification uses it: a badly encoded note must still be copied,
-    scrubbed, rather than stop the dataset. An unknown encoding name is an error either way.
-    """
-    if encoding != "auto":
-        try:
-            return data.decode(encoding, errors="replace" if lenient else "strict").removeprefix("\ufeff"), encoding
-        except (UnicodeDecodeError, LookupError) as exc:
-            detail = f"bad byte at offset {exc.start}" if isinstance(exc, UnicodeDecodeError) else "unknown encoding"
-            raise InputError(
-                f"{where}: cannot be read as {encoding} ({detail}); set notes.encoding to the file's "
-                "encoding, or to auto to detect it, or re-save the file as UTF-8."
-            ) from None
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError as exc:
-        offset = exc.start
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None and lenient:
-        return data.decode("utf-8-sig", errors="replace"), "utf-8"
-    if best is None:
-        raise InputError(
-            f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
-            "tried utf-8 and detection. Re-save the file as UTF-8 or set notes.encoding."
-        )
-    return str(best), best.encoding
+    """``(text, encoding used)`` of a note file's bytes: :func:`clinicmm.ingest.tables.decode_text` (the one
+    decoder of tables and notes) with ``notes.encoding`` named in its messages."""
+    decoded = decode_text(data, encoding, where, "notes.encoding", lenient)
+    return decoded.text, decoded.encoding
 
 
 # ------------------------------------------------------------------------------------------------ tables

@@ -55,14 +55,21 @@ def _numbers(values: list[int], limit: int = 10) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def decode_text(data: bytes, encoding: str, where: str, setting: str = "the encoding") -> Decoded:
+def decode_text(
+    data: bytes, encoding: str, where: str, setting: str = "the encoding", lenient: bool = False
+) -> Decoded:
     """Decode a table or note file; ``encoding='auto'``: UTF-8 (tolerating a few bad lines), else detection.
 
-    ``setting``: the YAML key that sets the encoding, for messages (``notes.encoding``).
+    ``setting``: the YAML key that sets the encoding, for messages (``notes.encoding``). ``lenient``: bad bytes
+    become U+FFFD instead of an error (an explicit encoding that does not fit; text no encoding fits is then read
+    as UTF-8); de-identification uses it, so a badly encoded note is still copied, scrubbed, rather than stop the
+    dataset. An unknown encoding name is an error either way.
     """
     if encoding != "auto":
         try:
-            return Decoded(data.decode(encoding).removeprefix("\ufeff"), encoding)
+            return Decoded(
+                data.decode(encoding, errors="replace" if lenient else "strict").removeprefix("\ufeff"), encoding
+            )
         except (UnicodeDecodeError, LookupError) as exc:
             detail = f"bad byte at offset {exc.start}" if isinstance(exc, UnicodeDecodeError) else "unknown encoding"
             raise InputError(
@@ -83,6 +90,8 @@ def decode_text(data: bytes, encoding: str, where: str, setting: str = "the enco
     except ImportError:  # pragma: no cover -- charset-normalizer ships with the requirements
         return _fallback(data)
     best = from_bytes(data).best()
+    if best is None and lenient:
+        return Decoded(data.decode("utf-8-sig", errors="replace"), "utf-8")
     if best is None:
         raise InputError(
             f"{where}: not valid UTF-8 text (bad byte at offset {offset}) and no other encoding fits; "
