@@ -1,4 +1,4 @@
-"""Few-shot cancer types: recall of a type left with 3 (``--shots``) training patients, KG-GNN vs concat.
+"""Few-shot cancer types: recall of a type left with 3 (``--shots``) training patients, graph models vs concat.
 
 Writes a demo cohort (``generate_demo``, small images) into a working folder, with the demo's graph edges in the
 workflow's ``knowledge:`` list as in ``workflows/demo.yaml``, ingests and encodes it with the workflow's own stages
@@ -7,10 +7,11 @@ workflow's ``knowledge:`` list as in ``workflows/demo.yaml``, ingests and encode
 split too (early stopping sees none of it). The rest of the cohort and the test split are unchanged. Trained on
 that: ``concat`` (the baseline), ``kg_gnn`` with cancer-type nodes initialised from the text encoder's embedding of
 each type's name and definition (``training.class_init: text``, the default), and ``kg_gnn`` with random
-class nodes, all with ``TrainingSpec`` defaults and the same seed per repeat. Prints the few-shot type's test recall
+class nodes, the knowledge-pooled ``kg_pathway`` and, closed form on train + val as compare fits them, ``logreg``
+and ``kg_logreg``; all with ``TrainingSpec`` defaults and the same seed per repeat. Prints the few-shot type's test recall
 and the test macro-F1 over all types, per repeat and on average. A rerun reuses the encoded cohort. No assertions.
 
-    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 10] [--shots 3] [--seed 2] [--workdir /tmp/...]
+    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 10] [--shots 3] [--seed 2] [--workdir /tmp/...] [--runs concat,kg_pathway]
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ RUNS = {
     "concat": ("concat", "random"),
     "kg_gnn text init": ("kg_gnn", "text"),
     "kg_gnn random init": ("kg_gnn", "random"),
+    "kg_pathway": ("kg_pathway", "random"),  # concat + the omics pooled over the graph's gene sets
+    "logreg": ("logreg", "random"),
+    "kg_logreg": ("kg_logreg", "random"),  # logreg + the pooled gene-set view
 }
 
 
@@ -48,7 +52,7 @@ def workflow(folder: Path, patients: int, seed: int):
         "dataset": str(dataset),
         "workdir": str(folder / "work"),
         "knowledge": [str(folder / "cohort" / EDGES)],  # the demo's own gene edges, as workflows/demo.yaml adds them
-        "models": ["concat", "kg_gnn"],
+        "models": ["concat", "kg_gnn", "kg_pathway", "logreg", "kg_logreg"],
         "encoders": {"image": {"spatial_size": [8, 32, 32]}},
         "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
     }
@@ -86,17 +90,21 @@ def run_one(data, model_name: str, class_init: str, train, val, test, y_test, k:
 
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import class_nodes, dims_of
+    from clinicmm.training.data import class_nodes, dims_of, omics_gene_index
     from clinicmm.training.fit import fit, predict_proba
+    from clinicmm.training.linear import fit_linear
 
     spec = TrainingSpec(seed=seed, class_init=class_init)
-    dims, hetero = dims_of(data.encoded.vectors), data.kg.to_hetero()
+    dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
     torch.manual_seed(seed)
-    model = build_model(
-        model_name, dims, len(data.classes), hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout
-    )
+    genes, n_expression = omics_gene_index(data.genomics, data.kg)  # the gene sets of the pooled models
+    nodes = class_nodes(data.kg, data.classes)
+    model = build_model(model_name, dims, n, hetero, nodes, spec.hidden, spec.dropout, genes, n_expression)
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
-    model, _ = fit(model, train, val, hetero, dims, spec, len(data.classes), progress=False)
+    if getattr(model, "closed_form", False):  # logreg / kg_logreg: C chosen on the training rows, no epochs
+        fit_linear(model, train + val, val, hetero, dims, spec, n)
+    else:
+        model, _ = fit(model, train, val, hetero, dims, spec, n, progress=False)
     pred = predict_proba(model, test, hetero, dims).argmax(1)
     return (
         float(recall_score(y_test, pred, labels=[k], average="macro", zero_division=0)),
@@ -118,7 +126,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/clinicmm-fewshot"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=2, help="demo cohort seed (a new --workdir for another)")
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
     args = parser.parse_args()
+    runs = {name: RUNS[name] for name in args.runs.split(",")}
+    if "concat" not in runs:
+        parser.error("--runs must include concat (the baseline)")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("clinicmm").setLevel(logging.WARNING)
@@ -127,7 +139,7 @@ def main() -> None:
     data = prepare(workflow(args.workdir, args.patients, args.seed))
     scaler = Standardizer.fit(data.encoded.vectors, np.array(data.rows(Split.TRAIN)[0]))
     k = data.classes.index(args.type)
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in RUNS}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for repeat in range(args.repeats):
         train, val, test, y_test = few_shot_split(data, scaler, args.type, repeat, args.shots)
         print(
@@ -135,7 +147,7 @@ def main() -> None:
             f"{len(test)} test ({int((y_test == k).sum())} {args.type})",
             flush=True,
         )
-        for name, (model_name, init) in RUNS.items():
+        for name, (model_name, init) in runs.items():
             results[name].append(run_one(data, model_name, init, train, val, test, y_test, k, seed=repeat))
             recall, f1 = results[name][-1]
             print(f"  {name:<20} {args.type} recall {recall:.3f}   macro-F1 {f1:.3f}", flush=True)

@@ -770,11 +770,18 @@ def _print_compare(result) -> None:
     out.print(ablation)
     if result.knowledge is not None and len(result.knowledge):
         graph = Table(title="knowledge ablation: pooled macro-F1 on the real graph vs a degree-preserving rewired one")
-        for col in ("model", "real graph", "rewired", "Δ [95% CI]"):
+        from clinicmm.evaluation.compare import paired_text
+
+        for col in ("model", "real graph", "rewired", "Δ [95% CI]", "Δ vs concat [95% CI]"):
             graph.add_column(col, justify="left" if col == "model" else "right")
         for _, r in result.knowledge.iterrows():
-            delta = f"{r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}]"
-            graph.add_row(r["model"], f"{r['macro_f1_graph']:.3f}", f"{r['macro_f1_rewired']:.3f}", delta)
+            graph.add_row(
+                r["model"],
+                f"{r['macro_f1_graph']:.3f}",
+                f"{r['macro_f1_rewired']:.3f}",
+                paired_text(r, "delta"),
+                paired_text(r, "delta_concat"),
+            )
         out.print(graph)
     for model, n in result.early.items():
         out.print(

@@ -112,6 +112,8 @@ class Model(StrEnum):
     KG_RGCN = "kg_rgcn"
     LOGREG = "logreg"  # multinomial logistic regression on the concatenated embeddings (fitted in closed form)
     GBT = "gbt"  # gradient-boosted trees on the concatenated embeddings (fitted by scikit-learn, held as tensors)
+    KG_PATHWAY = "kg_pathway"  # concat + the omics pooled over the graph's pathways and cancer-type gene sets
+    KG_LOGREG = "kg_logreg"  # logreg + the same pooled gene-set view (closed form)
 
 
 MODEL_NAMES: tuple[str, ...] = tuple(m.value for m in Model)

@@ -1,13 +1,14 @@
 """The fusion models by name (:class:`clinicmm.keys.Model`, the names the config allows), built from one uniform signature.
 
-Every factory takes ``(dims, n_classes, knowledge, class_nodes, hidden, dropout)``; models that do not use the
-knowledge graph or the class nodes ignore them. Model modules are imported when a model is built, so importing
+Every factory takes ``(dims, n_classes, knowledge, class_nodes, hidden, dropout, omics_genes, n_expression)``;
+models that do not use the knowledge graph, the class nodes or the omics features' genes (``omics_genes``: the gene
+node index of each omics feature, -1 for none; the first ``n_expression`` are expression z-scores) ignore them. Model modules are imported when a model is built, so importing
 this module stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,14 @@ Factory = Callable[..., "nn.Module"]
 
 def _single(modality: str) -> Factory:
     def build(
-        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+        dims: Mapping[str, int],
+        n_classes: int,
+        knowledge: HeteroData,
+        class_nodes: Tensor,
+        hidden: int,
+        dropout: float,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
     ) -> nn.Module:
         from clinicmm.fusion.models.single import SingleModalityModel
 
@@ -37,7 +45,14 @@ def _dense(module: str, name: str, doc: str) -> Factory:
     """Factory of a model on the dense per-patient views (no graph): ``clinicmm.fusion.models.<module>.<name>``."""
 
     def build(
-        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+        dims: Mapping[str, int],
+        n_classes: int,
+        knowledge: HeteroData,
+        class_nodes: Tensor,
+        hidden: int,
+        dropout: float,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
     ) -> nn.Module:
         cls = getattr(import_module(f"clinicmm.fusion.models.{module}"), name)
         return cls(dims, n_classes, hidden=hidden, dropout=dropout)
@@ -50,7 +65,14 @@ def _graph(model: str) -> Factory:
     """Factory of a knowledge-graph fusion model; node counts come from ``knowledge``, metadata from the schema."""
 
     def build(
-        dims: Mapping[str, int], n_classes: int, knowledge: HeteroData, class_nodes: Tensor, hidden: int, dropout: float
+        dims: Mapping[str, int],
+        n_classes: int,
+        knowledge: HeteroData,
+        class_nodes: Tensor,
+        hidden: int,
+        dropout: float,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
     ) -> nn.Module:
         from clinicmm.fusion.batch import check_knowledge, schema
         from clinicmm.fusion.models.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
@@ -65,6 +87,31 @@ def _graph(model: str) -> Factory:
     return build
 
 
+def _pooled(name: str, doc: str) -> Factory:
+    """Factory of a model that pools the omics features over the graph's gene sets
+    (``clinicmm.fusion.models.kg_pathway.<name>``)."""
+
+    def build(
+        dims: Mapping[str, int],
+        n_classes: int,
+        knowledge: HeteroData,
+        class_nodes: Tensor,
+        hidden: int,
+        dropout: float,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
+    ) -> nn.Module:
+        from clinicmm.fusion.batch import check_knowledge
+        from clinicmm.fusion.models import kg_pathway
+
+        check_knowledge(knowledge)
+        cls = getattr(kg_pathway, name)
+        return cls(dims, n_classes, knowledge, omics_genes, n_expression, hidden=hidden, dropout=dropout)
+
+    build.__doc__ = doc
+    return build
+
+
 MODELS: dict[Model, Factory] = {
     Model.IMAGE: _single("image"),
     Model.NOTE: _single("note"),
@@ -75,11 +122,15 @@ MODELS: dict[Model, Factory] = {
     Model.KG_RGCN: _graph("rgcn"),
     Model.LOGREG: _dense("linear", "LinearFusion", "Logistic regression on the embeddings (closed-form fit)."),
     Model.GBT: _dense("trees", "TreeFusion", "Gradient-boosted trees on the embeddings (fitted by scikit-learn)."),
+    Model.KG_PATHWAY: _pooled(
+        "KGPathwayFusion", "Concatenation fusion plus the omics pooled over the graph's gene sets."
+    ),
+    Model.KG_LOGREG: _pooled("KGLinearFusion", "Logistic regression plus the omics pooled over the graph's gene sets."),
 }
 
 
 # fitted without gradient steps or early stopping on the validation rows (training.linear, training.trees)
-CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT})
+CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT, Model.KG_LOGREG})
 
 
 def build_model(
@@ -90,8 +141,10 @@ def build_model(
     class_nodes: Tensor,
     hidden: int = 64,
     dropout: float = 0.2,
+    omics_genes: Sequence[int] | None = None,
+    n_expression: int | None = None,
 ) -> nn.Module:
     """Build the model registered as ``name``; ``ModelError`` lists the valid names for an unknown one."""
     if name not in MODELS:
         raise ModelError(f"Unknown fusion model {name!r}; valid names: {', '.join(MODELS)}")
-    return MODELS[name](dims, n_classes, knowledge, class_nodes, hidden, dropout)
+    return MODELS[name](dims, n_classes, knowledge, class_nodes, hidden, dropout, omics_genes, n_expression)

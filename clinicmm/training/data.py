@@ -67,6 +67,25 @@ def class_nodes(kg, classes: list[str]):
     return torch.tensor([kg.index(Node.CANCER, c) for c in classes], dtype=torch.long)
 
 
+def omics_gene_index(genomics: dict | None, kg) -> tuple[list[int] | None, int | None]:
+    """``(gene node index of each omics feature or -1, number of expression features)`` from a fitted genomics
+    preprocessor's description (``genomics.json``), linked to ``kg``'s genes as the encode stage links them
+    (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled model's gene sets are built from.
+    ``(None, None)`` without genomics."""
+    if genomics is None:
+        return None, None
+    from clinicmm.encode.genomics import GenomicsPreprocessor, link_gene
+
+    pre = GenomicsPreprocessor.from_dict(genomics)
+    graph_genes = set(kg.names(Node.GENE))
+    out = []
+    for name in [*pre.genes, *pre.mutation_genes]:
+        gene = link_gene(name, graph_genes, pre.harmonize)[0]
+        index = kg.index(Node.GENE, gene) if gene is not None else None
+        out.append(-1 if index is None else int(index))
+    return out, len(pre.genes)
+
+
 def dims_of(vectors: dict[str, np.ndarray]) -> dict[str, int]:
     return {m.value: int(vectors[m.value].shape[1]) for m in MODALITIES}
 
@@ -175,6 +194,7 @@ class TrainingData:
         pre = fit_genomics(self.wf, fold.cohort, [p for p, s in fold.split.items() if s == Split.TRAIN])
         if pre is None:
             return self.encoded
+        fold.genomics = pre.to_dict()  # the features this fold's omics block holds (the pooled model's gene sets)
         present = self.cohort.manifest.set_index(Col.PATIENT.value).loc[self.encoded.patients, HAS[Modality.OMICS]]
         vectors, links, _ = Featurizer(self.wf.encoders, self.kg, pre).omics(
             self.encoded.patients, self.cohort.expression, self.cohort.mutations, present.to_numpy(dtype=bool)

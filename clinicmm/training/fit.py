@@ -118,12 +118,15 @@ def fit_model(
     """
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text
     from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, to_evidence
+    from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, omics_gene_index, to_evidence
 
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
     torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
-    model = build_model(name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout)
+    genes, n_expression = omics_gene_index(getattr(data, "genomics", None), data.kg)
+    model = build_model(
+        name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout, genes, n_expression
+    )
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
     closed_form = getattr(model, "closed_form", False)  # logreg / trees: chosen on the training rows, no gradient steps
     if (

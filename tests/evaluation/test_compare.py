@@ -245,20 +245,26 @@ def test_kipan_converter_never_writes_into_the_source():
 
 
 def test_the_knowledge_ablation_trains_each_graph_model_again_on_a_rewired_graph():
-    from clinicmm.evaluation.compare import knowledge_table
+    from clinicmm.evaluation import bootstrap
+    from clinicmm.evaluation.compare import knowledge_markdown, knowledge_table
 
     data = cv_data(n=24)
     cmp = CompareSpec(folds=3, bootstrap=200, knowledge_ablation=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = run_cv(data, ["kg_gnn", "note"], [], SPEC.model_copy(update={"max_epochs": 3}), cmp, progress=False)
-    assert sorted(res.probs) == ["kg_gnn", "kg_gnn_rewired", "note"]  # graph models only
+        res = run_cv(data, ["kg_gnn", "concat"], [], SPEC.model_copy(update={"max_epochs": 3}), cmp, progress=False)
+    assert sorted(res.probs) == ["concat", "kg_gnn", "kg_gnn_rewired"]  # graph models only
     assert not np.isnan(res.probs["kg_gnn_rewired"]).any()
     table = knowledge_table(res, cmp)
     assert list(table["model"]) == ["kg_gnn"]
     row = table.iloc[0]
     assert row["delta"] == pytest.approx(row["macro_f1_graph"] - row["macro_f1_rewired"])
     assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
+    concat = bootstrap.scores(res.y, res.probs["concat"], 3)["macro_f1"]  # and against the fusion without a graph
+    assert row["delta_concat"] == pytest.approx(row["macro_f1_graph"] - concat)
+    assert row["delta_concat_ci_low"] <= row["delta_concat"] <= row["delta_concat_ci_high"]
+    text = knowledge_markdown(table, 3, 200)
+    assert "Δ vs concat" in text and f"{row['delta_concat']:+.3f}" in text
 
 
 def test_each_fold_records_its_best_epoch(cv_result):
