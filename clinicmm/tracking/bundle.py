@@ -62,6 +62,7 @@ class ModelBundle:
 
     def build_model(self, load_weights: bool = True):
         from clinicmm.fusion.registry import build_model
+        from clinicmm.training.data import omics_gene_index
 
         model = build_model(
             self.name,
@@ -71,6 +72,7 @@ class ModelBundle:
             self.class_nodes(),
             self.hidden,
             self.dropout,
+            *omics_gene_index(self.genomics, self.knowledge),
         )
         if load_weights:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
