@@ -54,8 +54,9 @@ def workflow(folder: Path, patients: int, seed: int):
         "knowledge": [str(folder / "cohort" / EDGES)],  # the demo's own gene edges, as workflows/demo.yaml adds them
         "models": ["concat", "kg_gnn", "kg_pathway", "logreg", "kg_logreg"],
         "encoders": {"image": {"spatial_size": [8, 32, 32]}},
-        "tracking": {"uri": f"sqlite:///{folder}/mlflow.db"},
+        "tracking": {"uri": f"sqlite:///{folder}/mlruns/mlflow.db"},  # a store folder apart from work/ (the key)
     }
+    (folder / "mlruns").mkdir(parents=True, exist_ok=True)
     path = folder / "workflow.yaml"
     path.write_text(yaml.safe_dump(spec))
     return load_workflow(path)

@@ -324,7 +324,7 @@ class ServingSpec(Spec):
         return roots
 
 
-DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "logreg", "gbt")
+DEFAULT_MODELS = ("image", "note", "omics", "concat", "kg_gnn", "kg_pathway", "logreg", "gbt")
 AUTO = "auto"  # primary_model: the champion by validation (clinicmm.training.champion)
 
 

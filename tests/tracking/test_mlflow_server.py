@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 MODEL = "srv-model"
-MODELS = {"image", "note", "omics", "concat", "kg_gnn", "logreg", "gbt"}  # the default models
+MODELS = {"image", "note", "omics", "concat", "kg_gnn", "kg_pathway", "logreg", "gbt"}  # the default models
 TIMINGS: dict[str, float] = {}
 
 
