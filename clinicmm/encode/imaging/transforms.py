@@ -37,6 +37,7 @@ MODALITY_KEY = "modality"
 KIND_KEY = "image_kind"
 PIPELINE_VERSION = "3"  # part of the image encoder's fingerprint: bump when the pipeline's output changes
 DEFER_BYTES = 64 * 1024  # values larger than this (pixel data) are read from the file only when used
+HEAD_KEY = "_dicom_head"  # the first file's dataset, handed from ImagePipeline to the loader (never in the output)
 
 
 @functools.cache
@@ -176,7 +177,6 @@ def load_dicom(keys: str) -> Any:
     Modality) and ``image_kind`` ('volume', 'multiframe', '2d') for the steps that depend on them.
     """
     import numpy as np
-    import pydicom
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
@@ -191,10 +191,9 @@ def load_dicom(keys: str) -> Any:
             d = dict(data)
             for key in self.key_iterator(d):
                 files = [str(f) for f in ensure_tuple(d[key])]
-                try:  # read once: a volume's first slice skips its pixel data, a 2D or multi-frame object loads it below
-                    head = pydicom.dcmread(files[0], defer_size=DEFER_BYTES)
-                except Exception as exc:  # noqa: BLE001
-                    raise ValueError(f"{files[0]}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
+                head = d.pop(HEAD_KEY, None)  # the header ImagePipeline read to pick its path: not read again
+                # read once: a volume's first slice skips its pixel data, a 2D or multi-frame object loads it below
+                head = _read_head(files[0]) if head is None else head
                 d[MODALITY_KEY] = str(head.get("Modality", "") or "").strip().upper()
                 d[KIND_KEY] = kind = image_kind(head)
                 if kind == "volume" and is_mosaic(head):  # Siemens: a volume's slices tiled in one frame per file
@@ -218,6 +217,16 @@ def load_dicom(keys: str) -> Any:
             return d
 
     return LoadDicomd(keys=keys)
+
+
+def _read_head(path: str) -> Any:
+    """The first file's dataset, its pixel data deferred when large; ``ValueError`` naming the file if unreadable."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from None
 
 
 def _one_slice_volume(image: Any) -> Any:
@@ -294,10 +303,11 @@ def image_pipeline(spec: ImageEncoderSpec) -> Any:
     Load (HU; one series or one object) -> RAS -> optional resample to ``spec.pixdim`` mm -> CT window or
     percentiles to [0, 1] -> (2D: pad to aspect) -> resize to ``spec.spatial_size`` -> ``(1, z, y, x)`` float32;
     a 2D image with :func:`native_2d` is ``(1, 1, rows, columns)``. See the module docstring for axes and intensities.
+    Called on a whole sample, a 2D image (no ``pixdim``) takes :func:`direct_2d`, the same output without the MONAI
+    steps' per-call cost; ``.transforms`` are the MONAI steps, for callers that extend or cache them.
     """
     import torch
     from monai.transforms import (
-        Compose,
         EnsureTyped,
         Orientationd,
         Spacingd,
@@ -316,7 +326,103 @@ def image_pipeline(spec: ImageEncoderSpec) -> Any:
         _fit(spec),
         EnsureTyped(keys=IMAGE_KEY, dtype=torch.float32, track_meta=False),
     ]
-    return Compose(steps)
+    return _pipeline_class()(steps, spec=spec)
+
+
+@functools.cache
+def _pipeline_class() -> type:
+    """``ImagePipeline``: the ``Compose`` of :func:`image_pipeline` with a direct path for 2D images (built lazily)."""
+    from monai.transforms import Compose
+
+    class ImagePipeline(Compose):
+        """The MONAI steps of :func:`image_pipeline`; called on a whole sample, a 2D image takes :func:`direct_2d`.
+
+        Every sample's first file is read once here (header; small pixel data too). A 2D image (one slice, no
+        ``pixdim`` resampling) then skips the MONAI steps, whose per-call cost (metadata tracking, affine
+        bookkeeping, dictionary copies) was most of its encode time: :func:`direct_2d` computes the same output
+        with the same torch operations (a test checks they are equal, element for element). Anything else goes
+        through the steps, which reuse the header. ``transforms`` is the full list, so training can append its
+        augmentation and MONAI's ``PersistentDataset`` can cache up to it; a partial call (``start`` / ``end``)
+        runs the steps.
+        """
+
+        def __init__(self, transforms: Sequence, spec: ImageEncoderSpec) -> None:
+            super().__init__(transforms)
+            self.spec = spec
+
+        def __call__(self, input_: Any, start: int = 0, end: int | None = None, threading: bool = False,
+                     lazy: bool | None = None) -> Any:  # fmt: skip
+            if start or end is not None or not isinstance(input_, dict) or IMAGE_KEY not in input_:
+                return super().__call__(input_, start, end, threading, lazy)
+            files = [str(f) for f in ([input_[IMAGE_KEY]] if isinstance(input_[IMAGE_KEY], str) else input_[IMAGE_KEY])]
+            try:
+                head = _read_head(files[0])
+            except Exception as exc:  # noqa: BLE001 -- wrapped as the MONAI steps wrap it: the same root cause
+                raise RuntimeError(f"applying transform {self.transforms[0]}") from exc
+            if self.spec.pixdim is None and _kind(head) == "2d":
+                return direct_2d(self.spec, input_, head)
+            return super().__call__({**input_, HEAD_KEY: head}, start, end, threading, lazy)
+
+    return ImagePipeline
+
+
+def _kind(head: Any) -> str:
+    from clinicmm.ingest.dicom import image_kind
+
+    return image_kind(head)
+
+
+def direct_2d(spec: ImageEncoderSpec, data: dict, head: Any) -> dict:
+    """:func:`image_pipeline`'s output for a 2D image, without the MONAI steps (same operations, same values).
+
+    ``head``: the dataset of ``data[IMAGE_KEY][0]`` (its image kind is ``2d``); ``spec.pixdim`` must be None.
+    The steps it replaces are identities on a 2D image or plain arithmetic: RAS orientation leaves its diagonal
+    affine alone, the transpose restores the stored ``(rows, columns)``, then the CT window or the percentiles
+    (MONAI's ``percentile``, then ``(x - lo) / (hi - lo)`` clipped to [0, 1]), a centred zero pad to the aspect and
+    ``torch.nn.functional.interpolate`` (trilinear, as MONAI's ``Resize``) when the size differs.
+    """
+    import math
+
+    import torch
+    from monai.transforms.utils_pytorch_numpy_unification import percentile
+
+    path = str(data[IMAGE_KEY] if isinstance(data[IMAGE_KEY], str) else data[IMAGE_KEY][0])
+    try:
+        pixels, _ = _read_object(path, head)
+    except Exception as exc:  # noqa: BLE001 -- wrapped as the MONAI steps wrap it: the same root cause
+        raise RuntimeError(f"applying transform {IMAGE_KEY} loader") from exc
+    if pixels.shape[0] > 1:
+        pixels = pixels[pixels.shape[0] // 2][None]  # a cine loop: its middle frame
+    image = torch.from_numpy(pixels)[None]  # (1, z=1, rows, columns): what RAS + the transpose give a 2D image
+    modality = str(head.get("Modality", "") or "").strip().upper()
+    if modality == "CT":
+        lo, hi = spec.window
+    else:
+        lo, hi = percentile(image.reshape(-1), list(spec.percentiles))  # both at once; they ignore the layout
+    image = _scale(image, lo, hi)
+    _, z, y, x = image.shape
+    rows, cols = spec.spatial_size[1:]
+    scale = max(y / rows, x / cols)
+    pad = [max(t - s, 0) for t, s in zip((z, math.ceil(rows * scale), math.ceil(cols * scale)), (z, y, x))]
+    if any(pad):  # centred (MONAI's symmetric SpatialPad): the odd pixel after; torch's pad lists the last axis first
+        image = torch.nn.functional.pad(image, [p for w in reversed(pad) for p in (w // 2, w - w // 2)])
+    size = (1, rows, cols) if native_2d(spec) else tuple(spec.spatial_size)
+    if tuple(image.shape[1:]) != size:
+        image = torch.nn.functional.interpolate(image[None], size=size, mode="trilinear", align_corners=None)[0]
+    out = {k: v for k, v in data.items() if k != HEAD_KEY}
+    out.update({IMAGE_KEY: image.to(torch.float32), MODALITY_KEY: modality, KIND_KEY: "2d"})
+    return out
+
+
+def _scale(image: Any, lo: Any, hi: Any) -> Any:
+    """MONAI's ``ScaleIntensityRange(lo, hi, 0, 1, clip=True)`` on a float32 tensor, operation for operation."""
+    import torch
+
+    if hi - lo == 0.0:
+        warnings.warn("Divide by zero (a_min == a_max)", Warning, stacklevel=2)
+        return image - lo + 0.0
+    image = (image - lo) / (hi - lo)
+    return torch.clamp(image * (1.0 - 0.0) + 0.0, 0.0, 1.0).to(torch.float32)
 
 
 def stored_view(files: Sequence[str]) -> tuple[bool, bool, bool]:
