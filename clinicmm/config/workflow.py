@@ -283,8 +283,9 @@ class RuntimeSpec(Spec):
         None,
         ge=1,
         description="CPU threads for torch and OpenMP in every stage. Default: the CPUs this process may run on "
-        "(its affinity), shared among the torchrun ranks of a node; torch's own default counts the machine's "
-        "cores and oversubscribes a shared or container-limited machine.",
+        "(its affinity) less the CPUs' worth of work other processes are running on them when the stage starts "
+        "(measured over 0.25 s), shared among the torchrun ranks of a node, at least 1; torch's own default counts "
+        "the machine's cores and oversubscribes a shared or container-limited machine.",
     )
 
 
