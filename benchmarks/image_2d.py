@@ -14,19 +14,24 @@ val / test) is used by both networks, in one process:
   pixel arrays (scaled to [0, 1] by the stored range), Adam, no augmentation, the best validation epoch by
   validation AUROC (as MedMNIST's ResNet baselines are trained).
 
-Printed: test AUROC of both, and time per test image: clinicmm's full ``encode`` (DICOM read + MONAI pipeline +
-network) and its network forward alone, against the plain network's forward on in-memory arrays, at the same batch
-size and thread count. ``--legacy`` also times ``spatial_dims: 3`` (the former default: the image repeated along z
-through a 3D network). No downloads; plain prints, no assertions.
+Printed: test AUROC of both, then time per image over the same 64 test images in batches of the encoder's
+``batch_size``, every step timed in turn in each of ``--repeats`` rounds (medians; the machine's load average is
+printed with them): clinicmm's full ``ImageEncoder.encode`` (DICOM read + preprocessing + network, as the encode
+stage runs it, cache aside) and its two parts; the plain network's forward on the in-memory arrays, already scaled
+(the issue's baseline: it reads nothing and preprocesses nothing); and the plain network from the same files
+(``dcmread`` + ``pixel_array`` + scaling + forward: like for like with clinicmm's encode). ``--legacy`` also
+times ``spatial_dims: 3`` (the former default: the image repeated along z through a 3D network). No downloads;
+plain prints, no assertions.
 
     .venv/bin/python benchmarks/image_2d.py [--n 1200] [--size 28] [--epochs 15] [--network resnet10]
-                                            [--recipe new|old] [--legacy] [--threads 2]
+                                            [--recipe new|old] [--legacy] [--threads 2] [--repeats 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -44,7 +49,9 @@ from clinicmm.config import ImageEncoderSpec, ImageTrainSpec, WorkflowSpec  # no
 from clinicmm.encode.imaging import train  # noqa: E402
 from clinicmm.encode.imaging.encoder import ImageEncoder  # noqa: E402
 from clinicmm.files import digest_files  # noqa: E402
+from clinicmm.pipeline import runtime  # noqa: E402
 
+TIMED = 64  # test images in the timing
 OLD_RECIPE = {"batch_size": 4, "warmup_epochs": 0.0, "schedule": "constant", "clip_norm": None, "weight_decay": 0.01}
 
 
@@ -128,22 +135,18 @@ def clinicmm_run(root: Path, series, labels, parts, args) -> dict:
 
     encoder = ImageEncoder(wf.encoders.image)  # the trained weights, as the encode stage loads them
     test = [series[i] for i in parts["test"]]
-    emb, failed = encoder.encode(test, progress=False)  # also the warm-up of the timing below
+    emb, failed = encoder.encode(test, progress=False)  # also the warm-up of the timing
     assert not failed, failed
-    encode_s = _time(lambda: encoder.encode(test[:64], progress=False), repeats=5) / len(test[:64])
     head = model[1]
     with torch.no_grad():
         probs = torch.softmax(head(torch.as_tensor(emb)), 1)[:, 1].numpy()
-    batch = torch.stack([encoder.preprocess(f) for f in test[: spec.batch_size]])
-    forward_s = _time(lambda: encoder._forward(batch)) / len(batch)
     return {
         "auroc": roc_auc_score(labels[parts["test"]], probs),
         "acc": float(((probs > 0.5) == labels[parts["test"]]).mean()),
-        "encode_s": encode_s,
-        "forward_s": forward_s,
         "fit_s": fit_s,
-        "input": tuple(batch.shape[1:]),
+        "input": tuple(encoder.preprocess(test[0]).shape),
         "history": history,
+        "encoder": encoder,
     }
 
 
@@ -185,35 +188,68 @@ def plain_run(images, labels, parts, args) -> dict:
     fit_s = time.perf_counter() - t0
     net.load_state_dict(best_state)
     probs = _probs(net, x[te])
-    batch = x[te[: args.batch]]
-
-    def forward() -> None:
-        with torch.inference_mode():
-            net(batch)
-
     return {
         "auroc": roc_auc_score(labels[parts["test"]], probs),
         "acc": float(((probs > 0.5) == labels[parts["test"]]).mean()),
-        "forward_s": _time(forward) / len(batch),
         "fit_s": fit_s,
+        "net": net.eval(),
+        "x": x,
     }
+
+
+def timings(ours: dict | None, plain: dict | None, series, parts, args) -> dict[str, float]:
+    """Seconds per image, medians of ``args.repeats`` rounds that run every timed step once each, in turn (so a
+    burst of other work on the machine hits them alike), over the same ``TIMED`` test images in batches of the
+    encoder's ``batch_size``:
+
+    * ``encode``: clinicmm's ``ImageEncoder.encode`` on the DICOM files -- read, preprocess (the pipeline), forward;
+    * ``preprocess`` / ``forward``: its two parts alone (``ImageEncoder.preprocess`` per file; the network on the
+      preprocessed batches);
+    * ``plain``: the plain network's forward on the arrays, already in memory and scaled (the issue's baseline);
+    * ``plain_dicom``: the plain network from the same files: ``pydicom.dcmread`` + ``pixel_array``, scaled by the
+      stored range, stacked, forward (what a minimal script reading the DICOM would pay).
+    """
+    import pydicom
+
+    idx = parts["test"][:TIMED]
+    files = [series[i] for i in idx]
+    b = args.batch
+    steps = {}
+    if ours is not None:
+        encoder = ours["encoder"]
+        pre = [torch.stack([encoder.preprocess(f) for f in files[i : i + b]]) for i in range(0, len(files), b)]
+        steps["encode"] = lambda: encoder.encode(files, progress=False)
+        steps["preprocess"] = lambda: [encoder.preprocess(f) for f in files]
+        steps["forward"] = lambda: [encoder._forward(batch) for batch in pre]
+    if plain is not None:
+        net, x = plain["net"], plain["x"][torch.as_tensor(idx)]
+
+        def forward() -> None:
+            with torch.inference_mode():
+                for i in range(0, len(x), b):
+                    net(x[i : i + b])
+
+        def from_dicom() -> None:
+            with torch.inference_mode():
+                for i in range(0, len(files), b):
+                    arrays = [pydicom.dcmread(f[0]).pixel_array for f in files[i : i + b]]
+                    net(torch.as_tensor(np.stack(arrays) / 1000.0, dtype=torch.float32)[:, None])
+
+        steps["plain"], steps["plain_dicom"] = forward, from_dicom
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(args.repeats + 1):  # round 0: warm-up, not counted
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) / len(files) for name, t in times.items()}
 
 
 def _probs(net, x: torch.Tensor) -> np.ndarray:
     net.eval()
     with torch.inference_mode():
         return torch.cat([torch.softmax(net(x[i : i + 256]), 1)[:, 1] for i in range(0, len(x), 256)]).numpy()
-
-
-def _time(fn, repeats: int = 30) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls (after two warm-up calls)."""
-    fn(), fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def legacy_encode_s(series, parts, args) -> tuple[float, tuple]:
@@ -238,13 +274,13 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain network (compare recipes faster)")
     parser.add_argument("--plain-norm", action="store_true", help="plain: per-image 1-99th percentile scaling")
     parser.add_argument("--plain-only", action="store_true", help="only the plain network (run beside --no-plain)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: runtime.threads' default)")
+    parser.add_argument("--repeats", type=int, default=9, help="timing rounds (medians)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.spatial_dims = args.spatial_dims if args.spatial_dims == "auto" else int(args.spatial_dims)
     args.batch = ImageEncoderSpec().batch_size
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.apply(args.threads)  # as a stage sets them: runtime.threads, else the CPUs other processes leave free
     logging.getLogger("clinicmm").setLevel(logging.WARNING)
     print(f"torch threads: {torch.get_num_threads()}; {args.n} images {args.size}x{args.size}, {args.epochs} epochs")
 
@@ -257,35 +293,45 @@ def main() -> None:
         print(f"cohort: {len(series)} US DICOM files written in {time.perf_counter() - t0:.1f} s; "
               f"train/val/test {len(parts['train'])}/{len(parts['val'])}/{len(parts['test'])}")  # fmt: skip
         plain = None if args.no_plain else plain_run(images, labels, parts, args)
-        if args.plain_only:
-            print(f"plain resnet18 (2D, arrays): test AUROC {plain['auroc']:.3f}, ACC {plain['acc']:.3f}, fit "
-                  f"{plain['fit_s']:.0f} s, forward {plain['forward_s'] * 1e3:.2f} ms / image (batch {args.batch})")  # fmt: skip
-            return
-        ours = clinicmm_run(root, series, labels, parts, args)
-        legacy = legacy_encode_s(series, parts, args) if args.legacy else None
+        ours = None if args.plain_only else clinicmm_run(root, series, labels, parts, args)
+        load = os.getloadavg()[0]
+        t = timings(ours, plain, series, parts, args)
+        load = (load + os.getloadavg()[0]) / 2
+        legacy = legacy_encode_s(series, parts, args) if args.legacy and ours is not None else None
+    if ours is None:
+        print(f"plain resnet18 (2D, arrays): test AUROC {plain['auroc']:.3f}, ACC {plain['acc']:.3f}, fit "
+              f"{plain['fit_s']:.0f} s, forward {t['plain'] * 1e3:.2f} ms / image (batch {args.batch})")  # fmt: skip
+        return
 
     print("\nclinicmm train-image history (epoch: train_loss / val_loss / val_accuracy):")
     for h in ours["history"]:
         print(f"  {h['epoch']:>2}: {h['train_loss']:.3f} / {h['val_loss']:.3f} / {h['val_accuracy']:.3f}")
     print(f"  max val_loss {max(h['val_loss'] for h in ours['history']):.3f}")
-    print(f"\n{'':34}{'test AUROC':>11}{'test ACC':>10}{'fit s':>8}{'ms / image':>12}")
-    name = f"clinicmm {args.network} ({args.spatial_dims}, {args.recipe})"
-    print(f"{name:34}{ours['auroc']:>11.3f}{ours['acc']:>10.3f}{ours['fit_s']:>8.0f}"
-          f"{ours['encode_s'] * 1e3:>12.2f}  encode: DICOM + pipeline + network, input {ours['input']}")  # fmt: skip
-    print(f"{'':34}{'':>11}{'':>10}{'':>8}{ours['forward_s'] * 1e3:>12.2f}  network forward only")
+    print(f"\n{'':34}{'test AUROC':>11}{'test ACC':>10}{'fit s':>8}")
+    print(f"{f'clinicmm {args.network} ({args.spatial_dims}, {args.recipe})':34}{ours['auroc']:>11.3f}"
+          f"{ours['acc']:>10.3f}{ours['fit_s']:>8.0f}")  # fmt: skip
     if plain is not None:
-        print(f"{'plain resnet18 (2D, arrays)':34}{plain['auroc']:>11.3f}{plain['acc']:>10.3f}{plain['fit_s']:>8.0f}"
-              f"{plain['forward_s'] * 1e3:>12.2f}  forward, batch {args.batch}")  # fmt: skip
+        print(f"{'plain resnet18 (2D, arrays)':34}{plain['auroc']:>11.3f}{plain['acc']:>10.3f}{plain['fit_s']:>8.0f}")
+    print(f"\nms per image, median of {args.repeats} interleaved rounds over {min(TIMED, len(parts['test']))} test images, batch {args.batch}, "
+          f"{torch.get_num_threads()} torch thread(s), load average {load:.1f}:")  # fmt: skip
+    rows = [
+        ("encode", f"clinicmm encode: DICOM read + preprocessing + {args.network} forward, input {ours['input']}"),
+        ("preprocess", "  of which DICOM read + preprocessing (ImageEncoder.preprocess)"),
+        ("forward", f"  of which {args.network} forward on the preprocessed batches"),
+        ("plain", "plain resnet18 forward on the in-memory scaled arrays"),
+        ("plain_dicom", "plain resnet18 from the files: dcmread + pixel_array + scale + forward"),
+    ]
+    for key, what in rows:
+        if key in t:
+            print(f"  {t[key] * 1e3:8.2f}  {what}")
     if legacy is not None:
-        print(f"{'clinicmm spatial_dims: 3 (former)':34}{'':>11}{'':>10}{'':>8}{legacy[0] * 1e3:>12.2f}"
-              f"  encode, untrained, input {legacy[1]}")  # fmt: skip
+        print(f"  {legacy[0] * 1e3:8.2f}  clinicmm spatial_dims: 3 (former) encode, untrained, input {legacy[1]}")
     if plain is None:
         return
     print(f"\nAUROC difference (clinicmm - plain): {ours['auroc'] - plain['auroc']:+.3f} (target >= -0.01)")
-    print(
-        f"encode time / plain forward: {ours['encode_s'] / plain['forward_s']:.2f}x; "
-        f"network forward / plain forward: {ours['forward_s'] / plain['forward_s']:.2f}x (target <= 1.5x)"
-    )
+    print(f"clinicmm encode / plain forward: {t['encode'] / t['plain']:.2f}x (target <= 1.5x); "
+          f"/ plain from the files: {t['encode'] / t['plain_dicom']:.2f}x; "
+          f"network forward / plain forward: {t['forward'] / t['plain']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
