@@ -23,7 +23,8 @@ def restore_threads(monkeypatch):
 
 def test_the_default_is_the_affinity_shared_among_local_ranks(restore_threads, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
-    monkeypatch.setattr(runtime, "other_load", lambda cpus=None, seconds=0.0: 0.0)  # an idle machine, whatever runs here
+    # an idle machine, whatever else runs here
+    monkeypatch.setattr(runtime, "other_load", lambda cpus=None, seconds=0.0: 0.0)
     assert runtime.default_threads() == 6
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert runtime.default_threads() == 1  # 6 CPUs among 4 ranks: one each, never zero
