@@ -100,10 +100,12 @@ def write_dicom_sr(result: pd.DataFrame, cohort: Cohort, model_uri: str, folder:
     return written
 
 
-def score_cohort(model, cohort: Cohort, patients: list[str], spec) -> pd.DataFrame:
+def score_cohort(model, cohort: Cohort, patients: list[str], spec, explain: bool = True) -> pd.DataFrame:
     """``model.predict`` of these patients, the dataset's own folders (``spec``: its DatasetSpec) allowed to the
     registered model for this call: a served model reads only ``serving.data_roots``, but ``clinicmm predict``
-    scores files the user's own dataset YAML names (with ``follow_symlinks_outside``, where its links lead too)."""
+    scores files the user's own dataset YAML names (with ``follow_symlinks_outside``, where its links lead too).
+    ``explain``: with the explanation columns (opt-in per request for a served model; ``clinicmm predict`` writes
+    them next to its predictions)."""
     from clinicmm.ingest.cohort import dataset_roots
     from clinicmm.serve.scoring import allow_roots
 
@@ -113,7 +115,7 @@ def score_cohort(model, cohort: Cohort, patients: list[str], spec) -> pd.DataFra
         files = [f for cell in frame["dicom_files"] if cell for f in json.loads(cell)]
         roots += sorted({Path(os.path.realpath(f)).parent for f in files})
     with allow_roots(roots):
-        return model.predict(frame)
+        return model.predict(frame, params={"explain": bool(explain)})
 
 
 def predict(

@@ -18,7 +18,8 @@ from clinicmm import __version__
 from clinicmm.config import WorkflowSpec
 from clinicmm.errors import StageError
 from clinicmm.extras import EXTRAS
-from clinicmm.serve.pyfunc import input_example, signature
+from clinicmm.serve.example import input_example
+from clinicmm.serve.pyfunc import signature
 from clinicmm.tracking import runs
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # the file MLflow logs (importing it would set a model)
@@ -128,33 +129,83 @@ def serving_config(wf: WorkflowSpec) -> dict[str, list[str]]:
     return {"data_roots": [str(wf.resolve(Path(p))) for p in wf.serving.data_roots]}
 
 
+def save_served_model(
+    bundle_dir: Path,
+    data_roots: list[str],
+    path: Path | None = None,
+    *,
+    registered_model_name: str | None = None,
+    code: bool = True,
+):
+    """The clinicmm pyfunc of the bundle in ``bundle_dir``, as every caller makes it: MLflow's models-from-code file
+    (:data:`MODEL_CODE`) with the bundle as its one artifact, the signature (inputs, the ``explain`` param, the
+    output schema with the bundle's ``prob_<class>`` columns), a full multimodal synthetic input example
+    (:mod:`clinicmm.serve.example`), ``data_roots`` as its ``model_config`` and the pinned requirements.
+
+    ``path`` given: saved there (``mlflow.pyfunc.save_model``; returns ``path``). Else logged as ``model`` in the
+    active run (``mlflow.pyfunc.log_model``, registered as ``registered_model_name`` if given; returns the
+    ``ModelInfo``). ``code``: clinicmm travels with the model as ``code_paths`` (:func:`code_folder`); False for
+    a process whose own clinicmm must serve it (tests that patch clinicmm's modules)."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = dict(
+            python_model=str(MODEL_CODE),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(code_folder(Path(tmp)))] if code else None,  # no index needs to hold clinicmm
+            signature=signature(_classes(bundle_dir)),  # the output schema names each prob_<class> column
+            input_example=input_example(bundle_dir),
+            model_config={"data_roots": [str(p) for p in data_roots]},  # the folders a request's paths may name
+            pip_requirements=_requirements(),
+        )
+        if path is not None:
+            mlflow.pyfunc.save_model(str(path), **kwargs)
+            return Path(path)
+        return mlflow.pyfunc.log_model(name="model", registered_model_name=registered_model_name, **kwargs)
+
+
 def register(
     wf: WorkflowSpec, model: str, bundle_dir: Path, metrics: dict[str, float], reason: str = ""
 ) -> Registration:
-    """Log ``model``'s bundle as a pyfunc in its run, register it (the version's description says which model and
-    why) and set the alias."""
-    import mlflow.pyfunc
+    """Log ``model``'s bundle as a pyfunc in its run (:func:`save_served_model`) with the training dataset as its
+    input (:func:`log_dataset_input`), register it (the version's description says which model and why) and set
+    the alias."""
+    import mlflow
 
     client, recorded = runs.client_for(wf)
     run_id = recorded["models"].get(model)
     if run_id is None:
         raise StageError(f"no MLflow run recorded for {model!r}: run `clinicmm train` first.")
-    import tempfile
-
     name = wf.tracking.registered_model
-    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(MODEL_CODE),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(code_folder(Path(tmp)))],  # clinicmm travels with the model: no index needs it
-            signature=signature(_classes(bundle_dir)),  # the output schema names each prob_<class> column
-            input_example=input_example(),
-            model_config=serving_config(wf),  # serving.data_roots: the folders a request's paths may point into
-            registered_model_name=name,
-            pip_requirements=_requirements(),
-        )
+    with mlflow.start_run(run_id=run_id):
+        info = save_served_model(
+            bundle_dir, serving_config(wf)["data_roots"], registered_model_name=name
+        )  # serving.data_roots: the folders a request's paths may point into
+        log_dataset_input(wf, client, recorded, getattr(info, "model_id", None))
     return complete(wf, client, str(info.registered_model_version), model, metrics, reason, recorded["tracking_uri"])
+
+
+def log_dataset_input(wf: WorkflowSpec, client, recorded: dict, model_id: str | None = None) -> None:
+    """``mlflow.log_input`` of the training dataset in the active run, linked to the logged model: a dataset
+    without rows (``MetaDataset``) named ``cohort``, whose source is the workflow's dataset YAML and whose digest
+    is the workflow run's ``clinicmm.dataset_digest`` (first 16 hex digits, as the workflow run's own input): a
+    hash of the (patient, label, split) rows, which reveals no id. No patient data, id or note text is logged."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import LoggedModelInput
+
+    parent = recorded.get("parent")
+    digest = client.get_run(parent).data.tags.get("clinicmm.dataset_digest", "") if parent else ""
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it picks one
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(wf.dataset_path.as_uri())
+    dataset = MetaDataset(source, name="cohort", digest=digest[:16] or None)
+    mlflow.log_input(dataset, context="training", model=LoggedModelInput(model_id) if model_id else None)
 
 
 def complete(

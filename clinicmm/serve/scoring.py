@@ -39,8 +39,9 @@ request ends, whatever happens), trusted for that request only, and then scored 
 (``DICM`` at offset 128); a row breaking any of this is ``not scored`` with a reason naming the column and the
 entry's index, never its content (a series that decodes but cannot be read gets one generic reason too).
 
-Per request, ``params={"explain": false}`` (MLflow params; ``"params": {"explain": false}`` next to the
-``dataframe_split`` of a REST request) skips the explanation: the same predictions, the explanation columns empty.
+Explanations are opt-in per request: ``params={"explain": true}`` (MLflow params; ``"params": {"explain": true}``
+next to the ``dataframe_split`` of a REST request) adds them; without it the served model returns the same
+predictions with the explanation columns empty (:data:`clinicmm.serve.pyfunc.EXPLAIN_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -498,6 +499,39 @@ def encode_frame(parsed: dict, featurizer):
     return encoded, len(patients)
 
 
+FUSION_THREADS_ENV = "CLINICMM_FUSION_THREADS"
+
+
+def fusion_threads() -> int:
+    """Torch threads for the fusion network and the explanations: ``$CLINICMM_FUSION_THREADS``, default 1. Their
+    ops are small (a graph of a few thousand edges, a few dozen patients), so more threads only add synchronisation:
+    on a 2-core machine with other work running, one thread made them 5-30x faster than two (see
+    benchmarks/serve.py), while the encoders' convolutions and attention keep every thread."""
+    value = os.environ.get(FUSION_THREADS_ENV, "").strip()
+    try:
+        return max(1, int(value)) if value else 1
+    except ValueError:
+        log.warning("serving: $%s is not a whole number; using 1", FUSION_THREADS_ENV)
+        return 1
+
+
+@contextmanager
+def _threads(n: int):
+    """``torch.set_num_threads(n)`` for the block, then back (OpenMP's count is the calling thread's own, so
+    other requests' threads keep theirs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 _HETERO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # KnowledgeGraph -> its HeteroData
 
 
@@ -550,15 +584,16 @@ def _score_parsed(
     rows = [i for i in range(n) if present[i].any() and i not in parsed["errors"]]
     items = to_evidence(encoded, rows, [-1] * len(rows), bundle.knowledge, bundle.scaler)
     hetero = hetero_of(bundle.knowledge) if items else None  # one graph for the predictions and their explanations
-    probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
-    result = _result_frame(
-        parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration
-    )
     from clinicmm.serve.explain import add_explanations  # modality shares, top genes / concepts, graph paths
 
-    if not explain:  # the same columns, empty
-        return add_explanations(result, model, [], [], bundle)
-    return add_explanations(result, model, items, rows, bundle, hetero)
+    with _threads(fusion_threads()):  # small graph ops: fewer threads, less waiting (see fusion_threads)
+        probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
+        result = _result_frame(
+            parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration
+        )
+        if not explain:  # the same columns, empty
+            return add_explanations(result, model, [], [], bundle)
+        return add_explanations(result, model, items, rows, bundle, hetero)
 
 
 def _one_row(parsed: dict, i: int, error: str | None = None) -> dict:
@@ -646,7 +681,7 @@ def json_safe(result: pd.DataFrame) -> pd.DataFrame:
     """``result`` with stable, strict-JSON types: probabilities and shares float or None, ``set_size`` int or
     None, strings elsewhere (None for a missing value), the ``explanation`` JSON without NaN. Never NaN or inf:
     the columns are of object dtype, so pandas keeps None as None (and JSON null)."""
-    out = pd.DataFrame(index=result.index)
+    columns = {}
     for name in result.columns:
         values = result[name].tolist()
         if _float_column(name):
@@ -660,8 +695,12 @@ def json_safe(result: pd.DataFrame) -> pd.DataFrame:
             ]
         else:
             cells = [_plain(v) for v in values]
-        out[name] = pd.Series(cells, index=result.index, dtype=object)
-    return out
+        columns[name] = cells
+    # one object array, one frame: building it column by column costs more than the rest of the serving layer
+    table = np.empty((len(result), len(columns)), dtype=object)
+    for j, cells in enumerate(columns.values()):
+        table[:, j] = cells if cells else []
+    return pd.DataFrame(table, index=result.index, columns=list(columns), dtype=object)
 
 
 def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None) -> pd.DataFrame:

@@ -118,24 +118,17 @@ def _bundle(folder: Path):
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory, one_thread_session) -> Served:
-    """The pyfunc as ``register`` logs it (model code, bundle artifact, signature, serving.data_roots), loaded."""
+    """The pyfunc as ``register`` logs it (:func:`~clinicmm.serve.register.save_served_model`: model code, bundle
+    artifact, signature, input example, serving.data_roots), loaded; without the code copy, so that the tests'
+    patches of clinicmm's modules reach the model."""
     import mlflow.pyfunc
 
-    from clinicmm.serve.pyfunc import input_example, signature
-    from clinicmm.serve.register import MODEL_CODE
+    from clinicmm.serve.register import save_served_model
 
     base = tmp_path_factory.mktemp("serving")
     layout = _layout(base)
     bundle = _bundle(base / "bundle")
-    path = base / "model"
-    mlflow.pyfunc.save_model(
-        str(path),
-        python_model=str(MODEL_CODE),
-        artifacts={"bundle": str(bundle)},
-        signature=signature(CLASSES),
-        input_example=input_example(),
-        model_config={"data_roots": [str(layout.root)]},
-    )
+    path = save_served_model(bundle, [str(layout.root)], base / "model", code=False)
     shutil.rmtree(bundle)  # the model folder holds its own copy
     return Served(mlflow.pyfunc.load_model(str(path)), path, layout)
 

@@ -70,8 +70,8 @@ def test_a_base64_series_scores_the_same_as_its_files_by_path(served: Served, ou
     by_path = frame({"patient_id": "p", "dicom_files": json.dumps([str(f) for f in outside_series])})
     sent = frame({"patient_id": "p", B64_COLUMN: files_b64(outside_series)})
     with allow_roots([outside_series[0].parent]):
-        path_out = served.model.predict(by_path)
-    b64_out = served.model.predict(sent)
+        path_out = served.model.predict(by_path, params={"explain": True})
+    b64_out = served.model.predict(sent, params={"explain": True})
 
     a, b = _scored(path_out, "p"), _scored(b64_out, "p")
     assert a["modalities"] == b["modalities"] == "image"
@@ -172,4 +172,4 @@ def test_the_signature_takes_dicom_b64_and_an_explain_param(served: Served):
     signature = served.model.metadata.get_input_schema()
     assert B64_COLUMN in signature.input_names()
     params = {p.name: p for p in served.model.metadata.get_params_schema().params}
-    assert params["explain"].dtype.name == "boolean" and params["explain"].default is True
+    assert params["explain"].dtype.name == "boolean" and params["explain"].default is False  # opt-in

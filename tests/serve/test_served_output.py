@@ -27,12 +27,13 @@ def strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def post(served, rows: list[dict]):
-    """``POST /invocations`` with ``dataframe_split``; (status, body text) or the MlflowException it raised."""
+def post(served, rows: list[dict], params: dict | None = None):
+    """``POST /invocations`` with ``dataframe_split`` (and ``params``); (status, body text) or the MlflowException it
+    raised."""
     from mlflow.pyfunc.scoring_server import invocations
 
     frame = pd.DataFrame([{c: r.get(c, "") for c in INPUT_COLUMNS if c in r or "patient_id" in r} for r in rows])
-    payload = json.dumps({"dataframe_split": frame.to_dict(orient="split")})
+    payload = json.dumps({"dataframe_split": frame.to_dict(orient="split")} | ({"params": params} if params else {}))
     result = invocations(payload, "application/json", served.model, served.model.metadata.get_input_schema())
     return result.status, result.response
 
@@ -47,7 +48,7 @@ def rows_with_a_missing_dicom_file(served) -> list[dict]:
 
 
 def test_a_request_with_a_failing_row_answers_strict_json_with_stable_types(served):
-    status, body = post(served, rows_with_a_missing_dicom_file(served))
+    status, body = post(served, rows_with_a_missing_dicom_file(served), {"explain": True})
     assert status == 200
     assert "NaN" not in body and "Infinity" not in body
     rows = {r["patient_id"]: r for r in strict(body)["predictions"]}
@@ -141,3 +142,17 @@ def test_json_safe_replaces_nan_and_infinity_and_fixes_the_types():
     assert type(records[0]["prob_X"]) is float and records[1]["prob_X"] is None and records[1]["prob_Y"] is None
     assert records[1]["share_note"] is None and strict(records[2]["explanation"]) == {"share": None, "g": [1.5, None]}
     assert list(out.columns) == names
+
+
+def test_explanations_are_opt_in_per_request(served):
+    """Default: no explanation work (explanation columns empty, null shares); ``"params": {"explain": true}`` adds it.
+    The signature declares the param with its default, so ``mlflow models`` clients see it."""
+    rows = [{"patient_id": "A", "notes": "FINAL DIAGNOSIS: invasive adenocarcinoma of the lung."}]
+    plain = strict(post(served, rows)[1])["predictions"][0]
+    full = strict(post(served, rows, {"explain": True})[1])["predictions"][0]
+    assert plain["status"] == full["status"] == "scored"
+    assert plain["explanation"] == "" and plain["share_note"] is None
+    assert strict(full["explanation"]) and type(full["share_note"]) is float
+    assert plain["predicted"] == full["predicted"]
+    params = {p.name: p for p in served.model.metadata.get_params_schema().params}
+    assert params["explain"].default is False and params["explain"].dtype.name == "boolean"

@@ -79,10 +79,13 @@ def test_explain_false_gives_the_same_predictions_without_the_explanation_work(s
 
     calls = Calls(monkeypatch)
     key = calls.watch(explain, "explain")
-    full = served.model.predict(frame(served, 3))
+    full = served.model.predict(frame(served, 3), params={"explain": True})
     assert calls.count[key] == 1
     bare = served.model.predict(frame(served, 3), params={"explain": False})
     assert calls.count[key] == 1  # not called again
+    default = served.model.predict(frame(served, 3))  # explanations are opt-in: the default does no such work
+    assert calls.count[key] == 1
+    pd.testing.assert_frame_equal(default, bare)
 
     assert list(bare.columns) == list(full.columns)
     kept = [c for c in full.columns if c not in (*COLUMNS, "explanation")]
@@ -123,3 +126,30 @@ def test_load_context_sets_the_torch_threads(served: Served, monkeypatch):
         assert out["status"].iloc[0] == "scored"
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_fusion_network_runs_on_its_own_thread_count_and_the_count_comes_back(served: Served, monkeypatch):
+    from clinicmm.serve import scoring
+    from clinicmm.training import fit
+
+    seen = []
+    real = fit.predict_proba
+
+    def watched(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "predict_proba", watched)
+    monkeypatch.delenv("CLINICMM_FUSION_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = served.model.predict(frame(served, 2), params={"explain": True})
+        assert (out["status"] == "scored").all()
+        assert seen == [1] and torch.get_num_threads() == 2  # the encoders' count is back for the next request
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv("CLINICMM_FUSION_THREADS", "3")
+    assert scoring.fusion_threads() == 3
+    monkeypatch.setenv("CLINICMM_FUSION_THREADS", "many")
+    assert scoring.fusion_threads() == 1
