@@ -71,9 +71,13 @@ def ingest_summary(report: dict) -> dict:
     return {k: report.get(k) for k in keep} | {"skipped_by_modality": skipped, "issues": len(report.get("issues", []))}
 
 
-def _log_dataset(cohort, digest: str) -> None:
+def _log_dataset(cohort, digest: str, dataset_path=None) -> None:
+    """``mlflow.log_input`` of the cohort's (split, label, patients) counts, its source the dataset YAML."""
+    import warnings
+
     import mlflow
     import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     m = cohort.manifest
     counts = (
@@ -83,9 +87,13 @@ def _log_dataset(cohort, digest: str) -> None:
         .reset_index(name="patients")
         .astype({"patients": "float64"})
     )
-    mlflow.log_input(
-        mlflow.data.from_pandas(pd.DataFrame(counts), name="cohort", digest=digest[:16]), context="training"
-    )
+    source = None
+    if dataset_path is not None:
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it picks one
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(Path(dataset_path).resolve().as_uri())
+    dataset = mlflow.data.from_pandas(pd.DataFrame(counts), source=source, name="cohort", digest=digest[:16])
+    mlflow.log_input(dataset, context="training")
 
 
 @contextlib.contextmanager
@@ -118,7 +126,7 @@ def workflow_run(wf: WorkflowSpec, cohort):
 
     with top_run(wf, cohort, wf.name, "workflow") as (run, uri, digest):
         mlflow.log_dict(dump(wf), "config/workflow.json")
-        _log_dataset(cohort, digest)
+        _log_dataset(cohort, digest, wf.dataset_path)
         _write_runs(
             wf, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "parent": run.info.run_id, "models": {}}
         )

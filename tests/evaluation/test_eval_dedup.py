@@ -156,3 +156,18 @@ def test_compare_opens_its_parent_run_the_way_the_workflow_run_is_opened(trained
         assert mine.data.tags[tag] == workflow.data.tags[tag]
     assert (mine.data.tags["clinicmm.stage"], workflow.data.tags["clinicmm.stage"]) == ("compare", "workflow")
     assert [a.path for a in client.list_artifacts(compare_id, "ingest")] == ["ingest/summary.json"]
+
+
+def test_the_workflow_run_logs_its_cohort_with_the_dataset_yaml_as_source(trained):
+    import json
+
+    from clinicmm.tracking import runs
+
+    wf = trained
+    _, workflow = _run(wf, runs.read_runs(wf)["parent"])
+    inputs = workflow.inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["cohort"]
+    dataset = inputs[0].dataset
+    assert dataset.digest == workflow.data.tags["clinicmm.dataset_digest"][:16]
+    assert json.loads(dataset.source)["uri"] == wf.dataset_path.resolve().as_uri()
+    assert "PT-0" not in json.dumps([dataset.source, dataset.schema, dataset.profile])  # counts, never ids
