@@ -57,7 +57,18 @@ def test_pooled_values_are_the_centred_sums_of_the_members() -> None:
     assert up[0].item() == pytest.approx((4.0 - 3 * RELU_MEAN) / scale, rel=1e-5)
     assert down[0].item() == pytest.approx((1.0 - 3 * RELU_MEAN) / scale, rel=1e-5)
     assert mutated.tolist() == pytest.approx([1.0, 0.0])  # one mutation member, flagged for the first patient
-    assert up[1].item() == pytest.approx(-3 * RELU_MEAN / scale, rel=1e-5)  # features of other sets never count
+    assert up[1].item() == 0.0 and down[1].item() == 0.0  # nothing measured in the set (all at the mean): 0
+
+
+def test_a_smaller_panel_pools_the_members_it_measured() -> None:
+    """A gene the patient's panel lacks has z exactly 0 (the training mean): the set is pooled over the others,
+    so a patient on a smaller panel is not shifted against one measured on the full panel."""
+    model = KGPathwayFusion(DIMS, 2, graph(MEMBERS), GENES, n_expression=7, hidden=8, dropout=0.0)
+    omics = torch.tensor([[2.0, 0.0, -1.0, 0, 0, 0, 0, 0]])
+    up, down, _ = model.pooled(omics).T
+    scale = RELU_SD * math.sqrt(2)
+    assert up[0].item() == pytest.approx((2.0 - 2 * RELU_MEAN) / scale, rel=1e-5)
+    assert down[0].item() == pytest.approx((1.0 - 2 * RELU_MEAN) / scale, rel=1e-5)
 
 
 def test_a_rewired_graph_pools_other_features_and_changes_the_logits() -> None:
@@ -134,7 +145,9 @@ def test_trained_and_served_models_pool_the_same_sets(tmp_path, genomics_cohort,
     genes, n_expression = omics_gene_index(data.genomics, data.kg)
     assert n_expression == 8 and sum(g >= 0 for g in genes) == 8  # the cohort's 8 genes are graph genes
     bundle = ModelBundle.load(wf.work / "train" / "kg_pathway")
-    assert not [k for k in bundle.state_dict if "set_" in k or k.endswith("count")]  # buffers, not weights
+    assert not [
+        k for k in bundle.state_dict if "set_" in k or "count" in k or "is_expression" in k
+    ]  # buffers, not weights
     served = bundle.build_model()
     assert served.num_sets > 0
     rebuilt = build_model("kg_pathway", bundle.dims, len(bundle.classes), data.kg.to_hetero(),

@@ -7,10 +7,11 @@ gene ``driver_of`` cancer-type edge defines a gene set. This model pools each pa
 sets, as the pathway layer of a biologically informed network (P-NET, Elmarakeby et al., Nature 2021) does with
 fixed, not learned, membership:
 
-* for each gene set ``S`` with ``n`` measured features linked to its genes (at least :data:`MIN_MEMBERS`),
-  ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` over its expression
-  z-scores (centred and scaled so a set of unchanged genes is ~N(0, 1): 0.399 and 0.583 are the mean and sd of
-  relu of a standard normal), and ``mutated = (number of mutated members) / sqrt(n_mutation_members)``;
+* for each gene set ``S`` with at least :data:`MIN_MEMBERS` features linked to its genes, over the ``n`` of its
+  expression z-scores the patient has (a gene its panel did not measure has z exactly 0, the training mean, and is
+  left out), ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` (centred and
+  scaled so a set of unchanged genes is ~N(0, 1) whatever its size: 0.399 and 0.583 are the mean and sd of relu of
+  a standard normal; 0 when ``n`` is 0), and ``mutated = (number of mutated members) / sqrt(n_mutation_members)``;
 * those 3 x (sets) values are one more view of the patient, encoded like the other modalities
   (:class:`~clinicmm.fusion.models.single.ModalityEncoder`, learned 'missing' vector without omics) and
   concatenated with the image, note and raw omics encodings and the presence mask, as :class:`ConcatFusion` does.
@@ -91,8 +92,6 @@ class GeneSetPooling(nn.Module):
         self.register_buffer("set_feature", index["feature"], persistent=False)
         self.register_buffer("set_index", index["set"], persistent=False)
         self.register_buffer("is_expression", expression, persistent=False)
-        count = torch.bincount(index["set"][expression], minlength=self.num_sets).float()
-        self.register_buffer("count", count, persistent=False)
         mutation_count = torch.bincount(index["set"][~expression], minlength=self.num_sets).float()
         self.register_buffer("mutation_count", mutation_count, persistent=False)
 
@@ -106,11 +105,16 @@ class GeneSetPooling(nn.Module):
         if not self.num_sets:  # no gene set has enough measured members: nothing to pool
             return omics.new_zeros(omics.size(0), 3)
         values = omics[:, self.set_feature]  # (B, pairs)
-        expr, n, n_mut = self.is_expression, self.count.clamp_min(1.0), self.mutation_count.clamp_min(1.0)
+        expr, n_mut = self.is_expression, self.mutation_count.clamp_min(1.0)
+        index = self.set_index[expr]
+        # a member counts where it was measured: an unmeasured gene's z-score is exactly 0 (the training mean), so a
+        # patient measured on a smaller panel pools the members it has, centred and scaled by how many those are
+        measured = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, index, (values[:, expr] != 0).to(omics))
+        m = measured.clamp_min(1.0)
         out = []
         for part in (values.clamp_min(0.0), (-values).clamp_min(0.0)):
-            total = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, self.set_index[expr], part[:, expr])
-            out.append(torch.where(self.count > 0, (total - RELU_MEAN * n) / (RELU_SD * n.sqrt()), 0.0))
+            total = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, index, part[:, expr])
+            out.append(torch.where(measured > 0, (total - RELU_MEAN * m) / (RELU_SD * m.sqrt()), 0.0))
         mutated = omics.new_zeros(omics.size(0), self.num_sets)
         mutated.index_add_(1, self.set_index[~expr], values[:, ~expr].clamp(0.0, 1.0))
         out.append(mutated / n_mut.sqrt())
