@@ -1,14 +1,14 @@
 """The fusion models by name (:class:`clinicmm.keys.Model`, the names the config allows), built from one uniform signature.
 
-Every factory takes ``(dims, n_classes, knowledge, class_nodes, hidden, dropout, omics_genes, n_expression)``;
-models that do not use the knowledge graph, the class nodes or the omics features' genes (``omics_genes``: the gene
-node index of each omics feature, -1 for none; the first ``n_expression`` are expression z-scores) ignore them. Model modules are imported when a model is built, so importing
+Every factory takes one :class:`ModelInputs` (embedding widths, classes, graph, class nodes, hyper-parameters, the
+omics features' gene nodes); a model takes what it uses. Model modules are imported when a model is built, so importing
 this module stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -19,23 +19,31 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch_geometric.data import HeteroData
 
-Factory = Callable[..., "nn.Module"]
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What every factory is given: the embedding widths, the classes and the graph, the hyper-parameters, and the
+    gene node of each omics feature (-1 for none; the first ``n_expression`` are expression z-scores) for the
+    models that pool over gene sets. A model takes what it uses."""
+
+    dims: Mapping[str, int]
+    n_classes: int
+    knowledge: HeteroData
+    class_nodes: Tensor
+    hidden: int = 64
+    dropout: float = 0.2
+    omics_genes: Sequence[int] | None = None
+    n_expression: int | None = None
+
+
+Factory = Callable[[ModelInputs], "nn.Module"]
 
 
 def _single(modality: str) -> Factory:
-    def build(
-        dims: Mapping[str, int],
-        n_classes: int,
-        knowledge: HeteroData,
-        class_nodes: Tensor,
-        hidden: int,
-        dropout: float,
-        omics_genes: Sequence[int] | None = None,
-        n_expression: int | None = None,
-    ) -> nn.Module:
+    def build(a: ModelInputs) -> nn.Module:
         from clinicmm.fusion.models.single import SingleModalityModel
 
-        return SingleModalityModel(modality, dims, n_classes, hidden=hidden, dropout=dropout)
+        return SingleModalityModel(modality, a.dims, a.n_classes, hidden=a.hidden, dropout=a.dropout)
 
     build.__doc__ = f"Single-modality model on the {modality} embedding."
     return build
@@ -44,18 +52,9 @@ def _single(modality: str) -> Factory:
 def _dense(module: str, name: str, doc: str) -> Factory:
     """Factory of a model on the dense per-patient views (no graph): ``clinicmm.fusion.models.<module>.<name>``."""
 
-    def build(
-        dims: Mapping[str, int],
-        n_classes: int,
-        knowledge: HeteroData,
-        class_nodes: Tensor,
-        hidden: int,
-        dropout: float,
-        omics_genes: Sequence[int] | None = None,
-        n_expression: int | None = None,
-    ) -> nn.Module:
+    def build(a: ModelInputs) -> nn.Module:
         cls = getattr(import_module(f"clinicmm.fusion.models.{module}"), name)
-        return cls(dims, n_classes, hidden=hidden, dropout=dropout)
+        return cls(a.dims, a.n_classes, hidden=a.hidden, dropout=a.dropout)
 
     build.__doc__ = doc
     return build
@@ -64,24 +63,15 @@ def _dense(module: str, name: str, doc: str) -> Factory:
 def _graph(model: str) -> Factory:
     """Factory of a knowledge-graph fusion model; node counts come from ``knowledge``, metadata from the schema."""
 
-    def build(
-        dims: Mapping[str, int],
-        n_classes: int,
-        knowledge: HeteroData,
-        class_nodes: Tensor,
-        hidden: int,
-        dropout: float,
-        omics_genes: Sequence[int] | None = None,
-        n_expression: int | None = None,
-    ) -> nn.Module:
+    def build(a: ModelInputs) -> nn.Module:
         from clinicmm.fusion.batch import check_knowledge, schema
         from clinicmm.fusion.models.kg_gnn import KNOWLEDGE_TYPES, KGGNNFusion
         from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 
-        check_knowledge(knowledge)
-        num_nodes = {t: int(knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
+        check_knowledge(a.knowledge)
+        num_nodes = {t: int(a.knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
         cls = {"hgt": KGGNNFusion, "rgcn": KGRGCNFusion}[model]
-        return cls(dims, n_classes, num_nodes, class_nodes, schema(dims), hidden=hidden, dropout=dropout)
+        return cls(a.dims, a.n_classes, num_nodes, a.class_nodes, schema(a.dims), hidden=a.hidden, dropout=a.dropout)
 
     build.__doc__ = f"{model.upper()} fusion on the knowledge graph."
     return build
@@ -91,22 +81,13 @@ def _pooled(name: str, doc: str) -> Factory:
     """Factory of a model that pools the omics features over the graph's gene sets
     (``clinicmm.fusion.models.kg_pathway.<name>``)."""
 
-    def build(
-        dims: Mapping[str, int],
-        n_classes: int,
-        knowledge: HeteroData,
-        class_nodes: Tensor,
-        hidden: int,
-        dropout: float,
-        omics_genes: Sequence[int] | None = None,
-        n_expression: int | None = None,
-    ) -> nn.Module:
+    def build(a: ModelInputs) -> nn.Module:
         from clinicmm.fusion.batch import check_knowledge
         from clinicmm.fusion.models import kg_pathway
 
-        check_knowledge(knowledge)
+        check_knowledge(a.knowledge)
         cls = getattr(kg_pathway, name)
-        return cls(dims, n_classes, knowledge, omics_genes, n_expression, hidden=hidden, dropout=dropout)
+        return cls(a.dims, a.n_classes, a.knowledge, a.omics_genes, a.n_expression, hidden=a.hidden, dropout=a.dropout)
 
     build.__doc__ = doc
     return build
@@ -147,4 +128,6 @@ def build_model(
     """Build the model registered as ``name``; ``ModelError`` lists the valid names for an unknown one."""
     if name not in MODELS:
         raise ModelError(f"Unknown fusion model {name!r}; valid names: {', '.join(MODELS)}")
-    return MODELS[name](dims, n_classes, knowledge, class_nodes, hidden, dropout, omics_genes, n_expression)
+    return MODELS[name](
+        ModelInputs(dims, n_classes, knowledge, class_nodes, hidden, dropout, omics_genes, n_expression)
+    )

@@ -94,7 +94,7 @@ def test_the_registry_builds_it_with_the_feature_genes_and_without_omics() -> No
     bare = build_model("kg_pathway", DIMS, 3, g, torch.tensor([0, 1]), 8, 0.1)  # no genomics: nothing to pool
     patients = [PatientEvidence(label=1, image=np.full(4, 0.1, dtype=np.float32), note=None, omics=None)]
     logits = bare(build_batch(g, patients, DIMS))
-    assert bare.num_sets == 0 and logits.shape == (1, 3) and torch.isfinite(logits).all()
+    assert bare.num_sets == 0 and bare.pathways is None and logits.shape == (1, 3) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="one gene index per omics feature"):
         build_model("kg_pathway", DIMS, 3, g, torch.tensor([0, 1]), 8, 0.1, GENES[:3], 3)
 

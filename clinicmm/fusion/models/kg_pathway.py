@@ -97,13 +97,13 @@ class GeneSetPooling(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Width of the pooled view (3 zeros when no set has enough members)."""
-        return 3 * max(self.num_sets, 1)
+        """Width of the pooled view (0 when no set has enough measured members)."""
+        return 3 * self.num_sets
 
     def forward(self, omics: Tensor) -> Tensor:
         """(B, 3 x sets): per gene set, [up, down, mutated] of each patient's omics features (module doc)."""
         if not self.num_sets:  # no gene set has enough measured members: nothing to pool
-            return omics.new_zeros(omics.size(0), 3)
+            return omics.new_zeros(omics.size(0), 0)
         values = omics[:, self.set_feature]  # (B, pairs)
         expr, n_mut = self.is_expression, self.mutation_count.clamp_min(1.0)
         index = self.set_index[expr]
@@ -142,9 +142,10 @@ class KGPathwayFusion(nn.Module):
         check_head_args(n_classes, hidden, dropout)
         self.pool = GeneSetPooling(knowledge, omics_genes, n_expression, dims["omics"])
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], hidden) for m in MODALITY_NAMES})
-        self.pathways = ModalityEncoder(self.pool.dim, hidden)
+        # without gene sets (no omics, or none of its genes in a set) this is concat: no pooled input to encode
+        self.pathways = ModalityEncoder(self.pool.dim, hidden) if self.pool.dim else None
         n = len(MODALITY_NAMES)
-        self.head = mlp_head((n + 1) * hidden + n, hidden, n_classes, dropout)
+        self.head = mlp_head((n + bool(self.pathways)) * hidden + n, hidden, n_classes, dropout)
 
     @property
     def num_sets(self) -> int:
@@ -157,7 +158,8 @@ class KGPathwayFusion(nn.Module):
         """(B, n_classes) logits."""
         store = batch[PATIENT]
         parts = [self.encoders[m](store[f"x_{m}"], store.present[:, i]) for i, m in enumerate(MODALITY_NAMES)]
-        parts.append(self.pathways(self.pool(store.x_omics), store.present[:, OMICS]))
+        if self.pathways is not None:
+            parts.append(self.pathways(self.pool(store.x_omics), store.present[:, OMICS]))
         return self.head(torch.cat([*parts, store.present.float()], dim=1))
 
     def modality_weights(self, batch: HeteroData) -> Tensor:
