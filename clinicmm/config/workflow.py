@@ -173,8 +173,19 @@ class EncodersSpec(Spec):
 class TrainingSpec(Spec):
     max_epochs: int = Field(80, ge=1)
     patience: int = Field(12, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW (reached after the warmup).")
     weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="Learning rate after the warmup, stepped per epoch: 'cosine' decays it from lr to 0 at "
+        "max_epochs, 'constant' keeps lr.",
+    )
+    warmup_epochs: int = Field(
+        5,
+        ge=0,
+        description="Epochs of linear warmup: epoch e (0-based) of the first n trains at lr x (e+1)/(n+1) (0: none). "
+        "With the cosine, it keeps a small cohort's model from fitting its noise in the first epochs.",
+    )
     batch_size: int = Field(32, ge=1)
     hidden: int = Field(64, ge=4)
     dropout: float = Field(0.2, ge=0, lt=1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +101,22 @@ class FusionTask(lightning().LightningModule):
     def configure_optimizers(self):
         params = list(self.model.parameters())
         fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel for all tensors, same update
-        return torch.optim.AdamW(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=fused)
+        optimizer = torch.optim.AdamW(params, lr=self.spec.lr, weight_decay=self.spec.weight_decay, fused=fused)
+        if self.spec.schedule == "constant" and not self.spec.warmup_epochs:
+            return optimizer
+        factor = partial(lr_factor, self.spec.warmup_epochs, self.spec.max_epochs, self.spec.schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def lr_factor(warmup: int, max_epochs: int, schedule: str, epoch: int) -> float:
+    """Multiplier of ``training.lr`` in 0-based ``epoch``: linear warmup ``(e+1)/(warmup+1)`` over the first
+    ``warmup`` epochs, then 1 (``constant``) or a cosine from 1 down to 0 at ``max_epochs`` (``cosine``)."""
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(epoch - warmup, max_epochs - warmup) / max(1, max_epochs - warmup)))
 
 
 class EpochCallback(lightning().Callback):
