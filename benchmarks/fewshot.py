@@ -98,7 +98,7 @@ def run_one(data, model_name: str, class_init: str, train, val, test, y_test, k:
     spec = TrainingSpec(seed=seed, class_init=class_init)
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
     torch.manual_seed(seed)
-    genes, n_expression = omics_gene_index(data.genomics, data.kg)  # the gene sets of the pooled models
+    genes, n_expression = omics_gene_index(data.genomics, data.kg, model_name)  # the pooled models' gene sets
     nodes = class_nodes(data.kg, data.classes)
     model = build_model(model_name, dims, n, hetero, nodes, spec.hidden, spec.dropout, genes, n_expression)
     init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)

@@ -66,7 +66,7 @@ def test_predict_writes_hostile_patient_ids_as_text_and_probabilities_as_numbers
     (data / "dataset.yaml").write_text(yaml.safe_dump(spec))
 
     class Model:  # stands in for the registered pyfunc: scores every patient it is given
-        def predict(self, frame):
+        def predict(self, frame, params=None):
             n = len(frame)
             return pd.DataFrame({"patient_id": frame["patient_id"], "predicted": ["BRCA"] * n, "prob_BRCA": [0.9] * n,
                                  "margin": [-0.25] * n, "status": ["scored"] * n})  # fmt: skip

@@ -112,6 +112,8 @@ MODELS: dict[Model, Factory] = {
 
 # fitted without gradient steps or early stopping on the validation rows (training.linear, training.trees)
 CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT, Model.KG_LOGREG})
+# pool the omics over the graph's gene sets: built with the omics features' gene nodes (ModelInputs.omics_genes)
+POOLED = frozenset({Model.KG_PATHWAY, Model.KG_LOGREG})
 
 
 def build_model(

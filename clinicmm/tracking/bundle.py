@@ -72,7 +72,7 @@ class ModelBundle:
             self.class_nodes(),
             self.hidden,
             self.dropout,
-            *omics_gene_index(self.genomics, self.knowledge),
+            *omics_gene_index(self.genomics, self.knowledge, self.name),
         )
         if load_weights:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)

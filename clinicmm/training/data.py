@@ -67,12 +67,14 @@ def class_nodes(kg, classes: list[str]):
     return torch.tensor([kg.index(Node.CANCER, c) for c in classes], dtype=torch.long)
 
 
-def omics_gene_index(genomics: dict | None, kg) -> tuple[list[int] | None, int | None]:
+def omics_gene_index(genomics: dict | None, kg, model: str | None = None) -> tuple[list[int] | None, int | None]:
     """``(gene node index of each omics feature or -1, number of expression features)`` from a fitted genomics
     preprocessor's description (``genomics.json``), linked to ``kg``'s genes as the encode stage links them
-    (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled model's gene sets are built from.
-    ``(None, None)`` without genomics."""
-    if genomics is None:
+    (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled models' gene sets are built from.
+    ``(None, None)`` without genomics, or for a ``model`` that does not pool (:data:`clinicmm.fusion.registry.POOLED`)."""
+    from clinicmm.fusion.registry import POOLED
+
+    if genomics is None or (model is not None and model not in POOLED):
         return None, None
     from clinicmm.encode.genomics import GenomicsPreprocessor, link_gene
 

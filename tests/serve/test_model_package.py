@@ -48,10 +48,11 @@ def test_the_dataset_input_has_the_workflow_datasets_source_and_digest(tmp_path:
         yaml = tmp_path / "data" / "cohort.yaml"
         wf = SimpleNamespace(dataset_path=yaml)
         digest = "ab" * 32
-        with mlflow.start_run() as parent:
+        exp = mlflow.set_experiment("dataset-input").experiment_id  # not an experiment id left by another test
+        with mlflow.start_run(experiment_id=exp) as parent:
             mlflow.set_tag("clinicmm.dataset_digest", digest)
         client = mlflow.MlflowClient()
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=exp) as run:
             log_dataset_input(wf, client, {"parent": parent.info.run_id})
         inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
         assert len(inputs) == 1
@@ -79,9 +80,10 @@ def test_register_logs_the_served_model_and_links_the_dataset_to_it(served: Serv
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         client = mlflow.MlflowClient()
-        with mlflow.start_run() as parent:
+        exp = mlflow.set_experiment("register").experiment_id  # not an experiment id left by another test
+        with mlflow.start_run(experiment_id=exp) as parent:
             mlflow.set_tag("clinicmm.dataset_digest", "cd" * 32)
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=exp) as run:
             info = save_served_model(
                 served.path / "artifacts" / "bundle", [str(served.layout.root)], registered_model_name="t", code=False
             )
