@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,18 @@ def write_mosaic(
         ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0A, "US", n)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def count_dicom_reads(monkeypatch) -> Counter:
+    """Count ``pydicom.dcmread`` calls per path from now on (the counter fills as files are read)."""
+    import pydicom
+
+    reads: Counter = Counter()
+    dcmread = pydicom.dcmread
+
+    def counting(source, *args, **kwargs):
+        reads[str(source)] += 1
+        return dcmread(source, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    return reads

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import torch
-from dicom_fixtures import body, write_series  # noqa: E402
+from dicom_fixtures import body, count_dicom_reads, write_series  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
 
@@ -107,14 +105,7 @@ class _nothing:
 
 def test_every_file_is_read_once_and_volumes_still_take_the_monai_steps(tmp_path, images, monkeypatch) -> None:
     volume = [str(p) for p in write_series(tmp_path / "ct", body("chest", (6, 32, 32)), patient="ct")]
-    reads: Counter = Counter()
-    dcmread = pydicom.dcmread
-
-    def counting(source, *args, **kwargs):
-        reads[str(source)] += 1
-        return dcmread(source, *args, **kwargs)
-
-    monkeypatch.setattr(pydicom, "dcmread", counting)
+    reads = count_dicom_reads(monkeypatch)
     pipeline = image_pipeline(ImageEncoderSpec(spatial_size=(8, 32, 32)))
     assert pipeline({"image": images["small"]})["image"].shape == (1, 1, 32, 32)
     assert reads == {images["small"][0]: 1}

@@ -1,11 +1,10 @@
 """LoadDicomd reads a 2D or multi-frame object once: the header it inspects is the dataset whose pixels it loads."""
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
+from dicom_fixtures import count_dicom_reads
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     DigitalXRayImageStorageForPresentation,
@@ -49,14 +48,7 @@ def test_a_single_file_object_is_read_once_and_gives_its_own_pixels(
 ):
     path = tmp_path / f"{kind}.dcm"
     stored = _write_object(path, modality, sop_class, frames, 192)
-    reads: Counter = Counter()
-    dcmread = pydicom.dcmread
-
-    def counting(source, *args, **kwargs):
-        reads[str(source)] += 1
-        return dcmread(source, *args, **kwargs)
-
-    monkeypatch.setattr(pydicom, "dcmread", counting)
+    reads = count_dicom_reads(monkeypatch)
     out = load_dicom("image")({"image": [str(path)]})
     assert reads == {str(path): 1}
     assert out["image_kind"] == kind and out["modality"] == modality
