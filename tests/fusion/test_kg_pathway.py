@@ -126,7 +126,7 @@ def test_it_learns_a_signal_spread_over_different_genes_of_one_pathway() -> None
 
 def test_trained_and_served_models_pool_the_same_sets(tmp_path, genomics_cohort, genomics_workflow) -> None:
     """The train stage builds the sets from the fitted preprocessor; the bundle rebuilds the same ones from its
-    genomics.json and graph (the sets are not in the weights file), and scores as the trained model did."""
+    genomics.json and graph (the sets are not in the weights file), for both pooled models."""
     import warnings
 
     from clinicmm.pipeline.stages import encode_stage, ingest_stage, train_stage
@@ -135,7 +135,8 @@ def test_trained_and_served_models_pool_the_same_sets(tmp_path, genomics_cohort,
 
     genomics_cohort(tmp_path, 30)
     training = {"max_epochs": 2, "patience": 2, "hidden": 8, "batch_size": 16}
-    wf = genomics_workflow(tmp_path, "tiny", ["kg_pathway"], primary_model="kg_pathway", training=training)
+    models = ["kg_pathway", "kg_logreg"]
+    wf = genomics_workflow(tmp_path, "tiny", models, primary_model="kg_pathway", training=training)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ingest_stage(wf)
@@ -144,16 +145,17 @@ def test_trained_and_served_models_pool_the_same_sets(tmp_path, genomics_cohort,
     data = TrainingData(wf)
     genes, n_expression = omics_gene_index(data.genomics, data.kg)
     assert n_expression == 8 and sum(g >= 0 for g in genes) == 8  # the cohort's 8 genes are graph genes
-    bundle = ModelBundle.load(wf.work / "train" / "kg_pathway")
-    assert not [
-        k for k in bundle.state_dict if "set_" in k or "count" in k or "is_expression" in k
-    ]  # buffers, not weights
-    served = bundle.build_model()
-    assert served.num_sets > 0
-    rebuilt = build_model("kg_pathway", bundle.dims, len(bundle.classes), data.kg.to_hetero(),
-                          bundle.class_nodes(), bundle.hidden, bundle.dropout, genes, n_expression)  # fmt: skip
-    assert torch.equal(served.pool.set_feature, rebuilt.pool.set_feature)
-    assert torch.equal(served.pool.set_index, rebuilt.pool.set_index)
+    assert omics_gene_index(data.genomics, data.kg, "concat") == (None, None)  # only the pooled models need them
+    for name in models:
+        bundle = ModelBundle.load(wf.work / "train" / name)
+        buffers = [k for k in bundle.state_dict if "set_" in k or "count" in k or "is_expression" in k]
+        assert not buffers, name  # the sets are buffers, not weights
+        served = bundle.build_model()
+        assert served.pool.num_sets > 0, name
+        rebuilt = build_model(name, bundle.dims, len(bundle.classes), data.kg.to_hetero(),
+                              bundle.class_nodes(), bundle.hidden, bundle.dropout, genes, n_expression)  # fmt: skip
+        assert torch.equal(served.pool.set_feature, rebuilt.pool.set_feature), name
+        assert torch.equal(served.pool.set_index, rebuilt.pool.set_index), name
 
 
 def test_kg_logreg_is_logreg_with_the_pooled_view_appended() -> None:
