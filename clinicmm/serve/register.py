@@ -192,19 +192,13 @@ def log_dataset_input(wf: WorkflowSpec, client, recorded: dict, model_id: str | 
     without rows (``MetaDataset``) named ``cohort``, whose source is the workflow's dataset YAML and whose digest
     is the workflow run's ``clinicmm.dataset_digest`` (first 16 hex digits, as the workflow run's own input): a
     hash of the (patient, label, split) rows, which reveals no id. No patient data, id or note text is logged."""
-    import warnings
-
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import LoggedModelInput
 
     parent = recorded.get("parent")
     digest = client.get_run(parent).data.tags.get("clinicmm.dataset_digest", "") if parent else ""
-    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it picks one
-        warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(wf.dataset_path.as_uri())
-    dataset = MetaDataset(source, name="cohort", digest=digest[:16] or None)
+    dataset = MetaDataset(runs.dataset_source(wf.dataset_path), name="cohort", digest=digest[:16] or None)
     mlflow.log_input(dataset, context="training", model=LoggedModelInput(model_id) if model_id else None)
 
 

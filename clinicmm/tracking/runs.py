@@ -71,13 +71,21 @@ def ingest_summary(report: dict) -> dict:
     return {k: report.get(k) for k in keep} | {"skipped_by_modality": skipped, "issues": len(report.get("issues", []))}
 
 
-def _log_dataset(cohort, digest: str, dataset_path=None) -> None:
-    """``mlflow.log_input`` of the cohort's (split, label, patients) counts, its source the dataset YAML."""
+def dataset_source(dataset_path):
+    """The MLflow ``DatasetSource`` of a dataset YAML (its file URI): what every logged input of it names."""
     import warnings
 
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it picks one
+        warnings.simplefilter("ignore", UserWarning)
+        return resolve_dataset_source(Path(dataset_path).resolve().as_uri())
+
+
+def _log_dataset(cohort, digest: str, dataset_path=None) -> None:
+    """``mlflow.log_input`` of the cohort's (split, label, patients) counts, its source the dataset YAML."""
     import mlflow
     import pandas as pd
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     m = cohort.manifest
     counts = (
@@ -87,11 +95,7 @@ def _log_dataset(cohort, digest: str, dataset_path=None) -> None:
         .reset_index(name="patients")
         .astype({"patients": "float64"})
     )
-    source = None
-    if dataset_path is not None:
-        with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it picks one
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(Path(dataset_path).resolve().as_uri())
+    source = dataset_source(dataset_path) if dataset_path is not None else None
     dataset = mlflow.data.from_pandas(pd.DataFrame(counts), source=source, name="cohort", digest=digest[:16])
     mlflow.log_input(dataset, context="training")
 
