@@ -123,7 +123,7 @@ def fit_model(
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
     torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
-    genes, n_expression = omics_gene_index(getattr(data, "genomics", None), data.kg, name)
+    genes, n_expression = omics_gene_index(data.genomics, data.kg, name)
     model = build_model(
         name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout, genes, n_expression
     )

@@ -53,6 +53,7 @@ class _Data:
 
     def __init__(self, encoded, kg):
         self.encoded, self.kg, self.classes = encoded, kg, CLASSES
+        self.genomics = None  # no omics preprocessor (TrainingData's genomics.json)
         self.wf = SimpleNamespace(encoders=SimpleNamespace(text=None))
         self.folds: list[dict] = []
 
