@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -783,6 +784,16 @@ def _print_compare(result) -> None:
                 paired_text(r, "delta_concat"),
             )
         out.print(graph)
+    if result.chosen:
+        picks = ", ".join(f"{m} in {n}" for m, n in Counter(result.chosen).most_common())
+        out.print(f"champion (what primary_model: auto registers, chosen per fold on validation): {picks} folds")
+    if result.hard:
+        out.print(
+            f"[yellow]{result.hard} of {result.patients} patients are misclassified by every model[/]: a model right "
+            f"on every other patient would score macro-F1 {result.ceiling:.3f}; review them (label, histology) in "
+            "hard_cases.csv (by pseudonym) before tuning",
+            soft_wrap=True,
+        )
     for model, n in result.early.items():
         out.print(
             f"[yellow]{model}: best epoch among the first two in {n} of {result.folds} folds[/] (it stops learning "

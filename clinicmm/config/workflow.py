@@ -287,6 +287,13 @@ class CompareSpec(Spec):
         description="Model the others are compared against (paired bootstrap CI of the macro-F1 difference); "
         "default: logreg if listed, else concat, else the first model.",
     )
+    champion: bool = Field(
+        True,
+        description="Also report a 'champion' row: in each fold, the model of `models` that `primary_model: auto` "
+        "would register, chosen by the same rule (clinicmm.training.champion) on that fold's validation patients, "
+        "scored on its test patients -- what the model selection itself achieves. Closed-form models (logreg, gbt, "
+        "kg_logreg) are fitted a second time on the fold's fit patients alone to be scored on validation.",
+    )
 
 
 class RuntimeSpec(Spec):

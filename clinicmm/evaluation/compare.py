@@ -47,6 +47,7 @@ log = logging.getLogger("clinicmm")
 REWIRED = "_rewired"  # a graph model's row on the degree-preserving rewired graph (compare.knowledge_ablation)
 GRAPH_MODELS = ("kg_gnn", "kg_rgcn", "kg_pathway", "kg_logreg")
 CONCAT = "concat"  # the fusion the graph models are compared with in the knowledge ablation
+CHAMPION = "champion"  # per fold, the model primary_model: auto would register, chosen on that fold's validation
 
 
 @dataclass
@@ -142,6 +143,7 @@ class CVResult:
     probs: dict[str, np.ndarray] = field(default_factory=dict)
     without: dict[str, dict[str, np.ndarray | None]] = field(default_factory=dict)
     folds: list[dict] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)  # the champion of each fold (compare.champion)
 
 
 class _NoRuns:
@@ -181,13 +183,57 @@ def _fit_and_score(name: str, data: CVData, fold, fit_rows, val_rows, test_rows,
     return probs, without, fitted.model, fitted.history
 
 
+def _val_best(name: str, history: list[dict], data: CVData, fold, fit_rows, val_rows, spec) -> dict:
+    """The row :func:`clinicmm.training.champion.choose` reads for ``name`` in one fold: its lowest-validation-loss
+    epoch, as the train stage records it. A closed-form model was fitted on the fit and validation rows together, so
+    it has no validation score: it is fitted again on the fit rows alone (as the train stage fits it) and scored on
+    the validation rows."""
+    from clinicmm.fusion.registry import CLOSED_FORM
+    from clinicmm.training.fit import fit_model
+
+    if name in CLOSED_FORM and len(val_rows):
+        fit, val = ((data.rows[p], data.y[p]) for p in (fit_rows, val_rows))
+        history = fit_model(name, fold, fit, val, spec, progress=False).history
+    scored = [h for h in history if "val_loss" in h and h["val_loss"] == h["val_loss"]]
+    return min(scored, key=lambda h: h["val_loss"]) if scored else {}
+
+
+def _fold_metrics(y: np.ndarray, probs: np.ndarray, without: dict, classes: list[str]) -> dict[str, float]:
+    """One model's test metrics in one fold, and its macro-F1 with each modality removed."""
+    from clinicmm.training.metrics import classification_metrics
+
+    metrics = {m: v for m, v in classification_metrics(y, probs, classes).items() if m in METRICS}
+    return metrics | {
+        f"macro_f1_{m}": v for m, v in ablation_row(y, probs, without).items() if m.startswith("minus_") and v == v
+    }
+
+
+def _store(res: CVResult, name: str, test: np.ndarray, probs: np.ndarray, without: dict) -> None:
+    res.probs[name][test] = probs
+    for m, p in without.items():  # no test patient of this fold has m: removing it changes nothing
+        if res.without[name][m] is None:
+            res.without[name][m] = np.full_like(res.probs[name], np.nan)
+        res.without[name][m][test] = probs if p is None else p
+
+
 def run_cv(
-    data: CVData, models: list[str], baselines: list[str], spec, cmp: CompareSpec, runs=None, progress: bool = True
+    data: CVData,
+    models: list[str],
+    baselines: list[str],
+    spec,
+    cmp: CompareSpec,
+    runs=None,
+    progress: bool = True,
+    primary: str = "auto",
 ) -> CVResult:
-    """Every model and baseline on the same folds; ``runs`` (see :class:`CompareRuns`) logs each model x fold."""
+    """Every model and baseline on the same folds; ``runs`` (see :class:`CompareRuns`) logs each model x fold.
+
+    With ``compare.champion`` (and ``primary`` = ``auto``, two or more ``models``) a ``champion`` row follows: in each
+    fold the model of ``models`` the workflow would register, chosen by :func:`clinicmm.training.champion.choose` on
+    that fold's validation patients, with that model's test predictions."""
     from tqdm.auto import tqdm
 
-    from clinicmm.training.metrics import classification_metrics
+    from clinicmm.training.champion import choose
 
     runs = runs or _NoRuns()
     folds = make_folds(data.y, data.classes, cmp.folds, cmp.seed)
@@ -197,13 +243,15 @@ def run_cv(
         names += [f"{n}{REWIRED}" for n in models if n in GRAPH_MODELS]
         rewired = data.data.kg.rewired(cmp.seed)
     present = {m: data.encoded.has(m)[data.rows] for m in MODALITY_NAMES}
+    champion = cmp.champion and primary == "auto" and len(models) >= 2
+    rows = [*names, CHAMPION] if champion else names
     res = CVResult(
         data.classes,
         data.y,
         np.full(len(data.y), -1),
         present,
-        {n: np.full((len(data.y), len(data.classes)), np.nan) for n in names},
-        {n: {m: None for m in MODALITY_NAMES} for n in names},
+        {n: np.full((len(data.y), len(data.classes)), np.nan) for n in rows},
+        {n: {m: None for m in MODALITY_NAMES} for n in rows},
     )
     bar = tqdm(total=len(folds) * len(names), desc="compare", disable=not progress)
     for k, (train, test) in enumerate(folds):
@@ -211,26 +259,19 @@ def run_cv(
         fit_rows, val_rows = split_val(train, data.y, cmp.val, cmp.seed + k)
         sizes = {"n_train": len(fit_rows), "n_val": len(val_rows), "n_test": len(test)}
         fold = fold_split(data, fit_rows, val_rows, test)
+        outputs, val_best = {}, {}
         for name in names:
             bar.set_postfix_str(f"fold {k + 1}/{len(folds)} {name}")
             with runs.child(name, k, sizes) as run:
                 probs, without, model, history = _fit_and_score(
                     name, data, fold, fit_rows, val_rows, test, spec, run, rewired
                 )
-                metrics = {
-                    m: v for m, v in classification_metrics(data.y[test], probs, data.classes).items() if m in METRICS
-                }
-                metrics |= {
-                    f"macro_f1_{m}": v
-                    for m, v in ablation_row(data.y[test], probs, without).items()
-                    if m.startswith("minus_") and v == v
-                }
+                metrics = _fold_metrics(data.y[test], probs, without, data.classes)
                 runs.done(run, name, k, model, history, metrics)
-            res.probs[name][test] = probs
-            for m, p in without.items():  # no test patient of this fold has m: removing it changes nothing
-                if res.without[name][m] is None:
-                    res.without[name][m] = np.full_like(res.probs[name], np.nan)
-                res.without[name][m][test] = probs if p is None else p
+            _store(res, name, test, probs, without)
+            outputs[name] = probs, without, metrics
+            if champion and name in models:
+                val_best[name] = _val_best(name, history, data, fold, fit_rows, val_rows, spec)
             res.folds.append(
                 {
                     "model": name,
@@ -242,6 +283,11 @@ def run_cv(
                 }
             )
             bar.update()
+        if champion:
+            pick = choose(list(models), val_best, primary).model
+            res.chosen.append(pick)
+            _store(res, CHAMPION, test, *outputs[pick][:2])
+            res.folds.append({"model": CHAMPION, "fold": k, **sizes, **outputs[pick][2], "chosen": pick})
     bar.close()
     return res
 
@@ -333,6 +379,43 @@ def paired_text(row, key: str) -> str:
     if key not in row or row[key] != row[key]:
         return "–"
     return f"{row[key]:+.3f} [{row[f'{key}_ci_low']:+.3f}, {row[f'{key}_ci_high']:+.3f}]"
+
+
+def hard_cases(res: CVResult) -> tuple[np.ndarray, np.ndarray]:
+    """The patients every compared model misclassifies out of fold (positions), and the class most of them predicted
+    for each. With several models these are worth a look before any tuning: a label error, a mixed or reclassified
+    tumour, or a subtype none of the inputs separates. No model can be scored right on them by tuning alone."""
+    names = [n for n in res.probs if not n.endswith(REWIRED) and n != CHAMPION]
+    if len(names) < 2:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    predicted = np.stack([res.probs[n].argmax(1) for n in names])
+    hard = np.flatnonzero((predicted != res.y).all(0))
+    votes = [np.bincount(predicted[:, i], minlength=len(res.classes)) for i in hard]
+    return hard, np.array([v.argmax() for v in votes], dtype=int)
+
+
+def ceiling(res: CVResult, hard: np.ndarray, consensus: np.ndarray) -> float:
+    """Pooled macro-F1 of predictions right on every patient except the hard cases, which keep the class most models
+    gave them: what a model scores that fixes every error some model avoided but none of the hard ones."""
+    from sklearn.metrics import f1_score
+
+    best = res.y.copy()
+    best[hard] = consensus
+    return float(f1_score(res.y, best, labels=list(range(len(res.classes))), average="macro", zero_division=0))
+
+
+def hard_markdown(res: CVResult, hard: np.ndarray, consensus: np.ndarray) -> str:
+    """One paragraph for table.md: how many patients no model gets right, by true -> predicted class, and the ceiling."""
+    if not len(hard):
+        return ""
+    pairs = pd.Series([f"{res.classes[res.y[i]]} → {res.classes[c]}" for i, c in zip(hard, consensus)])
+    counts = ", ".join(f"{pair} {n}" for pair, n in pairs.value_counts().items())
+    return (
+        f"\n**{len(hard)} of {len(res.y)} patients are misclassified by every model** ({counts}; true → most "
+        f"predicted). A model right on every other patient would score pooled macro-F1 "
+        f"{ceiling(res, hard, consensus):.3f}. Review them before tuning (label, histology, sample swap): "
+        "`hard_cases.csv` names them by pseudonym (local only).\n"
+    )
 
 
 def ablation_table(res: CVResult) -> pd.DataFrame:
@@ -443,8 +526,9 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     tracker = CompareRuns(wf, data.data.cohort, out)
     with tracker.parent_run() as parent:
-        res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress)
+        res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress, wf.primary_model)
         table, ablation, knowledge = summarise(res, cmp, reference), ablation_table(res), knowledge_table(res, cmp)
+        hard, consensus = hard_cases(res)
         write_csv(pd.DataFrame(res.folds), out / "folds.csv", index=False)
         files = ["table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"]
         if len(knowledge):
@@ -453,11 +537,16 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             files += ["knowledge_ablation.csv", "knowledge_ablation.md"]
         write_csv(table, out / "table.csv", index=False)
         write_csv(ablation, out / "ablation.csv", index=False)
-        (out / "table.md").write_text(table_markdown(table, cmp.folds, cmp.bootstrap))
+        (out / "table.md").write_text(
+            table_markdown(table, cmp.folds, cmp.bootstrap)
+            + champion_markdown(res)
+            + hard_markdown(res, hard, consensus)
+        )
         (out / "ablation.md").write_text(_ablation_md(ablation, cmp.folds))
         cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
         ablation_png(ablation, MODALITY_NAMES, out / "ablation.png")
         _write_oof(res, data, out / "oof.parquet", workflow_key(wf))
+        _write_hard(res, data, hard, consensus, out / "hard_cases.csv", workflow_key(wf))
         for name in files:
             mlflow.log_artifact(str(out / name), "compare")
         mlflow.log_metrics(
@@ -472,8 +561,21 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         early = {
             m: int(n) for m, n in (folds_table["best_epoch"] <= EARLY).groupby(folds_table["model"]).sum().items() if n
         }
+        mlflow.log_metric("cv_hard_cases", len(hard))
         result = CompareResult(
-            table, ablation, out, parent.info.run_id, cmp.folds, len(data.y), data.classes, reference, knowledge, early
+            table,
+            ablation,
+            out,
+            parent.info.run_id,
+            cmp.folds,
+            len(data.y),
+            data.classes,
+            reference,
+            knowledge,
+            early,
+            res.chosen,
+            len(hard),
+            ceiling(res, hard, consensus) if len(hard) else None,
         )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result
@@ -493,10 +595,16 @@ class CompareResult:
     reference: str
     knowledge: pd.DataFrame | None = None  # compare.knowledge_ablation: each graph model against its rewired graph
     early: dict[str, int] = field(default_factory=dict)  # model -> folds whose best epoch was one of the first two
+    chosen: list[str] = field(default_factory=list)  # the champion of each fold (the table's champion row)
+    hard: int = 0  # patients every model misclassifies (hard_cases.csv)
+    ceiling: float | None = None  # pooled macro-F1 if every other patient were right
 
     def summary(self) -> dict:
         return {
             "stopped_at_once": self.early,
+            "champion_per_fold": self.chosen,
+            "hard_cases": self.hard,
+            "ceiling_macro_f1": self.ceiling,
             "parent_run": self.parent_run,
             "folds": self.folds,
             "patients": self.patients,
@@ -511,6 +619,32 @@ def _ablation_md(ablation: pd.DataFrame, folds: int) -> str:
     return markdown(
         ablation, f"Missing modalities: pooled out-of-fold macro-F1 over {folds} folds (n={int(ablation['n'].iloc[0])})"
     )
+
+
+def champion_markdown(res: CVResult) -> str:
+    """Which model each fold's champion row took (table.md)."""
+    if not res.chosen:
+        return ""
+    picks = ", ".join(f"{m} in {n}" for m, n in pd.Series(res.chosen).value_counts().items())
+    return (
+        f"\n`{CHAMPION}`: in each fold the model `primary_model: auto` registers, chosen on that fold's validation "
+        f"patients and scored on its test patients (chosen: {picks} of {len(res.chosen)} folds).\n"
+    )
+
+
+def _write_hard(res: CVResult, data: CVData, hard: np.ndarray, consensus: np.ndarray, path: Path, key: bytes) -> None:
+    """The patients no model gets right, by keyed pseudonym (local only, never logged), with the most predicted class."""
+    from clinicmm.privacy.pseudonym import pseudonym
+
+    frame = pd.DataFrame(
+        {
+            "pseudonym": [pseudonym(data.patients[i], key) for i in hard],
+            "label": [res.classes[res.y[i]] for i in hard],
+            "most_predicted": [res.classes[c] for c in consensus],
+            "fold": res.fold[hard],
+        }
+    )
+    write_csv(frame, path, index=False)
 
 
 def _write_oof(res: CVResult, data: CVData, path: Path, key: bytes) -> None:

@@ -94,12 +94,12 @@ def test_a_class_smaller_than_the_folds_is_a_clear_error():
 
 def test_every_patient_gets_one_out_of_fold_prediction_per_model(cv_result):
     data, res = cv_result
-    assert sorted(res.probs) == ["concat", "logreg", "note"]
+    assert sorted(res.probs) == ["champion", "concat", "logreg", "note"]  # champion: chosen among models per fold
     assert set(np.unique(res.fold)) == {0, 1, 2}
     for probs in res.probs.values():
         assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     folds = pd.DataFrame(res.folds)
-    assert len(folds) == 3 * 3 and (folds.groupby("model")["n_test"].sum() == len(data.y)).all()
+    assert len(folds) == 4 * 3 and (folds.groupby("model")["n_test"].sum() == len(data.y)).all()
 
 
 def test_ablation_shows_what_each_model_uses(cv_result):
@@ -160,7 +160,7 @@ def compared(tmp_path_factory, one_thread, genomics_cohort, genomics_workflow):
     root = tmp_path_factory.mktemp("compare")
     genomics_cohort(root, 30)  # class-specific expression of graph genes: no encoder networks to load
     compare = {"folds": 3, "bootstrap": 100}
-    genomics_workflow(root, "tiny", ["omics", "kg_gnn"], primary_model="kg_gnn", compare=compare)
+    genomics_workflow(root, "tiny", ["omics", "kg_gnn"], compare=compare)  # primary_model: auto
     result = CliRunner().invoke(app, ["compare", str(root / "wf.yaml"), "--folds", "3", "--no-progress"])
     return root, result
 
@@ -172,9 +172,15 @@ def test_compare_cli_writes_the_tables_and_plots(compared):
     for name in ("table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "table.csv")
-    assert list(table["model"]) == ["omics", "kg_gnn", "logreg", "gbt"] and (table["folds"] == 3).all()
+    assert list(table["model"]) == ["omics", "kg_gnn", "logreg", "gbt", "champion"] and (table["folds"] == 3).all()
     assert "Δ macro-F1 vs logreg" in (out / "table.md").read_text()
     assert "kg_gnn" in result.output and "missing modalities" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    chosen = summary["champion_per_fold"]  # among the workflow's models only, never a baseline it does not list
+    assert len(chosen) == 3 and set(chosen) <= {"omics", "kg_gnn"} and "chosen per fold" in result.output
+    hard = pd.read_csv(out / "hard_cases.csv")
+    assert list(hard.columns) == ["pseudonym", "label", "most_predicted", "fold"]
+    assert len(hard) == summary["hard_cases"] and not hard["pseudonym"].str.startswith("PT-").any()
 
 
 def test_compare_logs_one_parent_with_a_child_per_model_and_fold_and_no_ids(compared):
@@ -250,7 +256,7 @@ def test_the_knowledge_ablation_trains_each_graph_model_again_on_a_rewired_graph
     from clinicmm.evaluation.compare import knowledge_markdown, knowledge_table
 
     data = cv_data(n=24)
-    cmp = CompareSpec(folds=3, bootstrap=200, knowledge_ablation=True)
+    cmp = CompareSpec(folds=3, bootstrap=200, knowledge_ablation=True, champion=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = run_cv(data, ["kg_gnn", "concat"], [], SPEC.model_copy(update={"max_epochs": 3}), cmp, progress=False)
@@ -271,6 +277,62 @@ def test_the_knowledge_ablation_trains_each_graph_model_again_on_a_rewired_graph
 def test_each_fold_records_its_best_epoch(cv_result):
     _, res = cv_result
     folds = pd.DataFrame(res.folds)
-    neural = folds[folds["model"] != "logreg"]
+    neural = folds[~folds["model"].isin(["logreg", "champion"])]
     assert neural["best_epoch"].notna().all() and (neural["best_epoch"] < neural["epochs"]).all()
     assert folds.loc[folds["model"] == "logreg", "best_epoch"].isna().all()  # closed form: no epochs to pick from
+
+
+# ------------------------------------------------------------------------------------------ champion row
+
+
+def _champion_cv(models: list[str], primary: str = "auto", **cmp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_cv(
+            cv_data(), models, [], SPEC, CompareSpec(folds=3, bootstrap=200, **cmp), progress=False, primary=primary
+        )
+
+
+def test_the_champion_row_takes_each_folds_best_model_on_validation():
+    res = _champion_cv(["image", "note"])  # the notes carry the class, the images are noise
+    assert res.chosen == ["note"] * 3
+    assert np.array_equal(res.probs["champion"], res.probs["note"])
+    picked = pd.DataFrame(res.folds).query("model == 'champion'")
+    assert list(picked["chosen"]) == ["note"] * 3 and list(picked["fold"]) == [0, 1, 2]
+
+
+def test_a_closed_form_candidate_is_scored_on_validation_by_a_second_fit():
+    # logreg trains on the fold's fit + validation rows: without a second fit on the fit rows alone it would have no
+    # validation score and the noise model would be the only candidate left
+    res = _champion_cv(["image", "logreg"])
+    assert res.chosen == ["logreg"] * 3
+    assert np.array_equal(res.probs["champion"], res.probs["logreg"])
+
+
+def test_no_champion_row_for_a_named_primary_model_or_when_switched_off():
+    assert "champion" not in _champion_cv(["image", "note"], primary="note").probs
+    assert "champion" not in _champion_cv(["image", "note"], champion=False).probs
+    assert "champion" not in _champion_cv(["note"]).probs  # one model: nothing to choose
+
+
+# -------------------------------------------------------------------------------------------- hard cases
+
+
+def test_hard_cases_are_the_patients_every_model_misclassifies():
+    from sklearn.metrics import f1_score
+
+    from clinicmm.evaluation.compare import CVResult, ceiling, hard_cases, hard_markdown
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    a = np.eye(3)[[1, 2, 1, 1, 2, 0]]  # wrong on 0, 1, 5
+    b = np.eye(3)[[1, 0, 1, 0, 2, 2]]  # wrong on 0, 3
+    c = np.eye(3)[[2, 0, 1, 1, 2, 2]]  # wrong on 0
+    res = CVResult(CLASSES, y, np.zeros(6, int), {}, {"a": a, "b": b, "c": c, "a_rewired": np.eye(3)[y]})
+    hard, consensus = hard_cases(res)
+    assert list(hard) == [0] and list(consensus) == [1]  # two of the three models said LUAD
+    expected = f1_score(y, [1, 0, 1, 1, 2, 2], average="macro")
+    assert ceiling(res, hard, consensus) == pytest.approx(expected) and expected < 1
+    text = hard_markdown(res, hard, consensus)
+    assert "1 of 6 patients" in text and "BRCA → LUAD 1" in text and f"{expected:.3f}" in text
+    alone = CVResult(CLASSES, y, np.zeros(6, int), {}, {"a": a})
+    assert len(hard_cases(alone)[0]) == 0  # one model's errors are not the cohort's hard cases
