@@ -163,6 +163,23 @@ def main() -> None:
             )
         )
     print(f"\noverlap {args.overlap:.0%} of each layer's features; target: graph model - concat >= +0.05 macro-F1")
+    print(ceiling_line(np.concatenate(ys), {m: np.concatenate(v) for m, v in pooled.items()}, k))
+
+
+def ceiling_line(y: np.ndarray, probs: dict[str, np.ndarray], k: int) -> str:
+    """How many out-of-site patients every model misclassifies, and the macro-F1 of a model right on all others."""
+    from clinicmm.evaluation.bootstrap import scores
+    from clinicmm.evaluation.compare import CVResult, ceiling, hard_cases
+
+    res = CVResult([str(c) for c in range(k)], y, np.zeros(len(y), dtype=int), {}, probs)
+    hard, consensus = hard_cases(res)
+    if not len(hard):
+        return "every out-of-site patient is classified right by at least one model"
+    concat = f"; concat + 0.05 = {scores(y, probs['concat'], k)['macro_f1'] + 0.05:.3f}" if "concat" in probs else ""
+    return (
+        f"{len(hard)} of {len(y)} out-of-site patients are misclassified by every model: a model right on every "
+        f"other patient would score macro-F1 {ceiling(res, hard, consensus):.3f}{concat}"
+    )
 
 
 if __name__ == "__main__":
