@@ -270,8 +270,10 @@ def run_cv(
                 runs.done(run, name, k, model, history, metrics)
             _store(res, name, test, probs, without)
             outputs[name] = probs, without, metrics
+            chosen_on = {}  # the validation scores the champion was chosen by (folds.csv: val_macro_f1, val_loss)
             if champion and name in models:
                 val_best[name] = _val_best(name, history, data, fold, fit_rows, val_rows, spec)
+                chosen_on = {f"val_{m}": val_best[name].get(f"val_{m}") for m in ("macro_f1", "loss")}
             res.folds.append(
                 {
                     "model": name,
@@ -280,6 +282,7 @@ def run_cv(
                     **metrics,
                     "epochs": len(history),
                     "best_epoch": best_epoch(history),
+                    **chosen_on,
                 }
             )
             bar.update()

@@ -297,8 +297,11 @@ def test_the_champion_row_takes_each_folds_best_model_on_validation():
     res = _champion_cv(["image", "note"])  # the notes carry the class, the images are noise
     assert res.chosen == ["note"] * 3
     assert np.array_equal(res.probs["champion"], res.probs["note"])
-    picked = pd.DataFrame(res.folds).query("model == 'champion'")
+    folds = pd.DataFrame(res.folds)
+    picked = folds.query("model == 'champion'")
     assert list(picked["chosen"]) == ["note"] * 3 and list(picked["fold"]) == [0, 1, 2]
+    scored = folds[folds["model"].isin(["image", "note"])].pivot(index="fold", columns="model", values="val_macro_f1")
+    assert (scored["note"] > scored["image"]).all()  # folds.csv keeps the validation scores each choice was made on
 
 
 def test_a_closed_form_candidate_is_scored_on_validation_by_a_second_fit():
