@@ -455,7 +455,8 @@ def _print_results(results) -> None:
 @app.command()
 @handled
 def register(workflow: ExistingFile) -> None:
-    """Register the champion (best validation macro-F1; or primary_model) as an MLflow pyfunc and set its alias.
+    """Register the champion (the simplest model within one standard error of the best validation macro-F1; or
+    primary_model) as an MLflow pyfunc and set its alias.
 
     Example: [bold]clinicmm register workflows/demo.yaml[/]
     """

@@ -365,8 +365,9 @@ class WorkflowSpec(Spec):
     )
     primary_model: str = Field(
         AUTO,
-        description="The model registered and served: 'auto' (default) picks the champion by validation macro-F1 "
-        "(ties: lower validation loss, then the simpler model listed first), or name one of models.",
+        description="The model registered and served: 'auto' (default) picks the champion on the validation split: "
+        "the simplest model whose macro-F1 is within one standard error of the best (clinicmm/training/champion.py), "
+        "or name one of models.",
     )
     training: TrainingSpec = TrainingSpec()
     tracking: TrackingSpec = TrackingSpec()

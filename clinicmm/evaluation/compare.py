@@ -195,7 +195,7 @@ def _val_best(name: str, history: list[dict], data: CVData, fold, fit_rows, val_
         fit, val = ((data.rows[p], data.y[p]) for p in (fit_rows, val_rows))
         history = fit_model(name, fold, fit, val, spec, progress=False).history
     scored = [h for h in history if "val_loss" in h and h["val_loss"] == h["val_loss"]]
-    return min(scored, key=lambda h: h["val_loss"]) if scored else {}
+    return (min(scored, key=lambda h: h["val_loss"]) | {"n_val": len(val_rows)}) if scored else {}
 
 
 def _fold_metrics(y: np.ndarray, probs: np.ndarray, without: dict, classes: list[str]) -> dict[str, float]:

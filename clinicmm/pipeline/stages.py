@@ -224,6 +224,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
                 _write_json(out / "history.json", fitted.history)
                 runs.log_training(child, name, fitted.model, fitted.history, out)
                 best = min(fitted.history, key=lambda h: h["val_loss"]) if fitted.history else {}
+                best = best | {"n_val": len(val_y)}  # the champion's margin: one standard error on this many patients
                 results[name] = TrainedModel(len(fitted.history), best, str(out))
                 log.info(
                     "train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f",
