@@ -726,8 +726,10 @@ def compare(
     every model is trained by the same loop in every fold and scored with all modalities and with each one
     removed. Writes table.md/.csv (mean ± sd over folds, pooled bootstrap 95% CIs, paired difference to the
     reference model), ablation.md/.csv and bar plots under WORKDIR/compare/, logged to one MLflow parent run
-    with a child per model x fold. With --knowledge-ablation each graph model also trains on a rewired graph (same
-    degrees, scrambled biology) and knowledge_ablation.md gives the paired difference. Example:
+    with a child per model x fold. A 'champion' row gives what primary_model: auto achieves (the model chosen in each
+    fold on its validation patients), and the patients every model misclassifies are counted (hard_cases.csv, by
+    pseudonym) with the ceiling they leave. With --knowledge-ablation each graph model also trains on a rewired graph
+    (same degrees, scrambled biology) and knowledge_ablation.md gives the paired difference. Example:
     [bold]clinicmm compare workflows/demo.yaml --folds 5[/]
     """
     from clinicmm.pipeline.run import compare as compare_fn

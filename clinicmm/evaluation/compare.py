@@ -14,7 +14,11 @@ logistic-regression model, C chosen by inner CV on each fold's training patients
 * ``ablation.csv`` / ``ablation.md``: pooled out-of-fold macro-F1 with all modalities and without each;
 * ``folds.csv``: every model x fold's metrics; ``compare.png`` and ``ablation.png``: the bar plots;
 * ``oof.parquet``: the out-of-fold probabilities, one row per patient named by its keyed pseudonym (column
-  ``pseudonym``, :func:`clinicmm.privacy.pseudonym.pseudonym` with the workflow's key; local only, never logged).
+  ``pseudonym``, :func:`clinicmm.privacy.pseudonym.pseudonym` with the workflow's key; local only, never logged);
+* a ``champion`` row (``compare.champion``, with ``primary_model: auto``): in each fold the model the workflow would
+  register, chosen by :func:`clinicmm.training.champion.choose` on that fold's validation patients;
+* ``hard_cases.csv``: the patients every model misclassifies (by pseudonym; local only), with their count and the
+  ceiling (macro-F1 of a model right on every other patient) in ``table.md``.
 
 Everything fitted on data is refitted on each fold's training patients: the genomics preprocessor (which genes,
 their z-scores, the graph links of the omics) and each feature scaler. Encoders trained on labels
