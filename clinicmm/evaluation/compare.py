@@ -391,7 +391,7 @@ def paired_text(row, key: str) -> str:
 def hard_cases(res: CVResult) -> tuple[np.ndarray, np.ndarray]:
     """The patients every compared model misclassifies out of fold (positions), and the class most of them predicted
     for each. With several models these are worth a look before any tuning: a label error, a mixed or reclassified
-    tumour, or a subtype none of the inputs separates. No model can be scored right on them by tuning alone."""
+    tumour, or a subtype none of the inputs separates; tuning rarely gets them right."""
     names = [n for n in res.probs if not n.endswith(REWIRED) and n != CHAMPION]
     if len(names) < 2:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
