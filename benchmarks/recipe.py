@@ -23,6 +23,7 @@ Variants: ``name:key=value[,key=value]`` overrides of ``training:`` (e.g. ``bala
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import time
 import warnings
@@ -33,24 +34,33 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-KIPAN_DATA = REPO / ".clinicmm" / "tcga_kipan_data"
-SOURCE = REPO.parent / "shared" / "data" / "tcga_kipan"
 REACTOME = REPO.parent / "shared" / "data" / "kg" / "ReactomePathways.gmt"
 WORK = REPO / ".clinicmm" / "recipe"
-CODES = {0: "KICH", 1: "KIRC", 2: "KIRP"}
+
+
+def _prepare_module():
+    """``workflows/tcga_kipan_prepare.py``: the KIPAN source layout, feature names and label codes live there."""
+    spec = importlib.util.spec_from_file_location("tcga_kipan_prepare", REPO / "workflows" / "tcga_kipan_prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PREP = _prepare_module()
+KIPAN_DATA, SOURCE = PREP.DEFAULT_OUT, PREP.DEFAULT_SOURCE
 
 
 def mirna_cohort(out: Path) -> Path:
     """``out/dataset.yaml``: every KIPAN patient with miRNA (460 + 198), one layer; written once."""
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "dataset.yaml").is_file():
-        names = pd.read_csv(SOURCE / "3_featname.csv", header=None)[0].astype(str).str.strip().tolist()
+        names = PREP.feature_names(SOURCE, "3")
         parts, labels = [], []
         for split in ("tr", "te"):
             values = pd.read_csv(SOURCE / f"3_{split}.csv", header=None).set_axis(names, axis=1)
             ids = [f"KIPAN-{split}{i:03d}" for i in range(len(values))]
             parts.append(values.set_index(pd.Index(ids, name="sample_id")))
-            codes = pd.read_csv(SOURCE / f"labels_{split}.csv", header=None)[0].map(CODES)
+            codes = pd.read_csv(SOURCE / f"labels_{split}.csv", header=None)[0].map(PREP.CODES)
             labels.append(pd.DataFrame({"patient_id": ids, "cancer_type": codes}))
         pd.concat(parts).to_csv(out / "mirna.tsv", sep="\t", float_format="%.6g")
         pd.concat(labels).to_csv(out / "labels.csv", index=False)
