@@ -10,7 +10,6 @@ import contextlib
 import functools
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -788,7 +787,9 @@ def _print_compare(result) -> None:
             )
         out.print(graph)
     if result.chosen:
-        picks = ", ".join(f"{m} in {n}" for m, n in Counter(result.chosen).most_common())
+        from clinicmm.evaluation.compare import champion_picks
+
+        picks = champion_picks(result.chosen)
         out.print(f"champion (what primary_model: auto registers, chosen per fold on validation): {picks} folds")
     if result.hard:
         out.print(

@@ -32,6 +32,7 @@ import contextlib
 import copy
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -628,11 +629,16 @@ def _ablation_md(ablation: pd.DataFrame, folds: int) -> str:
     )
 
 
+def champion_picks(chosen: list[str]) -> str:
+    """``kg_rgcn in 2, attention in 1``: how many folds chose each model, most chosen first (table.md, the CLI)."""
+    return ", ".join(f"{m} in {n}" for m, n in Counter(chosen).most_common())
+
+
 def champion_markdown(res: CVResult) -> str:
     """Which model each fold's champion row took (table.md)."""
     if not res.chosen:
         return ""
-    picks = ", ".join(f"{m} in {n}" for m, n in pd.Series(res.chosen).value_counts().items())
+    picks = champion_picks(res.chosen)
     return (
         f"\n`{CHAMPION}`: in each fold the model `primary_model: auto` registers, chosen on that fold's validation "
         f"patients and scored on its test patients (chosen: {picks} of {len(res.chosen)} folds).\n"
