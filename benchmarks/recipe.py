@@ -11,13 +11,16 @@ Cohorts (all real; ``python workflows/tcga_kipan_prepare.py`` writes the KIPAN t
 
 * ``kipan``: TCGA-KIPAN, 198 patients with mRNA, methylation and miRNA (``workflows/tcga_kipan_dataset.yaml``);
 * ``kipan_mirna``: TCGA-KIPAN miRNA only, all 658 patients of the MOGONET tables (``3_tr`` + ``3_te``): a larger
-  single-layer cohort, KICH 10%.
+  single-layer cohort, KICH 10%;
+* ``demo``: the generated demo (``workflows/demo.yaml``, its own training block; ``make demo`` writes it first).
+  Synthetic: a recipe is chosen on the real cohorts, the demo only shows it does not break multimodal fusion.
 
-Variants: ``name:key=value[,key=value]`` overrides of ``training:`` (e.g. ``balanced:class_weights=balanced``,
-``wd:weight_decay=0.05``). Plain prints, no assertions. Minutes per cohort and variant on 2 CPU cores.
+Variants: ``name:key=value[,key=value]`` overrides of ``training:`` (e.g. ``alone:offset=none`` for the networks
+without the logistic-regression offset, ``balanced:class_weights=balanced``). Plain prints, no assertions. Minutes
+per cohort and variant on 2 CPU cores.
 
-    .venv/bin/python benchmarks/recipe.py [--cohorts kipan,kipan_mirna] [--models concat,kg_pathway,omics]
-        [--variants balanced:class_weights=balanced,wd:weight_decay=0.05]
+    .venv/bin/python benchmarks/recipe.py [--cohorts kipan,kipan_mirna,demo] [--models concat,kg_pathway,omics]
+        [--variants "alone:offset=none;balanced:class_weights=balanced"] [--fold-seed 0]
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def workflow(cohort: str, models: list[str]):
     """The cohort's workflow (its own workdir under .clinicmm/recipe/), the shipped KIPAN training block."""
     from clinicmm.config import load_workflow
 
+    if cohort == "demo":  # the generated demo (`make demo` writes demo_data/), its own workflow and training block
+        wf = load_workflow(REPO / "workflows" / "demo.yaml")
+        return wf.model_copy(update={"models": models})
     root = WORK / cohort
     root.mkdir(parents=True, exist_ok=True)
     dataset = REPO / "workflows" / "tcga_kipan_dataset.yaml" if cohort == "kipan" else mirna_cohort(root / "data")
@@ -134,10 +140,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", default="kipan,kipan_mirna")
     parser.add_argument("--models", default="concat,kg_pathway,omics")
-    parser.add_argument("--variants", default="balanced:class_weights=balanced;wd:weight_decay=0.05",
+    parser.add_argument("--variants", default="alone:offset=none",
                         help="name:key=value[,key=value];... overrides of training: (the default recipe always runs)")  # fmt: skip
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the stratified 5-fold split")
     args = parser.parse_args()
-    if not (KIPAN_DATA / "mrna.tsv").is_file():
+    if "demo" in args.cohorts.split(",") and not (REPO / "demo_data" / "dataset.yaml").is_file():
+        print("skipped: demo_data/ is missing; run `make demo` (or `clinicmm demo-data demo_data`) first")
+        return
+    if not set(args.cohorts.split(",")) <= {"demo"} and not (KIPAN_DATA / "mrna.tsv").is_file():
         print(f"skipped: {KIPAN_DATA} lacks the layer tables; run `python workflows/tcga_kipan_prepare.py` first")
         return
     from clinicmm.config import CompareSpec
@@ -148,14 +158,14 @@ def main() -> None:
     logging.getLogger("clinicmm").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     models, variants = args.models.split(","), parse_variants(args.variants)
-    cmp = CompareSpec(folds=5, seed=0, champion=False)
+    cmp = CompareSpec(folds=5, seed=args.fold_seed, champion=False)
     for cohort in args.cohorts.split(","):
         wf = workflow(cohort, models)
         prepare(wf, "encode", progress=False)
         data = cv_data(TrainingData(wf))
         k = len(data.classes)
         counts = ", ".join(f"{c} {n}" for c, n in zip(data.classes, np.bincount(data.y, minlength=k)))
-        print(f"\n## {cohort}: {len(data.y)} patients ({counts}); 5-fold, seed 0", flush=True)
+        print(f"\n## {cohort}: {len(data.y)} patients ({counts}); 5-fold, seed {args.fold_seed}", flush=True)
         table, reference, logreg = [], {}, None
         for variant, overrides in variants.items():
             spec = wf.training.model_copy(update=overrides)

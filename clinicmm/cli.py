@@ -737,10 +737,31 @@ def compare(
     if knowledge_ablation:
         wf = wf.model_copy(update={"compare": wf.compare.model_copy(update={"knowledge_ablation": True})})
     result = compare_fn(wf, folds, progress)
-    _print_compare(result)
+    _print_compare(result, wf.training.offset)
 
 
-def _print_compare(result) -> None:
+def early_lines(early: dict[str, int], folds: int, offset: str) -> list[str]:
+    """What ``compare`` says of models whose best epoch was among the first two (``early``: model -> folds): a
+    warning for a network alone; for one that corrects logreg (``training.offset``) a plain note, since it starts
+    at the linear model and an early stop just leaves it there."""
+    from clinicmm.fusion.registry import corrects_logreg
+
+    lines = []
+    for model, n in early.items():
+        if corrects_logreg(model.removesuffix("_rewired"), offset):
+            lines.append(
+                f"{model}: its correction of logreg stopped improving within two epochs in {n} of {folds} folds "
+                "(there it stays close to logreg)"
+            )
+        else:
+            lines.append(
+                f"[yellow]{model}: best epoch among the first two in {n} of {folds} folds[/] (it stops learning "
+                "almost at once: overfits or learns too fast; compare it with logreg)"
+            )
+    return lines
+
+
+def _print_compare(result, offset: str = "none") -> None:
     from clinicmm.keys import MODALITIES
 
     names = {"macro_f1": "macro-F1", "accuracy": "accuracy", "auroc_ovr": "AUROC"}
@@ -798,12 +819,8 @@ def _print_compare(result) -> None:
             "hard_cases.csv (by pseudonym) before tuning",
             soft_wrap=True,
         )
-    for model, n in result.early.items():
-        out.print(
-            f"[yellow]{model}: best epoch among the first two in {n} of {result.folds} folds[/] (it stops learning "
-            "almost at once: overfits or learns too fast; compare it with logreg)",
-            soft_wrap=True,
-        )
+    for line in early_lines(result.early, result.folds, offset):
+        out.print(line, soft_wrap=True)
     out.print(f"tables and plots: [bold]{result.out}[/] (MLflow parent run {result.parent_run})", soft_wrap=True)
 
 

@@ -195,6 +195,14 @@ class TrainingSpec(Spec):
         description="'balanced': each class's training loss weighted by n / (classes x its count), so a rare type "
         "is not drowned by the common ones (the validation loss and early stopping stay unweighted).",
     )
+    offset: Literal["logreg", "none"] = Field(
+        "logreg",
+        description="'logreg' (default): each network learns a correction to the logistic regression (its logits + the "
+        "network's, whose output layer starts at zero), a Combined Actuarial Neural Network. The correction is "
+        "trained on out-of-fold logits of the training patients (stacking's cross-fitting), validated and served "
+        "on the linear model fitted on all of them. Closed-form and single-modality models (image, note, omics: the "
+        "per-modality references) are unaffected. 'none': the networks alone (the recipe before 2026-12).",
+    )
     contrastive_weight: float = Field(
         0.0, ge=0, description="Weight of the auxiliary InfoNCE loss aligning a patient's modality embeddings (0: off)."
     )

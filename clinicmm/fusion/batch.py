@@ -49,6 +49,7 @@ class PatientEvidence:
     image_concepts: list[int] = field(default_factory=list)
     note_concepts: list[int] = field(default_factory=list)
     omics_genes: list[int] = field(default_factory=list)
+    offset: np.ndarray | None = None  # training only: out-of-fold linear logits a LinearOffset network corrects
 
 
 def reverse(edge_type: tuple[str, str, str]) -> tuple[str, str, str]:
@@ -226,6 +227,8 @@ def build_batch(
     for m in MODALITIES:
         _add_modality(out, patients, m.value, dims[m.value], masks[m.value])
     out[PATIENT].present = torch.stack([_present(out, m.value) for m in MODALITIES], dim=1)
+    if all(p.offset is not None for p in patients):
+        out[PATIENT].offset = torch.as_tensor(np.stack([p.offset for p in patients]), dtype=torch.float32)
     return out
 
 

@@ -114,6 +114,14 @@ MODELS: dict[Model, Factory] = {
 CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT, Model.KG_LOGREG})
 # pool the omics over the graph's gene sets: built with the omics features' gene nodes (ModelInputs.omics_genes)
 POOLED = frozenset({Model.KG_PATHWAY, Model.KG_LOGREG})
+SINGLE_MODALITY = frozenset({Model.IMAGE, Model.NOTE, Model.OMICS})  # the per-modality references
+
+
+def corrects_logreg(name: str, offset: str) -> bool:
+    """Whether ``training.offset`` makes model ``name`` a correction of the logistic regression
+    (:class:`~clinicmm.fusion.models.wrappers.LinearOffset`): the fusion networks do; closed-form models and the
+    single-modality references do not."""
+    return offset == "logreg" and name not in CLOSED_FORM | SINGLE_MODALITY
 
 
 def build_model(

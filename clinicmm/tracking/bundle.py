@@ -55,6 +55,7 @@ class ModelBundle:
     genomics: dict | None = None
     extra: dict = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)  # identity for bundles saved before calibration
+    offset: str = "none"  # training.offset the model was fitted with ('logreg': a LinearOffset around the network)
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
@@ -64,16 +65,20 @@ class ModelBundle:
         from clinicmm.fusion.registry import build_model
         from clinicmm.training.data import omics_gene_index
 
-        model = build_model(
-            self.name,
-            self.dims,
-            len(self.classes),
-            self.knowledge.to_hetero(),
-            self.class_nodes(),
-            self.hidden,
-            self.dropout,
-            *omics_gene_index(self.genomics, self.knowledge, self.name),
-        )
+        hetero, nodes = self.knowledge.to_hetero(), self.class_nodes()
+        genes = omics_gene_index(self.genomics, self.knowledge, self.name)
+
+        def build(name: str):
+            return build_model(name, self.dims, len(self.classes), hetero, nodes, self.hidden, self.dropout, *genes)
+
+        model = build(self.name)
+        if self.offset == "logreg":
+            from clinicmm.fusion.models.wrappers import LinearOffset
+
+            model = LinearOffset(model, build("logreg"))
+        elif self.offset != "none":
+            raise ModelError(f"model {self.name!r}: unknown offset {self.offset!r} in model.json; this clinicmm "
+                             "cannot rebuild it. Upgrade clinicmm or train the model again.")  # fmt: skip
         if load_weights:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
             if missing or unexpected:
@@ -108,6 +113,7 @@ class ModelBundle:
             "scaler": {"mean": self.scaler.mean, "std": self.scaler.std},
             "knowledge_fingerprint": self.knowledge.fingerprint(),
             "extra": self.extra,
+            "offset": self.offset,
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
         atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
@@ -154,6 +160,7 @@ class ModelBundle:
             genomics=genomics,
             extra=meta.get("extra", {}),
             calibration=_load_calibration(folder / "calibration.json"),
+            offset=meta.get("offset", "none"),  # bundles from before training.offset
         )
 
 

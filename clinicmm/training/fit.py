@@ -35,9 +35,11 @@ def balanced_weights(items: list, n_classes: int) -> np.ndarray:
 
 
 def graph_batches(model: torch.nn.Module, spec: TrainingSpec) -> None:
-    """Give a graph model ``spec``'s cut threshold and neighbour sampling (other models have neither)."""
-    if hasattr(model, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
-        model.subgraph_min_edges, model.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
+    """Give a graph model ``spec``'s cut threshold and neighbour sampling (other models have neither), also inside
+    a wrapper (:mod:`clinicmm.fusion.models.wrappers`)."""
+    for module in model.modules():
+        if hasattr(module, "subgraph_min_edges"):  # graph models: batches of a large graph cut to their receptive field
+            module.subgraph_min_edges, module.num_neighbors = spec.subgraph_min_edges, spec.num_neighbors
 
 
 def fit(
@@ -117,17 +119,24 @@ def fit_model(
     ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``).
     """
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text
-    from clinicmm.fusion.registry import build_model
+    from clinicmm.fusion.models.wrappers import LinearOffset, zero_output
+    from clinicmm.fusion.registry import build_model, corrects_logreg
     from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, omics_gene_index, to_evidence
 
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
-    torch.manual_seed(spec.seed)  # each model's initial weights depend on the seed alone, not on run order
     genes, n_expression = omics_gene_index(data.genomics, data.kg, name)
-    model = build_model(
-        name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout, genes, n_expression
-    )
-    init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
+
+    def build(seed: int, model_name: str = name):
+        torch.manual_seed(seed)  # each model's initial weights depend on the seed alone, not on run order
+        model = build_model(
+            model_name, dims, n, hetero, class_nodes(data.kg, data.classes), spec.hidden, spec.dropout, genes,
+            n_expression,
+        )  # fmt: skip
+        init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
+        return model
+
+    model = build(spec.seed)
     closed_form = getattr(model, "closed_form", False)  # logreg / trees: chosen on the training rows, no gradient steps
     if (
         not len(val[0]) and not closed_form
@@ -141,17 +150,53 @@ def fit_model(
         )
     items = [to_evidence(data.encoded, rows, y, data.kg, scaler) for rows, y in (train, val)]
     if closed_form:
-        from clinicmm.training.linear import fit_linear
-        from clinicmm.training.trees import fit_trees
-
-        fitter = fit_trees if closed_form == "trees" else fit_linear
-        history = fitter(model, items[0], items[1], hetero, dims, spec, n)
+        history = fit_closed_form(model, items[0], items[1], hetero, dims, spec, n)
         for row in history if on_epoch is not None else ():
             on_epoch(row)
     else:
+        if corrects_logreg(name, spec.offset):  # CANN: see clinicmm.fusion.models.wrappers
+            base = build(spec.seed, "logreg")
+            fit_closed_form(base, items[0], items[1], hetero, dims, spec, n)
+            items[0] = out_of_fold_offsets(items[0], lambda: build(spec.seed, "logreg"), hetero, dims, spec, n)
+            model = LinearOffset(zero_output(model), base)
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
-        warn_if_stopped_at_once(name, history)
+        warn_if_stopped_at_once(name, history, offset=isinstance(model, LinearOffset))
     return FittedModel(name, model.eval(), history, scaler, dims, hetero)
+
+
+def fit_closed_form(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
+    """Fit a closed-form model (logistic regression or trees) on ``train``; its one-row history."""
+    from clinicmm.training.linear import fit_linear
+    from clinicmm.training.trees import fit_trees
+
+    fitter = fit_trees if model.closed_form == "trees" else fit_linear
+    return fitter(model, train, val, knowledge, dims, spec, n_classes)
+
+
+def out_of_fold_offsets(items: list, make, knowledge, dims, spec: TrainingSpec, n_classes: int, k: int = 5) -> list:
+    """``items`` with ``offset``: each patient's logits from a closed-form model (``make()``) fitted on the other
+    folds of ``items`` (stratified ``k`` folds; fewer when a class has fewer patients), as stacking cross-fits."""
+    import dataclasses
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from clinicmm.training.linear import design
+
+    y = np.array([int(p.label) for p in items])
+    counts = np.bincount(y)
+    folds = int(min(k, counts[counts > 0].min()))
+    if folds < 2:
+        return items
+    out = list(items)
+    for fit_idx, held in StratifiedKFold(folds, shuffle=True, random_state=spec.seed).split(y, y):
+        model = make()
+        fit_closed_form(model, [items[i] for i in fit_idx], [], knowledge, dims, spec, n_classes)
+        x, _ = design(model, [items[i] for i in held], knowledge, dims)
+        with torch.no_grad():
+            logits = model.logits(torch.as_tensor(x)).float().numpy()
+        for row, i in enumerate(held):
+            out[i] = dataclasses.replace(items[i], offset=logits[row])
+    return out
 
 
 EARLY = 1  # a best epoch at or below this (0-based: the first two) means the model stopped learning at once
@@ -163,18 +208,30 @@ def best_epoch(history: list[dict]) -> int | None:
     return int(min(scored, key=lambda h: h["val_loss"])["epoch"]) if scored else None
 
 
-def warn_if_stopped_at_once(name: str, history: list[dict]) -> None:
+def warn_if_stopped_at_once(name: str, history: list[dict], offset: bool = False) -> None:
     """Say so when a model's best validation loss came in its first two epochs of several: on small real cohorts
-    that usually means it overfits at once, and a linear model on the same embeddings is the one to compare with."""
+    that usually means it overfits at once, and a linear model on the same embeddings is the one to compare with.
+    With ``training.offset`` the network starts at the linear model: an early best epoch means its correction
+    did not help on validation, and the model stays close to logreg (said at INFO, not a warning)."""
     best = best_epoch(history)
-    if best is not None and best <= EARLY and len(history) > EARLY + 2:
-        log.warning(
-            "%s: its best validation loss came at epoch %d of %d: it stopped learning almost at once (small cohort "
-            "or high learning rate); compare it with logreg (`clinicmm compare`), or lower training.lr",
+    if best is None or best > EARLY or len(history) <= EARLY + 2:
+        return
+    if offset:
+        log.info(
+            "%s: its correction of the logistic regression stopped improving at epoch %d of %d: on these patients "
+            "the network adds little to the linear model it starts from",
             name,
             best + 1,
             len(history),
         )
+        return
+    log.warning(
+        "%s: its best validation loss came at epoch %d of %d: it stopped learning almost at once (small cohort "
+        "or high learning rate); compare it with logreg (`clinicmm compare`), or lower training.lr",
+        name,
+        best + 1,
+        len(history),
+    )
 
 
 def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):

@@ -26,3 +26,10 @@ def test_a_model_that_keeps_learning_or_ran_briefly_is_not(caplog):
         warn_if_stopped_at_once("concat", _history([0.9, 0.7, 0.5, 0.4, 0.45]))
         warn_if_stopped_at_once("concat", _history([0.5, 0.6, 0.7]))  # too few epochs to tell
     assert caplog.text == ""
+
+
+def test_a_correction_of_logreg_that_stops_at_once_is_said_at_info_not_warned(caplog):
+    with caplog.at_level(logging.INFO, logger="clinicmm"):
+        warn_if_stopped_at_once("concat", _history([0.5, 0.6, 0.9, 1.4, 2.2]), offset=True)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "concat: its correction of the logistic regression stopped improving at epoch 1 of 5" in caplog.text
