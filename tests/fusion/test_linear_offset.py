@@ -156,3 +156,11 @@ def test_compare_warns_of_an_early_stop_only_for_networks_that_train_alone() -> 
     assert with_offset[1].startswith("concat: its correction of logreg stopped improving within two epochs in 3 of 5")
     assert with_offset[2].startswith("kg_gnn_rewired: its correction of logreg")
     assert all(line.startswith("[yellow]") for line in early_lines(early, 5, "none"))
+
+
+def test_a_fitted_linear_part_follows_the_wrappers_mode() -> None:
+    """fit_linear leaves its model in eval mode; inside the wrapper it must not stay there (Lightning warns about
+    modules in eval mode at the start of every fit)."""
+    model = LinearOffset(make("concat"), _base().eval())
+    assert all(m.training for m in model.modules())
+    assert not any(m.training for m in model.eval().modules())

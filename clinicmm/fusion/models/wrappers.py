@@ -43,7 +43,9 @@ class LinearOffset(nn.Module):
     def __init__(self, net: nn.Module, base: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.base = base.requires_grad_(False)  # fitted, never trained here (a linear layer: no dropout to switch)
+        # fitted, never trained here; a linear layer behaves alike in both modes, so it follows the wrapper's mode
+        # (Lightning warns of modules left in eval mode when training starts)
+        self.base = base.requires_grad_(False).train(self.training)
 
     def forward(self, batch: HeteroData) -> Tensor:
         """(B, n_classes) logits."""
