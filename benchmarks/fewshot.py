@@ -72,44 +72,35 @@ def prepare(wf):
     return TrainingData(wf)
 
 
-def few_shot_split(data, scaler, code: str, repeat: int, shots: int):
-    """Train items with only ``shots`` patients of ``code``, val items without it, test items and labels."""
+def few_shot_split(data, code: str, repeat: int, shots: int):
+    """``(rows, labels)`` of train with only ``shots`` patients of ``code``, of val without it, and of test."""
     k = data.classes.index(code)
-    train, y_train = data.items(Split.TRAIN, scaler)
-    rng = np.random.default_rng(repeat)
-    keep = set(rng.choice(np.flatnonzero(y_train == k), shots, replace=False).tolist())
-    train = [p for i, p in enumerate(train) if y_train[i] != k or i in keep]
-    val, y_val = data.items(Split.VAL, scaler)
-    val = [p for p, y in zip(val, y_val) if y != k]
-    test, y_test = data.items(Split.TEST, scaler)
-    return train, val, test, y_test
+    rows, y = (np.asarray(v) for v in data.rows(Split.TRAIN))
+    keep = set(np.random.default_rng(repeat).choice(np.flatnonzero(y == k), shots, replace=False).tolist())
+    mask = np.array([label != k or i in keep for i, label in enumerate(y)], dtype=bool)
+    val_rows, val_y = (np.asarray(v) for v in data.rows(Split.VAL))
+    test_rows, test_y = (np.asarray(v) for v in data.rows(Split.TEST))
+    return (rows[mask], y[mask]), (val_rows[val_y != k], val_y[val_y != k]), (test_rows, test_y)
 
 
-def run_one(data, model_name: str, class_init: str, train, val, test, y_test, k: int, seed: int) -> tuple[float, float]:
-    """Test recall of class ``k`` and test macro-F1 of one model trained on the few-shot split."""
+def run_one(data, model_name: str, class_init: str, train, val, test, k: int, seed: int) -> tuple[float, float]:
+    """Test recall of class ``k`` and test macro-F1 of one model trained on the few-shot split, through the one fit
+    path (``fit_model``: the default recipe, including ``training.offset``)."""
     from sklearn.metrics import f1_score, recall_score
 
-    from clinicmm.fusion.models.kg_gnn import init_classes_from_text
-    from clinicmm.fusion.registry import build_model
-    from clinicmm.training.data import class_nodes, dims_of, omics_gene_index
-    from clinicmm.training.fit import fit, predict_proba
-    from clinicmm.training.linear import fit_linear
+    from clinicmm.fusion.registry import CLOSED_FORM
+    from clinicmm.training.data import to_evidence
+    from clinicmm.training.fit import fit_model, predict_proba
 
     spec = TrainingSpec(seed=seed, class_init=class_init)
-    dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
-    torch.manual_seed(seed)
-    genes, n_expression = omics_gene_index(data.genomics, data.kg, model_name)  # the pooled models' gene sets
-    nodes = class_nodes(data.kg, data.classes)
-    model = build_model(model_name, dims, n, hetero, nodes, spec.hidden, spec.dropout, genes, n_expression)
-    init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
-    if getattr(model, "closed_form", False):  # logreg / kg_logreg: C chosen on the training rows, no epochs
-        fit_linear(model, train + val, val, hetero, dims, spec, n)
-    else:
-        model, _ = fit(model, train, val, hetero, dims, spec, n, progress=False)
-    pred = predict_proba(model, test, hetero, dims).argmax(1)
+    if model_name in CLOSED_FORM:  # logreg / kg_logreg: C chosen on train + val, as compare fits them
+        train = tuple(np.concatenate(pair) for pair in zip(train, val))
+    fitted = fit_model(model_name, data, train, val, spec, progress=False)
+    items = to_evidence(data.encoded, test[0], test[1], data.kg, fitted.scaler)
+    pred = predict_proba(fitted.model, items, fitted.hetero, fitted.dims).argmax(1)
     return (
-        float(recall_score(y_test, pred, labels=[k], average="macro", zero_division=0)),
-        float(f1_score(y_test, pred, average="macro")),
+        float(recall_score(test[1], pred, labels=[k], average="macro", zero_division=0)),
+        float(f1_score(test[1], pred, average="macro")),
     )
 
 
@@ -135,21 +126,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("clinicmm").setLevel(logging.WARNING)
-    from clinicmm.training.data import Standardizer
-
     data = prepare(workflow(args.workdir, args.patients, args.seed))
-    scaler = Standardizer.fit(data.encoded.vectors, np.array(data.rows(Split.TRAIN)[0]))
     k = data.classes.index(args.type)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for repeat in range(args.repeats):
-        train, val, test, y_test = few_shot_split(data, scaler, args.type, repeat, args.shots)
+        train, val, test = few_shot_split(data, args.type, repeat, args.shots)
         print(
-            f"repeat {repeat}: {len(train)} train ({args.shots} {args.type}), {len(val)} val (no {args.type}), "
-            f"{len(test)} test ({int((y_test == k).sum())} {args.type})",
+            f"repeat {repeat}: {len(train[0])} train ({args.shots} {args.type}), {len(val[0])} val (no {args.type}), "
+            f"{len(test[0])} test ({int((test[1] == k).sum())} {args.type})",
             flush=True,
         )
         for name, (model_name, init) in runs.items():
-            results[name].append(run_one(data, model_name, init, train, val, test, y_test, k, seed=repeat))
+            results[name].append(run_one(data, model_name, init, train, val, test, k, seed=repeat))
             recall, f1 = results[name][-1]
             print(f"  {name:<20} {args.type} recall {recall:.3f}   macro-F1 {f1:.3f}", flush=True)
     base = statistics.mean(r for r, _ in results["concat"])

@@ -15,6 +15,7 @@ Plain prints, no assertions: a script, not a test. Takes a few minutes per repea
 
     python workflows/tcga_kipan_prepare.py                      # once
     .venv/bin/python benchmarks/panel_transfer.py [--overlap 0.2] [--repeats 1] [--models concat,kg_gnn,kg_rgcn,logreg]
+        [--offset none]   # the networks alone, without training.offset's logistic regression
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def workflow(root: Path, dataset: Path, models: list[str]) -> Path:
     return root / "wf.yaml"
 
 
-def out_of_site(wf_path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+def out_of_site(wf_path: Path, offset: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Labels and each model's pooled out-of-site probabilities (both sites held out once)."""
     from sklearn.model_selection import train_test_split
 
@@ -92,6 +93,7 @@ def out_of_site(wf_path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     from clinicmm.training.fit import fit_model, predict_proba
 
     wf = load_workflow(wf_path)
+    spec = wf.training if offset is None else wf.training.model_copy(update={"offset": offset})
     prepare(wf, "encode", progress=False)
     data = TrainingData(wf)
     classes = list(data.classes)
@@ -107,7 +109,7 @@ def out_of_site(wf_path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
         (tr, ytr), (va, yva) = part.rows(Split.TRAIN), part.rows(Split.VAL)
         test_y = None
         for name in wf.models:
-            fitted = fit_model(name, part, (tr, ytr), (va, yva), wf.training, progress=False)
+            fitted = fit_model(name, part, (tr, ytr), (va, yva), spec, progress=False)
             test, yte = part.items(Split.TEST, fitted.scaler)
             p = predict_proba(fitted.model, test, fitted.hetero, fitted.dims)
             full = np.zeros((len(yte), len(classes)))  # the fold's classes in the cohort's order
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", default="concat,kg_gnn,kg_rgcn,logreg,gbt")
+    parser.add_argument("--offset", choices=["logreg", "none"], help="training.offset (default: the training default)")
     args = parser.parse_args()
     if not (DATA / "mrna.tsv").is_file():
         print(f"skipped: {DATA} lacks the layer tables; run `python workflows/tcga_kipan_prepare.py` first")
@@ -149,7 +152,7 @@ def main() -> None:
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            y, probs, k = out_of_site(workflow(root, write_cohort(root, args.overlap, seed=r), models))
+            y, probs, k = out_of_site(workflow(root, write_cohort(root, args.overlap, seed=r), models), args.offset)
         print(f"\nrepeat {r} (panels and sites drawn with seed {r}; {len(y)} out-of-site patients)")
         print(table(y, probs, k, seed=r).to_string(index=False))
         ys.append(y)
