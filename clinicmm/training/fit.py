@@ -175,7 +175,9 @@ def fit_closed_form(model, train: list, val: list, knowledge, dims, spec: Traini
 
 def out_of_fold_offsets(items: list, make, knowledge, dims, spec: TrainingSpec, n_classes: int, k: int = 5) -> list:
     """``items`` with ``offset``: each patient's logits from a closed-form model (``make()``) fitted on the other
-    folds of ``items`` (stratified ``k`` folds; fewer when a class has fewer patients), as stacking cross-fits."""
+    folds of ``items`` (stratified ``k`` folds; fewer when a class has fewer patients), as stacking cross-fits. With
+    a class of one training patient there is nothing to cross-fit: ``items`` come back as they are and the network
+    trains on the in-sample linear model's logits."""
     import dataclasses
 
     from sklearn.model_selection import StratifiedKFold
