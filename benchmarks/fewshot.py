@@ -11,7 +11,7 @@ class nodes, the knowledge-pooled ``kg_pathway`` and, closed form on train + val
 and ``kg_logreg``; all with ``TrainingSpec`` defaults and the same seed per repeat. Prints the few-shot type's test recall
 and the test macro-F1 over all types, per repeat and on average. A rerun reuses the encoded cohort. No assertions.
 
-    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 10] [--shots 3] [--seed 2] [--workdir /tmp/...] [--runs concat,kg_pathway]
+    .venv/bin/python benchmarks/fewshot.py [--patients 240] [--type LUSC] [--repeats 10] [--shots 3] [--seed 2] [--workdir /tmp/...] [--runs concat,kg_pathway] [--offset none]
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ def few_shot_split(data, code: str, repeat: int, shots: int):
     return (rows[mask], y[mask]), (val_rows[val_y != k], val_y[val_y != k]), (test_rows, test_y)
 
 
-def run_one(data, model_name: str, class_init: str, train, val, test, k: int, seed: int) -> tuple[float, float]:
+def run_one(
+    data, model_name: str, class_init: str, train, val, test, k: int, seed: int, offset: str = "logreg"
+) -> tuple[float, float]:
     """Test recall of class ``k`` and test macro-F1 of one model trained on the few-shot split, through the one fit
     path (``fit_model``: the default recipe, including ``training.offset``)."""
     from sklearn.metrics import f1_score, recall_score
@@ -92,7 +94,7 @@ def run_one(data, model_name: str, class_init: str, train, val, test, k: int, se
     from clinicmm.training.data import to_evidence
     from clinicmm.training.fit import fit_model, predict_proba
 
-    spec = TrainingSpec(seed=seed, class_init=class_init)
+    spec = TrainingSpec(seed=seed, class_init=class_init, offset=offset)
     if model_name in CLOSED_FORM:  # logreg / kg_logreg: C chosen on train + val, as compare fits them
         train = tuple(np.concatenate(pair) for pair in zip(train, val))
     fitted = fit_model(model_name, data, train, val, spec, progress=False)
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=2, help="demo cohort seed (a new --workdir for another)")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
+    parser.add_argument("--offset", choices=["logreg", "none"], default="logreg", help="training.offset")
     args = parser.parse_args()
     runs = {name: RUNS[name] for name in args.runs.split(",")}
     if "concat" not in runs:
@@ -137,7 +140,7 @@ def main() -> None:
             flush=True,
         )
         for name, (model_name, init) in runs.items():
-            results[name].append(run_one(data, model_name, init, train, val, test, k, seed=repeat))
+            results[name].append(run_one(data, model_name, init, train, val, test, k, repeat, args.offset))
             recall, f1 = results[name][-1]
             print(f"  {name:<20} {args.type} recall {recall:.3f}   macro-F1 {f1:.3f}", flush=True)
     base = statistics.mean(r for r, _ in results["concat"])
