@@ -10,7 +10,8 @@ logistic-regression model, C chosen by inner CV on each fold's training patients
 
 * ``table.csv`` / ``table.md``: per model, mean ± sd over folds of macro-F1, accuracy and one-vs-rest AUROC, the
   same metrics on the pooled out-of-fold predictions with percentile-bootstrap 95% CIs (patients resampled), and
-  the paired bootstrap CI of each model's macro-F1 difference to the reference model;
+  the paired bootstrap CI of each model's macro-F1 difference to the reference model; ``table.md`` also names the
+  networks trained as corrections of logreg (``training.offset``);
 * ``ablation.csv`` / ``ablation.md``: pooled out-of-fold macro-F1 with all modalities and without each;
 * ``folds.csv``: every model x fold's metrics; ``compare.png`` and ``ablation.png``: the bar plots;
 * ``oof.parquet``: the out-of-fold probabilities, one row per patient named by its keyed pseudonym (column
@@ -547,6 +548,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         write_csv(ablation, out / "ablation.csv", index=False)
         (out / "table.md").write_text(
             table_markdown(table, cmp.folds, cmp.bootstrap)
+            + offset_markdown(list(table["model"]), wf.training.offset)
             + champion_markdown(res)
             + hard_markdown(res, hard, consensus)
         )
@@ -642,6 +644,20 @@ def champion_markdown(res: CVResult) -> str:
     return (
         f"\n`{CHAMPION}`: in each fold the model `primary_model: auto` registers, chosen on that fold's validation "
         f"patients and scored on its test patients (chosen: {picks} of {len(res.chosen)} folds).\n"
+    )
+
+
+def offset_markdown(models: list[str], offset: str) -> str:
+    """Which rows are networks trained as corrections of logreg (``training.offset``), for table.md: their scores
+    start from logreg's, which a reader comparing them with the logreg row should know."""
+    from clinicmm.fusion.registry import corrects_logreg
+
+    corrected = [m for m in models if corrects_logreg(m.removesuffix(REWIRED), offset)]
+    if not corrected:
+        return ""
+    return (
+        f"\nCorrections of logreg (`training.offset: {offset}`; logreg's logits plus the network's): "
+        f"{', '.join(corrected)}. The other rows are trained alone.\n"
     )
 
 

@@ -120,8 +120,8 @@ SINGLE_MODALITY = frozenset({Model.IMAGE, Model.NOTE, Model.OMICS})  # the per-m
 def corrects_logreg(name: str, offset: str) -> bool:
     """Whether ``training.offset`` makes model ``name`` a correction of the logistic regression
     (:class:`~clinicmm.fusion.models.wrappers.LinearOffset`): the fusion networks do; closed-form models and the
-    single-modality references do not."""
-    return offset == "logreg" and name not in CLOSED_FORM | SINGLE_MODALITY
+    single-modality references do not, nor does a name that is no model (a report's ``champion`` row)."""
+    return offset == "logreg" and name in MODELS and name not in CLOSED_FORM | SINGLE_MODALITY
 
 
 def build_model(

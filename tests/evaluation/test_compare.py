@@ -174,6 +174,11 @@ def test_compare_cli_writes_the_tables_and_plots(compared):
     table = pd.read_csv(out / "table.csv")
     assert list(table["model"]) == ["omics", "kg_gnn", "logreg", "gbt", "champion"] and (table["folds"] == 3).all()
     assert "Δ macro-F1 vs logreg" in (out / "table.md").read_text()
+    # kg_gnn corrects logreg (training.offset's default); omics, logreg, gbt and the champion row do not
+    assert (
+        "Corrections of logreg (`training.offset: logreg`; logreg's logits plus the network's): kg_gnn. "
+        in (out / "table.md").read_text()
+    )
     assert "kg_gnn" in result.output and "missing modalities" in result.output
     summary = json.loads((out / "summary.json").read_text())
     chosen = summary["champion_per_fold"]  # among the workflow's models only, never a baseline it does not list

@@ -164,3 +164,11 @@ def test_a_fitted_linear_part_follows_the_wrappers_mode() -> None:
     model = LinearOffset(make("concat"), _base().eval())
     assert all(m.training for m in model.modules())
     assert not any(m.training for m in model.eval().modules())
+
+
+def test_only_fusion_networks_are_corrections_of_logreg() -> None:
+    from clinicmm.fusion.registry import MODELS, corrects_logreg
+
+    corrected = {m for m in MODELS if corrects_logreg(m, "logreg")}
+    assert corrected == {"concat", "attention", "kg_gnn", "kg_rgcn", "kg_pathway"}
+    assert not corrects_logreg("champion", "logreg") and not any(corrects_logreg(m, "none") for m in MODELS)
