@@ -413,8 +413,9 @@ def ceiling(res: CVResult, hard: np.ndarray, consensus: np.ndarray) -> float:
     return float(f1_score(res.y, best, labels=list(range(len(res.classes))), average="macro", zero_division=0))
 
 
-def hard_markdown(res: CVResult, hard: np.ndarray, consensus: np.ndarray) -> str:
-    """One paragraph for table.md: how many patients no model gets right, by true -> predicted class, and the ceiling."""
+def hard_markdown(res: CVResult, hard: np.ndarray, consensus: np.ndarray, top: float | None) -> str:
+    """One paragraph for table.md: how many patients no model gets right, by true -> predicted class, and the
+    ceiling ``top`` they leave (:func:`ceiling`)."""
     if not len(hard):
         return ""
     pairs = pd.Series([f"{res.classes[res.y[i]]} → {res.classes[c]}" for i, c in zip(hard, consensus)])
@@ -422,7 +423,7 @@ def hard_markdown(res: CVResult, hard: np.ndarray, consensus: np.ndarray) -> str
     return (
         f"\n**{len(hard)} of {len(res.y)} patients are misclassified by every model** ({counts}; true → most "
         f"predicted). A model right on every other patient would score pooled macro-F1 "
-        f"{ceiling(res, hard, consensus):.3f}. Review them before tuning (label, histology, sample swap): "
+        f"{top:.3f}. Review them before tuning (label, histology, sample swap): "
         "`hard_cases.csv` names them by pseudonym (local only).\n"
     )
 
@@ -538,6 +539,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         res = run_cv(data, list(wf.models), list(cmp.baselines), wf.training, cmp, tracker, progress, wf.primary_model)
         table, ablation, knowledge = summarise(res, cmp, reference), ablation_table(res), knowledge_table(res, cmp)
         hard, consensus = hard_cases(res)
+        top = ceiling(res, hard, consensus) if len(hard) else None
         write_csv(pd.DataFrame(res.folds), out / "folds.csv", index=False)
         files = ["table.csv", "table.md", "ablation.csv", "ablation.md", "folds.csv", "compare.png", "ablation.png"]
         if len(knowledge):
@@ -550,7 +552,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             table_markdown(table, cmp.folds, cmp.bootstrap)
             + offset_markdown(list(table["model"]), wf.training.offset)
             + champion_markdown(res)
-            + hard_markdown(res, hard, consensus)
+            + hard_markdown(res, hard, consensus, top)
         )
         (out / "ablation.md").write_text(_ablation_md(ablation, cmp.folds))
         cv_bars_png(table, cmp.folds, out / "compare.png", f"{wf.name}")
@@ -585,7 +587,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             early,
             res.chosen,
             len(hard),
-            ceiling(res, hard, consensus) if len(hard) else None,
+            top,
         )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result

@@ -340,7 +340,7 @@ def test_hard_cases_are_the_patients_every_model_misclassifies():
     assert list(hard) == [0] and list(consensus) == [1]  # two of the three models said LUAD
     expected = f1_score(y, [1, 0, 1, 1, 2, 2], average="macro")
     assert ceiling(res, hard, consensus) == pytest.approx(expected) and expected < 1
-    text = hard_markdown(res, hard, consensus)
+    text = hard_markdown(res, hard, consensus, ceiling(res, hard, consensus))
     assert "1 of 6 patients" in text and "BRCA → LUAD 1" in text and f"{expected:.3f}" in text
     alone = CVResult(CLASSES, y, np.zeros(6, int), {}, {"a": a})
     assert len(hard_cases(alone)[0]) == 0  # one model's errors are not the cohort's hard cases
