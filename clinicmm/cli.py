@@ -744,12 +744,11 @@ def early_lines(early: dict[str, int], folds: int, offset: str) -> list[str]:
     """What ``compare`` says of models whose best epoch was among the first two (``early``: model -> folds): a
     warning for a network alone; for one that corrects logreg (``training.offset``) a plain note, since it starts
     at the linear model and an early stop just leaves it there."""
-    from clinicmm.evaluation.compare import REWIRED
-    from clinicmm.fusion.registry import corrects_logreg
+    from clinicmm.evaluation.compare import is_correction
 
     lines = []
     for model, n in early.items():
-        if corrects_logreg(model.removesuffix(REWIRED), offset):
+        if is_correction(model, offset):
             lines.append(
                 f"{model}: its correction of logreg stopped improving within two epochs in {n} of {folds} folds "
                 "(there it stays close to logreg)"

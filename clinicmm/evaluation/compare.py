@@ -649,12 +649,18 @@ def champion_markdown(res: CVResult) -> str:
     )
 
 
+def is_correction(row: str, offset: str) -> bool:
+    """Whether a report row (a model, or a graph model on the rewired graph) is a network trained as a correction of
+    logreg under ``training.offset`` (:func:`clinicmm.fusion.registry.corrects_logreg`)."""
+    from clinicmm.fusion.registry import corrects_logreg
+
+    return corrects_logreg(row.removesuffix(REWIRED), offset)
+
+
 def offset_markdown(models: list[str], offset: str) -> str:
     """Which rows are networks trained as corrections of logreg (``training.offset``), for table.md: their scores
     start from logreg's, which a reader comparing them with the logreg row should know."""
-    from clinicmm.fusion.registry import corrects_logreg
-
-    corrected = [m for m in models if corrects_logreg(m.removesuffix(REWIRED), offset)]
+    corrected = [m for m in models if is_correction(m, offset)]
     if not corrected:
         return ""
     return (
