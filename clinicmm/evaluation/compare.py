@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.config import CompareSpec, WorkflowSpec
+from clinicmm.config.workflow import AUTO
 from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, StageError
 from clinicmm.evaluation.ablation import ablation_row
@@ -230,7 +231,7 @@ def run_cv(
     cmp: CompareSpec,
     runs=None,
     progress: bool = True,
-    primary: str = "auto",
+    primary: str = AUTO,
 ) -> CVResult:
     """Every model and baseline on the same folds; ``runs`` (see :class:`CompareRuns`) logs each model x fold.
 
@@ -249,7 +250,7 @@ def run_cv(
         names += [f"{n}{REWIRED}" for n in models if n in GRAPH_MODELS]
         rewired = data.data.kg.rewired(cmp.seed)
     present = {m: data.encoded.has(m)[data.rows] for m in MODALITY_NAMES}
-    champion = cmp.champion and primary == "auto" and len(models) >= 2
+    champion = cmp.champion and primary == AUTO and len(models) >= 2
     rows = [*names, CHAMPION] if champion else names
     res = CVResult(
         data.classes,

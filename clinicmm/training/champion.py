@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from clinicmm.config.workflow import AUTO
+
 TIE = 0.005  # macro-F1 differences below this are ties, however many validation patients
 SIMPLER_FIRST = (
     "logreg",
@@ -55,11 +57,11 @@ def margin(top: float, n_val: int | None) -> float:
     return max(TIE, math.sqrt(max(top * (1.0 - top), 0.0) / n_val))
 
 
-def choose(models: list[str], best: dict[str, dict], primary: str = "auto") -> Champion:
+def choose(models: list[str], best: dict[str, dict], primary: str = AUTO) -> Champion:
     """``primary`` itself when the workflow names one; else the simplest of ``models`` whose validation macro-F1 is
     within one standard error of the best (module doc). ``best[name]``: the train stage's best-epoch row
     (``val_macro_f1``, ``val_loss``, ``n_val``: validation patients; without ``n_val`` the margin is :data:`TIE`)."""
-    if primary != "auto":
+    if primary != AUTO:
         return Champion(primary, f"named by primary_model ({primary})")
     scored = [
         (m, _finite(best.get(m, {}).get("val_macro_f1")), _finite(best.get(m, {}).get("val_loss"))) for m in models
