@@ -157,6 +157,7 @@ class TrainingData:
             json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
         )
         self.fingerprints = json.loads((enc_dir / "encoders.json").read_text())["fingerprints"]
+        self.fitted_offsets: dict = {}  # training.offset's linear fits, shared by this data's corrected networks
 
     def train_classes(self) -> list[str]:
         """The labels of the train split's encoded patients, sorted: the classes a model of this split predicts."""
@@ -179,6 +180,7 @@ class TrainingData:
         sees the fold's test patients. ``self`` is unchanged, apart from class nodes its graph gains."""
         out = copy.copy(self)
         out.split = dict(split)
+        out.fitted_offsets = {}  # this fold's own (see clinicmm.training.fit.logreg_offset)
         out.cohort = copy.copy(self.cohort)
         manifest = self.cohort.manifest.copy()
         manifest[Col.SPLIT.value] = manifest[Col.PATIENT].map(out.split)

@@ -155,9 +155,8 @@ def fit_model(
             on_epoch(row)
     else:
         if corrects_logreg(name, spec.offset):  # CANN: see clinicmm.fusion.models.wrappers
-            base = build(spec.seed, "logreg")
-            fit_closed_form(base, items[0], items[1], hetero, dims, spec, n)
-            items[0] = out_of_fold_offsets(items[0], lambda: build(spec.seed, "logreg"), hetero, dims, spec, n)
+            make = lambda: build(spec.seed, "logreg")  # noqa: E731
+            base, items[0] = logreg_offset(data, (train, val), items, make, hetero, dims, spec)
             model = LinearOffset(zero_output(model), base)
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
         warn_if_stopped_at_once(name, history, offset=isinstance(model, LinearOffset))
@@ -171,6 +170,35 @@ def fit_closed_form(model, train: list, val: list, knowledge, dims, spec: Traini
 
     fitter = fit_trees if model.closed_form == "trees" else fit_linear
     return fitter(model, train, val, knowledge, dims, spec, n_classes)
+
+
+def logreg_offset(data, rows: tuple, items: list, make, knowledge, dims, spec: TrainingSpec):
+    """The fitted logistic regression a corrected network starts from, and the training ``items`` with their
+    out-of-fold logits (:func:`out_of_fold_offsets`).
+
+    Every corrected network of one train stage or of one ``compare`` fold starts from the same fits (same rows,
+    graph, seed and settings), so they are made once and kept on ``data`` (``data.fitted_offsets``: a fold of
+    :meth:`~clinicmm.training.data.TrainingData.fold` starts with an empty one); each network gets its own copy of
+    the fitted model."""
+    import copy
+    import dataclasses
+
+    (train, val), n = rows, len(data.classes)
+    cache = getattr(data, "fitted_offsets", None)
+    key = (
+        id(data.kg),  # compare's knowledge ablation swaps the graph on a copy of the fold (sharing this cache)
+        *(np.asarray(part, dtype=np.int64).tobytes() for part in (*train, val[0])),
+        spec.model_dump_json(),
+    )
+    found = cache.get(key) if cache is not None else None
+    if found is None:
+        base = make()
+        fit_closed_form(base, items[0], items[1], knowledge, dims, spec, n)
+        found = base, [p.offset for p in out_of_fold_offsets(items[0], make, knowledge, dims, spec, n)]
+        if cache is not None:
+            cache[key] = found
+    base, logits = found
+    return copy.deepcopy(base), [dataclasses.replace(p, offset=o) for p, o in zip(items[0], logits)]
 
 
 def out_of_fold_offsets(items: list, make, knowledge, dims, spec: TrainingSpec, n_classes: int, k: int = 5) -> list:

@@ -111,6 +111,39 @@ def test_each_training_patients_offset_comes_from_a_linear_model_fitted_without_
     ].mean()
 
 
+def test_the_networks_of_one_fold_share_one_set_of_linear_fits(monkeypatch) -> None:
+    import types
+
+    from clinicmm.training import fit as fitting
+
+    items, kg, spec = _patients(40), knowledge(), TrainingSpec(seed=0)
+    rows = (list(range(40)), [p.label for p in items]), ([], [])
+    calls = []
+    real = fitting.fit_closed_form
+    monkeypatch.setattr(fitting, "fit_closed_form", lambda model, *a: calls.append(model) or real(model, *a))
+    data = types.SimpleNamespace(kg=object(), classes=list(range(N_CLASSES)), fitted_offsets={})
+    first_base, first = fitting.logreg_offset(data, rows, [items, []], lambda: make("logreg"), kg, DIMS, spec)
+    assert len(calls) == 6  # the base and its five out-of-fold fits
+    second_base, second = fitting.logreg_offset(data, rows, [items, []], lambda: make("logreg"), kg, DIMS, spec)
+    assert len(calls) == 6 and second_base is not first_base  # reused, each network with its own copy
+    assert torch.equal(second_base.linear.weight, first_base.linear.weight)
+    assert all(np.array_equal(a.offset, b.offset) for a, b in zip(first, second))
+    direct = fitting.out_of_fold_offsets(items, lambda: make("logreg"), kg, DIMS, spec, N_CLASSES)
+    assert all(np.allclose(a.offset, b.offset) for a, b in zip(first, direct))
+    del calls[:]
+    # another graph (compare's knowledge ablation), other rows or other settings: fitted again
+    fitting.logreg_offset(
+        types.SimpleNamespace(**(vars(data) | {"kg": object()})), rows, [items, []], lambda: make("logreg"), kg,
+        DIMS, spec,
+    )  # fmt: skip
+    assert len(calls) == 6
+    fitting.logreg_offset(data, rows, [items, []], lambda: make("logreg"), kg, DIMS, TrainingSpec(seed=1))
+    assert len(calls) == 12
+    fewer = (list(range(35)), rows[0][1][:35]), ([], [])
+    fitting.logreg_offset(data, fewer, [items[:35], []], lambda: make("logreg"), kg, DIMS, spec)
+    assert len(calls) == 18 and len(data.fitted_offsets) == 4
+
+
 def test_a_trained_offset_model_is_saved_rebuilt_and_served_as_the_same_model(
     genomics_cohort, genomics_workflow, tmp_path
 ) -> None:
