@@ -4,6 +4,13 @@ scikit-learn's ``LogisticRegressionCV`` (multinomial, L2) chooses the penalty ``
 cross-validation on the training rows only (log loss), then refits on all of them; the coefficients are copied
 into the torch module, which then predicts, calibrates, explains and serves like every other model. The
 validation rows are scored once for the history row the train stage and the champion choice read.
+
+With more features than patients (omics: thousands of features, a few hundred patients) the fit runs in the rows'
+own space: with ``X = U S Vt`` (thin SVD) an L2-penalised solution lies in the row space of ``X``, ``w = Vt' b``,
+with ``|w| = |b|`` and ``X w = (U S) b``, so fitting ``b`` on the ``n`` columns of ``U S`` with the same ``C`` is
+the same problem (the representer theorem; the intercept is not penalised either way). It holds for the inner
+cross-validation too, since every inner row is a row of ``X``. Same optimum, a fraction of the time: on a
+TCGA-KIPAN fold (130 patients) kg_logreg's 4,966 features took 26 s, ``U S``'s 130 well under 1 s.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from clinicmm.config import TrainingSpec
 
 CS = np.logspace(-4, 2, 13)  # the penalties tried (C = 1 / lambda)
 ABSENT_BIAS = -30.0  # a class with no training row: never predicted
+TOL = (
+    1e-6  # the solver's stopping tolerance (scikit-learn's 1e-4 leaves probabilities ~0.01 off the optimum at large C)
+)
 
 
 def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]:
@@ -42,17 +52,33 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
             cv=cv,
             scoring="neg_log_loss",
             max_iter=5000,
+            tol=TOL,
             random_state=spec.seed,
             **_current_api(LogisticRegressionCV),
         )
     else:  # a class with a single training patient: no inner folds to choose C with
-        clf = LogisticRegression(C=1.0, max_iter=5000, random_state=spec.seed)
-    clf.fit(x, y)
+        clf = LogisticRegression(C=1.0, max_iter=5000, tol=TOL, random_state=spec.seed)
+    z, basis = row_space(x)
+    clf.fit(z, y)
+    if basis is not None:  # the coefficients of the original features
+        clf.coef_ = clf.coef_ @ basis
     _copy_into(model, clf, n_classes)
     chosen = clf.C_ if hasattr(clf, "C_") else [clf.C]
     row = {"epoch": 1, "C": float(np.atleast_1d(chosen)[0])}
     row |= scores(model, x, y, "train") | scores(model, *design(model, val, knowledge, dims), "val")
     return [row]
+
+
+def row_space(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(U S, Vt)`` of ``x``'s thin SVD when it has more columns than rows (module doc), directions with a singular
+    value below ``1e-10`` of the largest left out (they carry no row); else ``(x, None)``."""
+    if x.shape[1] <= x.shape[0] or not x.size:
+        return x, None
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    keep = s > (s[0] * 1e-10 if len(s) else 0.0)
+    if not keep.any():  # every feature zero: nothing to fit but the intercepts
+        keep[:1] = True
+    return u[:, keep] * s[keep], vt[keep]
 
 
 def _current_api(cls) -> dict:
