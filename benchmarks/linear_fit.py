@@ -54,17 +54,11 @@ def synthetic_design(n: int = 130, p: int = 5000, seed: int = 0) -> tuple[np.nda
 
 
 def fit(x: np.ndarray, y: np.ndarray, tol: float | None = None):
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
+    """``x``, ``y`` fitted by the estimator ``fit_linear`` uses (its grid, folds and tolerance, or ``tol``)."""
+    from clinicmm.training.linear import classifier
 
-    from clinicmm.training.linear import CS, TOL, _current_api
-
-    tol = TOL if tol is None else tol
-    cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    clf = LogisticRegressionCV(
-        Cs=CS, cv=cv, scoring="neg_log_loss", max_iter=5000, tol=tol, random_state=0, **_current_api(LogisticRegressionCV)
-    )  # fmt: skip
-    return clf.fit(x, y)
+    clf = classifier(y, int(y.max()) + 1, seed=0)
+    return clf.set_params(tol=tol).fit(x, y) if tol is not None else clf.fit(x, y)
 
 
 def probabilities(coef: np.ndarray, intercept: np.ndarray, x: np.ndarray) -> np.ndarray:

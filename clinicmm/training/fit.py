@@ -8,6 +8,7 @@ fusion and the linear baseline is fair.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ def fit_model(
             on_epoch(row)
     else:
         if corrects_logreg(name, spec.offset):  # CANN: see clinicmm.fusion.models.wrappers
-            make = lambda: build(spec.seed, "logreg")  # noqa: E731
+            make = functools.partial(build, spec.seed, "logreg")
             base, items[0] = logreg_offset(data, (train, val), items, make, hetero, dims, spec)
             model = LinearOffset(zero_output(model), base)
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
@@ -184,20 +185,17 @@ def logreg_offset(data, rows: tuple, items: list, make, knowledge, dims, spec: T
     import dataclasses
 
     (train, val), n = rows, len(data.classes)
-    cache = getattr(data, "fitted_offsets", None)
+    cache = getattr(data, "fitted_offsets", {})  # a data object without one: fitted for this network alone
     key = (
         id(data.kg),  # compare's knowledge ablation swaps the graph on a copy of the fold (sharing this cache)
         *(np.asarray(part, dtype=np.int64).tobytes() for part in (*train, val[0])),
         spec.model_dump_json(),
     )
-    found = cache.get(key) if cache is not None else None
-    if found is None:
+    if key not in cache:
         base = make()
         fit_closed_form(base, items[0], items[1], knowledge, dims, spec, n)
-        found = base, [p.offset for p in out_of_fold_offsets(items[0], make, knowledge, dims, spec, n)]
-        if cache is not None:
-            cache[key] = found
-    base, logits = found
+        cache[key] = base, [p.offset for p in out_of_fold_offsets(items[0], make, knowledge, dims, spec, n)]
+    base, logits = cache[key]
     return copy.deepcopy(base), [dataclasses.replace(p, offset=o) for p, o in zip(items[0], logits)]
 
 

@@ -22,9 +22,8 @@ from clinicmm.config import TrainingSpec
 
 CS = np.logspace(-4, 2, 13)  # the penalties tried (C = 1 / lambda)
 ABSENT_BIAS = -30.0  # a class with no training row: never predicted
-TOL = (
-    1e-6  # the solver's stopping tolerance (scikit-learn's 1e-4 leaves probabilities ~0.01 off the optimum at large C)
-)
+# the solver's stopping tolerance (scikit-learn's 1e-4 leaves probabilities ~0.01 off the optimum at large C)
+TOL = 1e-6
 
 
 def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]:
@@ -39,25 +38,8 @@ def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]
 
 def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
     """Fit ``model`` on ``train``; its history: one row with train / val log loss, val macro-F1 and the chosen C."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-
     x, y = design(model, train, knowledge, dims)
-    counts = np.bincount(y, minlength=n_classes)
-    folds = int(min(5, counts[counts > 0].min()))
-    if folds >= 2:
-        cv = StratifiedKFold(folds, shuffle=True, random_state=spec.seed)
-        clf = LogisticRegressionCV(
-            Cs=CS,
-            cv=cv,
-            scoring="neg_log_loss",
-            max_iter=5000,
-            tol=TOL,
-            random_state=spec.seed,
-            **_current_api(LogisticRegressionCV),
-        )
-    else:  # a class with a single training patient: no inner folds to choose C with
-        clf = LogisticRegression(C=1.0, max_iter=5000, tol=TOL, random_state=spec.seed)
+    clf = classifier(y, n_classes, spec.seed)
     z, basis = row_space(x)
     clf.fit(z, y)
     if basis is not None:  # the coefficients of the original features
@@ -69,15 +51,35 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     return [row]
 
 
+def classifier(y: np.ndarray, n_classes: int, seed: int):
+    """The unfitted scikit-learn estimator for labels ``y``: ``LogisticRegressionCV`` over :data:`CS` with stratified
+    inner folds (log loss), or a plain ``C = 1`` fit when a class has a single patient (no inner folds to choose C)."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=n_classes)
+    folds = int(min(5, counts[counts > 0].min()))
+    if folds < 2:
+        return LogisticRegression(C=1.0, max_iter=5000, tol=TOL, random_state=seed)
+    return LogisticRegressionCV(
+        Cs=CS,
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        scoring="neg_log_loss",
+        max_iter=5000,
+        tol=TOL,
+        random_state=seed,
+        **_current_api(LogisticRegressionCV),
+    )
+
+
 def row_space(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """``(U S, Vt)`` of ``x``'s thin SVD when it has more columns than rows (module doc), directions with a singular
     value below ``1e-10`` of the largest left out (they carry no row); else ``(x, None)``."""
     if x.shape[1] <= x.shape[0] or not x.size:
         return x, None
     u, s, vt = np.linalg.svd(x, full_matrices=False)
-    keep = s > (s[0] * 1e-10 if len(s) else 0.0)
-    if not keep.any():  # every feature zero: nothing to fit but the intercepts
-        keep[:1] = True
+    keep = s > s[0] * 1e-10
+    keep[0] = True  # the largest, kept even when every feature is zero (then only the intercepts are fitted)
     return u[:, keep] * s[keep], vt[keep]
 
 
