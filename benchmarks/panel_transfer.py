@@ -5,8 +5,9 @@ From the KIPAN layers (``workflows/tcga_kipan_prepare.py`` writes them), each la
 random (seeded) into an overlap (``--overlap``, default 20%) and two panel-only halves; the patients are split,
 stratified by type, into two sites, A measured on panel A (overlap + A-only; the B-only cells are empty) and B
 on panel B. Each site in turn is the test set of models trained on the other (through ``TrainingData.fold``,
-as leave-one-site-out does it: genomics preprocessor, standardiser and model fitted on the training site only; a feature the training
-panel lacks is imputed with the training mean, i.e. ignored). The out-of-site predictions of both folds are
+as leave-one-site-out does it: genomics preprocessor, standardiser and model fitted on the training site only; a
+model feature the test panel lacks is imputed from the measured ones, ``--impute-components`` 0 gives the training
+mean; a feature only the test panel has is no model feature). The out-of-site predictions of both folds are
 pooled and every model is compared with concat and logreg by a paired bootstrap (1000 resamples) of the
 macro-F1 difference, for ``--repeats`` draws of panels and sites.
 
@@ -16,6 +17,7 @@ Plain prints, no assertions: a script, not a test. Takes a few minutes per repea
     python workflows/tcga_kipan_prepare.py                      # once
     .venv/bin/python benchmarks/panel_transfer.py [--overlap 0.2] [--repeats 1] [--models concat,kg_gnn,kg_rgcn,logreg]
         [--offset none]   # the networks alone, without training.offset's logistic regression
+        [--impute-components K]   # encoders.genomics.impute_components (0: unmeasured features at the training mean)
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def write_cohort(root: Path, overlap: float, seed: int) -> Path:
     return root / "dataset.yaml"
 
 
-def workflow(root: Path, dataset: Path, models: list[str]) -> Path:
+def workflow(root: Path, dataset: Path, models: list[str], impute_components: int | None = None) -> Path:
     wf = {
         "name": "kipan_panels",
         "dataset": str(dataset),
@@ -78,6 +80,8 @@ def workflow(root: Path, dataset: Path, models: list[str]) -> Path:
         "training": {"max_epochs": 100, "patience": 15, "hidden": 64, "seed": 0},
         "tracking": {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "experiment": "panel-transfer"},
     }
+    if impute_components is not None:
+        wf["encoders"] = {"genomics": {"impute_components": impute_components}}
     (root / "wf.yaml").write_text(yaml.safe_dump(wf, sort_keys=False))
     return root / "wf.yaml"
 
@@ -142,6 +146,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", default="concat,kg_gnn,kg_rgcn,logreg,gbt")
     parser.add_argument("--offset", choices=["logreg", "none"], help="training.offset (default: the training default)")
+    parser.add_argument(
+        "--impute-components", type=int, help="encoders.genomics.impute_components (default: the encoder default)"
+    )
     args = parser.parse_args()
     if not (DATA / "mrna.tsv").is_file():
         print(f"skipped: {DATA} lacks the layer tables; run `python workflows/tcga_kipan_prepare.py` first")
@@ -152,7 +159,9 @@ def main() -> None:
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            y, probs, k = out_of_site(workflow(root, write_cohort(root, args.overlap, seed=r), models), args.offset)
+            y, probs, k = out_of_site(
+                workflow(root, write_cohort(root, args.overlap, seed=r), models, args.impute_components), args.offset
+            )
         print(f"\nrepeat {r} (panels and sites drawn with seed {r}; {len(y)} out-of-site patients)")
         print(table(y, probs, k, seed=r).to_string(index=False))
         ys.append(y)

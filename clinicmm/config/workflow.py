@@ -162,6 +162,13 @@ class GenomicsEncoderSpec(Spec):
     max_features: int | None = Field(
         5000, ge=1, description="Expression genes kept as features: the most variable on the train split (null: all)."
     )
+    impute_components: int = Field(
+        32,
+        ge=0,
+        description="A feature value a patient lacks (a gene their panel did not measure, an empty cell) is filled "
+        "with its expected value given the patient's measured features, under a probabilistic PCA of the train split "
+        "with this many components (Tipping & Bishop 1999); 0: the train mean. Graph links use measured values only.",
+    )
 
 
 class EncodersSpec(Spec):

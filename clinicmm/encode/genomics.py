@@ -164,12 +164,16 @@ class GenomicsPreprocessor:
         max_features: keep only this many expression genes, the most variable (std of the log values) on the
             training rows; None keeps every gene that varies.
         harmonize: map gene names the model does not know through the shipped HGNC table when applied.
+        impute_components: a value a patient lacks (a feature their panel did not measure, an empty cell) becomes
+            its expected value given the patient's measured features under a probabilistic PCA of the training
+            z-scores with this many components (:meth:`zscores`); 0 gives the training mean. The fit keeps the
+            loadings and the noise variance, no patient row.
     """
 
     def __init__(
         self, unit: str, z_threshold: float = 2.0, max_genes: int = 25, min_mutated: int = 2,
         mutation_classes: Sequence[str] | None = None, max_features: int | None = None, harmonize: bool = False,
-        layer_units: dict[str, str] | None = None,
+        layer_units: dict[str, str] | None = None, impute_components: int = 32,
     ) -> None:  # fmt: skip
         if unit not in LOG_UNITS + AS_IS_UNITS:
             raise ModelError(f"unknown expression unit {unit!r}; valid units: {', '.join(LOG_UNITS + AS_IS_UNITS)}")
@@ -188,6 +192,9 @@ class GenomicsPreprocessor:
         self._mean = np.zeros(0)
         self._std = np.ones(0)
         self._mutation_genes: list[str] = []
+        self.impute_components = int(impute_components)
+        self._loadings = np.zeros((0, 0))  # features x components of the probabilistic PCA (none: mean imputation)
+        self._noise = 1.0
 
     @classmethod
     def from_spec(
@@ -195,7 +202,8 @@ class GenomicsPreprocessor:
     ) -> GenomicsPreprocessor:
         """An unfitted preprocessor with the workflow's evidence rule (``encoders.genomics``)."""
         return cls(unit, spec.z_threshold, spec.max_genes_per_patient, spec.min_mutated,
-                   spec.mutation_classes, spec.max_features, harmonize, layer_units)  # fmt: skip
+                   spec.mutation_classes, spec.max_features, harmonize, layer_units,
+                   spec.impute_components)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- fitting
 
@@ -218,6 +226,7 @@ class GenomicsPreprocessor:
     def _fit_expression(self, matrix: pd.DataFrame | None, keep: set[str] | None) -> None:
         if matrix is None:
             self._genes, self._mean, self._std = [], np.zeros(0), np.ones(0)
+            self._loadings = np.zeros((0, 0))
             return
         _check_unique(matrix)
         train = matrix if keep is None else matrix[matrix.index.isin(keep)]
@@ -233,6 +242,24 @@ class GenomicsPreprocessor:
         self._genes = [str(g) for g in logged.columns[varies]]
         self._mean = mean.to_numpy(dtype=float)[varies]
         self._std = std.to_numpy(dtype=float)[varies]
+        self._fit_imputer((logged.to_numpy(dtype=float)[:, varies] - self._mean) / self._std)
+
+    def _fit_imputer(self, z: np.ndarray) -> None:
+        """Probabilistic PCA (Tipping & Bishop 1999) of the training z-scores: the loadings ``W`` (features x
+        components) and the noise variance of the maximum-likelihood fit. Rows without any value are left out and
+        the training rows' own gaps count as the mean (0), the usual first step of PCA imputation."""
+        z = z[np.isfinite(z).any(axis=1)]
+        n, p = z.shape
+        rank = min(self.impute_components, n - 1, p - 1)
+        if rank < 1:
+            self._loadings, self._noise = np.zeros((p, 0)), 1.0
+            return
+        z = np.nan_to_num(z, nan=0.0)
+        _, s, vt = np.linalg.svd(z, full_matrices=False)
+        variance = s**2 / n  # eigenvalues of the covariance (ddof 0, as the z-scores' std)
+        noise = max(float(np.sum(variance[rank:])) / (p - rank), 1e-6)  # the discarded eigenvalues, zeros included
+        self._loadings = vt[:rank].T * np.sqrt(np.clip(variance[:rank] - noise, 0.0, None))
+        self._noise = noise
 
     def _fit_mutations(self, mutations: pd.DataFrame | None, keep: set[str] | None) -> None:
         if mutations is None:
@@ -276,16 +303,57 @@ class GenomicsPreprocessor:
                 flags[i] = [gene in mutated.get(patient, ()) for gene in self._mutation_genes]
         return np.concatenate([z, flags], axis=1).astype(np.float32)
 
-    def zscores(self, matrix: pd.DataFrame | None, patients: Sequence[str]) -> pd.DataFrame:
-        """Patients x :attr:`genes` z-scores against the training statistics (0 where unknown)."""
+    def zscores(self, matrix: pd.DataFrame | None, patients: Sequence[str], impute: bool = True) -> pd.DataFrame:
+        """Patients x :attr:`genes` z-scores against the training statistics.
+
+        A value the patient lacks is, with ``impute`` and a fitted imputer, its expected value given the patient's
+        measured features (:meth:`impute`); else, and for a patient with no measured feature, 0 (the mean)."""
         genes = self._fitted_genes()
         if matrix is None or not genes:
             return pd.DataFrame(0.0, index=pd.Index(list(patients), dtype=object), columns=genes)
+        z = self._raw_z(matrix, patients)
+        z = self.impute(z) if impute else z
+        return pd.DataFrame(np.nan_to_num(z, nan=0.0), index=pd.Index(list(patients), dtype=object), columns=genes)
+
+    def measured(self, matrix: pd.DataFrame | None, patients: Sequence[str]) -> np.ndarray:
+        """Per patient, the share of the model's expression features with a measured value (0 without a row;
+        1.0 when the model has none). Scoring reports it: a low share means a different panel from training."""
+        genes = self._fitted_genes()
+        if not genes:
+            return np.ones(len(patients))
+        if matrix is None:
+            return np.zeros(len(patients))
+        return np.isfinite(self._raw_z(matrix, patients)).mean(axis=1)
+
+    def impute(self, z: np.ndarray) -> np.ndarray:
+        """``z`` (patients x :attr:`genes`, NaN where unmeasured) with each gap filled by its conditional mean
+        under the fitted probabilistic PCA: latent ``s = (W_o'W_o + noise I)^-1 W_o' z_o`` from the measured
+        features ``o``, then ``W_m s`` for the missing ones. Rows without a gap or without a measured value are
+        returned as they are; one solve per pattern of gaps."""
+        w = self._loadings
+        gaps = ~np.isfinite(z)
+        todo = gaps.any(axis=1) & ~gaps.all(axis=1)
+        if not w.shape[1] or not todo.any():
+            return z
+        out = z.copy()
+        patterns, which = np.unique(gaps[todo], axis=0, return_inverse=True)
+        rows = np.flatnonzero(todo)
+        for k, gap in enumerate(patterns):
+            members = rows[which.ravel() == k]
+            w_seen = w[~gap]
+            latent = np.linalg.solve(
+                w_seen.T @ w_seen + self._noise * np.eye(w.shape[1]), w_seen.T @ z[np.ix_(members, ~gap)].T
+            )
+            out[np.ix_(members, gap)] = (w[gap] @ latent).T
+        return out
+
+    def _raw_z(self, matrix: pd.DataFrame, patients: Sequence[str]) -> np.ndarray:
+        """z-scores of :attr:`genes` for ``patients``, NaN where the matrix has no value."""
+        genes = self._fitted_genes()
         _check_unique(matrix)
         matrix = self._align(matrix, genes)
         logged = self._log(matrix.reindex(index=list(patients), columns=genes))
-        z = (logged.to_numpy(dtype=float) - self._mean) / self._std
-        return pd.DataFrame(np.nan_to_num(z, nan=0.0), index=logged.index, columns=genes)
+        return (logged.to_numpy(dtype=float) - self._mean) / self._std
 
     def evidence(
         self,
@@ -301,7 +369,7 @@ class GenomicsPreprocessor:
         :func:`link_gene`) compete for the ``max_genes`` budget, the genes given are graph genes (a mutated gene
         the graph lacks is left out) and several features of one gene give it once. Without, every feature
         competes under its own name (the graph drops what it does not know)."""
-        z = self.zscores(matrix, patients)
+        z = self.zscores(matrix, patients, impute=False)  # links name measured changes, never imputed ones
         mutated = self._mutated_sets(mutations) if mutations is not None else {}
         if graph_genes is None:
             pick, to_graph = self._changed, (lambda g: g)
@@ -448,6 +516,8 @@ class GenomicsPreprocessor:
             "mean": [float(v) for v in self._mean],
             "std": [float(v) for v in self._std],
             "mutation_genes": list(self._mutation_genes),
+            "impute_components": self.impute_components,
+            "imputer": {"loadings": self._loadings.round(7).tolist(), "noise": self._noise},
         }
 
     @classmethod
@@ -462,10 +532,15 @@ class GenomicsPreprocessor:
             new._mean = np.asarray(data["mean"], dtype=float)
             new._std = np.asarray(data["std"], dtype=float)
             new._mutation_genes = [str(g) for g in data["mutation_genes"]]
+            new.impute_components = int(data.get("impute_components", 0))  # described before imputation: the mean
+            imputer = data.get("imputer") or {"loadings": [], "noise": 1.0}
+            loadings = np.asarray(imputer["loadings"], dtype=float)
+            new._loadings = loadings if loadings.size else np.zeros((len(new._genes), 0))
+            new._noise = float(imputer["noise"])
         except (KeyError, TypeError, ValueError) as exc:
             message = f"not a genomics preprocessor description (bad or missing {exc}); re-train the model"
             raise ModelError(message) from None
-        if not len(new._genes) == len(new._mean) == len(new._std):
+        if not len(new._genes) == len(new._mean) == len(new._std) == len(new._loadings):
             raise ModelError("genomics preprocessor description: genes, mean and std differ in length; re-train")
         return new
 

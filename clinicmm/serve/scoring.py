@@ -17,7 +17,10 @@ Input columns (all strings; every one but ``patient_id`` optional, empty meaning
 Output: one row per input row: patient_id, predicted, ``prob_<class>`` for every class (calibrated with the
 model's temperature), the top-3 differential (top1, top1_prob … top3_prob), the conformal prediction set
 (prediction_set, '+'-joined, most probable first, and set_size), decision ('predict' or 'abstain: refer for
-review'), modalities (the ones used, '+'-joined), status ('scored' or 'not scored') and reason; then the
+review'), modalities (the ones used, '+'-joined), omics_measured (the share of the model's omics features the
+row measured; null without omics: below :data:`LOW_PANEL_SHARE` the reason says so and the server log counts the
+rows, since the rest are imputed from the measured ones — a panel unlike the training cohort's), status ('scored'
+or 'not scored') and reason; then the
 explanation (:mod:`clinicmm.serve.explain`): share_image, share_note, share_omics, top_genes and top_concepts
 ('name:score|…', leave-one-link-out, graph models only), top_path (the highest-weight graph path from the patient
 to the predicted cancer-type node) and ``explanation`` (all of it as JSON).
@@ -91,6 +94,7 @@ B64_UNREADABLE = f"column {B64_COLUMN!r}: the DICOM series could not be read as 
 
 DATA_ROOTS_ENV = "CLINICMM_DATA_ROOTS"
 REFUSED = "input path not allowed or not readable (see serving.data_roots / $CLINICMM_DATA_ROOTS)"
+LOW_PANEL_SHARE = 0.5
 FAILED = "could not be scored: this row's inputs raised an error (its type is in the server log)"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # file://, http:, s3:, ... (a drive letter has one character)
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")  # URL-encoding (%2e%2e%2f): paths are sent as they are, never encoded
@@ -496,7 +500,11 @@ def encode_frame(parsed: dict, featurizer):
     expr, mut = _omics_tables(parsed)
     has_omics = np.array([p in parsed["expr"] or any(q == p for q, _ in parsed["mut"]) for p in patients])
     encoded = featurizer.encode(patients, parsed["series"], parsed["body_parts"], parsed["texts"], expr, mut, has_omics)
-    return encoded, len(patients)
+    pre = featurizer.preprocessor
+    measured = np.full(len(patients), np.nan)
+    if pre is not None and has_omics.any():
+        measured[has_omics] = pre.measured(expr, [p for p, ok in zip(patients, has_omics) if ok])
+    return encoded, len(patients), measured
 
 
 FUSION_THREADS_ENV = "CLINICMM_FUSION_THREADS"
@@ -573,7 +581,7 @@ def _score_parsed(
     from clinicmm.training.data import to_evidence
     from clinicmm.training.fit import predict_proba
 
-    encoded, n = encode_frame(parsed, featurizer)
+    encoded, n, measured = encode_frame(parsed, featurizer)
     for f in encoded.failures:  # a sent series' reason would name the request's private folder
         if f["row"] in sent and f["modality"] == "image":
             f["reason"] = B64_UNREADABLE
@@ -589,8 +597,9 @@ def _score_parsed(
     with _threads(fusion_threads()):  # small graph ops: fewer threads, less waiting (see fusion_threads)
         probs = predict_proba(model, items, hetero, bundle.dims) if items else np.zeros((0, len(bundle.classes)))
         result = _result_frame(
-            parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration
-        )
+            parsed, encoded, bundle.classes, rows, bundle.calibration.apply(probs), present, bundle.calibration,
+            measured,
+        )  # fmt: skip
         if not explain:  # the same columns, empty
             return add_explanations(result, model, [], [], bundle)
         return add_explanations(result, model, items, rows, bundle, hetero)
@@ -644,7 +653,7 @@ def _finite(value) -> float | None:
 
 
 def _float_column(name: str) -> bool:
-    return name.startswith(("prob_", "share_")) or name.endswith("_prob")
+    return name.startswith(("prob_", "share_")) or name.endswith("_prob") or name == "omics_measured"
 
 
 def _clean_json(value):
@@ -673,7 +682,7 @@ def output_columns(classes: Sequence[str]) -> list[tuple[str, str]]:
     from clinicmm.training.calibration import empty_columns
 
     names = ["patient_id", "predicted", *(f"prob_{c}" for c in classes), *empty_columns()]
-    names += ["modalities", "status", "reason", *COLUMNS, "explanation"]
+    names += ["modalities", "omics_measured", "status", "reason", *COLUMNS, "explanation"]
     return [(n, "double" if _float_column(n) else "long" if n == "set_size" else "string") for n in names]
 
 
@@ -703,12 +712,25 @@ def json_safe(result: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(table, index=result.index, columns=list(columns), dtype=object)
 
 
-def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None) -> pd.DataFrame:
+def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=None, measured=None) -> pd.DataFrame:
     from clinicmm.training.calibration import Calibration, empty_columns
 
     failed = {}
     for f in encoded.failures:
         failed.setdefault(f["row"], []).append(f"{f['modality']}: {f['reason']}")
+    measured = np.full(len(parsed["patients"]), np.nan) if measured is None else measured
+    low = set(rows) & set(np.flatnonzero(measured < LOW_PANEL_SHARE).tolist())  # NaN compares False
+    for i in low:
+        failed.setdefault(i, []).append(
+            f"omics: {measured[i]:.0%} of the model's omics features measured, the others imputed from them "
+            "(a panel unlike the training cohort's; read the prediction with care)"
+        )
+    if low:  # counts only: no patient id in the log
+        log.warning(
+            "scoring: %d of %d scored rows measured under %.0f%% of the model's omics features (column "
+            "omics_measured); their other features are imputed from the measured ones", len(low), len(rows),
+            100 * LOW_PANEL_SHARE,
+        )  # fmt: skip
     out = []
     scored = dict(zip(rows, probs))
     trust = dict(zip(rows, (calibration or Calibration()).columns(probs, classes)))
@@ -716,6 +738,7 @@ def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=No
         rec = {"patient_id": pid, "predicted": ""} | {f"prob_{c}": np.nan for c in classes} | empty_columns()
         used = [m.value for j, m in enumerate(MODALITIES) if present[i, j]]
         rec["modalities"] = "+".join(used)
+        rec["omics_measured"] = float(measured[i]) if i in scored else np.nan
         if i in scored:
             rec["predicted"] = classes[int(np.argmax(scored[i]))]
             rec.update({f"prob_{c}": float(p) for c, p in zip(classes, scored[i])} | trust[i])

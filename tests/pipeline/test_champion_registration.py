@@ -49,3 +49,34 @@ def test_the_logistic_regression_model_is_trained_evaluated_and_served_like_the_
     results = pd.read_csv(wf.work / "evaluate" / "results.csv").set_index("model")
     assert results.loc["logreg", "macro_f1"] > 0.8  # the tiny cohort's expression names the class
     assert predicted.scored == predicted.patients == 60
+
+
+def test_a_patient_measured_on_another_panel_is_scored_imputed_and_flagged(registered, caplog):
+    import json
+    import logging
+
+    import mlflow
+    import pandas as pd
+
+    from clinicmm.serve.scoring import INPUT_COLUMNS
+
+    _, reg, _ = registered
+    mlflow.set_tracking_uri(reg.tracking_uri)
+    model = mlflow.pyfunc.load_model(reg.uri)
+    full = {"AKT1": 130.0, "BAX": 125.0, "CASP3": 20.0, "TP53": 21.0, "E2F1": 19.0, "JAK1": 20.0, "MAPK3": 22.0}
+    full |= {"IL6": 18.0}
+    rows = [
+        {"patient_id": "WHOLE-PANEL", "expression": json.dumps(full)},
+        {"patient_id": "TWO-GENES", "expression": json.dumps({"AKT1": 130.0, "BAX": 125.0})},
+        {"patient_id": "NOTES-ONLY", "notes": "FINAL DIAGNOSIS: invasive ductal carcinoma."},
+    ]
+    frame = pd.DataFrame([{c: r.get(c, "") for c in INPUT_COLUMNS} for r in rows])
+    with caplog.at_level(logging.WARNING, logger="clinicmm"):
+        out = model.predict(frame).set_index("patient_id")
+    assert out.loc["WHOLE-PANEL", "omics_measured"] == 1.0 and out.loc["TWO-GENES", "omics_measured"] == 0.25
+    assert out.loc["NOTES-ONLY", "omics_measured"] is None  # no omics: nothing to measure
+    assert "25% of the model's omics features measured" in out.loc["TWO-GENES", "reason"]
+    assert "omics" not in out.loc["WHOLE-PANEL", "reason"]
+    assert out.loc["TWO-GENES", "predicted"] == out.loc["WHOLE-PANEL", "predicted"] == "BRCA"  # its pair names it
+    warned = [r.getMessage() for r in caplog.records if "omics_measured" in r.getMessage()]
+    assert warned and "1 of" in warned[0] and not any("TWO-GENES" in w for w in warned)  # counts, never an id

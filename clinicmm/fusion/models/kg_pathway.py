@@ -8,8 +8,9 @@ sets, as the pathway layer of a biologically informed network (P-NET, Elmarakeby
 fixed, not learned, membership:
 
 * for each gene set ``S`` with at least :data:`MIN_MEMBERS` features linked to its genes, over the ``n`` of its
-  expression z-scores the patient has (a gene its panel did not measure has z exactly 0, the training mean, and is
-  left out), ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` (centred and
+  expression z-scores the patient has (a gene its panel did not measure comes imputed from the genes it did,
+  :meth:`~clinicmm.encode.genomics.GenomicsPreprocessor.zscores`, and counts; a z of exactly 0, the training mean
+  of a patient without any measured value or of ``impute_components: 0``, is left out), ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` (centred and
   scaled so a set of unchanged genes is ~N(0, 1) whatever its size: 0.399 and 0.583 are the mean and sd of relu of
   a standard normal; 0 when ``n`` is 0), and ``mutated = (number of mutated members) / sqrt(n_mutation_members)``;
 * those 3 x (sets) values are one more view of the patient, encoded like the other modalities
@@ -107,8 +108,8 @@ class GeneSetPooling(nn.Module):
         values = omics[:, self.set_feature]  # (B, pairs)
         expr, n_mut = self.is_expression, self.mutation_count.clamp_min(1.0)
         index = self.set_index[expr]
-        # a member counts where it was measured: an unmeasured gene's z-score is exactly 0 (the training mean), so a
-        # patient measured on a smaller panel pools the members it has, centred and scaled by how many those are
+        # a member counts where it has a value: a z-score of exactly 0 is the training mean of a gene nobody imputed
+        # (impute_components: 0), so such a patient pools the members it has, centred and scaled by how many
         measured = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, index, (values[:, expr] != 0).to(omics))
         m = measured.clamp_min(1.0)
         out = []
