@@ -48,9 +48,8 @@ def write_cohort(root: Path, overlap: float, seed: int) -> Path:
     labels["site"] = site.to_numpy()
     labels.to_csv(root / "labels.csv", index=False)
     on_a = set(labels.loc[labels["site"] == "A", "patient_id"])
-    layers = []
-    for name, kind in LAYERS.items():
-        table = pd.read_csv(DATA / f"{name}.tsv", sep="\t")
+
+    def mask(name: str, table: pd.DataFrame) -> pd.DataFrame:
         features = rng.permutation(table.columns[1:].to_numpy())
         n_shared = int(round(overlap * len(features)))
         rest = features[n_shared:]
@@ -58,11 +57,22 @@ def write_cohort(root: Path, overlap: float, seed: int) -> Path:
         is_a = table["sample_id"].isin(on_a).to_numpy()
         table.loc[is_a, b_only] = np.nan  # site A never measured panel B's own features
         table.loc[~is_a, a_only] = np.nan
-        table.to_csv(root / f"{name}.tsv", sep="\t", index=False, na_rep="")
-        entry = {"name": name, "kind": kind, "path": f"{name}.tsv", "unit": "normalized"}
-        layers.append(entry | ({"features": "mirna"} if name == "mirna" else {}))
+        return table
+
+    return write_layers(root, "kipan_panels", mask)
+
+
+def write_layers(root: Path, name: str, edit) -> Path:
+    """Each KIPAN layer table passed through ``edit(layer, table)`` and written under ``root`` (blank cells for
+    NaN), with a dataset YAML over them and ``root/labels.csv`` (write it first); the dataset's path."""
+    layers = []
+    for layer, kind in LAYERS.items():
+        table = edit(layer, pd.read_csv(DATA / f"{layer}.tsv", sep="\t"))
+        table.to_csv(root / f"{layer}.tsv", sep="\t", index=False, na_rep="")
+        entry = {"name": layer, "kind": kind, "path": f"{layer}.tsv", "unit": "normalized"}
+        layers.append(entry | ({"features": "mirna"} if layer == "mirna" else {}))
     dataset = {
-        "name": "kipan_panels",
+        "name": name,
         "labels": {"path": "labels.csv", "patient_column": "patient_id", "label_column": "cancer_type"},
         "genomics": {"layers": layers},
     }  # fmt: skip

@@ -165,9 +165,10 @@ class GenomicsEncoderSpec(Spec):
     impute_components: int = Field(
         32,
         ge=0,
-        description="A feature value a patient lacks (a gene their panel did not measure, an empty cell) is filled "
-        "with its expected value given the patient's measured features, under a probabilistic PCA of the train split "
-        "with this many components (Tipping & Bishop 1999); 0: the train mean. Graph links use measured values only.",
+        description="A value a patient lacks in a layer they were measured on (a gene their panel did not measure, an "
+        "empty cell) is filled with its expected value given the patient's measured features, under a probabilistic "
+        "PCA of the train split with this many components (Tipping & Bishop 1999); 0: the train mean. A layer the "
+        "patient lacks altogether keeps the train mean. Graph links use measured values only.",
     )
 
 

@@ -164,10 +164,11 @@ class GenomicsPreprocessor:
         max_features: keep only this many expression genes, the most variable (std of the log values) on the
             training rows; None keeps every gene that varies.
         harmonize: map gene names the model does not know through the shipped HGNC table when applied.
-        impute_components: a value a patient lacks (a feature their panel did not measure, an empty cell) becomes
-            its expected value given the patient's measured features under a probabilistic PCA of the training
-            z-scores with this many components (:meth:`zscores`); 0 gives the training mean. The fit keeps the
-            loadings and the noise variance, no patient row.
+        impute_components: a value a patient lacks in a layer they were measured on (a feature their panel did
+            not measure, an empty cell) becomes its expected value given the patient's measured features under a
+            probabilistic PCA of the training z-scores with this many components (:meth:`impute`); 0 gives the
+            training mean, as does a layer the patient lacks altogether. The fit keeps the loadings and the noise
+            variance, no patient row.
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class GenomicsPreprocessor:
         self.impute_components = int(impute_components)
         self._loadings = np.zeros((0, 0))  # features x components of the probabilistic PCA (none: mean imputation)
         self._noise = 1.0
+        self._layer_of: tuple[list[str], np.ndarray] | None = None  # (genes, their layers), see _layers
 
     @classmethod
     def from_spec(
@@ -247,15 +249,15 @@ class GenomicsPreprocessor:
     def _fit_imputer(self, z: np.ndarray) -> None:
         """Probabilistic PCA (Tipping & Bishop 1999) of the training z-scores: the loadings ``W`` (features x
         components) and the noise variance of the maximum-likelihood fit. Rows without any value are left out and
-        the training rows' own gaps count as the mean (0), the usual first step of PCA imputation."""
+        the training rows' own gaps count as the mean (0), the usual first step of PCA imputation (refitting on
+        the refilled gaps, iterative PCA, was measured and overfits here: see benchmarks/README.md)."""
         z = z[np.isfinite(z).any(axis=1)]
         n, p = z.shape
         rank = min(self.impute_components, n - 1, p - 1)
         if rank < 1:
             self._loadings, self._noise = np.zeros((p, 0)), 1.0
             return
-        z = np.nan_to_num(z, nan=0.0)
-        _, s, vt = np.linalg.svd(z, full_matrices=False)
+        _, s, vt = np.linalg.svd(np.nan_to_num(z, nan=0.0), full_matrices=False)
         variance = s**2 / n  # eigenvalues of the covariance (ddof 0, as the z-scores' std)
         noise = max(float(np.sum(variance[rank:])) / (p - rank), 1e-6)  # the discarded eigenvalues, zeros included
         self._loadings = vt[:rank].T * np.sqrt(np.clip(variance[:rank] - noise, 0.0, None))
@@ -307,7 +309,8 @@ class GenomicsPreprocessor:
         """Patients x :attr:`genes` z-scores against the training statistics.
 
         A value the patient lacks is, with ``impute`` and a fitted imputer, its expected value given the patient's
-        measured features (:meth:`impute`); else, and for a patient with no measured feature, 0 (the mean)."""
+        measured features where :meth:`impute` fills it; else (a whole layer missing, no measured feature) 0, the
+        training mean."""
         genes = self._fitted_genes()
         if matrix is None or not genes:
             return pd.DataFrame(0.0, index=pd.Index(list(patients), dtype=object), columns=genes)
@@ -326,26 +329,43 @@ class GenomicsPreprocessor:
         return np.isfinite(self._raw_z(matrix, patients)).mean(axis=1)
 
     def impute(self, z: np.ndarray) -> np.ndarray:
-        """``z`` (patients x :attr:`genes`, NaN where unmeasured) with each gap filled by its conditional mean
-        under the fitted probabilistic PCA: latent ``s = (W_o'W_o + noise I)^-1 W_o' z_o`` from the measured
-        features ``o``, then ``W_m s`` for the missing ones. Rows without a gap or without a measured value are
-        returned as they are; one solve per pattern of gaps."""
+        """``z`` (patients x :attr:`genes`, NaN where unmeasured) with each gap in a layer the patient measured
+        (another panel, an empty cell) filled by its conditional mean under the fitted probabilistic PCA: latent
+        ``s = (W_o'W_o + noise I)^-1 W_o' z_o`` from every measured feature ``o``, then ``W_m s`` for the gaps.
+        A layer the patient lacks altogether (an assay not run) stays NaN, i.e. the training mean, as before:
+        filling whole layers was measured and did not help (see benchmarks/README.md). One solve per pattern of
+        gaps."""
         w = self._loadings
         gaps = ~np.isfinite(z)
-        todo = gaps.any(axis=1) & ~gaps.all(axis=1)
-        if not w.shape[1] or not todo.any():
+        if not w.shape[1] or not gaps.any():
+            return z
+        layers = self._layers()
+        fill = gaps.copy()
+        for layer in np.unique(layers):
+            columns = layers == layer
+            fill[np.ix_(gaps[:, columns].all(axis=1), columns)] = False  # the whole layer missing: not filled
+        todo = fill.any(axis=1)
+        if not todo.any():
             return z
         out = z.copy()
-        patterns, which = np.unique(gaps[todo], axis=0, return_inverse=True)
         rows = np.flatnonzero(todo)
-        for k, gap in enumerate(patterns):
+        patterns, which = np.unique(np.concatenate([gaps[rows], fill[rows]], axis=1), axis=0, return_inverse=True)
+        for k, pattern in enumerate(patterns):
             members = rows[which.ravel() == k]
-            w_seen = w[~gap]
+            seen, target = ~pattern[: w.shape[0]], pattern[w.shape[0] :]
+            w_seen = w[seen]
             latent = np.linalg.solve(
-                w_seen.T @ w_seen + self._noise * np.eye(w.shape[1]), w_seen.T @ z[np.ix_(members, ~gap)].T
+                w_seen.T @ w_seen + self._noise * np.eye(w.shape[1]), w_seen.T @ z[np.ix_(members, seen)].T
             )
-            out[np.ix_(members, gap)] = (w[gap] @ latent).T
+            out[np.ix_(members, target)] = (w[target] @ latent).T
         return out
+
+    def _layers(self) -> np.ndarray:
+        """The layer of each of :attr:`genes` (:func:`feature_layer`), worked out once per fitted gene list."""
+        genes = self._fitted_genes()
+        if self._layer_of is None or self._layer_of[0] is not genes:
+            self._layer_of = (genes, np.asarray([feature_layer(g) for g in genes]))
+        return self._layer_of[1]
 
     def _raw_z(self, matrix: pd.DataFrame, patients: Sequence[str]) -> np.ndarray:
         """z-scores of :attr:`genes` for ``patients``, NaN where the matrix has no value."""

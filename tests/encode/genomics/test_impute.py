@@ -93,3 +93,16 @@ def test_any_pattern_of_gaps_gives_finite_values_and_keeps_the_measured_ones(fit
     assert np.isfinite(out).all()
     assert np.array_equal(out[~gaps], raw[~gaps])
     assert (out[gaps.all(axis=1)] == 0).all()
+
+
+def test_a_layer_the_patient_lacks_altogether_stays_at_the_mean_and_a_partly_measured_one_is_filled():
+    both = low_rank(140)
+    both.columns = [f"mrna:G{j}" if j < 20 else f"meth:G{j}" for j in range(40)]  # two genomics.layers
+    pre = GenomicsPreprocessor("log", impute_components=8).fit(both.iloc[:100], None)
+    test = both.iloc[100:].copy()
+    truth = pre.zscores(test, list(test.index)).to_numpy()
+    test.iloc[:, 20:] = np.nan  # no methylation assay at all
+    test.iloc[:, 10:20] = np.nan  # half of the mRNA panel
+    out = pre.zscores(test, list(test.index)).to_numpy()
+    assert (out[:, 20:] == 0).all()  # a missing assay: the training mean, as before imputation
+    assert np.mean((out[:, 10:20] - truth[:, 10:20]) ** 2) < 0.1 * np.mean(truth[:, 10:20] ** 2)
