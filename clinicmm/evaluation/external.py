@@ -80,7 +80,10 @@ def _score(model_uri: str, cohort, patients: list[str], spec) -> pd.DataFrame:
 
 
 def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[str, float], np.ndarray, list[str]]:
-    """Metrics of the scored rows whose label the model knows; counts of the rest; (metrics, confusion, classes)."""
+    """Metrics of the scored rows whose label the model knows; counts of the rest and, with omics, the median share
+    of the model's omics features the patients measured and how many measured under half (another panel: the
+    rest imputed); (metrics, confusion, classes)."""
+    from clinicmm.serve.scoring import LOW_PANEL_SHARE
     from clinicmm.training.calibration import expected_calibration_error
     from clinicmm.training.metrics import classification_metrics, confusion
 
@@ -96,6 +99,11 @@ def external_metrics(preds: pd.DataFrame, labels: dict[str, str]) -> tuple[dict[
         "n_evaluated": float(len(y)),
         "n_label_unknown_to_model": float((~known).sum()),
     }
+    if "omics_measured" in scored:  # how much of the model's omics panel the dataset measured (see scoring)
+        share = pd.to_numeric(scored["omics_measured"], errors="coerce").dropna()
+        if len(share):
+            counts["omics_measured_median"] = float(share.median())
+            counts["n_omics_measured_under_half"] = float((share < LOW_PANEL_SHARE).sum())
     if len(y) == 0:
         raise StageError(
             "external dataset: no scored patient has a label the model knows "

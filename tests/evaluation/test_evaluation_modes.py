@@ -1,5 +1,6 @@
 """Leave-one-site-out, robustness and external validation on one tiny trained workflow (in process)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -143,6 +144,30 @@ def test_external_validation_scores_a_second_dataset_apart(trained, tmp_path):
     assert found[0].data.tags["clinicmm.model_uri"] == "models:/modes@champion"
     assert "external_accuracy" in found[0].data.metrics
     assert all("DEMO-" not in v for v in found[0].data.tags.values())
+    # the demo draws its gene panel per seed: the second cohort measured only the model's genes its table has
+    genes = json.loads((wf.work / "encode" / "genomics.json").read_text())["genes"]
+    table = set(pd.read_csv(other.parent / "expression.tsv", sep="\t", nrows=1).columns)
+    share = sum(g in table for g in genes) / len(genes)
+    assert 0 < share < 0.5 and m["omics_measured_median"] == pytest.approx(share)
+    assert m["n_omics_measured_under_half"] >= 1 and found[0].data.metrics["external_omics_measured_median"] == share
+
+
+def test_external_metrics_say_how_much_of_the_models_omics_panel_the_patients_measured():
+    from clinicmm.evaluation.external import external_metrics
+
+    preds = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d"],
+            "prob_X": [0.9, 0.2, 0.7, None],
+            "prob_Y": [0.1, 0.8, 0.3, None],
+            "omics_measured": [1.0, 0.3, None, 0.1],  # c: no omics; d: not scored
+            "status": ["scored", "scored", "scored", "not scored"],
+        }
+    )
+    metrics, _, _ = external_metrics(preds, {"a": "X", "b": "Y", "c": "X", "d": "Y"})
+    assert metrics["omics_measured_median"] == pytest.approx(0.65)  # of the scored rows with omics
+    assert metrics["n_omics_measured_under_half"] == 1.0
+    assert metrics["n_evaluated"] == 3.0
 
 
 def test_external_data_that_overlaps_the_training_data_is_refused(trained):
