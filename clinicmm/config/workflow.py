@@ -201,7 +201,8 @@ class TrainingSpec(Spec):
     class_weights: Literal["none", "balanced"] = Field(
         "none",
         description="'balanced': each class's training loss weighted by n / (classes x its count), so a rare type "
-        "is not drowned by the common ones (the validation loss and early stopping stay unweighted).",
+        "is not drowned by the common ones (the validation loss and early stopping stay unweighted); in every model: "
+        "the networks, logreg / kg_logreg (and so the offset the networks correct) and gbt.",
     )
     offset: Literal["logreg", "none"] = Field(
         "logreg",

@@ -39,7 +39,7 @@ def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]
 def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
     """Fit ``model`` on ``train``; its history: one row with train / val log loss, val macro-F1 and the chosen C."""
     x, y = design(model, train, knowledge, dims)
-    clf = classifier(y, n_classes, spec.seed)
+    clf = classifier(y, n_classes, spec.seed, balanced=spec.class_weights == "balanced")
     z, basis = row_space(x)
     clf.fit(z, y)
     if basis is not None:  # the coefficients of the original features
@@ -51,16 +51,18 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     return [row]
 
 
-def classifier(y: np.ndarray, n_classes: int, seed: int):
+def classifier(y: np.ndarray, n_classes: int, seed: int, balanced: bool = False):
     """The unfitted scikit-learn estimator for labels ``y``: ``LogisticRegressionCV`` over :data:`CS` with stratified
-    inner folds (log loss), or a plain ``C = 1`` fit when a class has a single patient (no inner folds to choose C)."""
+    inner folds (log loss), or a plain ``C = 1`` fit when a class has a single patient (no inner folds to choose C).
+    ``balanced`` (``training.class_weights: balanced``): each class's patients weighted by n / (classes x count)."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(y, minlength=n_classes)
     folds = int(min(5, counts[counts > 0].min()))
+    weights = "balanced" if balanced else None
     if folds < 2:
-        return LogisticRegression(C=1.0, max_iter=5000, tol=TOL, random_state=seed)
+        return LogisticRegression(C=1.0, max_iter=5000, tol=TOL, random_state=seed, class_weight=weights)
     return LogisticRegressionCV(
         Cs=CS,
         cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
@@ -68,6 +70,7 @@ def classifier(y: np.ndarray, n_classes: int, seed: int):
         max_iter=5000,
         tol=TOL,
         random_state=seed,
+        class_weight=weights,
         **_current_api(LogisticRegressionCV),
     )
 

@@ -27,6 +27,7 @@ VALIDATION_FRACTION = 0.15
 def fit_trees(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
     """Fit ``model`` on ``train``; its history: one row with train / val log loss, val macro-F1 and the rounds."""
     from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.utils.class_weight import compute_sample_weight
 
     x, y = design(model, train, knowledge, dims)
     counts = np.bincount(y, minlength=n_classes)
@@ -47,7 +48,8 @@ def fit_trees(model, train: list, val: list, knowledge, dims, spec: TrainingSpec
     if len(np.unique(y)) < 2:  # one class: nothing to split on; predict it
         copy_into(model, None, n_classes, only=int(y[0]) if len(y) else 0)
     else:
-        clf.fit(x, y)
+        balanced = spec.class_weights == "balanced"  # each class's patients weighted n / (classes x count)
+        clf.fit(x, y, sample_weight=compute_sample_weight("balanced", y) if balanced else None)
         copy_into(model, clf, n_classes)
     row = {"epoch": 1, "trees": int(getattr(clf, "n_estimators_", 0))}
     row |= scores(model, x, y, "train") | scores(model, *design(model, val, knowledge, dims), "val")

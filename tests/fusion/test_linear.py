@@ -130,3 +130,26 @@ def test_more_features_than_patients_fits_the_same_model_in_the_rows_space(kg):
     x_test = design(model, test, kg, dims)[0]
     np.testing.assert_allclose(predict_proba(model, test, kg, dims), reference.predict_proba(x_test), atol=2e-3)
     assert row_space(rng.normal(size=(50, 20)))[1] is None  # more patients than features: fitted as they are
+
+
+def test_balanced_class_weights_reach_the_linear_fit(kg):
+    """``training.class_weights: balanced`` weights logreg's patients n / (k x count), as scikit-learn's 'balanced'
+    does: the rare class gets more probability than unweighted, and the fit is scikit-learn's weighted one."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    common = [p for p in _patients(120, 3, noise=2.0) if p.label != 2]
+    train = common + [p for p in _patients(60, 3, seed=3, noise=2.0) if p.label == 2][:8]  # class 2: 8 of 88
+    test = _patients(30, 3, seed=5, noise=2.0)
+    balanced, plain = _model(3, kg), _model(3, kg)
+    fit_linear(balanced, train, [], kg, DIMS, SPEC.model_copy(update={"class_weights": "balanced"}), 3)
+    fit_linear(plain, train, [], kg, DIMS, SPEC, 3)
+    rare_balanced = predict_proba(balanced, test, kg, DIMS)[:, 2].mean()
+    assert rare_balanced > predict_proba(plain, test, kg, DIMS)[:, 2].mean() + 0.02
+    x, y = design(balanced, train, kg, DIMS)
+    reference = LogisticRegressionCV(
+        Cs=np.logspace(-4, 2, 13), cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="neg_log_loss",
+        max_iter=5000, tol=1e-9, class_weight="balanced",
+    ).fit(x, y)  # fmt: skip
+    expected = reference.predict_proba(design(balanced, test, kg, DIMS)[0])
+    np.testing.assert_allclose(predict_proba(balanced, test, kg, DIMS), expected, atol=2e-3)

@@ -113,3 +113,24 @@ def test_too_few_rows_for_an_inner_share_of_every_class_fit_without_early_stoppi
     ]
     history = fit_trees(_model(4, kg), train[:20], train[20:], kg, DIMS, TrainingSpec(seed=0), 4)
     assert history[0]["trees"] == 100 and history[0]["val_macro_f1"] == 1.0
+
+
+def test_balanced_class_weights_reach_the_trees(kg):
+    """``training.class_weights: balanced``: the boosted trees weight each class's patients n / (k x count), so a
+    rare class gets more probability than unweighted."""
+    from clinicmm.fusion.batch import PatientEvidence
+
+    def patients(n: int, seed: int, rare_every: int) -> list[PatientEvidence]:
+        x, _ = _data(n, [0], seed)
+        y = [2 if i % rare_every == 0 else i % 2 for i in range(n)]
+        return [
+            PatientEvidence(label=int(c), image=None, note=(row[:4] + 0.8 * c).astype(np.float32), omics=None)
+            for row, c in zip(x, y)
+        ]
+
+    train, test = patients(200, 0, rare_every=12), patients(60, 1, rare_every=3)
+    weighted, plain = _model(3, kg), _model(3, kg)
+    fit_trees(weighted, train, [], kg, DIMS, TrainingSpec(seed=0, class_weights="balanced"), 3)
+    fit_trees(plain, train, [], kg, DIMS, TrainingSpec(seed=0), 3)
+    rare = predict_proba(weighted, test, kg, DIMS)[:, 2].mean()
+    assert rare > predict_proba(plain, test, kg, DIMS)[:, 2].mean() + 0.05
