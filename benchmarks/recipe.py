@@ -4,8 +4,9 @@
 (seed 0, as ``compare``), the neural models trained under the default ``training:`` block and under each variant,
 the logistic regression beside them as the reference. Per variant x model it prints the pooled out-of-fold
 macro-F1 [bootstrap 95% CI], the recall of the cohort's rarest class, how many folds stopped learning at once (best
-epoch among the first two), and the paired macro-F1 difference to the default recipe and to logreg [95% CI, 1,000
-resamples]. A recipe becomes the default only when it helps across cohorts, not on one.
+epoch among the first two), the top-label calibration error (ECE, 10 bins) and log loss of the pooled
+probabilities (before any temperature), and the paired macro-F1 difference to the default recipe and to logreg
+[95% CI, 1,000 resamples]. A recipe becomes the default only when it helps across cohorts, not on one.
 
 Cohorts (all real; ``python workflows/tcga_kipan_prepare.py`` writes the KIPAN tables first):
 
@@ -114,6 +115,7 @@ def parse_variants(text: str) -> dict[str, dict]:
 
 def rows(res, variant: str, reference: dict[str, np.ndarray], logreg: np.ndarray, k: int) -> list[dict]:
     from clinicmm.evaluation.bootstrap import intervals, paired_delta, resamples, scores
+    from clinicmm.training.calibration import expected_calibration_error
 
     idx = resamples(len(res.y), 1000, 0)
     rare = int(np.bincount(res.y, minlength=k).argmin())
@@ -127,6 +129,8 @@ def rows(res, variant: str, reference: dict[str, np.ndarray], logreg: np.ndarray
             "macro_f1": f"{scores(res.y, probs, k)['macro_f1']:.3f} [{low:.3f}, {high:.3f}]",
             f"recall_{res.classes[rare]}": f"{(probs.argmax(1)[res.y == rare] == rare).mean():.3f}",
             "early_folds": int((folds.loc[folds["model"] == name, "best_epoch"] <= 1).sum()),
+            "ece": f"{expected_calibration_error(probs, res.y):.3f}",
+            "log_loss": f"{-np.log(np.clip(probs[np.arange(len(res.y)), res.y], 1e-12, None)).mean():.3f}",
         }
         for label, ref in (("Δ vs default", reference.get(name)), ("Δ vs logreg", logreg)):
             if ref is not None and ref is not probs:
