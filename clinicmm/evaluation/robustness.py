@@ -8,7 +8,7 @@ the same :class:`~clinicmm.encode.featurizer.Featurizer` as the encode stage:
 | ``image_noise`` | Gaussian noise (MONAI ``RandGaussianNoised``, std 0.1 of the intensity window) on each volume |
 | ``image_shift`` | intensity shift (MONAI ``ShiftIntensityd``, +0.1 of the window, about +40 HU by default) |
 | ``note_sections`` | half of each note's sections (``FINDINGS:``, ``IMPRESSION:`` ...) dropped |
-| ``genes_masked`` | half of the model's genes masked (expression unknown, mutations unseen) |
+| ``genes_masked`` | half of the model's genes masked (expression unmeasured, so imputed from the rest; mutations unseen) |
 | ``no_image`` / ``no_note`` / ``no_omics`` | the modality removed for every test patient |
 
 The ``no_*`` rows re-encode nothing: they score the clean inputs through the evaluate stage's ablation path
@@ -125,7 +125,7 @@ def _perturb_genes(enc, ctx: Context):
     expr, muts = ctx.cohort.expression, ctx.cohort.mutations
     if expr is not None:
         expr = expr.copy()
-        expr.loc[:, [g for g in expr.columns if g in masked]] = np.nan  # unknown: the preprocessor uses the train mean
+        expr.loc[:, [g for g in expr.columns if g in masked]] = np.nan  # unmeasured: imputed from the other half (impute_components)
     if muts is not None:
         muts = muts[~muts["gene"].isin(masked)]
     present = enc.has(Modality.OMICS.value)
