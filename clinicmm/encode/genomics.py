@@ -196,7 +196,7 @@ class GenomicsPreprocessor:
         self.impute_components = int(impute_components)
         self._loadings = np.zeros((0, 0))  # features x components of the probabilistic PCA (none: mean imputation)
         self._noise = 1.0
-        self._layer_of: tuple[list[str], np.ndarray] | None = None  # (genes, their layers), see _layers
+        self._layer_of: tuple[list[str], list[np.ndarray]] | None = None  # see _layer_columns
 
     @classmethod
     def from_spec(
@@ -339,20 +339,18 @@ class GenomicsPreprocessor:
         gaps = ~np.isfinite(z)
         if not w.shape[1] or not gaps.any():
             return z
-        layers = self._layers()
         fill = gaps.copy()
-        for layer in np.unique(layers):
-            columns = layers == layer
+        for columns in self._layer_columns():
             fill[np.ix_(gaps[:, columns].all(axis=1), columns)] = False  # the whole layer missing: not filled
-        todo = fill.any(axis=1)
-        if not todo.any():
+        rows = np.flatnonzero(fill.any(axis=1))
+        if not len(rows):
             return z
         out = z.copy()
-        rows = np.flatnonzero(todo)
-        patterns, which = np.unique(np.concatenate([gaps[rows], fill[rows]], axis=1), axis=0, return_inverse=True)
-        for k, pattern in enumerate(patterns):
-            members = rows[which.ravel() == k]
-            seen, target = ~pattern[: w.shape[0]], pattern[w.shape[0] :]
+        groups: dict[bytes, list[int]] = {}  # rows with the same gaps (and so the same fills) share one solve
+        for i in rows:
+            groups.setdefault(np.packbits(gaps[i]).tobytes(), []).append(i)
+        for members in groups.values():
+            seen, target = ~gaps[members[0]], fill[members[0]]
             w_seen = w[seen]
             latent = np.linalg.solve(
                 w_seen.T @ w_seen + self._noise * np.eye(w.shape[1]), w_seen.T @ z[np.ix_(members, seen)].T
@@ -360,11 +358,13 @@ class GenomicsPreprocessor:
             out[np.ix_(members, target)] = (w[target] @ latent).T
         return out
 
-    def _layers(self) -> np.ndarray:
-        """The layer of each of :attr:`genes` (:func:`feature_layer`), worked out once per fitted gene list."""
+    def _layer_columns(self) -> list[np.ndarray]:
+        """Per layer (:func:`feature_layer`), the positions of its features in :attr:`genes`; worked out once per
+        fitted gene list."""
         genes = self._fitted_genes()
         if self._layer_of is None or self._layer_of[0] is not genes:
-            self._layer_of = (genes, np.asarray([feature_layer(g) for g in genes]))
+            layers = np.asarray([feature_layer(g) for g in genes])
+            self._layer_of = (genes, [np.flatnonzero(layers == layer) for layer in dict.fromkeys(layers.tolist())])
         return self._layer_of[1]
 
     def _raw_z(self, matrix: pd.DataFrame, patients: Sequence[str]) -> np.ndarray:
