@@ -125,7 +125,7 @@ def _perturb_genes(enc, ctx: Context):
     expr, muts = ctx.cohort.expression, ctx.cohort.mutations
     if expr is not None:
         expr = expr.copy()
-        expr.loc[:, [g for g in expr.columns if g in masked]] = np.nan  # unmeasured: imputed from the other half (impute_components)
+        expr.loc[:, [g for g in expr.columns if g in masked]] = np.nan  # unmeasured: imputed from the rest
     if muts is not None:
         muts = muts[~muts["gene"].isin(masked)]
     present = enc.has(Modality.OMICS.value)

@@ -55,13 +55,11 @@ def serving_threads() -> int:
     current count capped at the CPUs this process may run on (``os.sched_getaffinity``). Never below 1."""
     import torch
 
+    from clinicmm.serve.scoring import env_threads
+
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            try:
-                return max(1, int(value))
-            except ValueError:
-                log.warning("serving: $%s is not a whole number; ignored", name)
+        if (count := env_threads(name)) is not None:
+            return count
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(torch.get_num_threads(), cpus))
 

@@ -515,12 +515,19 @@ def fusion_threads() -> int:
     ops are small (a graph of a few thousand edges, a few dozen patients), so more threads only add synchronisation:
     on a 2-core machine with other work running, one thread made them 5-30x faster than two (see
     benchmarks/serve.py), while the encoders' convolutions and attention keep every thread."""
-    value = os.environ.get(FUSION_THREADS_ENV, "").strip()
+    return env_threads(FUSION_THREADS_ENV) or 1
+
+
+def env_threads(name: str) -> int | None:
+    """``$name`` as a thread count, at least 1; None when it is unset or not a whole number (said in the log)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
     try:
-        return max(1, int(value)) if value else 1
+        return max(1, int(value))
     except ValueError:
-        log.warning("serving: $%s is not a whole number; using 1", FUSION_THREADS_ENV)
-        return 1
+        log.warning("serving: $%s is not a whole number; ignored", name)
+        return None
 
 
 @contextmanager
