@@ -496,14 +496,24 @@ class GenomicsPreprocessor:
                 taken.add(target)
         return matrix.rename(columns=mapping) if mapping else matrix
 
+    def _logged(self, column) -> bool:
+        """Whether the column's unit is counts-like (log2(x + 1) applies): the table's (``unit``) or its layer's."""
+        unit = self.layer_units.get(feature_layer(column), self.unit) if LAYER_PREFIX.match(str(column)) else self.unit
+        return unit in LOG_UNITS
+
+    def neutral_values(self) -> dict[str, float]:
+        """Each expression feature at its training mean, in the unit the model reads it (log2(x + 1) undone where
+        the unit is counts-like): a patient with these values has every z-score 0. The registered model's input
+        example gives them, so it is a whole panel of an average patient."""
+        return {
+            g: round(float(2.0**m - 1.0 if self._logged(g) else m), 6)
+            for g, m in zip(self._fitted_genes(), self._mean)
+        }
+
     def _log(self, matrix: pd.DataFrame) -> pd.DataFrame:
         """log2(x + 1) of the columns in a counts-like unit: the table's (``unit``) or their layer's."""
         values = matrix.astype(float)
-        logged = [
-            (self.layer_units.get(feature_layer(c), self.unit) if LAYER_PREFIX.match(str(c)) else self.unit)
-            in LOG_UNITS
-            for c in values.columns
-        ]
+        logged = [self._logged(c) for c in values.columns]
         if not any(logged):
             return values
         if all(logged):

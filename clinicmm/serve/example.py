@@ -2,9 +2,9 @@
 
 Nothing in it comes from a patient: the image is a tiny generated CT series (a bright block in soft tissue) sent as
 ``dicom_b64`` (base64 DICOM Part-10 files, which any serving machine can read, unlike a path of the training
-machine), the note is a made-up pathology sentence, and the omics are the names of a few genes the model's
-genomics preprocessor was fitted on (``genes`` / ``mutation_genes`` of its ``genomics.json``, plain gene symbols)
-with neutral values. A modality the model was not trained on (no encoder fingerprint, no genomics preprocessor) is
+machine), the note is a made-up pathology sentence, and the omics are every expression feature the model's
+genomics preprocessor was fitted on at its training mean (``GenomicsPreprocessor.neutral_values``: a whole panel,
+so nothing is imputed and the row's ``omics_measured`` is 1) and two of its mutation genes. A modality the model was not trained on (no encoder fingerprint, no genomics preprocessor) is
 left empty, so the example scores with any clinicmm model.
 """
 
@@ -85,9 +85,11 @@ def input_example(bundle_dir: Path | None = None) -> pd.DataFrame:
     if "note" in encoded:
         row["notes"] = json.dumps([EXAMPLE_NOTE])
     if genomics is not None:
-        genes = [str(g) for g in genomics.get("genes") or []][:5] or list(DEFAULT_GENES)
-        mutated = [str(g) for g in genomics.get("mutation_genes") or []][:2]
-        row["expression"] = json.dumps(dict.fromkeys(genes, 1.0))
+        from clinicmm.encode.genomics import GenomicsPreprocessor
+
+        pre = GenomicsPreprocessor.from_dict(genomics)
+        mutated = pre.mutation_genes[:2]
+        row["expression"] = json.dumps(pre.neutral_values() or dict.fromkeys(DEFAULT_GENES, 1.0))
         if mutated:
             row["mutations"] = json.dumps(mutated)
     return pd.DataFrame([row])

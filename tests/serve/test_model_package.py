@@ -31,9 +31,18 @@ def test_the_saved_model_carries_an_image_and_note_example_that_scores(served: S
 
 def test_the_example_has_omics_where_the_model_was_trained_on_them(tmp_path: Path):
     (tmp_path / "model.json").write_text(json.dumps({"fingerprints": {"image": "a" * 64, "note": "b" * 64}}))
-    (tmp_path / "genomics.json").write_text(json.dumps({"genes": ["EGFR", "TP53"], "mutation_genes": ["KRAS"]}))
+    from clinicmm.encode.genomics import GenomicsPreprocessor
+
+    train = pd.DataFrame({"EGFR": [3.0, 7.0, 15.0], "TP53": [1.0, 1.0, 7.0]}, index=["P1", "P2", "P3"])
+    mutations = pd.DataFrame({"patient_id": ["P1", "P2"], "gene": ["KRAS"] * 2, "non_silent": [True] * 2})
+    pre = GenomicsPreprocessor("counts").fit(train, mutations.assign(status="ok"))
+    (tmp_path / "genomics.json").write_text(json.dumps(pre.to_dict()))
     row = input_example(tmp_path).iloc[0]
-    assert json.loads(row["expression"]) == {"EGFR": 1.0, "TP53": 1.0}
+    expression = json.loads(row["expression"])  # the whole panel at the training mean: log2(x + 1) undone
+    expected = {"EGFR": 2 ** ((2 + 3 + 4) / 3) - 1, "TP53": 2 ** ((1 + 1 + 3) / 3) - 1}
+    assert expression.keys() == expected.keys()
+    assert all(abs(expression[g] - expected[g]) < 1e-5 for g in expected)
+    assert (pre.zscores(pd.DataFrame([expression], index=["X"]), ["X"]).abs() < 1e-6).all(axis=None)
     assert json.loads(row["mutations"]) == ["KRAS"]
     assert row["dicom_b64"] and row["notes"]
     (tmp_path / "genomics.json").unlink()  # no genomics, no note encoder: those columns stay empty
