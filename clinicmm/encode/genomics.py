@@ -506,8 +506,7 @@ class GenomicsPreprocessor:
         the unit is counts-like): a patient with these values has every z-score 0. The registered model's input
         example gives them, so it is a whole panel of an average patient."""
         return {
-            g: round(float(2.0**m - 1.0 if self._logged(g) else m), 6)
-            for g, m in zip(self._fitted_genes(), self._mean)
+            g: round(float(2.0**m - 1.0 if self._logged(g) else m), 6) for g, m in zip(self._fitted_genes(), self._mean)
         }
 
     def _log(self, matrix: pd.DataFrame) -> pd.DataFrame:
