@@ -729,13 +729,13 @@ def _result_frame(parsed, encoded, classes, rows, probs, present, calibration=No
     low = set(rows) & set(np.flatnonzero(measured < LOW_PANEL_SHARE).tolist())  # NaN compares False
     for i in low:
         failed.setdefault(i, []).append(
-            f"omics: {measured[i]:.0%} of the model's omics features measured, the others imputed from them "
-            "(a panel unlike the training cohort's; read the prediction with care)"
+            f"omics: {measured[i]:.0%} of the model's omics features measured, the others imputed from them (a "
+            "layer not measured at all: the training mean); a panel unlike the training cohort's, read with care"
         )
     if low:  # counts only: no patient id in the log
         log.warning(
             "scoring: %d of %d scored rows measured under %.0f%% of the model's omics features (column "
-            "omics_measured); their other features are imputed from the measured ones", len(low), len(rows),
+            "omics_measured); their other features are imputed or at the training mean", len(low), len(rows),
             100 * LOW_PANEL_SHARE,
         )  # fmt: skip
     out = []
