@@ -655,8 +655,11 @@ def predict(
 
     Example: [bold]clinicmm predict demo_data/dataset.yaml --model models:/clinicmm-demo@champion --out preds.csv[/]
     """
+    import pandas as pd
+
     from clinicmm.config import TrackingSpec
     from clinicmm.serve.predict import predict as predict_fn
+    from clinicmm.serve.scoring import LOW_PANEL_SHARE
     from clinicmm.tracking.setup import configure
 
     configure(TrackingSpec(uri=tracking_uri))
@@ -666,6 +669,12 @@ def predict(
     out.print(f"scored {scored} of {len(result)} patients → [bold]{out_file}[/]")
     if scored < len(result):
         out.print(f"{len(result) - scored} not scored; the 'reason' column says why")
+    low = int((pd.to_numeric(result["omics_measured"], errors="coerce") < LOW_PANEL_SHARE).sum())
+    if low:
+        out.print(
+            f"{low} scored on under {LOW_PANEL_SHARE:.0%} of the model's omics features (another panel: the rest "
+            "imputed); the 'omics_measured' and 'reason' columns say which"
+        )
     if dicom_sr is not None:
         out.print(f"DICOM SR reports in [bold]{dicom_sr}[/] (index: sr_index.csv)")
 

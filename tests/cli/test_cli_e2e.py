@@ -231,3 +231,20 @@ def test_predict_by_version_uri_writes_dicom_sr_into_the_source_studies(workflow
     assert preds.loc[pid, "predicted"] in str(sr.ContentSequence)
     no_image = index[index["status"] != "ok"]
     assert all(r for r in no_image["reason"])  # those without a series are listed with why
+
+
+def test_predict_on_another_gene_panel_scores_the_patients_and_says_how_many(workflow, tmp_path):
+    """A second demo cohort draws its own background genes (``demo.omics_writer.gene_panel``), so it measures only
+    part of the model's panel: every patient is still scored, and the summary and columns say which ones."""
+    root, _ = workflow
+    assert _cli("demo-data", str(tmp_path / "other"), "--patients", "12", "--seed", "11", cwd=root).returncode == 0
+    uri = f"sqlite:///{root}/tracking/mlflow.db"
+    args = ("--model", f"models:/{MODEL}/1", "--out", str(tmp_path / "p.csv"), "--tracking-uri", uri)
+    result = _cli("predict", str(tmp_path / "other" / "dataset.yaml"), *args, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    preds = pd.read_csv(tmp_path / "p.csv")
+    with_omics = preds["omics_measured"].notna()
+    low = int((preds["omics_measured"] < 0.5).sum())
+    assert with_omics.any() and low == with_omics.sum() and (preds["status"] == "scored").all()
+    assert f"{low} scored on under 50% of the model's omics features" in " ".join(result.stdout.split())
+    assert preds.loc[with_omics, "reason"].str.contains("of the model's omics features measured").all()
