@@ -196,7 +196,7 @@ class GenomicsPreprocessor:
         self.impute_components = int(impute_components)
         self._loadings = np.zeros((0, 0))  # features x components of the probabilistic PCA (none: mean imputation)
         self._noise = 1.0
-        self._layer_of: tuple[list[str], list[np.ndarray]] | None = None  # see _layer_columns
+        self._plan: tuple[list[str], np.ndarray, list[np.ndarray]] | None = None  # see _gene_plan
 
     @classmethod
     def from_spec(
@@ -340,7 +340,7 @@ class GenomicsPreprocessor:
         if not w.shape[1] or not gaps.any():
             return z
         fill = gaps.copy()
-        for columns in self._layer_columns():
+        for columns in self._gene_plan()[1]:
             fill[np.ix_(gaps[:, columns].all(axis=1), columns)] = False  # the whole layer missing: not filled
         rows = np.flatnonzero(fill.any(axis=1))
         if not len(rows):
@@ -358,22 +358,27 @@ class GenomicsPreprocessor:
             out[np.ix_(members, target)] = (w[target] @ latent).T
         return out
 
-    def _layer_columns(self) -> list[np.ndarray]:
-        """Per layer (:func:`feature_layer`), the positions of its features in :attr:`genes`; worked out once per
-        fitted gene list."""
+    def _gene_plan(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Of :attr:`genes`: which get log2(x + 1) (:meth:`_logged`) and, per layer (:func:`feature_layer`), the
+        positions of its features; worked out once per fitted gene list (per column it costs more than the rest of
+        a patient's z-scores)."""
         genes = self._fitted_genes()
-        if self._layer_of is None or self._layer_of[0] is not genes:
+        if self._plan is None or self._plan[0] is not genes:
             layers = np.asarray([feature_layer(g) for g in genes])
-            self._layer_of = (genes, [np.flatnonzero(layers == layer) for layer in dict.fromkeys(layers.tolist())])
-        return self._layer_of[1]
+            columns = [np.flatnonzero(layers == layer) for layer in dict.fromkeys(layers.tolist())]
+            self._plan = (genes, np.asarray([self._logged(g) for g in genes], dtype=bool), columns)
+        return self._plan[1], self._plan[2]
 
     def _raw_z(self, matrix: pd.DataFrame, patients: Sequence[str]) -> np.ndarray:
-        """z-scores of :attr:`genes` for ``patients``, NaN where the matrix has no value."""
+        """z-scores of :attr:`genes` for ``patients``, NaN where the matrix has no value (the transform of
+        :meth:`_log`, on the fitted columns)."""
         genes = self._fitted_genes()
         _check_unique(matrix)
-        matrix = self._align(matrix, genes)
-        logged = self._log(matrix.reindex(index=list(patients), columns=genes))
-        return (logged.to_numpy(dtype=float) - self._mean) / self._std
+        aligned = self._align(matrix, genes).reindex(index=list(patients), columns=genes)
+        values = aligned.to_numpy(dtype=float, copy=True)
+        logged = self._gene_plan()[0]
+        values[:, logged] = np.log2(np.clip(values[:, logged], 0.0, None) + 1.0)
+        return (values - self._mean) / self._std
 
     def evidence(
         self,
