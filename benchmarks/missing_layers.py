@@ -3,9 +3,10 @@ imputed against the training mean, on the same folds.
 
 From the KIPAN layer tables (``workflows/tcga_kipan_prepare.py`` writes them), each layer loses the rows of a
 random ``--missing`` share of the patients (seeded; a patient keeps at least one layer), as when one assay failed
-or was never run, and a random ``--cells`` share of the remaining values (failed probes, empty cells). Each setting of ``encoders.genomics.impute_components`` (default: 32, the encoder default, and 0,
-the training mean) runs the same stratified 5-fold split (``compare``'s, seed ``--fold-seed``), preprocessor and
-models refitted per fold; per model it prints the pooled out-of-fold macro-F1 [bootstrap 95% CI] and the paired
+or was never run, and a random ``--cells`` share of the remaining values (failed probes, empty cells). Each
+setting of ``encoders.genomics.impute_components`` (default: 32, the encoder default, and 0, the training mean)
+runs the same stratified 5-fold split (``compare``'s, seed ``--fold-seed``), preprocessor and models refitted per
+fold; per model it prints the pooled out-of-fold macro-F1 [bootstrap 95% CI] and the paired
 difference to the last setting [95% CI, 1,000 resamples], with the full cohort (no layer removed) as a third
 reference when ``--full``. Plain prints, no assertions; a minute or two per setting on 2 CPU cores.
 
@@ -68,7 +69,7 @@ def workflow(root: Path, dataset: Path, name: str, models: list[str], components
 
 
 def out_of_fold(wf, models: list[str], fold_seed: int):
-    """Patients (in order), labels, classes and each model's pooled out-of-fold probabilities."""
+    """Labels (the cohort's patient order), classes and each model's pooled out-of-fold probabilities."""
     from clinicmm.config import CompareSpec
     from clinicmm.evaluation.compare import cv_data, run_cv
     from clinicmm.pipeline.run import prepare

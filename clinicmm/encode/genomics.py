@@ -561,12 +561,12 @@ class GenomicsPreprocessor:
                 raise ModelError(f"genomics preprocessor format {data['format']} is not supported ({FORMAT_VERSION})")
             new = cls(data["unit"], data["z_threshold"], data["max_genes"], data["min_mutated"],
                       data.get("mutation_classes"), data.get("max_features"), data.get("harmonize", False),
-                      data.get("layer_units"))  # fmt: skip
+                      data.get("layer_units"),
+                      data.get("impute_components", 0))  # fmt: skip  # described before imputation: the mean
             new._genes = [str(g) for g in data["genes"]]
             new._mean = np.asarray(data["mean"], dtype=float)
             new._std = np.asarray(data["std"], dtype=float)
             new._mutation_genes = [str(g) for g in data["mutation_genes"]]
-            new.impute_components = int(data.get("impute_components", 0))  # described before imputation: the mean
             imputer = data.get("imputer") or {"loadings": [], "noise": 1.0}
             loadings = np.asarray(imputer["loadings"], dtype=float)
             new._loadings = loadings if loadings.size else np.zeros((len(new._genes), 0))
@@ -575,7 +575,9 @@ class GenomicsPreprocessor:
             message = f"not a genomics preprocessor description (bad or missing {exc}); re-train the model"
             raise ModelError(message) from None
         if not len(new._genes) == len(new._mean) == len(new._std) == len(new._loadings):
-            raise ModelError("genomics preprocessor description: genes, mean and std differ in length; re-train")
+            raise ModelError(
+                "genomics preprocessor description: genes, mean, std and imputer loadings differ in length; re-train"
+            )
         return new
 
 

@@ -4,8 +4,9 @@ Nothing in it comes from a patient: the image is a tiny generated CT series (a b
 ``dicom_b64`` (base64 DICOM Part-10 files, which any serving machine can read, unlike a path of the training
 machine), the note is a made-up pathology sentence, and the omics are every expression feature the model's
 genomics preprocessor was fitted on at its training mean (``GenomicsPreprocessor.neutral_values``: a whole panel,
-so nothing is imputed and the row's ``omics_measured`` is 1) and two of its mutation genes. A modality the model was not trained on (no encoder fingerprint, no genomics preprocessor) is
-left empty, so the example scores with any clinicmm model.
+so nothing is imputed and the row's ``omics_measured`` is 1) and two of its mutation genes. A modality the model
+was not trained on (no encoder fingerprint, no genomics preprocessor) is left empty, so the example scores with any
+clinicmm model.
 """
 
 from __future__ import annotations

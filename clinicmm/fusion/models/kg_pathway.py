@@ -10,9 +10,10 @@ fixed, not learned, membership:
 * for each gene set ``S`` with at least :data:`MIN_MEMBERS` features linked to its genes, over the ``n`` of its
   expression z-scores the patient has (a gene its panel did not measure comes imputed from the genes it did,
   :meth:`~clinicmm.encode.genomics.GenomicsPreprocessor.zscores`, and counts; a z of exactly 0, the training mean
-  of a patient without any measured value or of ``impute_components: 0``, is left out), ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` (centred and
-  scaled so a set of unchanged genes is ~N(0, 1) whatever its size: 0.399 and 0.583 are the mean and sd of relu of
-  a standard normal; 0 when ``n`` is 0), and ``mutated = (number of mutated members) / sqrt(n_mutation_members)``;
+  of a patient without any measured value or of ``impute_components: 0``, is left out),
+  ``up = (sum relu(z) - 0.399 n) / (0.583 sqrt(n))`` and ``down`` the same on ``relu(-z)`` (centred and scaled
+  so a set of unchanged genes is ~N(0, 1) whatever its size: 0.399 and 0.583 are the mean and sd of relu of a
+  standard normal; 0 when ``n`` is 0), and ``mutated = (number of mutated members) / sqrt(n_mutation_members)``;
 * those 3 x (sets) values are one more view of the patient, encoded like the other modalities
   (:class:`~clinicmm.fusion.models.single.ModalityEncoder`, learned 'missing' vector without omics) and
   concatenated with the image, note and raw omics encodings and the presence mask, as :class:`ConcatFusion` does.
