@@ -212,6 +212,15 @@ class TrainingSpec(Spec):
         "on the linear model fitted on all of them. Closed-form and single-modality models (image, note, omics: the "
         "per-modality references) are unaffected. 'none': the networks alone (the recipe before 2026-12).",
     )
+    ensemble: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Networks per model, each from its own initial weights (seeds seed, seed+1 ...), trained side by "
+        "side on the same batches and early-stopped together; the model predicts with their mean probability (a deep "
+        "ensemble). Costs that many times the training and scoring time. Closed-form models (logreg, kg_logreg, gbt) "
+        "are deterministic and ignore it.",
+    )
     contrastive_weight: float = Field(
         0.0, ge=0, description="Weight of the auxiliary InfoNCE loss aligning a patient's modality embeddings (0: off)."
     )

@@ -57,13 +57,11 @@ def explain(model, items: Sequence, knowledge, dims, kg, classes: Sequence[str],
 def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
     import torch
 
-    from clinicmm.fusion.models.single import present_share
+    from clinicmm.fusion.models.wrappers import modality_weights_of
 
     logits = model(batch)
     logp, pred = torch.log_softmax(logits, 1), logits.argmax(1)
-    share = (
-        (model.modality_weights(batch) if hasattr(model, "modality_weights") else present_share(batch)).cpu().numpy()
-    )
+    share = modality_weights_of(model, batch).cpu().numpy()
     links = _link_scores(model, batch, log_odds(logits, pred), pred) if hasattr(model, "plan") else {}
     names = {t: kg.names(t) for t in (Node.GENE, Node.CONCEPT)}
     reach: dict[str, dict] = {}  # predicted type -> shortest paths from it (one search per type and batch)

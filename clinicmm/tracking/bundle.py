@@ -56,6 +56,7 @@ class ModelBundle:
     extra: dict = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)  # identity for bundles saved before calibration
     offset: str = "none"  # training.offset the model was fitted with ('logreg': a LinearOffset around the network)
+    ensemble: int = 1  # training.ensemble: networks in the model (> 1: a SeedEnsemble of them)
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
@@ -71,14 +72,18 @@ class ModelBundle:
         def build(name: str):
             return build_model(name, self.dims, len(self.classes), hetero, nodes, self.hidden, self.dropout, *genes)
 
-        model = build(self.name)
-        if self.offset == "logreg":
-            from clinicmm.fusion.models.wrappers import LinearOffset
+        from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble
 
-            model = LinearOffset(model, build("logreg"))
-        elif self.offset != "none":
+        if self.offset not in ("logreg", "none"):
             raise ModelError(f"model {self.name!r}: unknown offset {self.offset!r} in model.json; this clinicmm "
                              "cannot rebuild it. Upgrade clinicmm or train the model again.")  # fmt: skip
+        if not isinstance(self.ensemble, int) or not 1 <= self.ensemble <= 16:
+            raise ModelError(f"model {self.name!r}: ensemble {self.ensemble!r} in model.json is not a member count "
+                             "from 1 to 16; the bundle is damaged. Train the model again.")  # fmt: skip
+        members = [build(self.name) for _ in range(self.ensemble)]
+        if self.offset == "logreg":
+            members = [LinearOffset(m, build("logreg")) for m in members]
+        model = members[0] if len(members) == 1 else SeedEnsemble(members)
         if load_weights:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
             if missing or unexpected:
@@ -114,6 +119,7 @@ class ModelBundle:
             "knowledge_fingerprint": self.knowledge.fingerprint(),
             "extra": self.extra,
             "offset": self.offset,
+            "ensemble": self.ensemble,
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
         atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
@@ -161,6 +167,7 @@ class ModelBundle:
             extra=meta.get("extra", {}),
             calibration=_load_calibration(folder / "calibration.json"),
             offset=meta.get("offset", "none"),  # bundles from before training.offset
+            ensemble=meta.get("ensemble", 1),  # bundles from before training.ensemble
         )
 
 

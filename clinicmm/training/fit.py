@@ -8,6 +8,7 @@ fusion and the linear baseline is fair.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import warnings
@@ -117,10 +118,11 @@ def fit_model(
     ``data``: a :class:`~clinicmm.training.data.TrainingData` (or one fold of it: :meth:`TrainingData.fold`, whose
     omics preprocessor was refitted on that fold's training patients); ``train`` / ``val``: ``(rows, labels)`` of
     its encodings. The standardiser is fitted on ``train`` rows only; the seed fixes the initial weights whatever
-    ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``).
+    ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``). A network
+    with ``training.ensemble`` > 1 is a :class:`~clinicmm.fusion.models.wrappers.SeedEnsemble` of that many.
     """
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text
-    from clinicmm.fusion.models.wrappers import LinearOffset, zero_output
+    from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble, zero_output
     from clinicmm.fusion.registry import build_model, corrects_logreg
     from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, omics_gene_index, to_evidence
 
@@ -155,12 +157,16 @@ def fit_model(
         for row in history if on_epoch is not None else ():
             on_epoch(row)
     else:
-        if corrects_logreg(name, spec.offset):  # CANN: see clinicmm.fusion.models.wrappers
+        # training.ensemble: member i starts from seed + i, so member 0 is the network a single fit trains
+        members = [model, *(build(spec.seed + i) for i in range(1, spec.ensemble))]
+        offset = corrects_logreg(name, spec.offset)
+        if offset:  # CANN: see clinicmm.fusion.models.wrappers
             make = functools.partial(build, spec.seed, "logreg")
             base, items[0] = logreg_offset(data, (train, val), items, make, hetero, dims, spec)
-            model = LinearOffset(zero_output(model), base)
+            members = [LinearOffset(zero_output(m), copy.deepcopy(base)) for m in members]
+        model = members[0] if len(members) == 1 else SeedEnsemble(members)
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
-        warn_if_stopped_at_once(name, history, offset=isinstance(model, LinearOffset))
+        warn_if_stopped_at_once(name, history, offset=offset)
     return FittedModel(name, model.eval(), history, scaler, dims, hetero)
 
 
@@ -181,7 +187,6 @@ def logreg_offset(data, rows: tuple, items: list, make, knowledge, dims, spec: T
     graph, seed and settings), so they are made once and kept on ``data`` (``data.fitted_offsets``: a fold of
     :meth:`~clinicmm.training.data.TrainingData.fold` starts with an empty one); each network gets its own copy of
     the fitted model."""
-    import copy
     import dataclasses
 
     (train, val), n = rows, len(data.classes)

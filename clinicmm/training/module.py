@@ -49,16 +49,19 @@ class FusionTask(lightning().LightningModule):
         return self.model(batch)
 
     def training_step(self, batch, batch_idx):
+        from clinicmm.fusion.models.wrappers import members_of
+
         y = batch["patient"].y
-        loss = F.cross_entropy(self.model(batch), y, weight=self.class_weight)
+        # an ensemble's members each learn on their own loss (training.ensemble); the mean keeps train_loss per network
+        members = members_of(self.model)
+        loss = torch.stack([F.cross_entropy(m(batch), y, weight=self.class_weight) for m in members]).mean()
         self.train_ce.update(loss.detach(), len(y))
         self.log("train_loss", loss, batch_size=len(y), prog_bar=False)
         if self.spec.contrastive_weight > 0:  # cross-modal alignment; train_loss stays the CE, comparable to val_loss
             from clinicmm.fusion.contrastive import contrastive_loss
 
-            loss = loss + self.spec.contrastive_weight * contrastive_loss(
-                self.model, batch, self.spec.contrastive_temperature
-            )
+            aligned = torch.stack([contrastive_loss(m, batch, self.spec.contrastive_temperature) for m in members])
+            loss = loss + self.spec.contrastive_weight * aligned.mean()
         return loss
 
     def validation_step(self, batch, batch_idx):

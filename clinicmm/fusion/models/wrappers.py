@@ -12,9 +12,14 @@ linear model fitted on all training rows.
 It is a plain ``nn.Module`` over the same batch: it trains, calibrates, explains (``modality_weights``, and a
 graph model's ``plan`` for leave-one-link-out) and serves like the model it wraps; the bundle records it
 (``model.json``'s ``offset``) so the served model is rebuilt the same way.
+
+:class:`SeedEnsemble` (``training.ensemble``): several such networks from different initial weights, predicting
+with their mean probability.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +67,7 @@ class LinearOffset(nn.Module):
 
     def modality_weights(self, batch: HeteroData) -> Tensor:
         """The network's modality shares (the linear part has no per-patient attribution)."""
-        return self.net.modality_weights(batch) if hasattr(self.net, "modality_weights") else present_share(batch)
+        return modality_weights_of(self.net, batch)
 
     def modality_embeddings(self, batch: HeteroData) -> dict[str, Tensor]:
         """The network's per-modality embeddings (for ``training.contrastive_weight``)."""
@@ -71,6 +76,56 @@ class LinearOffset(nn.Module):
         return modality_embeddings(self.net, batch)
 
 
+class SeedEnsemble(nn.Module):
+    """``training.ensemble``: several copies of one network, each from its own initial weights (seeds ``seed``,
+    ``seed + 1`` …), trained side by side on the same batches, each on its own cross-entropy, and predicting with
+    the mean of their probabilities (a deep ensemble, Lakshminarayanan et al. 2017).
+
+    Why: on a few hundred patients one network's result depends on its initial weights; the mean of several is
+    steadier and usually better calibrated. Early stopping and the best epoch are the ensemble's (its validation
+    loss), so it trains, calibrates, explains and serves as one model; the bundle records the member count
+    (``model.json``'s ``ensemble``). Costs ``len(members)`` times one network's training and scoring.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("SeedEnsemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, batch: HeteroData) -> Tensor:
+        """(B, n_classes) logits: the log of the members' mean probabilities (their softmax is that mean)."""
+        logp = torch.stack([torch.log_softmax(m(batch), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+    @property
+    def plan(self):  # the members share one graph, so one message-passing plan (leave-one-link-out reads it)
+        if not hasattr(self.members[0], "plan"):
+            raise AttributeError("plan")
+        return self.members[0].plan
+
+    def modality_weights(self, batch: HeteroData) -> Tensor:
+        """The members' mean modality shares."""
+        return torch.stack([modality_weights_of(m, batch) for m in self.members]).mean(0)
+
+
+def modality_weights_of(model: nn.Module, batch: HeteroData) -> Tensor:
+    """(B, modalities) shares of each modality in ``model``'s prediction: its own ``modality_weights`` where it has
+    them, else each present modality's equal share."""
+    return model.modality_weights(batch) if hasattr(model, "modality_weights") else present_share(batch)
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The networks that train on their own loss: a :class:`SeedEnsemble`'s members, else ``[model]``."""
+    return list(model.members) if isinstance(model, SeedEnsemble) else [model]
+
+
+def ensemble_of(model: nn.Module) -> int:
+    """``training.ensemble`` as ``model`` was built with it: its member count (1 for a single network)."""
+    return len(members_of(model))
+
+
 def offset_of(model: nn.Module) -> str:
-    """``training.offset`` as ``model`` was built with it: 'logreg' for a :class:`LinearOffset`, else 'none'."""
-    return "logreg" if isinstance(model, LinearOffset) else "none"
+    """``training.offset`` as ``model`` was built with it: 'logreg' for a :class:`LinearOffset` (or an ensemble of
+    them), else 'none'."""
+    return "logreg" if isinstance(members_of(model)[0], LinearOffset) else "none"
