@@ -59,17 +59,23 @@ def items(kg: KnowledgeGraph, n: int = 7, seed: int = 0) -> list[PatientEvidence
     return out
 
 
-def model_for(cls, kg: KnowledgeGraph):
-    torch.manual_seed(0)
+def model_for(cls, kg: KnowledgeGraph, seed: int = 0):
+    torch.manual_seed(seed)
     hetero = kg.to_hetero()
     nodes = torch.tensor([kg.index(Node.CANCER, c) for c in CLASSES])
     num = {t: int(hetero[t].num_nodes) for t in ("gene", "pathway", "cancer_type", "concept")}
     return cls(DIMS, len(CLASSES), num, nodes, schema(DIMS), hidden=16).eval(), hetero
 
 
-@pytest.mark.parametrize("cls", [KGGNNFusion, KGRGCNFusion])
+@pytest.mark.parametrize("cls", [KGGNNFusion, KGRGCNFusion, "ensemble"])
 def test_link_scores_equal_a_one_patient_recomputation(kg, cls):
-    model, hetero = model_for(cls, kg)
+    if cls == "ensemble":  # training.ensemble: scores are drops of the members' mean prediction
+        from clinicmm.fusion.models.wrappers import SeedEnsemble
+
+        (first, hetero), (second, _) = model_for(KGGNNFusion, kg), model_for(KGGNNFusion, kg, seed=1)
+        model = SeedEnsemble([first, second]).eval()
+    else:
+        model, hetero = model_for(cls, kg)
     patients = items(kg)
     found = explain(model, patients, hetero, DIMS, kg, CLASSES, batch_size=4)  # two batches
     assert len(found) == len(patients)
