@@ -218,8 +218,8 @@ class TrainingSpec(Spec):
         le=16,
         description="Networks per model, each from its own initial weights (seeds seed, seed+1 ...), trained side by "
         "side on the same batches and early-stopped together; the model predicts with their mean probability (a deep "
-        "ensemble). Costs that many times the training and scoring time. Closed-form models (logreg, kg_logreg, gbt) "
-        "are deterministic and ignore it.",
+        "ensemble). Every step runs every member (that many times the network's compute; batches and data loading are "
+        "shared). Closed-form models (logreg, kg_logreg, gbt) are deterministic and ignore it.",
     )
     contrastive_weight: float = Field(
         0.0, ge=0, description="Weight of the auxiliary InfoNCE loss aligning a patient's modality embeddings (0: off)."

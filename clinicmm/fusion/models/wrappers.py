@@ -84,7 +84,7 @@ class SeedEnsemble(nn.Module):
     Why: on a few hundred patients one network's result depends on its initial weights; the mean of several is
     steadier and usually better calibrated. Early stopping and the best epoch are the ensemble's (its validation
     loss), so it trains, calibrates, explains and serves as one model; the bundle records the member count
-    (``model.json``'s ``ensemble``). Costs ``len(members)`` times one network's training and scoring.
+    (``model.json``'s ``ensemble``). Every training and scoring step runs every member; the batches are shared.
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
