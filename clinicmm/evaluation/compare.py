@@ -552,6 +552,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         (out / "table.md").write_text(
             table_markdown(table, cmp.folds, cmp.bootstrap)
             + offset_markdown(list(table["model"]), wf.training.offset)
+            + ensemble_markdown(list(table["model"]), wf.training.ensemble)
             + champion_markdown(res)
             + hard_markdown(res, hard, consensus, top)
         )
@@ -667,6 +668,20 @@ def offset_markdown(models: list[str], offset: str) -> str:
     return (
         f"\nCorrections of logreg (`training.offset: {offset}`; logreg's logits plus the network's): "
         f"{', '.join(corrected)}. The other rows are trained alone.\n"
+    )
+
+
+def ensemble_markdown(models: list[str], ensemble: int) -> str:
+    """Which rows are seed ensembles (``training.ensemble`` > 1), for table.md: each averages that many networks,
+    which a reader comparing them with a single network or the closed-form rows should know."""
+    from clinicmm.fusion.registry import CLOSED_FORM, MODELS
+
+    networks = [m for m in models if m.removesuffix(REWIRED) in MODELS and m.removesuffix(REWIRED) not in CLOSED_FORM]
+    if ensemble <= 1 or not networks:
+        return ""
+    return (
+        f"\nSeed ensembles (`training.ensemble: {ensemble}`; the mean probability of {ensemble} networks from "
+        f"their own initial weights): {', '.join(networks)}. The other rows are one deterministic fit.\n"
     )
 
 

@@ -344,3 +344,13 @@ def test_hard_cases_are_the_patients_every_model_misclassifies():
     assert "1 of 6 patients" in text and "BRCA → LUAD 1" in text and f"{expected:.3f}" in text
     alone = CVResult(CLASSES, y, np.zeros(6, int), {}, {"a": a})
     assert len(hard_cases(alone)[0]) == 0  # one model's errors are not the cohort's hard cases
+
+
+def test_the_report_says_which_rows_are_seed_ensembles() -> None:
+    from clinicmm.evaluation.compare import ensemble_markdown
+
+    rows = ["omics", "concat", "kg_pathway", "logreg", "kg_logreg", "gbt", "kg_pathway_rewired", "champion"]
+    text = ensemble_markdown(rows, 5)
+    assert "`training.ensemble: 5`" in text and "5 networks" in text
+    assert text.split("): ")[1].startswith("omics, concat, kg_pathway, kg_pathway_rewired.")
+    assert ensemble_markdown(rows, 1) == "" and ensemble_markdown(["logreg", "gbt"], 5) == ""
