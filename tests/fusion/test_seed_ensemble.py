@@ -103,3 +103,24 @@ def test_an_ensemble_is_trained_saved_rebuilt_and_served_as_one_model(
     (wf.work / "train" / "concat" / "model.json").write_text(json.dumps(meta | {"ensemble": 0}))
     with pytest.raises(ModelError, match="ensemble 0 in model.json"):
         ModelBundle.load(wf.work / "train" / "concat").build_model()
+
+
+def test_the_alignment_loss_reaches_every_member() -> None:
+    """training.contrastive_weight with an ensemble: each member's modality embeddings are aligned, not only the
+    first member's."""
+    from clinicmm.training.module import FusionTask
+
+    batch = mixed_batch()
+    members = [make("concat", dropout=0.0, seed=s) for s in (0, 1)]
+    plain = FusionTask(SeedEnsemble(members), TrainingSpec(), n_classes=4)
+    aligned = FusionTask(SeedEnsemble(members), TrainingSpec(contrastive_weight=1.0), n_classes=4)
+    for task in (plain, aligned):
+        task.log = lambda *a, **k: None
+    grads = []
+    for task in (plain, aligned):
+        for p in task.parameters():
+            p.grad = None
+        task.training_step(batch, 0).backward()
+        grads.append([[p.grad.clone() for p in m.parameters() if p.grad is not None] for m in members])
+    for member in range(2):  # the alignment term changes every member's gradient
+        assert any(not torch.allclose(a, b) for a, b in zip(grads[0][member], grads[1][member]))
