@@ -229,9 +229,11 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
                 best = min(fitted.history, key=lambda h: h["val_loss"]) if fitted.history else {}
                 best = best | {"n_val": len(val_y)}  # the champion's margin: one standard error on this many patients
                 results[name] = TrainedModel(len(fitted.history), best, str(out))
+                members = bundle.ensemble
                 log.info(
-                    "train %s: %d epochs, best val_loss %.3f, val macro-F1 %.3f",
+                    "train %s%s: %d epochs, best val_loss %.3f, val macro-F1 %.3f",
                     name,
+                    f" (ensemble of {members} networks)" if members > 1 else "",
                     len(fitted.history),
                     best.get("val_loss", np.nan),
                     best.get("val_macro_f1", np.nan),

@@ -163,7 +163,8 @@ def fit_model(
         if offset:  # CANN: see clinicmm.fusion.models.wrappers
             make = functools.partial(build, spec.seed, "logreg")
             base, items[0] = logreg_offset(data, (train, val), items, make, hetero, dims, spec)
-            members = [LinearOffset(zero_output(m), copy.deepcopy(base)) for m in members]
+            # base is this network's own copy already (logreg_offset); further members get theirs
+            members = [LinearOffset(zero_output(m), copy.deepcopy(base) if i else base) for i, m in enumerate(members)]
         model = members[0] if len(members) == 1 else SeedEnsemble(members)
         model, history = fit(model, items[0], items[1], hetero, dims, spec, n, on_epoch, progress, ckpt_dir)
         warn_if_stopped_at_once(name, history, offset=offset)
