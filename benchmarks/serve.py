@@ -1,8 +1,9 @@
 """Serving cost of the registered model against the bare networks, and a load test of ``mlflow models serve``.
 
 In one process, on the same inputs: a demo pyfunc (untrained bundle: MONAI ResNet-10 on 32 x 64 x 64 volumes, the
-shipped MiniLM, a seeded ``kg_gnn`` by default) saved by ``clinicmm.serve.register.save_served_model``, exactly as
-the register stage logs it (clinicmm as code_paths, pinned requirements, the multimodal input example), then
+shipped MiniLM, a seeded ``kg_gnn`` by default, ``--ensemble N`` of them) saved by
+``clinicmm.serve.register.save_served_model``, exactly as the register stage logs it (clinicmm as code_paths,
+pinned requirements, the multimodal input example), then
 
 * **load**: in a fresh Python process, ``import mlflow.pyfunc``, ``mlflow.pyfunc.load_model`` (which returns once the
   model's light part is loaded) and the first ``predict`` (which waits for the background build: torch,
@@ -25,6 +26,7 @@ the register stage logs it (clinicmm as code_paths, pinned requirements, the mul
   explanations.
 
     .venv/bin/python benchmarks/serve.py [--patients 8] [--repeats 5] [--busy 0] [--threads 0] [--fusion kg_gnn]
+        [--ensemble 1]
     .venv/bin/python benchmarks/serve.py --load [--workers 1] [--concurrency 8] [--seconds 30] [--explain]
 """
 
@@ -78,7 +80,7 @@ def write_inputs(base: Path, patients: int) -> list[dict]:
     return rows
 
 
-def save_model(base: Path, fusion: str) -> Path:
+def save_model(base: Path, fusion: str, ensemble: int = 1) -> Path:
     """The clinicmm pyfunc of an untrained bundle (default encoders), saved as ``register`` logs it."""
     import torch
 
@@ -97,7 +99,7 @@ def save_model(base: Path, fusion: str) -> Path:
     classes = ["LUAD", "BRCA", "COAD", "KIRC"]
     kg = KnowledgeGraph.default()
     kg.ensure_nodes("cancer_type", classes)
-    bundle = ModelBundle(fusion, classes, dims, 32, 0.1, encoders, prints, scaler, {}, kg)
+    bundle = ModelBundle(fusion, classes, dims, 32, 0.1, encoders, prints, scaler, {}, kg, ensemble=ensemble)
     torch.manual_seed(0)
     bundle.state_dict = dict(bundle.build_model(load_weights=False).state_dict())
     folder = bundle.save(base / "bundle")
@@ -365,6 +367,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--busy", type=int, default=0, help="spinning processes to run alongside (a busy server)")
     parser.add_argument("--fusion", default="kg_gnn", help="the fusion model of the demo bundle")
+    parser.add_argument("--ensemble", type=int, default=1, help="networks in the fusion model (training.ensemble)")
     parser.add_argument("--threads", type=int, default=0,
                         help="set $CLINICMM_THREADS (0: the model's default; load test: cores / workers)")  # fmt: skip
     parser.add_argument("--load", action="store_true", help="load-test `mlflow models serve` instead")
@@ -384,7 +387,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             base = Path(tmp)
             rows = write_inputs(base, args.patients)
-            path = save_model(base, args.fusion)
+            path = save_model(base, args.fusion, args.ensemble)
             (load_test if args.load else in_process)(args, base, rows, path)
     finally:
         for s in spinners:
