@@ -157,7 +157,7 @@ def fit_model(
         for row in history if on_epoch is not None else ():
             on_epoch(row)
     else:
-        # training.ensemble: member i starts from seed + i, so member 0 is the network a single fit trains
+        # training.ensemble: member i starts from seed + i, so member 0 starts from the weights a single fit starts from
         members = [model, *(build(spec.seed + i) for i in range(1, spec.ensemble))]
         offset = corrects_logreg(name, spec.offset)
         if offset:  # CANN: see clinicmm.fusion.models.wrappers
