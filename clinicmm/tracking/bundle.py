@@ -69,8 +69,9 @@ class ModelBundle:
         hetero, nodes = self.knowledge.to_hetero(), self.class_nodes()
         genes = omics_gene_index(self.genomics, self.knowledge, self.name)
 
-        def build(name: str):
-            return build_model(name, self.dims, len(self.classes), hetero, nodes, self.hidden, self.dropout, *genes)
+        def build(name: str):  # each its own copy of the class nodes: members sharing a tensor could not be saved
+            return build_model(name, self.dims, len(self.classes), hetero, nodes.clone(), self.hidden, self.dropout,
+                               *genes)  # fmt: skip
 
         from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble
 
@@ -123,7 +124,9 @@ class ModelBundle:
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
         atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
-        save_file({k: v.contiguous() for k, v in self.state_dict.items()}, str(folder / "weights.safetensors"))
+        # copies: safetensors refuses tensors that share memory (e.g. one buffer held by two ensemble members)
+        weights = {k: v.detach().clone().contiguous() for k, v in self.state_dict.items()}
+        save_file(weights, str(folder / "weights.safetensors"))
         if self.genomics is not None:
             atomic_write_bytes(folder / "genomics.json", json.dumps(self.genomics).encode())
         self.knowledge.to_files(folder / "graph")
