@@ -40,11 +40,19 @@ def confusion_png(cm: np.ndarray, classes: list[str], title: str, path: Path) ->
     return save_figure(fig, path)
 
 
-def curves_png(history: list[dict[str, float]], title: str, path: Path) -> Path:
+def curve_labels(members: int = 1) -> dict[str, str]:
+    """Legend of the loss curves; for a seed ensemble (``training.ensemble``) the two losses are not the same
+    quantity: training is the members' mean loss, validation the loss of their mean prediction."""
+    if members <= 1:
+        return {"train_loss": "train_loss", "val_loss": "val_loss"}
+    return {"train_loss": f"train_loss (mean of {members} networks')", "val_loss": "val_loss (their mean prediction)"}
+
+
+def curves_png(history: list[dict[str, float]], title: str, path: Path, members: int = 1) -> Path:
     fig, ax = subplots(figsize=(5, 3.2))
     epochs = [h["epoch"] for h in history]
-    for key in ("train_loss", "val_loss"):
-        ax.plot(epochs, [h[key] for h in history], label=key)
+    for key, label in curve_labels(members).items():
+        ax.plot(epochs, [h[key] for h in history], label=label)
     ax2 = ax.twinx()
     ax2.plot(epochs, [h["val_macro_f1"] for h in history], color="tab:green", label="val_macro_f1")
     ax2.set_ylim(0, 1)

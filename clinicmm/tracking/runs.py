@@ -167,6 +167,7 @@ def epoch_logger(run):
 def log_training(run, name: str, model, history: list[dict], bundle_dir: Path) -> None:
     import mlflow
 
+    from clinicmm.fusion.models.wrappers import ensemble_of
     from clinicmm.tracking.plots import curves_png
 
     mlflow.log_params({"model": name, "n_parameters": sum(p.numel() for p in model.parameters())})
@@ -175,7 +176,8 @@ def log_training(run, name: str, model, history: list[dict], bundle_dir: Path) -
         mlflow.log_metrics(
             {"best_val_loss": best["val_loss"], "best_val_macro_f1": best["val_macro_f1"], "best_epoch": best["epoch"]}
         )
-        mlflow.log_artifact(str(curves_png(history, name, bundle_dir / "curves.png")), "plots")
+        members = ensemble_of(model)
+        mlflow.log_artifact(str(curves_png(history, name, bundle_dir / "curves.png", members)), "plots")
 
 
 def client_for(wf: WorkflowSpec):

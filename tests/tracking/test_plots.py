@@ -149,3 +149,11 @@ def test_plotting_never_switches_the_users_matplotlib_backend(tmp_path):
         assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         matplotlib.use(before)
+
+
+def test_an_ensembles_curves_say_the_two_losses_are_not_the_same_quantity(tmp_path):
+    assert plots.curve_labels(1) == {"train_loss": "train_loss", "val_loss": "val_loss"}
+    labels = plots.curve_labels(5)
+    assert "mean of 5 networks" in labels["train_loss"] and "mean prediction" in labels["val_loss"]
+    history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.1, "val_macro_f1": 0.5} for e in range(3)]
+    assert plots.curves_png(history, "c", tmp_path / "e.png", members=5).read_bytes()[:8] == PNG_SIGNATURE
