@@ -115,7 +115,7 @@ def parse_variants(text: str) -> dict[str, dict]:
 
 def rows(res, variant: str, reference: dict[str, np.ndarray], logreg: np.ndarray, k: int) -> list[dict]:
     from clinicmm.evaluation.bootstrap import intervals, paired_delta, resamples, scores
-    from clinicmm.training.calibration import expected_calibration_error
+    from clinicmm.training.calibration import expected_calibration_error, nll
 
     idx = resamples(len(res.y), 1000, 0)
     rare = int(np.bincount(res.y, minlength=k).argmin())
@@ -130,7 +130,7 @@ def rows(res, variant: str, reference: dict[str, np.ndarray], logreg: np.ndarray
             f"recall_{res.classes[rare]}": f"{(probs.argmax(1)[res.y == rare] == rare).mean():.3f}",
             "early_folds": int((folds.loc[folds["model"] == name, "best_epoch"] <= 1).sum()),
             "ece": f"{expected_calibration_error(probs, res.y):.3f}",
-            "log_loss": f"{-np.log(np.clip(probs[np.arange(len(res.y)), res.y], 1e-12, None)).mean():.3f}",
+            "log_loss": f"{nll(probs, res.y):.3f}",
         }
         for label, ref in (("Δ vs default", reference.get(name)), ("Δ vs logreg", logreg)):
             if ref is not None and ref is not probs:
