@@ -81,6 +81,12 @@ LAYER_SEPARATOR = ":"  # the columns of genomics.layers are "<layer>:<feature>" 
 LAYER_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}:")
 
 
+def log_counts(values):
+    """log2(x + 1) of counts-like values (an array or a frame), negatives clipped to 0 (the transform of the units
+    in :data:`LOG_UNITS`)."""
+    return np.log2(np.clip(values, 0.0, None) + 1.0)
+
+
 def feature_gene(name: str) -> str | None:
     """The gene symbol a feature column names, by the rules of the module docstring; None when it names none.
 
@@ -377,7 +383,7 @@ class GenomicsPreprocessor:
         aligned = self._align(matrix, genes).reindex(index=list(patients), columns=genes)
         values = aligned.to_numpy(dtype=float, copy=True)
         logged = self._gene_plan()[0]
-        values[:, logged] = np.log2(np.clip(values[:, logged], 0.0, None) + 1.0)
+        values[:, logged] = log_counts(values[:, logged])
         return (values - self._mean) / self._std
 
     def evidence(
@@ -521,10 +527,10 @@ class GenomicsPreprocessor:
         if not any(logged):
             return values
         if all(logged):
-            return np.log2(values.clip(lower=0) + 1.0)
+            return log_counts(values)
         out = values.copy()
         columns = values.columns[np.asarray(logged)]
-        out[columns] = np.log2(values[columns].clip(lower=0) + 1.0)
+        out[columns] = log_counts(values[columns])
         return out
 
     def _fitted_genes(self) -> list[str]:
