@@ -69,9 +69,8 @@ class ModelBundle:
         hetero, nodes = self.knowledge.to_hetero(), self.class_nodes()
         genes = omics_gene_index(self.genomics, self.knowledge, self.name)
 
-        def build(name: str):  # each its own copy of the class nodes: members sharing a tensor could not be saved
-            return build_model(name, self.dims, len(self.classes), hetero, nodes.clone(), self.hidden, self.dropout,
-                               *genes)  # fmt: skip
+        def build(name: str):
+            return build_model(name, self.dims, len(self.classes), hetero, nodes, self.hidden, self.dropout, *genes)
 
         from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble
 
