@@ -243,6 +243,12 @@ class TrainingSpec(Spec):
         description="Cancer-type nodes start from the text encoder's embedding of each type's name and "
         "definition ('text', helps types with few training patients) or at random.",
     )
+    node_init: Literal["random", "graph"] = Field(
+        "random",
+        description="Gene, pathway and concept nodes of the graph models start at random or from the graph's "
+        "structural embedding ('graph': a truncated SVD of the gene-pathway / gene-type / concept-type incidence, "
+        "so genes that share pathways start close).",
+    )
     # passed straight to lightning.Trainer; several processes are started by torchrun or a cluster launcher
     accelerator: str = Field("cpu", description="Lightning accelerator: cpu, gpu, cuda, mps or auto.")
     devices: int | str | list[int] = Field(

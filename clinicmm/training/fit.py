@@ -118,10 +118,11 @@ def fit_model(
     ``data``: a :class:`~clinicmm.training.data.TrainingData` (or one fold of it: :meth:`TrainingData.fold`, whose
     omics preprocessor was refitted on that fold's training patients); ``train`` / ``val``: ``(rows, labels)`` of
     its encodings. The standardiser is fitted on ``train`` rows only; the seed fixes the initial weights whatever
-    ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``). A network
+    ran before; a graph model's cancer-type nodes start from the text encoder (``training.class_init``), its genes,
+    pathways and concepts at random or from the graph's structure (``training.node_init``). A network
     with ``training.ensemble`` > 1 is a :class:`~clinicmm.fusion.models.wrappers.SeedEnsemble` of that many.
     """
-    from clinicmm.fusion.models.kg_gnn import init_classes_from_text
+    from clinicmm.fusion.models.kg_gnn import init_classes_from_text, init_nodes_from_graph
     from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble, zero_output
     from clinicmm.fusion.registry import build_model, corrects_logreg
     from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, omics_gene_index, to_evidence
@@ -137,6 +138,7 @@ def fit_model(
             n_expression,
         )  # fmt: skip
         init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
+        init_nodes_from_graph(model, data.kg, spec.node_init)
         return model
 
     model = build(spec.seed)

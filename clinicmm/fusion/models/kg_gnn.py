@@ -228,6 +228,28 @@ class KGGNNFusion(nn.Module):
         projected = _project(vectors.detach().float().cpu(), self.hidden)
         weight[rows.to(weight.device)] = projected.to(weight.device, weight.dtype)
 
+    @torch.no_grad()
+    def init_node_embeddings(self, node_type: str, vectors: Tensor) -> int:
+        """Start the ``node_type`` embeddings from ``vectors`` (n_nodes, hidden), e.g. :func:`structural_embedding`.
+
+        Each nonzero row is rescaled to the RMS the random initialisation has (``CONTEXT_STD``; unit for cancer
+        types), so only the directions change; a row of zeros (a node the source says nothing about) keeps its
+        random start. Returns how many rows were set.
+        """
+        weight = self.embeddings[node_type].weight
+        ok = isinstance(vectors, Tensor) and tuple(vectors.shape) == tuple(weight.shape)
+        if not ok or not torch.isfinite(vectors).all():
+            raise ValueError(
+                f"Expected finite {node_type} vectors of shape {tuple(weight.shape)} (got "
+                f"{tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__})"
+            )
+        vectors = vectors.detach().float().cpu()
+        rms = vectors.pow(2).mean(1).sqrt()
+        rows = (rms > 1e-12).nonzero().squeeze(1)
+        scale = 1.0 if node_type == CANCER else CONTEXT_STD
+        weight[rows.to(weight.device)] = (vectors[rows] / rms[rows, None] * scale).to(weight.device, weight.dtype)
+        return int(rows.numel())
+
 
 def log_odds(logits: Tensor, pred: Tensor) -> Tensor:
     """(B,) log-odds of class ``pred`` per row, ``log p / (1 - p)``: its logit minus the log-sum-exp of the others'."""
@@ -304,3 +326,33 @@ def init_classes_from_text(model: nn.Module, kg, class_init: str, text_spec=None
 
 
 _TEXT_VECTORS: dict[tuple[str, tuple[str, ...]], object] = {}  # (text spec, class texts) -> their embeddings
+
+# node types whose start ``training.node_init: graph`` sets; cancer types are the class prototypes (class_init)
+GRAPH_INIT_TYPES: tuple[str, ...] = (Node.GENE.value, Node.PATHWAY.value, Node.CONCEPT.value)
+
+
+def init_nodes_from_graph(model: nn.Module, kg, node_init: str) -> bool:
+    """Start a graph model's gene, pathway and concept nodes from the graph's structural embedding.
+
+    ``node_init`` is ``TrainingSpec.node_init``: 'graph' sets them from
+    :func:`clinicmm.knowledge.embedding.structural_embedding` of ``kg`` (genes that share pathways start close, so a
+    gene few training patients altered reads like its pathway neighbours), 'random' leaves the random start.
+    The embedding is a function of the graph alone (computed once per process, graph and size), so the knowledge
+    ablation's rewired graph gets its own. Returns whether anything was set (False for models without knowledge
+    node embeddings, and for 'random').
+    """
+    tables = getattr(model, "embeddings", None)
+    if node_init != "graph" or not hasattr(model, "init_node_embeddings") or tables is None:
+        return False
+    from clinicmm.knowledge.embedding import structural_embedding
+
+    hidden = next(iter(tables.values())).embedding_dim
+    key = (kg.fingerprint(), hidden)
+    if key not in _GRAPH_VECTORS:
+        _GRAPH_VECTORS.clear()  # one graph at a time is what a fit uses; do not keep every fold's rewired copy
+        _GRAPH_VECTORS[key] = structural_embedding(kg, hidden)
+    vectors = _GRAPH_VECTORS[key]
+    return sum(model.init_node_embeddings(t, torch.from_numpy(vectors[t])) for t in GRAPH_INIT_TYPES if t in tables) > 0
+
+
+_GRAPH_VECTORS: dict[tuple[str, int], dict] = {}  # (graph fingerprint, size) -> structural_embedding
