@@ -102,6 +102,24 @@ def write_genomics_workflow(root, name: str, models: list[str], **keys):
     return load_workflow(root / "wf.yaml")
 
 
+def write_encoded_genomics(root, n: int, name: str, models: list[str], **keys):
+    """:func:`write_genomics_cohort` of ``n`` patients and :func:`write_genomics_workflow` over it in ``root``, ingested
+    and encoded by the workflow's own stages; returns the WorkflowSpec."""
+    from clinicmm.pipeline.stages import encode_stage, ingest_stage
+
+    write_genomics_cohort(root, n)
+    wf = write_genomics_workflow(root, name, models, **keys)
+    ingest_stage(wf)
+    encode_stage(wf)
+    return wf
+
+
+@pytest.fixture(scope="session")
+def encoded_genomics():
+    """:func:`write_encoded_genomics`."""
+    return write_encoded_genomics
+
+
 @pytest.fixture(scope="session")
 def genomics_workflow():
     """:func:`write_genomics_workflow`."""

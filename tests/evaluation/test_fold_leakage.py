@@ -18,15 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory, genomics_cohort, genomics_workflow):
-    from clinicmm.pipeline.stages import encode_stage, ingest_stage
-
-    root = tmp_path_factory.mktemp("fold_leakage")
-    genomics_cohort(root, 36)
-    wf = genomics_workflow(root, "folds", ["omics"], primary_model="omics")
-    ingest_stage(wf)
-    encode_stage(wf)
-    return wf
+def encoded(tmp_path_factory, encoded_genomics):
+    return encoded_genomics(tmp_path_factory.mktemp("fold_leakage"), 36, "folds", ["omics"], primary_model="omics")
 
 
 def _with(wf, image_train: bool = False, lora: bool = False):

@@ -11,16 +11,11 @@ pytestmark = pytest.mark.usefixtures("one_thread", "quiet_warnings")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, genomics_cohort, genomics_workflow):
-    from clinicmm.pipeline.stages import encode_stage, ingest_stage
+def data(tmp_path_factory, encoded_genomics):
     from clinicmm.training.data import TrainingData
 
     root = tmp_path_factory.mktemp("node_init")
-    genomics_cohort(root, 36)
-    wf = genomics_workflow(root, "node_init", ["kg_gnn"], primary_model="kg_gnn")
-    ingest_stage(wf)
-    encode_stage(wf)
-    return TrainingData(wf)
+    return TrainingData(encoded_genomics(root, 36, "node_init", ["kg_gnn"], primary_model="kg_gnn"))
 
 
 @pytest.mark.parametrize("node_init", ["graph", "random"])
