@@ -6,12 +6,13 @@ degrees as in spectral co-clustering (Dhillon 2001), is factorised by a truncate
 solver, fixed seed): members that share sets get nearby vectors, and so do sets that share members. A gene that is
 in no set has no structure to give and gets no vector.
 
-Why a graph model wants this: a patient's omics evidence reads the states of the genes it altered, and in the
-first message-passing layer those are the genes' own initial embeddings. Drawn at random, two genes of one pathway
-are unrelated there, so a tumour that alters a gene no training patient altered tells the model nothing; started
-from these vectors, it reads like its pathway neighbours (the pathway-level sharing P-NET builds in by hand).
+The idea: a patient's omics evidence reads the states of the genes it altered, and in the first message-passing
+layer those are the genes' own initial embeddings; drawn at random, two genes of one pathway are unrelated there,
+started from these vectors they are not (the pathway-level sharing P-NET builds in by hand).
 ``training.node_init: graph`` (see ``clinicmm.fusion.models.kg_gnn.init_nodes_from_graph``) starts the graph models
-there; training then moves them as it moves any weight.
+there; training then moves them as it moves any weight. Measured, it gave no consistent gain, and
+``benchmarks/link_influence.py`` shows why: the trained graph networks' predictions do not depend on their gene
+links at all (README, *How the fusion works*).
 """
 
 from __future__ import annotations

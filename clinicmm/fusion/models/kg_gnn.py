@@ -335,8 +335,9 @@ def init_nodes_from_graph(model: nn.Module, kg, node_init: str) -> bool:
     """Start a graph model's gene, pathway and concept nodes from the graph's structural embedding.
 
     ``node_init`` is ``TrainingSpec.node_init``: 'graph' sets them from
-    :func:`clinicmm.knowledge.embedding.structural_embedding` of ``kg`` (genes that share pathways start close, so a
-    gene few training patients altered reads like its pathway neighbours), 'random' leaves the random start.
+    :func:`clinicmm.knowledge.embedding.structural_embedding` of ``kg`` (genes that share pathways start close),
+    'random' leaves the random start. Measured across cohorts it changes nothing consistently (README, *How the
+    fusion works*), so 'random' is the default.
     The embedding is a function of the graph alone (computed once per process, graph and size), so the knowledge
     ablation's rewired graph gets its own. Returns whether anything was set (False for models without knowledge
     node embeddings, and for 'random').
