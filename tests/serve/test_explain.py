@@ -15,7 +15,15 @@ from clinicmm.fusion.models.kg_gnn import KGGNNFusion
 from clinicmm.fusion.models.kg_rgcn import KGRGCNFusion
 from clinicmm.keys import Node
 from clinicmm.knowledge.graph import KnowledgeGraph
-from clinicmm.serve.explain import COLUMNS, add_explanations, columns, explain, write_explanations
+from clinicmm.serve.explain import (
+    COLUMNS,
+    MIN_SCORE,
+    _paths,
+    add_explanations,
+    columns,
+    explain,
+    write_explanations,
+)
 
 DIMS = {"image": 8, "note": 6, "omics": 10}
 CLASSES = ["LUAD", "LUSC", "THCA"]
@@ -167,7 +175,7 @@ def test_compact_columns_and_per_row_json(kg, tmp_path):
     first = json.loads(result.loc[0, "explanation"])
     assert result.loc[0, "share_omics"] == first["modality_share"]["omics"]
     assert result.loc[0, "top_genes"] == "|".join(
-        f"{g['gene']}:{g['score']:.3g}" for g in first["genes"][:5] if g["score"] > 0
+        f"{g['gene']}:{g['score']:.3g}" for g in first["genes"][:5] if g["score"] >= MIN_SCORE
     )
     assert columns(None)["top_path"] == ""
     out = write_explanations(result, tmp_path / "preds.csv")
@@ -180,3 +188,18 @@ def test_compact_columns_and_per_row_json(kg, tmp_path):
     ]
     saved = json.loads((tmp_path / out.loc[2, "explanation_file"]).read_text())
     assert saved["row"] == 3 and saved["patient_id"] == "P3" and "modality_share" in saved
+
+
+def test_links_below_the_minimum_score_are_not_listed_as_support(kg):
+    scored = {"modality_share": {"image": 0.0, "note": 0.5, "omics": 0.5}, "paths": []}
+    scored["genes"] = [
+        {"gene": "KRAS", "score": 0.5},
+        {"gene": "EGFR", "score": 0.009},
+        {"gene": "BRAF", "score": -1.0},
+    ]
+    scored["concepts"] = [{"concept": "histology:luad", "via": "note", "score": 0.0099}]
+    out = columns(scored)
+    assert out["top_genes"] == "KRAS:0.5" and out["top_concepts"] == ""
+    strong = _paths(kg, [("omics", "KRAS", MIN_SCORE)], "LUAD", {})
+    assert [p["nodes"][-1] for p in strong] == ["cancer_type:LUAD"]
+    assert _paths(kg, [("omics", "KRAS", MIN_SCORE / 2), ("note", "histology:luad", 0.001)], "LUAD", {}) == []
