@@ -13,8 +13,9 @@ no gradients and means the same for every model:
   concept, image -> body-site concept) is removed, everything else kept. Positive: the link supported the
   prediction. The JSON keeps every link's score; the compact columns and the paths list only links scoring at
   least ``MIN_SCORE`` (0.01: removing the link lowers the odds of ``ŷ`` by 1% or more), so a link that does not
-  measurably support the prediction is not shown as if it did (on the cohorts measured, the omics links of the
-  trained graph networks score below 0.001: README, *What the omics gene links carry*). No message flows from a patient into the graph, so patients are independent in a batch and the k-th
+  measurably support the prediction is not shown as if it did (on the cohorts measured, removing all of a patient's
+  omics links moves a trained graph network's class probabilities by under 0.001 on average: README, *What the
+  omics gene links carry*). No message flows from a patient into the graph, so patients are independent in a batch and the k-th
   link of every patient is removed in the same forward pass: a batch costs one pass per link rank;
 * **paths** -- for each scored link, the shortest path in the knowledge graph (at most ``MAX_HOPS`` edges, any
   direction) from the linked node to the predicted cancer-type node, after ``patient <-of- evidence -link->``; a
