@@ -244,10 +244,9 @@ class KGGNNFusion(nn.Module):
                 f"{tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__})"
             )
         vectors = vectors.detach().float().cpu()
-        rms = vectors.pow(2).mean(1).sqrt()
-        rows = (rms > 1e-12).nonzero().squeeze(1)
+        rows = vectors.pow(2).mean(1).sqrt().gt(1e-12).nonzero().squeeze(1)
         scale = 1.0 if node_type == CANCER else CONTEXT_STD
-        weight[rows.to(weight.device)] = (vectors[rows] / rms[rows, None] * scale).to(weight.device, weight.dtype)
+        weight[rows.to(weight.device)] = (_project(vectors[rows], self.hidden) * scale).to(weight.device, weight.dtype)
         return int(rows.numel())
 
 
