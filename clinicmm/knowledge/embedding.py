@@ -44,9 +44,9 @@ def structural_embedding(kg, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
     col_at = dict(zip(SETS, np.cumsum([0, counts[SETS[0]]]).tolist()))
     rows, cols = [], []
     for s, rel, d in RELATIONS:
-        for src, dst, _ in kg.edges(s, rel, d):
-            rows.append(row_at[s] + kg.index(s, src))
-            cols.append(col_at[d] + kg.index(d, dst))
+        for src, dst in kg.edge_pairs(s, rel, d):
+            rows.append(row_at[s] + src)
+            cols.append(col_at[d] + dst)
     shape = (sum(counts[t] for t in MEMBERS), sum(counts[t] for t in SETS))
     out_rows, out_cols = np.zeros((shape[0], dim), np.float32), np.zeros((shape[1], dim), np.float32)
     k = min(dim, min(shape) - 1)

@@ -209,6 +209,10 @@ class KnowledgeGraph:
         src_names, dst_names = self._names[key[0]], self._names[key[2]]
         return [(src_names[s], dst_names[d], label) for (s, d), label in sorted(self._edges.get(key, {}).items())]
 
+    def edge_pairs(self, src_type: Node | str, relation: Rel | str, dst_type: Node | str) -> list[tuple[int, int]]:
+        """``(src index, dst index)`` of every edge of one type, in that order (the rows of its ``edge_index``)."""
+        return sorted(self._edges.get((self._type(src_type), Rel(str(relation)), self._type(dst_type)), {}))
+
     def concepts(self) -> list[Concept]:
         """Every concept node's metadata, in index order; a node added without metadata gets a bare one."""
         return [
@@ -239,7 +243,7 @@ class KnowledgeGraph:
             data[t.value].num_nodes = self.num_nodes(t)
             data[t.value].node_id = torch.arange(self.num_nodes(t))
         for rel, (s, d) in SCHEMA.items():
-            pairs = sorted(self._edges.get((s, rel, d), {}))
+            pairs = self.edge_pairs(s, rel, d)
             edge_index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t().contiguous()
             data[s.value, rel.value, d.value].edge_index = edge_index
             data[d.value, REV + rel.value, s.value].edge_index = edge_index.flip(0).contiguous()
