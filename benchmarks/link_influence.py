@@ -48,7 +48,6 @@ def main() -> None:
     args = parser.parse_args()
     recipe = _recipe()
     from clinicmm.config import CompareSpec
-    from clinicmm.evaluation.ablation import probs_and_without
     from clinicmm.evaluation.bootstrap import paired_delta, resamples, scores
     from clinicmm.evaluation.compare import cv_data, fold_split, make_folds, split_val
     from clinicmm.pipeline.run import prepare
@@ -75,10 +74,11 @@ def main() -> None:
                 items = to_evidence(fold.encoded, *part["test"], fold.kg, fitted.scaler)
                 linked[test] = [bool(item.omics_genes) for item in items]
                 unlinked = [dataclasses.replace(item, omics_genes=[]) for item in items]
-                with_all, without = probs_and_without(fitted.model, items, fitted.hetero, fitted.dims)
-                probs[name]["links"][test] = with_all
-                probs[name]["no links"][test] = predict_proba(fitted.model, unlinked, fitted.hetero, fitted.dims)
-                probs[name]["no omics"][test] = without["omics"]
+                for variant, rows, without in (("links", items, None), ("no links", unlinked, None),
+                                               ("no omics", items, "omics")):  # fmt: skip
+                    probs[name][variant][test] = predict_proba(
+                        fitted.model, rows, fitted.hetero, fitted.dims, without=without
+                    )
             print(f"{cohort}: fold {f + 1}/5", flush=True)
         idx = resamples(n, 1000, 0)
         print(f"\n## {cohort}: {n} patients, {int(linked.sum())} with omics gene links; 5-fold, seed {args.fold_seed}")
