@@ -81,8 +81,8 @@ class SeedEnsemble(nn.Module):
     ``seed + 1`` …), trained side by side on the same batches, each on its own cross-entropy, and predicting with
     the mean of their probabilities (a deep ensemble, Lakshminarayanan et al. 2017).
 
-    Why: on a few hundred patients one network's result depends on its initial weights; the mean of several does
-    not (measured here: no consistent gain in macro-F1 or calibration, so the default is one network; README,
+    Why: on a few hundred patients one network's result depends on its initial weights; the mean of several depends
+    on them less (measured here: no consistent gain in macro-F1 or calibration, so the default is one network; README,
     *Seed ensembles*). Early stopping and the best epoch are the ensemble's (its validation
     loss), so it trains, calibrates, explains and serves as one model; the bundle records the member count
     (``model.json``'s ``ensemble``). Every training and scoring step runs every member; the batches are shared.
