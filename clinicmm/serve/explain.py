@@ -9,14 +9,14 @@ no gradients and means the same for every model:
   attribution and report an equal share over the modalities present (one-hot for a single modality);
 * **gene / concept scores** (graph models only; the others never read the links) -- leave-one-link-out: the drop of
   the log-odds of ``ŷ`` (``log p / (1 - p)``, which unlike ``log p`` does not saturate for a confident prediction)
-  when one link of the patient's evidence into the graph (omics -> altered gene, note -> mentioned
-  concept, image -> body-site concept) is removed, everything else kept. Positive: the link supported the
-  prediction. The JSON keeps every link's score; the compact columns and the paths list only links scoring at
-  least ``MIN_SCORE`` (0.01: removing the link lowers the odds of ``ŷ`` by 1% or more), so a link that does not
-  measurably support the prediction is not shown as if it did (on the cohorts measured, removing all of a patient's
-  omics links moves a trained graph network's class probabilities by under 0.001 on average: README, *What the
-  omics gene links carry*). No message flows from a patient into the graph, so patients are independent in a batch and the k-th
-  link of every patient is removed in the same forward pass: a batch costs one pass per link rank;
+  when one link of the patient's evidence into the graph (omics -> altered gene, note -> mentioned concept, image ->
+  body-site concept) is removed, everything else kept. Positive: the link supported the prediction. The JSON keeps
+  every link's score; the compact columns and the paths list only links scoring at least ``MIN_SCORE`` (0.01:
+  removing the link lowers the odds of ``ŷ`` by 1% or more), so a link that does not measurably support the
+  prediction is not shown as if it did (on the cohorts measured, removing all of a patient's omics links moves a
+  trained graph network's class probabilities by under 0.001 on average: README, *What the omics gene links carry*).
+  No message flows from a patient into the graph, so patients are independent in a batch and the k-th link of every
+  patient is removed in the same forward pass: a batch costs one pass per link rank;
 * **paths** -- for each scored link, the shortest path in the knowledge graph (at most ``MAX_HOPS`` edges, any
   direction) from the linked node to the predicted cancer-type node, after ``patient <-of- evidence -link->``; a
   path's weight is its link's score, and the highest-weight paths are reported. It shows the route the model's
