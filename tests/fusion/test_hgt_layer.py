@@ -101,8 +101,9 @@ def assert_same(ref, lean, x, edge_index_dict):
     for name, want in expected_grads.items():
         have = got_grads[name]
         assert (have is None) == (want is None), f"gradient of {name}: {have} vs {want}"
-        if want is not None:
-            torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-4, msg=f"gradient of {name}")
+        if want is not None:  # float32 sums in another order: ~1e-5 apart on gradients of size ~5 (CPU-dependent)
+            scale = float(want.abs().max()) if want.numel() else 1.0
+            torch.testing.assert_close(have, want, atol=1e-5 * max(scale, 1.0), rtol=1e-4, msg=f"gradient of {name}")
 
 
 @pytest.mark.parametrize("layer", [0, 1])
