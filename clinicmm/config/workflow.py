@@ -249,6 +249,12 @@ class TrainingSpec(Spec):
         "structural embedding ('graph': a truncated SVD of the gene-pathway / gene-type / concept-type incidence, "
         "so genes that share pathways start close).",
     )
+    gene_set_input: bool = Field(
+        True,
+        description="kg_gnn and kg_rgcn also read each patient's omics pooled over the graph's gene sets (pathways, "
+        "cancer-type driver sets; the pooling of kg_pathway) through those sets' own node embeddings, so which "
+        "genes a patient alters reaches the prediction through the pathways they belong to.",
+    )
     # passed straight to lightning.Trainer; several processes are started by torchrun or a cluster launcher
     accelerator: str = Field("cpu", description="Lightning accelerator: cpu, gpu, cuda, mps or auto.")
     devices: int | str | list[int] = Field(

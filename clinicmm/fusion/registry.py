@@ -71,7 +71,18 @@ def _graph(model: str) -> Factory:
         check_knowledge(a.knowledge)
         num_nodes = {t: int(a.knowledge[t].num_nodes) for t in KNOWLEDGE_TYPES}
         cls = {"hgt": KGGNNFusion, "rgcn": KGRGCNFusion}[model]
-        return cls(a.dims, a.n_classes, num_nodes, a.class_nodes, schema(a.dims), hidden=a.hidden, dropout=a.dropout)
+        return cls(
+            a.dims,
+            a.n_classes,
+            num_nodes,
+            a.class_nodes,
+            schema(a.dims),
+            hidden=a.hidden,
+            dropout=a.dropout,
+            knowledge=a.knowledge,  # with omics_genes (training.gene_set_input): the gene-set read-in
+            omics_genes=a.omics_genes,
+            n_expression=a.n_expression,
+        )
 
     build.__doc__ = f"{model.upper()} fusion on the knowledge graph."
     return build
@@ -114,7 +125,15 @@ MODELS: dict[Model, Factory] = {
 CLOSED_FORM = frozenset({Model.LOGREG, Model.GBT, Model.KG_LOGREG})
 # pool the omics over the graph's gene sets: built with the omics features' gene nodes (ModelInputs.omics_genes)
 POOLED = frozenset({Model.KG_PATHWAY, Model.KG_LOGREG})
+# graph networks that also read the pooled gene sets with training.gene_set_input (GeneSetReadIn)
+READS_GENE_SETS = frozenset({Model.KG_GNN, Model.KG_RGCN})
 SINGLE_MODALITY = frozenset({Model.IMAGE, Model.NOTE, Model.OMICS})  # the per-modality references
+
+
+def pools_gene_sets(name: str, gene_set_input: bool) -> bool:
+    """Whether model ``name`` is built with the omics features' gene nodes: the knowledge-pooled models always, the
+    graph networks with ``training.gene_set_input``."""
+    return name in POOLED or (gene_set_input and name in READS_GENE_SETS)
 
 
 def corrects_logreg(name: str, offset: str) -> bool:

@@ -172,7 +172,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
     MLflow child run each, a calibrated bundle each."""
     import mlflow
 
-    from clinicmm.fusion.models.wrappers import ensemble_of, offset_of
+    from clinicmm.fusion.models.wrappers import ensemble_of, offset_of, reads_gene_sets
     from clinicmm.tracking import runs
     from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.training.calibration import fit_calibration
@@ -221,6 +221,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
                     calibration=fit_calibration(name, val_probs, val_y, wf.calibration),
                     offset=offset_of(fitted.model),
                     ensemble=ensemble_of(fitted.model),
+                    gene_set_input=reads_gene_sets(fitted.model),
                 )
                 out = bundle.save(wf.work / "train" / name)
                 runs.log_calibration(name, bundle.calibration, val_probs, val_y, out)

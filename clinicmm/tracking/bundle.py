@@ -57,6 +57,7 @@ class ModelBundle:
     calibration: Calibration = field(default_factory=Calibration)  # identity for bundles saved before calibration
     offset: str = "none"  # training.offset the model was fitted with ('logreg': a LinearOffset around the network)
     ensemble: int = 1  # training.ensemble: networks in the model (> 1: a SeedEnsemble of them)
+    gene_set_input: bool = False  # training.gene_set_input as the model was built with it (a graph network's read-in)
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
@@ -67,7 +68,7 @@ class ModelBundle:
         from clinicmm.training.data import omics_gene_index
 
         hetero, nodes = self.knowledge.to_hetero(), self.class_nodes()
-        genes = omics_gene_index(self.genomics, self.knowledge, self.name)
+        genes = omics_gene_index(self.genomics, self.knowledge, self.name, self.gene_set_input)
 
         def build(name: str):
             return build_model(name, self.dims, len(self.classes), hetero, nodes, self.hidden, self.dropout, *genes)
@@ -120,6 +121,7 @@ class ModelBundle:
             "extra": self.extra,
             "offset": self.offset,
             "ensemble": self.ensemble,
+            "gene_set_input": self.gene_set_input,
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
         atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
@@ -170,6 +172,7 @@ class ModelBundle:
             calibration=_load_calibration(folder / "calibration.json"),
             offset=meta.get("offset", "none"),  # bundles from before training.offset
             ensemble=meta.get("ensemble", 1),  # bundles from before training.ensemble
+            gene_set_input=meta.get("gene_set_input", False) is True,  # bundles from before training.gene_set_input
         )
 
 

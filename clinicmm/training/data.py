@@ -67,14 +67,17 @@ def class_nodes(kg, classes: list[str]):
     return torch.tensor([kg.index(Node.CANCER, c) for c in classes], dtype=torch.long)
 
 
-def omics_gene_index(genomics: dict | None, kg, model: str | None = None) -> tuple[list[int] | None, int | None]:
+def omics_gene_index(
+    genomics: dict | None, kg, model: str | None = None, gene_set_input: bool = False
+) -> tuple[list[int] | None, int | None]:
     """``(gene node index of each omics feature or -1, number of expression features)`` from a fitted genomics
     preprocessor's description (``genomics.json``), linked to ``kg``'s genes as the encode stage links them
     (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled models' gene sets are built from.
-    ``(None, None)`` without genomics, or for a ``model`` that does not pool (:data:`clinicmm.fusion.registry.POOLED`)."""
-    from clinicmm.fusion.registry import POOLED
+    ``(None, None)`` without genomics, or for a ``model`` that does not pool
+    (:func:`clinicmm.fusion.registry.pools_gene_sets`, given ``training.gene_set_input``)."""
+    from clinicmm.fusion.registry import pools_gene_sets
 
-    if genomics is None or (model is not None and model not in POOLED):
+    if genomics is None or (model is not None and not pools_gene_sets(model, gene_set_input)):
         return None, None
     from clinicmm.encode.genomics import GenomicsPreprocessor, link_gene
 

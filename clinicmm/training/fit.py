@@ -129,7 +129,7 @@ def fit_model(
 
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
-    genes, n_expression = omics_gene_index(data.genomics, data.kg, name)
+    genes, n_expression = omics_gene_index(data.genomics, data.kg, name, spec.gene_set_input)
 
     def build(seed: int, model_name: str = name):
         torch.manual_seed(seed)  # each model's initial weights depend on the seed alone, not on run order

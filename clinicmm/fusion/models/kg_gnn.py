@@ -6,6 +6,11 @@ vector. ``layers`` rounds of HGT (:class:`~clinicmm.fusion.conv.hgt.HGTLayer`, t
 ``HGTConv`` with fewer operations; residual + LayerNorm + dropout) follow, and a patient's logit for class
 ``c`` is its projected state dotted with the final state of the cancer-type node ``class_nodes[c]``, plus a bias.
 
+With ``omics_genes`` (``training.gene_set_input``, the default) the patient's starting state also reads its omics
+pooled over the graph's gene sets through those sets' node embeddings (:class:`GeneSetReadIn`): measured, the
+trained networks ignore which genes their omics evidence links to (``benchmarks/link_influence.py``), and this is
+the path by which the pathways a patient alters reach its prediction.
+
 Two choices keep the model honest and cheap:
 
 * Messages never flow from evidence into the knowledge graph (``altered``/``mentions``/``shows`` are dropped, their
@@ -41,6 +46,7 @@ from clinicmm.keys import EVIDENCE_NODE, KNOWLEDGE_NODES, MODALITIES, Node
 
 EdgeType = tuple[str, str, str]
 CANCER = Node.CANCER.value
+OMICS = MODALITY_NAMES.index("omics")
 KNOWLEDGE_TYPES: tuple[str, ...] = tuple(t.value for t in KNOWLEDGE_NODES)
 EVIDENCE_TYPES: tuple[str, ...] = tuple(EVIDENCE_NODE[m].value for m in MODALITIES)
 # Gene, pathway and concept embeddings start small, so early on such a node's state is mostly what its neighbours
@@ -123,6 +129,9 @@ class KGGNNFusion(nn.Module):
         dropout: float = 0.2,
         subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES,
         num_neighbors: int | None = None,
+        knowledge: HeteroData | None = None,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
     ) -> None:
         super().__init__()
         dims = check_dims(dims)
@@ -142,6 +151,12 @@ class KGGNNFusion(nn.Module):
         )
         self.embeddings = _embeddings(counts, hidden)
         self.patient = nn.Parameter(torch.randn(hidden) * 0.1)
+        # training.gene_set_input: the omics pooled over the graph's gene sets, read through the sets' node embeddings
+        # (registered before the read-out: the offset's zero_output zeroes the last linear layer, the read-out)
+        read_in = None
+        if knowledge is not None and omics_genes is not None:
+            read_in = GeneSetReadIn(knowledge, omics_genes, n_expression, dims["omics"], hidden)
+        self.gene_sets = read_in if read_in is not None and read_in.num_sets else None
         self.convs = nn.ModuleList(self._make_conv(hidden, heads, inputs, edges) for inputs, edges in self.plan)
         self.norms = nn.ModuleList(
             nn.ModuleDict({t: nn.LayerNorm(hidden) for t in _updated(edges)}) for _, edges in self.plan
@@ -167,6 +182,9 @@ class KGGNNFusion(nn.Module):
                 states[t] = self.evidence[t](batch[t].x)
             else:
                 states[t] = self.patient.expand(batch[PATIENT].num_nodes, -1)
+        if self.gene_sets is not None:
+            store = batch[PATIENT]
+            states[PATIENT] = states[PATIENT] + self.gene_sets(store.x_omics, store.present[:, OMICS], self.embeddings)
         return states
 
     def forward(self, batch: HeteroData) -> Tensor:
@@ -248,6 +266,58 @@ class KGGNNFusion(nn.Module):
         scale = 1.0 if node_type == CANCER else CONTEXT_STD
         weight[rows.to(weight.device)] = (_project(vectors[rows], self.hidden) * scale).to(weight.device, weight.dtype)
         return int(rows.numel())
+
+
+class GeneSetReadIn(nn.Module):
+    """A patient's omics read through the graph's gene sets and their nodes: ``(B, features) -> (B, hidden)``.
+
+    The omics features are pooled over each gene set as ``kg_pathway`` pools them
+    (:class:`~clinicmm.fusion.models.kg_pathway.GeneSetPooling`: per pathway and cancer-type gene set with enough
+    measured members, ``up``, ``down`` and ``mutated`` scores of the patient), and the patient reads
+
+        LayerNorm( sum_s (up_s W_up + down_s W_down + mutated_s W_mut) e_s / sqrt(S) )
+
+    where ``e_s`` is set ``s``'s own node embedding in the graph model (the pathway or cancer-type node; rescaled to
+    unit RMS) and the three ``W`` are hidden x hidden maps. So which genes a patient alters reaches its state through
+    the pathways those genes belong to, with 3 hidden^2 weights in all rather than weights per gene or per set
+    (``kg_pathway`` learns 3 x hidden per set): a set's weight is its node, which the graph's message passing
+    and the other patients train too. A patient without omics pools zeros, so it reads one learned constant (the
+    norm's shift).
+    """
+
+    def __init__(
+        self, knowledge: HeteroData, omics_genes: Sequence[int], n_expression: int | None, dim: int, hidden: int
+    ) -> None:
+        super().__init__()
+        from clinicmm.fusion.models.kg_pathway import GeneSetPooling
+
+        self.pool = GeneSetPooling(knowledge, omics_genes, n_expression, dim)
+        self.maps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(3))
+        self.norm = nn.LayerNorm(hidden)
+
+    @property
+    def num_sets(self) -> int:
+        return self.pool.num_sets
+
+    def set_embeddings(self, embeddings: nn.ModuleDict) -> Tensor:
+        """(sets, hidden): each set's node embedding, rescaled to unit RMS, in the pooled view's set order."""
+        from clinicmm.fusion.models.kg_pathway import SET_RELATIONS
+
+        parts = [
+            embeddings[SET_RELATIONS[r][2]].weight[self.pool.set_node[self.pool.set_relation == r]]
+            for r in range(len(SET_RELATIONS))
+        ]  # sets are numbered relation by relation (gene_sets), so this is their order
+        vectors = torch.cat(parts)
+        return vectors / vectors.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-6)
+
+    def forward(self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict) -> Tensor:
+        pooled = self.pool(omics) * present.to(omics).unsqueeze(1)  # (B, 3 x sets): up | down | mutated
+        sets, vectors = self.num_sets, self.set_embeddings(embeddings)
+        read = sum(w(pooled[:, c * sets : (c + 1) * sets] @ vectors) for c, w in enumerate(self.maps))
+        return self.norm(read / math.sqrt(sets))
+
+    def extra_repr(self) -> str:
+        return f"gene_sets={self.num_sets}"
 
 
 def log_odds(logits: Tensor, pred: Tensor) -> Tensor:

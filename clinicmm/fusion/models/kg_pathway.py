@@ -46,15 +46,17 @@ SET_RELATIONS = ((Node.GENE.value, Rel.MEMBER_OF.value, Node.PATHWAY.value),
 
 
 def gene_sets(knowledge: HeteroData, omics_genes: Sequence[int], n_expression: int) -> dict[str, Tensor]:
-    """The pooling index: per (feature, set) membership pair, the feature's column and the set's number.
+    """The pooling index: per (feature, set) membership pair, the feature's column (``feature``) and the set's
+    number (``set``); per set, its node (``node``: index among the nodes of its type) and which of
+    :data:`SET_RELATIONS` defines it (``relation``).
 
     ``omics_genes``: gene node index per omics feature (-1: links no gene); the first ``n_expression`` features
     are expression z-scores, the rest 0/1 mutation flags. Sets are the pathways and cancer types of
     :data:`SET_RELATIONS` with at least :data:`MIN_MEMBERS` member features, in node order.
     """
     genes = torch.as_tensor(list(omics_genes), dtype=torch.long)
-    features, sets, offset = [], [], 0
-    for edge_type in SET_RELATIONS:
+    features, sets, nodes, relations, offset = [], [], [], [], 0
+    for r, edge_type in enumerate(SET_RELATIONS):
         if edge_type not in knowledge.edge_types:
             continue
         num_sets = int(knowledge[edge_type[2]].num_nodes)
@@ -72,10 +74,17 @@ def gene_sets(knowledge: HeteroData, omics_genes: Sequence[int], n_expression: i
         chosen = keep[s]
         features.append(f[chosen])
         sets.append(renumber[s[chosen]] + offset)
+        nodes.append(keep.nonzero().view(-1))
+        relations.append(torch.full((int(keep.sum()),), r, dtype=torch.long))
         offset += int(keep.sum())
-    feature = torch.cat(features) if features else torch.zeros(0, dtype=torch.long)
-    group = torch.cat(sets) if sets else torch.zeros(0, dtype=torch.long)
-    return {"feature": feature, "set": group, "num_sets": torch.tensor(offset)}
+    empty = torch.zeros(0, dtype=torch.long)
+    return {
+        "feature": torch.cat(features) if features else empty,
+        "set": torch.cat(sets) if sets else empty,
+        "num_sets": torch.tensor(offset),
+        "node": torch.cat(nodes) if nodes else empty,
+        "relation": torch.cat(relations) if relations else empty,
+    }
 
 
 class GeneSetPooling(nn.Module):
@@ -96,6 +105,8 @@ class GeneSetPooling(nn.Module):
         self.register_buffer("is_expression", expression, persistent=False)
         mutation_count = torch.bincount(index["set"][~expression], minlength=self.num_sets).float()
         self.register_buffer("mutation_count", mutation_count, persistent=False)
+        self.register_buffer("set_node", index["node"], persistent=False)  # each set's node, among its type's
+        self.register_buffer("set_relation", index["relation"], persistent=False)  # index into SET_RELATIONS
 
     @property
     def dim(self) -> int:

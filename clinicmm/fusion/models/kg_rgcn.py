@@ -4,8 +4,8 @@ Everything but the convolution is :class:`~clinicmm.fusion.models.kg_gnn.KGGNNFu
 knowledge-node embeddings, projected evidence, one learned patient vector), the same message plan (no
 evidence -> knowledge messages, so a patient's logits never depend on its batch-mates; each layer only updates the
 node types later layers read), the same residual + LayerNorm update, class scoring against the cancer-type nodes'
-final states, ablation ``modality_weights``, ``init_class_embeddings`` and the receptive-field batches of a large
-graph (:mod:`~clinicmm.fusion.subgraph`): it subclasses KGGNNFusion and overrides only ``_make_conv``.
+final states, ablation ``modality_weights``, ``init_class_embeddings``, the gene-set read-in
+(``training.gene_set_input``) and the receptive-field batches of a large graph (:mod:`~clinicmm.fusion.subgraph`): it subclasses KGGNNFusion and overrides only ``_make_conv``.
 
 Each layer is an R-GCN in heterogeneous form: ``HeteroConv`` of one ``SAGEConv`` per relation, summed per
 destination type. For node ``i`` that is ``sum_r (W_r mean_{j in N_r(i)} h_j + R_r h_i)``: the R-GCN update with
@@ -18,9 +18,10 @@ masking the whole edge list once per relation. ``HeteroConv`` works on the batch
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
+from torch_geometric.data import HeteroData
 
 from clinicmm.fusion.models.kg_gnn import SUBGRAPH_MIN_EDGES, EdgeType, KGGNNFusion, Metadata
 
@@ -39,6 +40,9 @@ class KGRGCNFusion(KGGNNFusion):
         layers: int = 2,
         dropout: float = 0.2,
         subgraph_min_edges: int | None = SUBGRAPH_MIN_EDGES,
+        knowledge: HeteroData | None = None,
+        omics_genes: Sequence[int] | None = None,
+        n_expression: int | None = None,
     ) -> None:
         super().__init__(
             dims,
@@ -51,6 +55,9 @@ class KGRGCNFusion(KGGNNFusion):
             layers=layers,
             dropout=dropout,
             subgraph_min_edges=subgraph_min_edges,
+            knowledge=knowledge,
+            omics_genes=omics_genes,
+            n_expression=n_expression,
         )
 
     @staticmethod

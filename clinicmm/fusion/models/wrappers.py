@@ -130,3 +130,10 @@ def offset_of(model: nn.Module) -> str:
     """``training.offset`` as ``model`` was built with it: 'logreg' for a :class:`LinearOffset` (or an ensemble of
     them), else 'none'."""
     return "logreg" if isinstance(members_of(model)[0], LinearOffset) else "none"
+
+
+def reads_gene_sets(model: nn.Module) -> bool:
+    """``training.gene_set_input`` as ``model`` was built with it: whether its network has a gene-set read-in."""
+    net = members_of(model)[0]
+    net = net.net if isinstance(net, LinearOffset) else net
+    return getattr(net, "gene_sets", None) is not None
