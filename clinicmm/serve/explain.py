@@ -1,4 +1,4 @@
-"""Why a patient got its prediction: share of each modality, top genes and concepts, graph paths to the class.
+"""Why a patient got its prediction: share of each modality, top genes, concepts and gene sets, graph paths to the class.
 
 Every number is an occlusion effect on the predicted class ``ŷ``, measured with the model in eval mode, so it needs
 no gradients and means the same for every model:
@@ -17,6 +17,11 @@ no gradients and means the same for every model:
   trained graph network's class probabilities by under 0.001 on average: README, *What the omics gene links carry*).
   No message flows from a patient into the graph, so patients are independent in a batch and the k-th link of every
   patient is removed in the same forward pass: a batch costs one pass per link rank;
+* **gene-set scores** (``kg_gnn`` / ``kg_rgcn`` with ``training.gene_set_input``) -- leave-one-set-out on the gene-set
+  read-in: the drop of the log-odds of ``ŷ`` when one pathway's or cancer type's pooled omics values are left out of
+  the patient's read-in, everything else kept. A patient's sets are many (every set its measured genes touch), so
+  only the :data:`SET_CANDIDATES` with the largest terms in its read-in are scored, one forward pass per candidate
+  rank (with a seed ensemble, ranked by its first member's terms); listed and shown as the links are;
 * **paths** -- for each scored link, the shortest path in the knowledge graph (at most ``MAX_HOPS`` edges, any
   direction) from the linked node to the predicted cancer-type node, after ``patient <-of- evidence -link->``; a
   path's weight is its link's score, and the highest-weight paths are reported. It shows the route the model's
@@ -42,7 +47,8 @@ PATHS = 3  # paths per patient in the JSON
 # a link listed as support (compact columns, paths) lowers the predicted class's odds by at least 1% when removed;
 # below that it does not measurably support the prediction (the JSON's gene / concept lists keep every score)
 MIN_SCORE = 0.01
-COLUMNS = ("share_image", "share_note", "share_omics", "top_genes", "top_concepts", "top_path")
+SET_CANDIDATES = 10  # gene sets per patient scored by leaving them out of the read-in
+COLUMNS = ("share_image", "share_note", "share_omics", "top_genes", "top_concepts", "top_gene_sets", "top_path")
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # KnowledgeGraph -> undirected networkx graph
 
 
@@ -69,7 +75,9 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
     logits = model(batch)
     logp, pred = torch.log_softmax(logits, 1), logits.argmax(1)
     share = modality_weights_of(model, batch).cpu().numpy()
-    links = _link_scores(model, batch, log_odds(logits, pred), pred) if hasattr(model, "plan") else {}
+    full = log_odds(logits, pred)
+    links = _link_scores(model, batch, full, pred) if hasattr(model, "plan") else {}
+    sets = _set_scores(model, batch, full, pred, kg)
     names = {t: kg.names(t) for t in (Node.GENE, Node.CONCEPT)}
     reach: dict[str, dict] = {}  # predicted type -> shortest paths from it (one search per type and batch)
     result = []
@@ -86,10 +94,51 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
                 "concepts": [
                     {"concept": name, "via": m, "score": round(s, 4)} for m, name, s in scored if m != "omics"
                 ],
+                "gene_sets": sorted(
+                    (
+                        {"set": name, "type": kind, "score": round(s, 4)}
+                        for (r, kind, name), s in sets.items()
+                        if r == row
+                    ),
+                    key=lambda x: -x["score"],
+                ),
                 "paths": _paths(kg, scored, target, reach),
             }
         )
     return result
+
+
+def _set_scores(model, batch, full, pred, kg) -> dict[tuple[int, str, str], float]:
+    """``(patient row, set node type, set name) -> drop of the log-odds of ŷ`` when that gene set is left out of the
+    read-in, for the :data:`SET_CANDIDATES` largest terms of each patient with omics (empty without a read-in)."""
+    import torch
+
+    from clinicmm.fusion.models.kg_gnn import OMICS, KGGNNFusion
+
+    nets = [m for m in model.modules() if isinstance(m, KGGNNFusion) and m.gene_sets is not None]
+    if not nets:
+        return {}
+    store, first = batch["patient"], nets[0]
+    present = store.present[:, OMICS]
+    terms = first.gene_sets.terms(store.x_omics, present, first.embeddings)  # (B, sets)
+    names = first.gene_sets.set_names(kg)
+    rows = present.nonzero().flatten()
+    candidates = terms[rows].argsort(1, descending=True)[:, :SET_CANDIDATES]
+    scores: dict[tuple[int, str, str], float] = {}
+    try:
+        for k in range(candidates.size(1)):
+            removed = torch.zeros_like(terms, dtype=torch.bool)
+            removed[rows, candidates[:, k]] = True
+            for net in nets:
+                net.gene_sets.removed = removed
+            drop = full - log_odds(model(batch), pred)
+            for row, s in zip(rows.tolist(), candidates[:, k].tolist()):
+                if float(terms[row, s]) > 0:  # a set the patient has no value in (nothing measured) moves nothing
+                    scores[(row, *names[s])] = float(drop[row])
+    finally:
+        for net in nets:
+            net.gene_sets.removed = None
+    return scores
 
 
 def _link_scores(model, batch, full, pred) -> dict[tuple[int, str, Node, int], float]:
@@ -190,6 +239,8 @@ def columns(explanation: dict | None) -> dict[str, object]:
     share = explanation["modality_share"]
     genes = [f"{g['gene']}:{g['score']:.3g}" for g in explanation["genes"][:TOP] if g["score"] >= MIN_SCORE]
     concepts = [f"{c['concept']}:{c['score']:.3g}" for c in explanation["concepts"][:TOP] if c["score"] >= MIN_SCORE]
+    sets = explanation.get("gene_sets", [])  # explanations written before the gene-set read-in have none
+    sets = [f"{g['set']}:{g['score']:.3g}" for g in sets[:TOP] if g["score"] >= MIN_SCORE]
     paths = explanation["paths"]
     return {
         "share_image": share["image"],
@@ -197,6 +248,7 @@ def columns(explanation: dict | None) -> dict[str, object]:
         "share_omics": share["omics"],
         "top_genes": "|".join(genes),
         "top_concepts": "|".join(concepts),
+        "top_gene_sets": "|".join(sets),
         "top_path": f"{paths[0]['path']} ({paths[0]['weight']:.3g})" if paths else "",
     }
 

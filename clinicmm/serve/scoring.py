@@ -22,8 +22,9 @@ row measured; null without omics: below :data:`LOW_PANEL_SHARE` the reason says 
 rows, since the rest are imputed from the measured ones — a panel unlike the training cohort's), status ('scored'
 or 'not scored') and reason; then the
 explanation (:mod:`clinicmm.serve.explain`): share_image, share_note, share_omics, top_genes and top_concepts
-('name:score|…', leave-one-link-out, graph models only), top_path (the highest-weight graph path from the patient
-to the predicted cancer-type node) and ``explanation`` (all of it as JSON).
+('name:score|…', leave-one-link-out, graph models only), top_gene_sets ('name:score|…', leave-one-set-out of a graph
+network's gene-set read-in), top_path (the highest-weight graph path from the patient to the predicted cancer-type
+node) and ``explanation`` (all of it as JSON).
 
 Output types are stable, so the JSON a served model returns is strict (no ``NaN``, which ``JSON.parse`` rejects):
 the probabilities and shares are floats or null, ``set_size`` an integer or null (no conformal set: a row not

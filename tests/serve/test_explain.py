@@ -203,3 +203,80 @@ def test_links_below_the_minimum_score_are_not_listed_as_support(kg):
     strong = _paths(kg, [("omics", "KRAS", MIN_SCORE)], "LUAD", {})
     assert [p["nodes"][-1] for p in strong] == ["cancer_type:LUAD"]
     assert _paths(kg, [("omics", "KRAS", MIN_SCORE / 2), ("note", "histology:luad", 0.001)], "LUAD", {}) == []
+
+
+SET_DIMS = {"image": 4, "note": 3, "omics": 7}  # omics: 3 genes of pathway UP, 3 of pathway DOWN, one unlinked
+
+
+@pytest.fixture(scope="module")
+def set_kg() -> KnowledgeGraph:
+    g = KnowledgeGraph()
+    g.add_nodes([])
+    for c in CLASSES:
+        g.add_edge("concept", f"histology:{c.lower()}", "indicates", "cancer_type", c, "test")
+    for gene, pathway in [(f"A{i}", "UP") for i in range(3)] + [(f"B{i}", "DOWN") for i in range(3)]:
+        g.add_edge("gene", gene, "member_of", "pathway", pathway, "test")
+    return g
+
+
+def test_gene_set_scores_equal_leaving_the_set_out_of_the_read_in(set_kg):
+    """Leave-one-set-out of kg_gnn's gene-set read-in: each listed set's score is the drop of the predicted class's
+    log-odds when that set's pooled values are zeroed (recomputed here through a hook on the pooling, one patient at
+    a time); patients without omics, and models without a read-in, list none."""
+    torch.manual_seed(0)
+    hetero = set_kg.to_hetero()
+    genes = [set_kg.index(Node.GENE, g) for g in ("A0", "A1", "A2", "B0", "B1", "B2")] + [-1]
+    nodes = torch.tensor([set_kg.index(Node.CANCER, c) for c in CLASSES])
+    num = {t: int(hetero[t].num_nodes) for t in ("gene", "pathway", "cancer_type", "concept")}
+    model = KGGNNFusion(
+        SET_DIMS, 3, num, nodes, schema(SET_DIMS), hidden=16, knowledge=hetero, omics_genes=genes, n_expression=7
+    ).eval()
+    assert model.gene_sets.num_sets == 2
+    rng = np.random.default_rng(0)
+    patients = [
+        PatientEvidence(-1, None, rng.normal(size=3).astype(np.float32), rng.normal(size=7).astype(np.float32) * 2)
+        for _ in range(4)
+    ] + [PatientEvidence(-1, np.ones(4, dtype=np.float32), None, None)]
+    found = explain(model, patients, hetero, SET_DIMS, set_kg, CLASSES)
+    names = dict(enumerate(name for _, name in model.gene_sets.set_names(set_kg)))
+    assert found[4]["gene_sets"] == []  # no omics: nothing pooled
+    for p, e in zip(patients[:4], found):
+        assert {g["set"] for g in e["gene_sets"]} == {"UP", "DOWN"} and {g["type"] for g in e["gene_sets"]} == {
+            "pathway"
+        }
+        batch = build_batch(hetero, [p], SET_DIMS)
+        with torch.no_grad():
+            logits = model(batch)
+            pred = int(logits.argmax())
+            for g in e["gene_sets"]:
+                s = next(i for i, n in names.items() if n == g["set"])
+                columns = [s, 2 + s, 4 + s]  # up, down, mutated of set s
+
+                def zero(_, __, out, columns=columns):
+                    out = out.clone()
+                    out[:, columns] = 0
+                    return out
+
+                hook = model.gene_sets.pool.register_forward_hook(zero)
+                try:
+                    cut = model(batch)
+                finally:
+                    hook.remove()
+                odds = [
+                    x[0, pred] - torch.logsumexp(torch.cat([x[0, :pred], x[0, pred + 1 :]]), 0) for x in (logits, cut)
+                ]
+                assert g["score"] == pytest.approx(float(odds[0] - odds[1]), abs=2e-4)
+    assert model.gene_sets.removed is None  # the occlusion leaves the model as it was
+    plain = KGGNNFusion(SET_DIMS, 3, num, nodes, schema(SET_DIMS), hidden=16).eval()  # no read-in
+    assert all(e["gene_sets"] == [] for e in explain(plain, patients, hetero, SET_DIMS, set_kg, CLASSES))
+
+
+def test_gene_sets_below_the_minimum_score_are_not_listed():
+    shown = {"modality_share": {"image": 0.0, "note": 0.0, "omics": 1.0}, "genes": [], "concepts": [], "paths": []}
+    shown["gene_sets"] = [
+        {"set": "Signaling by ERBB2: ligand", "type": "pathway", "score": 0.2},
+        {"set": "MISC", "type": "pathway", "score": 0.001},
+    ]
+    assert columns(shown)["top_gene_sets"] == "Signaling by ERBB2: ligand:0.2"
+    del shown["gene_sets"]  # an explanation written before the read-in existed
+    assert columns(shown)["top_gene_sets"] == ""

@@ -294,6 +294,7 @@ class GeneSetReadIn(nn.Module):
         self.pool = GeneSetPooling(knowledge, omics_genes, n_expression, dim)
         self.maps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(3))
         self.norm = nn.LayerNorm(hidden)
+        self.removed: Tensor | None = None  # (B, sets) bool: sets left out of the read-in (explanations' occlusion)
 
     @property
     def num_sets(self) -> int:
@@ -310,11 +311,32 @@ class GeneSetReadIn(nn.Module):
         vectors = torch.cat(parts)
         return vectors / vectors.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-6)
 
+    def pooled(self, omics: Tensor, present: Tensor) -> Tensor:
+        """(B, 3 x sets): up | down | mutated per set, zeros without omics and for the :attr:`removed` sets."""
+        pooled = self.pool(omics) * present.to(omics).unsqueeze(1)
+        if self.removed is not None:
+            pooled = pooled * (~self.removed).to(pooled).repeat(1, 3)
+        return pooled
+
+    def terms(self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict) -> Tensor:
+        """(B, sets): the size of each set's term in a patient's read-in (before the sum and the norm)."""
+        pooled, sets, vectors = self.pooled(omics, present), self.num_sets, self.set_embeddings(embeddings)
+        mapped = [w(vectors) for w in self.maps]  # (sets, hidden) per channel
+        term = sum(pooled[:, c * sets : (c + 1) * sets, None] * m[None] for c, m in enumerate(mapped))
+        return term.norm(dim=2)
+
     def forward(self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict) -> Tensor:
-        pooled = self.pool(omics) * present.to(omics).unsqueeze(1)  # (B, 3 x sets): up | down | mutated
-        sets, vectors = self.num_sets, self.set_embeddings(embeddings)
+        pooled, sets, vectors = self.pooled(omics, present), self.num_sets, self.set_embeddings(embeddings)
         read = sum(w(pooled[:, c * sets : (c + 1) * sets] @ vectors) for c, w in enumerate(self.maps))
         return self.norm(read / math.sqrt(sets))
+
+    def set_names(self, kg) -> list[tuple[str, str]]:
+        """``(node type, node name)`` of each set of a ``KnowledgeGraph`` (the one the model was built on)."""
+        from clinicmm.fusion.models.kg_pathway import SET_RELATIONS
+
+        types = [SET_RELATIONS[int(r)][2] for r in self.pool.set_relation]
+        names = {t: kg.names(t) for t in set(types)}
+        return [(t, names[t][int(i)]) for t, i in zip(types, self.pool.set_node)]
 
     def extra_repr(self) -> str:
         return f"gene_sets={self.num_sets}"
