@@ -1,6 +1,7 @@
 """How much the graph models' omics -> gene links move their predictions: each trained model scores its test
-patients with their gene links and again with every omics link removed (the omics evidence node kept), beside the
-same model with the whole omics modality removed for scale.
+patients with their gene links and again with every omics link removed (the omics evidence node kept), then without
+its gene-set read-in (``training.gene_set_input``: the omics pooled over the graph's gene sets; links and evidence
+node kept), beside the same model with the whole omics modality removed for scale.
 
 The same stratified 5 folds as ``clinicmm compare`` and ``benchmarks/recipe.py`` (seed ``--fold-seed``), each model
 trained through the one fit path with the cohort's default ``training:`` block (``--offset`` overrides the offset).
@@ -17,6 +18,7 @@ cohort on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -35,6 +37,24 @@ def _recipe():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def without_gene_sets(model):
+    """``model`` with its networks' gene-set read-in switched off (a model without one is unchanged)."""
+    from clinicmm.fusion.models.wrappers import LinearOffset, members_of
+
+    nets = [m.net if isinstance(m, LinearOffset) else m for m in members_of(model)]
+    kept = [getattr(net, "gene_sets", None) for net in nets]
+    try:
+        for net, read_in in zip(nets, kept):
+            if read_in is not None:
+                net.gene_sets = None
+        yield model
+    finally:
+        for net, read_in in zip(nets, kept):
+            if read_in is not None:
+                net.gene_sets = read_in
 
 
 def main() -> None:
@@ -63,7 +83,8 @@ def main() -> None:
         data = cv_data(TrainingData(wf))
         spec = wf.training if args.offset is None else wf.training.model_copy(update={"offset": args.offset})
         k, n = len(data.classes), len(data.y)
-        probs = {m: {v: np.zeros((n, k)) for v in ("links", "no links", "no omics")} for m in models}
+        variants = ("links", "no links", "no gene sets", "no omics")
+        probs = {m: {v: np.zeros((n, k)) for v in variants} for m in models}
         linked = np.zeros(n, dtype=bool)
         for f, (train, test) in enumerate(make_folds(data.y, data.classes, cmp.folds, cmp.seed)):
             fit_rows, val_rows = split_val(train, data.y, cmp.val, cmp.seed + f)
@@ -79,13 +100,15 @@ def main() -> None:
                     probs[name][variant][test] = predict_proba(
                         fitted.model, rows, fitted.hetero, fitted.dims, without=without
                     )
+                with without_gene_sets(fitted.model) as model:
+                    probs[name]["no gene sets"][test] = predict_proba(model, items, fitted.hetero, fitted.dims)
             print(f"{cohort}: fold {f + 1}/5", flush=True)
         idx = resamples(n, 1000, 0)
         print(f"\n## {cohort}: {n} patients, {int(linked.sum())} with omics gene links; 5-fold, seed {args.fold_seed}")
         table = []
         for name in models:
             full = probs[name]["links"]
-            for variant in ("no links", "no omics"):
+            for variant in variants[1:]:
                 other = probs[name][variant]
                 d, lo, hi = paired_delta(data.y, other, full, k, idx)
                 table.append({
