@@ -36,6 +36,9 @@ RUNS = {  # name -> (model, overrides of the TrainingSpec defaults)
     "kg_gnn text init": ("kg_gnn", {}),  # class_init: text, the default
     "kg_gnn random init": ("kg_gnn", {"class_init": "random"}),
     "kg_gnn graph nodes": ("kg_gnn", {"node_init": "graph"}),  # genes, pathways, concepts from the graph's structure
+    "kg_gnn no gene sets": ("kg_gnn", {"gene_set_input": False}),  # without the read-in of the pooled gene sets
+    "kg_rgcn": ("kg_rgcn", {}),
+    "kg_rgcn no gene sets": ("kg_rgcn", {"gene_set_input": False}),
     "kg_pathway": ("kg_pathway", {}),  # concat + the omics pooled over the graph's gene sets
     "logreg": ("logreg", {}),
     "kg_logreg": ("kg_logreg", {}),  # logreg + the pooled gene-set view
