@@ -1,4 +1,4 @@
-"""Why a patient got its prediction: share of each modality, top genes, concepts and gene sets, graph paths to the class.
+"""Why a patient got its prediction: modality shares, top genes, concepts and gene sets, graph paths to the class.
 
 Every number is an occlusion effect on the predicted class ``ŷ``, measured with the model in eval mode, so it needs
 no gradients and means the same for every model:
@@ -111,6 +111,8 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
 def _set_scores(model, batch, full, pred, kg) -> dict[tuple[int, str, str], float]:
     """``(patient row, set node type, set name) -> drop of the log-odds of ŷ`` when that gene set is left out of the
     read-in, for the :data:`SET_CANDIDATES` largest terms of each patient with omics (empty without a read-in)."""
+    import copy
+
     import torch
 
     from clinicmm.fusion.models.kg_gnn import OMICS, KGGNNFusion
@@ -125,19 +127,14 @@ def _set_scores(model, batch, full, pred, kg) -> dict[tuple[int, str, str], floa
     rows = present.nonzero().flatten()
     candidates = terms[rows].argsort(1, descending=True)[:, :SET_CANDIDATES]
     scores: dict[tuple[int, str, str], float] = {}
-    try:
-        for k in range(candidates.size(1)):
-            removed = torch.zeros_like(terms, dtype=torch.bool)
-            removed[rows, candidates[:, k]] = True
-            for net in nets:
-                net.gene_sets.removed = removed
-            drop = full - log_odds(model(batch), pred)
-            for row, s in zip(rows.tolist(), candidates[:, k].tolist()):
-                if float(terms[row, s]) > 0:  # a set the patient has no value in (nothing measured) moves nothing
-                    scores[(row, *names[s])] = float(drop[row])
-    finally:
-        for net in nets:
-            net.gene_sets.removed = None
+    for k in range(candidates.size(1)):
+        cut = copy.copy(batch)  # the mask travels with this batch, never on the shared model (concurrent requests)
+        cut["patient"].removed_sets = torch.zeros_like(terms, dtype=torch.bool)
+        cut["patient"].removed_sets[rows, candidates[:, k]] = True
+        drop = full - log_odds(model(cut), pred)
+        for row, s in zip(rows.tolist(), candidates[:, k].tolist()):
+            if float(terms[row, s]) > 0:  # a set the patient has no value in (nothing measured) moves nothing
+                scores[(row, *names[s])] = float(drop[row])
     return scores
 
 

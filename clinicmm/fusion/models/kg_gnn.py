@@ -184,7 +184,9 @@ class KGGNNFusion(nn.Module):
                 states[t] = self.patient.expand(batch[PATIENT].num_nodes, -1)
         if self.gene_sets is not None:
             store = batch[PATIENT]
-            states[PATIENT] = states[PATIENT] + self.gene_sets(store.x_omics, store.present[:, OMICS], self.embeddings)
+            removed = store.removed_sets if "removed_sets" in store else None  # set by explanations, per batch
+            read = self.gene_sets(store.x_omics, store.present[:, OMICS], self.embeddings, removed)
+            states[PATIENT] = states[PATIENT] + read
         return states
 
     def forward(self, batch: HeteroData) -> Tensor:
@@ -294,7 +296,6 @@ class GeneSetReadIn(nn.Module):
         self.pool = GeneSetPooling(knowledge, omics_genes, n_expression, dim)
         self.maps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(3))
         self.norm = nn.LayerNorm(hidden)
-        self.removed: Tensor | None = None  # (B, sets) bool: sets left out of the read-in (explanations' occlusion)
 
     @property
     def num_sets(self) -> int:
@@ -311,11 +312,11 @@ class GeneSetReadIn(nn.Module):
         vectors = torch.cat(parts)
         return vectors / vectors.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-6)
 
-    def pooled(self, omics: Tensor, present: Tensor) -> Tensor:
-        """(B, 3 x sets): up | down | mutated per set, zeros without omics and for the :attr:`removed` sets."""
+    def pooled(self, omics: Tensor, present: Tensor, removed: Tensor | None = None) -> Tensor:
+        """(B, 3 x sets): up | down | mutated per set; zeros without omics and where ``removed`` (B, sets) is True."""
         pooled = self.pool(omics) * present.to(omics).unsqueeze(1)
-        if self.removed is not None:
-            pooled = pooled * (~self.removed).to(pooled).repeat(1, 3)
+        if removed is not None:
+            pooled = pooled * (~removed).to(pooled).repeat(1, 3)
         return pooled
 
     def terms(self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict) -> Tensor:
@@ -325,8 +326,11 @@ class GeneSetReadIn(nn.Module):
         term = sum(pooled[:, c * sets : (c + 1) * sets, None] * m[None] for c, m in enumerate(mapped))
         return term.norm(dim=2)
 
-    def forward(self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict) -> Tensor:
-        pooled, sets, vectors = self.pooled(omics, present), self.num_sets, self.set_embeddings(embeddings)
+    def forward(
+        self, omics: Tensor, present: Tensor, embeddings: nn.ModuleDict, removed: Tensor | None = None
+    ) -> Tensor:
+        """(B, hidden). ``removed``: (B, sets) bool, sets left out (the explanations' leave-one-set-out)."""
+        pooled, sets, vectors = self.pooled(omics, present, removed), self.num_sets, self.set_embeddings(embeddings)
         read = sum(w(pooled[:, c * sets : (c + 1) * sets] @ vectors) for c, w in enumerate(self.maps))
         return self.norm(read / math.sqrt(sets))
 

@@ -5,7 +5,8 @@ knowledge-node embeddings, projected evidence, one learned patient vector), the 
 evidence -> knowledge messages, so a patient's logits never depend on its batch-mates; each layer only updates the
 node types later layers read), the same residual + LayerNorm update, class scoring against the cancer-type nodes'
 final states, ablation ``modality_weights``, ``init_class_embeddings``, the gene-set read-in
-(``training.gene_set_input``) and the receptive-field batches of a large graph (:mod:`~clinicmm.fusion.subgraph`): it subclasses KGGNNFusion and overrides only ``_make_conv``.
+(``training.gene_set_input``) and the receptive-field batches of a large graph (:mod:`~clinicmm.fusion.subgraph`):
+it subclasses KGGNNFusion and overrides only ``_make_conv``.
 
 Each layer is an R-GCN in heterogeneous form: ``HeteroConv`` of one ``SAGEConv`` per relation, summed per
 destination type. For node ``i`` that is ``sum_r (W_r mean_{j in N_r(i)} h_j + R_r h_i)``: the R-GCN update with
