@@ -251,6 +251,15 @@ def test_explain_predicts_a_demo_type_and_splits_it_by_modality(executed):
     assert all(0.0 <= v <= 1.0 for v in values) and sum(values) == pytest.approx(1.0, abs=0.005)
 
 
+def test_explain_scores_the_gene_sets_of_kg_gnns_read_in(executed):
+    nb, _ = executed(NOTEBOOKS_DIR / EXPLAIN)
+    cell = _tagged(nb, "gene-sets")
+    scored = re.search(r"gene sets scored: (\d+); supporting (\w+): (\d+)", _text(cell))
+    assert scored, "no gene-set scores printed"
+    assert 1 <= int(scored.group(1)) <= 10 and int(scored.group(3)) <= int(scored.group(1))
+    assert _figures(cell) == 1
+
+
 def test_explain_shows_graph_evidence_and_the_ct(executed):
     nb, _ = executed(NOTEBOOKS_DIR / EXPLAIN)
     predicted = re.search(r"predicted type: (\w+)", _text(_tagged(nb, "prediction"))).group(1)
