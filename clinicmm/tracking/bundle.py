@@ -81,6 +81,9 @@ class ModelBundle:
         if not isinstance(self.ensemble, int) or not 1 <= self.ensemble <= 16:
             raise ModelError(f"model {self.name!r}: ensemble {self.ensemble!r} in model.json is not a member count "
                              "from 1 to 16; the bundle is damaged. Train the model again.")  # fmt: skip
+        if not isinstance(self.gene_set_input, bool):
+            raise ModelError(f"model {self.name!r}: gene_set_input {self.gene_set_input!r} in model.json is not true or "
+                             "false; the bundle is damaged. Train the model again.")  # fmt: skip
         members = [build(self.name) for _ in range(self.ensemble)]
         if self.offset == "logreg":
             members = [LinearOffset(m, build("logreg")) for m in members]
@@ -172,7 +175,7 @@ class ModelBundle:
             calibration=_load_calibration(folder / "calibration.json"),
             offset=meta.get("offset", "none"),  # bundles from before training.offset
             ensemble=meta.get("ensemble", 1),  # bundles from before training.ensemble
-            gene_set_input=meta.get("gene_set_input", False) is True,  # bundles from before training.gene_set_input
+            gene_set_input=meta.get("gene_set_input", False),  # bundles from before training.gene_set_input
         )
 
 

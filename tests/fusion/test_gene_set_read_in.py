@@ -102,8 +102,11 @@ def test_the_bundle_records_it_and_rebuilds_the_same_model(
         with torch.no_grad():
             assert torch.allclose(ModelBundle.load(folder).build_model()(batch), model(batch))
     else:  # the saved weights need the read-in: rebuilt without it they do not fit
-        (folder / "model.json").write_text(json.dumps(meta | {"gene_set_input": False}))
         from clinicmm.errors import ModelError
 
+        (folder / "model.json").write_text(json.dumps(meta | {"gene_set_input": False}))
         with pytest.raises(ModelError, match="weights do not fit"):
+            ModelBundle.load(folder).build_model()
+        (folder / "model.json").write_text(json.dumps(meta | {"gene_set_input": "yes"}))  # damaged: named, not guessed
+        with pytest.raises(ModelError, match="gene_set_input 'yes' in model.json"):
             ModelBundle.load(folder).build_model()
