@@ -373,9 +373,26 @@ def evaluate_stage(wf: WorkflowSpec, progress: bool = True) -> pd.DataFrame:
         wf,
         "evaluate",
         {"results": results.to_dict(orient="records")},
-        digest_bytes(json.dumps(metrics_by_model, sort_keys=True)),
+        digest_bytes(json.dumps(_rounded(metrics_by_model), sort_keys=True)),
     )
     return results
+
+
+# the evaluate digest reads metrics to this many decimals: the same models scored with another CPU thread count (the
+# default follows the machine's load per stage) sum in another order, moving probabilities by ~5e-7 and metrics in
+# their last bits, which would make register and predict stale after a resumed evaluate that changed nothing
+DIGEST_DECIMALS = 6
+
+
+def _rounded(value):
+    """``value`` (nested dicts / lists of metrics) with every float rounded to :data:`DIGEST_DECIMALS` decimals."""
+    if isinstance(value, float):
+        return round(value, DIGEST_DECIMALS) if value == value else "nan"
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
 
 
 # -------------------------------------------------------------------------------------------- register
