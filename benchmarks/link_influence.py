@@ -42,9 +42,9 @@ def _recipe():
 @contextlib.contextmanager
 def without_gene_sets(model):
     """``model`` with its networks' gene-set read-in switched off (a model without one is unchanged)."""
-    from clinicmm.fusion.models.wrappers import LinearOffset, members_of
+    from clinicmm.fusion.models.wrappers import networks_of
 
-    nets = [m.net if isinstance(m, LinearOffset) else m for m in members_of(model)]
+    nets = networks_of(model)
     kept = [getattr(net, "gene_sets", None) for net in nets]
     try:
         for net, read_in in zip(nets, kept):

@@ -115,9 +115,10 @@ def _set_scores(model, batch, full, pred, kg) -> dict[tuple[int, str, str], floa
 
     import torch
 
-    from clinicmm.fusion.models.kg_gnn import OMICS, KGGNNFusion
+    from clinicmm.fusion.models.kg_gnn import OMICS
+    from clinicmm.fusion.models.wrappers import networks_of
 
-    nets = [m for m in model.modules() if isinstance(m, KGGNNFusion) and m.gene_sets is not None]
+    nets = [net for net in networks_of(model) if getattr(net, "gene_sets", None) is not None]
     if not nets:
         return {}
     store, first = batch["patient"], nets[0]

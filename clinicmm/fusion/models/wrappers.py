@@ -132,8 +132,11 @@ def offset_of(model: nn.Module) -> str:
     return "logreg" if isinstance(members_of(model)[0], LinearOffset) else "none"
 
 
+def networks_of(model: nn.Module) -> list[nn.Module]:
+    """Each member's own network (:func:`members_of`, unwrapped from its :class:`LinearOffset`)."""
+    return [m.net if isinstance(m, LinearOffset) else m for m in members_of(model)]
+
+
 def reads_gene_sets(model: nn.Module) -> bool:
     """``training.gene_set_input`` as ``model`` was built with it: whether its network has a gene-set read-in."""
-    net = members_of(model)[0]
-    net = net.net if isinstance(net, LinearOffset) else net
-    return getattr(net, "gene_sets", None) is not None
+    return getattr(networks_of(model)[0], "gene_sets", None) is not None
