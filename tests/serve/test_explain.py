@@ -67,12 +67,17 @@ def items(kg: KnowledgeGraph, n: int = 7, seed: int = 0) -> list[PatientEvidence
     return out
 
 
-def model_for(cls, kg: KnowledgeGraph, seed: int = 0):
+def model_for(cls, kg: KnowledgeGraph, seed: int = 0, dims: dict = DIMS, omics_genes=None):
+    """``cls`` on ``kg`` scoring CLASSES, and ``kg`` as HeteroData; with ``omics_genes`` (every omics feature an
+    expression value) the model gets its gene-set read-in."""
     torch.manual_seed(seed)
     hetero = kg.to_hetero()
     nodes = torch.tensor([kg.index(Node.CANCER, c) for c in CLASSES])
     num = {t: int(hetero[t].num_nodes) for t in ("gene", "pathway", "cancer_type", "concept")}
-    return cls(DIMS, len(CLASSES), num, nodes, schema(DIMS), hidden=16).eval(), hetero
+    sets = (
+        {} if omics_genes is None else {"knowledge": hetero, "omics_genes": omics_genes, "n_expression": dims["omics"]}
+    )
+    return cls(dims, len(CLASSES), num, nodes, schema(dims), hidden=16, **sets).eval(), hetero
 
 
 @pytest.mark.parametrize("cls", [KGGNNFusion, KGRGCNFusion, "ensemble"])
@@ -223,14 +228,8 @@ def test_gene_set_scores_equal_leaving_the_set_out_of_the_read_in(set_kg):
     """Leave-one-set-out of kg_gnn's gene-set read-in: each listed set's score is the drop of the predicted class's
     log-odds when that set's pooled values are zeroed (recomputed here through a hook on the pooling, one patient at
     a time); patients without omics, and models without a read-in, list none."""
-    torch.manual_seed(0)
-    hetero = set_kg.to_hetero()
     genes = [set_kg.index(Node.GENE, g) for g in ("A0", "A1", "A2", "B0", "B1", "B2")] + [-1]
-    nodes = torch.tensor([set_kg.index(Node.CANCER, c) for c in CLASSES])
-    num = {t: int(hetero[t].num_nodes) for t in ("gene", "pathway", "cancer_type", "concept")}
-    model = KGGNNFusion(
-        SET_DIMS, 3, num, nodes, schema(SET_DIMS), hidden=16, knowledge=hetero, omics_genes=genes, n_expression=7
-    ).eval()
+    model, hetero = model_for(KGGNNFusion, set_kg, dims=SET_DIMS, omics_genes=genes)
     assert model.gene_sets.num_sets == 2
     rng = np.random.default_rng(0)
     patients = [
@@ -266,7 +265,7 @@ def test_gene_set_scores_equal_leaving_the_set_out_of_the_read_in(set_kg):
                     x[0, pred] - torch.logsumexp(torch.cat([x[0, :pred], x[0, pred + 1 :]]), 0) for x in (logits, cut)
                 ]
                 assert g["score"] == pytest.approx(float(odds[0] - odds[1]), abs=2e-4)
-    plain = KGGNNFusion(SET_DIMS, 3, num, nodes, schema(SET_DIMS), hidden=16).eval()  # no read-in
+    plain, _ = model_for(KGGNNFusion, set_kg, dims=SET_DIMS)  # no read-in
     assert all(e["gene_sets"] == [] for e in explain(plain, patients, hetero, SET_DIMS, set_kg, CLASSES))
 
 
