@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clinicmm.ingest.gene_names import GeneHarmonizer, read_hgnc_table
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "clinicmm" / "genomics" / "data" / "hgnc_genes.tsv.gz"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "clinicmm" / "ingest" / "data" / "hgnc_genes.tsv.gz"
 
 
 def main() -> None:

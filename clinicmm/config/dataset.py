@@ -135,10 +135,12 @@ class OmicsLayerSpec(ExpressionSpec):
         "normalized (e.g. methylation beta values, RPPA) are used as given. Every feature is then z-scored on "
         "the training patients.",
     )
-    features: Literal["gene", "probe", "mirna"] = Field(
+    features: Literal["gene", "probe", "mirna", "cytoband"] = Field(
         "gene",
         description="How the column names name genes: gene (symbols or Ensembl / NCBI ids, harmonised to HGNC), "
-        "mirna (miRBase names, linked to the HGNC MIR genes), probe (array probe ids, mapped with feature_map).",
+        "mirna (miRBase names, linked to the HGNC MIR genes), probe (array probe ids, mapped with feature_map), "
+        "cytoband (copy number by chromosome arm or band: 1p, 8q, chr8q, 8q24.21; each stands for the genes "
+        "located in it, by HGNC's locations).",
     )
     feature_map: Path | None = Field(
         None,

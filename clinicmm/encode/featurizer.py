@@ -244,7 +244,8 @@ class Featurizer:
 
         Only features that name a gene node of the graph compete for a patient's link budget (see
         :mod:`clinicmm.encode.genomics`). The stats count, besides the patients computed, how the model's features
-        link (``features_linked``, ``features_not_in_graph``, ``features_unmapped``, also per layer), the links
+        link (``features_linked``, ``features_not_in_graph``, ``features_unmapped``, ``features_region``, also
+        per layer), the links
         made (``gene_links``) and the patients with omics but no gene link (``patients_without_gene_links``).
         """
         pre = self.preprocessor
@@ -259,10 +260,12 @@ class Featurizer:
             stats["gene_links"] = sum(len(g) for g in genes)
             stats["patients_without_gene_links"] = sum(1 for g, ok in zip(genes, present) if ok and not g)
             log.info(
-                "omics: %d of %d features link to graph genes (%d name genes the graph lacks, %d name no gene); "
-                "%d of %d patients have no gene link",
+                "omics: %d of %d features link to graph genes (%d name genes the graph lacks, %d name no gene, %d "
+                "name a chromosome arm or band: pooled over its genes by the gene-set models); %d of %d patients "
+                "have no gene link",
                 stats["features_linked"], stats["features"], stats["features_not_in_graph"],
-                stats["features_unmapped"], stats["patients_without_gene_links"], stats["computed"],
+                stats["features_unmapped"], stats.get("features_region", 0), stats["patients_without_gene_links"],
+                stats["computed"],
             )  # fmt: skip
         return feats, genes, {"stats": stats, "failures": {}}
 

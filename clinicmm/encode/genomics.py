@@ -76,6 +76,9 @@ MIRNA_NAME = re.compile(
 # HGNC miRNA gene symbols (MIR21, MIR1-2, MIR181A1, MIRLET7A1); not the host genes (MIR17HG)
 MIRNA_SYMBOL = re.compile(r"^MIR(?:LET7[A-Z]\d*|\d+(?!HG$)[A-Z]{0,2}(?:\d+|-\d+)?)$")
 LINKED, NOT_IN_GRAPH, UNMAPPED = "linked", "not_in_graph", "unmapped"
+# a copy-number arm or band (8q, 8q24.21): no single gene, so no per-patient link, but pooled over the genes it
+# covers by the gene-set models (clinicmm.ingest.cytobands, :func:`feature_genes`)
+REGION = "region"
 LAYERS = ("plain", "meth", "mirna")  # layers of the columns of one expression table; genomics.layers add theirs
 LAYER_SEPARATOR = ":"  # the columns of genomics.layers are "<layer>:<feature>" (clinicmm.ingest.genomics)
 LAYER_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}:")
@@ -137,6 +140,10 @@ def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) 
     renamed miRNA such as ``hsa-mir-103-1`` still finds ``MIR103A1``). It counts as not in the graph when HGNC
     knows it as a gene, else as unmapped.
     """
+    from clinicmm.ingest.cytobands import parse_band
+
+    if parse_band(_unprefixed(name)) is not None:
+        return None, REGION
     symbol = feature_gene(name)
     if symbol is None:
         return None, UNMAPPED
@@ -154,6 +161,18 @@ def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) 
     if harmonize and current in graph_genes:
         return current, LINKED
     return None, NOT_IN_GRAPH
+
+
+def feature_genes(name: str, graph_genes: Collection[str], harmonize: bool = False) -> list[str]:
+    """The graph genes one feature stands for: its gene (:func:`link_gene`), or for a copy-number arm or band
+    (``8q``, ``cnv:8q24.21``) every graph gene located inside it (HGNC's locations, :mod:`clinicmm.ingest.cytobands`);
+    [] for none."""
+    gene, how = link_gene(name, graph_genes, harmonize)
+    if how != REGION:
+        return [gene] if gene is not None else []
+    from clinicmm.ingest.cytobands import GeneLocations
+
+    return [g for g in GeneLocations.shipped().genes_in(_unprefixed(name)) if g in graph_genes]
 
 
 class GenomicsPreprocessor:
@@ -453,15 +472,17 @@ class GenomicsPreprocessor:
     def link_counts(self, graph_genes: Collection[str]) -> dict[str, int]:
         """How the model's expression features link to the graph: ``features`` (all of them),
         ``features_linked``, ``features_not_in_graph`` (an HGNC gene the graph lacks), ``features_unmapped`` (no
-        gene), and the same three per layer (``features_linked_meth``, ``features_unmapped_mirna`` …; layers of
-        :func:`feature_layer`). Feature names only, nothing about patients."""
+        gene), ``features_region`` (a chromosome arm or band, :func:`feature_genes`; only when there is one), and
+        the same per layer (``features_linked_meth``, ``features_region_cnv`` …; layers of :func:`feature_layer`).
+        Feature names only, nothing about patients."""
         layers = [*LAYERS, *(n for n in self.layer_units if n not in LAYERS)]
-        counts = {"features": 0} | {f"features_{k}": 0 for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
-        counts |= {f"features_{k}_{layer}": 0 for layer in layers for k in (LINKED, NOT_IN_GRAPH, UNMAPPED)}
+        kinds = (LINKED, NOT_IN_GRAPH, UNMAPPED)  # the region counts appear when a feature is one
+        counts = {"features": 0} | {f"features_{k}": 0 for k in kinds}
+        counts |= {f"features_{k}_{layer}": 0 for layer in layers for k in kinds}
         for name in self._fitted_genes():
             _, how = link_gene(name, graph_genes, self.harmonize)
             counts["features"] += 1
-            counts[f"features_{how}"] += 1
+            counts[f"features_{how}"] = counts.get(f"features_{how}", 0) + 1
             key = f"features_{how}_{feature_layer(name)}"
             counts[key] = counts.get(key, 0) + 1
         return counts

@@ -552,7 +552,8 @@ def read_layer(
     layer, spec: DatasetSpec, pattern: str | None, harmonizer: GeneHarmonizer | None, drop: bool, key: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One ``genomics.layers`` table by patient, its columns ``<name>:<feature>``: gene names harmonised
-    (``features: gene``), probes averaged per gene through ``feature_map`` (``features: probe``), miRNA names kept.
+    (``features: gene``), probes averaged per gene through ``feature_map`` (``features: probe``), miRNA names and
+    arm / band names (``features: cytoband``, counted: ``regions``) kept.
     ``attrs["genes"]`` counts the layer's features, ``attrs["issues"]`` its readable lines."""
     path = spec.resolve(layer.path)
     gene_names = harmonizer if layer.features == "gene" else None
@@ -572,6 +573,16 @@ def read_layer(
             issues.append(
                 f"{path.name}: {counts['unmapped']} of {counts['features']} {layer.name} features are not in "
                 f"{Path(layer.feature_map).name}; kept as features, they link to no gene"
+            )
+    if layer.features == "cytoband":
+        from clinicmm.ingest.cytobands import parse_band
+
+        counts["regions"] = sum(parse_band(c) is not None for c in matrix.columns)
+        if counts["regions"] < counts["features"]:
+            issues.append(
+                f"{path.name}: {counts['features'] - counts['regions']} of {counts['features']} {layer.name} columns "
+                "name no chromosome arm or band (1p, 8q, chr8q, 8q24.21; whole chromosomes and ranges are not read); "
+                "kept as features, they link to no gene"
             )
     matrix = matrix.add_prefix(layer.name + LAYER_SEPARATOR)
     matrix.attrs = {"genes": {f"{layer.name}_{k}": v for k, v in counts.items()}, "issues": issues,

@@ -68,24 +68,29 @@ def class_nodes(kg, classes: list[str]):
 
 
 def omics_gene_index(
-    genomics: dict | None, kg, model: str | None = None, gene_set_input: bool = False
-) -> tuple[list[int] | None, int | None]:
+    genomics: dict | None, kg, model: str | None = None, gene_set_input: bool = False, regions: bool = True
+) -> tuple[list | None, int | None]:
     """``(gene node index of each omics feature or -1, number of expression features)`` from a fitted genomics
     preprocessor's description (``genomics.json``), linked to ``kg``'s genes as the encode stage links them
     (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled models' gene sets are built from.
+    With ``regions``, a copy-number arm or band feature (``cnv:8q``) gets the list of the graph genes located in
+    it (:func:`clinicmm.encode.genomics.feature_genes`; bundles saved before regions were pooled rebuild without).
     ``(None, None)`` without genomics, or for a ``model`` that does not pool
     (:func:`clinicmm.fusion.registry.pools_gene_sets`, given ``training.gene_set_input``)."""
     from clinicmm.fusion.registry import pools_gene_sets
 
     if genomics is None or (model is not None and not pools_gene_sets(model, gene_set_input)):
         return None, None
-    from clinicmm.encode.genomics import GenomicsPreprocessor, link_gene
+    from clinicmm.encode.genomics import REGION, GenomicsPreprocessor, feature_genes, link_gene
 
     pre = GenomicsPreprocessor.from_dict(genomics)
     graph_genes = set(kg.names(Node.GENE))
     out = []
     for name in [*pre.genes, *pre.mutation_genes]:
-        gene = link_gene(name, graph_genes, pre.harmonize)[0]
+        gene, how = link_gene(name, graph_genes, pre.harmonize)
+        if how == REGION and regions:
+            out.append([int(kg.index(Node.GENE, g)) for g in feature_genes(name, graph_genes, pre.harmonize)] or -1)
+            continue
         index = kg.index(Node.GENE, gene) if gene is not None else None
         out.append(-1 if index is None else int(index))
     return out, len(pre.genes)

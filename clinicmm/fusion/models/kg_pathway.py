@@ -50,11 +50,19 @@ def gene_sets(knowledge: HeteroData, omics_genes: Sequence[int], n_expression: i
     number (``set``); per set, its node (``node``: index among the nodes of its type) and which of
     :data:`SET_RELATIONS` defines it (``relation``).
 
-    ``omics_genes``: gene node index per omics feature (-1: links no gene); the first ``n_expression`` features
-    are expression z-scores, the rest 0/1 mutation flags. Sets are the pathways and cancer types of
-    :data:`SET_RELATIONS` with at least :data:`MIN_MEMBERS` member features, in node order.
+    ``omics_genes``: gene node index per omics feature (-1: links no gene), or a list of them for a feature that
+    stands for several genes (a copy-number arm or band, :mod:`clinicmm.ingest.cytobands`: it is a member of a set
+    once per gene of the set it covers, so a set's pooled value weighs it by those genes); the first
+    ``n_expression`` features are expression z-scores, the rest 0/1 mutation flags. Sets are the pathways and
+    cancer types of :data:`SET_RELATIONS` with at least :data:`MIN_MEMBERS` member genes, in node order.
     """
-    genes = torch.as_tensor(list(omics_genes), dtype=torch.long)
+    pair_feature, pair_gene = [], []  # one (feature, gene) pair per gene a feature names
+    for j, entry in enumerate(omics_genes):
+        for gene in entry if isinstance(entry, (list, tuple)) else (entry,):
+            pair_feature.append(j)
+            pair_gene.append(int(gene))
+    pair_feature = torch.as_tensor(pair_feature, dtype=torch.long)
+    genes = torch.as_tensor(pair_gene, dtype=torch.long)
     features, sets, nodes, relations, offset = [], [], [], [], 0
     for r, edge_type in enumerate(SET_RELATIONS):
         if edge_type not in knowledge.edge_types:
@@ -68,11 +76,11 @@ def gene_sets(knowledge: HeteroData, omics_genes: Sequence[int], n_expression: i
         member = torch.zeros(num_genes + 1, num_sets, dtype=torch.bool)  # row num_genes: "no gene"
         member[edges[0], edges[1]] = True
         feature_rows = torch.where(genes >= 0, genes, torch.full_like(genes, num_genes))
-        f, s = member[feature_rows].nonzero(as_tuple=True)
+        pair, s = member[feature_rows].nonzero(as_tuple=True)
         keep = torch.bincount(s, minlength=num_sets) >= MIN_MEMBERS
         renumber = torch.cumsum(keep.long(), 0) - 1
         chosen = keep[s]
-        features.append(f[chosen])
+        features.append(pair_feature[pair[chosen]])
         sets.append(renumber[s[chosen]] + offset)
         nodes.append(keep.nonzero().view(-1))
         relations.append(torch.full((int(keep.sum()),), r, dtype=torch.long))
