@@ -245,8 +245,8 @@ class Featurizer:
         Only features that name a gene node of the graph compete for a patient's link budget (see
         :mod:`clinicmm.encode.genomics`). The stats count, besides the patients computed, how the model's features
         link (``features_linked``, ``features_not_in_graph``, ``features_unmapped``, ``features_region``, also
-        per layer), the links
-        made (``gene_links``) and the patients with omics but no gene link (``patients_without_gene_links``).
+        per layer), the links made (``gene_links``) and the patients with omics but no gene link
+        (``patients_without_gene_links``).
         """
         pre = self.preprocessor
         feats = pre.features(expression, mutations, patients).astype(np.float32)

@@ -62,9 +62,10 @@ from clinicmm.keys import Col, Status
 LOG_UNITS = ("counts", "tpm", "fpkm")  # transformed with log2(x + 1)
 AS_IS_UNITS = ("log", "normalized")
 FORMAT_VERSION = 1
-# how omics features become graph links (only graph genes compete for the budget; meth_ / miRNA names mapped):
-# part of the encode stage's settings, so encodings made by an earlier rule are recomputed
-EVIDENCE_VERSION = 2
+# how omics features become graph links (only graph genes compete for the budget; meth_ / miRNA names mapped;
+# 3: arm / band columns of features: cytoband layers are regions): part of the encode stage's settings, so
+# encodings made by an earlier rule are recomputed
+EVIDENCE_VERSION = 3
 
 METH_PREFIX = "meth_"
 # hsa-mir-21, hsa-miR-21-5p, mir-155, hsa-mir-181a-1, hsa-mir-1-2, hsa-let-7a-1, hsa-miR-17* (case-insensitive)
@@ -132,7 +133,9 @@ def feature_layer(name: str) -> str:
     return "plain"
 
 
-def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) -> tuple[str | None, str]:
+def link_gene(
+    name: str, graph_genes: Collection[str], harmonize: bool = False, regions: Collection[str] = ()
+) -> tuple[str | None, str]:
     """``(graph gene, "linked")``, ``(None, "not_in_graph")`` or ``(None, "unmapped")`` for one feature name.
 
     The symbol of :func:`feature_gene` links when it is in ``graph_genes``; with ``harmonize``, also when its
@@ -140,9 +143,7 @@ def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) 
     renamed miRNA such as ``hsa-mir-103-1`` still finds ``MIR103A1``). It counts as not in the graph when HGNC
     knows it as a gene, else as unmapped.
     """
-    from clinicmm.ingest.cytobands import parse_band
-
-    if parse_band(_unprefixed(name)) is not None:
+    if is_region(name, regions):
         return None, REGION
     symbol = feature_gene(name)
     if symbol is None:
@@ -163,11 +164,24 @@ def link_gene(name: str, graph_genes: Collection[str], harmonize: bool = False) 
     return None, NOT_IN_GRAPH
 
 
-def feature_genes(name: str, graph_genes: Collection[str], harmonize: bool = False) -> list[str]:
-    """The graph genes one feature stands for: its gene (:func:`link_gene`), or for a copy-number arm or band
-    (``8q``, ``cnv:8q24.21``) every graph gene located inside it (HGNC's locations, :mod:`clinicmm.ingest.cytobands`);
-    [] for none."""
-    gene, how = link_gene(name, graph_genes, harmonize)
+def is_region(name: str, regions: Collection[str]) -> bool:
+    """Whether ``name`` is an arm or band column (``cnv:8q``) of one of the ``regions`` layers (``features:
+    cytoband``); a column of any other layer, or without a layer, is read as a gene name."""
+    from clinicmm.ingest.cytobands import parse_band
+
+    name = str(name).strip()
+    return (
+        bool(LAYER_PREFIX.match(name)) and feature_layer(name) in regions and parse_band(_unprefixed(name)) is not None
+    )
+
+
+def feature_genes(
+    name: str, graph_genes: Collection[str], harmonize: bool = False, regions: Collection[str] = ()
+) -> list[str]:
+    """The graph genes one feature stands for: its gene (:func:`link_gene`), or for an arm or band column of a
+    ``regions`` layer (``cnv:8q``, ``cnv:8q24.21``) every graph gene located inside it (HGNC's locations,
+    :mod:`clinicmm.ingest.cytobands`); [] for none."""
+    gene, how = link_gene(name, graph_genes, harmonize, regions)
     if how != REGION:
         return [gene] if gene is not None else []
     from clinicmm.ingest.cytobands import GeneLocations
@@ -200,6 +214,7 @@ class GenomicsPreprocessor:
         self, unit: str, z_threshold: float = 2.0, max_genes: int = 25, min_mutated: int = 2,
         mutation_classes: Sequence[str] | None = None, max_features: int | None = None, harmonize: bool = False,
         layer_units: dict[str, str] | None = None, impute_components: int = 32,
+        region_layers: Sequence[str] | None = None,
     ) -> None:  # fmt: skip
         if unit not in LOG_UNITS + AS_IS_UNITS:
             raise ModelError(f"unknown expression unit {unit!r}; valid units: {', '.join(LOG_UNITS + AS_IS_UNITS)}")
@@ -211,6 +226,7 @@ class GenomicsPreprocessor:
         self.max_features = None if max_features is None else int(max_features)
         self.harmonize = bool(harmonize)
         self.layer_units = dict(layer_units or {})
+        self.region_layers = sorted(set(region_layers or ()))  # layers of arm / band columns (features: cytoband)
         for layer, layer_unit in self.layer_units.items():
             if layer_unit not in LOG_UNITS + AS_IS_UNITS:
                 raise ModelError(f"genomics layer {layer!r}: unknown unit {layer_unit!r}")
@@ -225,12 +241,13 @@ class GenomicsPreprocessor:
 
     @classmethod
     def from_spec(
-        cls, unit: str, spec: GenomicsEncoderSpec, harmonize: bool = False, layer_units: dict[str, str] | None = None
-    ) -> GenomicsPreprocessor:
+        cls, unit: str, spec: GenomicsEncoderSpec, harmonize: bool = False, layer_units: dict[str, str] | None = None,
+        region_layers: Sequence[str] | None = None,
+    ) -> GenomicsPreprocessor:  # fmt: skip
         """An unfitted preprocessor with the workflow's evidence rule (``encoders.genomics``)."""
         return cls(unit, spec.z_threshold, spec.max_genes_per_patient, spec.min_mutated,
                    spec.mutation_classes, spec.max_features, harmonize, layer_units,
-                   spec.impute_components)  # fmt: skip
+                   spec.impute_components, region_layers)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- fitting
 
@@ -464,7 +481,7 @@ class GenomicsPreprocessor:
         absent."""
         links = {}
         for name in self._fitted_genes():
-            gene, _ = link_gene(name, graph_genes, self.harmonize)
+            gene, _ = link_gene(name, graph_genes, self.harmonize, self.region_layers)
             if gene is not None:
                 links[name] = gene
         return links
@@ -480,7 +497,7 @@ class GenomicsPreprocessor:
         counts = {"features": 0} | {f"features_{k}": 0 for k in kinds}
         counts |= {f"features_{k}_{layer}": 0 for layer in layers for k in kinds}
         for name in self._fitted_genes():
-            _, how = link_gene(name, graph_genes, self.harmonize)
+            _, how = link_gene(name, graph_genes, self.harmonize, self.region_layers)
             counts["features"] += 1
             counts[f"features_{how}"] = counts.get(f"features_{how}", 0) + 1
             key = f"features_{how}_{feature_layer(name)}"
@@ -573,6 +590,7 @@ class GenomicsPreprocessor:
             "max_features": self.max_features,
             "harmonize": self.harmonize,
             "layer_units": dict(self.layer_units),
+            "region_layers": list(self.region_layers),
             "genes": self._fitted_genes(),
             "mean": [float(v) for v in self._mean],
             "std": [float(v) for v in self._std],
@@ -589,7 +607,8 @@ class GenomicsPreprocessor:
             new = cls(data["unit"], data["z_threshold"], data["max_genes"], data["min_mutated"],
                       data.get("mutation_classes"), data.get("max_features"), data.get("harmonize", False),
                       data.get("layer_units"),
-                      data.get("impute_components", 0))  # fmt: skip  # described before imputation: the mean
+                      data.get("impute_components", 0),  # described before imputation: the mean
+                      data.get("region_layers"))  # fmt: skip  # described before arm / band layers: none
             new._genes = [str(g) for g in data["genes"]]
             new._mean = np.asarray(data["mean"], dtype=float)
             new._std = np.asarray(data["std"], dtype=float)
@@ -637,6 +656,7 @@ def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
         return None
     unit = spec.genomics.expression.unit if spec.genomics.expression else "normalized"
     layers = {layer.name: layer.unit for layer in spec.genomics.layers}
+    regions = [layer.name for layer in spec.genomics.layers if layer.features == "cytoband"]
     train = set(cohort.patients(Split.TRAIN) if patients is None else patients)
     expr = (
         cohort.expression.loc[[p for p in cohort.expression.index if p in train]]
@@ -644,5 +664,5 @@ def fit_genomics(wf, cohort, patients=None) -> GenomicsPreprocessor | None:
         else None
     )
     muts = cohort.mutations[cohort.mutations[Col.PATIENT].isin(train)] if cohort.mutations is not None else None
-    pre = GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize, layers)
+    pre = GenomicsPreprocessor.from_spec(unit, wf.encoders.genomics, spec.genomics.genes.harmonize, layers, regions)
     return pre.fit(expr, muts)

@@ -58,7 +58,6 @@ class ModelBundle:
     offset: str = "none"  # training.offset the model was fitted with ('logreg': a LinearOffset around the network)
     ensemble: int = 1  # training.ensemble: networks in the model (> 1: a SeedEnsemble of them)
     gene_set_input: bool = False  # training.gene_set_input as the model was built with it (a graph network's read-in)
-    regions: bool = True  # copy-number arm / band features pooled over their genes (False: saved before they were)
 
     # ---------------------------------------------------------------------------------------- building
     def class_nodes(self):
@@ -81,11 +80,10 @@ class ModelBundle:
         if not isinstance(self.ensemble, int) or not 1 <= self.ensemble <= 16:
             raise ModelError(f"model {self.name!r}: ensemble {self.ensemble!r} in model.json is not a member count "
                              "from 1 to 16; the bundle is damaged. Train the model again.")  # fmt: skip
-        for key in ("gene_set_input", "regions"):
-            if not isinstance(getattr(self, key), bool):
-                raise ModelError(f"model {self.name!r}: {key} {getattr(self, key)!r} in model.json is not true or "
-                                 "false; the bundle is damaged. Train the model again.")  # fmt: skip
-        genes = omics_gene_index(self.genomics, self.knowledge, self.name, self.gene_set_input, self.regions)
+        if not isinstance(self.gene_set_input, bool):
+            raise ModelError(f"model {self.name!r}: gene_set_input {self.gene_set_input!r} in model.json is not true or "
+                             "false; the bundle is damaged. Train the model again.")  # fmt: skip
+        genes = omics_gene_index(self.genomics, self.knowledge, self.name, self.gene_set_input)
         members = [build(self.name) for _ in range(self.ensemble)]
         if self.offset == "logreg":
             members = [LinearOffset(m, build("logreg")) for m in members]
@@ -131,7 +129,6 @@ class ModelBundle:
             "offset": self.offset,
             "ensemble": self.ensemble,
             "gene_set_input": self.gene_set_input,
-            "regions": self.regions,
         }
         atomic_write_bytes(folder / "model.json", json.dumps(meta, indent=1).encode())
         atomic_write_bytes(folder / "calibration.json", json.dumps(self.calibration.to_dict(), indent=1).encode())
@@ -183,7 +180,6 @@ class ModelBundle:
             offset=meta.get("offset", "none"),  # bundles from before training.offset
             ensemble=meta.get("ensemble", 1),  # bundles from before training.ensemble
             gene_set_input=meta.get("gene_set_input", False),  # bundles from before training.gene_set_input
-            regions=meta.get("regions", False),  # bundles from before arm / band features were pooled
         )
 
 

@@ -68,13 +68,13 @@ def class_nodes(kg, classes: list[str]):
 
 
 def omics_gene_index(
-    genomics: dict | None, kg, model: str | None = None, gene_set_input: bool = False, regions: bool = True
+    genomics: dict | None, kg, model: str | None = None, gene_set_input: bool = False
 ) -> tuple[list | None, int | None]:
     """``(gene node index of each omics feature or -1, number of expression features)`` from a fitted genomics
     preprocessor's description (``genomics.json``), linked to ``kg``'s genes as the encode stage links them
     (:func:`clinicmm.encode.genomics.link_gene`): what the knowledge-pooled models' gene sets are built from.
-    With ``regions``, a copy-number arm or band feature (``cnv:8q``) gets the list of the graph genes located in
-    it (:func:`clinicmm.encode.genomics.feature_genes`; bundles saved before regions were pooled rebuild without).
+    An arm or band column of a ``features: cytoband`` layer (``cnv:8q``) gets the list of the graph genes located
+    in it (:func:`clinicmm.encode.genomics.feature_genes`).
     ``(None, None)`` without genomics, or for a ``model`` that does not pool
     (:func:`clinicmm.fusion.registry.pools_gene_sets`, given ``training.gene_set_input``)."""
     from clinicmm.fusion.registry import pools_gene_sets
@@ -87,9 +87,10 @@ def omics_gene_index(
     graph_genes = set(kg.names(Node.GENE))
     out = []
     for name in [*pre.genes, *pre.mutation_genes]:
-        gene, how = link_gene(name, graph_genes, pre.harmonize)
-        if how == REGION and regions:
-            out.append([int(kg.index(Node.GENE, g)) for g in feature_genes(name, graph_genes, pre.harmonize)] or -1)
+        gene, how = link_gene(name, graph_genes, pre.harmonize, pre.region_layers)
+        if how == REGION:
+            genes = feature_genes(name, graph_genes, pre.harmonize, pre.region_layers)
+            out.append([int(kg.index(Node.GENE, g)) for g in genes] or -1)
             continue
         index = kg.index(Node.GENE, gene) if gene is not None else None
         out.append(-1 if index is None else int(index))

@@ -53,12 +53,16 @@ def test_the_shipped_locations_put_known_genes_on_their_arms() -> None:
     assert 200 < len(loc.genes_in("8q")) < 2000
 
 
-def test_arm_features_are_regions_that_stand_for_their_graph_genes() -> None:
-    graph = {"MYC", "TP53", "PVT1", "EGFR"}
-    assert link_gene("cnv:8q", graph) == (None, REGION)
-    assert sorted(feature_genes("cnv:8q", graph)) == ["MYC", "PVT1"]
-    assert feature_genes("cnv:17p", graph) == ["TP53"] and feature_genes("cnv:18q", graph) == []
-    assert feature_genes("TP53", graph) == ["TP53"] and feature_genes("cnv:TP53", graph) == ["TP53"]
+def test_arm_columns_of_a_cytoband_layer_are_regions_that_stand_for_their_graph_genes() -> None:
+    graph, regions = {"MYC", "TP53", "PVT1", "EGFR"}, ("cnv",)
+    assert link_gene("cnv:8q", graph, regions=regions) == (None, REGION)
+    assert sorted(feature_genes("cnv:8q", graph, regions=regions)) == ["MYC", "PVT1"]
+    assert feature_genes("cnv:17p", graph, regions=regions) == ["TP53"]
+    assert feature_genes("cnv:18q", graph, regions=regions) == []
+    assert feature_genes("TP53", graph, regions=regions) == ["TP53"]
+    assert feature_genes("cnv:TP53", graph, regions=regions) == ["TP53"]
+    # only a layer declared `features: cytoband` is read so: elsewhere "8q" is a name that names no gene
+    assert link_gene("cnv:8q", graph) == (None, "unmapped") and feature_genes("8q", graph, regions=regions) == []
 
 
 def _graph(members: dict[str, list[int]], genes: int) -> HeteroData:
@@ -103,8 +107,10 @@ def test_a_cytoband_layer_is_read_counted_and_pooled_over_the_genes_of_its_arms(
     issues = genomics_issues(tables)
     assert any("1 of 4 cnv columns name no chromosome arm or band" in line for line in issues)
     assert not any("WGD" in line for line in issues)  # counted, not echoed
-    pre = GenomicsPreprocessor.from_spec("log", GenomicsEncoderSpec(), layer_units={"cnv": "log"})
+    pre = GenomicsPreprocessor.from_spec("log", GenomicsEncoderSpec(), layer_units={"cnv": "log"},
+                                         region_layers=["cnv"])  # fmt: skip
     pre.fit(matrix, None)
+    assert GenomicsPreprocessor.from_dict(pre.to_dict()).region_layers == ["cnv"]
     graph = {"MYC", "PVT1", "TP53", "CDKN2A", "EGFR"}
     counts = pre.link_counts(graph)
     assert counts["features_region_cnv"] == 3 and counts["features_unmapped_cnv"] == 1
@@ -117,8 +123,9 @@ def test_kg_pathway_pools_an_arm_layer_and_its_bundle_rebuilds_the_same_sets(
     genomics_cohort, genomics_workflow, tmp_path
 ) -> None:
     """End to end: a cohort with arm-level copy number (``features: cytoband``) trains a kg_pathway whose gene sets
-    include the arms' genes; the bundle records ``regions`` and rebuilds the same model; a bundle without the key
-    (saved before arms were pooled) is rebuilt without them, which these weights do not fit."""
+    include the arms' genes; the bundle's genomics description names the layer, so the served model rebuilds the same
+    sets; a description without it (a model saved before arm layers were read) rebuilds without them, and these
+    weights do not fit that model: a ModelError, not a crash."""
     import json
 
     import yaml
@@ -145,20 +152,17 @@ def test_kg_pathway_pools_an_arm_layer_and_its_bundle_rebuilds_the_same_sets(
     for stage in ("ingest", "encode", "train"):
         stages.FUNCTIONS[stage](wf, False)
     data = TrainingData(wf)
-    with_arms, _ = omics_gene_index(data.genomics, data.kg, "kg_pathway")
-    without, _ = omics_gene_index(data.genomics, data.kg, "kg_pathway", regions=False)
-    covered = [e for e in with_arms if isinstance(e, list)]
+    genes, _ = omics_gene_index(data.genomics, data.kg, "kg_pathway")
+    covered = [e for e in genes if isinstance(e, list)]
     assert len(covered) >= 5 and all(len(e) >= 1 for e in covered)  # arms that hold graph genes
-    assert sum(isinstance(e, list) for e in without) == 0
     folder = wf.work / "train" / "kg_pathway"
-    meta = json.loads((folder / "model.json").read_text())
     bundle = ModelBundle.load(folder)
-    assert meta["regions"] is True and bundle.regions is True
+    assert bundle.genomics["region_layers"] == ["arms"]
     pooled = networks_of(bundle.build_model())[0].pool
-    assert pooled.num_sets > GeneSetPooling(data.kg.to_hetero(), without, None, len(without)).num_sets
-    (folder / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "regions"}))
+    older = {k: v for k, v in bundle.genomics.items() if k != "region_layers"}
+    plain, _ = omics_gene_index(older, data.kg, "kg_pathway")
+    assert not any(isinstance(e, list) for e in plain)
+    assert pooled.num_sets > GeneSetPooling(data.kg.to_hetero(), plain, None, len(plain)).num_sets
+    (folder / "genomics.json").write_text(json.dumps(older))
     with pytest.raises(ModelError, match="weights do not fit"):
-        ModelBundle.load(folder).build_model()
-    (folder / "model.json").write_text(json.dumps(meta | {"regions": "yes"}))
-    with pytest.raises(ModelError, match="regions 'yes' in model.json"):
         ModelBundle.load(folder).build_model()
