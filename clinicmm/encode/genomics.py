@@ -167,6 +167,8 @@ def link_gene(
 def is_region(name: str, regions: Collection[str]) -> bool:
     """Whether ``name`` is an arm or band column (``cnv:8q``) of one of the ``regions`` layers (``features:
     cytoband``); a column of any other layer, or without a layer, is read as a gene name."""
+    if not regions:  # the usual case: no cytoband layer
+        return False
     from clinicmm.ingest.cytobands import parse_band
 
     name = str(name).strip()
