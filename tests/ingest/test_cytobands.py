@@ -166,3 +166,27 @@ def test_kg_pathway_pools_an_arm_layer_and_its_bundle_rebuilds_the_same_sets(
     (folder / "genomics.json").write_text(json.dumps(older))
     with pytest.raises(ModelError, match="weights do not fit"):
         ModelBundle.load(folder).build_model()
+
+
+def test_every_shipped_gene_lies_in_each_coarser_band_of_its_location_and_no_other_arm() -> None:
+    """The hierarchy on the shipped table: a gene located at 17q21.31 is in 17q21.3, 17q21, 17q2 and 17q (every
+    prefix of its band), and in no other arm; checked for a spread of real genes."""
+    from importlib import resources
+
+    from clinicmm.ingest.cytobands import SHIPPED_LOCATIONS
+
+    source = resources.files("clinicmm.ingest") / "data" / SHIPPED_LOCATIONS
+    table = pd.read_csv(str(source), sep="\t", dtype=str, keep_default_na=False)
+    loc = GeneLocations.shipped()
+    checked = 0
+    for symbol, location in table.iloc[::997].itertuples(index=False):
+        band = parse_band(location)  # plain single-band locations only (ranges and PAR genes are tested above)
+        if band is None:
+            continue
+        chromosome, arm, digits = band
+        for cut in range(len(digits) + 1):
+            assert symbol in loc.genes_in(f"{chromosome}{arm}{digits[:cut].rstrip('.')}")
+        other = "q" if arm == "p" else "p"
+        assert symbol not in loc.genes_in(f"{chromosome}{other}")
+        checked += 1
+    assert checked >= 30
