@@ -259,13 +259,14 @@ class Featurizer:
             stats |= pre.link_counts(graph)
             stats["gene_links"] = sum(len(g) for g in genes)
             stats["patients_without_gene_links"] = sum(1 for g, ok in zip(genes, present) if ok and not g)
+            regions = stats.get("features_region", 0)  # arm / band columns: only with a features: cytoband layer
             log.info(
-                "omics: %d of %d features link to graph genes (%d name genes the graph lacks, %d name no gene, %d "
-                "name a chromosome arm or band: pooled over its genes by the gene-set models); %d of %d patients "
-                "have no gene link",
-                stats["features_linked"], stats["features"], stats["features_not_in_graph"],
-                stats["features_unmapped"], stats.get("features_region", 0), stats["patients_without_gene_links"],
-                stats["computed"],
+                "omics: %d of %d features link to graph genes (%d name genes the graph lacks, %d name no gene%s); "
+                "%d of %d patients have no gene link",
+                stats["features_linked"], stats["features"], stats["features_not_in_graph"], stats["features_unmapped"],
+                f", {regions} name a chromosome arm or band, pooled over its genes by the gene-set models"
+                if regions else "",
+                stats["patients_without_gene_links"], stats["computed"],
             )  # fmt: skip
         return feats, genes, {"stats": stats, "failures": {}}
 

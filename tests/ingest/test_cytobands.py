@@ -3,6 +3,7 @@ genes HGNC locates inside it, and the gene-set models pool such a feature once p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_a_cytoband_layer_is_read_counted_and_pooled_over_the_genes_of_its_arms(
 
 
 def test_kg_pathway_pools_an_arm_layer_and_its_bundle_rebuilds_the_same_sets(
-    genomics_cohort, genomics_workflow, tmp_path
+    genomics_cohort, genomics_workflow, tmp_path, caplog
 ) -> None:
     """End to end: a cohort with arm-level copy number (``features: cytoband``) trains a kg_pathway whose gene sets
     include the arms' genes; the bundle's genomics description names the layer, so the served model rebuilds the same
@@ -149,8 +150,11 @@ def test_kg_pathway_pools_an_arm_layer_and_its_bundle_rebuilds_the_same_sets(
     ]
     dataset.write_text(yaml.safe_dump(spec))
     wf = genomics_workflow(tmp_path, "arms", ["kg_pathway"])
-    for stage in ("ingest", "encode", "train"):
-        stages.FUNCTIONS[stage](wf, False)
+    with caplog.at_level(logging.INFO, logger="clinicmm"):
+        for stage in ("ingest", "encode", "train"):
+            stages.FUNCTIONS[stage](wf, False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("omics:")]
+    assert said and all("9 name a chromosome arm or band" in line for line in said)
     data = TrainingData(wf)
     genes, _ = omics_gene_index(data.genomics, data.kg, "kg_pathway")
     covered = [e for e in genes if isinstance(e, list)]

@@ -179,6 +179,7 @@ def test_featurizer_counts_linked_not_in_graph_and_unmapped_features(tmp_path, c
     }  # fmt: skip
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("omics:"))
     assert "5 of 12 features link" in line and "1 of 2 patients have no gene link" in line
+    assert "chromosome arm" not in line  # said only when a features: cytoband layer has such columns
     assert not any(p in r.getMessage() for r in caplog.records for p in patients)  # no patient id in the log
 
 
