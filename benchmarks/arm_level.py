@@ -21,26 +21,16 @@ sets the arms fill.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from recipe import KIPAN_DATA, REACTOME, REPO  # the KIPAN tables and the Reactome graph, as recipe.py finds them
 
-REPO = Path(__file__).resolve().parent.parent
-REACTOME = REPO.parent / "shared" / "data" / "kg" / "ReactomePathways.gmt"
 WORK = REPO / ".clinicmm" / "arm_level"
 POOLED = ("kg_pathway", "kg_logreg", "kg_gnn", "kg_rgcn")
-
-
-def _prepare_module():
-    spec = importlib.util.spec_from_file_location("tcga_kipan_prepare", REPO / "workflows" / "tcga_kipan_prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def arm_table(mrna: pd.DataFrame, min_genes: int = 10) -> pd.DataFrame:
@@ -61,7 +51,7 @@ def arm_table(mrna: pd.DataFrame, min_genes: int = 10) -> pd.DataFrame:
 def workflow(models: list[str]):
     from clinicmm.config import load_workflow
 
-    data = _prepare_module().DEFAULT_OUT
+    data = KIPAN_DATA
     root = WORK
     (root / "data").mkdir(parents=True, exist_ok=True)
     mrna = pd.read_csv(data / "mrna.tsv", sep="\t", index_col=0)
@@ -92,7 +82,7 @@ def main() -> None:
     parser.add_argument("--models", default="logreg,concat,kg_pathway,kg_logreg,kg_gnn")
     parser.add_argument("--fold-seed", type=int, default=0)
     args = parser.parse_args()
-    if not (_prepare_module().DEFAULT_OUT / "mrna.tsv").is_file():
+    if not (KIPAN_DATA / "mrna.tsv").is_file():
         print("skipped: run `python workflows/tcga_kipan_prepare.py` first")
         return
     import clinicmm.encode.genomics as genomics

@@ -115,7 +115,7 @@ def _set_scores(model, batch, full, pred, kg) -> dict[tuple[int, str, str], floa
 
     import torch
 
-    from clinicmm.fusion.models.kg_gnn import OMICS
+    from clinicmm.fusion.models.kg_pathway import OMICS
     from clinicmm.fusion.models.wrappers import networks_of
 
     nets = [net for net in networks_of(model) if getattr(net, "gene_sets", None) is not None]

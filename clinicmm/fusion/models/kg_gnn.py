@@ -40,13 +40,13 @@ from torch_geometric.data import HeteroData
 
 from clinicmm.config import TrainingSpec
 from clinicmm.fusion.batch import PATIENT, check_dims, schema, without_modality
+from clinicmm.fusion.models.kg_pathway import OMICS, SET_RELATIONS, GeneSetPooling
 from clinicmm.fusion.models.single import MODALITY_NAMES, check_head_args, present_share
 from clinicmm.fusion.subgraph import knowledge_edges, restrict
 from clinicmm.keys import EVIDENCE_NODE, KNOWLEDGE_NODES, MODALITIES, Node
 
 EdgeType = tuple[str, str, str]
 CANCER = Node.CANCER.value
-OMICS = MODALITY_NAMES.index("omics")
 KNOWLEDGE_TYPES: tuple[str, ...] = tuple(t.value for t in KNOWLEDGE_NODES)
 EVIDENCE_TYPES: tuple[str, ...] = tuple(EVIDENCE_NODE[m].value for m in MODALITIES)
 # Gene, pathway and concept embeddings start small, so early on such a node's state is mostly what its neighbours
@@ -291,8 +291,6 @@ class GeneSetReadIn(nn.Module):
         self, knowledge: HeteroData, omics_genes: Sequence[int], n_expression: int | None, dim: int, hidden: int
     ) -> None:
         super().__init__()
-        from clinicmm.fusion.models.kg_pathway import GeneSetPooling
-
         self.pool = GeneSetPooling(knowledge, omics_genes, n_expression, dim)
         self.maps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(3))
         self.norm = nn.LayerNorm(hidden)
@@ -303,8 +301,6 @@ class GeneSetReadIn(nn.Module):
 
     def set_embeddings(self, embeddings: nn.ModuleDict) -> Tensor:
         """(sets, hidden): each set's node embedding, rescaled to unit RMS, in the pooled view's set order."""
-        from clinicmm.fusion.models.kg_pathway import SET_RELATIONS
-
         parts = [
             embeddings[SET_RELATIONS[r][2]].weight[self.pool.set_node[self.pool.set_relation == r]]
             for r in range(len(SET_RELATIONS))
@@ -336,8 +332,6 @@ class GeneSetReadIn(nn.Module):
 
     def set_names(self, kg) -> list[tuple[str, str]]:
         """``(node type, node name)`` of each set of a ``KnowledgeGraph`` (the one the model was built on)."""
-        from clinicmm.fusion.models.kg_pathway import SET_RELATIONS
-
         types = [SET_RELATIONS[int(r)][2] for r in self.pool.set_relation]
         names = {t: kg.names(t) for t in set(types)}
         return [(t, names[t][int(i)]) for t, i in zip(types, self.pool.set_node)]
