@@ -29,6 +29,7 @@ import pandas as pd
 
 from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
+from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
 from clinicmm.keys import Col, Status
 
@@ -574,16 +575,21 @@ def read_layer(
                 f"{path.name}: {counts['unmapped']} of {counts['features']} {layer.name} features are not in "
                 f"{Path(layer.feature_map).name}; kept as features, they link to no gene"
             )
+    bands = sum(parse_band(c) is not None for c in matrix.columns)
     if layer.features == "cytoband":
-        from clinicmm.ingest.cytobands import parse_band
-
-        counts["regions"] = sum(parse_band(c) is not None for c in matrix.columns)
+        counts["regions"] = bands
         if counts["regions"] < counts["features"]:
             issues.append(
                 f"{path.name}: {counts['features'] - counts['regions']} of {counts['features']} {layer.name} columns "
                 "name no chromosome arm or band (1p, 8q, chr8q, 8q24.21; whole chromosomes and ranges are not read); "
                 "kept as features, they link to no gene"
             )
+    elif bands and 2 * bands >= counts["features"]:  # an arm-level table declared as genes: it would link nothing
+        issues.append(
+            f"{path.name}: {bands} of {counts['features']} {layer.name} columns name chromosome arms or bands (1p, "
+            f"8q, 8q24.21) yet the layer says features: {layer.features}, so they link to no gene; write "
+            f"'features: cytoband' on layer {layer.name!r} for the graph models to pool each through the genes inside"
+        )
     matrix = matrix.add_prefix(layer.name + LAYER_SEPARATOR)
     matrix.attrs = {"genes": {f"{layer.name}_{k}": v for k, v in counts.items()}, "issues": issues,
                     "units": {layer.name: layer.unit}}  # fmt: skip

@@ -194,3 +194,24 @@ def test_every_shipped_gene_lies_in_each_coarser_band_of_its_location_and_no_oth
         assert symbol not in loc.genes_in(f"{chromosome}{other}")
         checked += 1
     assert checked >= 30
+
+
+def test_an_arm_level_table_declared_as_genes_is_kept_and_the_report_says_to_declare_it_cytoband(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "arms.tsv").write_text("sample_id\t1p\t8q\t17p\tTP53\nP1\t0.5\t-1.0\t-0.4\t1\nP2\t0.0\t0.2\t0.1\t0\n")
+    (tmp_path / "genes.tsv").write_text(
+        "sample_id\tTP53\tMYC\tEGFR\t8q\nP1\t0.5\t-1.0\t1\t-0.4\nP2\t0.0\t0.2\t2\t0.1\n"
+    )
+
+    def issues_of(path: str, features: str) -> list[str]:
+        layer = {"name": "cnv", "kind": "copy_number", "path": path, "unit": "log", "features": features}
+        tables = read_genomics(DatasetSpec(name="arms", base_dir=tmp_path, genomics={"layers": [layer]}))
+        assert tables["expression"].shape == (2, 4)  # every column kept, whatever the hint says
+        return [line for line in genomics_issues(tables) if "arms or bands" in line]
+
+    (hint,) = issues_of("arms.tsv", "gene")
+    assert "3 of 4 cnv columns" in hint and "features: cytoband" in hint and "features: gene" in hint
+    assert "1p" not in hint.split("(")[0] and "17p" not in hint  # counted, the columns not echoed
+    assert issues_of("arms.tsv", "cytoband") == []  # declared: read as regions, no hint
+    assert issues_of("genes.tsv", "gene") == []  # one arm among genes: a gene table, no hint
