@@ -161,6 +161,13 @@ class OmicsLayerSpec(ExpressionSpec):
 
 class MutationsSpec(Spec):
     path: Path
+    format: Literal["maf", "matrix"] = Field(
+        "maf",
+        description="maf: a mutation list, one row per mutation (sample_column, gene_column, class_column); "
+        "matrix: one row per sample, one column per gene, 1 (or a count > 0, true, yes) for a gene carrying a "
+        "non-silent mutation and 0 / blank for none, e.g. TCGA-style mutation flags; its sample ids are the "
+        "sample_column when the header has it, else the first column.",
+    )
     sample_column: str = "Tumor_Sample_Barcode"
     gene_column: str = "Hugo_Symbol"
     class_column: str = "Variant_Classification"

@@ -245,8 +245,8 @@ def _present(tables: dict[str, pd.DataFrame | None]) -> dict[Modality, set[str]]
 
     omics = set(tables["expression"].index) if tables["expression"] is not None else set()
     mutations = tables["mutations"]
-    if mutations is not None and tables["expression"] is None:
-        omics = ok_patients(mutations)
+    if mutations is not None and tables["expression"] is None:  # a flag matrix's all-zero rows were measured too
+        omics = ok_patients(mutations) | set(mutations.attrs.get("measured", ()))
     return {
         Modality.IMAGE: ok_patients(tables["series"]),
         Modality.NOTE: ok_patients(tables["notes"]),

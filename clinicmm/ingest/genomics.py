@@ -418,23 +418,32 @@ def read_mutations(
     ``drop_unmapped`` skips rows whose gene it cannot resolve, with the reason.
     """
     path = Path(path)
-    raw = _read_mutation_table(spec, path)
     pattern = _compile(patient_id_pattern)
-    samples = raw[spec.sample_column].str.strip()
-    classes = raw[spec.class_column].str.strip()
-    out = pd.DataFrame(
-        {
-            "patient_id": [(_patient_of(s, pattern) or "") if s else "" for s in samples],
-            "sample_id": samples.to_numpy(),
-            "gene": raw[spec.gene_column].str.strip().to_numpy(),
-            "variant_class": classes.to_numpy(),
-            "non_silent": classes.str.lower().isin(_NON_SILENT_LOWER).to_numpy(dtype=bool),
-            "source": str(path),
-            "row": np.arange(1, len(raw) + 1, dtype="int64"),
-        }
-    )
+    if spec.format == "matrix":
+        out, bad = _read_mutation_matrix(spec, path)
+    else:
+        raw = _read_mutation_table(spec, path)
+        samples = raw[spec.sample_column].str.strip()
+        classes = raw[spec.class_column].str.strip()
+        out, bad = (
+            pd.DataFrame(
+                {
+                    "patient_id": "",
+                    "sample_id": samples.to_numpy(),
+                    "gene": raw[spec.gene_column].str.strip().to_numpy(),
+                    "variant_class": classes.to_numpy(),
+                    "non_silent": classes.str.lower().isin(_NON_SILENT_LOWER).to_numpy(dtype=bool),
+                    "source": str(path),
+                    "row": np.arange(1, len(raw) + 1, dtype="int64"),
+                }
+            ),
+            {},
+        )
+    out["patient_id"] = [(_patient_of(s, pattern) or "") if s else "" for s in out["sample_id"]]
+    if spec.format == "matrix":  # a row of zeros is a patient measured without mutations, not one unmeasured
+        out.attrs["measured"] = sorted({_patient_of(s, pattern) or "" for s in out.attrs.pop("samples")} - {""})
     unresolved = _harmonize_mutations(out, harmonizer, path.name) if harmonizer is not None else set()
-    reasons = [_mutation_reason(r, pattern, path.name) for r in out.itertuples(index=False)]
+    reasons = [bad.get(i) or _mutation_reason(r, pattern, path.name) for i, r in enumerate(out.itertuples(index=False))]
     if drop_unmapped:
         reasons = [r or (f"gene {g!r} in {path.name} row {n} is not an HGNC symbol or id the gene table resolves; "
                          "skipped (genomics.genes.unmapped: drop)" if g in unresolved else "")
@@ -444,6 +453,57 @@ def read_mutations(
     result = out[MUTATION_COLUMNS]
     result.attrs = dict(out.attrs)
     return result
+
+
+NOT_MUTATED = frozenset({"", "0", "0.0", "false", "no", "n", "wt", *(t.lower() for t in NA_TOKENS)})
+MUTATED_WORDS = frozenset({"1", "1.0", "true", "yes", "y"})
+
+
+def _mutated(value: str) -> bool | None:
+    """A mutation-matrix cell: True (1, a count > 0, true, yes), False (0, blank, NA, false, no, WT), None otherwise."""
+    word = value.strip().lower()
+    if word in NOT_MUTATED or word in MUTATED_WORDS:
+        return word in MUTATED_WORDS
+    try:
+        number = float(word)
+    except ValueError:
+        return None
+    return None if number != number or number < 0 else number > 0
+
+
+def _read_mutation_matrix(spec: MutationsSpec, path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """``format: matrix``: one row per sample, one column per gene; a row of :data:`MUTATION_COLUMNS` per mutated
+    cell (no class, ``non_silent``), and ``{row index: reason}`` for cells that say neither 0 nor 1 (skipped)."""
+    fmt = _table_format(path, EXPRESSION_SUFFIXES, "genomics.mutations.path")
+    if fmt == ".parquet":
+        table = _guard_read(path, lambda: pd.read_parquet(path))
+        table = table.astype(object).where(table.notna(), "").astype(str)
+    else:
+        options = dict(sep=_separator(fmt), dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        table = _guard_read(path, lambda: pd.read_csv(path, **options))
+    table.columns = [str(c).strip() for c in table.columns]
+    if table.shape[1] < 2:
+        raise InputError(f"{path}: genomics.mutations (format: matrix) needs a sample id column and one column per "
+                         f"gene; found {table.shape[1]} column(s). Check the separator ({fmt}) or use format: maf.")  # fmt: skip
+    sample = spec.sample_column if spec.sample_column in table.columns else table.columns[0]
+    genes = [c for c in table.columns if c != sample]
+    ids = table[sample].str.strip().to_numpy()
+    records, bad = [], {}
+    for gene in genes:
+        values = table[gene].str.strip().str.lower()
+        for i in np.flatnonzero(~values.isin(NOT_MUTATED).to_numpy()):  # most cells say 0: only the rest is read
+            state = _mutated(values.iat[i])
+            if state is None:
+                bad[len(records)] = (f"{path.name} row {i + 1}, column {gene!r}: not 0 or 1 (or a count); write 1 for a "
+                                     "gene with a non-silent mutation, 0 or blank for none; skipped")  # fmt: skip
+            if state is not False:
+                records.append((ids[i], gene, i + 1))
+    out = pd.DataFrame(records, columns=["sample_id", "gene", "row"]).astype({"row": "int64"})
+    out.insert(0, "patient_id", "")
+    out["variant_class"], out["non_silent"], out["source"] = "", True, str(path)
+    out = out[["patient_id", "sample_id", "gene", "variant_class", "non_silent", "source", "row"]]
+    out.attrs = {"samples": [s for s in ids if s]}
+    return out, bad
 
 
 def _harmonize_mutations(out: pd.DataFrame, harmonizer: GeneHarmonizer, name: str) -> set[str]:
