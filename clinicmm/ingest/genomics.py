@@ -478,10 +478,13 @@ def _read_mutation_matrix(spec: MutationsSpec, path: Path) -> tuple[pd.DataFrame
     if fmt == ".parquet":
         table = _guard_read(path, lambda: pd.read_parquet(path))
         table = table.astype(object).where(table.notna(), "").astype(str)
-    else:
-        options = dict(sep=_separator(fmt), dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    else:  # the header read as a row: pandas would rename a repeated gene column "TP53.1"
+        options = dict(sep=_separator(fmt), dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None)
         table = _guard_read(path, lambda: pd.read_csv(path, **options))
+        table = table.iloc[1:].set_axis(table.iloc[0].tolist() if len(table) else [], axis=1).reset_index(drop=True)
     table.columns = [str(c).strip() for c in table.columns]
+    repeated = int(table.columns.duplicated().sum())
+    table = table.loc[:, ~table.columns.duplicated()]
     if table.shape[1] < 2:
         raise InputError(f"{path}: genomics.mutations (format: matrix) needs a sample id column and one column per "
                          f"gene; found {table.shape[1]} column(s). Check the separator ({fmt}) or use format: maf.")  # fmt: skip
@@ -502,7 +505,8 @@ def _read_mutation_matrix(spec: MutationsSpec, path: Path) -> tuple[pd.DataFrame
     out.insert(0, "patient_id", "")
     out["variant_class"], out["non_silent"], out["source"] = "", True, str(path)
     out = out[["patient_id", "sample_id", "gene", "variant_class", "non_silent", "source", "row"]]
-    out.attrs = {"samples": [s for s in ids if s]}
+    out.attrs = {"samples": [s for s in ids if s], "issues": [
+        f"{path.name}: {repeated} repeated gene column(s); the first of each name kept"] if repeated else []}  # fmt: skip
     return out, bad
 
 
@@ -514,7 +518,7 @@ def _harmonize_mutations(out: pd.DataFrame, harmonizer: GeneHarmonizer, name: st
     out["gene"] = out["gene"].map(lambda g: mapping.get(g, g))
     counts = result.counts()
     out.attrs["genes"] = {"names": counts.pop("genes"), **{k: v for k, v in counts.items() if k != "kept"}}
-    out.attrs["issues"] = summary_lines(name, "name", result)
+    out.attrs["issues"] = out.attrs.get("issues", []) + summary_lines(name, "name", result)
     return {n for n, h in zip(names, result.how, strict=True) if h in ("unmapped", "ambiguous")}
 
 

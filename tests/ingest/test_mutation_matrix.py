@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from clinicmm.config import DatasetSpec, MutationsSpec
@@ -98,3 +100,38 @@ def test_a_patient_with_a_row_of_zeros_has_omics_measured_and_one_absent_from_th
     manifest = build_cohort(spec, split=False).manifest.set_index("patient_id")
     omics = manifest.filter(like="omics").iloc[:, 0].astype(bool)
     assert omics.to_dict() == {"P1": True, "P2": True, "P3": True, "P4": False}
+
+
+def test_a_repeated_gene_column_keeps_the_first_and_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "flags.tsv"
+    path.write_text("sample\tTP53\tTP53\tKRAS\nP1\t0\t1\t1\n")
+    muts = read_mutations(MutationsSpec(path=path, format="matrix"), path, None)
+    assert _ok(muts) == {("P1", "KRAS")}
+    assert any("1 repeated gene column" in line for line in muts.attrs["issues"])
+
+
+CELLS = ["0", "1", "", "NA", "2", "0.0", "-1", "true", "No", "WT", "x", "1e3", "nan", "Missense_Mutation"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cells=st.lists(st.lists(st.sampled_from(CELLS), min_size=3, max_size=3), min_size=1, max_size=6),
+    sep=st.sampled_from([",", "\t"]),
+)
+def test_every_cell_is_read_as_mutated_absent_or_skipped_with_its_row_and_column(
+    tmp_path: Path, cells: list[list[str]], sep: str
+) -> None:
+    from clinicmm.ingest.genomics import _mutated
+
+    path = tmp_path / ("flags.csv" if sep == "," else "flags.tsv")
+    genes = ["TP53", "KRAS", "EGFR"]
+    path.write_text(sep.join(["sample", *genes]) + "\n" + "".join(
+        sep.join([f"P{i}", *row]) + "\n" for i, row in enumerate(cells)))  # fmt: skip
+    muts = read_mutations(MutationsSpec(path=path, format="matrix"), path, None)
+    states = {(f"P{i}", g): _mutated(v) for i, row in enumerate(cells) for g, v in zip(genes, row, strict=True)}
+    assert _ok(muts) == {k for k, v in states.items() if v is True}
+    skipped = muts[muts["status"] == "skipped"]
+    assert set(zip(skipped["patient_id"], skipped["gene"], strict=True)) == {k for k, v in states.items() if v is None}
+    for (patient, gene), reason in zip(zip(skipped["patient_id"], skipped["gene"], strict=True), skipped["reason"]):
+        assert f"row {int(patient[1:]) + 1}, column {gene!r}" in reason
+        assert "Missense" not in reason and "'x'" not in reason
