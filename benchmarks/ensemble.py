@@ -32,9 +32,7 @@ import numpy as np
 import pandas as pd
 from recipe import KIPAN_DATA, REPO, workflow  # the cohorts as recipe.py builds them
 
-
-def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+from clinicmm.training.calibration import nll
 
 
 def greedy_weights(y: np.ndarray, probs: list[np.ndarray], rounds: int) -> np.ndarray:
@@ -42,7 +40,7 @@ def greedy_weights(y: np.ndarray, probs: list[np.ndarray], rounds: int) -> np.nd
     counts = np.zeros(len(probs))
     total = np.zeros_like(probs[0])
     for r in range(rounds):
-        losses = [log_loss(y, (total + p) / (r + 1)) for p in probs]
+        losses = [nll((total + p) / (r + 1), y) for p in probs]
         best = int(np.argmin(losses))
         counts[best] += 1
         total += probs[best]
@@ -75,7 +73,7 @@ def run(data, models: list[str], spec, seed: int, rounds: int):
                 else:
                     store[name] = probs
             metrics = classification_metrics(data.y[val_rows], val[name], data.classes)
-            best[name] = {"val_macro_f1": metrics["macro_f1"], "val_loss": log_loss(data.y[val_rows], val[name]),
+            best[name] = {"val_macro_f1": metrics["macro_f1"], "val_loss": nll(val[name], data.y[val_rows]),
                           "n_val": len(val_rows)}  # fmt: skip
         pick = choose(models, best).model
         picks.append(pick)
@@ -126,7 +124,7 @@ def main() -> None:
         for name, probs in oof.items():
             low, high = intervals(data.y, probs, k, idx)["macro_f1"]
             row = {"model": name, "macro_f1": f"{scores(data.y, probs, k)['macro_f1']:.3f} [{low:.3f}, {high:.3f}]",
-                   "log_loss": f"{log_loss(data.y, probs):.3f}"}  # fmt: skip
+                   "log_loss": f"{nll(probs, data.y):.3f}"}  # fmt: skip
             for ref in ("champion", "logreg"):
                 if name in ("ensemble", "mean", "tied") and ref in oof:
                     d, lo, hi = paired_delta(data.y, probs, oof[ref], k, idx)
