@@ -190,21 +190,22 @@ def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.Dat
     return out
 
 
-def _read_grid(spec: ExpressionSpec, path: Path, key: str) -> _Grid:
+def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = False) -> _Grid:
+    """``first_column``: a file without ``spec.sample_column`` takes its first column as the sample ids."""
     fmt = _table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
-    text_column = _text_column(spec, path, header, key)
+    text_column = _text_column(spec, path, header, key, first_column)
     if body is None:
         body = _read_body(path, fmt, text_column, len(header))
     body[text_column] = body[text_column].map(lambda v: "" if pd.isna(v) else str(v).strip())
     if spec.orientation == "samples_x_genes":
-        return _samples_by_genes(spec, path, header, body)
+        return _samples_by_genes(path, header, body, text_column)
     return _genes_by_samples(path, header, body)
 
 
-def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str) -> int:
+def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str, first_column: bool = False) -> int:
     """Position of the column read as text: the sample ids, or the gene symbols for ``genes_x_samples``."""
-    if spec.orientation == "genes_x_samples":
+    if spec.orientation == "genes_x_samples" or (first_column and spec.sample_column not in header):
         return 0
     if spec.sample_column not in header:
         raise _missing_column(path, spec.sample_column, f"{key}.sample_column", header)
@@ -268,8 +269,7 @@ def _numbers(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
-def _samples_by_genes(spec: ExpressionSpec, path: Path, header: list[str], body: pd.DataFrame) -> _Grid:
-    sample_pos = header.index(spec.sample_column)
+def _samples_by_genes(path: Path, header: list[str], body: pd.DataFrame, sample_pos: int) -> _Grid:
     gene_pos = [j for j in range(len(header)) if j != sample_pos]
     raw = body.drop(columns=sample_pos)
     values, bad = _numbers(raw)
@@ -420,7 +420,7 @@ def read_mutations(
     path = Path(path)
     pattern = _compile(patient_id_pattern)
     if spec.format == "matrix":
-        out, bad = _read_mutation_matrix(spec, path)
+        out, bad = _read_mutation_matrix(spec, path, pattern)
     else:
         raw = _read_mutation_table(spec, path)
         samples = raw[spec.sample_column].str.strip()
@@ -440,8 +440,6 @@ def read_mutations(
             {},
         )
     out["patient_id"] = [(_patient_of(s, pattern) or "") if s else "" for s in out["sample_id"]]
-    if spec.format == "matrix":  # a row of zeros is a patient measured without mutations, not one unmeasured
-        out.attrs["measured"] = sorted({_patient_of(s, pattern) or "" for s in out.attrs.pop("samples")} - {""})
     unresolved = _harmonize_mutations(out, harmonizer, path.name) if harmonizer is not None else set()
     reasons = [bad.get(i) or _mutation_reason(r, pattern, path.name) for i, r in enumerate(out.itertuples(index=False))]
     if drop_unmapped:
@@ -471,42 +469,34 @@ def _mutated(value: str) -> bool | None:
     return None if number != number or number < 0 else number > 0
 
 
-def _read_mutation_matrix(spec: MutationsSpec, path: Path) -> tuple[pd.DataFrame, dict[int, str]]:
-    """``format: matrix``: one row per sample, one column per gene; a row of :data:`MUTATION_COLUMNS` per mutated
-    cell (no class, ``non_silent``), and ``{row index: reason}`` for cells that say neither 0 nor 1 (skipped)."""
-    fmt = _table_format(path, EXPRESSION_SUFFIXES, "genomics.mutations.path")
-    if fmt == ".parquet":
-        table = _guard_read(path, lambda: pd.read_parquet(path))
-        table = table.astype(object).where(table.notna(), "").astype(str)
-    else:  # the header read as a row: pandas would rename a repeated gene column "TP53.1"
-        options = dict(sep=_separator(fmt), dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None)
-        table = _guard_read(path, lambda: pd.read_csv(path, **options))
-        table = table.iloc[1:].set_axis(table.iloc[0].tolist() if len(table) else [], axis=1).reset_index(drop=True)
-    table.columns = [str(c).strip() for c in table.columns]
-    repeated = int(table.columns.duplicated().sum())
-    table = table.loc[:, ~table.columns.duplicated()]
-    if table.shape[1] < 2:
+def _read_mutation_matrix(
+    spec: MutationsSpec, path: Path, pattern: re.Pattern[str] | None
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """``format: matrix``: one row per sample, one column per gene, read by the expression tables' reader (a repeated
+    or unnamed gene column reported there); a row of :data:`MUTATION_COLUMNS` per mutated cell (no class,
+    ``non_silent``) and ``{row index: reason}`` for cells that say neither 0 nor 1 (skipped). ``attrs["measured"]``:
+    every patient of the matrix, a row of zeros being a patient measured without mutations, not one unmeasured."""
+    grid = _read_grid(ExpressionSpec(path=path, sample_column=spec.sample_column), path, "genomics.mutations", True)
+    grid = _dedupe_genes(grid)
+    if not grid.genes:
         raise InputError(f"{path}: genomics.mutations (format: matrix) needs a sample id column and one column per "
-                         f"gene; found {table.shape[1]} column(s). Check the separator ({fmt}) or use format: maf.")  # fmt: skip
-    sample = spec.sample_column if spec.sample_column in table.columns else table.columns[0]
-    genes = [c for c in table.columns if c != sample]
-    ids = table[sample].str.strip().to_numpy()
+                         "gene; found no gene column. Check the separator or use format: maf.")  # fmt: skip
+    mutated, unread = grid.values > 0, grid.values < 0  # numbers: a count; missing (NaN) is no mutation
+    for i, j in zip(*np.nonzero(grid.bad), strict=True):  # words (true, yes, WT ...): read one by one
+        state = _mutated(str(grid.value(i, j)))
+        mutated[i, j], unread[i, j] = state is True, state is None
     records, bad = [], {}
-    for gene in genes:
-        values = table[gene].str.strip().str.lower()
-        for i in np.flatnonzero(~values.isin(NOT_MUTATED).to_numpy()):  # most cells say 0: only the rest is read
-            state = _mutated(values.iat[i])
-            if state is None:
-                bad[len(records)] = (f"{path.name} row {i + 1}, column {gene!r}: not 0 or 1 (or a count); write 1 for a "
-                                     "gene with a non-silent mutation, 0 or blank for none; skipped")  # fmt: skip
-            if state is not False:
-                records.append((ids[i], gene, i + 1))
+    for j, i in zip(*np.nonzero((mutated | unread).T), strict=True):  # gene by gene, as a MAF sorted by gene
+        if unread[i, j]:
+            bad[len(records)] = (f"{grid.cell(i, j)}: not 0 or 1 (or a count); write 1 for a gene with a non-silent "
+                                 "mutation, 0 or blank for none; skipped")  # fmt: skip
+        records.append((grid.sample_ids[i], grid.genes[j], grid.rows[i]))
     out = pd.DataFrame(records, columns=["sample_id", "gene", "row"]).astype({"row": "int64"})
     out.insert(0, "patient_id", "")
     out["variant_class"], out["non_silent"], out["source"] = "", True, str(path)
     out = out[["patient_id", "sample_id", "gene", "variant_class", "non_silent", "source", "row"]]
-    out.attrs = {"samples": [s for s in ids if s], "issues": [
-        f"{path.name}: {repeated} repeated gene column(s); the first of each name kept"] if repeated else []}  # fmt: skip
+    measured = {_patient_of(sample, pattern) or "" for sample in grid.sample_ids if sample} - {""}
+    out.attrs = {"measured": sorted(measured), "issues": list(grid.issues)}
     return out, bad
 
 

@@ -107,7 +107,7 @@ def test_a_repeated_gene_column_keeps_the_first_and_is_reported(tmp_path: Path) 
     path.write_text("sample\tTP53\tTP53\tKRAS\nP1\t0\t1\t1\n")
     muts = read_mutations(MutationsSpec(path=path, format="matrix"), path, None)
     assert _ok(muts) == {("P1", "KRAS")}
-    assert any("1 repeated gene column" in line for line in muts.attrs["issues"])
+    assert any("gene column 'TP53' appears 2 times; kept the first" in line for line in muts.attrs["issues"])
 
 
 CELLS = ["0", "1", "", "NA", "2", "0.0", "-1", "true", "No", "WT", "x", "1e3", "nan", "Missense_Mutation"]
