@@ -24,6 +24,8 @@ CS = np.logspace(-4, 2, 13)  # the penalties tried (C = 1 / lambda)
 ABSENT_BIAS = -30.0  # a class with no training row: never predicted
 # the solver's stopping tolerance (scikit-learn's 1e-4 leaves probabilities ~0.01 off the optimum at large C)
 TOL = 1e-6
+# the precision the model computes its features in (float32): the rank of the design matrix is judged against it
+FEATURE_EPS = float(np.finfo(np.float32).eps)
 
 
 def design(model, items: list, knowledge, dims) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +77,19 @@ def classifier(y: np.ndarray, n_classes: int, seed: int, balanced: bool = False)
     )
 
 
-def row_space(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(U S, Vt)`` of ``x``'s thin SVD when it has more columns than rows (module doc), directions with a singular
-    value below ``1e-10`` of the largest left out (they carry no row); else ``(x, None)``."""
-    if x.shape[1] <= x.shape[0] or not x.size:
+def row_space(x: np.ndarray, eps: float = FEATURE_EPS) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(U S, Vt)`` of ``x``'s thin SVD cut to its numerical rank when that is below its column count (module doc);
+    else ``(x, None)``. The rank counts the singular values above ``s_max * max(rows, columns) * eps`` (NumPy's
+    ``matrix_rank`` rule), ``eps`` that of the float32 the features are computed in: directions below it are the
+    features' rounding, not their values (the largest is kept even when every feature is zero: then only the
+    intercepts are fitted)."""
+    if not x.size:
         return x, None
     u, s, vt = np.linalg.svd(x, full_matrices=False)
-    keep = s > s[0] * 1e-10
-    keep[0] = True  # the largest, kept even when every feature is zero (then only the intercepts are fitted)
+    keep = s > s[0] * max(x.shape) * eps
+    keep[0] = True
+    if keep.sum() >= x.shape[1]:
+        return x, None
     return u[:, keep] * s[keep], vt[keep]
 
 

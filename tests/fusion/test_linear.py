@@ -132,6 +132,35 @@ def test_more_features_than_patients_fits_the_same_model_in_the_rows_space(kg):
     assert row_space(rng.normal(size=(50, 20)))[1] is None  # more patients than features: fitted as they are
 
 
+def test_a_design_of_low_rank_is_fitted_in_its_rank_with_the_same_predictions() -> None:
+    """A few values per patient spread over many features (arm-level copy number pooled over gene sets), computed in
+    float32: the rank is the values', not the rows' or the columns' (rounding gives every other direction a
+    singular value of ~1e-7 of the largest, which the fit must not count). Fitted in that rank, the model predicts
+    what scikit-learn fitted on the raw features predicts, with the same C; more patients than features too."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    from clinicmm.training.linear import classifier, row_space
+
+    rng = np.random.default_rng(3)
+    for n, columns in ((120, 400), (300, 150)):
+        y = np.arange(n) % 3
+        values = rng.normal(size=(n, 6)) + np.eye(3)[y].repeat(2, axis=1)
+        spread = rng.normal(size=(6, columns))
+        x = (values.astype(np.float32) @ spread.astype(np.float32)).astype(np.float64)
+        z, basis = row_space(x)
+        assert z.shape == (n, 6) and basis.shape == (6, columns)
+        np.testing.assert_allclose(z @ basis, x, atol=1e-4 * np.abs(x).max())
+        ours = classifier(y, 3, seed=0).fit(z, y)
+        cv = StratifiedKFold(5, shuffle=True, random_state=0)
+        reference = LogisticRegressionCV(Cs=np.logspace(-4, 2, 13), cv=cv, scoring="neg_log_loss", max_iter=20000)
+        reference.fit(x, y)
+        assert float(np.atleast_1d(ours.C_)[0]) == pytest.approx(float(np.atleast_1d(reference.C_)[0]))
+        np.testing.assert_allclose(ours.predict_proba(z), reference.predict_proba(x), atol=2e-3)
+    full = rng.normal(size=(50, 20)).astype(np.float32).astype(np.float64)
+    assert row_space(full)[1] is None  # full column rank: fitted as it is
+
+
 def test_balanced_class_weights_reach_the_linear_fit(kg):
     """``training.class_weights: balanced`` weights logreg's patients n / (k x count), as scikit-learn's 'balanced'
     does: the rare class gets more probability than unweighted, and the fit is scikit-learn's weighted one."""
