@@ -10,9 +10,10 @@ Ensembl and NCBI gene ids become the current symbol; a column that then names a 
 (the one spelled as the current symbol wins); ``attrs["genes"]`` holds the counts and ``attrs["issues"]`` the
 readable lines for the ingest report.
 
-The expression reader keeps **one sample per patient** (the first usable one in file order; later samples of the
-same patient are skipped with a reason), so its matrix can be re-indexed by patient id with
-:func:`expression_by_patient`, which is what :class:`clinicmm.encode.genomics.GenomicsPreprocessor` expects.
+The expression reader keeps **one sample per patient** (a TCGA barcode's tumour sample before its normal-tissue
+one, else the first usable one in file order; the patient's other samples are skipped with a reason), so its matrix
+can be re-indexed by patient id with :func:`expression_by_patient`, which is what
+:class:`clinicmm.encode.genomics.GenomicsPreprocessor` expects.
 """
 
 from __future__ import annotations
@@ -346,22 +347,61 @@ def _harmonize_grid(grid: _Grid, harmonizer: GeneHarmonizer, drop_unmapped: bool
     return _keep_genes(grid, keep, [result.names[j] for j in keep]), counts
 
 
+# TCGA barcodes carry the sample type in their fourth field (TCGA-AB-1234-01A...): 01-09 and 40 tumour, 10-19 normal
+# tissue, others controls, cell lines and xenografts (the GDC's sample type codes)
+TCGA_SAMPLE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}-(\d{2})", re.IGNORECASE)
+
+
+def _sample_type(sample_id: str) -> tuple[int, int] | None:
+    """``(group, code)`` of a TCGA barcode (group 0 tumour, 1 normal tissue, 2 other); None for any other id."""
+    match = TCGA_SAMPLE.match(sample_id)
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return (0 if 1 <= code <= 9 or code == 40 else 1 if 10 <= code <= 19 else 2), code
+
+
+def _type_words(kind: tuple[int, int]) -> str:
+    return f"{('tumour', 'normal-tissue', 'non-tumour')[kind[0]]} sample (TCGA sample type {kind[1]:02d})"
+
+
 def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key: str) -> pd.DataFrame:
-    """Status and reason per sample: empty or repeated id, pattern mismatch, bad values, patient seen before."""
-    rows, first_id, first_patient = [], {}, {}
-    for i, (sample_id, row) in enumerate(zip(grid.sample_ids, grid.rows, strict=True)):
-        patient = _patient_of(sample_id, pattern) if sample_id else None
-        reason = _sample_reason(grid, i, unit, pattern, first_id.get(sample_id), key)
-        first_id.setdefault(sample_id, row)
-        if not reason and patient in first_patient:
-            reason = (
-                f"sample in {grid.name} {grid.axis} {row} belongs to the same patient as the sample in "
-                f"{grid.axis} {first_patient[patient]}; kept the first (one expression sample per patient)"
+    """Status and reason per sample: empty or repeated id, pattern mismatch, bad values, another sample of the same
+    patient kept (a TCGA tumour sample before a normal-tissue one, else the first in file order)."""
+    patients, reasons, first_id = [], [], {}
+    for i, sample_id in enumerate(grid.sample_ids):
+        patients.append(_patient_of(sample_id, pattern) if sample_id else None)
+        reasons.append(_sample_reason(grid, i, unit, pattern, first_id.get(sample_id), key))
+        first_id.setdefault(sample_id, grid.rows[i])
+    types = [_sample_type(sample_id) for sample_id in grid.sample_ids]
+    kept: dict[str, int] = {}  # patient -> the sample kept: the lowest TCGA sample type, then file order
+    for i in sorted(range(len(patients)), key=lambda i: (types[i] or (0, 0), i)):
+        if not reasons[i]:
+            kept.setdefault(patients[i], i)
+    for i, patient in enumerate(patients):
+        if reasons[i] or kept[patient] == i:
+            continue
+        other, where = kept[patient], f"{grid.name} {grid.axis}"
+        if types[i] is not None and types[other] is not None and types[i] != types[other]:
+            reasons[i] = (
+                f"sample in {where} {grid.rows[i]} is a {_type_words(types[i])} of the same patient as the "
+                f"{_type_words(types[other])} in {grid.axis} {grid.rows[other]}, which is kept (one expression sample "
+                "per patient: the lowest TCGA sample type, tumours 01-09 first)"
             )
-        if not reason:
-            first_patient[patient] = row
-        rows.append({Col.PATIENT: patient or "", Col.SAMPLE: sample_id, Col.ROW: row,
-                     Col.STATUS: Status.SKIPPED.value if reason else Status.OK.value, Col.REASON: reason})  # fmt: skip
+        else:
+            reasons[i] = (
+                f"sample in {where} {grid.rows[i]} belongs to the same patient as the sample in {grid.axis} "
+                f"{grid.rows[other]}; kept {'the first' if other < i else 'that one'} (one expression sample per patient)"
+            )
+    normal = sum(1 for i in kept.values() if types[i] is not None and types[i][0] == 1)
+    if normal:
+        grid.issues.append(
+            f"{grid.name}: {normal} patient(s) have only a normal-tissue sample here (TCGA sample types 10-19), kept "
+            "as their values; they describe normal tissue, not a tumour"
+        )
+    rows = [{Col.PATIENT: patient or "", Col.SAMPLE: sample_id, Col.ROW: row,
+             Col.STATUS: Status.SKIPPED.value if reason else Status.OK.value, Col.REASON: reason}
+            for patient, sample_id, row, reason in zip(patients, grid.sample_ids, grid.rows, reasons, strict=True)]  # fmt: skip
     out = pd.DataFrame(rows, columns=[Col.PATIENT, Col.SAMPLE, Col.ROW, Col.STATUS, Col.REASON])
     out.columns = [str(c) for c in out.columns]
     return out.astype({str(Col.ROW): "int64"})

@@ -92,6 +92,32 @@ def test_tcga_barcodes_map_to_patients(tmp_path: Path) -> None:
     assert by_patient["TP53"].tolist() == [1.0, 2.0]
 
 
+def test_a_tcga_patients_tumour_sample_is_kept_before_its_normal_tissue_sample(tmp_path: Path) -> None:
+    """Xena / Firehose tables hold normal-tissue samples (type 11) beside the tumours, in no set order: the tumour
+    sample is kept whichever comes first, the normal one skipped saying why; a patient with only a normal sample
+    keeps it and the report counts it; among tumour samples the primary (01) comes before a metastasis (06)."""
+    path = tmp_path / "expression.tsv"
+    path.write_text(
+        "sample_id\tTP53\nTCGA-AB-0001-11A\t1\nTCGA-AB-0001-01A\t2\nTCGA-AB-0002-11B\t3\n"
+        "TCGA-AB-0003-06A\t4\nTCGA-AB-0003-01B\t5\nTCGA-AB-0003-01A\t6\n"
+    )
+    matrix, samples = _expr(path, TCGA)
+    assert samples["status"].tolist() == ["skipped", "ok", "ok", "skipped", "ok", "skipped"]
+    reason = samples.loc[0, "reason"]
+    assert "row 1 is a normal-tissue sample (TCGA sample type 11)" in reason
+    assert "tumour sample (TCGA sample type 01) in row 2, which is kept" in reason
+    assert "tumour sample (TCGA sample type 06)" in samples.loc[3, "reason"]
+    assert "kept the first" in samples.loc[5, "reason"] and "row 5" in samples.loc[5, "reason"]
+    by_patient = expression_by_patient(matrix, samples)
+    assert by_patient["TP53"].to_dict() == {"TCGA-AB-0001": 2.0, "TCGA-AB-0002": 3.0, "TCGA-AB-0003": 5.0}
+    assert any("1 patient(s) have only a normal-tissue sample" in line for line in matrix.attrs["issues"])
+    transposed = tmp_path / "by_gene.tsv"  # genes x samples: the same choice, the reasons naming file columns
+    transposed.write_text("gene\tTCGA-AB-0001-11A\tTCGA-AB-0001-01A\nTP53\t1\t2\n")
+    matrix, samples = _expr(transposed, TCGA, orientation="genes_x_samples")
+    assert samples["status"].tolist() == ["skipped", "ok"]
+    assert "column 2 is a normal-tissue" in samples.loc[0, "reason"] and "column 3, which" in samples.loc[0, "reason"]
+
+
 def test_missing_sample_column_is_explained(tmp_path: Path) -> None:
     path = tmp_path / "expression.csv"
     path.write_text("barcode,TP53\nS1,1\n")
