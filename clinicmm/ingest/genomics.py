@@ -425,7 +425,9 @@ def _value_reason(grid: _Grid, i: int, unit: str, key: str) -> str:
     bad = np.flatnonzero(grid.bad[i])
     if bad.size:
         j = int(bad[0])
-        return f"{grid.cell(i, j)}: value {str(grid.value(i, j))!r} is not a finite number; fix it or leave the cell empty (NA)"
+        what = "an infinite value" if np.isinf(pd.to_numeric(str(grid.value(i, j)), errors="coerce")) else "text"
+        return (f"{grid.cell(i, j)}: {what}, not a finite number (the cell is not shown: it may hold anything); "
+                "fix it or leave the cell empty (NA)")  # fmt: skip
     if unit in NONNEGATIVE_UNITS:
         negative = np.flatnonzero(grid.values[i] < 0)
         if negative.size:
