@@ -199,6 +199,8 @@ def _print_ingest(report: dict, target: Path) -> None:
     out.print(table)
     out.print(f"patients: {p['usable']} usable, {p['labelled']} labelled; splits {report['splits']}")
     out.print(f"skipped inputs: {len(report['skipped'])} (reasons in {target / 'report.md'})")
+    for hint in (i for i in report["issues"] if i.startswith("ids: ")):  # ids that do not meet: nothing trains
+        out.print(f"[yellow]{escape(hint)}[/yellow]")
 
 
 def _workflow(path: Path):

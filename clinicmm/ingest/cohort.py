@@ -331,6 +331,36 @@ def label_warnings(manifest: pd.DataFrame, spec: DatasetSpec) -> list[str]:
     return notes
 
 
+def id_hints(manifest: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """Notes for data and labels that name their patients differently: a data id that begins with the id of a
+    labelled patient who has no data, then a separator (a TCGA sample barcode ``TCGA-AB-1234-01A...`` beside the
+    patient ``TCGA-AB-1234``). Counts and the prefix length only, never an id."""
+    if not labels:
+        return []
+    has_data = manifest[HAS[MODALITIES[0]]].copy()
+    for m in MODALITIES[1:]:
+        has_data |= manifest[HAS[m]]
+    ids = manifest[Col.PATIENT].astype(str)
+    waiting = set(ids[~has_data & ids.isin(labels)])  # labelled, no data
+    unlabelled = ids[has_data & ~ids.isin(labels)]
+    lengths = sorted({len(pid) for pid in waiting})
+    found: dict[int, int] = {}
+    for pid in unlabelled:
+        for n in lengths:
+            if n < len(pid) and not pid[n].isalnum() and pid[:n] in waiting:  # P1 is no prefix of P10
+                found[n] = found.get(n, 0) + 1
+                break
+    if not found:
+        return []
+    n, count = max(found.items(), key=lambda item: item[1])
+    return [
+        f"ids: {count} patient(s) with data but no label have an id that begins with the id of a labelled patient "
+        f"without data (its first {n} characters): the data names samples, the labels patients. For genomics "
+        f"tables set genomics.patient_id_length: {n} (or a genomics.patient_id_pattern) in the dataset YAML so "
+        "each sample id names its patient; for images or notes, give their patient column the labels' ids"
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ API
 
 
@@ -370,6 +400,7 @@ def build_cohort(spec: DatasetSpec, split: bool = True, labels_table: pd.DataFra
     from clinicmm.ingest.genomics import gene_counts, genomics_issues
 
     issues = genomics_issues(tables) + table_issues(labels_table) + label_warnings(manifest, spec)
+    issues += id_hints(manifest, labels)
     report = make_report(spec, manifest, skipped + linked_skips, issues + notes_issues + split_notes)
     report["genes"] = gene_counts(tables)
     return Cohort(manifest=manifest, report=report, **tables)

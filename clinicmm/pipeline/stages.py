@@ -65,6 +65,8 @@ def ingest_stage(wf: WorkflowSpec, progress: bool = True):
         r["patients"]["labelled"],
         len(r["skipped"]),
     )
+    for hint in (i for i in r["issues"] if i.startswith("ids: ")):  # data and labels that name patients differently
+        log.warning(hint)
     return cohort
 
 

@@ -120,3 +120,25 @@ def test_a_dataset_with_no_usable_patient_is_an_error(tmp_path):
         ingest(load_dataset(tmp_path / "d.yaml"), tmp_path / "out")
     assert (tmp_path / "out" / "report.md").is_file()  # the reasons are kept (issue 15) ...
     assert not (tmp_path / "out" / "cohort.parquet").exists()  # ... but no cohort a later stage could take
+
+
+def test_sample_ids_beside_patient_labels_get_a_note_naming_the_fix_without_an_id(tmp_path):
+    """Genomics named by TCGA sample barcode, labels by patient, no patient_id_length: nothing links, and the
+    report says why and what to write (the prefix length), naming no id; with the length written, all link."""
+    patients = [f"TCGA-AB-{i:04d}" for i in range(6)]
+    labels = pd.DataFrame({"patient_id": patients, "cancer_type": ["KIRC", "KIRP"] * 3})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    rows = "".join(f"{p}-01A-11R-A000-07\t{i}\n" for i, p in enumerate(patients[:5]))
+    (tmp_path / "mrna.tsv").write_text("sample_id\tTP53\n" + rows + "TCGA-AB-00050\t9\n")  # no separator: no sample
+    spec = {"name": "x", "labels": {"path": "labels.csv"}, "genomics": {"expression": {"path": "mrna.tsv"}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
+    cohort = build_cohort(load_dataset(tmp_path / "d.yaml"))
+    assert cohort.report["patients"]["labelled"] == 0
+    hints = [i for i in cohort.report["issues"] if i.startswith("ids: ")]
+    assert len(hints) == 1 and "5 patient(s)" in hints[0] and "genomics.patient_id_length: 12" in hints[0]
+    assert "TCGA-AB" not in hints[0]
+    spec["genomics"]["patient_id_length"] = 12
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
+    cohort = build_cohort(load_dataset(tmp_path / "d.yaml"))
+    assert cohort.report["patients"]["labelled"] == 6  # the length takes the first 12 characters, whatever follows
+    assert not [i for i in cohort.report["issues"] if i.startswith("ids: ")]
