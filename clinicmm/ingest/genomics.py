@@ -163,7 +163,7 @@ def read_expression(
     how each was resolved.
     """
     path = Path(path)
-    grid = _dedupe_genes(_read_grid(spec, path, key))
+    grid = _drop_text_features(_dedupe_genes(_read_grid(spec, path, key)))
     counts = {"columns": len(grid.genes) + grid.dropped}
     if harmonizer is not None:
         grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
@@ -319,6 +319,24 @@ def _dedupe_genes(grid: _Grid) -> _Grid:
     if "" in counts.index:
         grid.issues.append(f"{grid.name}: {counts['']} gene {kind}(s) without a gene symbol; ignored them")
     grid.repeated = int((counts[counts.index != ""] - 1).sum())
+    return _keep_genes(grid, keep, [grid.genes[j] for j in keep])
+
+
+def _drop_text_features(grid: _Grid) -> _Grid:
+    """Leave out gene columns (rows) that hold text in some sample and a number in none: a second header row
+    (Firehose's ``gene_id / normalized_count`` under ``Hybridization REF``) or an annotation column (sample type,
+    sex) beside the genes, not a measurement; kept, each would skip every sample. Named in ``grid.issues``."""
+    text = grid.bad.any(axis=0) & ~np.isfinite(grid.values).any(axis=0)
+    if not text.any():
+        return grid
+    kind = "column" if grid.axis == "row" else "row"
+    names = [grid.genes[j] for j in np.flatnonzero(text)]
+    shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    grid.issues.append(
+        f"{grid.name}: {len(names)} {kind}(s) hold text and no number in any sample ({shown}): read as "
+        f"{'annotation columns' if kind == 'column' else 'header rows'}, not genes, and left out"
+    )
+    keep = [j for j in range(len(grid.genes)) if not text[j]]
     return _keep_genes(grid, keep, [grid.genes[j] for j in keep])
 
 

@@ -121,6 +121,30 @@ def test_a_tcga_patients_tumour_sample_is_kept_before_its_normal_tissue_sample(t
     assert "column 2 is a normal-tissue" in samples.loc[0, "reason"] and "column 3, which" in samples.loc[0, "reason"]
 
 
+def test_a_second_header_row_and_a_text_column_are_left_out_not_every_sample(tmp_path: Path) -> None:
+    """Firehose writes a second header row (``gene_id / normalized_count`` under ``Hybridization REF``); tables
+    often carry a text column (sample type) beside the genes. Each holds text in every sample and a number in none:
+    left out and named in the report, the samples kept (before, each sample was skipped for that one cell)."""
+    firehose = tmp_path / "rnaseq.txt"
+    firehose.write_text(
+        "Hybridization REF\tTCGA-AB-0001-01A-11R\tTCGA-AB-0002-01A-11R\n"
+        "gene_id\tnormalized_count\tnormalized_count\nTP53|7157\t310.5\t220.1\nEGFR|1956\t12.2\t40.3\n"
+    )
+    matrix, samples = _expr(firehose, TCGA, orientation="genes_x_samples", unit="counts")
+    assert samples["status"].tolist() == ["ok", "ok"] and matrix.columns.tolist() == ["TP53|7157", "EGFR|1956"]
+    assert matrix.attrs["issues"] == [
+        "rnaseq.txt: 1 row(s) hold text and no number in any sample ('gene_id'): read as header rows, not genes, "
+        "and left out"
+    ]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("sample_id,sample_type,TP53,EGFR\nS1,Primary Tumor,1,2\nS2,Solid Tissue Normal,3,\nS3,,5,x\n")
+    matrix, samples = _expr(wide)
+    assert matrix.columns.tolist() == ["TP53", "EGFR"] and samples["status"].tolist() == ["ok", "ok", "skipped"]
+    assert "('sample_type'): read as annotation columns" in matrix.attrs["issues"][0]
+    assert "Primary" not in " ".join(matrix.attrs["issues"])  # named by its header, its cells not shown
+    assert "row 3, column 'EGFR': text" in samples.loc[2, "reason"]  # a gene column with numbers: the cell is bad
+
+
 def test_missing_sample_column_is_explained(tmp_path: Path) -> None:
     path = tmp_path / "expression.csv"
     path.write_text("barcode,TP53\nS1,1\n")
