@@ -192,16 +192,24 @@ def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.Dat
 
 
 def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = False) -> _Grid:
-    """``first_column``: a file without ``spec.sample_column`` takes its first column as the sample ids."""
+    """``first_column``: a file without ``spec.sample_column`` takes its first column as the sample ids; so does one
+    whose first header cell is empty (the row names R's ``write.csv`` and pandas' ``to_csv`` write)."""
     fmt = _table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
-    text_column = _text_column(spec, path, header, key, first_column)
+    unnamed = spec.orientation == "samples_x_genes" and spec.sample_column not in header and header[:1] == [""]
+    text_column = _text_column(spec, path, header, key, first_column or unnamed)
     if body is None:
         body = _read_body(path, fmt, text_column, len(header))
     body[text_column] = body[text_column].map(lambda v: "" if pd.isna(v) else str(v).strip())
-    if spec.orientation == "samples_x_genes":
-        return _samples_by_genes(path, header, body, text_column)
-    return _genes_by_samples(path, header, body)
+    if spec.orientation == "genes_x_samples":
+        return _genes_by_samples(path, header, body)
+    grid = _samples_by_genes(path, header, body, text_column)
+    if unnamed and not first_column:
+        grid.issues.append(
+            f"{path.name}: no {spec.sample_column!r} column; its unnamed first column read as the sample ids (as R's "
+            f"write.csv and pandas' to_csv write row names); set {key}.sample_column to read another"
+        )
+    return grid
 
 
 def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str, first_column: bool = False) -> int:
@@ -214,10 +222,11 @@ def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str, 
 
 
 def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame]:
-    """Header and cells (integer column labels) of a parquet table; a stored pandas index becomes a column."""
+    """Header and cells (integer column labels) of a parquet table; a stored pandas index becomes a column (an
+    unnamed one is named '', the header text tables give it)."""
     table = _guard_read(path, lambda: pd.read_parquet(path))
     if not isinstance(table.index, pd.RangeIndex) or table.index.name is not None:
-        table = table.reset_index()
+        table = table.rename_axis(table.index.name or "").reset_index()  # unnamed: '' as a text table writes it
     header = [str(c).strip() for c in table.columns]
     table.columns = range(table.shape[1])
     return header, table

@@ -155,6 +155,21 @@ def test_missing_sample_column_is_explained(tmp_path: Path) -> None:
     assert "'sample_id'" in message and "'barcode'" in message
 
 
+def test_an_unnamed_first_column_is_read_as_the_sample_ids(tmp_path: Path) -> None:
+    """R's write.csv and pandas' to_csv write row names under an empty header cell: they are the sample ids (a
+    gene has a name), said in the report; a named column other than sample_id is still an error naming the key."""
+    path = tmp_path / "expression.csv"
+    pd.DataFrame({"TP53": [1.0, 2.0]}, index=["S1", "S2"]).to_csv(path)
+    matrix, samples = _expr(path)
+    assert matrix.index.tolist() == ["S1", "S2"] and matrix.columns.tolist() == ["TP53"]
+    assert "unnamed first column read as the sample ids" in matrix.attrs["issues"][0]
+    pd.DataFrame({"TP53": [1.0, 2.0]}, index=["S1", "S2"]).to_parquet(tmp_path / "expression.parquet")
+    assert _expr(tmp_path / "expression.parquet")[0].index.tolist() == ["S1", "S2"]  # a stored index: the same
+    (tmp_path / "named.csv").write_text("barcode,TP53\nS1,1\n")
+    with pytest.raises(InputError, match="genomics.expression.sample_column"):
+        _expr(tmp_path / "named.csv")
+
+
 def test_bad_pattern_and_bad_suffix_raise(tmp_path: Path) -> None:
     path = tmp_path / "expression.csv"
     path.write_text("sample_id,TP53\nS1,1\n")
