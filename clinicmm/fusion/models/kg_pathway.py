@@ -41,6 +41,8 @@ from clinicmm.keys import Node, Rel
 OMICS = MODALITY_NAMES.index("omics")
 MIN_MEMBERS = 3  # a gene set pools at least this many measured features (smaller ones are left out)
 RELU_MEAN, RELU_SD = 0.3989, 0.5827  # mean and sd of max(Z, 0) for Z ~ N(0, 1)
+# the pooling as a dense (features, sets) product when that matrix is small and at least 1 / DENSE_SHARE filled
+DENSE_MAX, DENSE_SHARE = 4_000_000, 8
 SET_RELATIONS = ((Node.GENE.value, Rel.MEMBER_OF.value, Node.PATHWAY.value),
                  (Node.GENE.value, Rel.DRIVER_OF.value, Node.CANCER.value))  # fmt: skip
 
@@ -107,14 +109,26 @@ class GeneSetPooling(nn.Module):
         n_expression = len(omics_genes) if n_expression is None else int(n_expression)
         index = gene_sets(knowledge, omics_genes, n_expression)
         self.num_sets = int(index["num_sets"])
-        expression = index["feature"] < n_expression
-        self.register_buffer("set_feature", index["feature"], persistent=False)
-        self.register_buffer("set_index", index["set"], persistent=False)
-        self.register_buffer("is_expression", expression, persistent=False)
-        mutation_count = torch.bincount(index["set"][~expression], minlength=self.num_sets).float()
-        self.register_buffer("mutation_count", mutation_count, persistent=False)
+        mutation_count = torch.bincount(index["set"][index["feature"] >= n_expression], minlength=self.num_sets)
+        self.register_buffer("mutation_count", mutation_count.float(), persistent=False)
         self.register_buffer("set_node", index["node"], persistent=False)  # each set's node, among its type's
         self.register_buffer("set_relation", index["relation"], persistent=False)  # index into SET_RELATIONS
+        # a region (a copy-number arm) is a member of a set once per gene of the set it covers: each distinct
+        # (feature, set) pair is kept once with that count as its weight, the same sums over fewer pairs
+        pairs, weight = torch.unique(torch.stack([index["feature"], index["set"]]), dim=1, return_counts=True)
+        self.pairs = int(weight.sum())
+        expression = pairs[0] < n_expression
+        if dim * self.num_sets <= DENSE_MAX and pairs.size(1) * DENSE_SHARE >= dim * self.num_sets:
+            # few features in many sets (arms): the pooling is a matrix product with (features, sets) weights
+            dense = torch.zeros(2, dim, self.num_sets)
+            dense[(~expression).long(), pairs[0], pairs[1]] = weight.float()
+            self.register_buffer("dense", dense, persistent=False)  # [expression, mutation] weights
+        else:
+            self.dense = None
+            self.register_buffer("set_feature", pairs[0], persistent=False)
+            self.register_buffer("set_index", pairs[1], persistent=False)
+            self.register_buffer("pair_weight", weight.float(), persistent=False)
+            self.register_buffer("is_expression", expression, persistent=False)
 
     @property
     def dim(self) -> int:
@@ -125,24 +139,29 @@ class GeneSetPooling(nn.Module):
         """(B, 3 x sets): per gene set, [up, down, mutated] of each patient's omics features (module doc)."""
         if not self.num_sets:  # no gene set has enough measured members: nothing to pool
             return omics.new_zeros(omics.size(0), 0)
-        values = omics[:, self.set_feature]  # (B, pairs)
-        expr, n_mut = self.is_expression, self.mutation_count.clamp_min(1.0)
-        index = self.set_index[expr]
         # a member counts where it has a value: a z-score of exactly 0 is the training mean of a gene nobody imputed
         # (impute_components: 0), so such a patient pools the members it has, centred and scaled by how many
-        measured = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, index, (values[:, expr] != 0).to(omics))
+        parts = (omics != 0).to(omics), omics.clamp_min(0.0), (-omics).clamp_min(0.0), omics.clamp(0.0, 1.0)
+        if self.dense is not None:
+            weights = self.dense.to(omics)
+            measured, up, down = (part @ weights[0] for part in parts[:3])
+            mutated = parts[3] @ weights[1]
+        else:
+            expr, weight = self.is_expression, self.pair_weight.to(omics)
+
+            def pool(part: Tensor, rows: Tensor) -> Tensor:
+                total = omics.new_zeros(omics.size(0), self.num_sets)
+                return total.index_add_(1, self.set_index[rows], part[:, self.set_feature[rows]] * weight[rows])
+
+            measured, up, down = (pool(part, expr) for part in parts[:3])
+            mutated = pool(parts[3], ~expr)
         m = measured.clamp_min(1.0)
-        out = []
-        for part in (values.clamp_min(0.0), (-values).clamp_min(0.0)):
-            total = omics.new_zeros(omics.size(0), self.num_sets).index_add_(1, index, part[:, expr])
-            out.append(torch.where(measured > 0, (total - RELU_MEAN * m) / (RELU_SD * m.sqrt()), 0.0))
-        mutated = omics.new_zeros(omics.size(0), self.num_sets)
-        mutated.index_add_(1, self.set_index[~expr], values[:, ~expr].clamp(0.0, 1.0))
-        out.append(mutated / n_mut.sqrt())
+        out = [torch.where(measured > 0, (total - RELU_MEAN * m) / (RELU_SD * m.sqrt()), 0.0) for total in (up, down)]
+        out.append(mutated / self.mutation_count.clamp_min(1.0).sqrt())
         return torch.cat(out, dim=1)
 
     def extra_repr(self) -> str:
-        return f"gene_sets={self.num_sets}, pooled_pairs={int(self.set_feature.numel())}"
+        return f"gene_sets={self.num_sets}, pooled_pairs={self.pairs}"
 
 
 class KGPathwayFusion(nn.Module):
