@@ -199,7 +199,9 @@ def _print_ingest(report: dict, target: Path) -> None:
     out.print(table)
     out.print(f"patients: {p['usable']} usable, {p['labelled']} labelled; splits {report['splits']}")
     out.print(f"skipped inputs: {len(report['skipped'])} (reasons in {target / 'report.md'})")
-    for hint in (i for i in report["issues"] if i.startswith("ids: ")):  # ids that do not meet: nothing trains
+    from clinicmm.ingest.cohort import shown_hints
+
+    for hint in shown_hints(report):  # ids that do not meet: nothing would train
         out.print(f"[yellow]{escape(hint)}[/yellow]")
 
 

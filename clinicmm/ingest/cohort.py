@@ -331,15 +331,21 @@ def label_warnings(manifest: pd.DataFrame, spec: DatasetSpec) -> list[str]:
     return notes
 
 
+ID_HINT = "ids: "  # the report note on ids that do not meet; the ingest command and stage show it too
+
+
+def shown_hints(report: dict) -> list[str]:
+    """The report's notes worth showing beside the counts: ids of data and labels that do not meet."""
+    return [note for note in report["issues"] if note.startswith(ID_HINT)]
+
+
 def id_hints(manifest: pd.DataFrame, labels: dict[str, str]) -> list[str]:
     """Notes for data and labels that name their patients differently: a data id that begins with the id of a
     labelled patient who has no data, then a separator (a TCGA sample barcode ``TCGA-AB-1234-01A...`` beside the
     patient ``TCGA-AB-1234``). Counts and the prefix length only, never an id."""
     if not labels:
         return []
-    has_data = manifest[HAS[MODALITIES[0]]].copy()
-    for m in MODALITIES[1:]:
-        has_data |= manifest[HAS[m]]
+    has_data = manifest[[HAS[m] for m in MODALITIES]].any(axis=1)
     ids = manifest[Col.PATIENT].astype(str)
     waiting = set(ids[~has_data & ids.isin(labels)])  # labelled, no data
     unlabelled = ids[has_data & ~ids.isin(labels)]
@@ -354,7 +360,7 @@ def id_hints(manifest: pd.DataFrame, labels: dict[str, str]) -> list[str]:
         return []
     n, count = max(found.items(), key=lambda item: item[1])
     return [
-        f"ids: {count} patient(s) with data but no label have an id that begins with the id of a labelled patient "
+        f"{ID_HINT}{count} patient(s) with data but no label have an id that begins with the id of a labelled patient "
         f"without data (its first {n} characters): the data names samples, the labels patients. For genomics "
         f"tables set genomics.patient_id_length: {n} (or a genomics.patient_id_pattern) in the dataset YAML so "
         "each sample id names its patient; for images or notes, give their patient column the labels' ids"

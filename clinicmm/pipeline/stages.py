@@ -51,7 +51,7 @@ def _write_json(path: Path, data) -> None:
 @locked("ingest")
 def ingest_stage(wf: WorkflowSpec, progress: bool = True):
     """Index, link, split and check the dataset; returns the :class:`~clinicmm.ingest.cohort.Cohort`."""
-    from clinicmm.ingest.cohort import ingest
+    from clinicmm.ingest.cohort import ingest, shown_hints
 
     cohort = ingest(load_dataset(wf.dataset_path), wf.work / "ingest")
     r = cohort.report
@@ -65,7 +65,7 @@ def ingest_stage(wf: WorkflowSpec, progress: bool = True):
         r["patients"]["labelled"],
         len(r["skipped"]),
     )
-    for hint in (i for i in r["issues"] if i.startswith("ids: ")):  # data and labels that name patients differently
+    for hint in shown_hints(r):  # data and labels that name their patients differently
         log.warning(hint)
     return cohort
 

@@ -137,6 +137,12 @@ def test_sample_ids_beside_patient_labels_get_a_note_naming_the_fix_without_an_i
     hints = [i for i in cohort.report["issues"] if i.startswith("ids: ")]
     assert len(hints) == 1 and "5 patient(s)" in hints[0] and "genomics.patient_id_length: 12" in hints[0]
     assert "TCGA-AB" not in hints[0]
+    from typer.testing import CliRunner
+
+    from clinicmm.cli import app
+
+    shown = CliRunner().invoke(app, ["ingest", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "out")])
+    assert shown.exit_code == 0 and "genomics.patient_id_length: 12" in " ".join(shown.output.split())
     spec["genomics"]["patient_id_length"] = 12
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
     cohort = build_cohort(load_dataset(tmp_path / "d.yaml"))
