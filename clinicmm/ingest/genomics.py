@@ -297,9 +297,19 @@ def _samples_by_genes(path: Path, header: list[str], body: pd.DataFrame, sample_
     )
 
 
+# gene annotation columns beside the gene names of a genes x samples table (cBioPortal's Entrez_Gene_Id, GISTIC's
+# Locus ID and Cytoband, GCT's Description, GDC's gene_name and gene_type): not samples
+ANNOTATION_COLUMNS = frozenset({"entrez_gene_id", "entrez_id", "entrez", "locus_id", "gene_id", "gene_name",
+                                "gene_symbol", "hugo_symbol", "gene_type", "cytoband", "description"})  # fmt: skip
+
+
 def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame) -> _Grid:
-    sample_pos = list(range(1, len(header)))
-    raw = body.drop(columns=0)
+    spelled = [re.sub(r"[\s_]+", "_", h.strip().lower()) for h in header]
+    sample_pos = [j for j in range(1, len(header)) if spelled[j] not in ANNOTATION_COLUMNS]
+    annotation = [repr(header[j]) for j in range(1, len(header)) if spelled[j] in ANNOTATION_COLUMNS]
+    issues = [f"{path.name}: column(s) {', '.join(annotation)} read as gene annotation beside the gene names, not as "
+              "samples"] if annotation else []  # fmt: skip
+    raw = body[sample_pos]
     values, bad = _numbers(raw)
     gene_rows = list(range(1, len(body) + 1))
     samples = [header[j] for j in sample_pos]
@@ -313,6 +323,7 @@ def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame) -> _Gri
         bad=bad.T.copy(),
         value=lambda i, j: raw.iat[j, i],
         cell=lambda i, j: f"{path.name} row {gene_rows[j]}, column {samples[i]!r}",
+        issues=issues,
     )
 
 

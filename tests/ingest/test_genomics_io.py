@@ -145,6 +145,26 @@ def test_a_second_header_row_and_a_text_column_are_left_out_not_every_sample(tmp
     assert "row 3, column 'EGFR': text" in samples.loc[2, "reason"]  # a gene column with numbers: the cell is bad
 
 
+def test_gene_annotation_columns_of_a_genes_by_samples_table_are_not_samples(tmp_path: Path) -> None:
+    """cBioPortal writes Hugo_Symbol and Entrez_Gene_Id before the samples, GISTIC Gene Symbol, Locus ID and
+    Cytoband: those columns are gene annotation, not samples (before, 'Entrez_Gene_Id' became a sample whose values
+    were gene ids, and 'Cytoband' a sample skipped for text)."""
+    cbio = tmp_path / "data_mrna_seq_v2_rsem.txt"
+    cbio.write_text("Hugo_Symbol\tEntrez_Gene_Id\tS1\tS2\nTP53\t7157\t10.5\t3.2\nEGFR\t1956\t4.0\t8.0\n")
+    matrix, samples = _expr(cbio, orientation="genes_x_samples", unit="counts")
+    assert samples["sample_id"].tolist() == ["S1", "S2"] and samples["row"].tolist() == [3, 4]  # file columns
+    assert matrix.columns.tolist() == ["TP53", "EGFR"] and matrix.loc["S2", "EGFR"] == 8.0
+    assert matrix.attrs["issues"] == [
+        "data_mrna_seq_v2_rsem.txt: column(s) 'Entrez_Gene_Id' read as gene annotation beside the gene names, not as "
+        "samples"
+    ]
+    gistic = tmp_path / "all_thresholded.by_genes.txt"
+    gistic.write_text("Gene Symbol\tLocus ID\tCytoband\tS1\nTP53\t7157\t17p13.1\t-1\nMYC\t4609\t8q24.21\t2\n")
+    matrix, samples = _expr(gistic, orientation="genes_x_samples", unit="log")
+    assert samples["status"].tolist() == ["ok"] and matrix.loc["S1"].tolist() == [-1.0, 2.0]
+    assert "'Locus ID', 'Cytoband' read as gene annotation" in matrix.attrs["issues"][0]
+
+
 def test_missing_sample_column_is_explained(tmp_path: Path) -> None:
     path = tmp_path / "expression.csv"
     path.write_text("barcode,TP53\nS1,1\n")
