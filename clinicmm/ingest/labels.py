@@ -20,7 +20,32 @@ def read_labels_table(spec: DatasetSpec, table: pd.DataFrame | None = None) -> p
     """
     if table is not None or spec.labels is None:
         return table
-    return read_table(spec.resolve(spec.labels.path))
+    path = spec.resolve(spec.labels.path)
+    table = read_table(path)
+    if spec.labels.patient_column not in table.columns and str(table.columns[0]).startswith("#"):
+        # cBioPortal's clinical files put four '#' lines (display names, descriptions, types, priorities) above
+        # the header, as MAFs put their version line
+        skip = _leading_comment_lines(path)
+        if skip:
+            table = read_table(path, skip)
+            table.attrs["issues"] = [f"{path.name}: its first {skip} line(s) begin with '#' (column descriptions, "
+                                     "as cBioPortal writes them): skipped, the header read below them",
+                                     *table.attrs["issues"]]  # fmt: skip
+    return table
+
+
+def _leading_comment_lines(path: Path) -> int:
+    """How many lines at the top of a text file begin with '#' (0 when the file cannot be read as text)."""
+    count = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                count += 1
+    except OSError:
+        return 0
+    return count
 
 
 def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], list[dict]]:
@@ -62,12 +87,13 @@ def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[d
     return labels, skipped
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, skip: int = 0) -> pd.DataFrame:
     """A CSV, TSV or parquet table as strings; an unreadable file is an InputError naming it.
 
     Row by row (``ingest.tables``): a malformed row is quarantined -- left empty, its reason in
     ``attrs["quarantined"]`` (row number -> reason) -- and the other rows load; ``attrs["issues"]`` says how the
     file was decoded when that was not plain UTF-8. A path that is no regular file (a pipe) is never opened.
+    ``skip``: lines above the header to leave out.
     """
     from clinicmm.ingest.tables import ISSUES, QUARANTINED, decode_text, parse_delimited
     from clinicmm.ingest.walk import special_reason
@@ -81,12 +107,13 @@ def read_table(path: Path) -> pd.DataFrame:
             return table
         sep = "," if path.suffix == ".csv" else "\t"
         try:  # a well-formed UTF-8 table: read as it always was
-            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skiprows=skip)
             table.attrs.update({QUARANTINED: {}, ISSUES: []})
             return table
         except (UnicodeDecodeError, pd.errors.ParserError):  # a few bad bytes or a ragged row: row by row
             decoded = decode_text(path.read_bytes(), "auto", str(path))
-            table = parse_delimited(decoded.text, sep, path.name)
+            text = "".join(decoded.text.splitlines(keepends=True)[skip:]) if skip else decoded.text
+            table = parse_delimited(text, sep, path.name)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: cannot read the table ({exc}). Check the file format and separator.") from exc
     if issue := decoded.issue(path.name):

@@ -148,3 +148,30 @@ def test_sample_ids_beside_patient_labels_get_a_note_naming_the_fix_without_an_i
     cohort = build_cohort(load_dataset(tmp_path / "d.yaml"))
     assert cohort.report["patients"]["labelled"] == 6  # the length takes the first 12 characters, whatever follows
     assert not [i for i in cohort.report["issues"] if i.startswith("ids: ")]
+
+
+def test_a_cbioportal_clinical_file_is_read_below_its_comment_lines(tmp_path):
+    """cBioPortal's data_clinical_patient.txt has four '#' lines above its header: they are skipped and said; a
+    labels file whose header is missing the named column still fails naming the column."""
+    text = (
+        "#Patient Identifier\tCancer Type\n#Identifier to uniquely specify a patient.\tType\n#STRING\tSTRING\n#1\t1\n"
+        "PATIENT_ID\tCANCER_TYPE_ACRONYM\nTCGA-AB-0001\tKIRC\nTCGA-AB-0002\tKIRP\n"
+    )
+    (tmp_path / "data_clinical_patient.txt").write_text(text)
+    (tmp_path / "mrna.tsv").write_text("sample_id\tTP53\nTCGA-AB-0001\t1\nTCGA-AB-0002\t2\n")
+    labels = {
+        "path": "data_clinical_patient.txt",
+        "patient_column": "PATIENT_ID",
+        "label_column": "CANCER_TYPE_ACRONYM",
+    }
+    spec = {"name": "x", "labels": labels, "genomics": {"expression": {"path": "mrna.tsv"}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
+    cohort = build_cohort(load_dataset(tmp_path / "d.yaml"), split=False)
+    assert cohort.report["patients"]["labelled"] == 2
+    assert dict(zip(cohort.manifest["patient_id"], cohort.manifest["label"], strict=True)) == {
+        "TCGA-AB-0001": "KIRC", "TCGA-AB-0002": "KIRP"}  # fmt: skip
+    assert any("first 4 line(s) begin with '#'" in note for note in cohort.report["issues"])
+    labels["patient_column"] = "bcr_patient_barcode"
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(InputError, match="bcr_patient_barcode"):
+        build_cohort(load_dataset(tmp_path / "d.yaml"), split=False)
