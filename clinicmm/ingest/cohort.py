@@ -349,11 +349,10 @@ def id_hints(manifest: pd.DataFrame, labels: dict[str, str]) -> list[str]:
     ids = manifest[Col.PATIENT].astype(str)
     waiting = set(ids[~has_data & ids.isin(labels)])  # labelled, no data
     unlabelled = ids[has_data & ~ids.isin(labels)]
-    lengths = sorted({len(pid) for pid in waiting})
     found: dict[int, int] = {}
-    for pid in unlabelled:
-        for n in lengths:
-            if n < len(pid) and not pid[n].isalnum() and pid[:n] in waiting:  # P1 is no prefix of P10
+    for pid in unlabelled:  # a prefix ends at a separator (P1 is no prefix of P10); the first few are tried
+        for n in [n for n, c in enumerate(pid) if not c.isalnum()][:8]:
+            if pid[:n] in waiting:
                 found[n] = found.get(n, 0) + 1
                 break
     if not found:

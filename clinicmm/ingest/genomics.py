@@ -343,10 +343,12 @@ def _dedupe_genes(grid: _Grid) -> _Grid:
 
 
 def _drop_text_features(grid: _Grid) -> _Grid:
-    """Leave out gene columns (rows) that hold text in some sample and a number in none: a second header row
+    """Leave out gene columns (rows) that hold text in two or more samples and a number in none: a second header row
     (Firehose's ``gene_id / normalized_count`` under ``Hybridization REF``) or an annotation column (sample type,
-    sex) beside the genes, not a measurement; kept, each would skip every sample. Named in ``grid.issues``."""
-    text = grid.bad.any(axis=0) & ~np.isfinite(grid.values).any(axis=0)
+    sex) beside the genes, not a measurement; kept, each would skip every sample. Named in ``grid.issues``. A
+    single sample's text cell skips that sample, as any bad cell does (a one-patient table to predict keeps its
+    genes)."""
+    text = (grid.bad.sum(axis=0) >= 2) & ~np.isfinite(grid.values).any(axis=0)  # one sample's typo skips it
     if not text.any():
         return grid
     kind = "column" if grid.axis == "row" else "row"

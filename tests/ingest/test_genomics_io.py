@@ -143,6 +143,10 @@ def test_a_second_header_row_and_a_text_column_are_left_out_not_every_sample(tmp
     assert "('sample_type'): read as annotation columns" in matrix.attrs["issues"][0]
     assert "Primary" not in " ".join(matrix.attrs["issues"])  # named by its header, its cells not shown
     assert "row 3, column 'EGFR': text" in samples.loc[2, "reason"]  # a gene column with numbers: the cell is bad
+    one = tmp_path / "one.csv"  # one patient to predict with a typo: the sample is skipped, not the gene dropped
+    one.write_text("sample_id,TP53,EGFR\nS1,1,high\n")
+    matrix, samples = _expr(one)
+    assert samples["status"].tolist() == ["skipped"] and "row 1, column 'EGFR': text" in samples.loc[0, "reason"]
 
 
 def test_gene_annotation_columns_of_a_genes_by_samples_table_are_not_samples(tmp_path: Path) -> None:

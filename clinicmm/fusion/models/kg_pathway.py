@@ -42,7 +42,7 @@ OMICS = MODALITY_NAMES.index("omics")
 MIN_MEMBERS = 3  # a gene set pools at least this many measured features (smaller ones are left out)
 RELU_MEAN, RELU_SD = 0.3989, 0.5827  # mean and sd of max(Z, 0) for Z ~ N(0, 1)
 # the pooling as a dense (features, sets) product when that matrix is small and at least 1 / DENSE_SHARE filled
-DENSE_MAX, DENSE_SHARE = 4_000_000, 8
+DENSE_MAX, DENSE_SHARE = 2_000_000, 8
 SET_RELATIONS = ((Node.GENE.value, Rel.MEMBER_OF.value, Node.PATHWAY.value),
                  (Node.GENE.value, Rel.DRIVER_OF.value, Node.CANCER.value))  # fmt: skip
 
@@ -120,9 +120,10 @@ class GeneSetPooling(nn.Module):
         expression = pairs[0] < n_expression
         if dim * self.num_sets <= DENSE_MAX and pairs.size(1) * DENSE_SHARE >= dim * self.num_sets:
             # few features in many sets (arms): the pooling is a matrix product with (features, sets) weights
-            dense = torch.zeros(2, dim, self.num_sets)
-            dense[(~expression).long(), pairs[0], pairs[1]] = weight.float()
-            self.register_buffer("dense", dense, persistent=False)  # [expression, mutation] weights
+            dense = torch.zeros(dim, self.num_sets)
+            dense[pairs[0], pairs[1]] = weight.float()
+            self.register_buffer("dense", dense, persistent=False)
+            self.register_buffer("is_expression", torch.arange(dim) < n_expression, persistent=False)  # per row
         else:
             self.dense = None
             self.register_buffer("set_feature", pairs[0], persistent=False)
@@ -142,10 +143,10 @@ class GeneSetPooling(nn.Module):
         # a member counts where it has a value: a z-score of exactly 0 is the training mean of a gene nobody imputed
         # (impute_components: 0), so such a patient pools the members it has, centred and scaled by how many
         parts = (omics != 0).to(omics), omics.clamp_min(0.0), (-omics).clamp_min(0.0), omics.clamp(0.0, 1.0)
-        if self.dense is not None:
-            weights = self.dense.to(omics)
-            measured, up, down = (part @ weights[0] for part in parts[:3])
-            mutated = parts[3] @ weights[1]
+        if self.dense is not None:  # a feature's row is either an expression (region) row or a mutation row
+            weights, expr = self.dense.to(omics), self.is_expression.to(omics)
+            measured, up, down = ((part * expr) @ weights for part in parts[:3])
+            mutated = (parts[3] * (1.0 - expr)) @ weights
         else:
             expr, weight = self.is_expression, self.pair_weight.to(omics)
 
