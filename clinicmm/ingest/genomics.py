@@ -528,11 +528,28 @@ def read_mutations(
         reasons = [r or (f"gene {g!r} in {path.name} row {n} is not an HGNC symbol or id the gene table resolves; "
                          "skipped (genomics.genes.unmapped: drop)" if g in unresolved else "")
                    for r, g, n in zip(reasons, out["gene"], out["row"], strict=True)]  # fmt: skip
+    reasons = _one_tumour_sample(out, reasons, path.name)
     out["status"] = [Status.SKIPPED.value if r else Status.OK.value for r in reasons]
     out["reason"] = reasons
     result = out[MUTATION_COLUMNS]
     result.attrs = dict(out.attrs)
     return result
+
+
+def _one_tumour_sample(out: pd.DataFrame, reasons: list[str], name: str) -> list[str]:
+    """Of a patient's TCGA samples, only the mutations of the lowest sample type are used (a primary tumour -01
+    before its metastasis -06), as the expression tables keep that sample; other ids and aliquots of one type stay."""
+    types = [_sample_type(sample) for sample in out["sample_id"]]
+    best: dict[str, tuple[int, int]] = {}
+    for patient, kind, reason in zip(out["patient_id"], types, reasons, strict=True):
+        if kind is not None and not reason:
+            best[patient] = min(best.get(patient, kind), kind)
+    return [
+        reason or (f"{name} row {row}: a mutation of the patient's {_type_words(kind)}, whose "
+                   f"{_type_words(best[patient])} is used (one tumour sample per patient, as in the expression "
+                   "tables)" if kind is not None and kind != best[patient] else "")
+        for patient, kind, reason, row in zip(out["patient_id"], types, reasons, out["row"], strict=True)
+    ]  # fmt: skip
 
 
 NOT_MUTATED = frozenset({"", "0", "0.0", "false", "no", "n", "wt", *(t.lower() for t in NA_TOKENS)})

@@ -121,6 +121,24 @@ def test_a_tcga_patients_tumour_sample_is_kept_before_its_normal_tissue_sample(t
     assert "column 2 is a normal-tissue" in samples.loc[0, "reason"] and "column 3, which" in samples.loc[0, "reason"]
 
 
+def test_a_maf_uses_the_mutations_of_the_sample_the_expression_tables_keep(tmp_path: Path) -> None:
+    """A patient with a primary tumour (-01) and a metastasis (-06) in the MAF: the primary's mutations are used, the
+    metastasis's skipped saying why (as the expression tables keep the primary); two aliquots of one type both stay,
+    and a patient with only a metastasis keeps it."""
+    maf = tmp_path / "cohort.maf"
+    maf.write_text(
+        "Hugo_Symbol\tVariant_Classification\tTumor_Sample_Barcode\n"
+        "KRAS\tMissense_Mutation\tTCGA-AB-0001-06A\nTP53\tMissense_Mutation\tTCGA-AB-0001-01A\n"
+        "EGFR\tNonsense_Mutation\tTCGA-AB-0001-01B\nTP53\tMissense_Mutation\tTCGA-AB-0002-06A\n"
+    )
+    muts = read_mutations(MutationsSpec(path=maf), maf, TCGA)
+    assert muts["status"].tolist() == ["skipped", "ok", "ok", "ok"]
+    assert muts.loc[0, "reason"] == (
+        "cohort.maf row 1: a mutation of the patient's tumour sample (TCGA sample type 06), whose tumour sample (TCGA "
+        "sample type 01) is used (one tumour sample per patient, as in the expression tables)"
+    )
+
+
 def test_a_second_header_row_and_a_text_column_are_left_out_not_every_sample(tmp_path: Path) -> None:
     """Firehose writes a second header row (``gene_id / normalized_count`` under ``Hybridization REF``); tables
     often carry a text column (sample type) beside the genes. Each holds text in every sample and a number in none:
