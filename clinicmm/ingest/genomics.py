@@ -32,6 +32,7 @@ from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, Mut
 from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
+from clinicmm.ingest.tables import comment_lines
 from clinicmm.keys import Col, Status
 
 NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
@@ -637,7 +638,7 @@ def _read_mutation_table(spec: MutationsSpec, path: Path) -> pd.DataFrame:
         cols = list(dict.fromkeys(wanted.values()))
         return table[cols].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
     options = dict(
-        sep=_separator(fmt), skiprows=_comment_lines(path), dtype=str, keep_default_na=False, encoding="utf-8-sig"
+        sep=_separator(fmt), skiprows=comment_lines(path), dtype=str, keep_default_na=False, encoding="utf-8-sig"
     )
     header = _guard_read(path, lambda: pd.read_csv(path, nrows=0, **options))
     _check_columns(path, wanted, [str(c) for c in header.columns])
@@ -648,21 +649,6 @@ def _check_columns(path: Path, wanted: dict[str, str], columns: list[str]) -> No
     for key, column in wanted.items():
         if column not in columns:
             raise _missing_column(path, column, key, columns)
-
-
-def _comment_lines(path: Path) -> int:
-    """How many lines at the top start with '#' (MAF version and annotation headers)."""
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    count = 0
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
-            for line in handle:
-                if not line.startswith("#"):
-                    break
-                count += 1
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot be read ({exc}). Check the file.") from None
-    return count
 
 
 # ---------------------------------------------------------------------------------------------- dataset

@@ -25,27 +25,15 @@ def read_labels_table(spec: DatasetSpec, table: pd.DataFrame | None = None) -> p
     if spec.labels.patient_column not in table.columns and str(table.columns[0]).startswith("#"):
         # cBioPortal's clinical files put four '#' lines (display names, descriptions, types, priorities) above
         # the header, as MAFs put their version line
-        skip = _leading_comment_lines(path)
+        from clinicmm.ingest.tables import comment_lines
+
+        skip = comment_lines(path)
         if skip:
             table = read_table(path, skip)
             table.attrs["issues"] = [f"{path.name}: its first {skip} line(s) begin with '#' (column descriptions, "
                                      "as cBioPortal writes them): skipped, the header read below them",
                                      *table.attrs["issues"]]  # fmt: skip
     return table
-
-
-def _leading_comment_lines(path: Path) -> int:
-    """How many lines at the top of a text file begin with '#' (0 when the file cannot be read as text)."""
-    count = 0
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.startswith("#"):
-                    break
-                count += 1
-    except OSError:
-        return 0
-    return count
 
 
 def read_labels(spec: DatasetSpec, table: pd.DataFrame | None = None) -> tuple[dict[str, str], list[dict]]:

@@ -18,9 +18,11 @@ Shared by the notes tables and the labels file. Two things used to stop a whole 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -190,3 +192,19 @@ def _names(record: list[str]) -> list[str]:
         seen[name] = 0
         names.append(name)
     return names
+
+
+def comment_lines(path: Path) -> int:
+    """How many lines at the top start with '#' (a MAF's version and annotation headers, the column descriptions
+    of a cBioPortal clinical file); gzip-compressed files too."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    count = 0
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                count += 1
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc}). Check the file.") from None
+    return count

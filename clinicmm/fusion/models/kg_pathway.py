@@ -117,7 +117,6 @@ class GeneSetPooling(nn.Module):
         # (feature, set) pair is kept once with that count as its weight, the same sums over fewer pairs
         pairs, weight = torch.unique(torch.stack([index["feature"], index["set"]]), dim=1, return_counts=True)
         self.pairs = int(weight.sum())
-        expression = pairs[0] < n_expression
         if dim * self.num_sets <= DENSE_MAX and pairs.size(1) * DENSE_SHARE >= dim * self.num_sets:
             # few features in many sets (arms): the pooling is a matrix product with (features, sets) weights
             dense = torch.zeros(dim, self.num_sets)
@@ -129,7 +128,7 @@ class GeneSetPooling(nn.Module):
             self.register_buffer("set_feature", pairs[0], persistent=False)
             self.register_buffer("set_index", pairs[1], persistent=False)
             self.register_buffer("pair_weight", weight.float(), persistent=False)
-            self.register_buffer("is_expression", expression, persistent=False)
+            self.register_buffer("is_expression", pairs[0] < n_expression, persistent=False)  # per pair
 
     @property
     def dim(self) -> int:
