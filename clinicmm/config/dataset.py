@@ -112,6 +112,12 @@ class ExpressionSpec(Spec):
     sample_column: str = "sample_id"
     orientation: Literal["samples_x_genes", "genes_x_samples"] = "samples_x_genes"
     unit: Literal["counts", "tpm", "fpkm", "log", "normalized"] = "tpm"
+    quantity: str | None = Field(
+        None,
+        description="genes_x_samples tables with several columns per sample under a second header row (Firehose: "
+        "Beta_value / Gene_Symbol / ..., read_count / reads_per_million_miRNA_mapped / cross-mapped): the one read. "
+        "Default: Beta_value, normalized_count or reads_per_million_miRNA_mapped when present, else the first.",
+    )
 
 
 LAYER_KINDS = ("expression", "methylation", "copy_number", "mirna", "protein", "other")
@@ -144,19 +150,12 @@ class OmicsLayerSpec(ExpressionSpec):
     )
     feature_map: Path | None = Field(
         None,
-        description="A CSV/TSV whose first two columns are a feature id and its gene symbol(s) (several joined "
-        "by ';', ',' or '|'), e.g. the probe and UCSC_RefGene_Name columns of an Illumina methylation manifest. "
-        "A gene's value is the mean of its mapped features; unmapped features stay as they are and link nothing.",
+        description="A feature -> gene table as published: an Illumina manifest (IlmnID / Name, UCSC_RefGene_Name), "
+        "a GEO platform table, a UCSC Xena probeMap (#id, gene), or any CSV/TSV whose first two columns are a "
+        "feature id and its gene symbol(s) (several joined by ';', ',', '|' or '///'). A gene's value is the mean "
+        "of its mapped features; unmapped features stay as they are and link nothing. features: probe needs one "
+        "unless the table names each probe's genes itself (Firehose methylation's Gene_Symbol columns).",
     )
-
-    @model_validator(mode="after")
-    def _probes_need_a_map(self) -> OmicsLayerSpec:
-        if self.features == "probe" and self.feature_map is None:
-            raise ValueError(
-                f"genomics.layers {self.name!r}: features 'probe' needs feature_map (a probe -> gene table, e.g. "
-                "the array manifest's probe id and gene name columns); clinicmm ships no probe annotation"
-            )
-        return self
 
 
 class MutationsSpec(Spec):

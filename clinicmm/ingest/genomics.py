@@ -18,8 +18,6 @@ can be re-indexed by patient id with :func:`expression_by_patient`, which is wha
 
 from __future__ import annotations
 
-import csv
-import gzip
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +29,9 @@ import pandas as pd
 from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.cytobands import parse_band
+from clinicmm.ingest.feature_maps import gene_table, map_features, read_feature_map
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
-from clinicmm.ingest.tables import comment_lines
+from clinicmm.ingest.tables import comment_lines, first_rows, separator, table_format
 from clinicmm.keys import Col, Status
 
 NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
@@ -48,23 +47,6 @@ MUTATION_COLUMNS = [
 
 
 # ------------------------------------------------------------------------------------------------ shared
-
-
-def _table_format(path: Path, allowed: tuple[str, ...], key: str) -> str:
-    """The format of ``path`` from its suffix (``.gz`` allowed on text tables): one of ``allowed``."""
-    suffixes = [s.lower() for s in path.suffixes]
-    gz = bool(suffixes) and suffixes[-1] == ".gz"
-    fmt = (suffixes[-2] if len(suffixes) >= 2 else "") if gz else (suffixes[-1] if suffixes else "")
-    if fmt not in allowed or (gz and fmt == ".parquet"):
-        raise InputError(
-            f"{path}: unsupported format for {key}; use one of {', '.join(allowed)} "
-            "(text tables may be gzip-compressed, e.g. expression.tsv.gz)."
-        )
-    return fmt
-
-
-def _separator(fmt: str) -> str:
-    return "," if fmt == ".csv" else "\t"
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -140,6 +122,7 @@ class _Grid:
     value: Callable[[int, int], object]  # the cell as read of sample i, gene j, for messages
     cell: Callable[[int, int], str]  # "row 3, column 'TP53'" of sample i, gene j
     issues: list[str] = field(default_factory=list)
+    feature_genes: dict[str, list[str]] | None = None  # row -> genes, from the table's own gene column (Firehose)
     repeated: int = 0  # gene columns (rows) dropped because the same name came earlier
     dropped: int = 0  # gene columns (rows) dropped for any reason so far
 
@@ -151,6 +134,7 @@ def read_expression(
     harmonizer: GeneHarmonizer | None = None,
     drop_unmapped: bool = False,
     key: str = "genomics.expression",
+    row_genes: dict[str, list[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read an expression matrix (or one of ``genomics.layers``, whose config ``key`` messages name): ``(matrix,
     samples)``.
@@ -161,10 +145,13 @@ def read_expression(
     :data:`SAMPLE_COLUMNS`; ``row`` is the data row (``samples_x_genes``) or the file column
     (``genes_x_samples``, the gene column being column 1). With a ``harmonizer`` the gene columns are current
     HGNC symbols (``drop_unmapped``: names it cannot resolve are dropped) and ``matrix.attrs["genes"]`` counts
-    how each was resolved.
+    how each was resolved. ``row_genes``, when given, receives the genes the table itself names for each row
+    (Firehose methylation's ``Gene_Symbol`` columns), a probe layer's map when it has no ``feature_map``.
     """
     path = Path(path)
     grid = _drop_text_features(_dedupe_genes(_read_grid(spec, path, key)))
+    if row_genes is not None and grid.feature_genes:
+        row_genes.update(grid.feature_genes)
     counts = {"columns": len(grid.genes) + grid.dropped}
     if harmonizer is not None:
         grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
@@ -195,15 +182,21 @@ def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.Dat
 def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = False) -> _Grid:
     """``first_column``: a file without ``spec.sample_column`` takes its first column as the sample ids; so does one
     whose first header cell is empty (the row names R's ``write.csv`` and pandas' ``to_csv`` write)."""
-    fmt = _table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
+    fmt = table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
     unnamed = spec.orientation == "samples_x_genes" and spec.sample_column not in header and header[:1] == [""]
     text_column = _text_column(spec, path, header, key, first_column or unnamed)
-    if body is None:
-        body = _read_body(path, fmt, text_column, len(header))
-    body[text_column] = body[text_column].map(lambda v: "" if pd.isna(v) else str(v).strip())
+    layout = None
     if spec.orientation == "genes_x_samples":
-        return _genes_by_samples(path, header, body)
+        second = _second_row(path, fmt) if body is None else [_cell_text(v) for v in body.iloc[0]] if len(body) else []
+        layout = _quantity_layout(path, header, second, spec.quantity, key)
+    if body is None:
+        body = _read_body(path, fmt, text_column, len(header), layout)
+    elif layout is not None:
+        body = body.iloc[1:, layout.read].reset_index(drop=True)
+    body[text_column] = body[text_column].map(_cell_text)
+    if spec.orientation == "genes_x_samples":
+        return _genes_by_samples(path, header, body, layout)
     grid = _samples_by_genes(path, header, body, text_column)
     if unnamed and not first_column:
         grid.issues.append(
@@ -235,29 +228,94 @@ def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame]:
 
 def _read_header(path: Path, fmt: str) -> list[str]:
     """The header row of a text table exactly as written (duplicated names kept)."""
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            first = next(csv.reader(handle, delimiter=_separator(fmt)), None)
-    except UnicodeDecodeError as exc:
-        message = f"{path}: not valid UTF-8 text ({exc.reason}); tried encoding utf-8. Re-save it as UTF-8."
-        raise InputError(message) from None
-    except (OSError, EOFError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot be read as a table ({exc}). Check its format and separator.") from None
-    if not first:
+    first = first_rows(path, separator(fmt), 1)
+    if not first or not first[0]:
         raise InputError(f"{path}: the file is empty; it needs a header row and data rows.")
-    return [c.strip() for c in first]
+    return [c.strip() for c in first[0]]
 
 
-def _read_body(path: Path, fmt: str, text_column: int, width: int) -> pd.DataFrame:
-    """The data cells with integer column labels: numbers parsed, NA tokens missing, ``text_column`` as str."""
+@dataclass
+class _Layout:
+    """A genes x samples table with several columns per sample, named by a second header row (Firehose)."""
+
+    columns: list[int]  # file columns of the quantity read, one per sample
+    genes: int | None  # the first Gene_Symbol column: each row's genes (a probe table's own map)
+    issue: str
+
+    @property
+    def read(self) -> list[int]:
+        """The file columns read: the row names, the quantity's, the gene column."""
+        return [0, *self.columns, *([] if self.genes is None else [self.genes])]
+
+
+# what a second header row's quantities are read first, when the workflow names none (Firehose's methylation,
+# normalised RSEM and miRNA tables)
+PREFERRED_QUANTITIES = ("beta_value", "normalized_count", "reads_per_million_mirna_mapped")
+GENE_QUANTITIES = ("gene_symbol", "gene", "gene_name", "symbol")
+
+
+def _cell_text(value: object) -> str:
+    return "" if pd.isna(value) else str(value).strip()
+
+
+def _second_row(path: Path, fmt: str) -> list[str]:
+    rows = first_rows(path, separator(fmt), 2)
+    return [c.strip() for c in rows[1]] if len(rows) > 1 else []
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text in NA_TOKENS
+    return True
+
+
+def _quantity_layout(
+    path: Path, header: list[str], second: list[str], quantity: str | None, key: str
+) -> _Layout | None:
+    """Firehose's layout: each sample id repeated over several columns whose second header row names what each
+    holds (``Beta_value``, ``Gene_Symbol``, ``Chromosome``, ``Genomic_Coordinate``). None for any other table."""
+    if len(second) != len(header) or len(header) < 3 or len(set(header[1:])) == len(header) - 1:
+        return None
+    if any(_is_number(c) for c in second[1:]):
+        return None  # a data row, not a row of names
+    spelled = [re.sub(r"[\s_]+", "_", c.lower()) for c in second]
+    names = list(dict.fromkeys(second[1:]))
+    if quantity is not None:
+        chosen = re.sub(r"[\s_]+", "_", quantity.strip().lower())
+        if chosen not in spelled[1:]:
+            raise InputError(
+                f"{path}: {key}.quantity {quantity!r} is not in the second header row, which names "
+                f"{_columns_text(names, 8)}; set {key}.quantity to one of them."
+            )
+    else:
+        chosen = next((q for q in PREFERRED_QUANTITIES if q in spelled[1:]), spelled[1])
+    columns = [j for j in range(1, len(header)) if spelled[j] == chosen]
+    genes = next((j for j in range(1, len(header)) if spelled[j] in GENE_QUANTITIES), None)
+    shown = second[columns[0]]
+    issue = (
+        f"{path.name}: {len(names)} columns per sample under a second header row ({_columns_text(names, 6)}): read "
+        f"{shown!r}, one column per sample, the others left out (set {key}.quantity to read another)"
+        + (f"; its {second[genes]!r} column names each row's genes" if genes is not None else "")
+    )
+    return _Layout(columns, genes, issue)
+
+
+def _read_body(path: Path, fmt: str, text_column: int, width: int, layout: _Layout | None = None) -> pd.DataFrame:
+    """The data cells with integer column labels: numbers parsed, NA tokens missing, ``text_column`` as str.
+    With a ``layout`` only its columns, below its second header row."""
+    columns = None if layout is None else layout.read
     body = _guard_read(
         path,
         lambda: pd.read_csv(
-            path, sep=_separator(fmt), header=None, skiprows=1, dtype={text_column: str},
+            path, sep=separator(fmt), header=None, skiprows=1 if layout is None else 2, usecols=columns,
+            dtype={text_column: str} | ({layout.genes: str} if layout and layout.genes else {}),
             keep_default_na=False, na_values=NA_TOKENS, encoding="utf-8-sig",
         ),
     )  # fmt: skip
+    if layout is not None:
+        return body
     if body.shape[1] != width:
         raise InputError(
             f"{path}: the header has {width} columns but the data rows have {body.shape[1]}; "
@@ -304,15 +362,19 @@ ANNOTATION_COLUMNS = frozenset({"entrez_gene_id", "entrez_id", "entrez", "locus_
                                 "gene_symbol", "hugo_symbol", "gene_type", "cytoband", "description"})  # fmt: skip
 
 
-def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame) -> _Grid:
+def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame, layout: _Layout | None = None) -> _Grid:
     spelled = [re.sub(r"[\s_]+", "_", h.strip().lower()) for h in header]
-    sample_pos = [j for j in range(1, len(header)) if spelled[j] not in ANNOTATION_COLUMNS]
-    annotation = [repr(header[j]) for j in range(1, len(header)) if spelled[j] in ANNOTATION_COLUMNS]
-    issues = [f"{path.name}: column(s) {', '.join(annotation)} read as gene annotation beside the gene names, not as "
-              "samples"] if annotation else []  # fmt: skip
+    if layout is not None:  # Firehose: the quantity's columns only, below the second header row
+        sample_pos, issues, first_row = layout.columns, [layout.issue], 2
+    else:
+        sample_pos = [j for j in range(1, len(header)) if spelled[j] not in ANNOTATION_COLUMNS]
+        annotation = [repr(header[j]) for j in range(1, len(header)) if spelled[j] in ANNOTATION_COLUMNS]
+        issues = [f"{path.name}: column(s) {', '.join(annotation)} read as gene annotation beside the gene names, "
+                  "not as samples"] if annotation else []  # fmt: skip
+        first_row = 1
     raw = body[sample_pos]
     values, bad = _numbers(raw)
-    gene_rows = list(range(1, len(body) + 1))
+    gene_rows = list(range(first_row, len(body) + first_row))
     samples = [header[j] for j in sample_pos]
     return _Grid(
         name=path.name,
@@ -325,6 +387,9 @@ def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame) -> _Gri
         value=lambda i, j: raw.iat[j, i],
         cell=lambda i, j: f"{path.name} row {gene_rows[j]}, column {samples[i]!r}",
         issues=issues,
+        feature_genes=None
+        if layout is None or layout.genes is None
+        else gene_table(list(body[0]), list(body[layout.genes])),
     )
 
 
@@ -625,7 +690,7 @@ def _mutation_reason(row: tuple, pattern: re.Pattern[str] | None, name: str) -> 
 
 def _read_mutation_table(spec: MutationsSpec, path: Path) -> pd.DataFrame:
     """The three named columns as strings; checks they exist first."""
-    fmt = _table_format(path, MUTATION_SUFFIXES, "genomics.mutations.path")
+    fmt = table_format(path, MUTATION_SUFFIXES, "genomics.mutations.path")
     wanted = {
         "genomics.mutations.sample_column": spec.sample_column,
         "genomics.mutations.gene_column": spec.gene_column,
@@ -638,7 +703,7 @@ def _read_mutation_table(spec: MutationsSpec, path: Path) -> pd.DataFrame:
         cols = list(dict.fromkeys(wanted.values()))
         return table[cols].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
     options = dict(
-        sep=_separator(fmt), skiprows=comment_lines(path), dtype=str, keep_default_na=False, encoding="utf-8-sig"
+        sep=separator(fmt), skiprows=comment_lines(path), dtype=str, keep_default_na=False, encoding="utf-8-sig"
     )
     header = _guard_read(path, lambda: pd.read_csv(path, nrows=0, **options))
     _check_columns(path, wanted, [str(c) for c in header.columns])
@@ -697,12 +762,27 @@ def read_layer(
     ``attrs["genes"]`` counts the layer's features, ``attrs["issues"]`` its readable lines."""
     path = spec.resolve(layer.path)
     gene_names = harmonizer if layer.features == "gene" else None
-    matrix, samples = read_expression(layer, path, pattern, gene_names, drop and gene_names is not None, key)
+    row_genes: dict[str, list[str]] = {}
+    matrix, samples = read_expression(layer, path, pattern, gene_names, drop and gene_names is not None, key, row_genes)
     matrix = expression_by_patient(matrix, samples)
     counts = dict(matrix.attrs.get("genes", {})) | {"features": matrix.shape[1]}
     issues = list(matrix.attrs.get("issues", []))
+    table, source = None, ""
     if layer.feature_map is not None:
-        table = read_feature_map(spec.resolve(layer.feature_map), f"{key}.feature_map")
+        map_path = spec.resolve(layer.feature_map)
+        read = read_feature_map(map_path, f"{key}.feature_map")
+        table, source = read.genes, map_path.name
+        issues.append(read.note)
+    elif layer.features == "probe" and row_genes:
+        table, source = row_genes, f"{path.name}'s own gene column"
+    elif layer.features == "probe":
+        raise InputError(
+            f"{path}: {key} has features: probe but no feature_map, and the table names no gene per probe (as "
+            f"Firehose's Gene_Symbol columns do); set {key}.feature_map to a probe -> gene table: an Illumina "
+            "manifest as downloaded, a GEO platform table, a UCSC Xena probeMap or a CSV of probe and gene(s). "
+            "clinicmm ships no probe annotation."
+        )
+    if table is not None:
         matrix, mapped = map_features(matrix, table)
         counts |= {
             "mapped": mapped,
@@ -712,7 +792,7 @@ def read_layer(
         if counts["unmapped"]:
             issues.append(
                 f"{path.name}: {counts['unmapped']} of {counts['features']} {layer.name} features are not in "
-                f"{Path(layer.feature_map).name}; kept as features, they link to no gene"
+                f"{source}; kept as features, they link to no gene"
             )
     bands = sum(parse_band(c) is not None for c in matrix.columns)
     if layer.features == "cytoband":
@@ -733,45 +813,6 @@ def read_layer(
     matrix.attrs = {"genes": {f"{layer.name}_{k}": v for k, v in counts.items()}, "issues": issues,
                     "units": {layer.name: layer.unit}}  # fmt: skip
     return matrix, samples
-
-
-def read_feature_map(path: Path, key: str) -> dict[str, list[str]]:
-    """feature id -> gene symbols from a CSV/TSV whose first two columns are the id and its gene(s) (several
-    joined by ``;``, ``,`` or ``|``; repeats of one gene, as Illumina manifests list per transcript, count once)."""
-    fmt = _table_format(path, (".csv", ".tsv", ".txt"), key)
-    table = _guard_read(path, lambda: pd.read_csv(path, sep=_separator(fmt), dtype=str, keep_default_na=False,
-                                                  encoding="utf-8-sig", comment=None))  # fmt: skip
-    if table.shape[1] < 2:
-        raise InputError(
-            f"{path}: {key} needs two columns, a feature id and its gene symbol(s); found {table.shape[1]}."
-        )
-    out: dict[str, list[str]] = {}
-    for feature, genes in zip(table.iloc[:, 0].str.strip(), table.iloc[:, 1], strict=True):
-        names = [g.strip() for g in re.split(r"[;,|]", genes) if g.strip()]
-        if feature and names:
-            out.setdefault(feature, [])
-            out[feature] += [n for n in names if n not in out[feature]]
-    return out
-
-
-def map_features(matrix: pd.DataFrame, table: dict[str, list[str]]) -> tuple[pd.DataFrame, int]:
-    """Mapped features averaged per gene (a feature of several genes counts for each), then the unmapped ones
-    as they are; ``(matrix, features mapped)``."""
-    mapped = [c for c in matrix.columns if c in table]
-    genes = sorted({g for c in mapped for g in table[c]})
-    if not genes:
-        return matrix, 0
-    index = {g: j for j, g in enumerate(genes)}
-    member = np.zeros((len(mapped), len(genes)))
-    for i, c in enumerate(mapped):
-        member[i, [index[g] for g in table[c]]] = 1.0
-    values = matrix[mapped].to_numpy(dtype=float)
-    seen = ~np.isnan(values)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.nan_to_num(values) @ member / (seen.astype(float) @ member)
-    by_gene = pd.DataFrame(means, index=matrix.index, columns=pd.Index(genes, dtype=str))
-    rest = matrix[[c for c in matrix.columns if c not in table and c not in index]]
-    return pd.concat([by_gene, rest], axis=1), len(mapped)
 
 
 def join_layers(matrices: list[pd.DataFrame]) -> pd.DataFrame:

@@ -208,3 +208,33 @@ def comment_lines(path: Path) -> int:
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot be read ({exc}). Check the file.") from None
     return count
+
+
+def table_format(path: Path, allowed: tuple[str, ...], key: str) -> str:
+    """The format of ``path`` from its suffix (``.gz`` allowed on text tables): one of ``allowed``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    fmt = (suffixes[-2] if len(suffixes) >= 2 else "") if gz else (suffixes[-1] if suffixes else "")
+    if fmt not in allowed or (gz and fmt == ".parquet"):
+        raise InputError(
+            f"{path}: unsupported format for {key}; use one of {', '.join(allowed)} "
+            "(text tables may be gzip-compressed, e.g. expression.tsv.gz)."
+        )
+    return fmt
+
+
+def separator(fmt: str) -> str:
+    return "," if fmt == ".csv" else "\t"
+
+
+def first_rows(path: Path, sep: str, count: int) -> list[list[str]]:
+    """The first ``count`` rows of a text table (gzip too) as the csv module splits them, cells as written."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            return [row for _, row in zip(range(count), csv.reader(handle, delimiter=sep), strict=False)]
+    except UnicodeDecodeError as exc:
+        message = f"{path}: not valid UTF-8 text ({exc.reason}); tried encoding utf-8. Re-save it as UTF-8."
+        raise InputError(message) from None
+    except (OSError, EOFError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot be read as a table ({exc}). Check its format and separator.") from None

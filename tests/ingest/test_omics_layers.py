@@ -93,8 +93,6 @@ def test_layer_features_link_to_their_genes_and_are_counted_per_layer() -> None:
 
 
 def test_layer_configs_are_checked() -> None:
-    with pytest.raises(ValidationError, match="features 'probe' needs feature_map"):
-        GenomicsSpec(layers=[{"name": "meth", "kind": "methylation", "path": "m.tsv", "features": "probe"}])
     with pytest.raises(ValidationError, match="each layer needs its own name"):
         GenomicsSpec(
             layers=[{"name": "a", "kind": "other", "path": "a.tsv"}, {"name": "a", "kind": "other", "path": "b.tsv"}]
