@@ -112,11 +112,19 @@ class ExpressionSpec(Spec):
     sample_column: str = "sample_id"
     orientation: Literal["samples_x_genes", "genes_x_samples"] = "samples_x_genes"
     unit: Literal["counts", "tpm", "fpkm", "log", "normalized"] = "tpm"
+    sample_sheet: Path | None = Field(
+        None,
+        description="A GDC sample sheet (File Name, Sample ID; File ID): path is then the folder of the downloaded "
+        "files, one per sample (STAR gene counts, miRNA quantifications, SeSAMe betas, gene-level copy number), "
+        "each found by its name and read as that sample's values.",
+    )
     quantity: str | None = Field(
         None,
         description="genes_x_samples tables with several columns per sample under a second header row (Firehose: "
         "Beta_value / Gene_Symbol / ..., read_count / reads_per_million_miRNA_mapped / cross-mapped): the one read. "
-        "Default: Beta_value, normalized_count or reads_per_million_miRNA_mapped when present, else the first.",
+        "Default: Beta_value, normalized_count or reads_per_million_miRNA_mapped when present, else the first. "
+        "With sample_sheet: the column of each file (default by unit: tpm_unstranded, unstranded, fpkm_unstranded; "
+        "else reads_per_million_miRNA_mapped, beta_value, copy_number, value, or a two-column file's second).",
     )
 
 

@@ -186,8 +186,12 @@ def declared_paths(spec: DatasetSpec) -> list[tuple[str, Path]]:
         found.append(("notes.path", spec.notes.path))
     if spec.genomics and spec.genomics.expression:
         found.append(("genomics.expression.path", spec.genomics.expression.path))
+        if spec.genomics.expression.sample_sheet is not None:
+            found.append(("genomics.expression.sample_sheet", spec.genomics.expression.sample_sheet))
     for i, layer in enumerate(spec.genomics.layers if spec.genomics else ()):
         found.append((f"genomics.layers[{i}].path", layer.path))
+        if layer.sample_sheet is not None:
+            found.append((f"genomics.layers[{i}].sample_sheet", layer.sample_sheet))
         if layer.feature_map is not None:
             found.append((f"genomics.layers[{i}].feature_map", layer.feature_map))
     if spec.genomics and spec.genomics.mutations:

@@ -221,7 +221,7 @@ def read_modalities(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     if spec.genomics:
         from clinicmm.ingest.genomics import read_genomics
 
-        tables.update(read_genomics(spec))
+        tables.update(read_genomics(spec, roots=roots, follow_outside=spec.follow_symlinks_outside))
     return tables
 
 

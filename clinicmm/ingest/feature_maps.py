@@ -27,13 +27,13 @@ import pandas as pd
 from scipy import sparse
 
 from clinicmm.errors import InputError
-from clinicmm.ingest.tables import first_rows, separator, table_format
+from clinicmm.ingest.tables import first_rows, separator, spelled, table_format
 
 HEADER_LINES = 64  # how far down a map's header is looked for (Illumina's [Heading] has 7 lines, GEO's a few dozen)
 # probe id columns, best first; Illumina manifests give the same probe as IlmnID and Name (EPIC v2: with and
-# without the _TC21 / _BC11 suffix), so both are keys
-PROBE_COLUMNS = ("ilmnid", "name", "probe_id", "probeid", "#id", "id", "id_ref", "composite_element_ref", "probe",
-                 "feature_id", "feature")  # fmt: skip
+# without the _TC21 / _BC11 suffix), so both are keys there ("Name" alone may be anything, so it is no probe column)
+PROBE_COLUMNS = ("ilmnid", "probe_id", "probeid", "#id", "id", "id_ref", "composite_element_ref", "probe", "feature_id",
+                 "feature")  # fmt: skip
 GENE_COLUMNS = ("ucsc_refgene_name", "gene_symbol", "gene_symbols", "gene", "genes", "symbol", "gene_name",
                 "hugo_symbol")  # fmt: skip
 NO_GENE = frozenset({"", ".", "-", "--", "---", "na", "n/a", "nan", "none", "null"})
@@ -59,23 +59,19 @@ def split_genes(cell: object) -> list[str]:
     return names
 
 
-def _spelled(cell: str) -> str:
-    return re.sub(r"[\s_]+", "_", cell.strip().lower())
-
-
 def _find_header(lines: list[list[str]]) -> tuple[int, list[int], int] | None:
     """``(line, probe columns, gene column)`` of the first line naming a probe and a gene column."""
     for at, row in enumerate(lines):
-        spelled = [_spelled(c) for c in row]
-        genes = [spelled.index(n) for n in GENE_COLUMNS if n in spelled]
-        probes = [spelled.index(n) for n in PROBE_COLUMNS if n in spelled]
+        names = [spelled(c) for c in row]
+        genes = [names.index(n) for n in GENE_COLUMNS if n in names]
+        probes = [names.index(n) for n in PROBE_COLUMNS if n in names]
         if not genes or not probes:
             continue
         probes = [j for j in probes if j != genes[0]]
         if not probes:
             continue
-        illumina = [spelled.index(n) for n in ("ilmnid", "name") if n in spelled]
-        keys = illumina if "ilmnid" in spelled else probes[:1]
+        illumina = [names.index(n) for n in ("ilmnid", "name") if n in names]
+        keys = illumina if "ilmnid" in names else probes[:1]
         return at, keys, genes[0]
     return None
 

@@ -28,17 +28,19 @@ import pandas as pd
 
 from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
+from clinicmm.ingest.barcodes import sample_type, type_words
 from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.feature_maps import gene_table, map_features, read_feature_map
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
-from clinicmm.ingest.tables import comment_lines, first_rows, separator, table_format
+from clinicmm.ingest.sample_files import read_sample_files
+from clinicmm.ingest.tables import NA_TOKENS, comment_lines, first_rows, is_number, separator, table_format
+from clinicmm.ingest.tables import spelled as spell
 from clinicmm.keys import Col, Status
 
 NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
 _NON_SILENT_LOWER = frozenset(c.lower() for c in NON_SILENT)
 EXPRESSION_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 MUTATION_SUFFIXES = (".maf", ".tsv", ".txt", ".csv", ".parquet")
-NA_TOKENS = ["", "NA", "NaN", "nan", "N/A", "NULL", "null", "None"]
 NONNEGATIVE_UNITS = ("counts", "tpm", "fpkm")
 SAMPLE_COLUMNS = [str(c) for c in (Col.PATIENT, Col.SAMPLE, Col.SOURCE, Col.ROW, Col.STATUS, Col.REASON)]
 MUTATION_COLUMNS = [
@@ -123,6 +125,8 @@ class _Grid:
     cell: Callable[[int, int], str]  # "row 3, column 'TP53'" of sample i, gene j
     issues: list[str] = field(default_factory=list)
     feature_genes: dict[str, list[str]] | None = None  # row -> genes, from the table's own gene column (Firehose)
+    unread: dict[int, str] = field(default_factory=dict)  # sample -> why its values could not be read (its file)
+    sources: list[str] | None = None  # the file of each sample, when each has its own (a GDC download)
     repeated: int = 0  # gene columns (rows) dropped because the same name came earlier
     dropped: int = 0  # gene columns (rows) dropped for any reason so far
 
@@ -135,6 +139,8 @@ def read_expression(
     drop_unmapped: bool = False,
     key: str = "genomics.expression",
     row_genes: dict[str, list[str]] | None = None,
+    roots: list[Path] | None = None,
+    follow_outside: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read an expression matrix (or one of ``genomics.layers``, whose config ``key`` messages name): ``(matrix,
     samples)``.
@@ -146,10 +152,16 @@ def read_expression(
     (``genes_x_samples``, the gene column being column 1). With a ``harmonizer`` the gene columns are current
     HGNC symbols (``drop_unmapped``: names it cannot resolve are dropped) and ``matrix.attrs["genes"]`` counts
     how each was resolved. ``row_genes``, when given, receives the genes the table itself names for each row
-    (Firehose methylation's ``Gene_Symbol`` columns), a probe layer's map when it has no ``feature_map``.
+    (Firehose methylation's ``Gene_Symbol`` columns), a probe layer's map when it has no ``feature_map``. With
+    ``spec.sample_sheet``, ``path`` is a folder of one file per sample (:mod:`clinicmm.ingest.sample_files`);
+    ``roots`` and ``follow_outside`` say where its symbolic links may lead.
     """
     path = Path(path)
-    grid = _drop_text_features(_dedupe_genes(_read_grid(spec, path, key)))
+    if spec.sample_sheet is not None:
+        grid = _sample_files_grid(spec, path, key, roots, follow_outside)
+    else:
+        grid = _read_grid(spec, path, key)
+    grid = _drop_text_features(_dedupe_genes(grid))
     if row_genes is not None and grid.feature_genes:
         row_genes.update(grid.feature_genes)
     counts = {"columns": len(grid.genes) + grid.dropped}
@@ -157,7 +169,7 @@ def read_expression(
         grid, counts = _harmonize_grid(grid, harmonizer, drop_unmapped, counts)
     pattern = _compile(patient_id_pattern)
     samples = _judge_samples(grid, spec.unit, pattern, key)
-    samples[Col.SOURCE] = str(path)
+    samples[Col.SOURCE] = grid.sources if grid.sources is not None else str(path)
     ok = (samples[Col.STATUS] == Status.OK).to_numpy()
     matrix = pd.DataFrame(
         grid.values[ok],
@@ -204,6 +216,29 @@ def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = 
             f"write.csv and pandas' to_csv write row names); set {key}.sample_column to read another"
         )
     return grid
+
+
+def _sample_files_grid(
+    spec: ExpressionSpec, folder: Path, key: str, roots: list[Path] | None, follow_outside: bool
+) -> _Grid:
+    """The grid of a folder of one file per sample, named by a GDC sample sheet."""
+    sheet = Path(spec.sample_sheet)
+    read = read_sample_files(folder, sheet, spec.unit, spec.quantity, key, roots, follow_outside)
+    names = [Path(p).name if p else "" for p in read.sources]
+    return _Grid(
+        name=sheet.name,
+        axis="row",
+        sample_ids=read.sample_ids,
+        rows=read.rows,
+        genes=read.features,
+        values=read.values,
+        bad=read.bad,
+        value=lambda i, j: read.raw.get((i, j), read.values[i, j]),
+        cell=lambda i, j: f"{names[i]}, the row of {read.features[j]!r}",
+        issues=read.issues,
+        unread=read.reasons,
+        sources=[p or str(folder) for p in read.sources],
+    )
 
 
 def _text_column(spec: ExpressionSpec, path: Path, header: list[str], key: str, first_column: bool = False) -> int:
@@ -263,14 +298,6 @@ def _second_row(path: Path, fmt: str) -> list[str]:
     return [c.strip() for c in rows[1]] if len(rows) > 1 else []
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return text in NA_TOKENS
-    return True
-
-
 def _quantity_layout(
     path: Path, header: list[str], second: list[str], quantity: str | None, key: str
 ) -> _Layout | None:
@@ -278,12 +305,12 @@ def _quantity_layout(
     holds (``Beta_value``, ``Gene_Symbol``, ``Chromosome``, ``Genomic_Coordinate``). None for any other table."""
     if len(second) != len(header) or len(header) < 3 or len(set(header[1:])) == len(header) - 1:
         return None
-    if any(_is_number(c) for c in second[1:]):
+    if any(is_number(c) for c in second[1:]):
         return None  # a data row, not a row of names
-    spelled = [re.sub(r"[\s_]+", "_", c.lower()) for c in second]
+    spelled = [spell(c) for c in second]
     names = list(dict.fromkeys(second[1:]))
     if quantity is not None:
-        chosen = re.sub(r"[\s_]+", "_", quantity.strip().lower())
+        chosen = spell(quantity)
         if chosen not in spelled[1:]:
             raise InputError(
                 f"{path}: {key}.quantity {quantity!r} is not in the second header row, which names "
@@ -363,7 +390,7 @@ ANNOTATION_COLUMNS = frozenset({"entrez_gene_id", "entrez_id", "entrez", "locus_
 
 
 def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame, layout: _Layout | None = None) -> _Grid:
-    spelled = [re.sub(r"[\s_]+", "_", h.strip().lower()) for h in header]
+    spelled = [spell(h) for h in header]
     if layout is not None:  # Firehose: the quantity's columns only, below the second header row
         sample_pos, issues, first_row = layout.columns, [layout.issue], 2
     else:
@@ -453,24 +480,6 @@ def _harmonize_grid(grid: _Grid, harmonizer: GeneHarmonizer, drop_unmapped: bool
     return _keep_genes(grid, keep, [result.names[j] for j in keep]), counts
 
 
-# TCGA barcodes carry the sample type in their fourth field (TCGA-AB-1234-01A...): 01-09 and 40 tumour, 10-19 normal
-# tissue, others controls, cell lines and xenografts (the GDC's sample type codes)
-TCGA_SAMPLE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}-(\d{2})", re.IGNORECASE)
-
-
-def _sample_type(sample_id: str) -> tuple[int, int] | None:
-    """``(group, code)`` of a TCGA barcode (group 0 tumour, 1 normal tissue, 2 other); None for any other id."""
-    match = TCGA_SAMPLE.match(sample_id)
-    if match is None:
-        return None
-    code = int(match.group(1))
-    return (0 if 1 <= code <= 9 or code == 40 else 1 if 10 <= code <= 19 else 2), code
-
-
-def _type_words(kind: tuple[int, int]) -> str:
-    return f"{('tumour', 'normal-tissue', 'non-tumour')[kind[0]]} sample (TCGA sample type {kind[1]:02d})"
-
-
 def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key: str) -> pd.DataFrame:
     """Status and reason per sample: empty or repeated id, pattern mismatch, bad values, another sample of the same
     patient kept (a TCGA tumour sample before a normal-tissue one, else the first in file order)."""
@@ -479,7 +488,7 @@ def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key:
         patients.append(_patient_of(sample_id, pattern) if sample_id else None)
         reasons.append(_sample_reason(grid, i, unit, pattern, first_id.get(sample_id), key))
         first_id.setdefault(sample_id, grid.rows[i])
-    types = [_sample_type(sample_id) for sample_id in grid.sample_ids]
+    types = [sample_type(sample_id) for sample_id in grid.sample_ids]
     kept: dict[str, int] = {}  # patient -> the sample kept: the lowest TCGA sample type, then file order
     for i in sorted(range(len(patients)), key=lambda i: (types[i] or (0, 0), i)):
         if not reasons[i]:
@@ -490,8 +499,8 @@ def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key:
         other, where = kept[patient], f"{grid.name} {grid.axis}"
         if types[i] is not None and types[other] is not None and types[i] != types[other]:
             reasons[i] = (
-                f"sample in {where} {grid.rows[i]} is a {_type_words(types[i])} of the same patient as the "
-                f"{_type_words(types[other])} in {grid.axis} {grid.rows[other]}, which is kept (one expression sample "
+                f"sample in {where} {grid.rows[i]} is a {type_words(types[i])} of the same patient as the "
+                f"{type_words(types[other])} in {grid.axis} {grid.rows[other]}, which is kept (one expression sample "
                 "per patient: the lowest TCGA sample type, tumours 01-09 first)"
             )
         else:
@@ -518,6 +527,8 @@ def _sample_reason(
 ) -> str:
     where = f"{grid.name} {grid.axis} {grid.rows[i]}"
     sample_id = grid.sample_ids[i]
+    if i in grid.unread:
+        return grid.unread[i]
     if not sample_id:
         return f"empty sample id in {where}; fill it or remove the sample"
     if repeats is not None:
@@ -605,14 +616,14 @@ def read_mutations(
 def _one_tumour_sample(out: pd.DataFrame, reasons: list[str], name: str) -> list[str]:
     """Of a patient's TCGA samples, only the mutations of the lowest sample type are used (a primary tumour -01
     before its metastasis -06), as the expression tables keep that sample; other ids and aliquots of one type stay."""
-    types = [_sample_type(sample) for sample in out["sample_id"]]
+    types = [sample_type(sample) for sample in out["sample_id"]]
     best: dict[str, tuple[int, int]] = {}
     for patient, kind, reason in zip(out["patient_id"], types, reasons, strict=True):
         if kind is not None and not reason:
             best[patient] = min(best.get(patient, kind), kind)
     return [
-        reason or (f"{name} row {row}: a mutation of the patient's {_type_words(kind)}, whose "
-                   f"{_type_words(best[patient])} is used (one tumour sample per patient, as in the expression "
+        reason or (f"{name} row {row}: a mutation of the patient's {type_words(kind)}, whose "
+                   f"{type_words(best[patient])} is used (one tumour sample per patient, as in the expression "
                    "tables)" if kind is not None and kind != best[patient] else "")
         for patient, kind, reason, row in zip(out["patient_id"], types, reasons, out["row"], strict=True)
     ]  # fmt: skip
@@ -719,11 +730,21 @@ def _check_columns(path: Path, wanted: dict[str, str], columns: list[str]) -> No
 # ---------------------------------------------------------------------------------------------- dataset
 
 
-def read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
+def _with_sheet(table: ExpressionSpec, spec: DatasetSpec) -> ExpressionSpec:
+    """``table`` with its sample sheet's path resolved against the dataset YAML's folder."""
+    if table.sample_sheet is None:
+        return table
+    return table.model_copy(update={"sample_sheet": spec.resolve(table.sample_sheet)})
+
+
+def read_genomics(
+    spec: DatasetSpec, roots: list[Path] | None = None, follow_outside: bool = False
+) -> dict[str, pd.DataFrame | None]:
     """The dataset's genomics tables for ingest: ``expression`` (by patient), ``samples``, ``mutations``.
 
     One gene table serves both files (``genomics.genes``); the sample -> patient rule is
-    ``genomics.patient_id_pattern`` or ``genomics.patient_id_length``.
+    ``genomics.patient_id_pattern`` or ``genomics.patient_id_length``. ``roots`` / ``follow_outside``: where the
+    symbolic links of a folder of sample files may lead (the dataset's folders; default: that folder).
     """
     g = spec.genomics
     names = g.genes
@@ -734,11 +755,16 @@ def read_genomics(spec: DatasetSpec) -> dict[str, pd.DataFrame | None]:
     out: dict[str, pd.DataFrame | None] = {}
     matrices, sample_tables = [], []
     if g.expression:
-        matrix, samples = read_expression(g.expression, spec.resolve(g.expression.path), pattern, harmonizer, drop)
+        expression, key = _with_sheet(g.expression, spec), "genomics.expression"
+        where = spec.resolve(g.expression.path)
+        matrix, samples = read_expression(
+            expression, where, pattern, harmonizer, drop, key, None, roots, follow_outside
+        )
         matrices.append(expression_by_patient(matrix, samples))
         sample_tables.append(samples)
     for i, layer in enumerate(g.layers):
-        matrix, samples = read_layer(layer, spec, pattern, harmonizer, drop, f"genomics.layers[{i}]")
+        key = f"genomics.layers[{i}]"
+        matrix, samples = read_layer(layer, spec, pattern, harmonizer, drop, key, roots, follow_outside)
         matrices.append(matrix)
         sample_tables.append(samples)
     if matrices:
@@ -754,7 +780,14 @@ LAYER_SEPARATOR = ":"  # a layer's columns are "<layer name>:<feature>"; HGNC sy
 
 
 def read_layer(
-    layer, spec: DatasetSpec, pattern: str | None, harmonizer: GeneHarmonizer | None, drop: bool, key: str
+    layer,
+    spec: DatasetSpec,
+    pattern: str | None,
+    harmonizer: GeneHarmonizer | None,
+    drop: bool,
+    key: str,
+    roots: list[Path] | None = None,
+    follow_outside: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One ``genomics.layers`` table by patient, its columns ``<name>:<feature>``: gene names harmonised
     (``features: gene``), probes averaged per gene through ``feature_map`` (``features: probe``), miRNA names and
@@ -763,7 +796,17 @@ def read_layer(
     path = spec.resolve(layer.path)
     gene_names = harmonizer if layer.features == "gene" else None
     row_genes: dict[str, list[str]] = {}
-    matrix, samples = read_expression(layer, path, pattern, gene_names, drop and gene_names is not None, key, row_genes)
+    matrix, samples = read_expression(
+        _with_sheet(layer, spec),
+        path,
+        pattern,
+        gene_names,
+        drop and gene_names is not None,
+        key,
+        row_genes,
+        roots,
+        follow_outside,
+    )
     matrix = expression_by_patient(matrix, samples)
     counts = dict(matrix.attrs.get("genes", {})) | {"features": matrix.shape[1]}
     issues = list(matrix.attrs.get("issues", []))

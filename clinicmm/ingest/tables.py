@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,3 +239,20 @@ def first_rows(path: Path, sep: str, count: int) -> list[list[str]]:
         raise InputError(message) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise InputError(f"{path}: cannot be read as a table ({exc}). Check its format and separator.") from None
+
+
+NA_TOKENS = ["", "NA", "NaN", "nan", "N/A", "NULL", "null", "None"]  # cells read as missing in the omics tables
+
+
+def is_number(text: str) -> bool:
+    """Whether a cell is a number or a missing-value token (not a name: a header row holds names)."""
+    try:
+        float(text)
+    except ValueError:
+        return text in NA_TOKENS
+    return True
+
+
+def spelled(name: object) -> str:
+    """A column name compared without case and spacing: ``'File Name'`` -> ``'file_name'``."""
+    return re.sub(r"[\s_]+", "_", str(name).strip().lower())
