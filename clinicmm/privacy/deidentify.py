@@ -151,6 +151,16 @@ def _write_table(frame: pd.DataFrame, src: Path, out: Path) -> dict:
     }
 
 
+def _copy_file(src: Path, folder: Path) -> dict:
+    """Copy a file that holds no patient data (a probe -> gene map) into ``folder``; its row of the report."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, folder / src.name)
+    return {"kind": "table", "source": str(src), "output": str(folder / src.name), "status": "copied",
+            "reason": "no patient data (feature map)"}  # fmt: skip
+
+
 def _column(frame: pd.DataFrame, name: str | None, path: Path, key: str) -> str | None:
     if name is not None and name not in frame.columns:
         raise InputError(f"{path}: no column {name!r} ({key}); columns are {', '.join(frame.columns[:12])}.")
@@ -276,10 +286,26 @@ def _pseudo_sample(sample: str, people: _Patients, split) -> str:
 
 
 def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
-    """Sample ids (and the patient id inside them) pseudonymised in the expression matrix and the MAF."""
-    split, rows = _sample_patient(spec.genomics.patient_id_pattern), []
-    if spec.genomics.expression is not None:
-        e = spec.genomics.expression
+    """Sample ids (and the patient id inside them) pseudonymised in the expression matrix, every omics layer and
+    the MAF; a layer's feature map (probe -> gene, no patient in it) is copied as it is."""
+    g = spec.genomics
+    split, rows = _sample_patient(g.sample_pattern()), []
+    tables = [("genomics.expression", g.expression)] if g.expression is not None else []
+    tables += [(f"genomics.layers[{i}]", layer) for i, layer in enumerate(g.layers)]
+    names = [spec.resolve(t.path).name for _, t in tables] + (
+        [spec.resolve(g.mutations.path).name] if g.mutations else []
+    )
+    if len(set(names)) < len(names):
+        raise InputError(
+            "deidentify writes every genomics table into OUT under its file name, and two of them share one "
+            f"({', '.join(sorted({n for n in names if names.count(n) > 1}))}); rename one before de-identifying."
+        )
+    for key, e in tables:
+        if e.sample_sheet is not None:
+            raise InputError(
+                f"{key}.sample_sheet: a folder of one file per sample (a GDC download) is not de-identified by this "
+                "command; join it into one table first, or de-identify the sample sheet's ids yourself."
+            )
         src, frame = spec.resolve(e.path), _read(spec.resolve(e.path))
         if e.orientation == "samples_x_genes":
             frame[e.sample_column] = [
@@ -288,6 +314,8 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
         else:
             frame.columns = [frame.columns[0], *(_pseudo_sample(c, people, split) for c in frame.columns[1:])]
         rows.append(_write_table(frame, src, out))
+        if getattr(e, "feature_map", None) is not None:
+            rows.append(_copy_file(spec.resolve(e.feature_map), out / "feature_maps"))
     if spec.genomics.mutations is not None:
         m = spec.genomics.mutations
         src, frame = spec.resolve(m.path), _read(spec.resolve(m.path))
@@ -375,8 +403,13 @@ def _dataset(
         for part in ("expression", "mutations"):
             if part in data["genomics"]:
                 data["genomics"][part]["path"] = Path(data["genomics"][part]["path"]).name
-        if spec.genomics.patient_id_pattern:
+        for layer in data["genomics"].get("layers") or []:
+            layer["path"] = Path(layer["path"]).name
+            if layer.get("feature_map"):
+                layer["feature_map"] = f"feature_maps/{Path(layer['feature_map']).name}"
+        if spec.genomics.sample_pattern():  # the pseudonym, not the first N characters of it, is the patient
             data["genomics"]["patient_id_pattern"] = PSEUDONYM_PATTERN
+            data["genomics"].pop("patient_id_length", None)
     (out / "dataset.yaml").write_text(
         "# De-identified by `clinicmm deidentify`: ids are keyed pseudonyms, dates shifted, dates of birth removed.\n"
         + (

@@ -201,3 +201,44 @@ def test_notes_in_patient_folders_and_a_names_table_are_deidentified_too(tmp_pat
     text = note.read_text(encoding="utf-8")
     assert "adenocarcinoma" in text and not re.search(r"Agn|Dupont|5512", text), text
     assert (tmp_path / "out" / "labels.csv").read_text().splitlines()[1] == f"{pseudonym('MRN-7', KEY)},LUAD"
+
+
+def test_omics_layers_and_tcga_barcodes_cut_by_length_link_to_the_same_patients_after(tmp_path):
+    """Every omics layer is pseudonymised (before, layers were left out and the copy named files it lacked), and
+    ``patient_id_length: 12`` becomes the pseudonym pattern (before, the first 12 characters of a pseudonym of the
+    whole barcode were read as the patient, so no patient kept their omics)."""
+    from clinicmm.config import load_dataset
+    from clinicmm.ingest.cohort import build_cohort
+    from clinicmm.privacy.deidentify import deidentify
+    from clinicmm.privacy.scan import scan_tree
+
+    data = tmp_path / "data"
+    data.mkdir()
+    patients = ["TCGA-A3-3306", "TCGA-A3-3307", "TCGA-A3-3308"]
+    (data / "labels.csv").write_text("patient_id,cancer_type\n" + "".join(f"{p},KIRC\n" for p in patients))
+    (data / "expr.tsv").write_text(
+        "gene\t" + "\t".join(f"{p}-01A" for p in patients) + "\nTP53\t1\t2\t3\nEGFR\t4\t5\t6\n"
+    )
+    (data / "meth.tsv").write_text(
+        "sample_id\tcg01\tcg02\n" + "".join(f"{p}-01A\t0.{i}\t0.5\n" for i, p in enumerate(patients))
+    )
+    (data / "manifest.csv").write_text("IlmnID,UCSC_RefGene_Name\ncg01,TP53\n")
+    (data / "dataset.yaml").write_text(
+        "name: t\nlabels: {path: labels.csv}\ngenomics:\n  patient_id_length: 12\n"
+        "  expression: {path: expr.tsv, orientation: genes_x_samples, unit: log}\n"
+        "  layers:\n    - {name: meth, kind: methylation, path: meth.tsv, features: probe, feature_map: manifest.csv}\n"
+    )
+    deidentify(data / "dataset.yaml", tmp_path / "out", KEY, progress=False)
+    assert scan_tree([tmp_path / "out"], patients)["hits"] == []
+    before = build_cohort(load_dataset(data / "dataset.yaml"), split=False)
+    after = build_cohort(load_dataset(tmp_path / "out" / "dataset.yaml"), split=False)
+    assert after.manifest["has_omics"].all() and len(after.manifest) == 3
+    expected = before.expression.rename(index=lambda p: pseudonym(p, KEY))
+    pd.testing.assert_frame_equal(after.expression.sort_index(), expected.sort_index(), check_like=True)
+    assert "meth:TP53" in after.expression.columns  # the feature map came along
+    (data / "dataset.yaml").write_text(
+        "name: t\nlabels: {path: labels.csv}\ngenomics:\n  expression: {path: dl, sample_sheet: labels.csv}\n"
+    )
+    (data / "dl").mkdir()
+    with pytest.raises(InputError, match="sample_sheet: a folder of one file per sample"):
+        deidentify(data / "dataset.yaml", tmp_path / "out2", KEY, progress=False)
