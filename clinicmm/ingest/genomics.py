@@ -19,12 +19,14 @@ can be re-indexed by patient id with :func:`expression_by_patient`, which is wha
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
@@ -32,9 +34,10 @@ from clinicmm.ingest.barcodes import sample_type, type_words
 from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.feature_maps import gene_table, map_features, read_feature_map
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
-from clinicmm.ingest.sample_files import read_sample_files
+from clinicmm.ingest.sample_files import PROGRESS_MIN_FILES, read_sample_files
 from clinicmm.ingest.tables import NA_TOKENS, comment_lines, first_rows, is_number, separator, table_format
 from clinicmm.ingest.tables import spelled as spell
+from clinicmm.ingest.walk import printable, walk
 from clinicmm.keys import Col, Status
 
 NON_SILENT: frozenset[str] = frozenset(NON_SILENT_CLASSES)  # the MAF classes that change the protein
@@ -567,12 +570,16 @@ def read_mutations(
     patient_id_pattern: str | None,
     harmonizer: GeneHarmonizer | None = None,
     drop_unmapped: bool = False,
+    roots: list[Path] | None = None,
+    follow_outside: bool = False,
 ) -> pd.DataFrame:
-    """Read a mutation list (MAF: tab-separated, leading ``#`` comment lines allowed).
+    """Read a mutation list (MAF: tab-separated, leading ``#`` comment lines allowed), or every MAF of a folder (a
+    GDC download: one ``*.maf.gz`` per case; ``roots`` / ``follow_outside`` say where its links may lead).
 
     One row per data row with the columns of :data:`MUTATION_COLUMNS`; ``non_silent`` is True for the MAF
-    classes in :data:`NON_SILENT` (matched case-insensitively); ``row`` is the data row (comments and header
-    excluded). Rows without a sample id or gene, or whose sample id does not match the pattern, are skipped.
+    classes in :data:`NON_SILENT` (matched case-insensitively); ``row`` is the data row of its file (comments and
+    header excluded). Rows without a sample id or gene, or whose sample id does not match the pattern, are skipped;
+    a folder's MAF that cannot be read is one skipped row (row 0) with the reason, and the others are read.
     With a ``harmonizer`` genes are current HGNC symbols (``attrs["genes"]``: counts over distinct names);
     ``drop_unmapped`` skips rows whose gene it cannot resolve, with the reason.
     """
@@ -580,32 +587,19 @@ def read_mutations(
     pattern = _compile(patient_id_pattern)
     if spec.format == "matrix":
         out, bad = _read_mutation_matrix(spec, path, pattern)
+    elif path.is_dir():
+        out, bad = _read_mutation_folder(spec, path, roots, follow_outside)
     else:
-        raw = _read_mutation_table(spec, path)
-        samples = raw[spec.sample_column].str.strip()
-        classes = raw[spec.class_column].str.strip()
-        out, bad = (
-            pd.DataFrame(
-                {
-                    "patient_id": "",
-                    "sample_id": samples.to_numpy(),
-                    "gene": raw[spec.gene_column].str.strip().to_numpy(),
-                    "variant_class": classes.to_numpy(),
-                    "non_silent": classes.str.lower().isin(_NON_SILENT_LOWER).to_numpy(dtype=bool),
-                    "source": str(path),
-                    "row": np.arange(1, len(raw) + 1, dtype="int64"),
-                }
-            ),
-            {},
-        )
+        out, bad = _mutation_rows(spec, _read_mutation_table(spec, path), path), {}
+    names = [Path(source).name for source in out["source"]]
     out["patient_id"] = [(_patient_of(s, pattern) or "") if s else "" for s in out["sample_id"]]
     unresolved = _harmonize_mutations(out, harmonizer, path.name) if harmonizer is not None else set()
-    reasons = [bad.get(i) or _mutation_reason(r, pattern, path.name) for i, r in enumerate(out.itertuples(index=False))]
+    reasons = [bad.get(i) or _mutation_reason(r, pattern, names[i]) for i, r in enumerate(out.itertuples(index=False))]
     if drop_unmapped:
-        reasons = [r or (f"gene {g!r} in {path.name} row {n} is not an HGNC symbol or id the gene table resolves; "
+        reasons = [r or (f"gene {g!r} in {name} row {n} is not an HGNC symbol or id the gene table resolves; "
                          "skipped (genomics.genes.unmapped: drop)" if g in unresolved else "")
-                   for r, g, n in zip(reasons, out["gene"], out["row"], strict=True)]  # fmt: skip
-    reasons = _one_tumour_sample(out, reasons, path.name)
+                   for r, g, n, name in zip(reasons, out["gene"], out["row"], names, strict=True)]  # fmt: skip
+    reasons = _one_tumour_sample(out, reasons, names)
     out["status"] = [Status.SKIPPED.value if r else Status.OK.value for r in reasons]
     out["reason"] = reasons
     result = out[MUTATION_COLUMNS]
@@ -613,7 +607,57 @@ def read_mutations(
     return result
 
 
-def _one_tumour_sample(out: pd.DataFrame, reasons: list[str], name: str) -> list[str]:
+def _mutation_rows(spec: MutationsSpec, raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The named columns of one mutation table as the rows of :func:`read_mutations` (before they are judged)."""
+    samples = raw[spec.sample_column].str.strip()
+    classes = raw[spec.class_column].str.strip()
+    return pd.DataFrame(
+        {
+            "patient_id": "",
+            "sample_id": samples.to_numpy(),
+            "gene": raw[spec.gene_column].str.strip().to_numpy(),
+            "variant_class": classes.to_numpy(),
+            "non_silent": classes.str.lower().isin(_NON_SILENT_LOWER).to_numpy(dtype=bool),
+            "source": str(path),
+            "row": np.arange(1, len(raw) + 1, dtype="int64"),
+        }
+    )
+
+
+MAF_NAMES = (".maf", ".maf.gz")  # what a folder of mutation files is read for (not its annotations.txt, logs)
+
+
+def _read_mutation_folder(
+    spec: MutationsSpec, folder: Path, roots: list[Path] | None, follow_outside: bool
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Every MAF under ``folder``, one after another; a file that cannot be read becomes one skipped row."""
+    walked = walk(folder, roots if roots is not None else [folder], follow_outside)
+    files = [Path(f) for f in walked.files if f.lower().endswith(MAF_NAMES)]
+    if not files:
+        raise InputError(
+            f"{folder}: genomics.mutations.path is a folder without MAF files ({', '.join(MAF_NAMES)}); point it at "
+            "a MAF, or at the folder of a GDC download of masked somatic mutations."
+        )
+    parts, failed = [], []
+    for file in tqdm(files, desc="Reading MAF files", unit="file", file=sys.stderr,
+                     disable=None if len(files) >= PROGRESS_MIN_FILES else True):  # fmt: skip
+        try:
+            parts.append(_mutation_rows(spec, _read_mutation_table(spec, file), file))
+        except InputError as exc:
+            failed.append((file, str(exc).removeprefix(f"{file}: ")))
+    skipped = pd.DataFrame({"patient_id": "", "sample_id": "", "gene": "", "variant_class": "", "non_silent": False,
+                            "source": [str(f) for f, _ in failed], "row": np.zeros(len(failed), dtype="int64")})  # fmt: skip
+    out = pd.concat([*parts, skipped], ignore_index=True) if parts else skipped
+    start = len(out) - len(failed)
+    bad = {start + k: f"{printable(f.name)} under {folder.name}: {why}" for k, (f, why) in enumerate(failed)}
+    out.attrs["issues"] = [
+        f"{folder.name}: {len(files) - len(failed)} of {len(files)} MAF files read"
+        + (f" ({len(failed)} could not be, see the skipped inputs)" if failed else "")
+    ] + [f"{printable(Path(p).name)} under {folder.name}: {why}" for p, why in walked.skipped]
+    return out, bad
+
+
+def _one_tumour_sample(out: pd.DataFrame, reasons: list[str], names: list[str]) -> list[str]:
     """Of a patient's TCGA samples, only the mutations of the lowest sample type are used (a primary tumour -01
     before its metastasis -06), as the expression tables keep that sample; other ids and aliquots of one type stay."""
     types = [sample_type(sample) for sample in out["sample_id"]]
@@ -625,7 +669,7 @@ def _one_tumour_sample(out: pd.DataFrame, reasons: list[str], name: str) -> list
         reason or (f"{name} row {row}: a mutation of the patient's {type_words(kind)}, whose "
                    f"{type_words(best[patient])} is used (one tumour sample per patient, as in the expression "
                    "tables)" if kind is not None and kind != best[patient] else "")
-        for patient, kind, reason, row in zip(out["patient_id"], types, reasons, out["row"], strict=True)
+        for patient, kind, reason, row, name in zip(out["patient_id"], types, reasons, out["row"], names, strict=True)
     ]  # fmt: skip
 
 
@@ -770,7 +814,9 @@ def read_genomics(
     if matrices:
         out["expression"], out["samples"] = join_layers(matrices), pd.concat(sample_tables, ignore_index=True)
     if g.mutations:
-        out["mutations"] = read_mutations(g.mutations, spec.resolve(g.mutations.path), pattern, harmonizer, drop)
+        out["mutations"] = read_mutations(
+            g.mutations, spec.resolve(g.mutations.path), pattern, harmonizer, drop, roots, follow_outside
+        )
     return out
 
 

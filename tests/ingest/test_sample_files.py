@@ -1,7 +1,8 @@
 """TCGA as the GDC Data Portal downloads it: a folder of one file per sample (each in a folder named by its file id)
 and the GDC sample sheet saying which file is which sample. Each file's value column is read as that sample's values
 (STAR's tpm / unstranded / fpkm by the unit, miRNA reads per million, SeSAMe betas); a file that is missing, lacks
-the column, holds text where a number belongs or is a link out of the dataset skips its sample with the reason."""
+the column, holds text where a number belongs or is a link out of the dataset skips its sample with the reason. The
+GDC's mutations come as one MAF per case: a folder of them is read file by file."""
 
 from __future__ import annotations
 
@@ -130,3 +131,42 @@ def test_mirna_and_methylation_files_and_a_tumour_normal_pair(tmp_path: Path) ->
              "sample_sheet": "gdc_sample_sheet.tsv"}  # fmt: skip
     spec = DatasetSpec(name="g", base_dir=tmp_path, genomics={"patient_id_length": 12, "layers": [layer]})
     np.testing.assert_allclose(read_genomics(spec)["expression"]["meth:TP53"], [0.375, 0.75])  # NA: the probe it has
+
+
+MAF_HEADER = "Hugo_Symbol\tEntrez_Gene_Id\tVariant_Classification\tTumor_Sample_Barcode\n"
+
+
+def test_a_folder_of_gdc_mafs_is_read_file_by_file_and_a_broken_one_is_recorded(tmp_path: Path) -> None:
+    """The GDC gives one masked somatic MAF per case (``<file id>/<name>.maf.gz``); every one is read, with its rows
+    named by their own file; one without the MAF columns is a skipped input and the others load."""
+    import gzip
+
+    folder = tmp_path / "mafs"
+    for k, (sample, rows) in enumerate([("TCGA-A3-3301-01A-01D", ["TP53\t7157\tMissense_Mutation", "EGFR\t1956\tSilent"]),
+                                        ("TCGA-A3-3302-01A-01D", ["MYC\t4609\tNonsense_Mutation"]),
+                                        ("TCGA-A3-3302-06A-01D", ["KRAS\t3845\tMissense_Mutation"])]):  # fmt: skip
+        (folder / f"id{k}").mkdir(parents=True)
+        body = (
+            "#version gdc-1.0.0\n"
+            + MAF_HEADER
+            + "".join(f"{r.split(chr(9), 2)[0]}\t{r.split(chr(9))[1]}\t{r.split(chr(9))[2]}\t{sample}\n" for r in rows)
+        )
+        with gzip.open(folder / f"id{k}" / f"case{k}.wxs.aliquot_ensemble_masked.maf.gz", "wt") as handle:
+            handle.write(body)
+    (folder / "bad").mkdir()
+    (folder / "bad" / "broken.maf").write_text("gene\tsample\nTP53\tX\n")
+    (folder / "annotations.txt").write_text("not a MAF\n")
+    spec = DatasetSpec(name="m", base_dir=tmp_path, genomics={"patient_id_length": 12, "mutations": {"path": "mafs"}})
+    tables = read_genomics(spec)
+    muts = tables["mutations"]
+    ok = muts[muts["status"] == "ok"]
+    assert sorted(zip(ok["patient_id"], ok["gene"])) == [("TCGA-A3-3301", "EGFR"), ("TCGA-A3-3301", "TP53"),
+                                                         ("TCGA-A3-3302", "MYC")]  # fmt: skip
+    metastasis = muts[muts["gene"] == "KRAS"].iloc[0]  # the patient's primary (-01) is used, not its -06
+    assert (
+        metastasis["status"] == "skipped" and "case2.wxs.aliquot_ensemble_masked.maf.gz row 1" in metastasis["reason"]
+    )
+    broken = muts[muts["source"].str.endswith("broken.maf")].iloc[0]
+    assert broken["status"] == "skipped" and "broken.maf under mafs" in broken["reason"]
+    assert "Tumor_Sample_Barcode" in broken["reason"]  # names the column it needs
+    assert "3 of 4 MAF files read (1 could not be" in "\n".join(genomics_issues(tables))
