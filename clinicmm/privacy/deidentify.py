@@ -316,8 +316,15 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
         rows.append(_write_table(frame, src, out))
         if getattr(e, "feature_map", None) is not None:
             rows.append(_copy_file(spec.resolve(e.feature_map), out / "feature_maps"))
+    if g.genes.hgnc_table is not None:  # the gene table, public data
+        rows.append(_copy_file(spec.resolve(g.genes.hgnc_table), out / "feature_maps"))
     if spec.genomics.mutations is not None:
         m = spec.genomics.mutations
+        if spec.resolve(m.path).is_dir():
+            raise InputError(
+                "genomics.mutations.path: a folder of MAFs (a GDC download) is not de-identified by this command; "
+                "join the MAFs into one table first."
+            )
         src, frame = spec.resolve(m.path), _read(spec.resolve(m.path))
         frame[m.sample_column] = [
             _pseudo_sample(s, people, split) for s in frame[_column(frame, m.sample_column, src, "sample_column")]
@@ -407,6 +414,10 @@ def _dataset(
             layer["path"] = Path(layer["path"]).name
             if layer.get("feature_map"):
                 layer["feature_map"] = f"feature_maps/{Path(layer['feature_map']).name}"
+        if (data["genomics"].get("genes") or {}).get("hgnc_table"):
+            data["genomics"]["genes"]["hgnc_table"] = (
+                f"feature_maps/{Path(data['genomics']['genes']['hgnc_table']).name}"
+            )
         if spec.genomics.sample_pattern():  # the pseudonym, not the first N characters of it, is the patient
             data["genomics"]["patient_id_pattern"] = PSEUDONYM_PATTERN
             data["genomics"].pop("patient_id_length", None)

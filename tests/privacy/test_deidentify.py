@@ -217,14 +217,18 @@ def test_omics_layers_and_tcga_barcodes_cut_by_length_link_to_the_same_patients_
     patients = ["TCGA-A3-3306", "TCGA-A3-3307", "TCGA-A3-3308"]
     (data / "labels.csv").write_text("patient_id,cancer_type\n" + "".join(f"{p},KIRC\n" for p in patients))
     (data / "expr.tsv").write_text(
-        "gene\t" + "\t".join(f"{p}-01A" for p in patients) + "\nTP53\t1\t2\t3\nEGFR\t4\t5\t6\n"
+        "gene\t" + "\t".join(f"{p}-01A" for p in patients) + "\nP53\t1\t2\t3\nEGFR\t4\t5\t6\n"
     )
     (data / "meth.tsv").write_text(
         "sample_id\tcg01\tcg02\n" + "".join(f"{p}-01A\t0.{i}\t0.5\n" for i, p in enumerate(patients))
     )
     (data / "manifest.csv").write_text("IlmnID,UCSC_RefGene_Name\ncg01,TP53\n")
+    (data / "hgnc.tsv").write_text(
+        "hgnc_id\tsymbol\tstatus\talias_symbol\tprev_symbol\tensembl_gene_id\tentrez_id\n"
+        "HGNC:1\tTP53\tApproved\tP53\t\t\t7157\nHGNC:2\tEGFR\tApproved\tERBB1\t\t\t1956\n"
+    )
     (data / "dataset.yaml").write_text(
-        "name: t\nlabels: {path: labels.csv}\ngenomics:\n  patient_id_length: 12\n"
+        "name: t\nlabels: {path: labels.csv}\ngenomics:\n  patient_id_length: 12\n  genes: {hgnc_table: hgnc.tsv}\n"
         "  expression: {path: expr.tsv, orientation: genes_x_samples, unit: log}\n"
         "  layers:\n    - {name: meth, kind: methylation, path: meth.tsv, features: probe, feature_map: manifest.csv}\n"
     )
@@ -235,7 +239,7 @@ def test_omics_layers_and_tcga_barcodes_cut_by_length_link_to_the_same_patients_
     assert after.manifest["has_omics"].all() and len(after.manifest) == 3
     expected = before.expression.rename(index=lambda p: pseudonym(p, KEY))
     pd.testing.assert_frame_equal(after.expression.sort_index(), expected.sort_index(), check_like=True)
-    assert "meth:TP53" in after.expression.columns  # the feature map came along
+    assert {"meth:TP53", "TP53"} <= set(after.expression.columns)  # the feature map and the gene table came along
     (data / "dataset.yaml").write_text(
         "name: t\nlabels: {path: labels.csv}\ngenomics:\n  expression: {path: dl, sample_sheet: labels.csv}\n"
     )
