@@ -93,7 +93,7 @@ def read_feature_map(path: Path, key: str) -> FeatureMap:
     header = lines[at]
     columns = sorted({*keys, gene})
     try:
-        body = pd.read_csv(path, sep=sep, header=None, skiprows=at + 1, usecols=columns, dtype=str,
+        body = pd.read_csv(path, sep=sep, header=None, names=range(len(header)), skiprows=at + 1, usecols=columns, dtype=str,
                            keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)  # fmt: skip
     except pd.errors.EmptyDataError:
         body = pd.DataFrame(columns=columns, dtype=str)

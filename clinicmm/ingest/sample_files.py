@@ -115,8 +115,9 @@ def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dic
                 "to read")  # fmt: skip
     skip = at + 1 if header is top[at] else at
     try:
-        cells = pd.read_csv(path, sep=sep, header=None, skiprows=skip, usecols=[0, column], dtype=str,
-                            keep_default_na=False, comment=None, encoding="utf-8-sig")  # fmt: skip
+        cells = pd.read_csv(path, sep=sep, header=None, names=range(len(top[at])), skiprows=skip,
+                            usecols=[0, column], dtype=str, keep_default_na=False, comment=None,
+                            encoding="utf-8-sig")  # fmt: skip  # the header's width: a short row is padded
     except (ValueError, OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         return f"{printable(path.name)} cannot be read as a table ({type(exc).__name__}); check the file"
     ids = cells[0].fillna("").str.strip()
