@@ -340,6 +340,7 @@ def _read_body(path: Path, fmt: str, text_column: int, width: int, layout: _Layo
         path,
         lambda: pd.read_csv(
             path, sep=separator(fmt), header=None, skiprows=1 if layout is None else 2, usecols=columns,
+            names=None if layout is None else range(width),
             dtype={text_column: str} | ({layout.genes: str} if layout and layout.genes else {}),
             keep_default_na=False, na_values=NA_TOKENS, encoding="utf-8-sig",
         ),

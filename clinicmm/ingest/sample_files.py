@@ -102,7 +102,10 @@ def _value_column(header: list[str], unit: str, quantity: str | None) -> int | N
 def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dict[str, int]) -> _File | str:
     """One sample's file (its values, positioned by feature) or why it cannot be read."""
     sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
-    top = first_rows(path, sep, 64)
+    try:
+        top = first_rows(path, sep, 64)
+    except InputError:  # not UTF-8 text, a field past the csv module's limit: this sample only
+        return f"{printable(path.name)} cannot be read as UTF-8 text; check the file (a compressed file needs .gz)"
     at = next((i for i, row in enumerate(top) if row and not row[0].startswith("#")), None)
     if at is None:
         return f"{printable(path.name)} holds no data rows"
