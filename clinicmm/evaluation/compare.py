@@ -46,8 +46,8 @@ from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, StageError
 from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
-from clinicmm.keys import MODALITY_NAMES, Node, Split
-from clinicmm.training.data import split_val
+from clinicmm.keys import MODALITY_NAMES, Split
+from clinicmm.training.data import add_class_nodes, split_val
 from clinicmm.training.fit import EARLY, best_epoch
 
 log = logging.getLogger("clinicmm")
@@ -107,7 +107,7 @@ def cv_data(data) -> CVData:
         if data.split.get(p) in splits and isinstance(data.label.get(p), str) and data.label.get(p)
     )
     classes = sorted({data.label[p] for p, _ in labelled})
-    data.kg.ensure_nodes(Node.CANCER, classes)
+    add_class_nodes(data.kg, classes)
     y = np.array([classes.index(data.label[p]) for p, _ in labelled], dtype=int)
     return CVData(data, np.array([r for _, r in labelled], dtype=int), y, classes, [p for p, _ in labelled])
 

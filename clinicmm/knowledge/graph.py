@@ -36,6 +36,17 @@ def _shipped(name: str) -> AbstractContextManager[Path]:
     return resources.as_file(resources.files("clinicmm.knowledge").joinpath(f"data/{name}"))
 
 
+# OncoTree codes that differ from the TCGA study codes the shipped cancer types use (OncoTree's own code list; the
+# pairs are facts, written here by the clinicmm developers)
+ONCOTREE_CODES = {"CCRCC": "KIRC", "CHRCC": "KICH", "PRCC": "KIRP", "HCC": "LIHC", "HGSOC": "OV", "AML": "LAML",
+                  "DLBCLNOS": "DLBC", "GB": "GBM", "UM": "UVM", "PLMESO": "MESO", "THPA": "THCA"}  # fmt: skip
+
+
+def _label_key(value: str) -> str:
+    """A label compared without case, spacing and punctuation: ``'Lung adenocarcinoma'`` -> ``'lungadenocarcinoma'``."""
+    return "".join(ch for ch in value.lower() if ch.isalnum())
+
+
 def _norm_body_part(value: str) -> str:
     return " ".join(value.lower().replace("_", " ").replace("-", " ").split())
 
@@ -190,6 +201,31 @@ class KnowledgeGraph:
 
     def num_nodes(self, node_type: Node | str) -> int:
         return len(self._names[self._type(node_type)])
+
+    def cancer_node(self, label: str) -> str | None:
+        """The cancer-type node a label names, or None: the node of that name; else a cancer type whose code or
+        full name it is, ignoring case, spacing and punctuation (``kirc``, ``Clear Cell Renal Cell Carcinoma``), with
+        a ``TCGA-`` project prefix (the GDC's ``TCGA-KIRC``) or as OncoTree spells the code (``CCRCC``)."""
+        label = str(label).strip()
+        names = self._index[Node.CANCER]
+        if label in names:
+            return label
+        keys: dict[str, str] = {}
+        for name in self._names[Node.CANCER]:
+            for form in (name, self.title(Node.CANCER, name)):
+                keys.setdefault(_label_key(form), name)
+        key = _label_key(label)
+        key = key.removeprefix("tcga") if key.startswith("tcga") and label.upper().startswith("TCGA") else key
+        code = ONCOTREE_CODES.get(key.upper(), "")
+        return keys.get(key) or (code if code in names else None)
+
+    def class_node_names(self, classes: Iterable[str]) -> list[str]:
+        """The cancer-type node of each class (:meth:`cancer_node`), or the class itself where none is named or two
+        classes would share one node (so each keeps a node of its own)."""
+        classes = [str(c) for c in classes]
+        found = [self.cancer_node(c) or c for c in classes]
+        counts = Counter(found)
+        return [node if counts[node] == 1 else label for label, node in zip(classes, found, strict=True)]
 
     def title(self, node_type: Node | str, name: str) -> str:
         """Human-readable name (a cancer type's full name, a pathway's name); the node name when none."""

@@ -398,7 +398,8 @@ def oncotree_concept(code: str):  # -> highdicom.sr.CodedConcept
 
 @functools.lru_cache(maxsize=256)
 def _cancer_title(code: str) -> str:
-    return _knowledge_graph().title(Node.CANCER, code)
+    kg = _knowledge_graph()
+    return kg.title(Node.CANCER, kg.cancer_node(code) or code)
 
 
 @functools.lru_cache(maxsize=1)

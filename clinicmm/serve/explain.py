@@ -80,6 +80,7 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
     sets = _set_scores(model, batch, full, pred, kg)
     names = {t: kg.names(t) for t in (Node.GENE, Node.CONCEPT)}
     reach: dict[str, dict] = {}  # predicted type -> shortest paths from it (one search per type and batch)
+    nodes = kg.class_node_names(classes)  # the cancer-type node each class is (kirc, TCGA-KIRC -> KIRC)
     result = []
     for row in range(int(batch["patient"].num_nodes)):
         target = classes[int(pred[row])]
@@ -102,7 +103,7 @@ def _explain_batch(model, batch, kg, classes: list[str]) -> list[dict]:
                     ),
                     key=lambda x: -x["score"],
                 ),
-                "paths": _paths(kg, scored, target, reach),
+                "paths": _paths(kg, scored, nodes[int(pred[row])], reach),
             }
         )
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +62,21 @@ def hold_out(train: tuple, seed: int, share: float = EARLY_STOP_SHARE) -> tuple[
 
 
 def class_nodes(kg, classes: list[str]):
-    """The cancer_type node index of each class, in class order (LongTensor): what the KG-GNN scores against."""
+    """The cancer_type node index of each class, in class order (LongTensor): what the KG-GNN scores against. A
+    class is the node its label names (:meth:`~clinicmm.knowledge.graph.KnowledgeGraph.class_node_names`: ``kirc``,
+    ``TCGA-KIRC`` and ``CCRCC`` are the graph's KIRC), else a node of its own (:func:`add_class_nodes`)."""
     import torch
 
-    return torch.tensor([kg.index(Node.CANCER, c) for c in classes], dtype=torch.long)
+    return torch.tensor([kg.index(Node.CANCER, c) for c in kg.class_node_names(classes)], dtype=torch.long)
+
+
+def add_class_nodes(kg, classes: list[str]) -> list[str]:
+    """Give every class a cancer_type node: the one its label names, else a new node without edges (a label the
+    graph does not know: a non-cancer or binary label, a local name). Returns the classes that got a new node."""
+    nodes = kg.class_node_names(classes)
+    new = [c for c, node in zip(classes, nodes, strict=True) if kg.index(Node.CANCER, node) is None]
+    kg.ensure_nodes(Node.CANCER, nodes)
+    return new
 
 
 def omics_gene_index(
@@ -160,7 +172,14 @@ class TrainingData:
         self.classes = self.train_classes()
         if len(self.classes) < 2:
             raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
-        self.kg.ensure_nodes(Node.CANCER, self.classes)
+        self.unknown_classes = add_class_nodes(self.kg, self.classes)
+        if self.unknown_classes:
+            logging.getLogger(__name__).warning(
+                "label(s) %s name no cancer type of the knowledge graph (its codes, e.g. KIRC, their names, TCGA- "
+                "projects or OncoTree codes): each gets a class node without edges, so the graph models learn nothing "
+                "from the graph about them. Relabel with the graph's codes if they are cancer types.",
+                ", ".join(map(repr, self.unknown_classes[:10])),
+            )
         enc_dir = wf.work / "encode"
         self.genomics = (
             json.loads((enc_dir / "genomics.json").read_text()) if (enc_dir / "genomics.json").is_file() else None
@@ -196,7 +215,7 @@ class TrainingData:
         out.cohort.manifest = manifest
         out.encoded = self._refit_omics(out)
         out.classes = list(classes) if classes is not None else out.train_classes()
-        self.kg.ensure_nodes(Node.CANCER, out.classes)
+        add_class_nodes(self.kg, out.classes)
         return out
 
     def _refit_omics(self, fold: TrainingData):

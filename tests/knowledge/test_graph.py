@@ -395,3 +395,25 @@ def test_shipped_human_reactome_is_larger_and_keeps_the_subset():
         if p in set(human.names(Node.PATHWAY)) and not g.islower()
     } <= members
     assert not any(g.islower() for g in human.names(Node.GENE))  # viral genes (gag, vpr ...) left out
+
+
+def test_labels_as_hospitals_and_the_gdc_write_them_name_the_graphs_cancer_types():
+    """A class is the cancer-type node its label names, however spelled: before, any label but the exact code got an
+    empty node of its own, so the graph models silently learnt nothing from the graph about that class."""
+    from clinicmm.training.data import add_class_nodes, class_nodes
+
+    kg = KnowledgeGraph.default()
+    for label, code in [("KIRC", "KIRC"), ("kirc", "KIRC"), ("TCGA-KIRC", "KIRC"), ("tcga_kirp", "KIRP"),
+                        ("CCRCC", "KIRC"), ("HGSOC", "OV"), ("Lung adenocarcinoma", "LUAD"), ("read", "READ"),
+                        ("Papillary Renal Cell Carcinoma", "KIRP")]:  # fmt: skip
+        assert kg.cancer_node(label) == code, label
+    for label in ("AD", "NC", "TCGA", "renal tumour", ""):
+        assert kg.cancer_node(label) is None, label
+    before = kg.num_nodes(Node.CANCER)
+    classes = ["TCGA-KICH", "TCGA-KIRC", "TCGA-KIRP"]
+    assert add_class_nodes(kg, classes) == [] and kg.num_nodes(Node.CANCER) == before  # no empty node added
+    assert class_nodes(kg, classes).tolist() == [kg.index(Node.CANCER, c) for c in ("KICH", "KIRC", "KIRP")]
+    # two classes naming one type keep a node each; a label the graph does not know gets its own (and is reported)
+    assert kg.class_node_names(["KIRC", "kirc", "AD"]) == ["KIRC", "kirc", "AD"]
+    assert add_class_nodes(kg, ["KIRC", "kirc", "AD"]) == ["kirc", "AD"]
+    assert kg.index(Node.CANCER, "kirc") is not None and kg.cancer_node("kirc") == "kirc"  # as a saved model has it
