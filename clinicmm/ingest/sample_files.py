@@ -154,7 +154,7 @@ def read_sample_files(
     by_name: dict[str, list[Path]] = {}
     for found in walked.files:
         by_name.setdefault(Path(found).name, []).append(Path(found))
-    refused = {Path(p).name: reason for p, reason in walked.skipped}
+    refused = {Path(p).name: reason.split(": ", 1)[-1] for p, reason in walked.skipped}  # without walk's path prefix
     quarantined = table.attrs.get("quarantined", {})
     ids = table[columns[SHEET_FILE_ID]] if SHEET_FILE_ID in columns else None
     out = SampleFiles([], [], [], [], np.empty((0, 0)), np.empty((0, 0), dtype=bool))
@@ -175,7 +175,7 @@ def read_sample_files(
         out.sources.append(str(path) if path else "")
         reason = quarantined.get(row) or (
             f"{where} names no file" if not name else
-            f"{where}: {printable(name)} under {folder.name} {refused[name]}" if name in refused and path is None else
+            f"{where}: {printable(name)} under {folder.name} is {refused[name]}" if name in refused and path is None else
             f"{where}: {printable(name)} is not under {folder.name}; download it or remove the row" if path is None
             else ""
         )  # fmt: skip
