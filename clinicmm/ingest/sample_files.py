@@ -65,6 +65,7 @@ class _File:
     bad: np.ndarray
     raw: dict[int, str]
     summary: int  # read-count summary rows left out
+    repeated: int  # rows whose feature id came earlier in the file, left out
 
 
 def _sheet(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -125,14 +126,15 @@ def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dic
         return f"{printable(path.name)} cannot be read as a table ({type(exc).__name__}); check the file"
     ids = cells[0].fillna("").str.strip()
     summary = ids.str.match(READ_COUNT_ROWS)
-    keep = (ids != "") & ~summary & ~ids.duplicated()
+    repeated = (ids != "") & ~summary & ids.duplicated()
+    keep = (ids != "") & ~summary & ~repeated
     ids, text = ids[keep], cells[column][keep].fillna("").str.strip()
     numbers = pd.to_numeric(text.where(~text.isin(NA_TOKENS)), errors="coerce").to_numpy(dtype=float, copy=True)
     bad = (np.isnan(numbers) & ~text.isin(NA_TOKENS).to_numpy()) | np.isinf(numbers)
     numbers[bad] = np.nan
     positions = np.fromiter((index.setdefault(i, len(index)) for i in ids), dtype=np.int64, count=len(ids))
     raw = {int(positions[k]): text.iat[k] for k in np.flatnonzero(bad)}
-    return _File(positions, numbers, bad, raw, int(summary.sum()))
+    return _File(positions, numbers, bad, raw, int(summary.sum()), int(repeated.sum()))
 
 
 def read_sample_files(
@@ -202,6 +204,11 @@ def read_sample_files(
         f"{folder.name}: {read_ok} of {len(files)} sample files named by {sheet.name} read"
         + (f"; {extra} other file(s) under the folder are not in the sheet and were not read" if extra else "")
     )
+    repeated = sum(1 for f in files if f is not None and f.repeated)
+    if repeated:
+        out.issues.append(
+            f"{folder.name}: {repeated} file(s) name a feature id on two rows or more; the first row of each was read"
+        )
     summary = max((f.summary for f in files if f is not None), default=0)
     if summary:
         out.issues.append(

@@ -295,11 +295,15 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
     names = [spec.resolve(t.path).name for _, t in tables] + (
         [spec.resolve(g.mutations.path).name] if g.mutations else []
     )
-    if len(set(names)) < len(names):
-        raise InputError(
-            "deidentify writes every genomics table into OUT under its file name, and two of them share one "
-            f"({', '.join(sorted({n for n in names if names.count(n) > 1}))}); rename one before de-identifying."
-        )
+    maps = {spec.resolve(p) for p in [*(getattr(t, "feature_map", None) for _, t in tables), g.genes.hgnc_table] if p}
+    copied = [m.name for m in maps]  # one file named by two layers is copied once
+    for files in (names, copied):
+        if len(set(files)) < len(files):
+            raise InputError(
+                "deidentify writes every genomics table (and each probe map) into OUT under its file name, and two "
+                f"of them share one ({', '.join(sorted({n for n in files if files.count(n) > 1}))}); rename one "
+                "before de-identifying."
+            )
     for key, e in tables:
         if e.sample_sheet is not None:
             raise InputError(

@@ -67,10 +67,16 @@ def test_a_gdc_download_is_read_one_file_per_sample_by_its_sample_sheet(tmp_path
     assert "3 of 3 sample files named by gdc_sample_sheet.tsv read" in issues
     assert "1 other file(s) under the folder are not in the sheet" in issues  # the MANIFEST.txt
     assert "4 read-count summary row(s) per file" in issues and "N_unmapped" not in matrix.columns
+    assert "name a feature id on two rows" not in issues
     counts = read_genomics(_spec(tmp_path, unit="counts"))["expression"]  # the unit picks STAR's column
     np.testing.assert_allclose(counts.to_numpy(), COUNTS)
     fpkm = read_genomics(_spec(tmp_path, quantity="fpkm_uq_unstranded"))["expression"]
     np.testing.assert_allclose(fpkm.to_numpy(), np.array(COUNTS) / 150)
+    first = tmp_path / "dl" / "f0-uuid" / "0000-uuid.rna_seq.augmented_star_gene_counts.tsv"
+    first.write_text(first.read_text() + "ENSG00000141510.17\tTP53\tprotein_coding\t9\t9\t9\t999.0\t9\t9\n")
+    again = read_genomics(_spec(tmp_path))
+    assert again["expression"].loc["TCGA-A3-3301", "TP53"] == 1.0  # the first row of the repeated id
+    assert "1 file(s) name a feature id on two rows or more" in "\n".join(genomics_issues(again))
 
 
 def test_a_sample_whose_file_cannot_be_used_is_skipped_with_its_reason(tmp_path: Path) -> None:

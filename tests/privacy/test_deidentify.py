@@ -246,3 +246,14 @@ def test_omics_layers_and_tcga_barcodes_cut_by_length_link_to_the_same_patients_
     (data / "dl").mkdir()
     with pytest.raises(InputError, match="sample_sheet: a folder of one file per sample"):
         deidentify(data / "dataset.yaml", tmp_path / "out2", KEY, progress=False)
+    (data / "other").mkdir()  # two layers' maps of one name from two folders: one would overwrite the other in OUT
+    (data / "other" / "manifest.csv").write_text("IlmnID,UCSC_RefGene_Name\ncg02,EGFR\n")
+    (data / "meth2.tsv").write_text((data / "meth.tsv").read_text())
+    (data / "dataset.yaml").write_text(
+        "name: t\nlabels: {path: labels.csv}\ngenomics:\n  patient_id_length: 12\n  layers:\n"
+        "    - {name: meth, kind: methylation, path: meth.tsv, features: probe, feature_map: manifest.csv}\n"
+        "    - {name: meth2, kind: methylation, path: meth2.tsv, features: probe, feature_map: other/manifest.csv}\n"
+    )
+    with pytest.raises(InputError, match=r"share one \(manifest.csv\)"):
+        deidentify(data / "dataset.yaml", tmp_path / "out3", KEY, progress=False)
+    assert not (tmp_path / "out3" / "feature_maps").exists()
