@@ -197,6 +197,11 @@ def expression_by_patient(matrix: pd.DataFrame, samples: pd.DataFrame) -> pd.Dat
 def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = False) -> _Grid:
     """``first_column``: a file without ``spec.sample_column`` takes its first column as the sample ids; so does one
     whose first header cell is empty (the row names R's ``write.csv`` and pandas' ``to_csv`` write)."""
+    if path.is_dir():
+        raise InputError(
+            f"{path}: {key}.path is a folder; a folder of one file per sample (a GDC download) needs "
+            f"{key}.sample_sheet, the sample sheet that came with it; otherwise point the path at the table's file."
+        )
     fmt = table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
     unnamed = spec.orientation == "samples_x_genes" and spec.sample_column not in header and header[:1] == [""]

@@ -103,6 +103,10 @@ def test_a_sample_whose_file_cannot_be_used_is_skipped_with_its_reason(tmp_path:
         "leads outside the dataset" in reasons["TCGA-A3-3304-01A"] and str(outside) not in reasons["TCGA-A3-3304-01A"]
     )
     assert (samples["status"] == "skipped").sum() == 3
+    with pytest.raises(
+        InputError, match=r"genomics.expression.path is a folder; .* needs genomics.expression.sample_sheet"
+    ):
+        read_genomics(_spec(tmp_path, sample_sheet=None))
     with pytest.raises(InputError, match=r"'File Name' and 'Sample ID'"):
         sheet.write_text("file\tsample\nx\ty\n")
         read_genomics(_spec(tmp_path))
