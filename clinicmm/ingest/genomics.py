@@ -846,7 +846,10 @@ def read_layer(
     arm / band names (``features: cytoband``, counted: ``regions``) kept.
     ``attrs["genes"]`` counts the layer's features, ``attrs["issues"]`` its readable lines."""
     path = spec.resolve(layer.path)
-    gene_names = harmonizer if layer.features == "gene" else None
+    # a protein table's antibodies are not renamed: a gene's total and phospho forms (cBioPortal's EGFR|EGFR and
+    # EGFR|EGFR_pY1068) are distinct measurements, which renaming to one symbol would drop as repeats; each still
+    # links to its gene through its current HGNC symbol (clinicmm.encode.genomics.link_gene)
+    gene_names = harmonizer if layer.features == "gene" and layer.kind != "protein" else None
     row_genes: dict[str, list[str]] = {}
     matrix, samples = read_expression(
         _with_sheet(layer, spec),

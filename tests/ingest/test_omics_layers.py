@@ -100,3 +100,21 @@ def test_layer_configs_are_checked() -> None:
     with pytest.raises(ValidationError, match="String should match pattern"):
         GenomicsSpec(layers=[{"name": "Bad Name", "kind": "other", "path": "a.tsv"}])
     assert GenomicsSpec(layers=[{"name": "rppa", "kind": "protein", "path": "p.csv"}]).expression is None
+
+
+def test_a_protein_layer_keeps_each_antibody_and_each_links_to_its_gene(tmp_path: Path) -> None:
+    """cBioPortal's RPPA table names each antibody ``GENE|antibody``; a gene's total protein and its phospho-forms
+    are distinct measurements. Renamed to one HGNC symbol they collided and all but one were dropped as repeats."""
+    (tmp_path / "rppa.txt").write_text(
+        "Composite.Element.REF\tS1\tS2\tS3\n"
+        "EIF4EBP1|4E-BP1\t0.1\t0.2\t0.3\nEIF4EBP1|4E-BP1_pS65\t1.1\t1.2\t1.3\nEGFR|EGFR_pY1068\t-1\t0\t1\n"
+        "ACACA ACACB|ACC_pS79\t0.5\t0.4\t0.3\n"
+    )
+    spec = DatasetSpec(name="p", base_dir=tmp_path, genomics={"layers": [
+        {"name": "rppa", "kind": "protein", "path": "rppa.txt", "orientation": "genes_x_samples"}]})  # fmt: skip
+    matrix = read_genomics(spec)["expression"]
+    assert list(matrix.columns) == ["rppa:EIF4EBP1|4E-BP1", "rppa:EIF4EBP1|4E-BP1_pS65", "rppa:EGFR|EGFR_pY1068",
+                                    "rppa:ACACA ACACB|ACC_pS79"]  # fmt: skip
+    np.testing.assert_allclose(matrix["rppa:EIF4EBP1|4E-BP1_pS65"], [1.1, 1.2, 1.3])
+    graph = {"EIF4EBP1", "EGFR", "ACACA"}
+    assert [link_gene(c, graph, harmonize=True)[0] for c in matrix.columns] == ["EIF4EBP1", "EIF4EBP1", "EGFR", None]
