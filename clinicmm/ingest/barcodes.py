@@ -20,3 +20,9 @@ def sample_type(sample_id: str) -> tuple[int, int] | None:
 
 def type_words(kind: tuple[int, int]) -> str:
     return f"{('tumour', 'normal-tissue', 'non-tumour')[kind[0]]} sample (TCGA sample type {kind[1]:02d})"
+
+
+def type_rank(sample_id: str) -> tuple[int, int]:
+    """Sort key choosing a patient's sample: the lowest TCGA sample type first (a primary tumour before its
+    metastasis, a tumour before its normal tissue); an id that is no TCGA barcode ranks as a tumour."""
+    return sample_type(sample_id) or (0, 0)

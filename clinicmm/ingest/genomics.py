@@ -30,12 +30,20 @@ from tqdm.auto import tqdm
 
 from clinicmm.config import NON_SILENT_CLASSES, DatasetSpec, ExpressionSpec, MutationsSpec
 from clinicmm.errors import ConfigError, InputError
-from clinicmm.ingest.barcodes import sample_type, type_words
+from clinicmm.ingest.barcodes import sample_type, type_rank, type_words
 from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.feature_maps import gene_table, map_features, read_feature_map
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
 from clinicmm.ingest.sample_files import PROGRESS_MIN_FILES, read_sample_files
-from clinicmm.ingest.tables import NA_TOKENS, comment_lines, first_rows, is_number, separator, table_format
+from clinicmm.ingest.tables import (
+    NA_TOKENS,
+    cell_numbers,
+    comment_lines,
+    first_rows,
+    is_number,
+    separator,
+    table_format,
+)
 from clinicmm.ingest.tables import spelled as spell
 from clinicmm.ingest.walk import printable, walk
 from clinicmm.keys import Col, Status
@@ -360,24 +368,10 @@ def _read_body(path: Path, fmt: str, text_column: int, width: int, layout: _Layo
     return body
 
 
-def _numbers(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Float values and a mask of cells that are neither a finite number nor missing."""
-    is_number = np.array([pd.api.types.is_numeric_dtype(d) for d in cells.dtypes], dtype=bool)
-    values = np.empty(cells.shape, dtype=float)
-    values[:, is_number] = cells.iloc[:, is_number].to_numpy(dtype=float)
-    bad = np.isinf(values) & is_number[None, :]
-    for j in np.flatnonzero(~is_number):  # columns pandas could not parse: find the cells at fault
-        column = cells.iloc[:, j]
-        values[:, j] = pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
-        bad[:, j] = (np.isnan(values[:, j]) & column.notna().to_numpy()) | np.isinf(values[:, j])
-    values[bad] = np.nan
-    return values, bad
-
-
 def _samples_by_genes(path: Path, header: list[str], body: pd.DataFrame, sample_pos: int) -> _Grid:
     gene_pos = [j for j in range(len(header)) if j != sample_pos]
     raw = body.drop(columns=sample_pos)
-    values, bad = _numbers(raw)
+    values, bad = cell_numbers(raw)
     genes = [header[j] for j in gene_pos]
     return _Grid(
         name=path.name,
@@ -409,7 +403,7 @@ def _genes_by_samples(path: Path, header: list[str], body: pd.DataFrame, layout:
                   "not as samples"] if annotation else []  # fmt: skip
         first_row = 1
     raw = body[sample_pos]
-    values, bad = _numbers(raw)
+    values, bad = cell_numbers(raw)
     gene_rows = list(range(first_row, len(body) + first_row))
     samples = [header[j] for j in sample_pos]
     return _Grid(
@@ -499,7 +493,7 @@ def _judge_samples(grid: _Grid, unit: str, pattern: re.Pattern[str] | None, key:
         first_id.setdefault(sample_id, grid.rows[i])
     types = [sample_type(sample_id) for sample_id in grid.sample_ids]
     kept: dict[str, int] = {}  # patient -> the sample kept: the lowest TCGA sample type, then file order
-    for i in sorted(range(len(patients)), key=lambda i: (types[i] or (0, 0), i)):
+    for i in sorted(range(len(patients)), key=lambda i: (type_rank(grid.sample_ids[i]), i)):
         if not reasons[i]:
             kept.setdefault(patients[i], i)
     for i, patient in enumerate(patients):

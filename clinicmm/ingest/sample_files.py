@@ -32,8 +32,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clinicmm.errors import InputError
-from clinicmm.ingest.barcodes import sample_type
-from clinicmm.ingest.tables import NA_TOKENS, first_rows, is_number, spelled
+from clinicmm.ingest.barcodes import type_rank
+from clinicmm.ingest.tables import NA_TOKENS, cell_numbers, first_rows, is_number, spelled
 from clinicmm.ingest.walk import printable, walk
 
 PROGRESS_MIN_FILES = 50  # a progress bar from this many files on
@@ -88,7 +88,7 @@ def _sample_of(cell: str) -> str:
     ids = [s.strip() for s in cell.split(",") if s.strip()]
     if not ids:
         return ""
-    return min(enumerate(ids), key=lambda t: (sample_type(t[1]) or (0, 0), t[0]))[1]
+    return min(enumerate(ids), key=lambda t: (type_rank(t[1]), t[0]))[1]
 
 
 def _value_column(header: list[str], unit: str, quantity: str | None) -> int | None:
@@ -129,9 +129,7 @@ def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dic
     repeated = (ids != "") & ~summary & ids.duplicated()
     keep = (ids != "") & ~summary & ~repeated
     ids, text = ids[keep], cells[column][keep].fillna("").str.strip()
-    numbers = pd.to_numeric(text.where(~text.isin(NA_TOKENS)), errors="coerce").to_numpy(dtype=float, copy=True)
-    bad = (np.isnan(numbers) & ~text.isin(NA_TOKENS).to_numpy()) | np.isinf(numbers)
-    numbers[bad] = np.nan
+    numbers, bad = (a[:, 0] for a in cell_numbers(text.where(~text.isin(NA_TOKENS)).to_frame()))
     positions = np.fromiter((index.setdefault(i, len(index)) for i in ids), dtype=np.int64, count=len(ids))
     raw = {int(positions[k]): text.iat[k] for k in np.flatnonzero(bad)}
     return _File(positions, numbers, bad, raw, int(summary.sum()), int(repeated.sum()))

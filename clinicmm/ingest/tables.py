@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clinicmm.errors import InputError
@@ -256,3 +257,18 @@ def is_number(text: str) -> bool:
 def spelled(name: object) -> str:
     """A column name compared without case and spacing: ``'File Name'`` -> ``'file_name'``."""
     return re.sub(r"[\s_]+", "_", str(name).strip().lower())
+
+
+def cell_numbers(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Float values and a mask of cells that are neither a finite number nor missing (NaN / None), column by column:
+    a column pandas parsed as numbers is taken as it is, any other is parsed cell by cell."""
+    is_number = np.array([pd.api.types.is_numeric_dtype(d) for d in cells.dtypes], dtype=bool)
+    values = np.empty(cells.shape, dtype=float)
+    values[:, is_number] = cells.iloc[:, is_number].to_numpy(dtype=float)
+    bad = np.isinf(values) & is_number[None, :]
+    for j in np.flatnonzero(~is_number):  # columns pandas could not parse: find the cells at fault
+        column = cells.iloc[:, j]
+        values[:, j] = pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
+        bad[:, j] = (np.isnan(values[:, j]) & column.notna().to_numpy()) | np.isinf(values[:, j])
+    values[bad] = np.nan
+    return values, bad
