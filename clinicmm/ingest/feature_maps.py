@@ -70,9 +70,9 @@ def _find_header(lines: list[list[str]]) -> tuple[int, list[int], int] | None:
         probes = [j for j in probes if j != genes[0]]
         if not probes:
             continue
-        illumina = [names.index(n) for n in ("ilmnid", "name") if n in names]
-        keys = illumina if "ilmnid" in names else probes[:1]
-        return at, keys, genes[0]
+        if "ilmnid" in names:  # Illumina: IlmnID, and Name beside it
+            return at, [names.index(n) for n in ("ilmnid", "name") if n in names], genes[0]
+        return at, probes[:1], genes[0]
     return None
 
 
@@ -82,19 +82,18 @@ def read_feature_map(path: Path, key: str) -> FeatureMap:
     lines = first_rows(path, sep, HEADER_LINES)
     found = _find_header(lines)
     if found is None:  # a plain table: its first line is the header, its first two columns the id and gene(s)
-        at = 0
         if not lines or len(lines[0]) < 2:
             raise InputError(
                 f"{path}: {key} needs a feature id column and a gene symbol column (named e.g. IlmnID and "
                 "UCSC_RefGene_Name, #id and gene, or the first two columns of the table); found none."
             )
-        found = (at, [0], 1)
+        found = (0, [0], 1)
     at, keys, gene = found
     header = lines[at]
     columns = sorted({*keys, gene})
     try:
-        body = pd.read_csv(path, sep=sep, header=None, names=range(len(header)), skiprows=at + 1, usecols=columns, dtype=str,
-                           keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)  # fmt: skip
+        body = pd.read_csv(path, sep=sep, header=None, names=range(len(header)), skiprows=at + 1, usecols=columns,
+                           dtype=str, keep_default_na=False, encoding="utf-8-sig")  # fmt: skip  # short rows padded
     except pd.errors.EmptyDataError:
         body = pd.DataFrame(columns=columns, dtype=str)
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:

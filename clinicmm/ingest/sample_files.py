@@ -160,7 +160,6 @@ def read_sample_files(
     out = SampleFiles([], [], [], [], np.empty((0, 0)), np.empty((0, 0), dtype=bool))
     files: list[_File | None] = []
     index: dict[str, int] = {}
-    used: set[Path] = set()
     rows = list(zip(table[columns[SHEET_FILE]], table[columns[SHEET_SAMPLE]], strict=True))
     bar = tqdm(rows, desc=f"Reading {key} files", unit="file", file=sys.stderr,
                disable=None if len(rows) >= PROGRESS_MIN_FILES else True)  # fmt: skip
@@ -184,7 +183,6 @@ def read_sample_files(
             out.reasons[len(files)] = read if read.startswith(where) else f"{where}: {read}"
             files.append(None)
             continue
-        used.add(path)
         files.append(read)
     bar.close()
     out.features = list(index)

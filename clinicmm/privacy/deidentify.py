@@ -152,13 +152,14 @@ def _write_table(frame: pd.DataFrame, src: Path, out: Path) -> dict:
 
 
 def _copy_file(src: Path, folder: Path) -> dict:
-    """Copy a file that holds no patient data (a probe -> gene map) into ``folder``; its row of the report."""
+    """Copy a file that holds no patient data (a probe -> gene map, an HGNC table) into ``folder``; its row of the
+    report."""
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, folder / src.name)
     return {"kind": "table", "source": str(src), "output": str(folder / src.name), "status": "copied",
-            "reason": "no patient data (feature map)"}  # fmt: skip
+            "reason": "no patient data (probe map or gene table)"}  # fmt: skip
 
 
 def _column(frame: pd.DataFrame, name: str | None, path: Path, key: str) -> str | None:
@@ -318,10 +319,7 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
         else:
             frame.columns = [frame.columns[0], *(_pseudo_sample(c, people, split) for c in frame.columns[1:])]
         rows.append(_write_table(frame, src, out))
-        if getattr(e, "feature_map", None) is not None:
-            rows.append(_copy_file(spec.resolve(e.feature_map), out / "feature_maps"))
-    if g.genes.hgnc_table is not None:  # the gene table, public data
-        rows.append(_copy_file(spec.resolve(g.genes.hgnc_table), out / "feature_maps"))
+    rows += [_copy_file(m, out / "feature_maps") for m in sorted(maps)]  # the probe maps and gene table, public data
     if spec.genomics.mutations is not None:
         m = spec.genomics.mutations
         if spec.resolve(m.path).is_dir():

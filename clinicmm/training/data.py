@@ -172,13 +172,12 @@ class TrainingData:
         self.classes = self.train_classes()
         if len(self.classes) < 2:
             raise StageError(f"{wf.dataset_path}: fewer than two labels in the train split; cannot train a classifier.")
-        self.unknown_classes = add_class_nodes(self.kg, self.classes)
-        if self.unknown_classes:
+        if unknown := add_class_nodes(self.kg, self.classes):
             logging.getLogger(__name__).warning(
                 "label(s) %s name no cancer type of the knowledge graph (its codes, e.g. KIRC, their names, TCGA- "
                 "projects or OncoTree codes): each gets a class node without edges, so the graph models learn nothing "
                 "from the graph about them. Relabel with the graph's codes if they are cancer types.",
-                ", ".join(map(repr, self.unknown_classes[:10])),
+                ", ".join(map(repr, unknown[:10])),
             )
         enc_dir = wf.work / "encode"
         self.genomics = (
