@@ -164,6 +164,39 @@ class OmicsLayerSpec(ExpressionSpec):
         "of its mapped features; unmapped features stay as they are and link nothing. features: probe needs one "
         "unless the table names each probe's genes itself (Firehose methylation's Gene_Symbol columns).",
     )
+    segments: Literal["hg19", "hg38", "GRCh37", "GRCh38"] | None = Field(
+        None,
+        description="The table lists copy-number segments (a row per segment: sample, chromosome, start, end, "
+        "value; GDC's Copy Number Segment files, cBioPortal's and Firehose's .seg tables, IGV's .seg) in this "
+        "assembly's coordinates: the GDC's are hg38 (GRCh38), cBioPortal's and Firehose's legacy ones hg19 "
+        "(GRCh37). Each cytogenetic band gets the length-weighted mean of a sample's segments over it, and the "
+        "layer's features are the bands (features: cytoband is implied).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segments_are_bands(cls, data):
+        if isinstance(data, dict) and data.get("segments") is not None and "features" not in data:
+            data = {**data, "features": "cytoband"}
+        return data
+
+    @model_validator(mode="after")
+    def _segment_layer(self) -> OmicsLayerSpec:
+        if self.segments is None:
+            return self
+        if self.features != "cytoband":
+            raise ValueError(
+                f"layer {self.name!r}: segments give one value per cytogenetic band, so features must be "
+                f"'cytoband' (or left out), not {self.features!r}"
+            )
+        if self.unit in ("counts", "tpm", "fpkm"):
+            raise ValueError(
+                f"layer {self.name!r}: segment values are copy-number log2 ratios or copy numbers, not {self.unit}; "
+                "set unit: log (log2 ratios) or normalized"
+            )
+        if self.feature_map is not None:
+            raise ValueError(f"layer {self.name!r}: a segment table's bands need no feature_map; remove it")
+        return self
 
 
 class MutationsSpec(Spec):

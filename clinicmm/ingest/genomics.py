@@ -35,6 +35,7 @@ from clinicmm.ingest.cytobands import parse_band
 from clinicmm.ingest.feature_maps import gene_table, map_features, read_feature_map
 from clinicmm.ingest.gene_names import GeneHarmonizer, harmonizer_for, summary_lines
 from clinicmm.ingest.sample_files import PROGRESS_MIN_FILES, read_sample_files
+from clinicmm.ingest.segments import SegmentValues, looks_like_segments, read_segment_table
 from clinicmm.ingest.tables import (
     NA_TOKENS,
     cell_numbers,
@@ -210,8 +211,21 @@ def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = 
             f"{path}: {key}.path is a folder; a folder of one file per sample (a GDC download) needs "
             f"{key}.sample_sheet, the sample sheet that came with it; otherwise point the path at the table's file."
         )
+    if getattr(spec, "segments", None):  # a layer of copy-number segments: samples x bands
+        return _segments_grid(read_segment_table(path, spec.segments, spec.sample_column, key), path.name)
     fmt = table_format(path, EXPRESSION_SUFFIXES, f"{key}.path")
     header, body = _read_parquet(path) if fmt == ".parquet" else (_read_header(path, fmt), None)
+    if looks_like_segments(header):
+        where = (
+            f"set {key}.segments"
+            if key.startswith("genomics.layers")
+            else "read it as a genomics.layers entry with segments"
+        )
+        raise InputError(
+            f"{path}: {key} looks like a copy-number segment table (a row per segment, with chromosome, start and end "
+            f"columns), not a matrix; {where}: hg38 for the GDC's files, hg19 for cBioPortal's and Firehose's, to "
+            "read each sample's segments as cytogenetic band values."
+        )
     unnamed = spec.orientation == "samples_x_genes" and spec.sample_column not in header and header[:1] == [""]
     text_column = _text_column(spec, path, header, key, first_column or unnamed)
     layout = None
@@ -234,12 +248,31 @@ def _read_grid(spec: ExpressionSpec, path: Path, key: str, first_column: bool = 
     return grid
 
 
+def _segments_grid(read: SegmentValues, name: str) -> _Grid:
+    """The grid of a segment table's band values (every cell a mean computed here: none is bad)."""
+    return _Grid(
+        name=name,
+        axis="row",
+        sample_ids=read.sample_ids,
+        rows=read.rows,
+        genes=read.bands,
+        values=read.values,
+        bad=np.zeros(read.values.shape, dtype=bool),
+        value=lambda i, j: read.values[i, j],
+        cell=lambda i, j: f"{name}, the sample at row {read.rows[i]}, band {read.bands[j]}",
+        issues=read.issues,
+        unread=read.reasons,
+    )
+
+
 def _sample_files_grid(
     spec: ExpressionSpec, folder: Path, key: str, roots: list[Path] | None, follow_outside: bool
 ) -> _Grid:
     """The grid of a folder of one file per sample, named by a GDC sample sheet."""
     sheet = Path(spec.sample_sheet)
-    read = read_sample_files(folder, sheet, spec.unit, spec.quantity, key, roots, follow_outside)
+    read = read_sample_files(
+        folder, sheet, spec.unit, spec.quantity, key, roots, follow_outside, getattr(spec, "segments", None)
+    )
     names = [Path(p).name if p else "" for p in read.sources]
     return _Grid(
         name=sheet.name,

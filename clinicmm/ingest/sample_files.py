@@ -135,6 +135,19 @@ def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dic
     return _File(positions, numbers, bad, raw, int(summary.sum()), int(repeated.sum()))
 
 
+def _read_segments(path: Path, assembly: str, sample_id: str, index: dict[str, int]) -> _File | str:
+    """One sample's segment file as its band values, positioned by band."""
+    from clinicmm.ingest.segments import read_segment_file
+
+    read = read_segment_file(path, assembly, sample_id)
+    if isinstance(read, str):
+        return read
+    positions = np.fromiter(
+        (index.setdefault(b, len(index)) for b in read.bands), dtype=np.int64, count=len(read.bands)
+    )
+    return _File(positions, read.values[0], np.zeros(len(read.bands), dtype=bool), {}, 0, 0)
+
+
 def read_sample_files(
     folder: Path,
     sheet: Path,
@@ -143,8 +156,11 @@ def read_sample_files(
     key: str,
     roots: list[Path] | None = None,
     follow_outside: bool = False,
+    segments: str | None = None,
 ) -> SampleFiles:
-    """Read the files the GDC sample sheet names under ``folder`` (see the module notes)."""
+    """Read the files the GDC sample sheet names under ``folder`` (see the module notes). ``segments``: each file
+    is one sample's copy-number segments in that assembly (hg19 / hg38), read as band values
+    (:mod:`clinicmm.ingest.segments`)."""
     if not folder.is_dir():
         raise InputError(
             f"{folder}: {key}.path must be the folder of the downloaded files when {key}.sample_sheet is set"
@@ -178,7 +194,12 @@ def read_sample_files(
             f"{where}: {printable(name)} is not under {folder.name}; download it or remove the row" if path is None
             else ""
         )  # fmt: skip
-        read = reason or _read_file(path, unit, quantity, key, index)
+        if reason:
+            read = reason
+        elif segments:
+            read = _read_segments(path, segments, out.sample_ids[-1], index)
+        else:
+            read = _read_file(path, unit, quantity, key, index)
         if isinstance(read, str):
             out.reasons[len(files)] = read if read.startswith(where) else f"{where}: {read}"
             files.append(None)

@@ -22,6 +22,7 @@ import yaml
 from clinicmm.csvsafe import write_csv
 from clinicmm.errors import ConfigError, InputError
 from clinicmm.ingest.notes import decode
+from clinicmm.ingest.segments import segment_columns
 from clinicmm.privacy.deid_dicom import deidentify_file
 from clinicmm.privacy.deid_notes import (
     NerUnavailable,
@@ -112,7 +113,7 @@ def _read(path: Path, encoding: str = "auto") -> pd.DataFrame:
     import io
 
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".tab", ".txt", ".maf"):
+    if suffix in (".csv", ".tsv", ".tab", ".txt", ".maf", ".seg"):
         lines = _text(path, encoding).splitlines(keepends=True)
         start = next(
             (i for i, line in enumerate(lines) if not line.startswith("#")), len(lines)
@@ -129,7 +130,7 @@ def _read(path: Path, encoding: str = "auto") -> pd.DataFrame:
 def _write(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    if suffix in (".tsv", ".tab", ".txt", ".maf"):
+    if suffix in (".tsv", ".tab", ".txt", ".maf", ".seg"):
         frame.to_csv(path, sep="\t", index=False)
     elif suffix == ".jsonl":
         frame.to_json(path, orient="records", lines=True)
@@ -312,7 +313,11 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
                 "command; join it into one table first, or de-identify the sample sheet's ids yourself."
             )
         src, frame = spec.resolve(e.path), _read(spec.resolve(e.path))
-        if e.orientation == "samples_x_genes":
+        if getattr(e, "segments", None):  # a segment table: its sample column as the reader finds it
+            found = segment_columns([str(c) for c in frame.columns], e.sample_column)
+            column = frame.columns[found["sample"]] if found else _column(frame, e.sample_column, src, "sample_column")
+            frame[column] = [_pseudo_sample(s, people, split) for s in frame[column]]
+        elif e.orientation == "samples_x_genes":
             frame[e.sample_column] = [
                 _pseudo_sample(s, people, split) for s in frame[_column(frame, e.sample_column, src, "sample_column")]
             ]
