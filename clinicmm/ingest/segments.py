@@ -46,7 +46,19 @@ ROLE_NAMES = {
     "chromosome": ("chromosome", "chrom", "chr", "chromosome_name", "seqnames", "contig"),
     "start": ("start", "loc.start", "startpos", "start_position", "chromstart", "chrom_start"),
     "end": ("end", "loc.end", "endpos", "end_position", "stop", "chromend", "chrom_end"),
-    "value": ("segment_mean", "seg.mean", "seg_mean", "segmean", "log2", "log2_ratio", "log2ratio", "mean", "value"),
+    "value": (
+        "segment_mean",
+        "seg.mean",
+        "seg_mean",
+        "segmean",
+        "log2",
+        "log2_ratio",
+        "log2ratio",
+        "copy_number",
+        "total_copy_number",
+        "mean",
+        "value",
+    ),
     "markers": ("num_probes", "num.mark", "num_mark", "nummark", "num_markers", "probes"),
     "sample": ("gdc_aliquot", "id", "sample", "sample_id", "samples", "tumor_sample_barcode", "aliquot", "barcode"),
 }
@@ -93,27 +105,26 @@ def chromosome_of(cell: object) -> str | None:
     return name if name in CHROMOSOMES else None
 
 
-def segment_columns(header: list[str], sample_column: str | None = None) -> dict[str, int] | None:
+def segment_columns(header: list[str], sample_column: str | None = None) -> dict[str, int | None] | None:
     """Where each role sits in a segment table's ``header``: chromosome, start, end, value and sample (positions);
     None when the header has no chromosome, start and end columns by name. The sample is ``sample_column`` when
     the header has it, else a known name (``GDC_Aliquot``, ``ID``, ``Sample`` ...), else the first column (IGV);
-    the value a known name (``Segment_Mean``, ``seg.mean`` ...), else the last column (IGV)."""
+    the value a known name (``Segment_Mean``, ``seg.mean``, ``log2``, ``Copy_Number`` ...), else the last column
+    (IGV). A role left only to a coordinate column is None (a CNVkit ``.cns`` file names no sample)."""
     names = [spelled(h) for h in header]
 
     def find(role: str) -> int | None:
         return next((names.index(n) for n in ROLE_NAMES[role] if n in names), None)
 
-    found = {role: find(role) for role in ("chromosome", "start", "end")}
+    found: dict[str, int | None] = {role: find(role) for role in ("chromosome", "start", "end")}
     if any(v is None for v in found.values()):
         return None
     taken = set(found.values())
     value = find("value")
-    found["value"] = value if value is not None else len(header) - 1
+    found["value"] = value if value is not None or len(header) - 1 in taken else len(header) - 1
     wanted = spelled(sample_column) if sample_column else None
     sample = names.index(wanted) if wanted in names else find("sample")
-    found["sample"] = sample if sample is not None else 0
-    if len(taken | {found["value"], found["sample"]}) < 5:
-        return None  # the value or sample would be a coordinate column: not a segment table
+    found["sample"] = sample if sample is not None or 0 in taken | {found["value"]} else 0
     return found
 
 
@@ -275,6 +286,20 @@ def read_segment_table(path: Path, assembly: str, sample_column: str | None, key
             "(GDC: GDC_Aliquot, Chromosome, Start, End, Segment_Mean; cBioPortal: ID, chrom, loc.start, loc.end, "
             "seg.mean)."
         )
+    if columns["value"] is None or columns["sample"] is None:
+        role, names = (("value", "Segment_Mean, seg.mean, log2, Copy_Number") if columns["value"] is None else
+                       ("sample", "GDC_Aliquot, ID, Sample"))  # fmt: skip
+        raise InputError(
+            f"{path}: {key} names no {role} column ({names} …) and its "
+            f"{'last' if role == 'value' else 'first'} column is a coordinate"
+            + (
+                f"; set {key}.sample_column to the column naming each segment's sample, or, for one file per sample "
+                "(CNVkit's .cns), give the folder with a sample_sheet"
+                if role == "sample"
+                else ""
+            )  # fmt: skip
+            + "."
+        )
     try:
         table = _segment_rows(path, sep, at, columns)
     except READ_ERRORS as exc:
@@ -304,8 +329,9 @@ def read_segment_file(path: Path, assembly: str, sample_id: str) -> SegmentValue
     except InputError:
         return f"{printable(path.name)} cannot be read as UTF-8 text; check the file"
     columns = segment_columns(header)
-    if columns is None:
-        return f"{printable(path.name)} names no chromosome, start and end columns: not a segment file"
+    if columns is None or columns["value"] is None:
+        return f"{printable(path.name)} names no chromosome, start, end and value columns: not a segment file"
+    columns = {role: at for role, at in columns.items() if at is not None}  # its sample column is not read
     try:
         table = _segment_rows(path, sep, at, columns)
     except READ_ERRORS as exc:

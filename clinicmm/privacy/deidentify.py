@@ -315,7 +315,11 @@ def deidentify_genomics(spec, out: Path, people: _Patients) -> list[dict]:
         src, frame = spec.resolve(e.path), _read(spec.resolve(e.path))
         if getattr(e, "segments", None):  # a segment table: its sample column as the reader finds it
             found = segment_columns([str(c) for c in frame.columns], e.sample_column)
-            column = frame.columns[found["sample"]] if found else _column(frame, e.sample_column, src, "sample_column")
+            column = (
+                frame.columns[found["sample"]]
+                if found and found["sample"] is not None
+                else _column(frame, e.sample_column, src, "sample_column")
+            )
             frame[column] = [_pseudo_sample(s, people, split) for s in frame[column]]
         elif e.orientation == "samples_x_genes":
             frame[e.sample_column] = [

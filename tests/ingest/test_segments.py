@@ -115,6 +115,13 @@ def test_chromosomes_are_read_as_every_tool_writes_them(cell: str, name) -> None
         (["ID", "chrom", "loc.start", "loc.end", "num.mark", "seg.mean"], (0, 1, 2, 3, 5)),
         (["Sample", "Chromosome", "Start", "End", "Num_Probes", "Segment_Mean"], (0, 1, 2, 3, 5)),
         (["name", "chr", "startpos", "endpos", "markers", "cn_log2"], (0, 1, 2, 3, 5)),  # IGV: first and last
+        # GDC's allele-specific (ASCAT) segments: the total copy number, not the minor allele's in the last column
+        (
+            ["GDC_Aliquot", "Chromosome", "Start", "End", "Copy_Number", "Major_Copy_Number", "Minor_Copy_Number"],
+            (0, 1, 2, 3, 4),
+        ),
+        (["chromosome", "start", "end", "gene", "log2", "depth", "probes", "weight"], (None, 0, 1, 2, 4)),  # CNVkit
+        (["Sample", "Chromosome", "Start", "End"], (0, 1, 2, 3, None)),  # no value but a coordinate
         (["sample_id", "gene", "value"], None),
     ],
 )
@@ -160,8 +167,9 @@ def test_a_cbioportal_segment_table_becomes_band_values_per_patient_linked_to_th
 
 
 def test_a_table_in_the_other_assembly_is_read_and_the_report_says_which_to_set(tmp_path: Path) -> None:
-    (tmp_path / "cna.seg").write_text(
-        f"ID\tchrom\tloc.start\tloc.end\tnum.mark\tseg.mean\nS1\t1\t1\t{HG19_CHR1 - 100}\t100\t0.3\n"
+    (tmp_path / "cna.seg").write_text(  # IGV's track line above the header
+        "#track name=cn graphType=heatmap\nID\tchrom\tloc.start\tloc.end\tnum.mark\tseg.mean\n"
+        f"S1\t1\t1\t{HG19_CHR1 - 100}\t100\t0.3\n"
     )
     issues = genomics_issues(read_genomics(_dataset(tmp_path, {"name": "cnv", "kind": "copy_number",
                                                                "path": "cna.seg", "segments": "hg38"})))  # fmt: skip
@@ -169,6 +177,7 @@ def test_a_table_in_the_other_assembly_is_read_and_the_report_says_which_to_set(
     quiet = genomics_issues(read_genomics(_dataset(tmp_path, {"name": "cnv", "kind": "copy_number",
                                                               "path": "cna.seg", "segments": "hg19"})))  # fmt: skip
     assert not any("past their chromosome" in i for i in quiet)
+    assert any("1 segments of 1 samples read" in i for i in quiet)
 
 
 def test_a_segment_table_read_as_a_matrix_is_refused_naming_the_key_to_set(tmp_path: Path) -> None:
@@ -178,6 +187,16 @@ def test_a_segment_table_read_as_a_matrix_is_refused_naming_the_key_to_set(tmp_p
         read_genomics(_dataset(tmp_path, layer))
     with pytest.raises(InputError, match="genomics.layers entry with segments"):
         read_genomics(DatasetSpec(name="seg", base_dir=tmp_path, genomics={"expression": {"path": "cna.seg.txt"}}))
+
+
+def test_a_segment_table_without_a_sample_column_is_refused_naming_what_to_set(tmp_path: Path) -> None:
+    (tmp_path / "t.cns").write_text("chromosome\tstart\tend\tgene\tlog2\tdepth\nchr1\t1\t900\tA\t0.2\t30\n")
+    (tmp_path / "t.seg").write_bytes((tmp_path / "t.cns").read_bytes())
+    layer = {"name": "cnv", "kind": "copy_number", "path": "t.seg", "segments": "hg38"}
+    with pytest.raises(InputError, match=r"names no sample column.*sample_column.*sample_sheet"):
+        read_genomics(_dataset(tmp_path, layer))
+    named = read_genomics(_dataset(tmp_path, layer | {"sample_column": "gene"}))["expression"]
+    assert list(named.index) == ["A"] and named.loc["A", "cnv:1p36.33"] == pytest.approx(0.2)
 
 
 def test_a_layer_with_segments_set_on_a_matrix_is_refused_naming_the_columns_a_segment_table_has(tmp_path) -> None:
