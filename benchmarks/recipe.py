@@ -14,7 +14,8 @@ Cohorts (all real; ``python workflows/tcga_kipan_prepare.py`` writes the KIPAN t
 * ``kipan_mirna``: TCGA-KIPAN miRNA only, all 658 patients of the MOGONET tables (``3_tr`` + ``3_te``): a larger
   single-layer cohort, KICH 10%;
 * ``demo``: the generated demo (``workflows/demo.yaml``, its own training block; ``make demo`` writes it first).
-  Synthetic: a recipe is chosen on the real cohorts, the demo only shows it does not break multimodal fusion.
+  Synthetic: a recipe is chosen on the real cohorts, the demo only shows it does not break multimodal fusion;
+* a workflow YAML's path: that workflow's cohort and training block (a hospital's own cohort, a generated one).
 
 Variants: ``name:key=value[,key=value]`` overrides of ``training:`` (e.g. ``alone:offset=none`` for the networks
 without the logistic-regression offset, ``balanced:class_weights=balanced``). Plain prints, no assertions. Minutes
@@ -89,6 +90,8 @@ def workflow(cohort: str, models: list[str]):
     if cohort == "demo":  # the generated demo (`make demo` writes demo_data/), its own workflow and training block
         wf = load_workflow(REPO / "workflows" / "demo.yaml")
         return wf.model_copy(update={"models": models})
+    if cohort.endswith((".yaml", ".yml")):  # any workflow: its own dataset, workdir and training block
+        return load_workflow(Path(cohort)).model_copy(update={"models": models})
     root = WORK / cohort
     root.mkdir(parents=True, exist_ok=True)
     dataset = REPO / "workflows" / "tcga_kipan_dataset.yaml" if cohort == "kipan" else mirna_cohort(root / "data")
@@ -151,7 +154,8 @@ def main() -> None:
     if "demo" in args.cohorts.split(",") and not (REPO / "demo_data" / "dataset.yaml").is_file():
         print("skipped: demo_data/ is missing; run `make demo` (or `clinicmm demo-data demo_data`) first")
         return
-    if not set(args.cohorts.split(",")) <= {"demo"} and not (KIPAN_DATA / "mrna.tsv").is_file():
+    kipan = {"kipan", "kipan_mirna"} & set(args.cohorts.split(","))
+    if kipan and not (KIPAN_DATA / "mrna.tsv").is_file():
         print(f"skipped: {KIPAN_DATA} lacks the layer tables; run `python workflows/tcga_kipan_prepare.py` first")
         return
     from clinicmm.config import CompareSpec

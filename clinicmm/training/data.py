@@ -109,6 +109,23 @@ def omics_gene_index(
     return out, len(pre.genes)
 
 
+def input_blocks(dims: dict[str, int], genomics: dict | None) -> list[str | None]:
+    """The block of each input column of the linear model (``training.linear_blocks``): ``image``, ``note``, the
+    omics layer of each omics feature (``omics:<layer>``, :func:`clinicmm.encode.genomics.feature_layer`;
+    ``omics:mutations`` for the flags), None for the presence flags."""
+    omics: list[str | None] = ["omics"] * dims[Modality.OMICS.value]
+    if genomics is not None:
+        from clinicmm.encode.genomics import GenomicsPreprocessor, feature_layer
+
+        pre = GenomicsPreprocessor.from_dict(genomics)
+        named = [f"omics:{feature_layer(g)}" for g in pre.genes] + ["omics:mutations"] * len(pre.mutation_genes)
+        omics = named if len(named) == len(omics) else omics
+    out: list[str | None] = []
+    for m in MODALITIES:
+        out += omics if m == Modality.OMICS else [m.value] * dims[m.value]
+    return out + [None] * len(MODALITIES)
+
+
 def dims_of(vectors: dict[str, np.ndarray]) -> dict[str, int]:
     return {m.value: int(vectors[m.value].shape[1]) for m in MODALITIES}
 

@@ -125,7 +125,16 @@ def fit_model(
     from clinicmm.fusion.models.kg_gnn import init_classes_from_text, init_nodes_from_graph
     from clinicmm.fusion.models.wrappers import LinearOffset, SeedEnsemble, zero_output
     from clinicmm.fusion.registry import build_model, corrects_logreg
-    from clinicmm.training.data import Standardizer, class_nodes, dims_of, hold_out, omics_gene_index, to_evidence
+    from clinicmm.keys import Model
+    from clinicmm.training.data import (
+        Standardizer,
+        class_nodes,
+        dims_of,
+        hold_out,
+        input_blocks,
+        omics_gene_index,
+        to_evidence,
+    )
 
     scaler = Standardizer.fit(data.encoded.vectors, np.asarray(train[0], dtype=int))
     dims, hetero, n = dims_of(data.encoded.vectors), data.kg.to_hetero(), len(data.classes)
@@ -139,6 +148,8 @@ def fit_model(
         )  # fmt: skip
         init_classes_from_text(model, data.kg, spec.class_init, data.wf.encoders.text)
         init_nodes_from_graph(model, data.kg, spec.node_init)
+        if model_name == Model.LOGREG:  # training.linear_blocks: which block each input column belongs to
+            model.blocks = input_blocks(dims, data.genomics)
         return model
 
     model = build(spec.seed)

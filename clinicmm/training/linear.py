@@ -42,7 +42,10 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     """Fit ``model`` on ``train``; its history: one row with train / val log loss, val macro-F1 and the chosen C."""
     x, y = design(model, train, knowledge, dims)
     clf = classifier(y, n_classes, spec.seed, balanced=spec.class_weights == "balanced")
-    z, basis = row_space(x)
+    scale = block_scale(x, getattr(model, "blocks", None)) if spec.linear_blocks == "equal" else None
+    if scale is not None:  # model.logits applies it from now on: design() stays the unscaled view
+        model.scale = torch.as_tensor(scale, dtype=model.linear.weight.dtype)
+    z, basis = row_space(x * scale if scale is not None else x)
     clf.fit(z, y)
     if basis is not None:  # the coefficients of the original features
         clf.coef_ = clf.coef_ @ basis
@@ -51,6 +54,29 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     row = {"epoch": 1, "C": float(np.atleast_1d(chosen)[0])}
     row |= scores(model, x, y, "train") | scores(model, *design(model, val, knowledge, dims), "val")
     return [row]
+
+
+def block_scale(x: np.ndarray, blocks: list | None) -> np.ndarray | None:
+    """Per column of ``x`` (training rows), ``sqrt(mean block variance / its block's variance)``: every block
+    (modality, omics layer; ``blocks`` names each column's, None for the presence flags, which keep 1) then has the
+    same total variance, and the total is what it was: multi-block weighting as Multiple Factor Analysis does it
+    (Abdi et al. 2013), by each block's total variance rather than MFA's first singular value (alike on the real
+    cohorts, better beside a redundant layer: ``benchmarks/linear_blocks.py``, README). Under one L2 penalty a layer
+    of 800 redundant copy-number bands would otherwise outweigh 8 informative genes 100 to 1. None (no scaling) with
+    fewer than two blocks that vary or without block names."""
+    if blocks is None or len(blocks) != x.shape[1]:
+        return None
+    labels = np.array([b if b is not None else "" for b in blocks], dtype=object)
+    variance = x.var(axis=0)
+    totals = {b: float(variance[labels == b].sum()) for b in dict.fromkeys(labels) if b}
+    active = {b: t for b, t in totals.items() if t > FEATURE_EPS}
+    if len(active) < 2:
+        return None
+    scale = np.ones(x.shape[1])
+    target = float(np.mean(list(active.values())))
+    for b, t in active.items():
+        scale[labels == b] = np.sqrt(target / t)
+    return scale
 
 
 def classifier(y: np.ndarray, n_classes: int, seed: int, balanced: bool = False):

@@ -146,3 +146,28 @@ def test_to_evidence_follows_the_given_rows_and_unknown_labels(kg):
     np.testing.assert_allclose(items[0].note, scaler.apply("note", enc.vectors["note"][2]))
     np.testing.assert_allclose(items[1].note, scaler.apply("note", enc.vectors["note"][0]))
     assert to_evidence(enc, [], [], kg, scaler) == []
+
+
+def test_each_linear_input_column_is_named_by_its_modality_or_omics_layer() -> None:
+    """``training.linear_blocks``: the blocks of logreg's columns follow the encoded layout — image, note, then each
+    omics feature's layer (``<layer>:`` columns by name, plain expression genes as ``plain``), then the three
+    presence flags (no block); an omics vector that does not match the description stays one block."""
+    import pandas as pd
+
+    from clinicmm.config import GenomicsEncoderSpec
+    from clinicmm.encode.genomics import GenomicsPreprocessor
+    from clinicmm.training.data import input_blocks
+
+    rng = np.random.default_rng(0)
+    matrix = pd.DataFrame(rng.normal(size=(8, 4)), columns=["EGFR", "mrna:TP53", "cnv:17q12", "cnv:8q24.21"],
+                          index=pd.Index([f"P{i}" for i in range(8)], name="patient_id"))  # fmt: skip
+    pre = GenomicsPreprocessor.from_spec("log", GenomicsEncoderSpec(), layer_units={"mrna": "log", "cnv": "log"},
+                                         region_layers=["cnv"])  # fmt: skip
+    pre.fit(matrix, None)
+    dims = {"image": 2, "note": 3, "omics": pre.dim}
+    blocks = input_blocks(dims, pre.to_dict())
+    by_gene = dict(zip(pre.genes, blocks[5 : 5 + pre.dim], strict=True))
+    assert by_gene == {"EGFR": "omics:plain", "mrna:TP53": "omics:mrna", "cnv:17q12": "omics:cnv",
+                       "cnv:8q24.21": "omics:cnv"}  # fmt: skip
+    assert blocks[:5] == ["image"] * 2 + ["note"] * 3 and blocks[-3:] == [None] * 3
+    assert input_blocks({"image": 2, "note": 3, "omics": 7}, pre.to_dict())[5:12] == ["omics"] * 7

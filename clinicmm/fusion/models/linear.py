@@ -33,6 +33,10 @@ class LinearFusion(nn.Module):
         dims = check_dims(dims)
         check_head_args(n_classes, hidden, dropout)  # hidden and dropout are unused: the shared signature
         self.linear = nn.Linear(sum(dims[m] for m in MODALITY_NAMES) + len(MODALITY_NAMES), n_classes)
+        # training.linear_blocks: equal -> a per-column scale fitted with the coefficients (each modality and omics
+        # layer one block of equal total variance on the training rows); empty: every column as it is
+        self.register_buffer("scale", torch.ones(0))
+        self.blocks: list[str | None] | None = None  # the block of each input column, set before the fit
 
     @staticmethod
     def features(batch: HeteroData) -> Tensor:
@@ -51,8 +55,16 @@ class LinearFusion(nn.Module):
         return self.logits(self.features(batch))
 
     def logits(self, x: Tensor) -> Tensor:
-        """(B, n_classes) logits of the feature rows ``x`` (B, in_features)."""
-        return self.linear(x.to(self.linear.weight.dtype))
+        """(B, n_classes) logits of the feature rows ``x`` (B, in_features), each column times its block's scale."""
+        x = x.to(self.linear.weight.dtype)
+        return self.linear(x * self.scale.to(x.dtype) if self.scale.numel() else x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "scale"
+        if key not in state_dict:  # a model saved before block scales: every column as it is
+            state_dict[key] = torch.ones(0)
+        self.scale = torch.empty_like(state_dict[key])  # the fitted scale's size, before the copy
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def modality_weights(self, batch: HeteroData) -> Tensor:
         """(B, 3): equal share over the modalities the patient has (no per-patient attribution)."""
