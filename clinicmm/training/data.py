@@ -111,14 +111,16 @@ def omics_gene_index(
 
 def input_blocks(dims: dict[str, int], genomics: dict | None) -> list[str | None]:
     """The block of each input column of the linear model (``training.linear_blocks``): ``image``, ``note``, the
-    omics layer of each omics feature (``omics:<layer>``, :func:`clinicmm.encode.genomics.feature_layer`;
-    ``omics:mutations`` for the flags), None for the presence flags."""
+    ``genomics.layers`` table of each omics feature (``omics:<layer>`` for its ``<layer>:`` columns; the
+    expression table's columns ``omics:expression``, whatever their names; ``omics:mutations`` for the flags), None
+    for the presence flags."""
     omics: list[str | None] = ["omics"] * dims[Modality.OMICS.value]
     if genomics is not None:
-        from clinicmm.encode.genomics import GenomicsPreprocessor, feature_layer
+        from clinicmm.encode.genomics import LAYER_PREFIX, GenomicsPreprocessor
 
         pre = GenomicsPreprocessor.from_dict(genomics)
-        named = [f"omics:{feature_layer(g)}" for g in pre.genes] + ["omics:mutations"] * len(pre.mutation_genes)
+        tables = [f"omics:{g.split(':', 1)[0]}" if LAYER_PREFIX.match(g) else "omics:expression" for g in pre.genes]
+        named = tables + ["omics:mutations"] * len(pre.mutation_genes)
         omics = named if len(named) == len(omics) else omics
     out: list[str | None] = []
     for m in MODALITIES:

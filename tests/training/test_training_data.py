@@ -150,7 +150,7 @@ def test_to_evidence_follows_the_given_rows_and_unknown_labels(kg):
 
 def test_each_linear_input_column_is_named_by_its_modality_or_omics_layer() -> None:
     """``training.linear_blocks``: the blocks of logreg's columns follow the encoded layout — image, note, then each
-    omics feature's layer (``<layer>:`` columns by name, plain expression genes as ``plain``), then the three
+    omics feature's table (``<layer>:`` columns by their layer, the expression table's as one), then the three
     presence flags (no block); an omics vector that does not match the description stays one block."""
     import pandas as pd
 
@@ -159,7 +159,7 @@ def test_each_linear_input_column_is_named_by_its_modality_or_omics_layer() -> N
     from clinicmm.training.data import input_blocks
 
     rng = np.random.default_rng(0)
-    matrix = pd.DataFrame(rng.normal(size=(8, 4)), columns=["EGFR", "mrna:TP53", "cnv:17q12", "cnv:8q24.21"],
+    matrix = pd.DataFrame(rng.normal(size=(8, 5)), columns=["EGFR", "MIR21", "mrna:TP53", "cnv:17q12", "cnv:8q24.21"],
                           index=pd.Index([f"P{i}" for i in range(8)], name="patient_id"))  # fmt: skip
     pre = GenomicsPreprocessor.from_spec("log", GenomicsEncoderSpec(), layer_units={"mrna": "log", "cnv": "log"},
                                          region_layers=["cnv"])  # fmt: skip
@@ -167,7 +167,8 @@ def test_each_linear_input_column_is_named_by_its_modality_or_omics_layer() -> N
     dims = {"image": 2, "note": 3, "omics": pre.dim}
     blocks = input_blocks(dims, pre.to_dict())
     by_gene = dict(zip(pre.genes, blocks[5 : 5 + pre.dim], strict=True))
-    assert by_gene == {"EGFR": "omics:plain", "mrna:TP53": "omics:mrna", "cnv:17q12": "omics:cnv",
-                       "cnv:8q24.21": "omics:cnv"}  # fmt: skip
+    # an MIR gene among the expression columns is the expression table's, not a miRNA layer of its own
+    assert by_gene == {"EGFR": "omics:expression", "MIR21": "omics:expression", "mrna:TP53": "omics:mrna",
+                       "cnv:17q12": "omics:cnv", "cnv:8q24.21": "omics:cnv"}  # fmt: skip
     assert blocks[:5] == ["image"] * 2 + ["note"] * 3 and blocks[-3:] == [None] * 3
     assert input_blocks({"image": 2, "note": 3, "omics": 7}, pre.to_dict())[5:12] == ["omics"] * 7
