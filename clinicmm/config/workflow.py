@@ -214,11 +214,12 @@ class TrainingSpec(Spec):
     )
     linear_blocks: Literal["equal", "none"] = Field(
         "equal",
-        description="'equal' (default): logreg (and so the linear model the networks correct) weighs each modality and "
-        "each omics layer (the mutation flags one more) alike: a block's standardised columns are scaled, on the "
-        "training rows, so every block has the same total variance (multi-block weighting, as Multiple Factor "
-        "Analysis weighs its tables) and the total is unchanged; a layer of hundreds of redundant copy-number bands then no longer drowns a few "
-        "informative genes under one L2 penalty. 'none': every column alike (the fit before 2026-12-07).",
+        description="'equal' (default): logreg (and so the linear model the networks correct) weighs its blocks alike "
+        "(image, note, the expression table, each genomics layer, the mutation flags): a block's standardised "
+        "columns are scaled, on the training rows, so every block has the same total variance and the total is "
+        "unchanged (multi-block weighting, as Multiple Factor Analysis weighs its tables); a layer of hundreds of "
+        "redundant copy-number bands then no longer drowns a few informative genes under one L2 penalty. 'none': "
+        "every column alike (the fit before 2026-12-07).",
     )
     ensemble: int = Field(
         1,

@@ -43,8 +43,8 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
     x, y = design(model, train, knowledge, dims)
     clf = classifier(y, n_classes, spec.seed, balanced=spec.class_weights == "balanced")
     scale = block_scale(x, getattr(model, "blocks", None)) if spec.linear_blocks == "equal" else None
-    if scale is not None:  # model.logits applies it from now on: design() stays the unscaled view
-        model.scale = torch.as_tensor(scale, dtype=model.linear.weight.dtype)
+    # model.logits applies it from now on (none: an empty scale, also on a refit); design() stays the unscaled view
+    model.scale = torch.as_tensor(scale if scale is not None else np.ones(0), dtype=model.linear.weight.dtype)
     z, basis = row_space(x * scale if scale is not None else x)
     clf.fit(z, y)
     if basis is not None:  # the coefficients of the original features
@@ -58,7 +58,7 @@ def fit_linear(model, train: list, val: list, knowledge, dims, spec: TrainingSpe
 
 def block_scale(x: np.ndarray, blocks: list | None) -> np.ndarray | None:
     """Per column of ``x`` (training rows), ``sqrt(mean block variance / its block's variance)``: every block
-    (modality, omics layer; ``blocks`` names each column's, None for the presence flags, which keep 1) then has the
+    (modality, omics table; ``blocks`` names each column's, None for the presence flags, which keep 1) then has the
     same total variance, and the total is what it was: multi-block weighting as Multiple Factor Analysis does it
     (Abdi et al. 2013), by each block's total variance rather than MFA's first singular value (alike on the real
     cohorts, better beside a redundant layer: ``benchmarks/linear_blocks.py``, README). Under one L2 penalty a layer
