@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from clinicmm.errors import InputError
 from clinicmm.ingest.barcodes import type_rank
-from clinicmm.ingest.tables import NA_TOKENS, cell_numbers, first_rows, is_number, spelled
+from clinicmm.ingest.tables import NA_TOKENS, cell_numbers, file_separator, first_rows, header_at, is_number, spelled
 from clinicmm.ingest.walk import printable, walk
 
 PROGRESS_MIN_FILES = 50  # a progress bar from this many files on
@@ -102,12 +102,12 @@ def _value_column(header: list[str], unit: str, quantity: str | None) -> int | N
 
 def _read_file(path: Path, unit: str, quantity: str | None, key: str, index: dict[str, int]) -> _File | str:
     """One sample's file (its values, positioned by feature) or why it cannot be read."""
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
+    sep = file_separator(path)
     try:
         top = first_rows(path, sep, 64)
     except InputError:  # not UTF-8 text, a field past the csv module's limit: this sample only
         return f"{printable(path.name)} cannot be read as UTF-8 text; check the file (a compressed file needs .gz)"
-    at = next((i for i, row in enumerate(top) if row and not row[0].startswith("#")), None)
+    at = header_at(top)
     if at is None:
         return f"{printable(path.name)} holds no data rows"
     header = top[at] if not is_number(top[at][-1].strip()) else ["id", "value"][: len(top[at])]

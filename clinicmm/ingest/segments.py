@@ -34,7 +34,16 @@ import numpy as np
 import pandas as pd
 
 from clinicmm.errors import InputError
-from clinicmm.ingest.tables import NA_TOKENS, first_rows, separator, spelled, table_format
+from clinicmm.ingest.tables import (
+    NA_TOKENS,
+    cell_numbers,
+    file_separator,
+    first_rows,
+    header_at,
+    separator,
+    spelled,
+    table_format,
+)
 
 ASSEMBLIES = {"hg19": "hg19", "grch37": "hg19", "hg38": "hg38", "grch38": "hg38"}
 SHIPPED_BANDS = "cytobands.tsv.gz"
@@ -178,9 +187,8 @@ def band_means(
 def _numbers(cells: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values, missing (empty or an NA token) and bad (text, infinite) flags of a column of cells."""
     text = cells.fillna("").astype(str).str.strip()
-    missing = (text == "") | text.isin(NA_TOKENS)
-    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=float)
-    bad = ~missing.to_numpy() & ~np.isfinite(numbers)
+    missing = text.isin(NA_TOKENS)  # the empty cell among them
+    numbers, bad = (a[:, 0] for a in cell_numbers(text.where(~missing).to_frame()))
     return numbers, missing.to_numpy(), bad
 
 
@@ -261,8 +269,8 @@ READ_ERRORS = (ValueError, OSError, EOFError, UnicodeDecodeError, pd.errors.Pars
 def _header(path: Path, sep: str) -> tuple[int, list[str]]:
     """The header's line (after any ``#`` lines: an IGV track line, a caller's notes) and its names."""
     top = first_rows(path, sep, 64)
-    at = next((i for i, row in enumerate(top) if row and not row[0].startswith("#")), len(top))
-    return at, [c.strip() for c in top[at]] if at < len(top) else []
+    at = header_at(top)
+    return (at, [c.strip() for c in top[at]]) if at is not None else (len(top), [])
 
 
 def _segment_rows(path: Path, sep: str, at: int, columns: dict[str, int]) -> pd.DataFrame:
@@ -323,7 +331,7 @@ def read_segment_file(path: Path, assembly: str, sample_id: str) -> SegmentValue
     sheet names the sample): its band values, or why it cannot be read."""
     from clinicmm.ingest.walk import printable
 
-    sep = "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
+    sep = file_separator(path)
     try:
         at, header = _header(path, sep)
     except InputError:

@@ -229,6 +229,17 @@ def separator(fmt: str) -> str:
     return "," if fmt == ".csv" else "\t"
 
 
+def file_separator(path: Path) -> str:
+    """How a per-sample file of a download is split: commas for ``.csv`` (gzip too), else tabs."""
+    return "," if path.name.lower().endswith((".csv", ".csv.gz")) else "\t"
+
+
+def header_at(rows: list[list[str]]) -> int | None:
+    """The first of ``rows`` (:func:`first_rows`) that is no ``#`` line above a header (a GDC gene model line, an
+    IGV track line): the header, or a headerless file's first data row; None when there is none."""
+    return next((i for i, row in enumerate(rows) if row and not row[0].startswith("#")), None)
+
+
 def first_rows(path: Path, sep: str, count: int) -> list[list[str]]:
     """The first ``count`` rows of a text table (gzip too) as the csv module splits them, cells as written."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
