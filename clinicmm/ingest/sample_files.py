@@ -66,6 +66,7 @@ class _File:
     raw: dict[int, str]
     summary: int  # read-count summary rows left out
     repeated: int  # rows whose feature id came earlier in the file, left out
+    segments: dict[str, int] = field(default_factory=dict)  # a segment file's segments left out, by reason
 
 
 def _sheet(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -145,7 +146,7 @@ def _read_segments(path: Path, assembly: str, sample_id: str, index: dict[str, i
     positions = np.fromiter(
         (index.setdefault(b, len(index)) for b in read.bands), dtype=np.int64, count=len(read.bands)
     )
-    return _File(positions, read.values[0], np.zeros(len(read.bands), dtype=bool), {}, 0, 0)
+    return _File(positions, read.values[0], np.zeros(len(read.bands), dtype=bool), {}, 0, 0, read.left_out)
 
 
 def read_sample_files(
@@ -232,4 +233,11 @@ def read_sample_files(
             f"{folder.name}: {summary} read-count summary row(s) per file (STAR's N_unmapped, N_multimapping, "
             "N_noFeature, N_ambiguous; HTSeq's __no_feature ...) left out: they count reads, they are no genes"
         )
+    if segments:  # each file's segments left out (other sequences, NA, past the chromosome's end), summed
+        from clinicmm.ingest.segments import ASSEMBLIES, left_out_lines
+
+        read = [f.segments for f in files if f is not None and f.segments]
+        counts = {k: sum(c.get(k, 0) for c in read) for k in ("other", "na", "past", "used")}
+        with_any = sum(1 for c in read if c.get("other") or c.get("na") or c.get("past"))
+        out.issues.extend(left_out_lines(folder.name, counts, ASSEMBLIES[segments.lower()], files=with_any))
     return out

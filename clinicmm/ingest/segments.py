@@ -158,6 +158,27 @@ class SegmentValues:
     values: np.ndarray
     reasons: dict[int, str] = field(default_factory=dict)
     issues: list[str] = field(default_factory=list)
+    # segments left out and why ('other': other sequences, 'na': no value, 'past': past the chromosome's end of
+    # 'used' read), so a folder of per-sample files can report them summed (:func:`left_out_lines`)
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+def left_out_lines(name: str, counts: dict[str, int], assembly: str, files: int = 0) -> list[str]:
+    """The report's lines for the segments left out of ``counts`` (:attr:`SegmentValues.left_out`) in ``name`` (a
+    table, or a folder whose ``files`` files they were summed over)."""
+    where = f" in {files} file(s)" if files else ""
+    lines = []
+    if counts.get("other"):
+        lines.append(f"{name}: {counts['other']} segment(s){where} on other sequences than chromosomes 1-22, X, Y left out")
+    if counts.get("na"):
+        lines.append(f"{name}: {counts['na']} segment(s){where} without a value (NA) left out")
+    if counts.get("past"):
+        other_assembly = "hg19" if assembly == "hg38" else "hg38"
+        lines.append(
+            f"{name}: {counts['past']} of {counts['used']} segments{where} end past their chromosome's end in "
+            f"{assembly}; if the coordinates are {other_assembly}, set segments: {other_assembly}"
+        )
+    return lines
 
 
 def band_means(
@@ -247,19 +268,14 @@ def segment_values(
             out.reasons[i] = f"{name} row {out.rows[i]}: empty sample id; fill it or remove the rows"
     kept = np.flatnonzero(np.isfinite(values).any(axis=0))
     out.bands, out.values = [table_bands.names[j] for j in kept], values[:, kept]
-    other = int((~known).sum())
-    if other:
-        out.issues.append(f"{name}: {other} segment(s) on other sequences than chromosomes 1-22, X, Y left out")
-    if int(missing.sum()):
-        out.issues.append(f"{name}: {int(missing.sum())} segment(s) without a value (NA) left out")
     lengths = np.array([table_bands.lengths.get(c, np.inf) for c in chromosome[usable]], dtype=float)
-    past = end[usable] > lengths
-    if past.any():
-        other_assembly = "hg19" if table_bands.assembly == "hg38" else "hg38"
-        out.issues.append(
-            f"{name}: {int(past.sum())} of {int(usable.sum())} segments end past their chromosome's end in "
-            f"{table_bands.assembly}; if the table's coordinates are {other_assembly}, set segments: {other_assembly}"
-        )
+    out.left_out = {
+        "other": int((~known).sum()),
+        "na": int(missing.sum()),
+        "past": int((end[usable] > lengths).sum()),
+        "used": int(usable.sum()),
+    }
+    out.issues.extend(left_out_lines(name, out.left_out, table_bands.assembly))
     return out
 
 

@@ -226,6 +226,8 @@ def test_a_gdc_download_of_segment_files_is_read_per_sample_through_its_sample_s
         "a.grch38.seg.v2.txt": header + "1b2c-uuid\tchr17\t1\t39000000\t80\t1.0\n1b2c-uuid\tchr17\t39000001\t83257441\t80\t0\n",
         "b.grch38.seg.v2.txt": header + "9f8e-uuid\tchr17\t1\t83257441\t80\t-0.2\n",
         "c.grch38.seg.v2.txt": header + "7a6b-uuid\tchr17\t1\toops\t80\t0.5\n",
+        "d.grch38.seg.v2.txt": header + "5c4d-uuid\tchr17\t1\t83257441\t80\t0.1\n5c4d-uuid\tchrUn_KI270742v1\t1\t9\t2\t0.3\n"
+        + "5c4d-uuid\tchr17\t83257442\t83300000\t2\tNA\n",
     }  # fmt: skip
     for i, (name, text) in enumerate(files.items()):
         (folder / f"id{i}").mkdir(parents=True)
@@ -244,6 +246,11 @@ def test_a_gdc_download_of_segment_files_is_read_per_sample_through_its_sample_s
     reason = samples.set_index("sample_id").loc["TCGA-BB-0002-01A", "reason"]
     assert "sheet.tsv row 3" in reason and "column 'End': not a number" in reason and "oops" not in reason
     assert not any("uuid" in c for c in matrix.columns) and "uuid" not in " ".join(genomics_issues(tables))
+    # each file's segments left out are in the folder's report, summed (never dropped without a word)
+    issues = genomics_issues(tables)
+    assert any("dl: 1 segment(s) in 1 file(s) on other sequences" in line for line in issues)
+    assert any("dl: 1 segment(s) in 1 file(s) without a value (NA)" in line for line in issues)
+    assert matrix.loc["TCGA-BB-0003", "cnv:17q12"] == pytest.approx(0.1)
 
 
 def test_deidentify_pseudonymises_a_segment_table_s_samples_and_the_bands_stay_the_same(tmp_path: Path) -> None:
