@@ -132,6 +132,7 @@ def rows(res, variant: str, reference: dict[str, np.ndarray], logreg: np.ndarray
             "macro_f1": f"{scores(res.y, probs, k)['macro_f1']:.3f} [{low:.3f}, {high:.3f}]",
             f"recall_{res.classes[rare]}": f"{(probs.argmax(1)[res.y == rare] == rare).mean():.3f}",
             "early_folds": int((folds.loc[folds["model"] == name, "best_epoch"] <= 1).sum()),
+            "kept_start": int((folds.loc[folds["model"] == name, "best_epoch"] == -1).sum()),  # training.keep_start
             "ece": f"{expected_calibration_error(probs, res.y):.3f}",
             "log_loss": f"{nll(probs, res.y):.3f}",
         }

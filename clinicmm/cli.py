@@ -334,7 +334,12 @@ def train(workflow: ExistingFile, progress: Annotated[bool, typer.Option(help="S
     from clinicmm.pipeline.stages import train_stage
 
     for name, r in train_stage(_workflow(workflow), progress).items():
-        out.print(f"{name}: {r.epochs} epochs, best val macro-F1 {r.best.get('val_macro_f1', float('nan')):.3f}")
+        kept = (
+            " (no epoch of its correction beat the logreg it starts from: kept logreg)"
+            if r.best.get("epoch") == -1
+            else ""
+        )
+        out.print(f"{name}: {r.epochs} epochs, best val macro-F1 {r.best.get('val_macro_f1', float('nan')):.3f}{kept}")
 
 
 @app.command()
@@ -753,18 +758,24 @@ def compare(
     _print_compare(result, wf.training.offset)
 
 
-def early_lines(early: dict[str, int], folds: int, offset: str) -> list[str]:
+def early_lines(early: dict[str, int], folds: int, offset: str, kept: dict[str, int] | None = None) -> list[str]:
     """What ``compare`` says of models whose best epoch was among the first two (``early``: model -> folds): a
     warning for a network alone; for one that corrects logreg (``training.offset``) a plain note, since it starts
-    at the linear model and an early stop just leaves it there."""
+    at the linear model and an early stop just leaves it there (``kept``: model -> folds where no trained epoch
+    beat that start, so the fitted model was logreg itself, ``training.keep_start``)."""
     from clinicmm.evaluation.compare import is_correction
 
     lines = []
     for model, n in early.items():
         if is_correction(model, offset):
+            same = (kept or {}).get(model, 0)
             lines.append(
                 f"{model}: its correction of logreg stopped improving within two epochs in {n} of {folds} folds "
-                "(there it stays close to logreg)"
+                + (
+                    f"(there it stays close to logreg; in {same} it is logreg)"
+                    if same
+                    else "(there it stays close to logreg)"
+                )
             )
         else:
             lines.append(
@@ -832,7 +843,7 @@ def _print_compare(result, offset: str = "none") -> None:
             "hard_cases.csv (by pseudonym) before tuning",
             soft_wrap=True,
         )
-    for line in early_lines(result.early, result.folds, offset):
+    for line in early_lines(result.early, result.folds, offset, result.kept_start):
         out.print(line, soft_wrap=True)
     out.print(f"tables and plots: [bold]{result.out}[/] (MLflow parent run {result.parent_run})", soft_wrap=True)
 

@@ -212,6 +212,13 @@ class TrainingSpec(Spec):
         "on the linear model fitted on all of them. Closed-form and single-modality models (image, note, omics: the "
         "per-modality references) are unaffected. 'none': the networks alone (the recipe before 2026-12).",
     )
+    keep_start: bool = Field(
+        True,
+        description="A network that corrects logreg (offset: logreg) may stop where it started: its validation loss "
+        "before any training (the linear model's) is a candidate for the best epoch (recorded as epoch -1), so a "
+        "correction that is worse on validation than no correction is not kept and the model is the linear model. "
+        "false: the best of the trained epochs, which always keeps at least one epoch's correction (before 2026-12-08).",
+    )
     linear_blocks: Literal["equal", "none"] = Field(
         "equal",
         description="'equal' (default): logreg (and so the linear model the networks correct) weighs its blocks alike "

@@ -575,6 +575,9 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
         early = {
             m: int(n) for m, n in (folds_table["best_epoch"] <= EARLY).groupby(folds_table["model"]).sum().items() if n
         }
+        kept = {  # training.keep_start: folds where the corrected network kept the linear model it starts from
+            m: int(n) for m, n in (folds_table["best_epoch"] == -1).groupby(folds_table["model"]).sum().items() if n
+        }
         mlflow.log_metric("cv_hard_cases", len(hard))
         result = CompareResult(
             table,
@@ -590,6 +593,7 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             res.chosen,
             len(hard),
             top,
+            kept,
         )
         (out / "summary.json").write_text(json.dumps(result.summary(), indent=1))
     return result
@@ -612,10 +616,12 @@ class CompareResult:
     chosen: list[str] = field(default_factory=list)  # the champion of each fold (the table's champion row)
     hard: int = 0  # patients every model misclassifies (hard_cases.csv)
     ceiling: float | None = None  # pooled macro-F1 if every other patient were right
+    kept_start: dict[str, int] = field(default_factory=dict)  # model -> folds where it kept logreg (keep_start)
 
     def summary(self) -> dict:
         return {
             "stopped_at_once": self.early,
+            "kept_logreg": self.kept_start,
             "champion_per_fold": self.chosen,
             "hard_cases": self.hard,
             "ceiling_macro_f1": self.ceiling,

@@ -179,7 +179,7 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
     from clinicmm.tracking.bundle import ModelBundle
     from clinicmm.training.calibration import fit_calibration
     from clinicmm.training.data import TrainingData
-    from clinicmm.training.fit import fit_model, predict_proba
+    from clinicmm.training.fit import fit_model, predict_proba, trained_epochs
 
     distributed.check_launch(wf.training)
     data = TrainingData(wf)
@@ -231,13 +231,13 @@ def train_stage(wf: WorkflowSpec, progress: bool = True) -> dict[str, TrainedMod
                 runs.log_training(child, name, fitted.model, fitted.history, out)
                 best = min(fitted.history, key=lambda h: h["val_loss"]) if fitted.history else {}
                 best = best | {"n_val": len(val_y)}  # the champion's margin: one standard error on this many patients
-                results[name] = TrainedModel(len(fitted.history), best, str(out))
+                results[name] = TrainedModel(trained_epochs(fitted.history), best, str(out))
                 members = bundle.ensemble
                 log.info(
                     "train %s%s: %d epochs, best val_loss %.3f, val macro-F1 %.3f",
                     name,
                     f" (ensemble of {members} networks)" if members > 1 else "",
-                    len(fitted.history),
+                    trained_epochs(fitted.history),
                     best.get("val_loss", np.nan),
                     best.get("val_macro_f1", np.nan),
                 )

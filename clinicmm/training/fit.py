@@ -68,16 +68,18 @@ def fit(
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     graph_batches(model, spec)
-    task = FusionTask(
-        model, spec, n_classes, balanced_weights(train, n_classes) if spec.class_weights == "balanced" else None
-    )
+    from clinicmm.fusion.models.wrappers import offset_of
+
+    weights = balanced_weights(train, n_classes) if spec.class_weights == "balanced" else None
+    keep_start = spec.keep_start and offset_of(model) == "logreg"  # its start is the linear model, a model in itself
+    task = FusionTask(model, spec, n_classes, weights, keep_start=keep_start)
     spawns = spec.strategy.startswith(SPAWNING)  # the fit runs in child processes: log its epochs afterwards
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=spec.patience)]
     if on_epoch is not None and not spawns:
         callbacks.append(EpochCallback(on_epoch))
     if ckpt_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False))
-    trainer = _trainer(pl, spec, callbacks, progress, checkpointing=ckpt_dir is not None)
+    trainer = _trainer(pl, spec, callbacks, progress, checkpointing=ckpt_dir is not None, score_start=keep_start)
     last = Path(ckpt_dir) / "last.ckpt" if ckpt_dir is not None else None
     resume = str(last) if last is not None and last.is_file() else None
     with warnings.catch_warnings():  # Lightning's own notice about a PyTorch internal, once per fit: noise
@@ -250,18 +252,33 @@ EARLY = 1  # a best epoch at or below this (0-based: the first two) means the mo
 
 
 def best_epoch(history: list[dict]) -> int | None:
-    """The 0-based epoch of the lowest validation loss (None without a finite one)."""
+    """The 0-based epoch of the lowest validation loss (None without a finite one); -1 when the model as it started
+    scored best (``training.keep_start``: a corrected network that kept the linear model)."""
     scored = [h for h in history if h.get("val_loss") == h.get("val_loss") and "val_loss" in h]
     return int(min(scored, key=lambda h: h["val_loss"])["epoch"]) if scored else None
+
+
+def trained_epochs(history: list[dict]) -> int:
+    """How many epochs a fit trained (its history without the start's row, epoch -1)."""
+    return sum(1 for h in history if h.get("epoch", 0) >= 0)
 
 
 def warn_if_stopped_at_once(name: str, history: list[dict], offset: bool = False) -> None:
     """Say so when a model's best validation loss came in its first two epochs of several: on small real cohorts
     that usually means it overfits at once, and a linear model on the same embeddings is the one to compare with.
     With ``training.offset`` the network starts at the linear model: an early best epoch means its correction
-    did not help on validation, and the model stays close to logreg (said at INFO, not a warning)."""
-    best = best_epoch(history)
-    if best is None or best > EARLY or len(history) <= EARLY + 2:
+    did not help on validation, and the model stays close to logreg, or is it (``training.keep_start``; said at
+    INFO, not a warning)."""
+    best, epochs = best_epoch(history), trained_epochs(history)
+    if best is None or best > EARLY or epochs <= EARLY + 2:
+        return
+    if offset and best < 0:
+        log.info(
+            "%s: none of its %d epochs of correction beat the logistic regression it starts from on validation: "
+            "kept the linear model (training.keep_start)",
+            name,
+            epochs,
+        )
         return
     if offset:
         log.info(
@@ -269,7 +286,7 @@ def warn_if_stopped_at_once(name: str, history: list[dict], offset: bool = False
             "the network adds little to the linear model it starts from",
             name,
             best + 1,
-            len(history),
+            epochs,
         )
         return
     log.warning(
@@ -277,12 +294,13 @@ def warn_if_stopped_at_once(name: str, history: list[dict], offset: bool = False
         "or high learning rate); compare it with logreg (`clinicmm compare`), or lower training.lr",
         name,
         best + 1,
-        len(history),
+        epochs,
     )
 
 
-def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool):
-    """A Trainer on ``spec``'s hardware settings; Lightning's refusal becomes a ConfigError naming the keys."""
+def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpointing: bool, score_start: bool = False):
+    """A Trainer on ``spec``'s hardware settings; Lightning's refusal becomes a ConfigError naming the keys.
+    ``score_start``: its sanity pass runs the whole validation split before training (``training.keep_start``)."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
@@ -298,7 +316,7 @@ def _trainer(pl, spec: TrainingSpec, callbacks: list, progress: bool, checkpoint
             enable_model_summary=False,
             enable_progress_bar=progress,
             callbacks=callbacks,
-            num_sanity_val_steps=0,
+            num_sanity_val_steps=-1 if score_start else 0,
             use_distributed_sampler=False,  # FusionData splits by rank itself (same batches for any process count)
             deterministic=True
             if spec.accelerator == "cpu"

@@ -26,9 +26,14 @@ def lightning():
 class FusionTask(lightning().LightningModule):
     """Cross-entropy training of a fusion model; keeps the weights of the best validation epoch."""
 
-    def __init__(self, model: torch.nn.Module, spec: TrainingSpec, n_classes: int, class_weight=None):
+    def __init__(
+        self, model: torch.nn.Module, spec: TrainingSpec, n_classes: int, class_weight=None, keep_start: bool = False
+    ):
         super().__init__()
         self.model = model
+        # training.keep_start: the Trainer's sanity pass scores the model as it starts (a network correcting logreg:
+        # the linear model) on the whole validation split; that is a candidate best state, recorded as epoch -1
+        self.keep_start = keep_start
         # training.class_weights: balanced -> each class's loss weighted by n / (k * its count); the val loss stays plain
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
         self.spec = spec
@@ -70,14 +75,21 @@ class FusionTask(lightning().LightningModule):
         self.val_f1.update(logits.argmax(1), y)
 
     def on_validation_epoch_end(self):
-        if self.trainer.sanity_checking:
+        start = self.trainer.sanity_checking
+        if start and (not self.keep_start or self.history):  # a resumed fit has scored its start already
             return self._reset_metrics()
         loss, f1 = float(self.val_ce.compute()), float(self.val_f1.compute())
-        train_loss = float(self.train_ce.compute()) if self.train_ce.update_count else float("nan")
+        train_loss = float(self.train_ce.compute()) if self.train_ce.update_count and not start else float("nan")
         self._reset_metrics()
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True)  # equal on every rank already
+        if not start:  # early stopping counts trained epochs only
+            self.log("val_loss", loss, prog_bar=True, sync_dist=True)  # equal on every rank already
         self.history.append(
-            {"epoch": self.current_epoch, "train_loss": train_loss, "val_loss": loss, "val_macro_f1": f1}
+            {
+                "epoch": -1 if start else self.current_epoch,
+                "train_loss": train_loss,
+                "val_loss": loss,
+                "val_macro_f1": f1,
+            }
         )
         if loss < self.best_loss:
             self.best_loss = loss
