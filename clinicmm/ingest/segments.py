@@ -169,7 +169,9 @@ def left_out_lines(name: str, counts: dict[str, int], assembly: str, files: int 
     where = f" in {files} file(s)" if files else ""
     lines = []
     if counts.get("other"):
-        lines.append(f"{name}: {counts['other']} segment(s){where} on other sequences than chromosomes 1-22, X, Y left out")
+        lines.append(
+            f"{name}: {counts['other']} segment(s){where} on other sequences than chromosomes 1-22, X, Y left out"
+        )
     if counts.get("na"):
         lines.append(f"{name}: {counts['na']} segment(s){where} without a value (NA) left out")
     if counts.get("past"):
