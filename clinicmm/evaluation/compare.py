@@ -166,12 +166,13 @@ def _fit_and_score(name: str, data: CVData, fold, fit_rows, val_rows, test_rows,
     """Train model ``name`` on one fold through the one fit path; (test probs, {modality: probs without it}).
 
     The early-stopping share (``val_rows``) is held out for the models that stop early; a closed-form model
-    (logreg: its penalty chosen by inner CV on the rows it is given) fits on every training row of the fold.
+    (logreg: its penalty chosen by inner CV on the rows it is given) fits on every training row of the fold, and so
+    does the linear part of a network that corrects logreg, once the network has stopped (``refit_linear_part``).
     ``<model>_rewired`` is that graph model on ``rewired`` (the knowledge ablation)."""
     from clinicmm.evaluation.ablation import probs_and_without
     from clinicmm.fusion.registry import CLOSED_FORM
     from clinicmm.training.data import to_evidence
-    from clinicmm.training.fit import fit_model
+    from clinicmm.training.fit import fit_model, refit_linear_part
 
     on_epoch = None
     if run is not None:
@@ -185,6 +186,9 @@ def _fit_and_score(name: str, data: CVData, fold, fit_rows, val_rows, test_rows,
         fit_rows, val_rows = np.concatenate([fit_rows, val_rows]), val_rows[:0]
     part = {k: (data.rows[p], data.y[p]) for k, p in (("fit", fit_rows), ("val", val_rows), ("test", test_rows))}
     fitted = fit_model(name, fold, part["fit"], part["val"], spec, on_epoch, progress=False)
+    if len(val_rows):  # a corrected network's linear part, closed-form, fits on every training row as logreg does
+        both = np.concatenate([fit_rows, val_rows])
+        refit_linear_part(fitted, fold, (data.rows[both], data.y[both]), spec)
     test = to_evidence(fold.encoded, *part["test"], fold.kg, fitted.scaler)
     probs, without = probs_and_without(fitted.model, test, fitted.hetero, fitted.dims)
     return probs, without, fitted.model, fitted.history

@@ -186,6 +186,27 @@ def fit_model(
     return FittedModel(name, model.eval(), history, scaler, dims, hetero)
 
 
+def refit_linear_part(fitted: FittedModel, data, rows: tuple, spec: TrainingSpec) -> None:
+    """Refit the linear model a fitted network corrects (``training.offset: logreg``) on ``rows`` (``(rows,
+    labels)``), in place, through the network's own standardiser; the network's correction stays as trained.
+
+    ``compare`` fits its closed-form models (logreg, kg_logreg, gbt) on a fold's fit *and* validation patients, while
+    a network holds the validation patients out to stop early: so the linear part of a corrected network is refitted
+    on both too, once its correction is trained, and a network that kept its start scores as logreg does. A network
+    without a linear part is left as it is."""
+    from clinicmm.fusion.models.wrappers import members_of, offset_of
+    from clinicmm.training.data import to_evidence
+
+    if offset_of(fitted.model) != "logreg":
+        return
+    items = to_evidence(data.encoded, *rows, data.kg, fitted.scaler)
+    members = members_of(fitted.model)
+    refit = copy.deepcopy(members[0].base)
+    fit_closed_form(refit, items, [], fitted.hetero, fitted.dims, spec, len(data.classes))
+    for member in members:
+        member.base = copy.deepcopy(refit).requires_grad_(False).train(member.training)
+
+
 def fit_closed_form(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
     """Fit a closed-form model (logistic regression or trees) on ``train``; its one-row history."""
     from clinicmm.training.linear import fit_linear

@@ -354,3 +354,59 @@ def test_the_report_says_which_rows_are_seed_ensembles() -> None:
     assert "`training.ensemble: 5`" in text and "5 networks" in text
     assert text.split("): ")[1].startswith("omics, concat, kg_pathway, kg_pathway_rewired.")
     assert ensemble_markdown(rows, 1) == "" and ensemble_markdown(["logreg", "gbt"], 5) == ""
+
+
+# ------------------------------------------------------------------------------------------ linear part refit
+
+
+def test_a_corrected_networks_linear_part_is_refitted_on_fit_and_validation_rows_as_logreg_is():
+    import copy
+
+    import torch
+
+    from clinicmm.fusion.models.wrappers import LinearOffset
+    from clinicmm.training.data import to_evidence
+    from clinicmm.training.fit import fit_closed_form, fit_model, refit_linear_part
+
+    data = cv_data()
+    fit_rows, val_rows = np.arange(0, 24), np.arange(24, 36)
+    fitted = fit_model(
+        "concat", data.data, (fit_rows, data.y[fit_rows]), (val_rows, data.y[val_rows]), SPEC, progress=False
+    )
+    assert isinstance(fitted.model, LinearOffset)
+    before_net = {k: v.clone() for k, v in fitted.model.net.state_dict().items()}
+    before_base = fitted.model.base.linear.weight.clone()
+    both = np.arange(36)
+    refit_linear_part(fitted, data.data, (both, data.y), SPEC)
+    # the same linear model a closed-form fit on all 36 rows (through the network's standardiser) gives
+    items = to_evidence(data.data.encoded, both, data.y, data.data.kg, fitted.scaler)
+    reference = copy.deepcopy(fitted.model.base)
+    fit_closed_form(reference, items, [], fitted.hetero, fitted.dims, SPEC, len(CLASSES))
+    assert torch.allclose(fitted.model.base.linear.weight, reference.linear.weight)
+    assert not torch.allclose(fitted.model.base.linear.weight, before_base)
+    assert all(torch.equal(v, before_net[k]) for k, v in fitted.model.net.state_dict().items())  # correction kept
+    assert not any(p.requires_grad for p in fitted.model.base.parameters())
+    alone = fit_model(
+        "note", data.data, (fit_rows, data.y[fit_rows]), (val_rows, data.y[val_rows]), SPEC, progress=False
+    )
+    state = {k: v.clone() for k, v in alone.model.state_dict().items()}
+    refit_linear_part(alone, data.data, (both, data.y), SPEC)  # a network without a linear part: unchanged
+    assert all(torch.equal(v, state[k]) for k, v in alone.model.state_dict().items())
+
+
+def test_compare_refits_each_corrected_networks_linear_part_on_the_folds_training_rows(monkeypatch):
+    from clinicmm.training import fit as fitting
+
+    calls = []
+    real = fitting.refit_linear_part
+    monkeypatch.setattr(
+        fitting,
+        "refit_linear_part",
+        lambda fitted, data, rows, spec: calls.append((fitted.name, len(rows[0]))) or real(fitted, data, rows, spec),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cv(
+            cv_data(), ["concat"], ["logreg"], SPEC, CompareSpec(folds=3, bootstrap=100, champion=False), progress=False
+        )
+    assert calls == [("concat", 24)] * 3  # every fold's 24 training rows (fit + validation); logreg is closed form
