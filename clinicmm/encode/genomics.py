@@ -35,7 +35,10 @@ column name into a gene symbol by these rules, tried in order:
 
 The symbol links when it is a graph gene; else, with ``harmonize``, its current HGNC symbol (shipped table; for a
 miRNA the rules do not spell as HGNC now does, such as ``hsa-mir-103-1`` -> ``MIR103A1``, the one HGNC lists the
-name under) when that is a graph gene. Each feature is counted (:meth:`GenomicsPreprocessor.link_counts`) as ``linked``,
+name under) when that is a graph gene. A name HGNC does not know may be an RPPA antibody as MD Anderson's core,
+TCPA and UCSC Xena name them (``Akt_pS473``, ``4E-BP1_pT37_T46-R-V``, ``Bcl-2``, ``c-Myc``): its protein part,
+before the modified sites and the validation code, is looked up as written, without hyphens, then upper-cased
+(:func:`antibody_spellings`; never a protein mass such as ``p27``, which upper-cased is another gene's alias). Each feature is counted (:meth:`GenomicsPreprocessor.link_counts`) as ``linked``,
 ``not_in_graph`` (an HGNC gene the graph lacks) or ``unmapped`` (no rule gives an HGNC gene: an unknown or
 ambiguous name, a mature miRNA of several genes), per layer: ``meth``, ``mirna`` (miRNA names and HGNC MIR
 symbols, which ingest harmonisation gives), ``plain`` (the rest). Several features of one gene (its mRNA and its
@@ -65,7 +68,7 @@ FORMAT_VERSION = 1
 # how omics features become graph links (only graph genes compete for the budget; meth_ / miRNA names mapped;
 # 3: arm / band columns of features: cytoband layers are regions): part of the encode stage's settings, so
 # encodings made by an earlier rule are recomputed
-EVIDENCE_VERSION = 3
+EVIDENCE_VERSION = 4  # 4: RPPA antibody names link through their protein part (antibody_spellings)
 
 METH_PREFIX = "meth_"
 # hsa-mir-21, hsa-miR-21-5p, mir-155, hsa-mir-181a-1, hsa-mir-1-2, hsa-let-7a-1, hsa-miR-17* (case-insensitive)
@@ -83,6 +86,11 @@ REGION = "region"
 LAYERS = ("plain", "meth", "mirna")  # layers of the columns of one expression table; genomics.layers add theirs
 LAYER_SEPARATOR = ":"  # the columns of genomics.layers are "<layer>:<feature>" (clinicmm.ingest.genomics)
 LAYER_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}:")
+# an RPPA antibody: its protein, then the modified sites (pS473, T46, cleavedD198, Lys40), then the RPPA core's
+# validation code (-R-V: rabbit, validated; -M-C: mouse, caution; ...)
+ANTIBODY_VALIDATION = re.compile(r"-[RMG]-[VCE]$")
+ANTIBODY_SITE = re.compile(r"^(?:p?[STYK]\d+|cleaved\w*|Lys\d+)$", re.IGNORECASE)
+PROTEIN_MASS = re.compile(r"^p\d", re.IGNORECASE)  # p21, p27, p38, p70S6K: never upper-cased into a symbol
 
 
 def log_counts(values):
@@ -157,11 +165,35 @@ def link_gene(
     current = hgnc.resolve(symbol)[0] or (hgnc.resolve(bare)[0] if bare != symbol else None)
     if current is not None and MIRNA_NAME.match(bare) and not MIRNA_SYMBOL.match(current):
         current = None  # a miRNA is a MIR gene or nothing (HGNC lists "MIR1" as an alias of FSD1)
+    antibody = "|" not in bare and not bare.lower().startswith(("hsa-", "mir-", "let-"))  # pairs: resolve's own
+    if current is None and antibody and not MIRNA_NAME.match(bare):
+        current = next((g for g in (hgnc.resolve(s)[0] for s in antibody_spellings(bare)) if g), None)
     if current is None:
         return None, UNMAPPED
     if harmonize and current in graph_genes:
         return current, LINKED
     return None, NOT_IN_GRAPH
+
+
+def antibody_spellings(name: str) -> list[str]:
+    """The spellings to look up for an RPPA antibody ``name``, in order: its protein part (the name before its
+    modified sites and validation code: ``Akt_pS473-R-V`` -> ``Akt``, ``4E-BP1_pT37_T46`` -> ``4E-BP1``,
+    ``Cyclin_B1`` stays), without hyphens (``Bcl-2`` -> ``Bcl2``), upper-cased (``AKT``, ``BCL2``), and without
+    underscores upper-cased (``CYCLINB1``); a protein mass (``p27``) only as written and without hyphens, since
+    upper-cased it is another gene's alias (``P27``: IFI27). Empty for a name with nothing left."""
+    tokens = ANTIBODY_VALIDATION.sub("", str(name).strip()).split("_")
+    kept: list[str] = []
+    for token in tokens:
+        if kept and ANTIBODY_SITE.match(token):
+            break
+        kept.append(token)
+    protein = "_".join(kept).strip()
+    if not protein:
+        return []
+    spellings = [protein, protein.replace("-", "")]
+    if not PROTEIN_MASS.match(protein):
+        spellings += [protein.upper(), protein.replace("-", "").upper(), protein.replace("_", "").upper()]
+    return list(dict.fromkeys(s for s in spellings if s))
 
 
 def is_region(name: str, regions: Collection[str]) -> bool:

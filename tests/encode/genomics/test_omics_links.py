@@ -200,3 +200,34 @@ def test_round_trip_keeps_the_links_and_an_old_dict_still_loads(tmp_path) -> Non
     assert loaded.harmonize is False
     assert loaded.evidence(matrix, mutations, ["T"], graph) == {"T": ["EGFR", "MIR21", "TP53"]}
     assert loaded.link_counts(graph)["features_not_in_graph"] == 1  # C10orf10: a gene, not under the graph's name
+
+
+@pytest.mark.parametrize(
+    ("name", "gene"),
+    [
+        ("Akt_pS473", "AKT1"),  # the graph below knows AKT1 only; HGNC lists AKT as its alias
+        ("Akt_pS473-R-V", "AKT1"),  # MD Anderson's level-3 files: the validation code after the antibody
+        ("rppa:4E-BP1_pT37_T46", "EIF4EBP1"),
+        ("Bcl-2", "BCL2"),
+        ("c-Myc", "MYC"),
+        ("HER2_pY1248-R-V", "ERBB2"),
+        ("ER-alpha_pS118", "ESR1"),
+        ("Rb_pS807_S811", "RB1"),
+        ("p53", "TP53"),  # a protein mass, as written
+        ("p27_pT157", None),  # upper-cased it would be IFI27's alias P27: left unlinked
+        ("EGFR_pY1068-R-C", "EGFR"),
+        ("hsa-mir-999", None),  # a miRNA-like name is never read as an antibody
+    ],
+)
+def test_an_rppa_antibody_links_through_its_protein_part(name: str, gene: str | None) -> None:
+    graph = {"AKT1", "EIF4EBP1", "BCL2", "MYC", "ERBB2", "ESR1", "RB1", "TP53", "CDKN1B", "IFI27", "EGFR"}
+    assert link_gene(name, graph, harmonize=True)[0] == gene
+
+
+def test_antibody_spellings_drop_sites_and_validation_codes_and_never_upper_case_a_protein_mass() -> None:
+    from clinicmm.encode.genomics import antibody_spellings
+
+    assert antibody_spellings("4E-BP1_pT37_T46-R-V") == ["4E-BP1", "4EBP1"]
+    assert antibody_spellings("Cyclin_B1") == ["Cyclin_B1", "CYCLIN_B1", "CYCLINB1"]
+    assert antibody_spellings("p27_pT198") == ["p27"]
+    assert antibody_spellings("Caspase-7_cleavedD198-M-C") == ["Caspase-7", "Caspase7", "CASPASE-7", "CASPASE7"]
