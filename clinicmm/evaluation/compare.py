@@ -48,7 +48,7 @@ from clinicmm.evaluation.ablation import ablation_row
 from clinicmm.evaluation.bootstrap import METRICS  # the metrics bootstrapped, reported per fold and pooled
 from clinicmm.keys import MODALITY_NAMES, Split
 from clinicmm.training.data import add_class_nodes, split_val
-from clinicmm.training.fit import EARLY, best_epoch
+from clinicmm.training.fit import EARLY, best_epoch, trained_epochs
 
 log = logging.getLogger("clinicmm")
 REWIRED = "_rewired"  # a graph model's row on the degree-preserving rewired graph (compare.knowledge_ablation)
@@ -291,7 +291,7 @@ def run_cv(
                     "fold": k,
                     **sizes,
                     **metrics,
-                    "epochs": len(history),
+                    "epochs": trained_epochs(history),  # without the start's row (training.keep_start)
                     "best_epoch": best_epoch(history),
                     **chosen_on,
                 }
