@@ -38,7 +38,8 @@ miRNA the rules do not spell as HGNC now does, such as ``hsa-mir-103-1`` -> ``MI
 name under) when that is a graph gene. A name HGNC does not know may be an RPPA antibody as MD Anderson's core,
 TCPA and UCSC Xena name them (``Akt_pS473``, ``4E-BP1_pT37_T46-R-V``, ``Bcl-2``, ``c-Myc``): its protein part,
 before the modified sites and the validation code, is looked up as written, without hyphens, then upper-cased
-(:func:`antibody_spellings`; never a protein mass such as ``p27``, which upper-cased is another gene's alias). Each feature is counted (:meth:`GenomicsPreprocessor.link_counts`) as ``linked``,
+(:func:`antibody_spellings`; never a protein mass such as ``p27``, which upper-cased is another gene's alias).
+Each feature is counted (:meth:`GenomicsPreprocessor.link_counts`) as ``linked``,
 ``not_in_graph`` (an HGNC gene the graph lacks) or ``unmapped`` (no rule gives an HGNC gene: an unknown or
 ambiguous name, a mature miRNA of several genes), per layer: ``meth``, ``mirna`` (miRNA names and HGNC MIR
 symbols, which ingest harmonisation gives), ``plain`` (the rest). Several features of one gene (its mRNA and its
@@ -165,8 +166,9 @@ def link_gene(
     current = hgnc.resolve(symbol)[0] or (hgnc.resolve(bare)[0] if bare != symbol else None)
     if current is not None and MIRNA_NAME.match(bare) and not MIRNA_SYMBOL.match(current):
         current = None  # a miRNA is a MIR gene or nothing (HGNC lists "MIR1" as an alias of FSD1)
-    antibody = "|" not in bare and not bare.lower().startswith(("hsa-", "mir-", "let-"))  # pairs: resolve's own
-    if current is None and antibody and not MIRNA_NAME.match(bare):
+    # an RPPA antibody (a GENE|antibody pair is resolve's own; a miRNA-like name is never one)
+    antibody = "|" not in bare and not bare.lower().startswith(("hsa-", "mir-", "let-"))
+    if current is None and antibody:
         current = next((g for g in (hgnc.resolve(s)[0] for s in antibody_spellings(bare)) if g), None)
     if current is None:
         return None, UNMAPPED
