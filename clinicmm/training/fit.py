@@ -199,12 +199,24 @@ def refit_linear_part(fitted: FittedModel, data, rows: tuple, spec: TrainingSpec
 
     if offset_of(fitted.model) != "logreg":
         return
-    items = to_evidence(data.encoded, *rows, data.kg, fitted.scaler)
     members = members_of(fitted.model)
-    refit = copy.deepcopy(members[0].base)
-    fit_closed_form(refit, items, [], fitted.hetero, fitted.dims, spec, len(data.classes))
+    cache = getattr(data, "fitted_offsets", {})  # every corrected network of a fold refits the same model: once
+    standardiser = repr((fitted.scaler.mean, fitted.scaler.std))  # the refit reads the rows through it
+    key = ("refit", *_fits_key(data, (rows,), spec), standardiser)
+    if key not in cache:
+        items = to_evidence(data.encoded, *rows, data.kg, fitted.scaler)
+        cache[key] = copy.deepcopy(members[0].base)
+        fit_closed_form(cache[key], items, [], fitted.hetero, fitted.dims, spec, len(data.classes))
     for member in members:
-        member.base = copy.deepcopy(refit).requires_grad_(False).train(member.training)
+        member.base = copy.deepcopy(cache[key]).requires_grad_(False).train(member.training)
+
+
+def _fits_key(data, rows: tuple, spec: TrainingSpec) -> tuple:
+    """What makes one linear fit of :func:`logreg_offset` / :func:`refit_linear_part` the same as another: the
+    graph (compare's knowledge ablation swaps it on a copy of the fold, sharing the cache), the rows (``(rows,
+    labels)`` tuples) and the training settings."""
+    parts = (np.asarray(part, dtype=np.int64).tobytes() for rows_labels in rows for part in rows_labels)
+    return (id(data.kg), *parts, spec.model_dump_json())
 
 
 def fit_closed_form(model, train: list, val: list, knowledge, dims, spec: TrainingSpec, n_classes: int) -> list[dict]:
@@ -228,11 +240,7 @@ def logreg_offset(data, rows: tuple, items: list, make, knowledge, dims, spec: T
 
     (train, val), n = rows, len(data.classes)
     cache = getattr(data, "fitted_offsets", {})  # a data object without one: fitted for this network alone
-    key = (
-        id(data.kg),  # compare's knowledge ablation swaps the graph on a copy of the fold (sharing this cache)
-        *(np.asarray(part, dtype=np.int64).tobytes() for part in (*train, val[0])),
-        spec.model_dump_json(),
-    )
+    key = _fits_key(data, (train, (val[0],)), spec)
     if key not in cache:
         base = make()
         fit_closed_form(base, items[0], items[1], knowledge, dims, spec, n)
