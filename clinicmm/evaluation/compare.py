@@ -576,12 +576,12 @@ def compare(wf: WorkflowSpec, data=None, folds: int | None = None, progress: boo
             }
         )
         folds_table = pd.DataFrame(res.folds)
-        early = {
-            m: int(n) for m, n in (folds_table["best_epoch"] <= EARLY).groupby(folds_table["model"]).sum().items() if n
-        }
-        kept = {  # training.keep_start: folds where the corrected network kept the linear model it starts from
-            m: int(n) for m, n in (folds_table["best_epoch"] == -1).groupby(folds_table["model"]).sum().items() if n
-        }
+
+        def folds_where(mask: pd.Series) -> dict[str, int]:  # model -> its folds where mask holds, where any do
+            return {m: int(n) for m, n in mask.groupby(folds_table["model"]).sum().items() if n}
+
+        early = folds_where(folds_table["best_epoch"] <= EARLY)
+        kept = folds_where(folds_table["best_epoch"] == -1)  # training.keep_start: it kept the linear model
         mlflow.log_metric("cv_hard_cases", len(hard))
         result = CompareResult(
             table,
